@@ -1,0 +1,19 @@
+//! Redwall's domain rules as plain types and pure functions.
+//!
+//! Nothing here does I/O or reads the clock: time comes in as a value
+//! (microseconds since the Unix epoch), so every rule can be tested
+//! exhaustively and the server, the CLI and (later) the remote agent share
+//! one definition of who may do what.
+
+pub mod access;
+pub mod audit_event;
+pub mod password_policy;
+pub mod permission;
+pub mod session_rules;
+pub mod throttle;
+pub mod username;
+
+/// Microseconds since the Unix epoch; the one time unit of Redwall's rules and storage.
+pub type Micros = i64;
+
+pub const MICROS_PER_SECOND: Micros = 1_000_000;

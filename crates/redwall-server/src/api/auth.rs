@@ -1,0 +1,356 @@
+//! Logging in and out.
+//!
+//! Unknown user, wrong password and suspended account answer the same error
+//! after the same amount of work; every failure is audited and counted by the
+//! per-account and per-address throttle.
+
+use crate::accounts::{hash_password, verify_password};
+use crate::api::body::Body;
+use crate::api::mfa::{verify_second_factor, SecondFactor};
+use crate::api::users::UserView;
+use crate::audit::{self, Actor};
+use crate::auth::principal::Principal;
+use crate::auth::session;
+use crate::clock::rfc3339;
+use crate::error::{ApiError, ApiResult};
+use crate::net::client::ClientInfo;
+use crate::state::AppState;
+use axum::extract::State;
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use base64::Engine;
+use redwall_crypto::password::Verification;
+use redwall_crypto::token::MFA_CHALLENGE_PREFIX;
+use redwall_policy::audit_event::{AuditEvent, Outcome};
+use redwall_policy::{Micros, MICROS_PER_SECOND};
+use redwall_store::User;
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+
+const MFA_CHALLENGE_SECS: i64 = 300;
+const MAX_PASSWORD_BYTES: usize = 4096;
+
+#[derive(Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct LoginRequest {
+    pub username: String,
+    pub password: String,
+    /// A TOTP code or a recovery code, for users with MFA (optional: without
+    /// it the answer is an MFA challenge).
+    #[serde(default, alias = "code")]
+    pub totp: Option<String>,
+}
+
+#[derive(Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct MfaStepRequest {
+    pub mfa_token: String,
+    /// A TOTP code or a recovery code.
+    pub code: String,
+}
+
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct LoginResponse {
+    /// "ok" (a session cookie is set) or "mfa_required" (answer at /api/v1/auth/mfa).
+    pub status: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub mfa_token: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub user: Option<UserView>,
+    /// Send this as X-CSRF-Token on state-changing requests made with the cookie.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub csrf_token: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub expires_at: Option<String>,
+    /// MFA is required on this platform and the user must enrol first.
+    pub mfa_enrolment_required: bool,
+}
+
+pub async fn login(
+    State(state): State<AppState>,
+    client: ClientInfo,
+    Body(req): Body<LoginRequest>,
+) -> ApiResult<Response> {
+    let user = password_step(&state, &client, &req.username, &req.password).await?;
+    if user.mfa_enabled {
+        match req.totp.as_deref() {
+            None => return Ok(Json(challenge(&state, &user)?).into_response()),
+            Some(code) => second_factor_step(&state, &client, &user, code).await?,
+        }
+    }
+    finish_login(&state, &client, &user).await
+}
+
+pub async fn login_mfa(
+    State(state): State<AppState>,
+    client: ClientInfo,
+    Body(req): Body<MfaStepRequest>,
+) -> ApiResult<Response> {
+    let now = state.now();
+    let invalid = || {
+        ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "invalid_mfa_token",
+            "the MFA challenge is invalid or expired; log in again",
+        )
+    };
+    let user_id = open_challenge(&state, &req.mfa_token, now).ok_or_else(invalid)?;
+    let user = state
+        .store
+        .get_user(&user_id)
+        .await?
+        .filter(|u| !u.suspended && u.mfa_enabled)
+        .ok_or_else(invalid)?;
+    second_factor_step(&state, &client, &user, &req.code).await?;
+    finish_login(&state, &client, &user).await
+}
+
+async fn password_step(state: &AppState, client: &ClientInfo, username: &str, password: &str) -> ApiResult<User> {
+    let now = state.now();
+    let account = username.chars().take(64).collect::<String>();
+    if let Err(wait) = state.throttle.check(&account, client.ip, now) {
+        state.metrics.login_throttled();
+        audit::record(
+            state,
+            Some(&Actor::attempted(&account)),
+            client,
+            AuditEvent::LoginThrottled,
+            Outcome::Denied,
+            None,
+            json!({ "retry_after_secs": wait }),
+        )
+        .await?;
+        return Err(ApiError::throttled(wait));
+    }
+    let plausible = redwall_policy::username::check_username(username).is_ok()
+        && password.len() <= MAX_PASSWORD_BYTES;
+    let user = if plausible {
+        state.store.find_user_by_username(username).await?
+    } else {
+        None
+    };
+    let verification = if plausible {
+        let stored = user.as_ref().and_then(|u| u.password_hash.as_deref());
+        verify_password(state, password, stored).await?
+    } else {
+        Verification::Invalid
+    };
+    let failure = match (&user, verification) {
+        (None, _) => Some("unknown_user"),
+        (Some(_), Verification::Invalid) => Some("wrong_password"),
+        (Some(u), _) if u.suspended => Some("suspended"),
+        _ => None,
+    };
+    match (user, failure) {
+        (Some(user), None) => {
+            if let Verification::Valid { needs_rehash: true } = verification {
+                rehash(state, client, &user, password).await?;
+            }
+            Ok(user)
+        }
+        (user, reason) => {
+            state.throttle.record_failure(&account, client.ip, now);
+            state.metrics.login_failed();
+            let actor = match &user {
+                Some(u) => Actor::user(&u.id, &u.username),
+                None => Actor::attempted(&account),
+            };
+            audit::record(
+                state,
+                Some(&actor),
+                client,
+                AuditEvent::LoginFailed,
+                Outcome::Failure,
+                None,
+                json!({ "reason": reason.unwrap_or("unknown") }),
+            )
+            .await?;
+            Err(ApiError::invalid_credentials())
+        }
+    }
+}
+
+/// Imported (bcrypt) or outdated hashes become argon2id with current parameters.
+async fn rehash(state: &AppState, client: &ClientInfo, user: &User, password: &str) -> ApiResult<()> {
+    let was_bcrypt = user
+        .password_hash
+        .as_deref()
+        .is_some_and(redwall_crypto::password::is_bcrypt_hash);
+    let hash = hash_password(state, password).await?;
+    state
+        .store
+        .set_password_hash(&user.id, &hash, state.now())
+        .await?;
+    audit::record(
+        state,
+        Some(&Actor::user(&user.id, &user.username)),
+        client,
+        AuditEvent::PasswordRehashed,
+        Outcome::Success,
+        Some(format!("user:{}", user.id)),
+        json!({ "from": if was_bcrypt { "bcrypt" } else { "argon2" } }),
+    )
+    .await
+}
+
+async fn second_factor_step(state: &AppState, client: &ClientInfo, user: &User, code: &str) -> ApiResult<()> {
+    let now = state.now();
+    if let Err(wait) = state.throttle.check(&user.username, client.ip, now) {
+        return Err(ApiError::throttled(wait));
+    }
+    match verify_second_factor(state, user, code).await? {
+        Some(SecondFactor::Totp) => Ok(()),
+        Some(SecondFactor::RecoveryCode { remaining }) => {
+            audit::record(
+                state,
+                Some(&Actor::user(&user.id, &user.username)),
+                client,
+                AuditEvent::MfaRecoveryCodeUsed,
+                Outcome::Success,
+                Some(format!("user:{}", user.id)),
+                json!({ "remaining": remaining }),
+            )
+            .await
+        }
+        None => {
+            state.throttle.record_failure(&user.username, client.ip, now);
+            state.metrics.login_failed();
+            audit::record(
+                state,
+                Some(&Actor::user(&user.id, &user.username)),
+                client,
+                AuditEvent::MfaVerifyFailed,
+                Outcome::Failure,
+                Some(format!("user:{}", user.id)),
+                json!({ "step": "login" }),
+            )
+            .await?;
+            Err(ApiError::new(
+                StatusCode::UNAUTHORIZED,
+                "invalid_mfa_code",
+                "the code is incorrect or was already used",
+            ))
+        }
+    }
+}
+
+async fn finish_login(state: &AppState, client: &ClientInfo, user: &User) -> ApiResult<Response> {
+    state.throttle.record_success(&user.username);
+    let started = session::start(state, user, client).await?;
+    state.metrics.login_succeeded();
+    audit::record(
+        state,
+        Some(&Actor::user(&user.id, &user.username)),
+        client,
+        AuditEvent::LoginSucceeded,
+        Outcome::Success,
+        Some(format!("session:{}", started.session.id)),
+        json!({ "mfa": user.mfa_enabled }),
+    )
+    .await?;
+    let settings = state.settings.get(&state.store, state.now()).await?;
+    let max_age = (started.session.expires_at - state.now()) / MICROS_PER_SECOND;
+    let cookie = session::set_cookie(started.token.expose(), client.https, max_age)?;
+    let body = LoginResponse {
+        status: "ok",
+        mfa_token: None,
+        user: Some(UserView::from(user)),
+        csrf_token: Some(started.csrf_token),
+        expires_at: Some(rfc3339(started.session.expires_at)),
+        mfa_enrolment_required: settings.require_mfa && !user.mfa_enabled,
+    };
+    let mut headers = HeaderMap::new();
+    headers.insert(header::SET_COOKIE, cookie);
+    Ok((headers, Json(body)).into_response())
+}
+
+/// A sealed, short-lived statement "this user passed the password step":
+/// stateless, so any node can check it, and useless without the second factor.
+fn challenge(state: &AppState, user: &User) -> ApiResult<LoginResponse> {
+    let expires = state.now() + MFA_CHALLENGE_SECS * MICROS_PER_SECOND;
+    let payload = json!({ "u": user.id, "e": expires }).to_string();
+    let sealed = state
+        .keyring
+        .sealer("mfa-challenge")
+        .seal(payload.as_bytes(), b"mfa-challenge");
+    let token = format!(
+        "{MFA_CHALLENGE_PREFIX}{}",
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(sealed)
+    );
+    Ok(LoginResponse {
+        status: "mfa_required",
+        mfa_token: Some(token),
+        user: None,
+        csrf_token: None,
+        expires_at: Some(rfc3339(expires)),
+        mfa_enrolment_required: false,
+    })
+}
+
+fn open_challenge(state: &AppState, token: &str, now: Micros) -> Option<String> {
+    let body = token.strip_prefix(MFA_CHALLENGE_PREFIX)?;
+    if body.len() > 512 {
+        return None;
+    }
+    let sealed = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(body)
+        .ok()?;
+    let plain = state
+        .keyring
+        .sealer("mfa-challenge")
+        .open(&sealed, b"mfa-challenge")
+        .ok()?;
+    let v: serde_json::Value = serde_json::from_slice(&plain).ok()?;
+    let expires = v.get("e")?.as_i64()?;
+    (now < expires).then(|| v.get("u")?.as_str().map(str::to_string))?
+}
+
+pub async fn logout(
+    State(state): State<AppState>,
+    principal: Principal,
+    client: ClientInfo,
+) -> ApiResult<Response> {
+    let Some(session_id) = principal.session_id() else {
+        return Err(ApiError::bad_request(
+            "not_a_session",
+            "logout ends a browser session; revoke a token at /api/v1/me/tokens instead",
+        ));
+    };
+    session::end(&state, session_id).await?;
+    audit::record(
+        &state,
+        Some(&Actor::of(&principal)),
+        &client,
+        AuditEvent::Logout,
+        Outcome::Success,
+        Some(format!("session:{session_id}")),
+        json!({}),
+    )
+    .await?;
+    Ok(([(header::SET_COOKIE, session::clear_cookie(client.https))], StatusCode::NO_CONTENT).into_response())
+}
+
+pub async fn logout_everywhere(
+    State(state): State<AppState>,
+    principal: Principal,
+    client: ClientInfo,
+) -> ApiResult<Response> {
+    let ended = session::end_all_of_user(&state, &principal.user_id, None).await?;
+    audit::record(
+        &state,
+        Some(&Actor::of(&principal)),
+        &client,
+        AuditEvent::LogoutEverywhere,
+        Outcome::Success,
+        Some(format!("user:{}", principal.user_id)),
+        json!({ "sessions_ended": ended }),
+    )
+    .await?;
+    Ok((
+        [(header::SET_COOKIE, session::clear_cookie(client.https))],
+        Json(json!({ "sessions_ended": ended })),
+    )
+        .into_response())
+}
+

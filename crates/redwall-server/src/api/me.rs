@@ -1,0 +1,181 @@
+//! The caller's own account: profile, password, sessions.
+
+use crate::accounts::{hash_password, validate_new_password, verify_password};
+use crate::api::body::{Body, IdPath};
+use crate::audit::{self, Actor};
+use crate::auth::principal::{Principal, Via};
+use crate::auth::session;
+use crate::clock::rfc3339;
+use crate::error::{ApiError, ApiResult};
+use crate::net::client::ClientInfo;
+use crate::state::AppState;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::Json;
+use redwall_policy::audit_event::{AuditEvent, Outcome};
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct MeView {
+    pub id: String,
+    pub username: String,
+    pub is_admin: bool,
+    pub mfa_enabled: bool,
+    /// MFA is required and the user must enrol before anything else.
+    pub mfa_enrolment_required: bool,
+    /// "session" or "token".
+    pub authenticated_by: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub token_scope: Option<&'static str>,
+    /// For cookie sessions: the value to send as X-CSRF-Token.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub csrf_token: Option<String>,
+}
+
+pub async fn get_me(principal: Principal) -> Json<MeView> {
+    let (authenticated_by, token_scope, csrf_token) = match &principal.via {
+        Via::Session { csrf_token, .. } => ("session", None, Some(csrf_token.clone())),
+        Via::Token { scope, .. } => ("token", Some(scope.name()), None),
+    };
+    Json(MeView {
+        id: principal.user_id,
+        username: principal.username,
+        is_admin: principal.role == redwall_policy::permission::PlatformRole::Admin,
+        mfa_enabled: principal.mfa_enabled,
+        mfa_enrolment_required: principal.mfa_enrolment_pending,
+        authenticated_by,
+        token_scope,
+        csrf_token,
+    })
+}
+
+#[derive(Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PasswordChange {
+    pub current_password: String,
+    pub new_password: String,
+}
+
+pub async fn change_password(
+    State(state): State<AppState>,
+    principal: Principal,
+    client: ClientInfo,
+    Body(req): Body<PasswordChange>,
+) -> ApiResult<Json<serde_json::Value>> {
+    let now = state.now();
+    if let Err(wait) = state.throttle.check(&principal.username, client.ip, now) {
+        return Err(ApiError::throttled(wait));
+    }
+    let user = state
+        .store
+        .get_user(&principal.user_id)
+        .await?
+        .ok_or_else(ApiError::unauthenticated)?;
+    validate_new_password(&req.new_password, &user.username)?;
+    let current_ok = req.current_password.len() <= 4096
+        && verify_password(&state, &req.current_password, user.password_hash.as_deref())
+            .await?
+            .is_valid();
+    if !current_ok {
+        state.throttle.record_failure(&principal.username, client.ip, now);
+        audit::record(
+            &state,
+            Some(&Actor::of(&principal)),
+            &client,
+            AuditEvent::PasswordChanged,
+            Outcome::Failure,
+            Some(format!("user:{}", user.id)),
+            json!({ "reason": "wrong_current_password" }),
+        )
+        .await?;
+        return Err(ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "invalid_credentials",
+            "the current password is incorrect",
+        ));
+    }
+    let hash = hash_password(&state, &req.new_password).await?;
+    state.store.set_password_hash(&user.id, &hash, now).await?;
+    let ended = session::end_all_of_user(&state, &user.id, principal.session_id()).await?;
+    audit::record(
+        &state,
+        Some(&Actor::of(&principal)),
+        &client,
+        AuditEvent::PasswordChanged,
+        Outcome::Success,
+        Some(format!("user:{}", user.id)),
+        json!({ "other_sessions_ended": ended }),
+    )
+    .await?;
+    Ok(Json(json!({ "other_sessions_ended": ended })))
+}
+
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct SessionView {
+    pub id: String,
+    pub created_at: String,
+    pub last_seen_at: String,
+    pub expires_at: String,
+    pub client_ip: Option<String>,
+    pub user_agent: Option<String>,
+    /// The session this request was made with.
+    pub current: bool,
+}
+
+pub async fn list_sessions(
+    State(state): State<AppState>,
+    principal: Principal,
+) -> ApiResult<Json<Vec<SessionView>>> {
+    let sessions = state.store.list_sessions(&principal.user_id).await?;
+    let current = principal.session_id();
+    Ok(Json(
+        sessions
+            .into_iter()
+            .map(|s| {
+                let seen = state
+                    .activity
+                    .session_last_seen(&s.id)
+                    .map_or(s.last_seen_at, |t| t.max(s.last_seen_at));
+                SessionView {
+                    current: current == Some(s.id.as_str()),
+                    created_at: rfc3339(s.created_at),
+                    last_seen_at: rfc3339(seen),
+                    expires_at: rfc3339(s.expires_at),
+                    client_ip: s.client_ip,
+                    user_agent: s.user_agent,
+                    id: s.id,
+                }
+            })
+            .collect(),
+    ))
+}
+
+pub async fn end_session(
+    State(state): State<AppState>,
+    principal: Principal,
+    client: ClientInfo,
+    IdPath(id): IdPath,
+) -> ApiResult<StatusCode> {
+    let owned = state
+        .store
+        .list_sessions(&principal.user_id)
+        .await?
+        .iter()
+        .any(|s| s.id == id);
+    if !owned {
+        return Err(ApiError::not_found());
+    }
+    session::end(&state, &id).await?;
+    audit::record(
+        &state,
+        Some(&Actor::of(&principal)),
+        &client,
+        AuditEvent::SessionEnded,
+        Outcome::Success,
+        Some(format!("session:{id}")),
+        json!({}),
+    )
+    .await?;
+    Ok(StatusCode::NO_CONTENT)
+}

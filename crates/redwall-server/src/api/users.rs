@@ -1,0 +1,226 @@
+//! User administration (platform admins).
+
+use crate::accounts::{self, NewAccount};
+use crate::api::body::{Body, IdPath, Query};
+use crate::audit::{self, Actor};
+use crate::auth::principal::Principal;
+use crate::auth::session;
+use crate::clock::rfc3339;
+use crate::error::{ApiError, ApiResult};
+use crate::net::client::ClientInfo;
+use crate::state::AppState;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::Json;
+use redwall_policy::audit_event::{AuditEvent, Outcome};
+use redwall_store::User;
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct UserView {
+    pub id: String,
+    pub username: String,
+    pub is_admin: bool,
+    pub suspended: bool,
+    pub mfa_enabled: bool,
+    pub created_at: String,
+}
+
+impl From<&User> for UserView {
+    fn from(u: &User) -> Self {
+        UserView {
+            id: u.id.clone(),
+            username: u.username.clone(),
+            is_admin: u.is_admin,
+            suspended: u.suspended,
+            mfa_enabled: u.mfa_enabled,
+            created_at: rfc3339(u.created_at),
+        }
+    }
+}
+
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct UserList {
+    pub users: Vec<UserView>,
+    /// Pass as `after` to get the next page; absent on the last page.
+    pub next: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListQuery {
+    after: Option<String>,
+    limit: Option<i64>,
+}
+
+pub async fn list(State(state): State<AppState>, Query(q): Query<ListQuery>) -> ApiResult<Json<UserList>> {
+    let limit = q.limit.unwrap_or(100).clamp(1, 500);
+    let users = state.store.list_users(q.after.as_deref(), limit).await?;
+    let next = (users.len() as i64 == limit)
+        .then(|| users.last().map(|u| u.username.to_lowercase()))
+        .flatten();
+    Ok(Json(UserList {
+        users: users.iter().map(UserView::from).collect(),
+        next,
+    }))
+}
+
+#[derive(Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NewUserRequest {
+    pub username: String,
+    pub password: String,
+    #[serde(default)]
+    pub is_admin: bool,
+}
+
+pub async fn create(
+    State(state): State<AppState>,
+    principal: Principal,
+    client: ClientInfo,
+    Body(req): Body<NewUserRequest>,
+) -> ApiResult<(StatusCode, Json<UserView>)> {
+    let user = accounts::create_user(
+        &state,
+        Some(&Actor::of(&principal)),
+        &client,
+        NewAccount {
+            username: &req.username,
+            password: &req.password,
+            is_admin: req.is_admin,
+        },
+    )
+    .await?;
+    Ok((StatusCode::CREATED, Json(UserView::from(&user))))
+}
+
+async fn existing(state: &AppState, id: &str) -> ApiResult<User> {
+    state.store.get_user(id).await?.ok_or_else(ApiError::not_found)
+}
+
+pub async fn get(State(state): State<AppState>, IdPath(id): IdPath) -> ApiResult<Json<UserView>> {
+    Ok(Json(UserView::from(&existing(&state, &id).await?)))
+}
+
+/// Admins cannot lock themselves out, and the last admin cannot go.
+async fn refuse_self_or_last_admin(state: &AppState, principal: &Principal, target: &User) -> ApiResult<()> {
+    if target.id == principal.user_id {
+        return Err(ApiError::conflict(
+            "cannot_target_self",
+            "you cannot suspend or delete your own account",
+        ));
+    }
+    if target.is_admin && !target.suspended {
+        let mut active_admins = 0;
+        let mut after: Option<String> = None;
+        loop {
+            let page = state.store.list_users(after.as_deref(), 500).await?;
+            active_admins += page.iter().filter(|u| u.is_admin && !u.suspended).count();
+            match page.last() {
+                Some(last) if page.len() == 500 => after = Some(last.username.to_lowercase()),
+                _ => break,
+            }
+        }
+        if active_admins <= 1 {
+            return Err(ApiError::conflict(
+                "last_admin",
+                "this is the last active platform admin",
+            ));
+        }
+    }
+    Ok(())
+}
+
+pub async fn suspend(
+    State(state): State<AppState>,
+    principal: Principal,
+    client: ClientInfo,
+    IdPath(id): IdPath,
+) -> ApiResult<Json<UserView>> {
+    let target = existing(&state, &id).await?;
+    refuse_self_or_last_admin(&state, &principal, &target).await?;
+    state.store.set_suspended(&id, true, state.now()).await?;
+    state.forget_user(&id);
+    audit::record(
+        &state,
+        Some(&Actor::of(&principal)),
+        &client,
+        AuditEvent::UserSuspended,
+        Outcome::Success,
+        Some(format!("user:{id}")),
+        json!({ "username": target.username }),
+    )
+    .await?;
+    Ok(Json(UserView::from(&existing(&state, &id).await?)))
+}
+
+pub async fn reinstate(
+    State(state): State<AppState>,
+    principal: Principal,
+    client: ClientInfo,
+    IdPath(id): IdPath,
+) -> ApiResult<Json<UserView>> {
+    let target = existing(&state, &id).await?;
+    state.store.set_suspended(&id, false, state.now()).await?;
+    state.forget_user(&id);
+    audit::record(
+        &state,
+        Some(&Actor::of(&principal)),
+        &client,
+        AuditEvent::UserReinstated,
+        Outcome::Success,
+        Some(format!("user:{id}")),
+        json!({ "username": target.username }),
+    )
+    .await?;
+    Ok(Json(UserView::from(&existing(&state, &id).await?)))
+}
+
+pub async fn delete(
+    State(state): State<AppState>,
+    principal: Principal,
+    client: ClientInfo,
+    IdPath(id): IdPath,
+) -> ApiResult<StatusCode> {
+    let target = existing(&state, &id).await?;
+    refuse_self_or_last_admin(&state, &principal, &target).await?;
+    session::end_all_of_user(&state, &id, None).await?;
+    state.store.delete_user(&id).await?;
+    state.forget_user(&id);
+    audit::record(
+        &state,
+        Some(&Actor::of(&principal)),
+        &client,
+        AuditEvent::UserDeleted,
+        Outcome::Success,
+        Some(format!("user:{id}")),
+        json!({ "username": target.username }),
+    )
+    .await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+pub async fn reset_mfa(
+    State(state): State<AppState>,
+    principal: Principal,
+    client: ClientInfo,
+    IdPath(id): IdPath,
+) -> ApiResult<StatusCode> {
+    let target = existing(&state, &id).await?;
+    state.store.disable_mfa(&id, state.now()).await?;
+    // Sessions that passed MFA with the old device end too.
+    session::end_all_of_user(&state, &id, None).await?;
+    state.forget_user(&id);
+    audit::record(
+        &state,
+        Some(&Actor::of(&principal)),
+        &client,
+        AuditEvent::MfaReset,
+        Outcome::Success,
+        Some(format!("user:{id}")),
+        json!({ "username": target.username }),
+    )
+    .await?;
+    Ok(StatusCode::NO_CONTENT)
+}

@@ -1,0 +1,79 @@
+//! Writing audit entries from request context.
+
+use crate::auth::principal::Principal;
+use crate::error::{ApiError, ApiResult};
+use crate::net::client::ClientInfo;
+use crate::state::AppState;
+use redwall_policy::audit_event::{AuditEvent, Outcome};
+use redwall_store::NewAuditEntry;
+
+/// Who acted, as recorded in the log.
+pub struct Actor {
+    pub id: Option<String>,
+    pub name: Option<String>,
+}
+
+impl Actor {
+    pub fn of(p: &Principal) -> Actor {
+        Actor {
+            id: Some(p.user_id.clone()),
+            name: Some(p.username.clone()),
+        }
+    }
+
+    pub fn user(id: &str, name: &str) -> Actor {
+        Actor {
+            id: Some(id.to_string()),
+            name: Some(name.to_string()),
+        }
+    }
+
+    pub fn user_id(id: &str) -> Actor {
+        Actor {
+            id: Some(id.to_string()),
+            name: None,
+        }
+    }
+
+    /// An attempted login for a name that may not exist: recorded as typed
+    /// (already validated or truncated) so admins can see what was tried.
+    pub fn attempted(name: &str) -> Actor {
+        Actor {
+            id: None,
+            name: Some(name.chars().take(64).collect()),
+        }
+    }
+}
+
+/// Appends one entry and waits until it is committed. A request whose audit
+/// entry cannot be written fails: an unrecorded security action is worse
+/// than a refused one.
+pub async fn record(
+    state: &AppState,
+    actor: Option<&Actor>,
+    client: &ClientInfo,
+    event: AuditEvent,
+    outcome: Outcome,
+    target: Option<String>,
+    details: serde_json::Value,
+) -> ApiResult<()> {
+    let entry = NewAuditEntry {
+        at: state.now(),
+        actor_id: actor.and_then(|a| a.id.clone()),
+        actor_name: actor.and_then(|a| a.name.clone()),
+        client_ip: Some(client.ip.to_string()),
+        user_agent: client.user_agent.clone(),
+        event: event.name().to_string(),
+        target,
+        outcome: outcome.name().to_string(),
+        details,
+        team_id: None,
+    };
+    state.metrics.audit_appended();
+    state
+        .audit_writer
+        .append(entry)
+        .await
+        .map(|_| ())
+        .map_err(ApiError::from)
+}

@@ -1,0 +1,412 @@
+//! Configuration: a TOML file, then `REDWALL_*` environment overrides.
+//!
+//! `check` explains every invalid or unsafe setting in plain words; the
+//! server refuses to start while any problem of severity `Error` remains.
+
+use ipnet::IpNet;
+use redwall_crypto::password::Argon2Params;
+use redwall_policy::session_rules::SessionLifetimes;
+use serde::Deserialize;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// Where the SQLite database, the master key and generated certificates live.
+    pub data_dir: PathBuf,
+    /// `sqlite://...` or `postgres://...`; defaults to `redwall.db` in the data directory.
+    pub database_url: Option<String>,
+    pub server: ServerConfig,
+    pub tls: TlsConfig,
+    pub sessions: SessionLifetimes,
+    pub passwords: Argon2Params,
+    pub log: LogConfig,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerConfig {
+    pub listen: SocketAddr,
+    /// Addresses of TLS-terminating reverse proxies. Only requests from these
+    /// peers may set X-Forwarded-For / X-Forwarded-Proto.
+    pub trusted_proxies: Vec<IpNet>,
+    /// Largest accepted request body, in bytes.
+    pub max_body_bytes: usize,
+}
+
+#[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum TlsMode {
+    /// A certificate for localhost generated on first start.
+    SelfSigned,
+    /// Certificate and key from `cert_file` and `key_file`.
+    Files,
+    /// Plain HTTP: only on loopback, or behind a listed trusted proxy.
+    Off,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TlsConfig {
+    pub mode: TlsMode,
+    pub cert_file: Option<PathBuf>,
+    pub key_file: Option<PathBuf>,
+}
+
+#[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Pretty,
+    Json,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogConfig {
+    pub format: LogFormat,
+    pub level: String,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            data_dir: PathBuf::from("data"),
+            database_url: None,
+            server: ServerConfig::default(),
+            tls: TlsConfig::default(),
+            sessions: SessionLifetimes::default(),
+            passwords: Argon2Params::default(),
+            log: LogConfig::default(),
+        }
+    }
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8443)),
+            trusted_proxies: Vec::new(),
+            max_body_bytes: 64 * 1024,
+        }
+    }
+}
+
+impl Default for TlsConfig {
+    fn default() -> Self {
+        TlsConfig {
+            mode: TlsMode::SelfSigned,
+            cert_file: None,
+            key_file: None,
+        }
+    }
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        LogConfig {
+            format: LogFormat::Pretty,
+            level: "info".into(),
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Severity {
+    Error,
+    Warning,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Problem {
+    pub severity: Severity,
+    pub setting: &'static str,
+    pub message: String,
+}
+
+impl std::fmt::Display for Problem {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let level = match self.severity {
+            Severity::Error => "error",
+            Severity::Warning => "warning",
+        };
+        write!(f, "{level}: {}: {}", self.setting, self.message)
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read the configuration file {path}: {source}")]
+    Read {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("the configuration file {path} is not valid: {message}")]
+    Parse { path: String, message: String },
+    #[error("environment variable {name} is not valid: {message}")]
+    Env { name: &'static str, message: String },
+}
+
+impl Config {
+    /// Reads `path` (when given) and applies `REDWALL_*` overrides from `env`.
+    pub fn load(
+        path: Option<&Path>,
+        env: impl Fn(&str) -> Option<String>,
+    ) -> Result<Config, ConfigError> {
+        let mut config = match path {
+            Some(p) => {
+                let text = std::fs::read_to_string(p).map_err(|source| ConfigError::Read {
+                    path: p.display().to_string(),
+                    source,
+                })?;
+                toml::from_str(&text).map_err(|e| ConfigError::Parse {
+                    path: p.display().to_string(),
+                    message: e.message().to_string(),
+                })?
+            }
+            None => Config::default(),
+        };
+        config.apply_env(env)?;
+        Ok(config)
+    }
+
+    fn apply_env(&mut self, env: impl Fn(&str) -> Option<String>) -> Result<(), ConfigError> {
+        fn parse<T: std::str::FromStr>(name: &'static str, v: &str) -> Result<T, ConfigError>
+        where
+            T::Err: std::fmt::Display,
+        {
+            v.trim().parse().map_err(|e: T::Err| ConfigError::Env {
+                name,
+                message: e.to_string(),
+            })
+        }
+        if let Some(v) = env("REDWALL_DATA_DIR") {
+            self.data_dir = PathBuf::from(v);
+        }
+        if let Some(v) = env("REDWALL_DATABASE_URL") {
+            self.database_url = Some(v);
+        }
+        if let Some(v) = env("REDWALL_LISTEN") {
+            self.server.listen = parse("REDWALL_LISTEN", &v)?;
+        }
+        if let Some(v) = env("REDWALL_TRUSTED_PROXIES") {
+            self.server.trusted_proxies = v
+                .split(',')
+                .filter(|s| !s.trim().is_empty())
+                .map(|s| parse_net(s.trim()))
+                .collect::<Result<_, _>>()
+                .map_err(|message| ConfigError::Env {
+                    name: "REDWALL_TRUSTED_PROXIES",
+                    message,
+                })?;
+        }
+        if let Some(v) = env("REDWALL_TLS_MODE") {
+            self.tls.mode = match v.as_str() {
+                "self-signed" => TlsMode::SelfSigned,
+                "files" => TlsMode::Files,
+                "off" => TlsMode::Off,
+                _ => {
+                    return Err(ConfigError::Env {
+                        name: "REDWALL_TLS_MODE",
+                        message: "expected self-signed, files or off".into(),
+                    })
+                }
+            };
+        }
+        if let Some(v) = env("REDWALL_TLS_CERT_FILE") {
+            self.tls.cert_file = Some(PathBuf::from(v));
+        }
+        if let Some(v) = env("REDWALL_TLS_KEY_FILE") {
+            self.tls.key_file = Some(PathBuf::from(v));
+        }
+        if let Some(v) = env("REDWALL_SESSION_IDLE_SECS") {
+            self.sessions.idle_secs = parse("REDWALL_SESSION_IDLE_SECS", &v)?;
+        }
+        if let Some(v) = env("REDWALL_SESSION_ABSOLUTE_SECS") {
+            self.sessions.absolute_secs = parse("REDWALL_SESSION_ABSOLUTE_SECS", &v)?;
+        }
+        if let Some(v) = env("REDWALL_LOG_FORMAT") {
+            self.log.format = match v.as_str() {
+                "json" => LogFormat::Json,
+                "pretty" => LogFormat::Pretty,
+                _ => {
+                    return Err(ConfigError::Env {
+                        name: "REDWALL_LOG_FORMAT",
+                        message: "expected json or pretty".into(),
+                    })
+                }
+            };
+        }
+        if let Some(v) = env("REDWALL_LOG_LEVEL") {
+            self.log.level = v;
+        }
+        Ok(())
+    }
+
+    pub fn database_url(&self) -> String {
+        self.database_url.clone().unwrap_or_else(|| {
+            format!("sqlite://{}", self.data_dir.join("redwall.db").display())
+        })
+    }
+
+    /// Every invalid or unsafe setting, explained.
+    pub fn check(&self) -> Vec<Problem> {
+        let mut out = Vec::new();
+        let mut error = |setting, message: String| {
+            out.push(Problem {
+                severity: Severity::Error,
+                setting,
+                message,
+            })
+        };
+        let loopback = self.server.listen.ip().is_loopback();
+        if self.tls.mode == TlsMode::Off && !loopback && self.server.trusted_proxies.is_empty() {
+            error(
+                "server.listen",
+                format!(
+                    "{} is reachable from other machines but TLS is off; enable TLS, listen on 127.0.0.1, or list the TLS-terminating proxy in server.trusted_proxies",
+                    self.server.listen
+                ),
+            );
+        }
+        if self.tls.mode == TlsMode::Files {
+            for (setting, file) in [
+                ("tls.cert_file", &self.tls.cert_file),
+                ("tls.key_file", &self.tls.key_file),
+            ] {
+                match file {
+                    None => error(setting, "tls.mode is \"files\" but no file is given".into()),
+                    Some(p) if !p.is_file() => {
+                        error(setting, format!("{} does not exist", p.display()))
+                    }
+                    Some(_) => {}
+                }
+            }
+        }
+        for net in &self.server.trusted_proxies {
+            if net.prefix_len() == 0 {
+                error(
+                    "server.trusted_proxies",
+                    format!("{net} trusts every address: anyone could forge their client address"),
+                );
+            }
+        }
+        let url = self.database_url();
+        if !(url.starts_with("sqlite:") || url.starts_with("postgres://") || url.starts_with("postgresql://")) {
+            error(
+                "database_url",
+                "must start with sqlite: or postgres://".into(),
+            );
+        }
+        for message in self.sessions.problems() {
+            error("sessions", message);
+        }
+        if let Err(e) = redwall_crypto::password::PasswordHasher::new(self.passwords) {
+            error("passwords", e.to_string());
+        }
+        if self.server.max_body_bytes < 1024 || self.server.max_body_bytes > 16 * 1024 * 1024 {
+            error(
+                "server.max_body_bytes",
+                "must be between 1 KiB and 16 MiB".into(),
+            );
+        }
+        if tracing_subscriber::EnvFilter::try_new(&self.log.level).is_err() {
+            error("log.level", format!("{:?} is not a log filter", self.log.level));
+        }
+        let weak = Argon2Params::default();
+        if self.passwords.memory_kib < weak.memory_kib && self.passwords.iterations <= weak.iterations {
+            out.push(Problem {
+                severity: Severity::Warning,
+                setting: "passwords",
+                message: format!(
+                    "argon2id memory {} KiB with {} iterations is below the OWASP recommendation (19456 KiB, 2 iterations)",
+                    self.passwords.memory_kib, self.passwords.iterations
+                ),
+            });
+        }
+        if self.tls.mode == TlsMode::Off && !self.server.trusted_proxies.is_empty() {
+            out.push(Problem {
+                severity: Severity::Warning,
+                setting: "tls.mode",
+                message: "TLS is off: make sure the trusted proxy terminates TLS and is the only way in".into(),
+            });
+        }
+        out
+    }
+}
+
+fn parse_net(s: &str) -> Result<IpNet, String> {
+    s.parse::<IpNet>()
+        .or_else(|_| s.parse::<std::net::IpAddr>().map(IpNet::from))
+        .map_err(|_| format!("{s:?} is not an address or CIDR range"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn no_env(_: &str) -> Option<String> {
+        None
+    }
+
+    #[test]
+    fn defaults_are_safe() {
+        let c = Config::load(None, no_env).unwrap_or_default();
+        assert!(c.server.listen.ip().is_loopback());
+        assert_eq!(c.tls.mode, TlsMode::SelfSigned);
+        assert!(c.check().is_empty(), "{:?}", c.check());
+    }
+
+    #[test]
+    fn plain_http_beyond_loopback_is_refused() {
+        let env = |k: &str| match k {
+            "REDWALL_LISTEN" => Some("0.0.0.0:8080".to_string()),
+            "REDWALL_TLS_MODE" => Some("off".to_string()),
+            _ => None,
+        };
+        let c = Config::load(None, env).unwrap_or_default();
+        let problems = c.check();
+        assert!(problems
+            .iter()
+            .any(|p| p.severity == Severity::Error && p.setting == "server.listen"));
+    }
+
+    #[test]
+    fn a_trusted_proxy_allows_plain_http_with_a_warning() {
+        let env = |k: &str| match k {
+            "REDWALL_LISTEN" => Some("0.0.0.0:8080".to_string()),
+            "REDWALL_TLS_MODE" => Some("off".to_string()),
+            "REDWALL_TRUSTED_PROXIES" => Some("10.1.2.3, 192.168.0.0/24".to_string()),
+            _ => None,
+        };
+        let c = Config::load(None, env).unwrap_or_default();
+        let problems = c.check();
+        assert!(problems.iter().all(|p| p.severity == Severity::Warning), "{problems:?}");
+        assert_eq!(c.server.trusted_proxies.len(), 2);
+    }
+
+    #[test]
+    fn bad_values_are_explained() {
+        let env = |k: &str| (k == "REDWALL_LISTEN").then(|| "not-an-address".to_string());
+        assert!(matches!(
+            Config::load(None, env),
+            Err(ConfigError::Env { name: "REDWALL_LISTEN", .. })
+        ));
+        let env = |k: &str| (k == "REDWALL_TRUSTED_PROXIES").then(|| "0.0.0.0/0".to_string());
+        let c = Config::load(None, env).unwrap_or_default();
+        assert!(c.check().iter().any(|p| p.setting == "server.trusted_proxies"));
+    }
+
+    #[test]
+    fn unknown_keys_in_the_file_are_refused() {
+        let dir = std::env::temp_dir().join(format!("rw-config-{}", std::process::id()));
+        let _ = std::fs::create_dir_all(&dir);
+        let file = dir.join("redwall.toml");
+        let _ = std::fs::write(&file, "[server]\nlisten = \"127.0.0.1:1\"\nlisen = 1\n");
+        assert!(matches!(
+            Config::load(Some(&file), no_env),
+            Err(ConfigError::Parse { .. })
+        ));
+        let _ = std::fs::remove_dir_all(dir);
+    }
+}

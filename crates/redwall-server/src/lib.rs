@@ -1,0 +1,27 @@
+//! Redwall's HTTP server.
+//!
+//! A request flows: transport (rustls) -> layers (panic catcher, security
+//! headers, client address, body limit) -> route guard (authenticate, CSRF,
+//! the permission table of `redwall-policy`) -> handler -> store -> audit.
+
+pub mod accounts;
+pub mod api;
+pub mod audit;
+pub mod auth;
+pub mod clock;
+pub mod config;
+pub mod error;
+pub mod files;
+pub mod ids;
+pub mod import;
+pub mod keys;
+pub mod logging;
+pub mod metrics;
+pub mod net;
+pub mod server;
+pub mod settings;
+pub mod state;
+pub mod ttl_cache;
+
+pub use server::{open_state, start, RunningServer, StartOptions};
+pub use state::AppState;

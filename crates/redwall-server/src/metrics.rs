@@ -1,0 +1,77 @@
+//! Counters served at /metrics in the Prometheus text format.
+
+use std::fmt::Write;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+#[derive(Default)]
+pub struct Metrics {
+    requests: AtomicU64,
+    client_errors: AtomicU64,
+    server_errors: AtomicU64,
+    logins_succeeded: AtomicU64,
+    logins_failed: AtomicU64,
+    logins_throttled: AtomicU64,
+    audit_entries: AtomicU64,
+}
+
+impl Metrics {
+    pub fn request_done(&self, status: u16) {
+        self.requests.fetch_add(1, Ordering::Relaxed);
+        if (400..500).contains(&status) {
+            self.client_errors.fetch_add(1, Ordering::Relaxed);
+        } else if status >= 500 {
+            self.server_errors.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    pub fn login_succeeded(&self) {
+        self.logins_succeeded.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn login_failed(&self) {
+        self.logins_failed.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn login_throttled(&self) {
+        self.logins_throttled.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn audit_appended(&self) {
+        self.audit_entries.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        let mut counter = |name: &str, help: &str, samples: &[(&str, &AtomicU64)]| {
+            let _ = writeln!(out, "# HELP {name} {help}");
+            let _ = writeln!(out, "# TYPE {name} counter");
+            for (labels, value) in samples {
+                let _ = writeln!(out, "{name}{labels} {}", value.load(Ordering::Relaxed));
+            }
+        };
+        counter(
+            "redwall_http_requests_total",
+            "HTTP requests answered, by status class.",
+            &[
+                ("", &self.requests),
+                ("{class=\"4xx\"}", &self.client_errors),
+                ("{class=\"5xx\"}", &self.server_errors),
+            ],
+        );
+        counter(
+            "redwall_logins_total",
+            "Login attempts by outcome.",
+            &[
+                ("{outcome=\"success\"}", &self.logins_succeeded),
+                ("{outcome=\"failure\"}", &self.logins_failed),
+                ("{outcome=\"throttled\"}", &self.logins_throttled),
+            ],
+        );
+        counter(
+            "redwall_audit_entries_total",
+            "Audit entries written by this process.",
+            &[("", &self.audit_entries)],
+        );
+        out
+    }
+}

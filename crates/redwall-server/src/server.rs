@@ -1,0 +1,277 @@
+//! Putting the server together and running it.
+
+use crate::api;
+use crate::clock::Clock;
+use crate::config::{Config, Severity, TlsMode};
+use crate::error::ApiError;
+use crate::net::client::{attach_client_info, ClientResolver};
+use crate::net::headers::{security_headers, HeaderPolicy};
+use crate::state::{AppState, StateParts};
+use anyhow::{anyhow, Context};
+use axum::extract::{Request, State};
+use axum::http::StatusCode;
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::Router;
+use redwall_crypto::Secret;
+use redwall_store::Store;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+use tower_http::catch_panic::CatchPanicLayer;
+use tower_http::limit::RequestBodyLimitLayer;
+
+/// How often buffered session/token activity is written.
+const ACTIVITY_FLUSH: Duration = Duration::from_secs(5);
+const HOUSEKEEPING: Duration = Duration::from_secs(60);
+
+pub struct StartOptions {
+    pub config: Config,
+    pub clock: Arc<dyn Clock>,
+    /// `REDWALL_MASTER_KEY`, when set.
+    pub master_key: Option<Secret>,
+}
+
+pub struct RunningServer {
+    pub addr: SocketAddr,
+    pub tls: bool,
+    /// Printed once on first start; `None` when users exist.
+    pub setup_token: Option<Secret>,
+    pub state: AppState,
+    handle: axum_server::Handle,
+    task: tokio::task::JoinHandle<std::io::Result<()>>,
+}
+
+impl RunningServer {
+    pub fn base_url(&self) -> String {
+        let scheme = if self.tls { "https" } else { "http" };
+        format!("{scheme}://{}", self.addr)
+    }
+
+    /// Stops accepting, lets requests in flight finish, flushes activity.
+    pub async fn shutdown(self) {
+        self.handle.graceful_shutdown(Some(Duration::from_secs(5)));
+        let _ = self.task.await;
+        let _ = self.state.activity.flush(&self.state.store).await;
+    }
+
+    /// Runs until the server task ends (for `redwall serve`).
+    pub async fn wait(self) -> anyhow::Result<()> {
+        let handle = self.handle.clone();
+        let state = self.state.clone();
+        tokio::spawn(async move {
+            shutdown_signal().await;
+            tracing::info!("shutting down");
+            handle.graceful_shutdown(Some(Duration::from_secs(10)));
+        });
+        self.task.await.context("server task")??;
+        let _ = state.activity.flush(&state.store).await;
+        Ok(())
+    }
+}
+
+/// Checks the configuration, opens the keys and the database (applying
+/// migrations). Used by `serve` and by the offline admin commands.
+pub async fn open_state(
+    config: Config,
+    clock: Arc<dyn Clock>,
+    master_key: Option<Secret>,
+) -> anyhow::Result<AppState> {
+    let errors: Vec<String> = config
+        .check()
+        .into_iter()
+        .filter(|p| p.severity == Severity::Error)
+        .map(|p| p.to_string())
+        .collect();
+    if !errors.is_empty() {
+        return Err(anyhow!(
+            "the configuration is not safe to run:\n  {}",
+            errors.join("\n  ")
+        ));
+    }
+    std::fs::create_dir_all(&config.data_dir)
+        .with_context(|| format!("creating the data directory {}", config.data_dir.display()))?;
+    let keyring =
+        crate::keys::load_or_create(&config.data_dir, master_key.as_ref().map(|s| s.expose()))?;
+    let store = Store::connect(&config.database_url())
+        .await
+        .context("opening the database")?;
+    let tls = config.tls.mode != TlsMode::Off;
+    AppState::new(StateParts {
+        config,
+        store,
+        keyring,
+        clock,
+        tls,
+    })
+}
+
+/// Opens the store, the keys and the listener, and starts serving.
+pub async fn start(options: StartOptions) -> anyhow::Result<RunningServer> {
+    let StartOptions {
+        config,
+        clock,
+        master_key,
+    } = options;
+    crate::net::tls::install_crypto_provider();
+    let tls_mode = config.tls.mode;
+    let listen = config.server.listen;
+    let state = open_state(config, clock, master_key).await?;
+    let rustls_config = match tls_mode {
+        TlsMode::Off => None,
+        TlsMode::SelfSigned => {
+            let (cert, key) = crate::net::tls::ensure_self_signed(&state.config.data_dir)?;
+            Some(crate::net::tls::server_config(&cert, &key)?)
+        }
+        TlsMode::Files => {
+            let cert = state.config.tls.cert_file.clone().unwrap_or_default();
+            let key = state.config.tls.key_file.clone().unwrap_or_default();
+            Some(crate::net::tls::server_config(&cert, &key)?)
+        }
+    };
+    let setup_token = crate::api::setup::issue_token_if_needed(&state).await?;
+    let rustls_config_is_some = rustls_config.is_some();
+    let app = app(state.clone());
+
+    let listener = std::net::TcpListener::bind(listen)
+        .with_context(|| format!("listening on {listen}"))?;
+    listener.set_nonblocking(true)?;
+    let addr = listener.local_addr()?;
+    let handle = axum_server::Handle::new();
+    let make_service = app.into_make_service_with_connect_info::<SocketAddr>();
+    let task = match rustls_config {
+        Some(rc) => {
+            let mut server = axum_server::from_tcp_rustls(
+                listener,
+                axum_server::tls_rustls::RustlsConfig::from_config(rc),
+            )
+            .handle(handle.clone());
+            limit_slow_clients(server.http_builder());
+            tokio::spawn(server.serve(make_service))
+        }
+        None => {
+            let mut server = axum_server::from_tcp(listener).handle(handle.clone());
+            limit_slow_clients(server.http_builder());
+            tokio::spawn(server.serve(make_service))
+        }
+    };
+    spawn_housekeeping(state.clone());
+    let tls = rustls_config_is_some;
+    tracing::info!(%addr, tls, "Redwall is listening");
+    Ok(RunningServer {
+        addr,
+        tls,
+        setup_token,
+        state,
+        handle,
+        task,
+    })
+}
+
+/// A client must send its request headers within 10 seconds.
+fn limit_slow_clients(builder: &mut hyper_util::server::conn::auto::Builder<hyper_util::rt::TokioExecutor>) {
+    builder
+        .http1()
+        .timer(hyper_util::rt::TokioTimer::new())
+        .header_read_timeout(Duration::from_secs(10));
+}
+
+/// The whole application: API routes behind their guards, wrapped in the
+/// layers every request passes.
+pub fn app(state: AppState) -> Router {
+    let resolver = ClientResolver {
+        trusted_proxies: Arc::new(state.config.server.trusted_proxies.clone()),
+        tls: state.tls,
+    };
+    let headers = HeaderPolicy { hsts: state.tls };
+    let max_body = state.config.server.max_body_bytes;
+    api::router(&state)
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(middleware::from_fn_with_state(state.clone(), count_requests))
+        .layer(RequestBodyLimitLayer::new(max_body))
+        .layer(middleware::from_fn_with_state(resolver, attach_client_info))
+        .layer(middleware::from_fn_with_state(headers, security_headers))
+        .layer(CatchPanicLayer::custom(|_| {
+            ApiError::internal("a request handler panicked").into_response()
+        }))
+        .with_state(state)
+}
+
+async fn not_found() -> ApiError {
+    ApiError::not_found()
+}
+
+async fn method_not_allowed() -> ApiError {
+    ApiError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method_not_allowed",
+        "this method is not allowed here",
+    )
+}
+
+async fn count_requests(State(state): State<AppState>, request: Request, next: Next) -> Response {
+    let response = next.run(request).await;
+    let status = response.status();
+    state.metrics.request_done(status.as_u16());
+    // A body rejected by the size limit arrives here as a bare 413.
+    if status == StatusCode::PAYLOAD_TOO_LARGE && response.headers().get("content-type").is_none() {
+        return ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "body_too_large",
+            "the request body is too large",
+        )
+        .into_response();
+    }
+    response
+}
+
+fn spawn_housekeeping(state: AppState) {
+    let flusher = state.clone();
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(ACTIVITY_FLUSH);
+        loop {
+            tick.tick().await;
+            if let Err(e) = flusher.activity.flush(&flusher.store).await {
+                tracing::warn!(error = %e, "could not record session activity");
+            }
+        }
+    });
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(HOUSEKEEPING);
+        loop {
+            tick.tick().await;
+            let now = state.now();
+            let Ok(settings) = state.settings.get(&state.store, now).await else {
+                continue;
+            };
+            let idle_cutoff = now - settings.session_idle_secs * redwall_policy::MICROS_PER_SECOND;
+            match state.store.delete_expired_sessions(now, idle_cutoff).await {
+                Ok(n) if n > 0 => tracing::info!(sessions = n, "removed expired sessions"),
+                Ok(_) => {}
+                Err(e) => tracing::warn!(error = %e, "could not remove expired sessions"),
+            }
+        }
+    });
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = term => {},
+    }
+}

@@ -1,0 +1,143 @@
+//! What every request handler can reach.
+
+use crate::auth::activity::ActivityBuffer;
+use crate::auth::throttle::LoginThrottle;
+use crate::clock::Clock;
+use crate::config::Config;
+use crate::metrics::Metrics;
+use crate::settings::SettingsCache;
+use crate::ttl_cache::TtlCache;
+use redwall_crypto::chain::ChainKey;
+use redwall_crypto::keyring::Keyring;
+use redwall_crypto::password::PasswordHasher;
+use redwall_crypto::token::TokenDigest;
+use redwall_policy::{Micros, MICROS_PER_SECOND};
+use redwall_store::{AuditWriter, Store};
+use std::ops::Deref;
+use std::sync::Arc;
+use tokio::sync::Semaphore;
+
+/// A grant may be served from memory for at most this long after a change
+/// made on another node.
+pub const GRANT_CACHE_MICROS: Micros = MICROS_PER_SECOND;
+
+#[derive(Clone)]
+pub struct AppState(Arc<Inner>);
+
+impl Deref for AppState {
+    type Target = Inner;
+    fn deref(&self) -> &Inner {
+        &self.0
+    }
+}
+
+pub struct Inner {
+    pub config: Config,
+    pub store: Store,
+    pub audit_writer: AuditWriter,
+    pub keyring: Keyring,
+    pub chain_key: ChainKey,
+    pub hasher: PasswordHasher,
+    /// Password hashing is slow on purpose; at most this many run at once, so
+    /// a burst of logins cannot starve the other requests of CPU.
+    pub hash_permits: Semaphore,
+    pub clock: Arc<dyn Clock>,
+    pub settings: SettingsCache,
+    pub sessions: TtlCache<TokenDigest, CachedSession>,
+    pub tokens: TtlCache<TokenDigest, CachedToken>,
+    pub users: TtlCache<String, CachedUser>,
+    pub throttle: LoginThrottle,
+    pub activity: ActivityBuffer,
+    pub metrics: Metrics,
+    /// Clients reach us over TLS (ours, not a proxy's).
+    pub tls: bool,
+}
+
+#[derive(Clone, Debug)]
+pub struct CachedSession {
+    pub id: String,
+    pub user_id: String,
+    pub expires_at: Micros,
+    pub last_seen_at: Micros,
+}
+
+#[derive(Clone, Debug)]
+pub struct CachedToken {
+    pub id: String,
+    pub user_id: String,
+    pub scope: redwall_policy::access::TokenScope,
+    pub expires_at: Option<Micros>,
+}
+
+#[derive(Clone, Debug)]
+pub struct CachedUser {
+    pub username: String,
+    pub is_admin: bool,
+    pub suspended: bool,
+    pub mfa_enabled: bool,
+}
+
+pub struct StateParts {
+    pub config: Config,
+    pub store: Store,
+    pub keyring: Keyring,
+    pub clock: Arc<dyn Clock>,
+    pub tls: bool,
+}
+
+impl AppState {
+    pub fn new(parts: StateParts) -> anyhow::Result<AppState> {
+        let StateParts {
+            config,
+            store,
+            keyring,
+            clock,
+            tls,
+        } = parts;
+        let hasher = PasswordHasher::new(config.passwords)?;
+        let audit_writer = AuditWriter::spawn(store.clone(), ChainKey::from_keyring(&keyring));
+        let settings = SettingsCache::new(crate::settings::PlatformSettings::from_config(
+            config.sessions,
+        ));
+        let permits = std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(2);
+        Ok(AppState(Arc::new(Inner {
+            chain_key: ChainKey::from_keyring(&keyring),
+            hasher,
+            hash_permits: Semaphore::new(permits),
+            audit_writer,
+            settings,
+            sessions: TtlCache::new(GRANT_CACHE_MICROS, 100_000),
+            tokens: TtlCache::new(GRANT_CACHE_MICROS, 100_000),
+            users: TtlCache::new(GRANT_CACHE_MICROS, 100_000),
+            throttle: LoginThrottle::default(),
+            activity: ActivityBuffer::default(),
+            metrics: Metrics::default(),
+            config,
+            store,
+            keyring,
+            clock,
+            tls,
+        })))
+    }
+
+    pub fn now(&self) -> Micros {
+        self.clock.now()
+    }
+
+    /// Forgets everything cached about a user (after suspend, delete, role or MFA change).
+    pub fn forget_user(&self, user_id: &str) {
+        self.users.remove(&user_id.to_string());
+        self.sessions.retain(|_, s| s.user_id != user_id);
+        self.tokens.retain(|_, t| t.user_id != user_id);
+    }
+
+    pub fn forget_session(&self, session_id: &str) {
+        self.sessions.retain(|_, s| s.id != session_id);
+    }
+
+    pub fn forget_token(&self, token_id: &str) {
+        self.tokens.retain(|_, t| t.id != token_id);
+    }
+}

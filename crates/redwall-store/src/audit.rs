@@ -1,0 +1,814 @@
+//! The append-only, HMAC hash-chained audit log.
+//!
+//! Every entry gets the next sequence number (`seq`, the primary key, 1 for
+//! the first entry) and `hash = key.link(prev_hash, canonical bytes)`, where
+//! `prev_hash` is the previous entry's hash ([`GENESIS`] for the first) and
+//! the canonical bytes are [`canonical_entry_bytes`]. Editing, deleting or
+//! inserting an entry without the chain key breaks the chain, and
+//! [`Store::verify_audit_chain`] names the first place it breaks.
+
+use std::time::Duration;
+
+use futures::{Stream, TryStreamExt};
+use redwall_crypto::chain::{ChainHash, ChainKey, GENESIS};
+use serde::{Deserialize, Serialize};
+use sqlx::any::AnyRow;
+use sqlx::Row;
+use tokio::sync::{mpsc, oneshot};
+
+use crate::error::{is_sqlite_busy, is_unique_violation};
+use crate::{random_id, Backend, Micros, Store, StoreError};
+
+/// An audit event to record.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct NewAuditEntry {
+    pub at: Micros,
+    pub actor_id: Option<String>,
+    pub actor_name: Option<String>,
+    pub client_ip: Option<String>,
+    pub user_agent: Option<String>,
+    pub event: String,
+    pub target: Option<String>,
+    pub outcome: String,
+    pub details: serde_json::Value,
+    pub team_id: Option<String>,
+}
+
+/// A recorded audit entry.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct AuditRecord {
+    pub seq: i64,
+    pub id: String,
+    pub at: Micros,
+    pub actor_id: Option<String>,
+    pub actor_name: Option<String>,
+    pub client_ip: Option<String>,
+    pub user_agent: Option<String>,
+    pub event: String,
+    pub target: Option<String>,
+    pub outcome: String,
+    pub details: serde_json::Value,
+    pub team_id: Option<String>,
+    /// The previous entry's hash, lowercase hex.
+    pub prev_hash: String,
+    /// This entry's hash, lowercase hex.
+    pub hash: String,
+}
+
+/// What [`Store::list_audit`] and [`Store::stream_audit`] select. Every set
+/// field must match.
+#[derive(Clone, Debug, Default)]
+pub struct AuditFilter {
+    /// Matches `actor_name` or `actor_id` exactly.
+    pub actor: Option<String>,
+    /// The event name exactly, or a prefix of it when it ends with `*`
+    /// (`"auth.*"`).
+    pub event: Option<String>,
+    /// `at >= since`.
+    pub since: Option<Micros>,
+    /// `at <= until`.
+    pub until: Option<Micros>,
+    pub team_id: Option<String>,
+    /// Page cursor for [`Store::list_audit`]: only entries with `seq <
+    /// before_seq` (pass the last `seq` of the previous page).
+    pub before_seq: Option<i64>,
+    /// Page size for [`Store::list_audit`]: at most 1000; zero or negative
+    /// means 100.
+    pub limit: i64,
+}
+
+/// What [`Store::verify_audit_chain`] found.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct ChainReport {
+    /// Entries that verified, in order from the first.
+    pub checked: u64,
+    /// The last entry that verified (the head of the log when there is no
+    /// problem); `None` when none did.
+    pub last_seq: Option<i64>,
+    /// The first problem, if any. Entries after it were not checked.
+    pub problem: Option<ChainProblem>,
+}
+
+impl ChainReport {
+    /// True when the whole chain verified.
+    pub fn is_intact(&self) -> bool {
+        self.problem.is_none()
+    }
+}
+
+/// Where and how the chain breaks.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct ChainProblem {
+    /// The entry at which the chain first breaks.
+    pub seq: i64,
+    pub kind: ChainProblemKind,
+    pub message: String,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ChainProblemKind {
+    /// The entry's content (or stored link) was changed after it was written:
+    /// its hash does not recompute, yet the chain carries on from it.
+    Altered,
+    /// Entries are missing before this one (a gap in `seq`).
+    Removed,
+    /// The entry does not belong to the chain: it does not link to its
+    /// predecessor, or the entry after it links past it, or it is the last
+    /// entry and its hash does not verify.
+    Inserted,
+}
+
+/// Entries read per query while verifying.
+const VERIFY_PAGE: i64 = 10_000;
+/// Entries read per query while streaming.
+const STREAM_PAGE: i64 = 5_000;
+/// Page size cap for `list_audit`.
+const MAX_LIST: i64 = 1_000;
+const DEFAULT_LIST: i64 = 100;
+/// Entries one `AuditWriter` transaction takes at most.
+const WRITER_BATCH: usize = 512;
+/// Queue length of the writer before `append` waits for room.
+const WRITER_QUEUE: usize = 8_192;
+/// Tries of one append on SQLite when the database is busy.
+const SQLITE_APPEND_ATTEMPTS: u32 = 5;
+/// `pg_advisory_xact_lock` key that serialises appends across processes
+/// ("RWAUDIT\0").
+const PG_AUDIT_LOCK: i64 = 0x5257_4155_4449_5400;
+
+const AUDIT_COLUMNS: &str = "seq, id, at, actor_id, actor_name, client_ip, user_agent, event, \
+     target, outcome, details, team_id, prev_hash, hash";
+
+/// The bytes an entry's hash covers: a JSON object with a fixed field order
+/// (`v`, `seq`, `id`, `at`, `actor_id`, `actor_name`, `client_ip`,
+/// `user_agent`, `event`, `target`, `outcome`, `team_id`, `details`), no
+/// whitespace, and `details` in canonical JSON (object keys sorted by their
+/// UTF-8 bytes, whatever order the `Value` holds them in).
+pub fn canonical_entry_bytes(seq: i64, id: &str, e: &NewAuditEntry) -> Vec<u8> {
+    let details = canonical_json(&e.details);
+    let mut buf = Vec::with_capacity(256 + details.len());
+    write_canonical(
+        &mut buf,
+        &Fields {
+            seq,
+            id,
+            at: e.at,
+            actor_id: e.actor_id.as_deref(),
+            actor_name: e.actor_name.as_deref(),
+            client_ip: e.client_ip.as_deref(),
+            user_agent: e.user_agent.as_deref(),
+            event: &e.event,
+            target: e.target.as_deref(),
+            outcome: &e.outcome,
+            team_id: e.team_id.as_deref(),
+            details_json: &details,
+        },
+    );
+    buf
+}
+
+/// The hashed fields, borrowed, with `details` already in canonical JSON
+/// (as it is stored).
+struct Fields<'a> {
+    seq: i64,
+    id: &'a str,
+    at: Micros,
+    actor_id: Option<&'a str>,
+    actor_name: Option<&'a str>,
+    client_ip: Option<&'a str>,
+    user_agent: Option<&'a str>,
+    event: &'a str,
+    target: Option<&'a str>,
+    outcome: &'a str,
+    team_id: Option<&'a str>,
+    details_json: &'a str,
+}
+
+fn write_canonical(buf: &mut Vec<u8>, f: &Fields<'_>) {
+    buf.clear();
+    buf.extend_from_slice(b"{\"v\":1,\"seq\":");
+    buf.extend_from_slice(f.seq.to_string().as_bytes());
+    buf.extend_from_slice(b",\"id\":");
+    write_json_str(buf, f.id);
+    buf.extend_from_slice(b",\"at\":");
+    buf.extend_from_slice(f.at.to_string().as_bytes());
+    for (name, value) in [
+        (&b",\"actor_id\":"[..], f.actor_id),
+        (b",\"actor_name\":", f.actor_name),
+        (b",\"client_ip\":", f.client_ip),
+        (b",\"user_agent\":", f.user_agent),
+        (b",\"event\":", Some(f.event)),
+        (b",\"target\":", f.target),
+        (b",\"outcome\":", Some(f.outcome)),
+        (b",\"team_id\":", f.team_id),
+    ] {
+        buf.extend_from_slice(name);
+        match value {
+            Some(s) => write_json_str(buf, s),
+            None => buf.extend_from_slice(b"null"),
+        }
+    }
+    buf.extend_from_slice(b",\"details\":");
+    buf.extend_from_slice(f.details_json.as_bytes());
+    buf.push(b'}');
+}
+
+/// Canonical JSON text of `v`: no whitespace, object keys sorted.
+pub(crate) fn canonical_json(v: &serde_json::Value) -> String {
+    let mut out = Vec::with_capacity(64);
+    write_canonical_value(&mut out, v);
+    // Only whole UTF-8 strings and ASCII are ever written.
+    String::from_utf8(out).unwrap_or_default()
+}
+
+fn write_canonical_value(out: &mut Vec<u8>, v: &serde_json::Value) {
+    use serde_json::Value;
+    match v {
+        Value::Null => out.extend_from_slice(b"null"),
+        Value::Bool(true) => out.extend_from_slice(b"true"),
+        Value::Bool(false) => out.extend_from_slice(b"false"),
+        Value::Number(n) => out.extend_from_slice(n.to_string().as_bytes()),
+        Value::String(s) => write_json_str(out, s),
+        Value::Array(items) => {
+            out.push(b'[');
+            for (i, item) in items.iter().enumerate() {
+                if i > 0 {
+                    out.push(b',');
+                }
+                write_canonical_value(out, item);
+            }
+            out.push(b']');
+        }
+        Value::Object(map) => {
+            let mut entries: Vec<(&String, &Value)> = map.iter().collect();
+            entries.sort_unstable_by(|a, b| a.0.as_bytes().cmp(b.0.as_bytes()));
+            out.push(b'{');
+            for (i, (k, item)) in entries.into_iter().enumerate() {
+                if i > 0 {
+                    out.push(b',');
+                }
+                write_json_str(out, k);
+                out.push(b':');
+                write_canonical_value(out, item);
+            }
+            out.push(b'}');
+        }
+    }
+}
+
+/// A JSON string literal: `"` and `\` escaped, control characters as
+/// `\u00XX` (the short forms for `\n`, `\r`, `\t`), everything else as is.
+fn write_json_str(out: &mut Vec<u8>, s: &str) {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    out.push(b'"');
+    let bytes = s.as_bytes();
+    let mut start = 0;
+    for (i, &b) in bytes.iter().enumerate() {
+        let escape: Option<&[u8]> = match b {
+            b'"' => Some(b"\\\""),
+            b'\\' => Some(b"\\\\"),
+            b'\n' => Some(b"\\n"),
+            b'\r' => Some(b"\\r"),
+            b'\t' => Some(b"\\t"),
+            0..=0x1f => None,
+            _ => continue,
+        };
+        out.extend_from_slice(&bytes[start..i]);
+        match escape {
+            Some(e) => out.extend_from_slice(e),
+            None => out.extend_from_slice(&[
+                b'\\',
+                b'u',
+                b'0',
+                b'0',
+                HEX[usize::from(b >> 4)],
+                HEX[usize::from(b & 0xf)],
+            ]),
+        }
+        start = i + 1;
+    }
+    out.extend_from_slice(&bytes[start..]);
+    out.push(b'"');
+}
+
+/// A stored hash as a chain link. A stored value of the wrong length (only
+/// possible through tampering) becomes a value no real link equals.
+fn to_chain_hash(bytes: &[u8]) -> Option<ChainHash> {
+    bytes.try_into().ok()
+}
+
+fn audit_record_from_row(row: &AnyRow) -> Result<AuditRecord, sqlx::Error> {
+    let details: String = row.try_get(10)?;
+    let prev_hash: &[u8] = row.try_get(12)?;
+    let hash: &[u8] = row.try_get(13)?;
+    Ok(AuditRecord {
+        seq: row.try_get(0)?,
+        id: row.try_get(1)?,
+        at: row.try_get(2)?,
+        actor_id: row.try_get(3)?,
+        actor_name: row.try_get(4)?,
+        client_ip: row.try_get(5)?,
+        user_agent: row.try_get(6)?,
+        event: row.try_get(7)?,
+        target: row.try_get(8)?,
+        outcome: row.try_get(9)?,
+        // A stored value that is not JSON (only possible through tampering,
+        // which verification reports) is shown as the string it is.
+        details: serde_json::from_str(&details).unwrap_or(serde_json::Value::String(details)),
+        team_id: row.try_get(11)?,
+        prev_hash: hex::encode(prev_hash),
+        hash: hex::encode(hash),
+    })
+}
+
+/// A bind value for dynamically built queries.
+enum Arg {
+    Text(String),
+    Int(i64),
+}
+
+/// The WHERE conditions of `f` (without the cursor and limit), appended to
+/// `conds`, their values to `args`.
+fn filter_conditions(f: &AuditFilter, conds: &mut Vec<String>, args: &mut Vec<Arg>) {
+    let mut push = |cond: &dyn Fn(usize) -> String, arg: Arg| {
+        args.push(arg);
+        conds.push(cond(args.len()));
+    };
+    if let Some(actor) = &f.actor {
+        push(
+            &|n| format!("(actor_name = ${n} OR actor_id = ${n})"),
+            Arg::Text(actor.clone()),
+        );
+    }
+    if let Some(event) = &f.event {
+        match event.strip_suffix('*') {
+            Some("") => {}
+            Some(prefix) => push(
+                &|n| format!("substr(event, 1, length(${n})) = ${n}"),
+                Arg::Text(prefix.to_owned()),
+            ),
+            None => push(&|n| format!("event = ${n}"), Arg::Text(event.clone())),
+        }
+    }
+    if let Some(since) = f.since {
+        push(&|n| format!("at >= ${n}"), Arg::Int(since));
+    }
+    if let Some(until) = f.until {
+        push(&|n| format!("at <= ${n}"), Arg::Int(until));
+    }
+    if let Some(team) = &f.team_id {
+        push(&|n| format!("team_id = ${n}"), Arg::Text(team.clone()));
+    }
+}
+
+fn where_clause(conds: &[String]) -> String {
+    if conds.is_empty() {
+        String::new()
+    } else {
+        format!(" WHERE {}", conds.join(" AND "))
+    }
+}
+
+async fn fetch_with_args(
+    store: &Store,
+    sql: &str,
+    args: Vec<Arg>,
+) -> Result<Vec<AuditRecord>, StoreError> {
+    let mut q = sqlx::query(sql);
+    for arg in args {
+        q = match arg {
+            Arg::Text(s) => q.bind(s),
+            Arg::Int(i) => q.bind(i),
+        };
+    }
+    let rows = q.fetch_all(store.pool()).await?;
+    Ok(rows
+        .iter()
+        .map(audit_record_from_row)
+        .collect::<Result<_, _>>()?)
+}
+
+impl Store {
+    /// Appends `entries` in one transaction and returns their sequence
+    /// numbers, in order. The chain head is read inside the transaction,
+    /// after taking the append lock (a PostgreSQL advisory lock, or SQLite's
+    /// write lock), so concurrent writers, in this process or another, never
+    /// fork the chain. Prefer [`AuditWriter`] for per-request events.
+    pub async fn append_audit(
+        &self,
+        key: &ChainKey,
+        entries: &[NewAuditEntry],
+    ) -> Result<Vec<i64>, StoreError> {
+        if entries.is_empty() {
+            return Ok(Vec::new());
+        }
+        let details: Vec<String> = entries.iter().map(|e| canonical_json(&e.details)).collect();
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            match self.try_append_audit(key, entries, &details).await {
+                Ok(seqs) => return Ok(seqs),
+                Err(e)
+                    if self.backend == Backend::Sqlite
+                        && attempt < SQLITE_APPEND_ATTEMPTS
+                        && (is_sqlite_busy(&e) || is_unique_violation(&e)) =>
+                {
+                    tracing::debug!(attempt, "audit append hit a busy database; retrying");
+                    tokio::time::sleep(Duration::from_millis(20 * u64::from(attempt))).await;
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+    }
+
+    async fn try_append_audit(
+        &self,
+        key: &ChainKey,
+        entries: &[NewAuditEntry],
+        details: &[String],
+    ) -> Result<Vec<i64>, sqlx::Error> {
+        let mut tx = self.begin_write_raw().await?;
+        if self.backend == Backend::Postgres {
+            sqlx::query("SELECT pg_advisory_xact_lock($1)")
+                .bind(PG_AUDIT_LOCK)
+                .execute(&mut *tx)
+                .await?;
+        }
+        let head: Option<(i64, Vec<u8>)> =
+            sqlx::query_as("SELECT seq, hash FROM audit_log ORDER BY seq DESC LIMIT 1")
+                .fetch_optional(&mut *tx)
+                .await?;
+        let (mut seq, mut prev) = match head {
+            None => (0, GENESIS),
+            Some((seq, hash)) => {
+                let prev = to_chain_hash(&hash).unwrap_or_else(|| {
+                    tracing::error!(seq, "the audit chain head has a malformed hash");
+                    GENESIS
+                });
+                (seq, prev)
+            }
+        };
+        let mut seqs = Vec::with_capacity(entries.len());
+        let mut buf = Vec::with_capacity(1024);
+        for (e, details) in entries.iter().zip(details) {
+            seq += 1;
+            let id = random_id();
+            write_canonical(
+                &mut buf,
+                &Fields {
+                    seq,
+                    id: &id,
+                    at: e.at,
+                    actor_id: e.actor_id.as_deref(),
+                    actor_name: e.actor_name.as_deref(),
+                    client_ip: e.client_ip.as_deref(),
+                    user_agent: e.user_agent.as_deref(),
+                    event: &e.event,
+                    target: e.target.as_deref(),
+                    outcome: &e.outcome,
+                    team_id: e.team_id.as_deref(),
+                    details_json: details,
+                },
+            );
+            let hash = key.link(&prev, &buf);
+            sqlx::query(
+                "INSERT INTO audit_log (seq, id, at, actor_id, actor_name, client_ip, user_agent, \
+                 event, target, outcome, details, team_id, prev_hash, hash) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)",
+            )
+            .bind(seq)
+            .bind(id)
+            .bind(e.at)
+            .bind(e.actor_id.as_deref())
+            .bind(e.actor_name.as_deref())
+            .bind(e.client_ip.as_deref())
+            .bind(e.user_agent.as_deref())
+            .bind(e.event.as_str())
+            .bind(e.target.as_deref())
+            .bind(e.outcome.as_str())
+            .bind(details.as_str())
+            .bind(e.team_id.as_deref())
+            .bind(prev.as_slice())
+            .bind(hash.as_slice())
+            .execute(&mut *tx)
+            .await?;
+            seqs.push(seq);
+            prev = hash;
+        }
+        tx.commit().await?;
+        Ok(seqs)
+    }
+
+    /// One page of entries matching `f`, newest first. Pass the last `seq`
+    /// of a page as `before_seq` to get the next one.
+    pub async fn list_audit(&self, f: &AuditFilter) -> Result<Vec<AuditRecord>, StoreError> {
+        let limit = if f.limit <= 0 {
+            DEFAULT_LIST
+        } else {
+            f.limit.min(MAX_LIST)
+        };
+        let mut conds = Vec::new();
+        let mut args = Vec::new();
+        filter_conditions(f, &mut conds, &mut args);
+        if let Some(before) = f.before_seq {
+            args.push(Arg::Int(before));
+            conds.push(format!("seq < ${}", args.len()));
+        }
+        args.push(Arg::Int(limit));
+        let sql = format!(
+            "SELECT {AUDIT_COLUMNS} FROM audit_log{} ORDER BY seq DESC LIMIT ${}",
+            where_clause(&conds),
+            args.len()
+        );
+        fetch_with_args(self, &sql, args).await
+    }
+
+    /// Every entry matching `f` (ignoring `limit` and `before_seq`), oldest
+    /// first, read in pages so memory stays flat however long the log is.
+    pub fn stream_audit<'a>(
+        &'a self,
+        f: AuditFilter,
+    ) -> impl Stream<Item = Result<AuditRecord, StoreError>> + 'a {
+        futures::stream::try_unfold(Some(i64::MIN), move |cursor| {
+            let f = f.clone();
+            async move {
+                let Some(after) = cursor else {
+                    return Ok::<_, StoreError>(None);
+                };
+                let mut conds = Vec::new();
+                let mut args = Vec::new();
+                filter_conditions(&f, &mut conds, &mut args);
+                args.push(Arg::Int(after));
+                conds.push(format!("seq > ${}", args.len()));
+                args.push(Arg::Int(STREAM_PAGE));
+                let sql = format!(
+                    "SELECT {AUDIT_COLUMNS} FROM audit_log{} ORDER BY seq ASC LIMIT ${}",
+                    where_clause(&conds),
+                    args.len()
+                );
+                let page = fetch_with_args(self, &sql, args).await?;
+                if page.is_empty() {
+                    return Ok(None);
+                }
+                let next = if page.len() < STREAM_PAGE as usize {
+                    None
+                } else {
+                    page.last().map(|r| r.seq)
+                };
+                Ok(Some((page, next)))
+            }
+        })
+        .map_ok(|page| futures::stream::iter(page.into_iter().map(Ok::<_, StoreError>)))
+        .try_flatten()
+    }
+
+    /// Walks the whole chain in `seq` order, recomputing every link with
+    /// `key`, and reports the first place it breaks.
+    pub async fn verify_audit_chain(&self, key: &ChainKey) -> Result<ChainReport, StoreError> {
+        let mut report = ChainReport {
+            checked: 0,
+            last_seq: None,
+            problem: None,
+        };
+        let mut prev: ChainHash = GENESIS;
+        let mut expected_seq: i64 = 1;
+        let mut after = i64::MIN;
+        let mut buf = Vec::with_capacity(1024);
+        let sql = format!(
+            "SELECT {AUDIT_COLUMNS} FROM audit_log WHERE seq > $1 ORDER BY seq ASC LIMIT $2"
+        );
+        loop {
+            let rows = sqlx::query(&sql)
+                .bind(after)
+                .bind(VERIFY_PAGE)
+                .fetch_all(self.pool())
+                .await?;
+            for (i, row) in rows.iter().enumerate() {
+                let seq: i64 = row.try_get(0)?;
+                if seq != expected_seq {
+                    report.problem = Some(if seq < expected_seq {
+                        ChainProblem {
+                            seq,
+                            kind: ChainProblemKind::Inserted,
+                            message: format!("entry {seq} has a sequence number below 1"),
+                        }
+                    } else {
+                        let missing = if seq - 1 == expected_seq {
+                            format!("entry {expected_seq} is missing")
+                        } else {
+                            format!("entries {expected_seq} to {} are missing", seq - 1)
+                        };
+                        ChainProblem {
+                            seq,
+                            kind: ChainProblemKind::Removed,
+                            message: format!("{missing} before entry {seq}"),
+                        }
+                    });
+                    return Ok(report);
+                }
+                let stored_prev: &[u8] = row.try_get(12)?;
+                let stored_hash: &[u8] = row.try_get(13)?;
+                write_canonical(
+                    &mut buf,
+                    &Fields {
+                        seq,
+                        id: row.try_get(1)?,
+                        at: row.try_get(2)?,
+                        actor_id: row.try_get(3)?,
+                        actor_name: row.try_get(4)?,
+                        client_ip: row.try_get(5)?,
+                        user_agent: row.try_get(6)?,
+                        event: row.try_get(7)?,
+                        target: row.try_get(8)?,
+                        outcome: row.try_get(9)?,
+                        team_id: row.try_get(11)?,
+                        details_json: row.try_get(10)?,
+                    },
+                );
+                let recomputed = key.link(&prev, &buf);
+                if stored_prev != prev.as_slice() {
+                    report.problem = Some(if stored_hash == recomputed.as_slice() {
+                        ChainProblem {
+                            seq,
+                            kind: ChainProblemKind::Altered,
+                            message: format!("entry {seq}: its stored previous hash was altered"),
+                        }
+                    } else {
+                        ChainProblem {
+                            seq,
+                            kind: ChainProblemKind::Inserted,
+                            message: format!("entry {seq} does not link to entry {}", seq - 1),
+                        }
+                    });
+                    return Ok(report);
+                }
+                if stored_hash != recomputed.as_slice() {
+                    // Tell an edited entry (the chain carries on from its
+                    // stored hash) from a foreign one (nothing links to it).
+                    let next_prev: Option<Vec<u8>> = match rows.get(i + 1) {
+                        Some(next) => Some(next.try_get(12)?),
+                        None => {
+                            sqlx::query_scalar(
+                                "SELECT prev_hash FROM audit_log WHERE seq > $1 \
+                                 ORDER BY seq ASC LIMIT 1",
+                            )
+                            .bind(seq)
+                            .fetch_optional(self.pool())
+                            .await?
+                        }
+                    };
+                    report.problem = Some(match next_prev {
+                        None => ChainProblem {
+                            seq,
+                            kind: ChainProblemKind::Inserted,
+                            message: format!(
+                                "entry {seq}, the last, does not verify: it was added or \
+                                 altered without the chain key"
+                            ),
+                        },
+                        Some(np)
+                            if np.as_slice() != stored_hash && np.as_slice() == stored_prev =>
+                        {
+                            ChainProblem {
+                                seq,
+                                kind: ChainProblemKind::Inserted,
+                                message: format!(
+                                    "entry {seq} does not verify and the next entry links past it"
+                                ),
+                            }
+                        }
+                        Some(_) => ChainProblem {
+                            seq,
+                            kind: ChainProblemKind::Altered,
+                            message: format!("entry {seq} was altered: its hash does not verify"),
+                        },
+                    });
+                    return Ok(report);
+                }
+                prev = recomputed;
+                expected_seq = seq + 1;
+                report.checked += 1;
+                report.last_seq = Some(seq);
+                after = seq;
+            }
+            if (rows.len() as i64) < VERIFY_PAGE {
+                return Ok(report);
+            }
+        }
+    }
+}
+
+/// Group-commit writer: many concurrent callers share one transaction.
+///
+/// A Tokio task owns the chain key and drains up to 512 queued entries per
+/// transaction. [`AuditWriter::append`] returns once its entry is committed.
+/// The task ends when every clone of the writer is dropped, after writing
+/// what is queued.
+#[derive(Clone, Debug)]
+pub struct AuditWriter {
+    tx: mpsc::Sender<Job>,
+}
+
+#[derive(Debug)]
+struct Job {
+    entry: NewAuditEntry,
+    done: oneshot::Sender<Result<i64, StoreError>>,
+}
+
+impl AuditWriter {
+    /// Starts the writer task. Must be called within a Tokio runtime.
+    pub fn spawn(store: Store, key: ChainKey) -> AuditWriter {
+        let (tx, rx) = mpsc::channel(WRITER_QUEUE);
+        tokio::spawn(run_writer(store, key, rx));
+        AuditWriter { tx }
+    }
+
+    /// Appends `e` and waits until it is committed; returns its `seq`. The
+    /// entry is written even if this future is dropped after it was queued.
+    pub async fn append(&self, e: NewAuditEntry) -> Result<i64, StoreError> {
+        let (done, wait) = oneshot::channel();
+        self.tx
+            .send(Job { entry: e, done })
+            .await
+            .map_err(|_| StoreError::Database(sqlx::Error::WorkerCrashed))?;
+        wait.await
+            .map_err(|_| StoreError::Database(sqlx::Error::WorkerCrashed))?
+    }
+}
+
+async fn run_writer(store: Store, key: ChainKey, mut rx: mpsc::Receiver<Job>) {
+    let mut jobs = Vec::with_capacity(WRITER_BATCH);
+    while rx.recv_many(&mut jobs, WRITER_BATCH).await > 0 {
+        let (entries, dones): (Vec<NewAuditEntry>, Vec<_>) =
+            jobs.drain(..).map(|j| (j.entry, j.done)).unzip();
+        match store.append_audit(&key, &entries).await {
+            Ok(seqs) => {
+                for (done, seq) in dones.into_iter().zip(seqs) {
+                    let _ = done.send(Ok(seq));
+                }
+            }
+            Err(e) if entries.len() == 1 => {
+                tracing::error!(error = %e, "audit append failed");
+                if let Some(done) = dones.into_iter().next() {
+                    let _ = done.send(Err(e));
+                }
+            }
+            Err(e) => {
+                // Retry one by one, so each caller gets its own outcome.
+                tracing::warn!(error = %e, entries = entries.len(), "audit batch failed; retrying entries singly");
+                for (entry, done) in entries.into_iter().zip(dones) {
+                    let result = store
+                        .append_audit(&key, std::slice::from_ref(&entry))
+                        .await
+                        .and_then(|seqs| seqs.first().copied().ok_or(StoreError::NotFound));
+                    if let Err(e) = &result {
+                        tracing::error!(error = %e, "audit append failed");
+                    }
+                    let _ = done.send(result);
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn canonical_json_sorts_keys_and_matches_serde() {
+        let v = json!({"b": [1, 2.5, {"z": null, "a": true}], "a": "x\"\\\n\u{1}é", "c": {}});
+        let c = canonical_json(&v);
+        assert_eq!(
+            c,
+            r#"{"a":"x\"\\\n\u0001é","b":[1,2.5,{"a":true,"z":null}],"c":{}}"#
+        );
+        let back: serde_json::Value = serde_json::from_str(&c).unwrap();
+        assert_eq!(back, v);
+    }
+
+    #[test]
+    fn canonical_entry_is_fixed_order_json() {
+        let e = NewAuditEntry {
+            at: 42,
+            actor_id: Some("u1".into()),
+            actor_name: None,
+            client_ip: Some("127.0.0.1".into()),
+            user_agent: None,
+            event: "auth.login".into(),
+            target: None,
+            outcome: "success".into(),
+            details: json!({"k": 1, "a": [true]}),
+            team_id: None,
+        };
+        let bytes = canonical_entry_bytes(7, "abc", &e);
+        assert_eq!(
+            String::from_utf8(bytes.clone()).unwrap(),
+            r#"{"v":1,"seq":7,"id":"abc","at":42,"actor_id":"u1","actor_name":null,"client_ip":"127.0.0.1","user_agent":null,"event":"auth.login","target":null,"outcome":"success","team_id":null,"details":{"a":[true],"k":1}}"#
+        );
+        let parsed: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
+        assert_eq!(parsed["details"]["k"], 1);
+    }
+}

@@ -1,0 +1,243 @@
+//! Redwall's one data-access layer.
+//!
+//! A single code path serves both SQLite (the embedded default) and
+//! PostgreSQL (production) through sqlx's `Any` driver. The schema lives in
+//! `migrations/sqlite` and `migrations/postgres`; both are embedded in the
+//! binary and applied by [`Store::connect`].
+//!
+//! Conventions shared by every table, because the `Any` driver maps few types:
+//! ids are TEXT, times are integer microseconds since the Unix epoch
+//! ([`Micros`]), booleans are integers 0/1, binary is BLOB/BYTEA and JSON is
+//! TEXT. The store never reads the clock: callers pass "now" in.
+//!
+//! No secret plaintext is stored here: only digests and sealed (encrypted)
+//! bytes.
+
+mod audit;
+mod error;
+mod sessions;
+mod settings;
+pub mod testing;
+mod tokens;
+mod users;
+
+use std::time::Duration;
+
+use sqlx::any::{AnyPoolOptions, AnyRow};
+use sqlx::{AnyPool, Row};
+
+pub use audit::{
+    canonical_entry_bytes, AuditFilter, AuditRecord, AuditWriter, ChainProblem, ChainProblemKind,
+    ChainReport, NewAuditEntry,
+};
+pub use error::StoreError;
+pub use sessions::Session;
+pub use tokens::ApiToken;
+pub use users::{NewUser, User};
+
+/// Microseconds since the Unix epoch.
+pub type Micros = i64;
+
+/// Which database the store talks to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+/// The handle to the database. Cheap to clone: it wraps a connection pool.
+#[derive(Clone)]
+pub struct Store {
+    pool: AnyPool,
+    backend: Backend,
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Store")
+            .field("backend", &self.backend)
+            .finish_non_exhaustive()
+    }
+}
+
+static SQLITE_MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
+static POSTGRES_MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
+
+/// Connections in the pool for a file-backed SQLite database. WAL lets readers
+/// run alongside the one writer; writers queue on the busy timeout.
+const SQLITE_POOL_SIZE: u32 = 8;
+/// Connections in the pool for PostgreSQL.
+const POSTGRES_POOL_SIZE: u32 = 16;
+/// Run on every new SQLite connection. The busy timeout is 5 s.
+const SQLITE_PRAGMAS: [&str; 4] = [
+    "PRAGMA journal_mode = WAL",
+    "PRAGMA synchronous = NORMAL",
+    "PRAGMA foreign_keys = ON",
+    "PRAGMA busy_timeout = 5000",
+];
+
+impl Store {
+    /// Connects to `url` and applies any pending migrations.
+    ///
+    /// * `sqlite://PATH` (also `sqlite:PATH`, `sqlite::memory:`): the file is
+    ///   created when missing unless the URL sets `mode=` itself. Every
+    ///   connection runs with WAL, `synchronous=NORMAL`, `foreign_keys=ON` and
+    ///   a 5 s busy timeout.
+    /// * `postgres://...` or `postgresql://...`.
+    pub async fn connect(url: &str) -> Result<Store, StoreError> {
+        sqlx::any::install_default_drivers();
+        let backend = backend_of(url)?;
+        let store = match backend {
+            Backend::Sqlite => {
+                let (url, in_memory) = sqlite_url(url);
+                // Each connection to `:memory:` is its own database: keep one.
+                let size = if in_memory { 1 } else { SQLITE_POOL_SIZE };
+                let mut options = AnyPoolOptions::new()
+                    .max_connections(size)
+                    .acquire_timeout(Duration::from_secs(30))
+                    .after_connect(|conn, _meta| {
+                        Box::pin(async move {
+                            for pragma in SQLITE_PRAGMAS {
+                                sqlx::query(pragma).execute(&mut *conn).await?;
+                            }
+                            Ok(())
+                        })
+                    });
+                if in_memory {
+                    options = options
+                        .min_connections(1)
+                        .idle_timeout(None)
+                        .max_lifetime(None);
+                }
+                let pool = options.connect(&url).await?;
+                let store = Store { pool, backend };
+                SQLITE_MIGRATOR.run(&store.pool).await?;
+                store
+            }
+            Backend::Postgres => {
+                let pool = AnyPoolOptions::new()
+                    .max_connections(POSTGRES_POOL_SIZE)
+                    .acquire_timeout(Duration::from_secs(30))
+                    .connect(url)
+                    .await?;
+                let store = Store { pool, backend };
+                POSTGRES_MIGRATOR.run(&store.pool).await?;
+                store
+            }
+        };
+        tracing::debug!(backend = ?store.backend, "store connected and migrated");
+        Ok(store)
+    }
+
+    /// Which database this store talks to.
+    pub fn backend(&self) -> Backend {
+        self.backend
+    }
+
+    /// Closes every connection in the pool. Further calls fail.
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+
+    /// Begins a transaction that is going to write. On SQLite this takes the
+    /// write lock up front (`BEGIN IMMEDIATE`, waiting on the busy timeout),
+    /// so a read-then-write transaction can never fail half-way on a lock
+    /// upgrade.
+    pub(crate) async fn begin_write(
+        &self,
+    ) -> Result<sqlx::Transaction<'static, sqlx::Any>, StoreError> {
+        Ok(self.begin_write_raw().await?)
+    }
+
+    pub(crate) async fn begin_write_raw(
+        &self,
+    ) -> Result<sqlx::Transaction<'static, sqlx::Any>, sqlx::Error> {
+        match self.backend {
+            Backend::Sqlite => self.pool.begin_with("BEGIN IMMEDIATE").await,
+            Backend::Postgres => self.pool.begin().await,
+        }
+    }
+
+    pub(crate) fn pool(&self) -> &AnyPool {
+        &self.pool
+    }
+}
+
+fn backend_of(url: &str) -> Result<Backend, StoreError> {
+    let scheme = url.split_once(':').map(|(s, _)| s.to_ascii_lowercase());
+    match scheme.as_deref() {
+        Some("sqlite") => Ok(Backend::Sqlite),
+        Some("postgres" | "postgresql") => Ok(Backend::Postgres),
+        // Never echo the URL: it may hold a password.
+        _ => Err(StoreError::InvalidUrl(
+            "expected a sqlite:// or postgres:// URL".to_owned(),
+        )),
+    }
+}
+
+/// Adds `mode=rwc` (create when missing) unless the URL chooses a mode, and
+/// tells whether the database lives in memory.
+fn sqlite_url(url: &str) -> (String, bool) {
+    let rest = url
+        .trim_start_matches("sqlite://")
+        .trim_start_matches("sqlite:");
+    let (path, query) = match rest.split_once('?') {
+        Some((p, q)) => (p, Some(q)),
+        None => (rest, None),
+    };
+    let params: Vec<&str> = query
+        .map(|q| q.split('&').filter(|p| !p.is_empty()).collect())
+        .unwrap_or_default();
+    let in_memory = path == ":memory:" || path.is_empty() || params.contains(&"mode=memory");
+    if in_memory || params.iter().any(|p| p.starts_with("mode=")) {
+        return (url.to_owned(), in_memory);
+    }
+    let sep = if query.is_some() { '&' } else { '?' };
+    (format!("{url}{sep}mode=rwc"), false)
+}
+
+/// Decodes a 0/1 integer column as a bool.
+pub(crate) fn get_bool(row: &AnyRow, col: &str) -> Result<bool, sqlx::Error> {
+    Ok(row.try_get::<i64, _>(col)? != 0)
+}
+
+/// A fresh random id: 16 random bytes as lowercase hex.
+pub(crate) fn random_id() -> String {
+    hex::encode(rand::random::<[u8; 16]>())
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+    use super::*;
+
+    #[test]
+    fn scheme_selects_backend() {
+        assert_eq!(backend_of("sqlite://x.db").unwrap(), Backend::Sqlite);
+        assert_eq!(backend_of("sqlite::memory:").unwrap(), Backend::Sqlite);
+        assert_eq!(backend_of("postgres://u@h/db").unwrap(), Backend::Postgres);
+        assert_eq!(
+            backend_of("PostgreSQL://u@h/db").unwrap(),
+            Backend::Postgres
+        );
+        let err = backend_of("mysql://root:hunter2@h/db").unwrap_err();
+        assert!(!err.to_string().contains("hunter2"));
+    }
+
+    #[test]
+    fn sqlite_url_adds_create_mode() {
+        assert_eq!(
+            sqlite_url("sqlite://a.db"),
+            ("sqlite://a.db?mode=rwc".into(), false)
+        );
+        assert_eq!(
+            sqlite_url("sqlite://a.db?cache=shared"),
+            ("sqlite://a.db?cache=shared&mode=rwc".into(), false)
+        );
+        assert_eq!(
+            sqlite_url("sqlite://a.db?mode=ro"),
+            ("sqlite://a.db?mode=ro".into(), false)
+        );
+        assert!(sqlite_url("sqlite::memory:").1);
+    }
+}

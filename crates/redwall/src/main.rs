@@ -1,0 +1,188 @@
+//! The `redwall` command: `serve`, and the offline `admin`, `audit` and
+//! `config` commands that work on the same database and keys.
+
+mod admin;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use redwall_crypto::Secret;
+use redwall_server::clock::SystemClock;
+use redwall_server::config::{Config, Severity};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+#[derive(Parser)]
+#[command(name = "redwall", version, about = "A secure control plane for Node-RED fleets")]
+struct Cli {
+    /// A TOML configuration file (REDWALL_* environment variables override it).
+    #[arg(long, global = true, env = "REDWALL_CONFIG")]
+    config: Option<PathBuf>,
+    /// Shortcut for database_url (sqlite://FILE or postgres://...).
+    #[arg(long, global = true)]
+    database_url: Option<String>,
+    /// Shortcut for data_dir.
+    #[arg(long, global = true)]
+    data_dir: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the server.
+    Serve,
+    /// Manage users without the server.
+    #[command(subcommand)]
+    Admin(admin::AdminCommand),
+    /// Work with the audit log.
+    #[command(subcommand)]
+    Audit(AuditCommand),
+    /// Check the configuration.
+    #[command(subcommand)]
+    Config(ConfigCommand),
+}
+
+#[derive(Subcommand)]
+enum AuditCommand {
+    /// Recompute the hash chain and name the first entry altered, removed or inserted.
+    Verify,
+}
+
+#[derive(Subcommand)]
+enum ConfigCommand {
+    /// Explain every invalid or unsafe setting.
+    Check,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn load_config(cli: &Cli) -> anyhow::Result<Config> {
+    let mut config = Config::load(cli.config.as_deref(), |k| std::env::var(k).ok())?;
+    if let Some(dir) = &cli.data_dir {
+        config.data_dir = dir.clone();
+    }
+    if let Some(url) = &cli.database_url {
+        config.database_url = Some(url.clone());
+    }
+    Ok(config)
+}
+
+fn master_key() -> Option<Secret> {
+    std::env::var("REDWALL_MASTER_KEY").ok().map(Secret::new)
+}
+
+async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    let config = load_config(&cli)?;
+    match cli.command {
+        Command::Serve => serve(config).await,
+        Command::Admin(cmd) => admin::run(cmd, config, master_key()).await,
+        Command::Audit(AuditCommand::Verify) => verify_audit(config).await,
+        Command::Config(ConfigCommand::Check) => Ok(check_config(&config)),
+    }
+}
+
+async fn serve(config: Config) -> anyhow::Result<ExitCode> {
+    redwall_server::logging::init(&config.log);
+    let running = redwall_server::start(redwall_server::StartOptions {
+        config,
+        clock: Arc::new(SystemClock),
+        master_key: master_key(),
+    })
+    .await?;
+    // The setup token goes to the console only, never into the structured log.
+    if let Some(token) = &running.setup_token {
+        println!();
+        println!("  Redwall has no users yet. Create the first platform admin within one hour:");
+        println!();
+        println!("    curl -k -X POST {}/api/v1/setup \\", running.base_url());
+        println!("      -H 'Content-Type: application/json' \\");
+        println!(
+            "      -d '{{\"setup_token\":\"{}\",\"username\":\"admin\",\"password\":\"<at least 12 characters>\"}}'",
+            token.expose()
+        );
+        println!();
+        println!("  (or run `redwall admin create-user --admin` on this machine)");
+        println!();
+    }
+    println!("Redwall is listening on {}", running.base_url());
+    running.wait().await?;
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn verify_audit(config: Config) -> anyhow::Result<ExitCode> {
+    let state = admin::open(config, master_key()).await?;
+    let started = std::time::Instant::now();
+    let report = state
+        .store
+        .verify_audit_chain(&state.chain_key)
+        .await
+        .context("reading the audit log")?;
+    let took = started.elapsed();
+    match report.problem {
+        None => {
+            println!(
+                "audit chain intact: {} entries verified (last seq {}) in {:.2}s",
+                report.checked,
+                report.last_seq.map_or("-".to_string(), |s| s.to_string()),
+                took.as_secs_f64()
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        Some(p) => {
+            println!(
+                "audit chain BROKEN at entry {}: {:?}: {} ({} entries checked)",
+                p.seq, p.kind, p.message, report.checked
+            );
+            Ok(ExitCode::from(2))
+        }
+    }
+}
+
+fn check_config(config: &Config) -> ExitCode {
+    let problems = config.check();
+    if problems.is_empty() {
+        println!("configuration OK");
+        println!("  database: {}", redact_url(&config.database_url()));
+        println!("  listen:   {} (tls: {:?})", config.server.listen, config.tls.mode);
+        return ExitCode::SUCCESS;
+    }
+    for p in &problems {
+        println!("{p}");
+    }
+    if problems.iter().any(|p| p.severity == Severity::Error) {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    }
+}
+
+/// A database URL without its password, for display.
+fn redact_url(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme_end), Some(at)) if at > scheme_end => {
+            let userinfo = &url[scheme_end + 3..at];
+            match userinfo.split_once(':') {
+                Some((user, _)) => format!("{}{user}:***{}", &url[..scheme_end + 3], &url[at..]),
+                None => url.to_string(),
+            }
+        }
+        _ => url.to_string(),
+    }
+}
