@@ -1,0 +1,281 @@
+//! The one integration harness: a real Redwall HTTP server on a loopback
+//! port, over a fresh database on either backend, with a clock the test moves.
+#![allow(dead_code, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use redwall_crypto::password::Argon2Params;
+use redwall_server::clock::ManualClock;
+use redwall_server::config::{Config, TlsMode};
+use redwall_server::{RunningServer, StartOptions};
+pub use redwall_store::testing::TestDatabase;
+pub use redwall_store::Backend;
+use reqwest::header::{HeaderMap, HeaderValue};
+use serde_json::{json, Value};
+use std::sync::Arc;
+
+pub const ADMIN: &str = "admin";
+pub const ADMIN_PASSWORD: &str = "violet-harbor-copper-9";
+pub const USER_PASSWORD: &str = "amber-falcon-meadow-42";
+
+/// Runs each named scenario `async fn name(s: &TestServer)` once per backend.
+#[macro_export]
+macro_rules! on_both_backends {
+    ($($name:ident),* $(,)?) => {
+        $(
+            mod $name {
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn sqlite() {
+                    $crate::common::run($crate::common::Backend::Sqlite, |s| Box::pin(super::$name(s))).await
+                }
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn postgres() {
+                    $crate::common::run($crate::common::Backend::Postgres, |s| Box::pin(super::$name(s))).await
+                }
+            }
+        )*
+    };
+}
+
+pub async fn run<F>(backend: Backend, scenario: F)
+where
+    F: for<'a> FnOnce(&'a TestServer) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send + 'a>>,
+{
+    let Some(server) = TestServer::start_with(backend, |_| {}).await else {
+        return;
+    };
+    scenario(&server).await;
+    server.stop().await;
+}
+
+pub struct TestServer {
+    pub running: RunningServer,
+    pub clock: ManualClock,
+    pub setup_token: Option<String>,
+    pub data_dir: tempfile::TempDir,
+    db: TestDatabase,
+}
+
+impl TestServer {
+    /// `None` when the backend is PostgreSQL and none is reachable outside CI.
+    pub async fn start_with(backend: Backend, tweak: impl FnOnce(&mut Config)) -> Option<TestServer> {
+        let db = match backend {
+            Backend::Sqlite => TestDatabase::sqlite().await.expect("sqlite test database"),
+            Backend::Postgres => TestDatabase::postgres().await.expect("PostgreSQL test database")?,
+        };
+        let data_dir = tempfile::tempdir().expect("temp dir");
+        let mut config = Config::default();
+        config.data_dir = data_dir.path().to_path_buf();
+        config.database_url = Some(db.url.clone());
+        config.server.listen = "127.0.0.1:0".parse().unwrap();
+        config.tls.mode = TlsMode::Off;
+        // Cheap hashing keeps the suite fast; the default parameters have their own test.
+        config.passwords = Argon2Params {
+            memory_kib: 1024,
+            iterations: 1,
+            parallelism: 1,
+        };
+        tweak(&mut config);
+        let clock = ManualClock::default();
+        let running = redwall_server::start(StartOptions {
+            config,
+            clock: Arc::new(clock.clone()),
+            master_key: None,
+        })
+        .await
+        .expect("server starts");
+        let setup_token = running.setup_token.as_ref().map(|t| t.expose().to_string());
+        Some(TestServer {
+            running,
+            clock,
+            setup_token,
+            data_dir,
+            db,
+        })
+    }
+
+    pub async fn stop(self) {
+        self.running.shutdown().await;
+        self.db.cleanup().await;
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{}", self.running.base_url(), path)
+    }
+
+    pub fn anonymous(&self) -> Client {
+        Client {
+            base: self.running.base_url(),
+            http: reqwest::Client::builder()
+                .redirect(reqwest::redirect::Policy::none())
+                .danger_accept_invalid_certs(true)
+                .build()
+                .unwrap(),
+            cookie: None,
+            csrf: None,
+            bearer: None,
+        }
+    }
+
+    /// Creates the first admin with the setup token and logs in.
+    pub async fn admin(&self) -> Client {
+        let token = self.setup_token.clone().expect("fresh server has a setup token");
+        let r = self
+            .anonymous()
+            .post(
+                "/api/v1/setup",
+                json!({"setup_token": token, "username": ADMIN, "password": ADMIN_PASSWORD}),
+            )
+            .await;
+        assert_eq!(r.status, 201, "setup: {}", r.body);
+        self.login(ADMIN, ADMIN_PASSWORD).await
+    }
+
+    /// Creates a plain user through the admin API; returns its id.
+    pub async fn create_user(&self, admin: &Client, username: &str) -> String {
+        let r = admin
+            .post(
+                "/api/v1/users",
+                json!({"username": username, "password": USER_PASSWORD}),
+            )
+            .await;
+        assert_eq!(r.status, 201, "create user: {}", r.body);
+        r.body["id"].as_str().unwrap().to_string()
+    }
+
+    pub async fn login(&self, username: &str, password: &str) -> Client {
+        let mut c = self.anonymous();
+        let r = c
+            .post("/api/v1/auth/login", json!({"username": username, "password": password}))
+            .await;
+        assert_eq!(r.status, 200, "login {username}: {}", r.body);
+        c.adopt_session(&r);
+        c
+    }
+
+    /// A user with a session, created by the admin.
+    pub async fn user(&self, admin: &Client, username: &str) -> Client {
+        self.create_user(admin, username).await;
+        self.login(username, USER_PASSWORD).await
+    }
+
+    /// A client that authenticates with a new personal access token of `owner`.
+    pub async fn token_client(&self, owner: &Client, scope: &str) -> Client {
+        let r = owner
+            .post("/api/v1/me/tokens", json!({"name": format!("test {scope}"), "scope": scope}))
+            .await;
+        assert_eq!(r.status, 201, "token: {}", r.body);
+        let mut c = self.anonymous();
+        c.bearer = Some(r.body["token"].as_str().unwrap().to_string());
+        c
+    }
+}
+
+#[derive(Clone)]
+pub struct Client {
+    pub base: String,
+    pub http: reqwest::Client,
+    pub cookie: Option<String>,
+    pub csrf: Option<String>,
+    pub bearer: Option<String>,
+}
+
+#[derive(Debug)]
+pub struct Resp {
+    pub status: u16,
+    pub headers: HeaderMap,
+    pub body: Value,
+    pub text: String,
+}
+
+impl Resp {
+    pub fn code(&self) -> &str {
+        self.body["error"]["code"].as_str().unwrap_or("")
+    }
+}
+
+impl Client {
+    /// Takes the session cookie and CSRF token from a login answer.
+    pub fn adopt_session(&mut self, r: &Resp) {
+        let set_cookie = r
+            .headers
+            .get("set-cookie")
+            .and_then(|v| v.to_str().ok())
+            .expect("login sets a cookie");
+        self.cookie = Some(set_cookie.split(';').next().unwrap().to_string());
+        self.csrf = r.body["csrf_token"].as_str().map(str::to_string);
+    }
+
+    pub fn without_csrf(&self) -> Client {
+        let mut c = self.clone();
+        c.csrf = None;
+        c
+    }
+
+    pub async fn send(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> Resp {
+        let mut req = self.http.request(method, format!("{}{}", self.base, path));
+        if let Some(cookie) = &self.cookie {
+            req = req.header("cookie", cookie);
+        }
+        if let Some(csrf) = &self.csrf {
+            req = req.header("x-csrf-token", csrf);
+        }
+        if let Some(token) = &self.bearer {
+            req = req.header("authorization", format!("Bearer {token}"));
+        }
+        if let Some(b) = body {
+            req = req.json(&b);
+        }
+        into_resp(req.send().await.expect("request reaches the server")).await
+    }
+
+    pub async fn raw(&self, req: reqwest::RequestBuilder) -> Resp {
+        into_resp(req.send().await.expect("request reaches the server")).await
+    }
+
+    pub async fn get(&self, path: &str) -> Resp {
+        self.send(reqwest::Method::GET, path, None).await
+    }
+
+    pub async fn post(&self, path: &str, body: Value) -> Resp {
+        self.send(reqwest::Method::POST, path, Some(body)).await
+    }
+
+    pub async fn put(&self, path: &str, body: Value) -> Resp {
+        self.send(reqwest::Method::PUT, path, Some(body)).await
+    }
+
+    pub async fn patch(&self, path: &str, body: Value) -> Resp {
+        self.send(reqwest::Method::PATCH, path, Some(body)).await
+    }
+
+    pub async fn delete(&self, path: &str) -> Resp {
+        self.send(reqwest::Method::DELETE, path, None).await
+    }
+
+    pub async fn delete_with(&self, path: &str, body: Value) -> Resp {
+        self.send(reqwest::Method::DELETE, path, Some(body)).await
+    }
+}
+
+async fn into_resp(r: reqwest::Response) -> Resp {
+    let status = r.status().as_u16();
+    let headers = r.headers().clone();
+    let text = r.text().await.unwrap_or_default();
+    let body = serde_json::from_str(&text).unwrap_or(Value::Null);
+    Resp {
+        status,
+        headers,
+        body,
+        text,
+    }
+}
+
+pub fn header_value(s: &str) -> HeaderValue {
+    HeaderValue::from_str(s).unwrap()
+}
+
+/// The audit entries matching `event`, newest first, as the admin sees them.
+pub async fn audit_events(admin: &Client, event: &str) -> Vec<Value> {
+    let r = admin.get(&format!("/api/v1/audit?event={event}&limit=1000")).await;
+    assert_eq!(r.status, 200, "audit: {}", r.body);
+    r.body["entries"].as_array().cloned().unwrap_or_default()
+}
