@@ -40,9 +40,18 @@ impl Actor {
     pub fn attempted(name: &str) -> Actor {
         Actor {
             id: None,
-            name: Some(name.chars().take(64).collect()),
+            name: Some(printable(name)),
         }
     }
+}
+
+/// At most 64 characters, control characters shown as U+FFFD, so a hostile
+/// name cannot forge log lines or break a database's text type.
+fn printable(s: &str) -> String {
+    s.chars()
+        .take(64)
+        .map(|c| if c.is_control() { '\u{fffd}' } else { c })
+        .collect()
 }
 
 /// Appends one entry and waits until it is committed. A request whose audit
@@ -60,7 +69,7 @@ pub async fn record(
     let entry = NewAuditEntry {
         at: state.now(),
         actor_id: actor.and_then(|a| a.id.clone()),
-        actor_name: actor.and_then(|a| a.name.clone()),
+        actor_name: actor.and_then(|a| a.name.as_deref().map(printable)),
         client_ip: Some(client.ip.to_string()),
         user_agent: client.user_agent.clone(),
         event: event.name().to_string(),

@@ -188,8 +188,8 @@ pub fn app(state: AppState) -> Router {
     api::router(&state)
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
-        .layer(middleware::from_fn_with_state(state.clone(), count_requests))
         .layer(RequestBodyLimitLayer::new(max_body))
+        .layer(middleware::from_fn_with_state(state.clone(), count_requests))
         .layer(middleware::from_fn_with_state(resolver, attach_client_info))
         .layer(middleware::from_fn_with_state(headers, security_headers))
         .layer(CatchPanicLayer::custom(|_| {
@@ -215,7 +215,11 @@ async fn count_requests(State(state): State<AppState>, request: Request, next: N
     let status = response.status();
     state.metrics.request_done(status.as_u16());
     // A body rejected by the size limit arrives here as a bare 413.
-    if status == StatusCode::PAYLOAD_TOO_LARGE && response.headers().get("content-type").is_none() {
+    let is_json = response
+        .headers()
+        .get("content-type")
+        .is_some_and(|v| v.as_bytes().starts_with(b"application/json"));
+    if status == StatusCode::PAYLOAD_TOO_LARGE && !is_json {
         return ApiError::new(
             StatusCode::PAYLOAD_TOO_LARGE,
             "body_too_large",

@@ -107,6 +107,7 @@ impl TestServer {
             http: reqwest::Client::builder()
                 .redirect(reqwest::redirect::Policy::none())
                 .danger_accept_invalid_certs(true)
+                .user_agent("redwall-tests")
                 .build()
                 .unwrap(),
             cookie: None,
