@@ -1,0 +1,228 @@
+//! The `redwall` command as an operator uses it: the real binary, a real
+//! data directory, a real server process.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use serde_json::json;
+use std::io::{BufRead, BufReader, Write};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+
+const BIN: &str = env!("CARGO_BIN_EXE_redwall");
+const PASSWORD: &str = "violet-harbor-copper-9";
+
+fn redwall(data: &Path) -> Command {
+    let mut c = Command::new(BIN);
+    c.arg("--data-dir").arg(data);
+    c.env_remove("REDWALL_MASTER_KEY").env_remove("REDWALL_DATABASE_URL");
+    c
+}
+
+struct Serving {
+    child: Child,
+    base: String,
+    output: Vec<String>,
+}
+
+impl Drop for Serving {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn serve(data: &Path) -> Serving {
+    let mut child = redwall(data)
+        .arg("serve")
+        .env("REDWALL_LISTEN", "127.0.0.1:0")
+        .env("REDWALL_TLS_MODE", "off")
+        .env("REDWALL_LOG_FORMAT", "json")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let mut output = Vec::new();
+    loop {
+        let line = lines.next().expect("server printed its address").unwrap();
+        output.push(line.clone());
+        if let Some(url) = line.strip_prefix("Redwall is listening on ") {
+            return Serving {
+                child,
+                base: url.trim().to_string(),
+                output,
+            };
+        }
+    }
+}
+
+fn block_on<F: std::future::Future>(f: F) -> F::Output {
+    tokio::runtime::Runtime::new().unwrap().block_on(f)
+}
+
+async fn login(base: &str, username: &str, password: &str) -> reqwest::StatusCode {
+    reqwest::Client::new()
+        .post(format!("{base}/api/v1/auth/login"))
+        .json(&json!({"username": username, "password": password}))
+        .send()
+        .await
+        .unwrap()
+        .status()
+}
+
+#[test]
+fn first_start_prints_a_setup_token_and_the_second_does_not() {
+    let dir = tempfile::tempdir().unwrap();
+    let first = serve(dir.path());
+    let text = first.output.join("\n");
+    let token = text
+        .split("\"setup_token\":\"")
+        .nth(1)
+        .and_then(|rest| rest.split('"').next())
+        .expect("a setup token is printed")
+        .to_string();
+    assert!(token.starts_with("rws_"));
+    let status = block_on(async {
+        reqwest::Client::new()
+            .post(format!("{}/api/v1/setup", first.base))
+            .json(&json!({"setup_token": token, "username": "root", "password": PASSWORD}))
+            .send()
+            .await
+            .unwrap()
+            .status()
+    });
+    assert_eq!(status, 201);
+    drop(first);
+    let second = serve(dir.path());
+    assert!(!second.output.join("\n").contains("setup_token"));
+    assert_eq!(block_on(login(&second.base, "root", PASSWORD)), 200);
+}
+
+#[test]
+fn create_user_offline_then_log_in() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = redwall(dir.path())
+        .args(["admin", "create-user", "--username", "ops", "--admin", "--password-stdin"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    writeln!(child.stdin.take().unwrap(), "{PASSWORD}").unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success());
+    assert!(String::from_utf8_lossy(&out.stdout).contains("created platform admin ops"));
+
+    let weak = redwall(dir.path())
+        .args(["admin", "create-user", "--username", "weak", "--password-stdin"])
+        .stdin(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut weak = weak;
+    writeln!(weak.stdin.take().unwrap(), "password").unwrap();
+    let out = weak.wait_with_output().unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("at least 12 characters"));
+
+    let s = serve(dir.path());
+    assert!(!s.output.join("\n").contains("setup_token"), "a user exists: no setup token");
+    assert_eq!(block_on(login(&s.base, "ops", PASSWORD)), 200);
+}
+
+#[test]
+fn node_red_users_keep_their_passwords_and_move_to_argon2() {
+    let dir = tempfile::tempdir().unwrap();
+    let hash = bcrypt::hash_with_result("their-old-nr-password", 8)
+        .unwrap()
+        .format_for_version(bcrypt::Version::TwoA);
+    let settings = dir.path().join("settings.js");
+    std::fs::write(
+        &settings,
+        format!(
+            "module.exports = {{\n  adminAuth: {{\n    type: \"credentials\",\n    users: [{{ username: \"nradmin\", password: \"{hash}\", permissions: \"*\" }},\n            {{ username: 'bad name', password: '{hash}' }}]\n  }}\n}}\n"
+        ),
+    )
+    .unwrap();
+    let out = redwall(dir.path())
+        .args(["admin", "import-node-red-users"])
+        .arg(&settings)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}");
+    assert!(text.contains("imported nradmin"), "{text}");
+    assert!(text.contains("skipped \"bad name\""), "{text}");
+
+    let s = serve(dir.path());
+    assert_eq!(block_on(login(&s.base, "nradmin", "wrong-password-00")), 401);
+    assert_eq!(block_on(login(&s.base, "nradmin", "their-old-nr-password")), 200);
+    drop(s);
+    // The successful login replaced the bcrypt hash with argon2id.
+    let stored = block_on(async {
+        let url = format!("sqlite://{}", dir.path().join("redwall.db").display());
+        let store = redwall_store::Store::connect(&url).await.unwrap();
+        let user = store.find_user_by_username("nradmin").await.unwrap().unwrap();
+        store.close().await;
+        user.password_hash.unwrap()
+    });
+    assert!(stored.starts_with("$argon2id$"), "{stored}");
+}
+
+#[test]
+fn audit_verify_names_a_tampered_entry() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = redwall(dir.path())
+        .args(["admin", "create-user", "--username", "ops", "--password-stdin"])
+        .stdin(Stdio::piped())
+        .spawn()
+        .unwrap();
+    writeln!(child.stdin.take().unwrap(), "{PASSWORD}").unwrap();
+    assert!(child.wait().unwrap().success());
+    let s = serve(dir.path());
+    for _ in 0..3 {
+        block_on(login(&s.base, "ops", "wrong-password-00"));
+    }
+    drop(s);
+    let out = redwall(dir.path()).args(["audit", "verify"]).output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}");
+    assert!(text.contains("audit chain intact: 4 entries"), "{text}");
+
+    block_on(async {
+        let url = format!("sqlite://{}", dir.path().join("redwall.db").display());
+        let store = redwall_store::Store::connect(&url).await.unwrap();
+        redwall_store::testing::disable_audit_guards(&store).await.unwrap();
+        redwall_store::testing::execute_raw(&store, "UPDATE audit_log SET client_ip = '10.9.9.9' WHERE seq = 2")
+            .await
+            .unwrap();
+        store.close().await;
+    });
+    let out = redwall(dir.path()).args(["audit", "verify"]).output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(2), "{text}");
+    assert!(text.contains("BROKEN at entry 2"), "{text}");
+}
+
+#[test]
+fn config_check_explains_unsafe_settings() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = redwall(dir.path())
+        .args(["config", "check"])
+        .env("REDWALL_LISTEN", "0.0.0.0:8080")
+        .env("REDWALL_TLS_MODE", "off")
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(!out.status.success());
+    assert!(text.contains("error: server.listen") && text.contains("TLS is off"), "{text}");
+
+    let file = dir.path().join("redwall.toml");
+    std::fs::write(&file, "[tls]\nmode = \"files\"\ncert_file = \"/nope/cert.pem\"\n").unwrap();
+    let out = redwall(dir.path()).arg("--config").arg(&file).args(["config", "check"]).output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("tls.cert_file: /nope/cert.pem does not exist"), "{text}");
+    assert!(text.contains("tls.key_file"), "{text}");
+
+    let out = redwall(dir.path()).args(["config", "check"]).output().unwrap();
+    assert!(out.status.success());
+    assert!(String::from_utf8_lossy(&out.stdout).contains("configuration OK"));
+}
