@@ -95,7 +95,7 @@ fn is_common(lower: &str) -> bool {
 fn is_repetition(s: &str) -> bool {
     let chars: Vec<char> = s.chars().collect();
     (1..=chars.len() / 2).any(|unit| {
-        chars.len() % unit == 0 && chars.chunks(unit).all(|c| c == &chars[..unit]) && {
+        chars.len().is_multiple_of(unit) && chars.chunks(unit).all(|c| c == &chars[..unit]) && {
             let word: String = chars[..unit].iter().collect();
             unit <= 3 || COMMON.contains(word.as_str())
         }

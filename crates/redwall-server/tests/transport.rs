@@ -87,9 +87,11 @@ async fn over_https_the_cookie_is_host_prefixed_and_secure() {
 async fn plain_http_beyond_loopback_does_not_start() {
     let db = TestDatabase::sqlite().await.unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let mut config = redwall_server::config::Config::default();
-    config.data_dir = dir.path().to_path_buf();
-    config.database_url = Some(db.url.clone());
+    let mut config = redwall_server::config::Config {
+        data_dir: dir.path().to_path_buf(),
+        database_url: Some(db.url.clone()),
+        ..Default::default()
+    };
     config.server.listen = "0.0.0.0:0".parse().unwrap();
     config.tls.mode = TlsMode::Off;
     let result = redwall_server::start(redwall_server::StartOptions {

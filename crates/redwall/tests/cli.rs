@@ -1,6 +1,6 @@
 //! The `redwall` command as an operator uses it: the real binary, a real
 //! data directory, a real server process.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::zombie_processes)]
 
 use serde_json::json;
 use std::io::{BufRead, BufReader, Write};

@@ -62,9 +62,11 @@ impl TestServer {
             Backend::Postgres => TestDatabase::postgres().await.expect("PostgreSQL test database")?,
         };
         let data_dir = tempfile::tempdir().expect("temp dir");
-        let mut config = Config::default();
-        config.data_dir = data_dir.path().to_path_buf();
-        config.database_url = Some(db.url.clone());
+        let mut config = Config {
+            data_dir: data_dir.path().to_path_buf(),
+            database_url: Some(db.url.clone()),
+            ..Config::default()
+        };
         config.server.listen = "127.0.0.1:0".parse().unwrap();
         config.tls.mode = TlsMode::Off;
         // Cheap hashing keeps the suite fast; the default parameters have their own test.

@@ -1,0 +1,66 @@
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+mod common;
+use common::*;
+use redwall_store::Store;
+use sqlx::Row;
+use std::time::Instant;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore]
+async fn bench_parts() -> anyhow::Result<()> {
+    let path = "/tmp/rw-bench.db";
+    let url = format!("sqlite://{path}");
+    let store = Store::connect(&url).await?;
+    let n: i64 = {
+        let pool = sqlx::AnyPool::connect(&url).await?;
+        sqlx::query_scalar("SELECT COUNT(*) FROM audit_log").fetch_one(&pool).await?
+    };
+    if n == 0 {
+        let t = Instant::now();
+        let batch: Vec<_> = (1..=10_000).map(entry).collect();
+        for _ in 0..100 {
+            store.append_audit(&key(), &batch).await?;
+        }
+        eprintln!("fill {:?}", t.elapsed());
+    }
+    let t = Instant::now();
+    let r = store.verify_audit_chain(&key()).await?;
+    eprintln!("verify {:?} {}", t.elapsed(), r.checked);
+
+    let pool = sqlx::AnyPool::connect(&url).await?;
+    let t = Instant::now();
+    let mut after = 0i64;
+    let mut total = 0usize;
+    loop {
+        let rows = sqlx::query("SELECT seq, id, at, actor_id, actor_name, client_ip, user_agent, event, target, outcome, details, team_id, prev_hash, hash FROM audit_log WHERE seq > $1 ORDER BY seq LIMIT 10000")
+            .bind(after).fetch_all(&pool).await?;
+        if rows.is_empty() { break; }
+        total += rows.len();
+        after = rows.last().unwrap().try_get(0)?;
+    }
+    eprintln!("any fetch {:?} {total}", t.elapsed());
+
+    let pool = sqlx::SqlitePool::connect(&url).await?;
+    let t = Instant::now();
+    let mut after = 0i64;
+    let mut total = 0usize;
+    loop {
+        let rows = sqlx::query("SELECT seq, id, at, actor_id, actor_name, client_ip, user_agent, event, target, outcome, details, team_id, prev_hash, hash FROM audit_log WHERE seq > $1 ORDER BY seq LIMIT 10000")
+            .bind(after).fetch_all(&pool).await?;
+        if rows.is_empty() { break; }
+        total += rows.len();
+        after = rows.last().unwrap().try_get(0)?;
+    }
+    eprintln!("sqlite fetch {:?} {total}", t.elapsed());
+
+    let t = Instant::now();
+    let e = entry(5);
+    let k = key();
+    let mut prev = redwall_crypto::chain::GENESIS;
+    for i in 0..1_000_000 {
+        let b = redwall_store::canonical_entry_bytes(i, "0123456789abcdef0123456789abcdef", &e);
+        prev = k.link(&prev, &b);
+    }
+    eprintln!("hash+canon {:?} {}", t.elapsed(), prev[0]);
+    Ok(())
+}
