@@ -43,7 +43,9 @@ impl PasswordProblem {
             PasswordProblem::Common => {
                 "the password is too common; choose a longer, less predictable one".into()
             }
-            PasswordProblem::ContainsUsername => "the password must not contain the username".into(),
+            PasswordProblem::ContainsUsername => {
+                "the password must not contain the username".into()
+            }
             PasswordProblem::ControlCharacters => {
                 "the password must not contain control characters".into()
             }
@@ -130,7 +132,10 @@ mod tests {
 
     #[test]
     fn refuses_short_passwords_counting_characters_not_bytes() {
-        assert_eq!(check_password("short", "alice"), Err(PasswordProblem::TooShort));
+        assert_eq!(
+            check_password("short", "alice"),
+            Err(PasswordProblem::TooShort)
+        );
         // 11 characters, 22 bytes
         assert_eq!(
             check_password("ééééééééééé", "alice"),
@@ -141,7 +146,10 @@ mod tests {
     #[test]
     fn refuses_overlong_passwords() {
         let long = "x".repeat(MAX_LENGTH + 1);
-        assert_eq!(check_password(&long, "alice"), Err(PasswordProblem::TooLong));
+        assert_eq!(
+            check_password(&long, "alice"),
+            Err(PasswordProblem::TooLong)
+        );
     }
 
     #[test]
@@ -157,7 +165,11 @@ mod tests {
             "abcabcabcabc",
             "qwertyuiop1234",
         ] {
-            assert_eq!(check_password(p, "alice"), Err(PasswordProblem::Common), "{p}");
+            assert_eq!(
+                check_password(p, "alice"),
+                Err(PasswordProblem::Common),
+                "{p}"
+            );
         }
     }
 

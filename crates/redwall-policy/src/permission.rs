@@ -68,15 +68,57 @@ const ADMINS: &[PlatformRole] = &[Admin];
 
 /// The table. Keep it sorted like the enum; `permission_table_is_complete` checks it.
 pub const TABLE: &[PermissionRow] = &[
-    row(Permission::AccountRead, "account:read", true, true, EVERYONE),
-    row(Permission::AccountWrite, "account:write", false, false, EVERYONE),
+    row(
+        Permission::AccountRead,
+        "account:read",
+        true,
+        true,
+        EVERYONE,
+    ),
+    row(
+        Permission::AccountWrite,
+        "account:write",
+        false,
+        false,
+        EVERYONE,
+    ),
     row(Permission::AccountMfa, "account:mfa", false, true, EVERYONE),
-    row(Permission::AccountLogout, "account:logout", false, true, EVERYONE),
+    row(
+        Permission::AccountLogout,
+        "account:logout",
+        false,
+        true,
+        EVERYONE,
+    ),
     row(Permission::UsersRead, "users:read", true, false, ADMINS),
-    row(Permission::UsersManage, "users:manage", false, false, ADMINS),
-    row(Permission::SettingsRead, "platform:settings:read", true, false, ADMINS),
-    row(Permission::SettingsWrite, "platform:settings:write", false, false, ADMINS),
-    row(Permission::AuditPlatformRead, "audit:platform:read", true, false, ADMINS),
+    row(
+        Permission::UsersManage,
+        "users:manage",
+        false,
+        false,
+        ADMINS,
+    ),
+    row(
+        Permission::SettingsRead,
+        "platform:settings:read",
+        true,
+        false,
+        ADMINS,
+    ),
+    row(
+        Permission::SettingsWrite,
+        "platform:settings:write",
+        false,
+        false,
+        ADMINS,
+    ),
+    row(
+        Permission::AuditPlatformRead,
+        "audit:platform:read",
+        true,
+        false,
+        ADMINS,
+    ),
     row(Permission::MetricsRead, "metrics:read", true, false, ADMINS),
 ];
 

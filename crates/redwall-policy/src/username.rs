@@ -62,9 +62,23 @@ mod tests {
     #[test]
     fn refuses_bad_names() {
         assert_eq!(check_username(""), Err(UsernameProblem::Empty));
-        assert_eq!(check_username(&"a".repeat(65)), Err(UsernameProblem::TooLong));
-        for n in ["a b", "a\nb", "-lead", "x'; DROP TABLE users;--", "<script>", "аlice"] {
-            assert_eq!(check_username(n), Err(UsernameProblem::InvalidCharacters), "{n}");
+        assert_eq!(
+            check_username(&"a".repeat(65)),
+            Err(UsernameProblem::TooLong)
+        );
+        for n in [
+            "a b",
+            "a\nb",
+            "-lead",
+            "x'; DROP TABLE users;--",
+            "<script>",
+            "аlice",
+        ] {
+            assert_eq!(
+                check_username(n),
+                Err(UsernameProblem::InvalidCharacters),
+                "{n}"
+            );
         }
     }
 

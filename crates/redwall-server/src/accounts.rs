@@ -15,13 +15,22 @@ use serde_json::json;
 
 pub fn validate_username(username: &str) -> ApiResult<()> {
     check_username(username).map_err(|p| {
-        ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_username", p.message())
+        ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_username",
+            p.message(),
+        )
     })
 }
 
 pub fn validate_new_password(password: &str, username: &str) -> ApiResult<()> {
-    check_password(password, username)
-        .map_err(|p| ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "weak_password", p.message()))
+    check_password(password, username).map_err(|p| {
+        ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "weak_password",
+            p.message(),
+        )
+    })
 }
 
 /// Argon2id on a blocking thread, at most one per core at a time.

@@ -45,7 +45,10 @@ impl Clock for ManualClock {
 pub fn rfc3339(micros: Micros) -> String {
     time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(micros) * 1_000)
         .ok()
-        .and_then(|t| t.format(&time::format_description::well_known::Rfc3339).ok())
+        .and_then(|t| {
+            t.format(&time::format_description::well_known::Rfc3339)
+                .ok()
+        })
         .unwrap_or_default()
 }
 

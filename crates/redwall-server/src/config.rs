@@ -244,9 +244,9 @@ impl Config {
     }
 
     pub fn database_url(&self) -> String {
-        self.database_url.clone().unwrap_or_else(|| {
-            format!("sqlite://{}", self.data_dir.join("redwall.db").display())
-        })
+        self.database_url
+            .clone()
+            .unwrap_or_else(|| format!("sqlite://{}", self.data_dir.join("redwall.db").display()))
     }
 
     /// Every invalid or unsafe setting, explained.
@@ -292,7 +292,10 @@ impl Config {
             }
         }
         let url = self.database_url();
-        if !(url.starts_with("sqlite:") || url.starts_with("postgres://") || url.starts_with("postgresql://")) {
+        if !(url.starts_with("sqlite:")
+            || url.starts_with("postgres://")
+            || url.starts_with("postgresql://"))
+        {
             error(
                 "database_url",
                 "must start with sqlite: or postgres://".into(),
@@ -311,10 +314,15 @@ impl Config {
             );
         }
         if tracing_subscriber::EnvFilter::try_new(&self.log.level).is_err() {
-            error("log.level", format!("{:?} is not a log filter", self.log.level));
+            error(
+                "log.level",
+                format!("{:?} is not a log filter", self.log.level),
+            );
         }
         let weak = Argon2Params::default();
-        if self.passwords.memory_kib < weak.memory_kib && self.passwords.iterations <= weak.iterations {
+        if self.passwords.memory_kib < weak.memory_kib
+            && self.passwords.iterations <= weak.iterations
+        {
             out.push(Problem {
                 severity: Severity::Warning,
                 setting: "passwords",
@@ -328,7 +336,9 @@ impl Config {
             out.push(Problem {
                 severity: Severity::Warning,
                 setting: "tls.mode",
-                message: "TLS is off: make sure the trusted proxy terminates TLS and is the only way in".into(),
+                message:
+                    "TLS is off: make sure the trusted proxy terminates TLS and is the only way in"
+                        .into(),
             });
         }
         out
@@ -381,7 +391,10 @@ mod tests {
         };
         let c = Config::load(None, env).unwrap_or_default();
         let problems = c.check();
-        assert!(problems.iter().all(|p| p.severity == Severity::Warning), "{problems:?}");
+        assert!(
+            problems.iter().all(|p| p.severity == Severity::Warning),
+            "{problems:?}"
+        );
         assert_eq!(c.server.trusted_proxies.len(), 2);
     }
 
@@ -390,11 +403,17 @@ mod tests {
         let env = |k: &str| (k == "REDWALL_LISTEN").then(|| "not-an-address".to_string());
         assert!(matches!(
             Config::load(None, env),
-            Err(ConfigError::Env { name: "REDWALL_LISTEN", .. })
+            Err(ConfigError::Env {
+                name: "REDWALL_LISTEN",
+                ..
+            })
         ));
         let env = |k: &str| (k == "REDWALL_TRUSTED_PROXIES").then(|| "0.0.0.0/0".to_string());
         let c = Config::load(None, env).unwrap_or_default();
-        assert!(c.check().iter().any(|p| p.setting == "server.trusted_proxies"));
+        assert!(c
+            .check()
+            .iter()
+            .any(|p| p.setting == "server.trusted_proxies"));
     }
 
     #[test]

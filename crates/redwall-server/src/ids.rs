@@ -14,5 +14,7 @@ pub fn new_id() -> String {
 
 /// Whether a path segment could be one of our ids (checked before any lookup).
 pub fn looks_like_id(s: &str) -> bool {
-    s.len() == 32 && s.bytes().all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase())
+    s.len() == 32
+        && s.bytes()
+            .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase())
 }

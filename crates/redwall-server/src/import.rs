@@ -160,8 +160,14 @@ module.exports = {
 
     #[test]
     fn explains_files_without_users() {
-        assert_eq!(parse_users("module.exports = {}"), Err(ImportError::NoUsers));
-        assert!(matches!(parse_users("users: [ {username: } ]"), Err(ImportError::Invalid(_))));
+        assert_eq!(
+            parse_users("module.exports = {}"),
+            Err(ImportError::NoUsers)
+        );
+        assert!(matches!(
+            parse_users("users: [ {username: } ]"),
+            Err(ImportError::Invalid(_))
+        ));
         assert_eq!(parse_users("users: [ [[[ "), Err(ImportError::NoUsers));
     }
 }

@@ -133,8 +133,8 @@ pub async fn start(options: StartOptions) -> anyhow::Result<RunningServer> {
     let rustls_config_is_some = rustls_config.is_some();
     let app = app(state.clone());
 
-    let listener = std::net::TcpListener::bind(listen)
-        .with_context(|| format!("listening on {listen}"))?;
+    let listener =
+        std::net::TcpListener::bind(listen).with_context(|| format!("listening on {listen}"))?;
     listener.set_nonblocking(true)?;
     let addr = listener.local_addr()?;
     let handle = axum_server::Handle::new();
@@ -169,7 +169,9 @@ pub async fn start(options: StartOptions) -> anyhow::Result<RunningServer> {
 }
 
 /// A client must send its request headers within 10 seconds.
-fn limit_slow_clients(builder: &mut hyper_util::server::conn::auto::Builder<hyper_util::rt::TokioExecutor>) {
+fn limit_slow_clients(
+    builder: &mut hyper_util::server::conn::auto::Builder<hyper_util::rt::TokioExecutor>,
+) {
     builder
         .http1()
         .timer(hyper_util::rt::TokioTimer::new())
@@ -189,7 +191,10 @@ pub fn app(state: AppState) -> Router {
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(RequestBodyLimitLayer::new(max_body))
-        .layer(middleware::from_fn_with_state(state.clone(), count_requests))
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            count_requests,
+        ))
         .layer(middleware::from_fn_with_state(resolver, attach_client_info))
         .layer(middleware::from_fn_with_state(headers, security_headers))
         .layer(CatchPanicLayer::custom(|_| {

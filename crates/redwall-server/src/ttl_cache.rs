@@ -26,7 +26,9 @@ impl<K: Eq + Hash + Clone, V: Clone> TtlCache<K, V> {
     pub fn get(&self, key: &K, now: Micros) -> Option<V> {
         let map = self.entries.lock().ok()?;
         match map.get(key) {
-            Some((stored_at, v)) if now.saturating_sub(*stored_at) < self.ttl && now >= *stored_at => {
+            Some((stored_at, v))
+                if now.saturating_sub(*stored_at) < self.ttl && now >= *stored_at =>
+            {
                 Some(v.clone())
             }
             _ => None,

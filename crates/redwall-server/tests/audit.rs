@@ -24,17 +24,32 @@ async fn entries_say_who_did_what_from_where(s: &TestServer) {
 async fn secrets_never_reach_the_log(s: &TestServer) {
     let admin = s.admin().await;
     s.create_user(&admin, "alice").await;
-    let token = admin.post("/api/v1/me/tokens", json!({"name": "t", "scope": "read"})).await.body["token"]
+    let token = admin
+        .post("/api/v1/me/tokens", json!({"name": "t", "scope": "read"}))
+        .await
+        .body["token"]
         .as_str()
         .unwrap()
         .to_string();
     s.anonymous()
-        .post("/api/v1/auth/login", json!({"username": "alice", "password": "my-secret-typo-1"}))
+        .post(
+            "/api/v1/auth/login",
+            json!({"username": "alice", "password": "my-secret-typo-1"}),
+        )
         .await;
     let export = admin.get("/api/v1/audit/export").await;
     assert_eq!(export.status, 200);
-    for secret in [USER_PASSWORD, ADMIN_PASSWORD, "my-secret-typo-1", token.as_str(), s.setup_token.as_deref().unwrap()] {
-        assert!(!export.text.contains(secret), "a secret is in the audit log");
+    for secret in [
+        USER_PASSWORD,
+        ADMIN_PASSWORD,
+        "my-secret-typo-1",
+        token.as_str(),
+        s.setup_token.as_deref().unwrap(),
+    ] {
+        assert!(
+            !export.text.contains(secret),
+            "a secret is in the audit log"
+        );
     }
 }
 
@@ -44,16 +59,26 @@ async fn filters_and_cursor_pages(s: &TestServer) {
         s.create_user(&admin, &format!("u{i}")).await;
     }
     let anon = s.anonymous();
-    anon.post("/api/v1/auth/login", json!({"username": "u1", "password": "wrong-password-x"})).await;
+    anon.post(
+        "/api/v1/auth/login",
+        json!({"username": "u1", "password": "wrong-password-x"}),
+    )
+    .await;
 
     let by_event = audit_events(&admin, "user.created").await;
     assert_eq!(by_event.len(), 7);
     let by_prefix = audit_events(&admin, "auth.*").await;
-    assert!(by_prefix.iter().all(|e| e["event"].as_str().unwrap().starts_with("auth.")));
+    assert!(by_prefix
+        .iter()
+        .all(|e| e["event"].as_str().unwrap().starts_with("auth.")));
     assert!(by_prefix.iter().any(|e| e["event"] == "auth.login_failed"));
 
     let r = admin.get("/api/v1/audit?actor=u1").await;
-    assert!(r.body["entries"].as_array().unwrap().iter().all(|e| e["actor_name"] == "u1"));
+    assert!(r.body["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|e| e["actor_name"] == "u1"));
     assert!(!r.body["entries"].as_array().unwrap().is_empty());
 
     let mut seqs = Vec::new();
@@ -65,7 +90,13 @@ async fn filters_and_cursor_pages(s: &TestServer) {
         };
         let r = admin.get(&path).await;
         assert_eq!(r.status, 200);
-        seqs.extend(r.body["entries"].as_array().unwrap().iter().map(|e| e["seq"].as_i64().unwrap()));
+        seqs.extend(
+            r.body["entries"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|e| e["seq"].as_i64().unwrap()),
+        );
         match r.body["next_cursor"].as_str() {
             Some(c) => cursor = Some(c.to_string()),
             None => break,
@@ -92,10 +123,17 @@ async fn export_is_json_lines_oldest_first_and_audited(s: &TestServer) {
     s.create_user(&admin, "alice").await;
     let r = admin.get("/api/v1/audit/export").await;
     assert_eq!(r.headers["content-type"], "application/x-ndjson");
-    let lines: Vec<serde_json::Value> = r.text.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let lines: Vec<serde_json::Value> = r
+        .text
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
     assert!(lines.len() >= 3);
     let seqs: Vec<i64> = lines.iter().map(|l| l["seq"].as_i64().unwrap()).collect();
-    assert!(seqs.windows(2).all(|w| w[1] == w[0] + 1), "gapless, oldest first");
+    assert!(
+        seqs.windows(2).all(|w| w[1] == w[0] + 1),
+        "gapless, oldest first"
+    );
     assert_eq!(lines[0]["event"], "setup.completed");
     for w in lines.windows(2) {
         assert_eq!(w[1]["prev_hash"], w[0]["hash"]);
@@ -109,27 +147,57 @@ async fn the_chain_names_an_edited_a_deleted_and_an_inserted_entry(s: &TestServe
         s.create_user(&admin, &format!("v{i}")).await;
     }
     let state = &s.running.state;
-    let report = state.store.verify_audit_chain(&state.chain_key).await.unwrap();
+    let report = state
+        .store
+        .verify_audit_chain(&state.chain_key)
+        .await
+        .unwrap();
     assert!(report.problem.is_none());
     let last = report.last_seq.unwrap();
     assert!(report.checked >= 5);
     // Someone with database access rewrites history.
     let store = state.store.clone();
     disable_audit_guards(&store).await.unwrap();
-    execute_raw(&store, "UPDATE audit_log SET details = '{\"username\":\"nobody\"}' WHERE seq = 3").await.unwrap();
-    let report = state.store.verify_audit_chain(&state.chain_key).await.unwrap();
+    execute_raw(
+        &store,
+        "UPDATE audit_log SET details = '{\"username\":\"nobody\"}' WHERE seq = 3",
+    )
+    .await
+    .unwrap();
+    let report = state
+        .store
+        .verify_audit_chain(&state.chain_key)
+        .await
+        .unwrap();
     let p = report.problem.unwrap();
     assert_eq!((p.seq, p.kind), (3, ChainProblemKind::Altered));
 
-    execute_raw(&store, "DELETE FROM audit_log WHERE seq = 3").await.unwrap();
-    let p = state.store.verify_audit_chain(&state.chain_key).await.unwrap().problem.unwrap();
+    execute_raw(&store, "DELETE FROM audit_log WHERE seq = 3")
+        .await
+        .unwrap();
+    let p = state
+        .store
+        .verify_audit_chain(&state.chain_key)
+        .await
+        .unwrap()
+        .problem
+        .unwrap();
     assert_eq!((p.seq, p.kind), (4, ChainProblemKind::Removed));
 
     // Put a forged row in the gap: it cannot carry a valid keyed hash.
     execute_raw(&store, "INSERT INTO audit_log SELECT 3, 'forged', at, actor_id, actor_name, client_ip, user_agent, event, target, outcome, details, team_id, prev_hash, hash FROM audit_log WHERE seq = 2").await.unwrap();
-    let p = state.store.verify_audit_chain(&state.chain_key).await.unwrap().problem.unwrap();
+    let p = state
+        .store
+        .verify_audit_chain(&state.chain_key)
+        .await
+        .unwrap()
+        .problem
+        .unwrap();
     assert_eq!(p.seq, 3);
-    assert!(matches!(p.kind, ChainProblemKind::Altered | ChainProblemKind::Inserted));
+    assert!(matches!(
+        p.kind,
+        ChainProblemKind::Altered | ChainProblemKind::Inserted
+    ));
     let _ = last;
 }
 

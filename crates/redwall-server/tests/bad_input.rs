@@ -21,14 +21,54 @@ async fn malformed_bodies_get_clear_errors(s: &TestServer) {
         admin.raw(req)
     };
     let cases: Vec<(Vec<u8>, Option<&'static str>, u16, &str)> = vec![
-        (b"{\"username\": \"x\",".to_vec(), Some("application/json"), 400, "malformed_json"),
-        (b"not json at all".to_vec(), Some("application/json"), 400, "malformed_json"),
-        (vec![b'{', b'"', 0xff, 0xfe, b'"', b':', b'1', b'}'], Some("application/json"), 400, "malformed_json"),
-        (br#"{"username": 5, "password": []}"#.to_vec(), Some("application/json"), 422, "invalid_body"),
-        (br#"{"username": "ok1", "password": "violet-harbor-copper-9", "role": "god"}"#.to_vec(), Some("application/json"), 422, "invalid_body"),
-        (br#"{"username": "ok1", "password": "violet-harbor-copper-9"}"#.to_vec(), None, 415, "unsupported_media_type"),
-        (br#"{"username": "ok1", "password": "violet-harbor-copper-9"}"#.to_vec(), Some("text/plain"), 415, "unsupported_media_type"),
-        (vec![b' '; 70 * 1024], Some("application/json"), 413, "body_too_large"),
+        (
+            b"{\"username\": \"x\",".to_vec(),
+            Some("application/json"),
+            400,
+            "malformed_json",
+        ),
+        (
+            b"not json at all".to_vec(),
+            Some("application/json"),
+            400,
+            "malformed_json",
+        ),
+        (
+            vec![b'{', b'"', 0xff, 0xfe, b'"', b':', b'1', b'}'],
+            Some("application/json"),
+            400,
+            "malformed_json",
+        ),
+        (
+            br#"{"username": 5, "password": []}"#.to_vec(),
+            Some("application/json"),
+            422,
+            "invalid_body",
+        ),
+        (
+            br#"{"username": "ok1", "password": "violet-harbor-copper-9", "role": "god"}"#.to_vec(),
+            Some("application/json"),
+            422,
+            "invalid_body",
+        ),
+        (
+            br#"{"username": "ok1", "password": "violet-harbor-copper-9"}"#.to_vec(),
+            None,
+            415,
+            "unsupported_media_type",
+        ),
+        (
+            br#"{"username": "ok1", "password": "violet-harbor-copper-9"}"#.to_vec(),
+            Some("text/plain"),
+            415,
+            "unsupported_media_type",
+        ),
+        (
+            vec![b' '; 70 * 1024],
+            Some("application/json"),
+            413,
+            "body_too_large",
+        ),
     ];
     for (body, ct, status, code) in cases {
         let r = send(body, ct).await;
@@ -37,18 +77,42 @@ async fn malformed_bodies_get_clear_errors(s: &TestServer) {
         assert!(!r.text.contains("panicked") && !r.text.contains("src/"));
     }
     let users = admin.get("/api/v1/users").await;
-    assert_eq!(users.body["users"].as_array().unwrap().len(), 1, "nothing was written");
+    assert_eq!(
+        users.body["users"].as_array().unwrap().len(),
+        1,
+        "nothing was written"
+    );
 }
 
 async fn hostile_usernames_are_refused_and_never_echoed_as_html(s: &TestServer) {
     let admin = s.admin().await;
     let long = "a".repeat(65);
-    for name in ["x' OR '1'='1", "<script>alert(1)</script>", "bad\nname", "tab\tname", "nul\u{0}name", long.as_str(), "", "ünïcode"] {
-        let r = admin.post("/api/v1/users", json!({"username": name, "password": USER_PASSWORD})).await;
+    for name in [
+        "x' OR '1'='1",
+        "<script>alert(1)</script>",
+        "bad\nname",
+        "tab\tname",
+        "nul\u{0}name",
+        long.as_str(),
+        "",
+        "ünïcode",
+    ] {
+        let r = admin
+            .post(
+                "/api/v1/users",
+                json!({"username": name, "password": USER_PASSWORD}),
+            )
+            .await;
         assert_eq!(r.status, 422, "{name:?}: {}", r.text);
         assert_eq!(r.code(), "invalid_username");
         assert!(!r.text.contains("<script>"));
-        let r = s.anonymous().post("/api/v1/auth/login", json!({"username": name, "password": USER_PASSWORD})).await;
+        let r = s
+            .anonymous()
+            .post(
+                "/api/v1/auth/login",
+                json!({"username": name, "password": USER_PASSWORD}),
+            )
+            .await;
         assert_eq!(r.status, 401, "{name:?}");
         assert_eq!(r.code(), "invalid_credentials");
     }
@@ -59,13 +123,30 @@ async fn hostile_usernames_are_refused_and_never_echoed_as_html(s: &TestServer) 
 async fn passwords_with_meta_characters_work_as_typed(s: &TestServer) {
     let admin = s.admin().await;
     let password = "'; DROP TABLE users; -- <b>ünï</b>";
-    let r = admin.post("/api/v1/users", json!({"username": "quoted", "password": password})).await;
+    let r = admin
+        .post(
+            "/api/v1/users",
+            json!({"username": "quoted", "password": password}),
+        )
+        .await;
     assert_eq!(r.status, 201, "{}", r.text);
     s.login("quoted", password).await;
-    let r = s.anonymous().post("/api/v1/auth/login", json!({"username": "quoted", "password": "' OR 1=1 --"})).await;
+    let r = s
+        .anonymous()
+        .post(
+            "/api/v1/auth/login",
+            json!({"username": "quoted", "password": "' OR 1=1 --"}),
+        )
+        .await;
     assert_eq!(r.status, 401);
     let huge = "p".repeat(100_000);
-    let r = s.anonymous().post("/api/v1/auth/login", json!({"username": "quoted", "password": huge})).await;
+    let r = s
+        .anonymous()
+        .post(
+            "/api/v1/auth/login",
+            json!({"username": "quoted", "password": huge}),
+        )
+        .await;
     assert!(r.status == 401 || r.status == 413, "{}", r.status);
 }
 
@@ -83,12 +164,19 @@ async fn unknown_routes_and_methods_answer_in_json(s: &TestServer) {
 
 async fn every_response_carries_the_security_headers(s: &TestServer) {
     let admin = s.admin().await;
-    for r in [admin.get("/api/v1/me").await, s.anonymous().get("/nope").await, s.anonymous().get("/healthz").await] {
+    for r in [
+        admin.get("/api/v1/me").await,
+        s.anonymous().get("/nope").await,
+        s.anonymous().get("/healthz").await,
+    ] {
         let csp = r.headers["content-security-policy"].to_str().unwrap();
         assert!(csp.contains("default-src 'self'") && csp.contains("frame-ancestors 'none'"));
         assert_eq!(r.headers["x-content-type-options"], "nosniff");
         assert_eq!(r.headers["referrer-policy"], "no-referrer");
-        assert!(r.headers.get("strict-transport-security").is_none(), "no HSTS over plain HTTP");
+        assert!(
+            r.headers.get("strict-transport-security").is_none(),
+            "no HSTS over plain HTTP"
+        );
     }
 }
 

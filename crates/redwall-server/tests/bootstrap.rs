@@ -5,21 +5,35 @@ use common::*;
 use serde_json::json;
 
 async fn setup_token_creates_the_first_admin_once(s: &TestServer) {
-    let token = s.setup_token.clone().expect("a fresh server prints a setup token");
+    let token = s
+        .setup_token
+        .clone()
+        .expect("a fresh server prints a setup token");
     assert!(token.starts_with("rws_"));
     let anon = s.anonymous();
     // Nobody can log in before setup: there is no default account.
-    let r = anon.post("/api/v1/auth/login", json!({"username": "admin", "password": "admin"})).await;
+    let r = anon
+        .post(
+            "/api/v1/auth/login",
+            json!({"username": "admin", "password": "admin"}),
+        )
+        .await;
     assert_eq!(r.status, 401);
 
     let r = anon
-        .post("/api/v1/setup", json!({"setup_token": token, "username": ADMIN, "password": ADMIN_PASSWORD}))
+        .post(
+            "/api/v1/setup",
+            json!({"setup_token": token, "username": ADMIN, "password": ADMIN_PASSWORD}),
+        )
         .await;
     assert_eq!(r.status, 201, "{}", r.body);
     assert_eq!(r.body["is_admin"], true);
 
     let again = anon
-        .post("/api/v1/setup", json!({"setup_token": token, "username": "second", "password": ADMIN_PASSWORD}))
+        .post(
+            "/api/v1/setup",
+            json!({"setup_token": token, "username": "second", "password": ADMIN_PASSWORD}),
+        )
         .await;
     assert_eq!(again.status, 401);
     assert_eq!(again.code(), "invalid_setup_token");
@@ -33,21 +47,34 @@ async fn setup_token_creates_the_first_admin_once(s: &TestServer) {
 async fn setup_refuses_weak_passwords_and_keeps_the_token(s: &TestServer) {
     let token = s.setup_token.clone().unwrap();
     let anon = s.anonymous();
-    for (password, code) in [("short", "weak_password"), ("password12345", "weak_password"), ("xxadmin-is-mexx", "weak_password")] {
+    for (password, code) in [
+        ("short", "weak_password"),
+        ("password12345", "weak_password"),
+        ("xxadmin-is-mexx", "weak_password"),
+    ] {
         let r = anon
-            .post("/api/v1/setup", json!({"setup_token": token, "username": "admin", "password": password}))
+            .post(
+                "/api/v1/setup",
+                json!({"setup_token": token, "username": "admin", "password": password}),
+            )
             .await;
         assert_eq!(r.status, 422, "{password}: {}", r.body);
         assert_eq!(r.code(), code);
     }
     let r = anon
-        .post("/api/v1/setup", json!({"setup_token": token, "username": "bad name", "password": ADMIN_PASSWORD}))
+        .post(
+            "/api/v1/setup",
+            json!({"setup_token": token, "username": "bad name", "password": ADMIN_PASSWORD}),
+        )
         .await;
     assert_eq!(r.status, 422);
     assert_eq!(r.code(), "invalid_username");
     // Nothing was half-written: the token still works.
     let r = anon
-        .post("/api/v1/setup", json!({"setup_token": token, "username": ADMIN, "password": ADMIN_PASSWORD}))
+        .post(
+            "/api/v1/setup",
+            json!({"setup_token": token, "username": ADMIN, "password": ADMIN_PASSWORD}),
+        )
         .await;
     assert_eq!(r.status, 201, "{}", r.body);
 }
@@ -57,16 +84,27 @@ async fn setup_token_expires_after_an_hour(s: &TestServer) {
     s.clock.advance_secs(3601);
     let r = s
         .anonymous()
-        .post("/api/v1/setup", json!({"setup_token": token, "username": ADMIN, "password": ADMIN_PASSWORD}))
+        .post(
+            "/api/v1/setup",
+            json!({"setup_token": token, "username": ADMIN, "password": ADMIN_PASSWORD}),
+        )
         .await;
     assert_eq!(r.status, 401);
 }
 
 async fn forged_setup_tokens_are_refused(s: &TestServer) {
     let anon = s.anonymous();
-    for forged in ["", "rws_", "rws_AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA", "' OR 1=1 --"] {
+    for forged in [
+        "",
+        "rws_",
+        "rws_AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA",
+        "' OR 1=1 --",
+    ] {
         let r = anon
-            .post("/api/v1/setup", json!({"setup_token": forged, "username": ADMIN, "password": ADMIN_PASSWORD}))
+            .post(
+                "/api/v1/setup",
+                json!({"setup_token": forged, "username": ADMIN, "password": ADMIN_PASSWORD}),
+            )
             .await;
         assert_eq!(r.status, 401, "{forged}");
     }

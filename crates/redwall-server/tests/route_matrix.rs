@@ -34,21 +34,39 @@ async fn client_for(s: &TestServer, admin: &Client, caller: Caller, n: usize) ->
         Caller::PendingMfaSession => session_for(s, admin, PlatformRole::User, n).await,
         Caller::Token(role, scope) => {
             let owner = session_for(s, admin, role, n).await;
-            let scope = if scope == TokenScope::Read { "read" } else { "full" };
+            let scope = if scope == TokenScope::Read {
+                "read"
+            } else {
+                "full"
+            };
             s.token_client(&owner, scope).await
         }
     }
 }
 
 fn expected(caller: Caller, access: Access) -> Option<bool> {
-    let Access::Permission(p) = access else { return None };
+    let Access::Permission(p) = access else {
+        return None;
+    };
     Some(match caller {
         Caller::Anonymous => false,
-        Caller::Session(role) => decide(role, Credential::Session { mfa_enrolment_pending: false }, p).is_ok(),
+        Caller::Session(role) => decide(
+            role,
+            Credential::Session {
+                mfa_enrolment_pending: false,
+            },
+            p,
+        )
+        .is_ok(),
         Caller::Token(role, scope) => decide(role, Credential::Token { scope }, p).is_ok(),
-        Caller::PendingMfaSession => {
-            decide(PlatformRole::User, Credential::Session { mfa_enrolment_pending: true }, p).is_ok()
-        }
+        Caller::PendingMfaSession => decide(
+            PlatformRole::User,
+            Credential::Session {
+                mfa_enrolment_pending: true,
+            },
+            p,
+        )
+        .is_ok(),
     })
 }
 
@@ -57,11 +75,25 @@ async fn walk(s: &TestServer, callers: &[Caller], require_mfa: bool) {
     if require_mfa {
         // Enrol the admin first, so only the new user is held back.
         let r = admin.post("/api/v1/me/mfa/enrol", json!({})).await;
-        let secret = redwall_crypto::totp::TotpSecret::from_base32(r.body["secret"].as_str().unwrap()).unwrap();
+        let secret =
+            redwall_crypto::totp::TotpSecret::from_base32(r.body["secret"].as_str().unwrap())
+                .unwrap();
         use redwall_server::clock::Clock;
         let code = secret.code_at((s.clock.now() / 1_000_000) as u64);
-        assert_eq!(admin.post("/api/v1/me/mfa/confirm", json!({"code": code})).await.status, 200);
-        assert_eq!(admin.patch("/api/v1/settings", json!({"require_mfa": true})).await.status, 200);
+        assert_eq!(
+            admin
+                .post("/api/v1/me/mfa/confirm", json!({"code": code}))
+                .await
+                .status,
+            200
+        );
+        assert_eq!(
+            admin
+                .patch("/api/v1/settings", json!({"require_mfa": true}))
+                .await
+                .status,
+            200
+        );
     }
     let mut n = 0;
     for route in routes() {
@@ -76,12 +108,24 @@ async fn walk(s: &TestServer, callers: &[Caller], require_mfa: bool) {
             let path = route.path.replace("{id}", UNKNOWN_ID);
             let body = (route.method != reqwest::Method::GET).then(|| json!({}));
             let r = client.send(route.method.clone(), &path, body).await;
-            let what = format!("{caller:?} {} {} -> {} {}", route.method, route.path, r.status, r.text);
+            let what = format!(
+                "{caller:?} {} {} -> {} {}",
+                route.method, route.path, r.status, r.text
+            );
             assert!(r.status < 500, "{what}");
             match expected(caller, route.access) {
-                None => assert!(r.status != 403 && r.code() != "unauthenticated", "public route refused: {what}"),
-                Some(true) => assert!(r.status != 401 && r.status != 403, "should be allowed: {what}"),
-                Some(false) => assert!(r.status == 401 || r.status == 403, "should be refused: {what}"),
+                None => assert!(
+                    r.status != 403 && r.code() != "unauthenticated",
+                    "public route refused: {what}"
+                ),
+                Some(true) => assert!(
+                    r.status != 401 && r.status != 403,
+                    "should be allowed: {what}"
+                ),
+                Some(false) => assert!(
+                    r.status == 401 || r.status == 403,
+                    "should be refused: {what}"
+                ),
             }
         }
     }
@@ -119,7 +163,12 @@ fn every_route_is_in_the_openapi_document_with_its_permission() {
     let doc = serde_json::to_value(redwall_server::api::openapi::document()).unwrap();
     for route in routes() {
         let op = &doc["paths"][route.path][route.method.as_str().to_lowercase()];
-        assert!(op.is_object(), "{} {} missing from the OpenAPI document", route.method, route.path);
+        assert!(
+            op.is_object(),
+            "{} {} missing from the OpenAPI document",
+            route.method,
+            route.path
+        );
         match route.access {
             Access::Public => assert!(op.get("x-permission").is_none()),
             Access::Permission(p) => assert_eq!(op["x-permission"], p.name()),
@@ -131,6 +180,11 @@ fn every_route_is_in_the_openapi_document_with_its_permission() {
 fn routes_are_unique() {
     let mut seen = std::collections::HashSet::new();
     for r in routes() {
-        assert!(seen.insert((r.method.clone(), r.path)), "{} {} twice", r.method, r.path);
+        assert!(
+            seen.insert((r.method.clone(), r.path)),
+            "{} {} twice",
+            r.method,
+            r.path
+        );
     }
 }

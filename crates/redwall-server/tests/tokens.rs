@@ -6,7 +6,12 @@ use serde_json::json;
 
 async fn a_token_is_shown_once_and_works_as_bearer(s: &TestServer) {
     let admin = s.admin().await;
-    let r = admin.post("/api/v1/me/tokens", json!({"name": "ci pipeline", "scope": "full"})).await;
+    let r = admin
+        .post(
+            "/api/v1/me/tokens",
+            json!({"name": "ci pipeline", "scope": "full"}),
+        )
+        .await;
     assert_eq!(r.status, 201, "{}", r.body);
     let token = r.body["token"].as_str().unwrap().to_string();
     assert!(token.starts_with("rwp_"));
@@ -14,7 +19,12 @@ async fn a_token_is_shown_once_and_works_as_bearer(s: &TestServer) {
     let text = listed.text.clone();
     assert!(!text.contains(&token), "the list never shows the token");
     assert_eq!(listed.body[0]["name"], "ci pipeline");
-    assert!(token.starts_with(listed.body[0]["prefix"].as_str().unwrap().trim_end_matches('…')));
+    assert!(token.starts_with(
+        listed.body[0]["prefix"]
+            .as_str()
+            .unwrap()
+            .trim_end_matches('…')
+    ));
     assert!(listed.body[0]["last_used_at"].is_null());
 
     let mut bearer = s.anonymous();
@@ -25,13 +35,22 @@ async fn a_token_is_shown_once_and_works_as_bearer(s: &TestServer) {
     assert!(me.body.get("csrf_token").is_none());
     // Bearer requests need no CSRF token: no browser sends them on its own.
     assert_eq!(bearer.get("/api/v1/users").await.status, 200);
-    let r = bearer.post("/api/v1/users", json!({"username": "bot-made", "password": USER_PASSWORD})).await;
+    let r = bearer
+        .post(
+            "/api/v1/users",
+            json!({"username": "bot-made", "password": USER_PASSWORD}),
+        )
+        .await;
     assert_eq!(r.status, 201, "{}", r.body);
 
     // Last use is recorded (written in the background within seconds).
     tokio::time::sleep(std::time::Duration::from_millis(5_500)).await;
     let listed = admin.get("/api/v1/me/tokens").await;
-    assert!(listed.body[0]["last_used_at"].is_string(), "{}", listed.body);
+    assert!(
+        listed.body[0]["last_used_at"].is_string(),
+        "{}",
+        listed.body
+    );
     let created = audit_events(&admin, "token.created").await;
     assert!(!serde_json::to_string(&created).unwrap().contains(&token));
 }
@@ -41,10 +60,20 @@ async fn read_scoped_tokens_only_read(s: &TestServer) {
     let reader = s.token_client(&admin, "read").await;
     assert_eq!(reader.get("/api/v1/users").await.status, 200);
     assert_eq!(reader.get("/api/v1/audit").await.status, 200);
-    let r = reader.post("/api/v1/users", json!({"username": "x1", "password": USER_PASSWORD})).await;
+    let r = reader
+        .post(
+            "/api/v1/users",
+            json!({"username": "x1", "password": USER_PASSWORD}),
+        )
+        .await;
     assert_eq!(r.status, 403);
     assert_eq!(r.code(), "token_scope");
-    let r = reader.post("/api/v1/me/tokens", json!({"name": "escalate", "scope": "full"})).await;
+    let r = reader
+        .post(
+            "/api/v1/me/tokens",
+            json!({"name": "escalate", "scope": "full"}),
+        )
+        .await;
     assert_eq!(r.status, 403);
 }
 
@@ -59,7 +88,10 @@ async fn a_token_never_grants_more_than_its_user_has(s: &TestServer) {
 async fn revoked_and_expired_tokens_stop_working(s: &TestServer) {
     let admin = s.admin().await;
     let r = admin
-        .post("/api/v1/me/tokens", json!({"name": "short", "scope": "read", "expires_in_days": 1}))
+        .post(
+            "/api/v1/me/tokens",
+            json!({"name": "short", "scope": "read", "expires_in_days": 1}),
+        )
         .await;
     assert_eq!(r.status, 201);
     let mut short = s.anonymous();
@@ -71,15 +103,37 @@ async fn revoked_and_expired_tokens_stop_working(s: &TestServer) {
     assert_eq!(r.code(), "invalid_token");
 
     let admin = s.login(ADMIN, ADMIN_PASSWORD).await;
-    let r = admin.post("/api/v1/me/tokens", json!({"name": "rev", "scope": "read"})).await;
+    let r = admin
+        .post("/api/v1/me/tokens", json!({"name": "rev", "scope": "read"}))
+        .await;
     let id = r.body["id"].as_str().unwrap().to_string();
     let mut rev = s.anonymous();
     rev.bearer = Some(r.body["token"].as_str().unwrap().to_string());
     assert_eq!(rev.get("/api/v1/me").await.status, 200);
-    assert_eq!(admin.delete(&format!("/api/v1/me/tokens/{id}")).await.status, 204);
-    assert_eq!(rev.get("/api/v1/me").await.status, 401, "revocation is immediate");
-    assert_eq!(admin.delete(&format!("/api/v1/me/tokens/{id}")).await.status, 404);
-    let events: Vec<String> = audit_events(&admin, "token.*").await.iter().map(|e| e["event"].as_str().unwrap().to_string()).collect();
+    assert_eq!(
+        admin
+            .delete(&format!("/api/v1/me/tokens/{id}"))
+            .await
+            .status,
+        204
+    );
+    assert_eq!(
+        rev.get("/api/v1/me").await.status,
+        401,
+        "revocation is immediate"
+    );
+    assert_eq!(
+        admin
+            .delete(&format!("/api/v1/me/tokens/{id}"))
+            .await
+            .status,
+        404
+    );
+    let events: Vec<String> = audit_events(&admin, "token.*")
+        .await
+        .iter()
+        .map(|e| e["event"].as_str().unwrap().to_string())
+        .collect();
     assert!(events.contains(&"token.revoked".to_string()));
     assert!(events.contains(&"token.rejected".to_string()));
 }
@@ -87,17 +141,46 @@ async fn revoked_and_expired_tokens_stop_working(s: &TestServer) {
 async fn someone_elses_token_cannot_be_revoked(s: &TestServer) {
     let admin = s.admin().await;
     let alice = s.user(&admin, "alice").await;
-    let r = admin.post("/api/v1/me/tokens", json!({"name": "mine", "scope": "read"})).await;
+    let r = admin
+        .post(
+            "/api/v1/me/tokens",
+            json!({"name": "mine", "scope": "read"}),
+        )
+        .await;
     let id = r.body["id"].as_str().unwrap();
-    assert_eq!(alice.delete(&format!("/api/v1/me/tokens/{id}")).await.status, 404);
-    assert_eq!(alice.get("/api/v1/me/tokens").await.body.as_array().unwrap().len(), 0);
+    assert_eq!(
+        alice
+            .delete(&format!("/api/v1/me/tokens/{id}"))
+            .await
+            .status,
+        404
+    );
+    assert_eq!(
+        alice
+            .get("/api/v1/me/tokens")
+            .await
+            .body
+            .as_array()
+            .unwrap()
+            .len(),
+        0
+    );
 }
 
 async fn malformed_bearer_credentials_are_refused(s: &TestServer) {
     s.admin().await;
     let anon = s.anonymous();
-    for value in ["Bearer", "Bearer rwp_short", "Basic YWRtaW46YWRtaW4=", "Bearer rwp_AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA", "Bearer rwc_AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA"] {
-        let req = anon.http.get(format!("{}/api/v1/me", anon.base)).header("authorization", value);
+    for value in [
+        "Bearer",
+        "Bearer rwp_short",
+        "Basic YWRtaW46YWRtaW4=",
+        "Bearer rwp_AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA",
+        "Bearer rwc_AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA",
+    ] {
+        let req = anon
+            .http
+            .get(format!("{}/api/v1/me", anon.base))
+            .header("authorization", value);
         let r = anon.raw(req).await;
         assert_eq!(r.status, 401, "{value}");
     }
@@ -116,7 +199,16 @@ async fn bad_token_requests_are_refused_with_reasons(s: &TestServer) {
         assert!(r.status == 422 || r.status == 400, "{body}: {}", r.status);
         assert!(!r.code().is_empty());
     }
-    assert_eq!(admin.get("/api/v1/me/tokens").await.body.as_array().unwrap().len(), 0);
+    assert_eq!(
+        admin
+            .get("/api/v1/me/tokens")
+            .await
+            .body
+            .as_array()
+            .unwrap()
+            .len(),
+        0
+    );
 }
 
 on_both_backends!(

@@ -12,7 +12,11 @@ async fn tls_server() -> TestServer {
         .unwrap()
 }
 
-fn trusting_client(s: &TestServer, min: reqwest::tls::Version, max: reqwest::tls::Version) -> reqwest::Client {
+fn trusting_client(
+    s: &TestServer,
+    min: reqwest::tls::Version,
+    max: reqwest::tls::Version,
+) -> reqwest::Client {
     let pem = std::fs::read(s.data_dir.path().join("tls/self-signed-cert.pem")).unwrap();
     reqwest::Client::builder()
         .add_root_certificate(reqwest::Certificate::from_pem(&pem).unwrap())
@@ -28,14 +32,27 @@ async fn the_default_is_https_with_a_certificate_for_localhost() {
     assert!(s.running.base_url().starts_with("https://"));
     let url = format!("https://localhost:{}/healthz", s.running.addr.port());
     use reqwest::tls::Version;
-    for (min, max) in [(Version::TLS_1_2, Version::TLS_1_2), (Version::TLS_1_3, Version::TLS_1_3)] {
-        let r = trusting_client(&s, min, max).get(&url).send().await.unwrap();
+    for (min, max) in [
+        (Version::TLS_1_2, Version::TLS_1_2),
+        (Version::TLS_1_3, Version::TLS_1_3),
+    ] {
+        let r = trusting_client(&s, min, max)
+            .get(&url)
+            .send()
+            .await
+            .unwrap();
         assert_eq!(r.status(), 200);
-        assert!(r.headers()["strict-transport-security"].to_str().unwrap().contains("max-age="));
+        assert!(r.headers()["strict-transport-security"]
+            .to_str()
+            .unwrap()
+            .contains("max-age="));
     }
     // Plain HTTP on the TLS port gets no answer.
     let plain = reqwest::Client::new()
-        .get(format!("http://127.0.0.1:{}/healthz", s.running.addr.port()))
+        .get(format!(
+            "http://127.0.0.1:{}/healthz",
+            s.running.addr.port()
+        ))
         .send()
         .await;
     assert!(plain.is_err() || plain.unwrap().status() != 200);
@@ -48,15 +65,26 @@ async fn old_protocol_versions_are_refused() {
     let connect = format!("127.0.0.1:{}", s.running.addr.port());
     for flag in ["-tls1", "-tls1_1"] {
         let out = std::process::Command::new("openssl")
-            .args(["s_client", "-connect", &connect, flag, "-cipher", "DEFAULT:@SECLEVEL=0"])
+            .args([
+                "s_client",
+                "-connect",
+                &connect,
+                flag,
+                "-cipher",
+                "DEFAULT:@SECLEVEL=0",
+            ])
             .stdin(std::process::Stdio::null())
             .output();
         let Ok(out) = out else {
             eprintln!("openssl not installed: skipping the {flag} probe");
             continue;
         };
-        let text = String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
-        assert!(!out.status.success() || text.contains("Cipher is (NONE)"), "{flag} was accepted: {text}");
+        let text = String::from_utf8_lossy(&out.stdout).to_string()
+            + &String::from_utf8_lossy(&out.stderr);
+        assert!(
+            !out.status.success() || text.contains("Cipher is (NONE)"),
+            "{flag} was accepted: {text}"
+        );
     }
     let out = std::process::Command::new("openssl")
         .args(["s_client", "-connect", &connect, "-tls1_2"])
@@ -65,7 +93,10 @@ async fn old_protocol_versions_are_refused() {
     if let Ok(out) = out {
         let text = String::from_utf8_lossy(&out.stdout).to_string();
         assert!(text.contains("TLSv1.2"), "{text}");
-        assert!(text.contains("GCM") || text.contains("CHACHA20"), "only AEAD suites: {text}");
+        assert!(
+            text.contains("GCM") || text.contains("CHACHA20"),
+            "only AEAD suites: {text}"
+        );
     }
     s.stop().await;
 }
@@ -74,9 +105,18 @@ async fn old_protocol_versions_are_refused() {
 async fn over_https_the_cookie_is_host_prefixed_and_secure() {
     let s = tls_server().await;
     let admin = s.admin().await;
-    let r = s.anonymous().post("/api/v1/auth/login", json!({"username": ADMIN, "password": ADMIN_PASSWORD})).await;
+    let r = s
+        .anonymous()
+        .post(
+            "/api/v1/auth/login",
+            json!({"username": ADMIN, "password": ADMIN_PASSWORD}),
+        )
+        .await;
     let cookie = r.headers["set-cookie"].to_str().unwrap();
-    assert!(cookie.starts_with("__Host-redwall_session=rwc_"), "{cookie}");
+    assert!(
+        cookie.starts_with("__Host-redwall_session=rwc_"),
+        "{cookie}"
+    );
     assert!(cookie.contains("Secure") && cookie.contains("HttpOnly") && cookie.contains("Path=/"));
     assert!(!cookie.contains("Domain="));
     assert_eq!(admin.get("/api/v1/me").await.status, 200);
@@ -108,7 +148,9 @@ async fn plain_http_beyond_loopback_does_not_start() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn forwarded_headers_count_only_from_trusted_proxies() {
     // Without trusted proxies, X-Forwarded-For is ignored.
-    let s = TestServer::start_with(Backend::Sqlite, |_| {}).await.unwrap();
+    let s = TestServer::start_with(Backend::Sqlite, |_| {})
+        .await
+        .unwrap();
     let admin = s.admin().await;
     let req = admin
         .http
@@ -134,7 +176,13 @@ async fn forwarded_headers_count_only_from_trusted_proxies() {
         .header("x-forwarded-proto", "https")
         .json(&json!({"username": ADMIN, "password": ADMIN_PASSWORD}));
     let r = admin.raw(req).await;
-    assert!(r.headers["set-cookie"].to_str().unwrap().starts_with("__Host-"), "the proxy spoke HTTPS");
+    assert!(
+        r.headers["set-cookie"]
+            .to_str()
+            .unwrap()
+            .starts_with("__Host-"),
+        "the proxy spoke HTTPS"
+    );
     let logins = audit_events(&admin, "auth.login").await;
     assert_eq!(logins[0]["client_ip"], "198.51.100.7");
     s.stop().await;

@@ -79,7 +79,10 @@ async fn concurrent(tasks: usize, events: usize) -> Duration {
         let n = per_task + usize::from(t < extra);
         handles.push(tokio::spawn(async move {
             for i in 0..n {
-                writer.append(event(t * 1_000_000 + i)).await.expect("append");
+                writer
+                    .append(event(t * 1_000_000 + i))
+                    .await
+                    .expect("append");
             }
         }));
     }

@@ -13,7 +13,9 @@ async fn bench_parts() -> anyhow::Result<()> {
     let store = Store::connect(&url).await?;
     let n: i64 = {
         let pool = sqlx::AnyPool::connect(&url).await?;
-        sqlx::query_scalar("SELECT COUNT(*) FROM audit_log").fetch_one(&pool).await?
+        sqlx::query_scalar("SELECT COUNT(*) FROM audit_log")
+            .fetch_one(&pool)
+            .await?
     };
     if n == 0 {
         let t = Instant::now();
@@ -34,7 +36,9 @@ async fn bench_parts() -> anyhow::Result<()> {
     loop {
         let rows = sqlx::query("SELECT seq, id, at, actor_id, actor_name, client_ip, user_agent, event, target, outcome, details, team_id, prev_hash, hash FROM audit_log WHERE seq > $1 ORDER BY seq LIMIT 10000")
             .bind(after).fetch_all(&pool).await?;
-        if rows.is_empty() { break; }
+        if rows.is_empty() {
+            break;
+        }
         total += rows.len();
         after = rows.last().unwrap().try_get(0)?;
     }
@@ -47,7 +51,9 @@ async fn bench_parts() -> anyhow::Result<()> {
     loop {
         let rows = sqlx::query("SELECT seq, id, at, actor_id, actor_name, client_ip, user_agent, event, target, outcome, details, team_id, prev_hash, hash FROM audit_log WHERE seq > $1 ORDER BY seq LIMIT 10000")
             .bind(after).fetch_all(&pool).await?;
-        if rows.is_empty() { break; }
+        if rows.is_empty() {
+            break;
+        }
         total += rows.len();
         after = rows.last().unwrap().try_get(0)?;
     }

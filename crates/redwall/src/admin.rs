@@ -54,7 +54,11 @@ fn operator() -> (Actor, ClientInfo) {
     )
 }
 
-pub async fn run(cmd: AdminCommand, config: Config, master_key: Option<Secret>) -> anyhow::Result<ExitCode> {
+pub async fn run(
+    cmd: AdminCommand,
+    config: Config,
+    master_key: Option<Secret>,
+) -> anyhow::Result<ExitCode> {
     let state = open(config, master_key).await?;
     match cmd {
         AdminCommand::CreateUser {
@@ -78,7 +82,11 @@ pub async fn run(cmd: AdminCommand, config: Config, master_key: Option<Secret>) 
             .map_err(|e| anyhow!("{}", e.message))?;
             println!(
                 "created {} {} (id {})",
-                if user.is_admin { "platform admin" } else { "user" },
+                if user.is_admin {
+                    "platform admin"
+                } else {
+                    "user"
+                },
                 user.username,
                 user.id
             );
@@ -122,7 +130,10 @@ pub async fn run(cmd: AdminCommand, config: Config, master_key: Option<Secret>) 
                         .await
                         .map_err(|e| anyhow!("{}", e.message))?;
                         imported += 1;
-                        println!("imported {} (Node-RED permissions {})", user.username, u.permissions);
+                        println!(
+                            "imported {} (Node-RED permissions {})",
+                            user.username, u.permissions
+                        );
                     }
                     Err(redwall_store::StoreError::Conflict(_)) => {
                         println!("skipped {}: a user with this name exists", u.username);

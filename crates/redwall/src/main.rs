@@ -13,7 +13,11 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 #[derive(Parser)]
-#[command(name = "redwall", version, about = "A secure control plane for Node-RED fleets")]
+#[command(
+    name = "redwall",
+    version,
+    about = "A secure control plane for Node-RED fleets"
+)]
 struct Cli {
     /// A TOML configuration file (REDWALL_* environment variables override it).
     #[arg(long, global = true, env = "REDWALL_CONFIG")]
@@ -160,7 +164,10 @@ fn check_config(config: &Config) -> ExitCode {
     if problems.is_empty() {
         println!("configuration OK");
         println!("  database: {}", redact_url(&config.database_url()));
-        println!("  listen:   {} (tls: {:?})", config.server.listen, config.tls.mode);
+        println!(
+            "  listen:   {} (tls: {:?})",
+            config.server.listen, config.tls.mode
+        );
         return ExitCode::SUCCESS;
     }
     for p in &problems {

@@ -1,6 +1,11 @@
 //! The `redwall` command as an operator uses it: the real binary, a real
 //! data directory, a real server process.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::zombie_processes)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::zombie_processes
+)]
 
 use serde_json::json;
 use std::io::{BufRead, BufReader, Write};
@@ -13,7 +18,8 @@ const PASSWORD: &str = "violet-harbor-copper-9";
 fn redwall(data: &Path) -> Command {
     let mut c = Command::new(BIN);
     c.arg("--data-dir").arg(data);
-    c.env_remove("REDWALL_MASTER_KEY").env_remove("REDWALL_DATABASE_URL");
+    c.env_remove("REDWALL_MASTER_KEY")
+        .env_remove("REDWALL_DATABASE_URL");
     c
 }
 
@@ -101,7 +107,14 @@ fn first_start_prints_a_setup_token_and_the_second_does_not() {
 fn create_user_offline_then_log_in() {
     let dir = tempfile::tempdir().unwrap();
     let mut child = redwall(dir.path())
-        .args(["admin", "create-user", "--username", "ops", "--admin", "--password-stdin"])
+        .args([
+            "admin",
+            "create-user",
+            "--username",
+            "ops",
+            "--admin",
+            "--password-stdin",
+        ])
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .spawn()
@@ -112,7 +125,13 @@ fn create_user_offline_then_log_in() {
     assert!(String::from_utf8_lossy(&out.stdout).contains("created platform admin ops"));
 
     let weak = redwall(dir.path())
-        .args(["admin", "create-user", "--username", "weak", "--password-stdin"])
+        .args([
+            "admin",
+            "create-user",
+            "--username",
+            "weak",
+            "--password-stdin",
+        ])
         .stdin(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
@@ -124,7 +143,10 @@ fn create_user_offline_then_log_in() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("at least 12 characters"));
 
     let s = serve(dir.path());
-    assert!(!s.output.join("\n").contains("setup_token"), "a user exists: no setup token");
+    assert!(
+        !s.output.join("\n").contains("setup_token"),
+        "a user exists: no setup token"
+    );
     assert_eq!(block_on(login(&s.base, "ops", PASSWORD)), 200);
 }
 
@@ -153,14 +175,24 @@ fn node_red_users_keep_their_passwords_and_move_to_argon2() {
     assert!(text.contains("skipped \"bad name\""), "{text}");
 
     let s = serve(dir.path());
-    assert_eq!(block_on(login(&s.base, "nradmin", "wrong-password-00")), 401);
-    assert_eq!(block_on(login(&s.base, "nradmin", "their-old-nr-password")), 200);
+    assert_eq!(
+        block_on(login(&s.base, "nradmin", "wrong-password-00")),
+        401
+    );
+    assert_eq!(
+        block_on(login(&s.base, "nradmin", "their-old-nr-password")),
+        200
+    );
     drop(s);
     // The successful login replaced the bcrypt hash with argon2id.
     let stored = block_on(async {
         let url = format!("sqlite://{}", dir.path().join("redwall.db").display());
         let store = redwall_store::Store::connect(&url).await.unwrap();
-        let user = store.find_user_by_username("nradmin").await.unwrap().unwrap();
+        let user = store
+            .find_user_by_username("nradmin")
+            .await
+            .unwrap()
+            .unwrap();
         store.close().await;
         user.password_hash.unwrap()
     });
@@ -171,7 +203,13 @@ fn node_red_users_keep_their_passwords_and_move_to_argon2() {
 fn audit_verify_names_a_tampered_entry() {
     let dir = tempfile::tempdir().unwrap();
     let mut child = redwall(dir.path())
-        .args(["admin", "create-user", "--username", "ops", "--password-stdin"])
+        .args([
+            "admin",
+            "create-user",
+            "--username",
+            "ops",
+            "--password-stdin",
+        ])
         .stdin(Stdio::piped())
         .spawn()
         .unwrap();
@@ -182,7 +220,10 @@ fn audit_verify_names_a_tampered_entry() {
         block_on(login(&s.base, "ops", "wrong-password-00"));
     }
     drop(s);
-    let out = redwall(dir.path()).args(["audit", "verify"]).output().unwrap();
+    let out = redwall(dir.path())
+        .args(["audit", "verify"])
+        .output()
+        .unwrap();
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{text}");
     assert!(text.contains("audit chain intact: 4 entries"), "{text}");
@@ -190,13 +231,21 @@ fn audit_verify_names_a_tampered_entry() {
     block_on(async {
         let url = format!("sqlite://{}", dir.path().join("redwall.db").display());
         let store = redwall_store::Store::connect(&url).await.unwrap();
-        redwall_store::testing::disable_audit_guards(&store).await.unwrap();
-        redwall_store::testing::execute_raw(&store, "UPDATE audit_log SET client_ip = '10.9.9.9' WHERE seq = 2")
+        redwall_store::testing::disable_audit_guards(&store)
             .await
             .unwrap();
+        redwall_store::testing::execute_raw(
+            &store,
+            "UPDATE audit_log SET client_ip = '10.9.9.9' WHERE seq = 2",
+        )
+        .await
+        .unwrap();
         store.close().await;
     });
-    let out = redwall(dir.path()).args(["audit", "verify"]).output().unwrap();
+    let out = redwall(dir.path())
+        .args(["audit", "verify"])
+        .output()
+        .unwrap();
     let text = String::from_utf8_lossy(&out.stdout);
     assert_eq!(out.status.code(), Some(2), "{text}");
     assert!(text.contains("BROKEN at entry 2"), "{text}");
@@ -213,16 +262,34 @@ fn config_check_explains_unsafe_settings() {
         .unwrap();
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(!out.status.success());
-    assert!(text.contains("error: server.listen") && text.contains("TLS is off"), "{text}");
+    assert!(
+        text.contains("error: server.listen") && text.contains("TLS is off"),
+        "{text}"
+    );
 
     let file = dir.path().join("redwall.toml");
-    std::fs::write(&file, "[tls]\nmode = \"files\"\ncert_file = \"/nope/cert.pem\"\n").unwrap();
-    let out = redwall(dir.path()).arg("--config").arg(&file).args(["config", "check"]).output().unwrap();
+    std::fs::write(
+        &file,
+        "[tls]\nmode = \"files\"\ncert_file = \"/nope/cert.pem\"\n",
+    )
+    .unwrap();
+    let out = redwall(dir.path())
+        .arg("--config")
+        .arg(&file)
+        .args(["config", "check"])
+        .output()
+        .unwrap();
     let text = String::from_utf8_lossy(&out.stdout);
-    assert!(text.contains("tls.cert_file: /nope/cert.pem does not exist"), "{text}");
+    assert!(
+        text.contains("tls.cert_file: /nope/cert.pem does not exist"),
+        "{text}"
+    );
     assert!(text.contains("tls.key_file"), "{text}");
 
-    let out = redwall(dir.path()).args(["config", "check"]).output().unwrap();
+    let out = redwall(dir.path())
+        .args(["config", "check"])
+        .output()
+        .unwrap();
     assert!(out.status.success());
     assert!(String::from_utf8_lossy(&out.stdout).contains("configuration OK"));
 }

@@ -89,10 +89,18 @@ fn filter(q: AuditQuery) -> ApiResult<AuditFilter> {
     };
     let before_seq = q
         .cursor
-        .map(|c| decode_cursor(&c).ok_or_else(|| ApiError::bad_request("invalid_cursor", "the cursor is not valid")))
+        .map(|c| {
+            decode_cursor(&c)
+                .ok_or_else(|| ApiError::bad_request("invalid_cursor", "the cursor is not valid"))
+        })
         .transpose()?;
-    if q.actor.as_ref().is_some_and(|a| a.len() > 256) || q.event.as_ref().is_some_and(|e| e.len() > 256) {
-        return Err(ApiError::bad_request("invalid_query", "filter values are too long"));
+    if q.actor.as_ref().is_some_and(|a| a.len() > 256)
+        || q.event.as_ref().is_some_and(|e| e.len() > 256)
+    {
+        return Err(ApiError::bad_request(
+            "invalid_query",
+            "filter values are too long",
+        ));
     }
     Ok(AuditFilter {
         actor: q.actor,
@@ -113,10 +121,17 @@ fn decode_cursor(c: &str) -> Option<i64> {
     let raw = base64::engine::general_purpose::URL_SAFE_NO_PAD
         .decode(c)
         .ok()?;
-    std::str::from_utf8(&raw).ok()?.strip_prefix('s')?.parse().ok()
+    std::str::from_utf8(&raw)
+        .ok()?
+        .strip_prefix('s')?
+        .parse()
+        .ok()
 }
 
-pub async fn list(State(state): State<AppState>, Query(q): Query<AuditQuery>) -> ApiResult<Json<AuditPage>> {
+pub async fn list(
+    State(state): State<AppState>,
+    Query(q): Query<AuditQuery>,
+) -> ApiResult<Json<AuditPage>> {
     let f = filter(q)?;
     let limit = f.limit;
     let records = state.store.list_audit(&f).await?;
@@ -171,11 +186,15 @@ pub async fn export(
             }
         }
     });
-    let body = futures::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|x| (x, rx)) });
+    let body =
+        futures::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|x| (x, rx)) });
     Ok((
         [
             (header::CONTENT_TYPE, "application/x-ndjson"),
-            (header::CONTENT_DISPOSITION, "attachment; filename=\"redwall-audit.jsonl\""),
+            (
+                header::CONTENT_DISPOSITION,
+                "attachment; filename=\"redwall-audit.jsonl\"",
+            ),
         ],
         Body::from_stream(body),
     )

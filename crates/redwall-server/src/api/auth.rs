@@ -106,7 +106,12 @@ pub async fn login_mfa(
     finish_login(&state, &client, &user).await
 }
 
-async fn password_step(state: &AppState, client: &ClientInfo, username: &str, password: &str) -> ApiResult<User> {
+async fn password_step(
+    state: &AppState,
+    client: &ClientInfo,
+    username: &str,
+    password: &str,
+) -> ApiResult<User> {
     let now = state.now();
     let account = username.chars().take(64).collect::<String>();
     if let Err(wait) = state.throttle.check(&account, client.ip, now) {
@@ -172,7 +177,12 @@ async fn password_step(state: &AppState, client: &ClientInfo, username: &str, pa
 }
 
 /// Imported (bcrypt) or outdated hashes become argon2id with current parameters.
-async fn rehash(state: &AppState, client: &ClientInfo, user: &User, password: &str) -> ApiResult<()> {
+async fn rehash(
+    state: &AppState,
+    client: &ClientInfo,
+    user: &User,
+    password: &str,
+) -> ApiResult<()> {
     let was_bcrypt = user
         .password_hash
         .as_deref()
@@ -194,7 +204,12 @@ async fn rehash(state: &AppState, client: &ClientInfo, user: &User, password: &s
     .await
 }
 
-async fn second_factor_step(state: &AppState, client: &ClientInfo, user: &User, code: &str) -> ApiResult<()> {
+async fn second_factor_step(
+    state: &AppState,
+    client: &ClientInfo,
+    user: &User,
+    code: &str,
+) -> ApiResult<()> {
     let now = state.now();
     if let Err(wait) = state.throttle.check(&user.username, client.ip, now) {
         return Err(ApiError::throttled(wait));
@@ -214,7 +229,9 @@ async fn second_factor_step(state: &AppState, client: &ClientInfo, user: &User, 
             .await
         }
         None => {
-            state.throttle.record_failure(&user.username, client.ip, now);
+            state
+                .throttle
+                .record_failure(&user.username, client.ip, now);
             state.metrics.login_failed();
             audit::record(
                 state,
@@ -328,7 +345,11 @@ pub async fn logout(
         json!({}),
     )
     .await?;
-    Ok(([(header::SET_COOKIE, session::clear_cookie(client.https))], StatusCode::NO_CONTENT).into_response())
+    Ok((
+        [(header::SET_COOKIE, session::clear_cookie(client.https))],
+        StatusCode::NO_CONTENT,
+    )
+        .into_response())
 }
 
 pub async fn logout_everywhere(
@@ -353,4 +374,3 @@ pub async fn logout_everywhere(
     )
         .into_response())
 }
-

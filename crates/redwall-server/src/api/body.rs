@@ -29,9 +29,11 @@ fn json_error(rejection: JsonRejection) -> ApiError {
             "unsupported_media_type",
             "send a JSON body with Content-Type: application/json",
         ),
-        JsonRejection::JsonDataError(e) => {
-            ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_body", e.body_text())
-        }
+        JsonRejection::JsonDataError(e) => ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_body",
+            e.body_text(),
+        ),
         JsonRejection::JsonSyntaxError(_) => {
             ApiError::bad_request("malformed_json", "the body is not valid JSON")
         }
@@ -71,9 +73,10 @@ impl<S: Send + Sync> FromRequestParts<S> for IdPath {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
-        let axum::extract::Path(id) = axum::extract::Path::<String>::from_request_parts(parts, state)
-            .await
-            .map_err(|_| ApiError::not_found())?;
+        let axum::extract::Path(id) =
+            axum::extract::Path::<String>::from_request_parts(parts, state)
+                .await
+                .map_err(|_| ApiError::not_found())?;
         if crate::ids::looks_like_id(&id) {
             Ok(IdPath(id))
         } else {

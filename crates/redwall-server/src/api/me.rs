@@ -78,7 +78,9 @@ pub async fn change_password(
             .await?
             .is_valid();
     if !current_ok {
-        state.throttle.record_failure(&principal.username, client.ip, now);
+        state
+            .throttle
+            .record_failure(&principal.username, client.ip, now);
         audit::record(
             &state,
             Some(&Actor::of(&principal)),

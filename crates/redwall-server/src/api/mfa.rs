@@ -77,7 +77,9 @@ fn open_secret(state: &AppState, user_id: &str, sealed: &[u8]) -> ApiResult<Totp
         .keyring
         .sealer("totp")
         .open(sealed, &seal_aad(user_id))
-        .map_err(|_| ApiError::internal(format!("the TOTP secret of user {user_id} does not open")))?;
+        .map_err(|_| {
+            ApiError::internal(format!("the TOTP secret of user {user_id} does not open"))
+        })?;
     TotpSecret::from_bytes(plain.to_vec()).map_err(ApiError::from)
 }
 
@@ -87,7 +89,11 @@ fn now_secs(state: &AppState) -> u64 {
 
 /// Checks a TOTP code (once per time step, atomically) or a recovery code
 /// (once each). `None` when neither matches.
-pub async fn verify_second_factor(state: &AppState, user: &User, code: &str) -> ApiResult<Option<SecondFactor>> {
+pub async fn verify_second_factor(
+    state: &AppState,
+    user: &User,
+    code: &str,
+) -> ApiResult<Option<SecondFactor>> {
     if code.len() > 64 {
         return Ok(None);
     }
@@ -134,7 +140,10 @@ async fn current_user(state: &AppState, principal: &Principal) -> ApiResult<User
         .ok_or_else(ApiError::unauthenticated)
 }
 
-pub async fn status(State(state): State<AppState>, principal: Principal) -> ApiResult<Json<MfaStatus>> {
+pub async fn status(
+    State(state): State<AppState>,
+    principal: Principal,
+) -> ApiResult<Json<MfaStatus>> {
     let user = current_user(&state, &principal).await?;
     let settings = state.settings.get(&state.store, state.now()).await?;
     Ok(Json(MfaStatus {
@@ -193,7 +202,10 @@ pub async fn confirm(
 ) -> ApiResult<Json<RecoveryCodes>> {
     let user = current_user(&state, &principal).await?;
     if user.mfa_enabled {
-        return Err(ApiError::conflict("mfa_already_enabled", "MFA is already on"));
+        return Err(ApiError::conflict(
+            "mfa_already_enabled",
+            "MFA is already on",
+        ));
     }
     let Some(pending) = user.mfa_pending_sealed.as_deref() else {
         return Err(ApiError::conflict(
@@ -223,10 +235,17 @@ pub async fn confirm(
     let digests: Vec<Vec<u8>> = codes
         .iter()
         .filter_map(|c| normalize_recovery_code(c.expose()))
-        .map(|n| state.keyring.keyed_digest("recovery-code", n.as_bytes()).to_vec())
+        .map(|n| {
+            state
+                .keyring
+                .keyed_digest("recovery-code", n.as_bytes())
+                .to_vec()
+        })
         .collect();
     if digests.len() != RECOVERY_CODES {
-        return Err(ApiError::internal("a fresh recovery code did not normalize"));
+        return Err(ApiError::internal(
+            "a fresh recovery code did not normalize",
+        ));
     }
     let step = i64::try_from(step).map_err(ApiError::internal)?;
     state
@@ -270,9 +289,14 @@ pub async fn disable(
     let password_ok = verify_password(&state, &req.password, user.password_hash.as_deref())
         .await?
         .is_valid();
-    let code_ok = password_ok && verify_second_factor(&state, &user, &req.code).await?.is_some();
+    let code_ok = password_ok
+        && verify_second_factor(&state, &user, &req.code)
+            .await?
+            .is_some();
     if !code_ok {
-        state.throttle.record_failure(&user.username, client.ip, now);
+        state
+            .throttle
+            .record_failure(&user.username, client.ip, now);
         audit::record(
             &state,
             Some(&Actor::of(&principal)),

@@ -53,7 +53,13 @@ pub struct Route {
 }
 
 impl Route {
-    pub fn new<H, T>(method: Method, path: &'static str, access: Access, summary: &'static str, handler: H) -> Route
+    pub fn new<H, T>(
+        method: Method,
+        path: &'static str,
+        access: Access,
+        summary: &'static str,
+        handler: H,
+    ) -> Route
     where
         H: Handler<T, AppState>,
         T: 'static,
@@ -81,7 +87,12 @@ impl Route {
     }
 }
 
-fn public<H: Handler<T, AppState>, T: 'static>(m: Method, path: &'static str, summary: &'static str, h: H) -> Route {
+fn public<H: Handler<T, AppState>, T: 'static>(
+    m: Method,
+    path: &'static str,
+    summary: &'static str,
+    h: H,
+) -> Route {
     Route::new(m, path, Access::Public, summary, h)
 }
 
@@ -100,62 +111,242 @@ pub fn routes() -> Vec<Route> {
     use Method as M;
     use Permission as P;
     vec![
-        public(M::GET, "/healthz", "Liveness and database reachability", system::healthz),
-        public(M::GET, "/api/v1/openapi.json", "This API's OpenAPI document", system::openapi_json),
-        public(M::GET, "/api/v1/permissions", "The permission table", system::permissions),
-        needs(M::GET, "/metrics", P::MetricsRead, "Prometheus metrics", system::metrics),
-        public(M::POST, "/api/v1/setup", "Create the first platform admin with the one-time setup token", setup::complete)
-            .request(schema::<setup::SetupRequest>())
-            .response(schema::<users::UserView>()),
-        public(M::POST, "/api/v1/auth/login", "Log in with username and password (and a TOTP or recovery code)", auth::login)
-            .request(schema::<auth::LoginRequest>())
-            .response(schema::<auth::LoginResponse>()),
-        public(M::POST, "/api/v1/auth/mfa", "Second login step: answer the MFA challenge", auth::login_mfa)
-            .request(schema::<auth::MfaStepRequest>())
-            .response(schema::<auth::LoginResponse>()),
-        needs(M::POST, "/api/v1/auth/logout", P::AccountLogout, "End the current session", auth::logout),
-        needs(M::POST, "/api/v1/auth/logout-everywhere", P::AccountLogout, "End all of one's sessions", auth::logout_everywhere),
-        needs(M::GET, "/api/v1/me", P::AccountRead, "The caller's account", me::get_me)
-            .response(schema::<me::MeView>()),
-        needs(M::PUT, "/api/v1/me/password", P::AccountWrite, "Change one's password (ends all other sessions)", me::change_password)
-            .request(schema::<me::PasswordChange>()),
-        needs(M::GET, "/api/v1/me/sessions", P::AccountRead, "One's active sessions", me::list_sessions)
-            .response(schema::<me::SessionView>()),
-        needs(M::DELETE, "/api/v1/me/sessions/{id}", P::AccountWrite, "End one of one's sessions", me::end_session),
-        needs(M::GET, "/api/v1/me/tokens", P::AccountRead, "One's personal access tokens", tokens::list)
-            .response(schema::<tokens::TokenView>()),
-        needs(M::POST, "/api/v1/me/tokens", P::AccountWrite, "Create a personal access token (shown once)", tokens::create)
-            .request(schema::<tokens::NewToken>())
-            .response(schema::<tokens::CreatedToken>()),
-        needs(M::DELETE, "/api/v1/me/tokens/{id}", P::AccountWrite, "Revoke a personal access token", tokens::revoke),
-        needs(M::GET, "/api/v1/me/mfa", P::AccountRead, "One's MFA state", mfa::status)
-            .response(schema::<mfa::MfaStatus>()),
-        needs(M::POST, "/api/v1/me/mfa/enrol", P::AccountMfa, "Start TOTP enrolment: secret, otpauth URI and QR code", mfa::enrol)
-            .response(schema::<mfa::Enrolment>()),
-        needs(M::POST, "/api/v1/me/mfa/confirm", P::AccountMfa, "Confirm enrolment with a first code; returns recovery codes once", mfa::confirm)
-            .request(schema::<mfa::CodeRequest>())
-            .response(schema::<mfa::RecoveryCodes>()),
-        needs(M::DELETE, "/api/v1/me/mfa", P::AccountMfa, "Turn MFA off (needs password and a code)", mfa::disable)
-            .request(schema::<mfa::DisableRequest>()),
-        needs(M::GET, "/api/v1/users", P::UsersRead, "List users", users::list)
-            .response(schema::<users::UserList>()),
-        needs(M::POST, "/api/v1/users", P::UsersManage, "Create a user", users::create)
-            .request(schema::<users::NewUserRequest>())
-            .response(schema::<users::UserView>()),
-        needs(M::GET, "/api/v1/users/{id}", P::UsersRead, "One user", users::get)
-            .response(schema::<users::UserView>()),
-        needs(M::DELETE, "/api/v1/users/{id}", P::UsersManage, "Delete a user (ends their sessions and tokens)", users::delete),
-        needs(M::POST, "/api/v1/users/{id}/suspend", P::UsersManage, "Suspend a user (ends their sessions and tokens)", users::suspend),
-        needs(M::POST, "/api/v1/users/{id}/reinstate", P::UsersManage, "Lift a suspension", users::reinstate),
-        needs(M::DELETE, "/api/v1/users/{id}/mfa", P::UsersManage, "Reset a user's MFA", users::reset_mfa),
-        needs(M::GET, "/api/v1/settings", P::SettingsRead, "Platform settings", settings::get)
-            .response(schema::<crate::settings::PlatformSettings>()),
-        needs(M::PATCH, "/api/v1/settings", P::SettingsWrite, "Change platform settings", settings::update)
-            .request(schema::<settings::SettingsChange>())
-            .response(schema::<crate::settings::PlatformSettings>()),
-        needs(M::GET, "/api/v1/audit", P::AuditPlatformRead, "Audit log, newest first, with filters and a cursor", audit::list)
-            .response(schema::<audit::AuditPage>()),
-        needs(M::GET, "/api/v1/audit/export", P::AuditPlatformRead, "Audit log as JSON Lines, oldest first", audit::export),
+        public(
+            M::GET,
+            "/healthz",
+            "Liveness and database reachability",
+            system::healthz,
+        ),
+        public(
+            M::GET,
+            "/api/v1/openapi.json",
+            "This API's OpenAPI document",
+            system::openapi_json,
+        ),
+        public(
+            M::GET,
+            "/api/v1/permissions",
+            "The permission table",
+            system::permissions,
+        ),
+        needs(
+            M::GET,
+            "/metrics",
+            P::MetricsRead,
+            "Prometheus metrics",
+            system::metrics,
+        ),
+        public(
+            M::POST,
+            "/api/v1/setup",
+            "Create the first platform admin with the one-time setup token",
+            setup::complete,
+        )
+        .request(schema::<setup::SetupRequest>())
+        .response(schema::<users::UserView>()),
+        public(
+            M::POST,
+            "/api/v1/auth/login",
+            "Log in with username and password (and a TOTP or recovery code)",
+            auth::login,
+        )
+        .request(schema::<auth::LoginRequest>())
+        .response(schema::<auth::LoginResponse>()),
+        public(
+            M::POST,
+            "/api/v1/auth/mfa",
+            "Second login step: answer the MFA challenge",
+            auth::login_mfa,
+        )
+        .request(schema::<auth::MfaStepRequest>())
+        .response(schema::<auth::LoginResponse>()),
+        needs(
+            M::POST,
+            "/api/v1/auth/logout",
+            P::AccountLogout,
+            "End the current session",
+            auth::logout,
+        ),
+        needs(
+            M::POST,
+            "/api/v1/auth/logout-everywhere",
+            P::AccountLogout,
+            "End all of one's sessions",
+            auth::logout_everywhere,
+        ),
+        needs(
+            M::GET,
+            "/api/v1/me",
+            P::AccountRead,
+            "The caller's account",
+            me::get_me,
+        )
+        .response(schema::<me::MeView>()),
+        needs(
+            M::PUT,
+            "/api/v1/me/password",
+            P::AccountWrite,
+            "Change one's password (ends all other sessions)",
+            me::change_password,
+        )
+        .request(schema::<me::PasswordChange>()),
+        needs(
+            M::GET,
+            "/api/v1/me/sessions",
+            P::AccountRead,
+            "One's active sessions",
+            me::list_sessions,
+        )
+        .response(schema::<me::SessionView>()),
+        needs(
+            M::DELETE,
+            "/api/v1/me/sessions/{id}",
+            P::AccountWrite,
+            "End one of one's sessions",
+            me::end_session,
+        ),
+        needs(
+            M::GET,
+            "/api/v1/me/tokens",
+            P::AccountRead,
+            "One's personal access tokens",
+            tokens::list,
+        )
+        .response(schema::<tokens::TokenView>()),
+        needs(
+            M::POST,
+            "/api/v1/me/tokens",
+            P::AccountWrite,
+            "Create a personal access token (shown once)",
+            tokens::create,
+        )
+        .request(schema::<tokens::NewToken>())
+        .response(schema::<tokens::CreatedToken>()),
+        needs(
+            M::DELETE,
+            "/api/v1/me/tokens/{id}",
+            P::AccountWrite,
+            "Revoke a personal access token",
+            tokens::revoke,
+        ),
+        needs(
+            M::GET,
+            "/api/v1/me/mfa",
+            P::AccountRead,
+            "One's MFA state",
+            mfa::status,
+        )
+        .response(schema::<mfa::MfaStatus>()),
+        needs(
+            M::POST,
+            "/api/v1/me/mfa/enrol",
+            P::AccountMfa,
+            "Start TOTP enrolment: secret, otpauth URI and QR code",
+            mfa::enrol,
+        )
+        .response(schema::<mfa::Enrolment>()),
+        needs(
+            M::POST,
+            "/api/v1/me/mfa/confirm",
+            P::AccountMfa,
+            "Confirm enrolment with a first code; returns recovery codes once",
+            mfa::confirm,
+        )
+        .request(schema::<mfa::CodeRequest>())
+        .response(schema::<mfa::RecoveryCodes>()),
+        needs(
+            M::DELETE,
+            "/api/v1/me/mfa",
+            P::AccountMfa,
+            "Turn MFA off (needs password and a code)",
+            mfa::disable,
+        )
+        .request(schema::<mfa::DisableRequest>()),
+        needs(
+            M::GET,
+            "/api/v1/users",
+            P::UsersRead,
+            "List users",
+            users::list,
+        )
+        .response(schema::<users::UserList>()),
+        needs(
+            M::POST,
+            "/api/v1/users",
+            P::UsersManage,
+            "Create a user",
+            users::create,
+        )
+        .request(schema::<users::NewUserRequest>())
+        .response(schema::<users::UserView>()),
+        needs(
+            M::GET,
+            "/api/v1/users/{id}",
+            P::UsersRead,
+            "One user",
+            users::get,
+        )
+        .response(schema::<users::UserView>()),
+        needs(
+            M::DELETE,
+            "/api/v1/users/{id}",
+            P::UsersManage,
+            "Delete a user (ends their sessions and tokens)",
+            users::delete,
+        ),
+        needs(
+            M::POST,
+            "/api/v1/users/{id}/suspend",
+            P::UsersManage,
+            "Suspend a user (ends their sessions and tokens)",
+            users::suspend,
+        ),
+        needs(
+            M::POST,
+            "/api/v1/users/{id}/reinstate",
+            P::UsersManage,
+            "Lift a suspension",
+            users::reinstate,
+        ),
+        needs(
+            M::DELETE,
+            "/api/v1/users/{id}/mfa",
+            P::UsersManage,
+            "Reset a user's MFA",
+            users::reset_mfa,
+        ),
+        needs(
+            M::GET,
+            "/api/v1/settings",
+            P::SettingsRead,
+            "Platform settings",
+            settings::get,
+        )
+        .response(schema::<crate::settings::PlatformSettings>()),
+        needs(
+            M::PATCH,
+            "/api/v1/settings",
+            P::SettingsWrite,
+            "Change platform settings",
+            settings::update,
+        )
+        .request(schema::<settings::SettingsChange>())
+        .response(schema::<crate::settings::PlatformSettings>()),
+        needs(
+            M::GET,
+            "/api/v1/audit",
+            P::AuditPlatformRead,
+            "Audit log, newest first, with filters and a cursor",
+            audit::list,
+        )
+        .response(schema::<audit::AuditPage>()),
+        needs(
+            M::GET,
+            "/api/v1/audit/export",
+            P::AuditPlatformRead,
+            "Audit log as JSON Lines, oldest first",
+            audit::export,
+        ),
     ]
 }
 

@@ -8,8 +8,12 @@ use std::sync::LazyLock;
 use utoipa::openapi::extensions::ExtensionsBuilder;
 use utoipa::openapi::path::{HttpMethod, OperationBuilder, Paths};
 use utoipa::openapi::request_body::RequestBodyBuilder;
-use utoipa::openapi::security::{ApiKey, ApiKeyValue, Http, HttpAuthScheme, SecurityRequirement, SecurityScheme};
-use utoipa::openapi::{ComponentsBuilder, ContentBuilder, InfoBuilder, OpenApiBuilder, Ref, ResponseBuilder};
+use utoipa::openapi::security::{
+    ApiKey, ApiKeyValue, Http, HttpAuthScheme, SecurityRequirement, SecurityScheme,
+};
+use utoipa::openapi::{
+    ComponentsBuilder, ContentBuilder, InfoBuilder, OpenApiBuilder, Ref, ResponseBuilder,
+};
 
 static DOCUMENT: LazyLock<String> =
     LazyLock::new(|| serde_json::to_string_pretty(&document()).unwrap_or_else(|_| "{}".into()));
@@ -35,9 +39,19 @@ pub fn document() -> utoipa::openapi::OpenApi {
                 op = op
                     .security(SecurityRequirement::new("bearer", Vec::<String>::new()))
                     .security(SecurityRequirement::new("session", Vec::<String>::new()))
-                    .extensions(Some(ExtensionsBuilder::new().add("x-permission", p.name()).build()))
-                    .response("401", ResponseBuilder::new().description("Not authenticated"))
-                    .response("403", ResponseBuilder::new().description("Authenticated but not permitted"));
+                    .extensions(Some(
+                        ExtensionsBuilder::new()
+                            .add("x-permission", p.name())
+                            .build(),
+                    ))
+                    .response(
+                        "401",
+                        ResponseBuilder::new().description("Not authenticated"),
+                    )
+                    .response(
+                        "403",
+                        ResponseBuilder::new().description("Authenticated but not permitted"),
+                    );
             }
         }
         if let Some(req) = route.request {
@@ -53,7 +67,10 @@ pub fn document() -> utoipa::openapi::OpenApi {
                     )
                     .build(),
             ));
-            op = op.response("400", ResponseBuilder::new().description("Malformed request"));
+            op = op.response(
+                "400",
+                ResponseBuilder::new().description("Malformed request"),
+            );
         }
         let ok = ResponseBuilder::new().description("Success");
         let ok = match route.response {
@@ -72,7 +89,10 @@ pub fn document() -> utoipa::openapi::OpenApi {
         paths.add_path_operation(route.path, vec![method], op.build());
     }
     let mut components = ComponentsBuilder::new()
-        .security_scheme("bearer", SecurityScheme::Http(Http::new(HttpAuthScheme::Bearer)))
+        .security_scheme(
+            "bearer",
+            SecurityScheme::Http(Http::new(HttpAuthScheme::Bearer)),
+        )
         .security_scheme(
             "session",
             SecurityScheme::ApiKey(ApiKey::Cookie(ApiKeyValue::new("__Host-redwall_session"))),

@@ -52,11 +52,13 @@ pub async fn complete(
     if let Err(wait) = state.throttle.check("", client.ip, now) {
         return Err(ApiError::throttled(wait));
     }
-    let rejected = || ApiError::new(
-        StatusCode::UNAUTHORIZED,
-        "invalid_setup_token",
-        "the setup token is invalid, expired or already used",
-    );
+    let rejected = || {
+        ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "invalid_setup_token",
+            "the setup token is invalid, expired or already used",
+        )
+    };
     let Some(valid) = token::parse_token(SETUP_PREFIX, req.setup_token.trim()) else {
         return Err(reject(&state, &client, now, rejected()).await);
     };

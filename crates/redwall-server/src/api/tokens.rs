@@ -65,7 +65,10 @@ fn view(t: &ApiToken, last_used: Option<i64>) -> TokenView {
     }
 }
 
-pub async fn list(State(state): State<AppState>, principal: Principal) -> ApiResult<Json<Vec<TokenView>>> {
+pub async fn list(
+    State(state): State<AppState>,
+    principal: Principal,
+) -> ApiResult<Json<Vec<TokenView>>> {
     let tokens = state.store.list_api_tokens(&principal.user_id).await?;
     Ok(Json(tokens.iter().map(|t| view(t, None)).collect()))
 }
@@ -110,7 +113,9 @@ pub async fn create(
         scope: req.scope.name().to_string(),
         team_id: None,
         created_at: now,
-        expires_at: req.expires_in_days.map(|d| now + d * 86_400 * MICROS_PER_SECOND),
+        expires_at: req
+            .expires_in_days
+            .map(|d| now + d * 86_400 * MICROS_PER_SECOND),
         last_used_at: None,
     };
     state.store.create_api_token(&record).await?;
@@ -139,7 +144,11 @@ pub async fn revoke(
     client: ClientInfo,
     IdPath(id): IdPath,
 ) -> ApiResult<StatusCode> {
-    if !state.store.revoke_api_token(&principal.user_id, &id).await? {
+    if !state
+        .store
+        .revoke_api_token(&principal.user_id, &id)
+        .await?
+    {
         return Err(ApiError::not_found());
     }
     state.forget_token(&id);

@@ -54,7 +54,10 @@ pub struct ListQuery {
     limit: Option<i64>,
 }
 
-pub async fn list(State(state): State<AppState>, Query(q): Query<ListQuery>) -> ApiResult<Json<UserList>> {
+pub async fn list(
+    State(state): State<AppState>,
+    Query(q): Query<ListQuery>,
+) -> ApiResult<Json<UserList>> {
     let limit = q.limit.unwrap_or(100).clamp(1, 500);
     let users = state.store.list_users(q.after.as_deref(), limit).await?;
     let next = (users.len() as i64 == limit)
@@ -96,7 +99,11 @@ pub async fn create(
 }
 
 async fn existing(state: &AppState, id: &str) -> ApiResult<User> {
-    state.store.get_user(id).await?.ok_or_else(ApiError::not_found)
+    state
+        .store
+        .get_user(id)
+        .await?
+        .ok_or_else(ApiError::not_found)
 }
 
 pub async fn get(State(state): State<AppState>, IdPath(id): IdPath) -> ApiResult<Json<UserView>> {
@@ -104,7 +111,11 @@ pub async fn get(State(state): State<AppState>, IdPath(id): IdPath) -> ApiResult
 }
 
 /// Admins cannot lock themselves out, and the last admin cannot go.
-async fn refuse_self_or_last_admin(state: &AppState, principal: &Principal, target: &User) -> ApiResult<()> {
+async fn refuse_self_or_last_admin(
+    state: &AppState,
+    principal: &Principal,
+    target: &User,
+) -> ApiResult<()> {
     if target.id == principal.user_id {
         return Err(ApiError::conflict(
             "cannot_target_self",

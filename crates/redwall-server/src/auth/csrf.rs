@@ -17,11 +17,7 @@ pub fn token_for_session(keyring: &Keyring, session_token: &str) -> String {
 }
 
 /// True when the request carries the session's CSRF token and no foreign Origin.
-pub fn request_is_same_site(
-    keyring: &Keyring,
-    session_token: &str,
-    headers: &HeaderMap,
-) -> bool {
+pub fn request_is_same_site(keyring: &Keyring, session_token: &str, headers: &HeaderMap) -> bool {
     let expected = token_for_session(keyring, session_token);
     let presented = headers
         .get(HEADER)
@@ -55,7 +51,10 @@ mod tests {
         let mut h = HeaderMap::new();
         h.insert("host", HeaderValue::from_static("redwall.example:8443"));
         assert!(origin_matches_host(&h));
-        h.insert("origin", HeaderValue::from_static("https://redwall.example:8443"));
+        h.insert(
+            "origin",
+            HeaderValue::from_static("https://redwall.example:8443"),
+        );
         assert!(origin_matches_host(&h));
         h.insert("origin", HeaderValue::from_static("https://evil.example"));
         assert!(!origin_matches_host(&h));
@@ -66,7 +65,13 @@ mod tests {
     #[test]
     fn tokens_are_per_session() {
         let k = Keyring::generate();
-        assert_ne!(token_for_session(&k, "rwc_a"), token_for_session(&k, "rwc_b"));
-        assert_eq!(token_for_session(&k, "rwc_a"), token_for_session(&k, "rwc_a"));
+        assert_ne!(
+            token_for_session(&k, "rwc_a"),
+            token_for_session(&k, "rwc_b")
+        );
+        assert_eq!(
+            token_for_session(&k, "rwc_a"),
+            token_for_session(&k, "rwc_a")
+        );
     }
 }

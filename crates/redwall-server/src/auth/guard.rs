@@ -46,7 +46,11 @@ pub async fn enforce(
     }
 }
 
-async fn authorize(state: &AppState, permission: Permission, request: &Parts) -> ApiResult<Principal> {
+async fn authorize(
+    state: &AppState,
+    permission: Permission,
+    request: &Parts,
+) -> ApiResult<Principal> {
     let client = request
         .extensions
         .get::<ClientInfo>()
@@ -64,7 +68,9 @@ async fn authorize(state: &AppState, permission: Permission, request: &Parts) ->
                 "the session has ended; log in again",
             ));
         };
-        if !request.method.is_safe() && !csrf::request_is_same_site(&state.keyring, &cookie, headers) {
+        if !request.method.is_safe()
+            && !csrf::request_is_same_site(&state.keyring, &cookie, headers)
+        {
             audit::record(
                 state,
                 Some(&Actor::user_id(&s.user_id)),
@@ -132,10 +138,9 @@ async fn authorize(state: &AppState, permission: Permission, request: &Parts) ->
         )
         .await?;
         return Err(match denial {
-            Denial::NotPermitted => ApiError::forbidden(format!(
-                "this needs the permission {}",
-                permission.name()
-            )),
+            Denial::NotPermitted => {
+                ApiError::forbidden(format!("this needs the permission {}", permission.name()))
+            }
             Denial::TokenScope => ApiError::new(
                 StatusCode::FORBIDDEN,
                 "token_scope",

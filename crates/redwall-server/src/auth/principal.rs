@@ -9,8 +9,14 @@ use redwall_policy::permission::PlatformRole;
 
 #[derive(Clone, Debug)]
 pub enum Via {
-    Session { session_id: String, csrf_token: String },
-    Token { token_id: String, scope: TokenScope },
+    Session {
+        session_id: String,
+        csrf_token: String,
+    },
+    Token {
+        token_id: String,
+        scope: TokenScope,
+    },
 }
 
 #[derive(Clone, Debug)]

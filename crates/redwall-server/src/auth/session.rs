@@ -18,18 +18,24 @@ pub const SECURE_COOKIE: &str = "__Host-redwall_session";
 /// Plain HTTP is only allowed on loopback; browsers drop Secure cookies there.
 pub const PLAIN_COOKIE: &str = "redwall_session";
 
+/// The session id from the Cookie headers. Works on bytes, so another
+/// application's non-ASCII cookie on the same host cannot hide ours.
 pub fn cookie_token(headers: &HeaderMap) -> Option<String> {
     let mut found_plain = None;
     for value in headers.get_all(header::COOKIE) {
-        let Ok(text) = value.to_str() else { continue };
-        for pair in text.split(';') {
-            let Some((name, value)) = pair.trim().split_once('=') else {
+        for pair in value.as_bytes().split(|&b| b == b';') {
+            let pair = pair.trim_ascii();
+            let Some(eq) = pair.iter().position(|&b| b == b'=') else {
                 continue;
             };
-            if name == SECURE_COOKIE {
+            let (name, value) = (&pair[..eq], &pair[eq + 1..]);
+            let Ok(value) = std::str::from_utf8(value) else {
+                continue;
+            };
+            if name == SECURE_COOKIE.as_bytes() {
                 return Some(value.to_string());
             }
-            if name == PLAIN_COOKIE {
+            if name == PLAIN_COOKIE.as_bytes() {
                 found_plain = Some(value.to_string());
             }
         }
@@ -48,7 +54,9 @@ pub fn set_cookie(token: &str, https: bool, max_age_secs: i64) -> ApiResult<Head
 
 pub fn clear_cookie(https: bool) -> HeaderValue {
     if https {
-        HeaderValue::from_static("__Host-redwall_session=; Path=/; Max-Age=0; HttpOnly; Secure; SameSite=Lax")
+        HeaderValue::from_static(
+            "__Host-redwall_session=; Path=/; Max-Age=0; HttpOnly; Secure; SameSite=Lax",
+        )
     } else {
         HeaderValue::from_static("redwall_session=; Path=/; Max-Age=0; HttpOnly; SameSite=Lax")
     }
@@ -60,7 +68,11 @@ pub struct StartedSession {
     pub csrf_token: String,
 }
 
-pub async fn start(state: &AppState, user: &User, client: &ClientInfo) -> ApiResult<StartedSession> {
+pub async fn start(
+    state: &AppState,
+    user: &User,
+    client: &ClientInfo,
+) -> ApiResult<StartedSession> {
     let now = state.now();
     let settings = state.settings.get(&state.store, now).await?;
     let token = token::new_token(SESSION_PREFIX);
@@ -154,7 +166,11 @@ pub async fn end(state: &AppState, session_id: &str) -> ApiResult<bool> {
 }
 
 /// Ends all sessions of a user, except `keep` when given. Returns how many ended.
-pub async fn end_all_of_user(state: &AppState, user_id: &str, keep: Option<&str>) -> ApiResult<usize> {
+pub async fn end_all_of_user(
+    state: &AppState,
+    user_id: &str,
+    keep: Option<&str>,
+) -> ApiResult<usize> {
     let ended = state.store.delete_sessions_of_user(user_id, keep).await?;
     for id in &ended {
         state.forget_session(id);

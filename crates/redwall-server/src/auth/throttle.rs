@@ -23,7 +23,11 @@ impl LoginThrottle {
             .lock()
             .ok()
             .and_then(|m| m.get(&account_key(account)).copied());
-        let c = self.clients.lock().ok().and_then(|m| m.get(&client).copied());
+        let c = self
+            .clients
+            .lock()
+            .ok()
+            .and_then(|m| m.get(&client).copied());
         let wait_a = ThrottlePolicy::ACCOUNT.check(a.as_ref(), now).err();
         let wait_c = ThrottlePolicy::CLIENT.check(c.as_ref(), now).err();
         match wait_a.max(wait_c) {

@@ -111,7 +111,10 @@ mod tests {
     #[test]
     fn forwarded_headers_from_strangers_are_ignored() {
         let r = resolver(&[]);
-        let info = r.resolve("203.0.113.9".parse().unwrap_or(IpAddr::from([0; 4])), &headers("1.2.3.4", "https"));
+        let info = r.resolve(
+            "203.0.113.9".parse().unwrap_or(IpAddr::from([0; 4])),
+            &headers("1.2.3.4", "https"),
+        );
         assert_eq!(info.ip.to_string(), "203.0.113.9");
         assert!(!info.https);
     }

@@ -16,12 +16,13 @@ pub fn install_crypto_provider() {
 pub fn server_config(cert_pem: &Path, key_pem: &Path) -> anyhow::Result<Arc<rustls::ServerConfig>> {
     let certs = load_certs(cert_pem)?;
     let key = load_key(key_pem)?;
-    let mut config = rustls::ServerConfig::builder_with_provider(Arc::new(ring::default_provider()))
-        .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
-        .context("TLS protocol versions")?
-        .with_no_client_auth()
-        .with_single_cert(certs, key)
-        .context("the TLS certificate and key do not match or are not supported")?;
+    let mut config =
+        rustls::ServerConfig::builder_with_provider(Arc::new(ring::default_provider()))
+            .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
+            .context("TLS protocol versions")?
+            .with_no_client_auth()
+            .with_single_cert(certs, key)
+            .context("the TLS certificate and key do not match or are not supported")?;
     config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
     Ok(Arc::new(config))
 }
@@ -60,7 +61,8 @@ pub fn ensure_self_signed(data_dir: &Path) -> anyhow::Result<(PathBuf, PathBuf)>
     ];
     let made = rcgen::generate_simple_self_signed(names).context("generating a certificate")?;
     crate::files::write_private(&key, made.key_pair.serialize_pem().as_bytes())?;
-    std::fs::write(&cert, made.cert.pem()).with_context(|| format!("writing {}", cert.display()))?;
+    std::fs::write(&cert, made.cert.pem())
+        .with_context(|| format!("writing {}", cert.display()))?;
     tracing::info!(cert = %cert.display(), "generated a self-signed TLS certificate for localhost");
     Ok((cert, key))
 }

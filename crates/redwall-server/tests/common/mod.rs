@@ -37,7 +37,9 @@ macro_rules! on_both_backends {
 
 pub async fn run<F>(backend: Backend, scenario: F)
 where
-    F: for<'a> FnOnce(&'a TestServer) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send + 'a>>,
+    F: for<'a> FnOnce(
+        &'a TestServer,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send + 'a>>,
 {
     let Some(server) = TestServer::start_with(backend, |_| {}).await else {
         return;
@@ -56,10 +58,15 @@ pub struct TestServer {
 
 impl TestServer {
     /// `None` when the backend is PostgreSQL and none is reachable outside CI.
-    pub async fn start_with(backend: Backend, tweak: impl FnOnce(&mut Config)) -> Option<TestServer> {
+    pub async fn start_with(
+        backend: Backend,
+        tweak: impl FnOnce(&mut Config),
+    ) -> Option<TestServer> {
         let db = match backend {
             Backend::Sqlite => TestDatabase::sqlite().await.expect("sqlite test database"),
-            Backend::Postgres => TestDatabase::postgres().await.expect("PostgreSQL test database")?,
+            Backend::Postgres => TestDatabase::postgres()
+                .await
+                .expect("PostgreSQL test database")?,
         };
         let data_dir = tempfile::tempdir().expect("temp dir");
         let mut config = Config {
@@ -120,7 +127,10 @@ impl TestServer {
 
     /// Creates the first admin with the setup token and logs in.
     pub async fn admin(&self) -> Client {
-        let token = self.setup_token.clone().expect("fresh server has a setup token");
+        let token = self
+            .setup_token
+            .clone()
+            .expect("fresh server has a setup token");
         let r = self
             .anonymous()
             .post(
@@ -147,7 +157,10 @@ impl TestServer {
     pub async fn login(&self, username: &str, password: &str) -> Client {
         let mut c = self.anonymous();
         let r = c
-            .post("/api/v1/auth/login", json!({"username": username, "password": password}))
+            .post(
+                "/api/v1/auth/login",
+                json!({"username": username, "password": password}),
+            )
             .await;
         assert_eq!(r.status, 200, "login {username}: {}", r.body);
         c.adopt_session(&r);
@@ -163,7 +176,10 @@ impl TestServer {
     /// A client that authenticates with a new personal access token of `owner`.
     pub async fn token_client(&self, owner: &Client, scope: &str) -> Client {
         let r = owner
-            .post("/api/v1/me/tokens", json!({"name": format!("test {scope}"), "scope": scope}))
+            .post(
+                "/api/v1/me/tokens",
+                json!({"name": format!("test {scope}"), "scope": scope}),
+            )
             .await;
         assert_eq!(r.status, 201, "token: {}", r.body);
         let mut c = self.anonymous();
@@ -278,7 +294,9 @@ pub fn header_value(s: &str) -> HeaderValue {
 
 /// The audit entries matching `event`, newest first, as the admin sees them.
 pub async fn audit_events(admin: &Client, event: &str) -> Vec<Value> {
-    let r = admin.get(&format!("/api/v1/audit?event={event}&limit=1000")).await;
+    let r = admin
+        .get(&format!("/api/v1/audit?event={event}&limit=1000"))
+        .await;
     assert_eq!(r.status, 200, "audit: {}", r.body);
     r.body["entries"].as_array().cloned().unwrap_or_default()
 }
