@@ -35,12 +35,60 @@ pub fn parse_users(text: &str) -> Result<Vec<NodeRedUser>, ImportError> {
             return Ok(w.users);
         }
     }
-    let array = users_array_literal(text).ok_or(ImportError::NoUsers)?;
+    let code = without_comments(text);
+    let array = users_array_literal(&code).ok_or(ImportError::NoUsers)?;
     json5::from_str::<Vec<NodeRedUser>>(array).map_err(|e| ImportError::Invalid(e.to_string()))
 }
 
+/// The text with `//` and `/* */` comments blanked out (strings kept), so a
+/// commented-out `users: [...]` is not mistaken for the real one.
+fn without_comments(text: &str) -> String {
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            quote @ (b'"' | b'\'' | b'`') => {
+                out.push(quote);
+                i += 1;
+                while i < bytes.len() && bytes[i] != quote {
+                    if bytes[i] == b'\\' && i + 1 < bytes.len() {
+                        out.push(bytes[i]);
+                        i += 1;
+                    }
+                    out.push(bytes[i]);
+                    i += 1;
+                }
+                if i < bytes.len() {
+                    out.push(bytes[i]);
+                    i += 1;
+                }
+            }
+            b'/' if bytes.get(i + 1) == Some(&b'/') => {
+                while i < bytes.len() && bytes[i] != b'\n' {
+                    i += 1;
+                }
+            }
+            b'/' if bytes.get(i + 1) == Some(&b'*') => {
+                i += 2;
+                while i < bytes.len() && !(bytes[i] == b'*' && bytes.get(i + 1) == Some(&b'/')) {
+                    i += 1;
+                }
+                i += 2;
+                out.push(b' ');
+            }
+            b => {
+                out.push(b);
+                i += 1;
+            }
+        }
+    }
+    // Only ASCII delimiters were removed, so the bytes are still UTF-8.
+    String::from_utf8(out).unwrap_or_default()
+}
+
 /// The text of the array after `users:` (JS property syntax), found by
-/// bracket matching that skips strings and comments.
+/// bracket matching that skips strings.
 fn users_array_literal(text: &str) -> Option<&str> {
     let bytes = text.as_bytes();
     let mut search_from = 0;
@@ -89,18 +137,6 @@ fn matching_bracket(bytes: &[u8], open: usize) -> Option<usize> {
                     }
                     i += 1;
                 }
-            }
-            b'/' if bytes.get(i + 1) == Some(&b'/') => {
-                while i < bytes.len() && bytes[i] != b'\n' {
-                    i += 1;
-                }
-            }
-            b'/' if bytes.get(i + 1) == Some(&b'*') => {
-                i += 2;
-                while i + 1 < bytes.len() && !(bytes[i] == b'*' && bytes[i + 1] == b'/') {
-                    i += 1;
-                }
-                i += 1;
             }
             b'[' | b'{' => depth += 1,
             b']' | b'}' => {

@@ -25,39 +25,29 @@ async fn bench_parts() -> anyhow::Result<()> {
         }
         eprintln!("fill {:?}", t.elapsed());
     }
-    let t = Instant::now();
-    let r = store.verify_audit_chain(&key()).await?;
-    eprintln!("verify {:?} {}", t.elapsed(), r.checked);
 
-    let pool = sqlx::AnyPool::connect(&url).await?;
-    let t = Instant::now();
-    let mut after = 0i64;
-    let mut total = 0usize;
-    loop {
-        let rows = sqlx::query("SELECT seq, id, at, actor_id, actor_name, client_ip, user_agent, event, target, outcome, details, team_id, prev_hash, hash FROM audit_log WHERE seq > $1 ORDER BY seq LIMIT 10000")
-            .bind(after).fetch_all(&pool).await?;
-        if rows.is_empty() {
-            break;
+    let pool = sqlx::any::AnyPoolOptions::new()
+        .max_connections(8)
+        .connect(&url)
+        .await?;
+    for (name, cols) in [
+        ("seq only", "seq"),
+        ("all", "seq, id, at, actor_id, actor_name, client_ip, user_agent, event, target, outcome, details, team_id, prev_hash, hash"),
+        ("concat", "seq, id || char(0) || at || char(0) || coalesce(actor_id, '') || char(0) || coalesce(actor_name,'') || char(0) || coalesce(client_ip,'') || char(0) || coalesce(user_agent,'') || char(0) || event || char(0) || coalesce(target,'') || char(0) || outcome || char(0) || details || char(0) || coalesce(team_id,''), prev_hash, hash"),
+        ("text7", "seq, id, at, actor_id, actor_name, client_ip, user_agent"),
+    ] {
+        let t = Instant::now();
+        let mut total = 0;
+        let mut bytes = 0;
+        for i in 0..100i64 {
+            let lo = i * 10_000;
+            let rows = sqlx::query(&format!("SELECT {cols} FROM audit_log WHERE seq > $1 AND seq <= $2 ORDER BY seq"))
+                .bind(lo).bind(lo + 10_000).fetch_all(&pool).await?;
+            total += rows.len();
+            if name == "concat" { for r in &rows { let s: &str = r.try_get(1)?; bytes += s.len(); } }
         }
-        total += rows.len();
-        after = rows.last().unwrap().try_get(0)?;
+        eprintln!("{name}: {:?} {total} {bytes}", t.elapsed());
     }
-    eprintln!("any fetch {:?} {total}", t.elapsed());
-
-    let pool = sqlx::SqlitePool::connect(&url).await?;
-    let t = Instant::now();
-    let mut after = 0i64;
-    let mut total = 0usize;
-    loop {
-        let rows = sqlx::query("SELECT seq, id, at, actor_id, actor_name, client_ip, user_agent, event, target, outcome, details, team_id, prev_hash, hash FROM audit_log WHERE seq > $1 ORDER BY seq LIMIT 10000")
-            .bind(after).fetch_all(&pool).await?;
-        if rows.is_empty() {
-            break;
-        }
-        total += rows.len();
-        after = rows.last().unwrap().try_get(0)?;
-    }
-    eprintln!("sqlite fetch {:?} {total}", t.elapsed());
 
     let t = Instant::now();
     let e = entry(5);

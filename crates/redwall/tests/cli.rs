@@ -37,13 +37,18 @@ impl Drop for Serving {
 }
 
 fn serve(data: &Path) -> Serving {
+    serve_logging_to(data, Stdio::null(), "info")
+}
+
+fn serve_logging_to(data: &Path, logs: Stdio, level: &str) -> Serving {
     let mut child = redwall(data)
         .arg("serve")
         .env("REDWALL_LISTEN", "127.0.0.1:0")
         .env("REDWALL_TLS_MODE", "off")
         .env("REDWALL_LOG_FORMAT", "json")
+        .env("REDWALL_LOG_LEVEL", level)
         .stdout(Stdio::piped())
-        .stderr(Stdio::null())
+        .stderr(logs)
         .spawn()
         .unwrap();
     let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
@@ -292,4 +297,81 @@ fn config_check_explains_unsafe_settings() {
         .unwrap();
     assert!(out.status.success());
     assert!(String::from_utf8_lossy(&out.stdout).contains("configuration OK"));
+}
+
+#[test]
+fn logs_never_contain_secrets_even_at_trace_level() {
+    let dir = tempfile::tempdir().unwrap();
+    let log_path = dir.path().join("server.log");
+    let log_file = std::fs::File::create(&log_path).unwrap();
+    let s = serve_logging_to(dir.path(), Stdio::from(log_file), "trace");
+    let text = s.output.join("\n");
+    let setup = text
+        .split("\"setup_token\":\"")
+        .nth(1)
+        .unwrap()
+        .split('"')
+        .next()
+        .unwrap()
+        .to_string();
+    let (cookie, token) = block_on(async {
+        let http = reqwest::Client::new();
+        let base = &s.base;
+        http.post(format!("{base}/api/v1/setup"))
+            .json(&json!({"setup_token": setup, "username": "root", "password": PASSWORD}))
+            .send()
+            .await
+            .unwrap();
+        http.post(format!("{base}/api/v1/auth/login"))
+            .json(&json!({"username": "root", "password": "a-wrong-secret-99"}))
+            .send()
+            .await
+            .unwrap();
+        let r = http
+            .post(format!("{base}/api/v1/auth/login"))
+            .json(&json!({"username": "root", "password": PASSWORD}))
+            .send()
+            .await
+            .unwrap();
+        let cookie = r.headers()["set-cookie"]
+            .to_str()
+            .unwrap()
+            .split(';')
+            .next()
+            .unwrap()
+            .to_string();
+        let body: serde_json::Value = r.json().await.unwrap();
+        let csrf = body["csrf_token"].as_str().unwrap().to_string();
+        let t: serde_json::Value = http
+            .post(format!("{base}/api/v1/me/tokens"))
+            .header("cookie", &cookie)
+            .header("x-csrf-token", &csrf)
+            .json(&json!({"name": "ci", "scope": "full"}))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let token = t["token"].as_str().unwrap().to_string();
+        http.get(format!("{base}/api/v1/me"))
+            .bearer_auth(&token)
+            .send()
+            .await
+            .unwrap();
+        (cookie, token)
+    });
+    drop(s);
+    let logs = std::fs::read_to_string(&log_path).unwrap();
+    assert!(logs.len() > 100, "the server logged something: {logs}");
+    let session = cookie.split('=').nth(1).unwrap();
+    for secret in [
+        PASSWORD,
+        "a-wrong-secret-99",
+        setup.as_str(),
+        session,
+        token.as_str(),
+    ] {
+        assert!(!logs.contains(secret), "a secret reached the log");
+    }
 }
