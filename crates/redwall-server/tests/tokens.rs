@@ -220,3 +220,55 @@ on_both_backends!(
     malformed_bearer_credentials_are_refused,
     bad_token_requests_are_refused_with_reasons,
 );
+
+/// Guessing tokens from one address slows that address down, and nobody else.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn token_guessing_is_throttled_per_client_address() {
+    let s = TestServer::start_with(Backend::Sqlite, |c| {
+        c.server.trusted_proxies = vec!["127.0.0.1/32".parse().unwrap()];
+    })
+    .await
+    .unwrap();
+    let admin = s.admin().await;
+    let good = s.token_client(&admin, "read").await;
+    let from = |client: &Client, ip: &str, token: &str| {
+        client
+            .http
+            .get(format!("{}/api/v1/me", client.base))
+            .header("x-forwarded-for", ip)
+            .header("authorization", format!("Bearer {token}"))
+    };
+    let guess = format!("rwp_{}", "A".repeat(43));
+    let mut statuses = Vec::new();
+    for _ in 0..25 {
+        statuses.push(admin.raw(from(&admin, "198.51.100.7", &guess)).await.status);
+    }
+    assert!(statuses.contains(&401));
+    assert_eq!(*statuses.last().unwrap(), 429, "{statuses:?}");
+    let good_token = good.bearer.clone().unwrap();
+    assert_eq!(
+        admin
+            .raw(from(&admin, "198.51.100.7", &good_token))
+            .await
+            .status,
+        429
+    );
+    assert_eq!(
+        admin
+            .raw(from(&admin, "203.0.113.9", &good_token))
+            .await
+            .status,
+        200
+    );
+    let r = admin
+        .raw(
+            admin
+                .http
+                .post(format!("{}/api/v1/auth/login", admin.base))
+                .header("x-forwarded-for", "203.0.113.9")
+                .json(&json!({"username": ADMIN, "password": ADMIN_PASSWORD})),
+        )
+        .await;
+    assert_eq!(r.status, 200, "other addresses and accounts are unaffected");
+    s.stop().await;
+}

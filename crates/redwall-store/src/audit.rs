@@ -121,6 +121,8 @@ pub enum ChainProblemKind {
 
 /// Entries read per query while verifying.
 const VERIFY_PAGE: i64 = 10_000;
+/// Pages the verification reader may run ahead of the hashing.
+const VERIFY_READ_AHEAD: usize = 2;
 /// Entries read per query while streaming.
 const STREAM_PAGE: i64 = 5_000;
 /// Page size cap for `list_audit`.
@@ -564,137 +566,179 @@ impl Store {
 
     /// Walks the whole chain in `seq` order, recomputing every link with
     /// `key`, and reports the first place it breaks.
+    ///
+    /// Pages of 10,000 entries are read by a separate task, a page or two
+    /// ahead of the hashing, so reading and hashing overlap.
     pub async fn verify_audit_chain(&self, key: &ChainKey) -> Result<ChainReport, StoreError> {
-        let mut report = ChainReport {
-            checked: 0,
-            last_seq: None,
-            problem: None,
-        };
-        let mut prev: ChainHash = GENESIS;
-        let mut expected_seq: i64 = 1;
-        let mut after = i64::MIN;
-        let mut buf = Vec::with_capacity(1024);
-        let sql = format!(
-            "SELECT {AUDIT_COLUMNS} FROM audit_log WHERE seq > $1 ORDER BY seq ASC LIMIT $2"
-        );
-        loop {
-            let rows = sqlx::query(&sql)
-                .bind(after)
-                .bind(VERIFY_PAGE)
-                .fetch_all(self.pool())
-                .await?;
-            for (i, row) in rows.iter().enumerate() {
-                let seq: i64 = row.try_get(0)?;
-                if seq != expected_seq {
-                    report.problem = Some(if seq < expected_seq {
-                        ChainProblem {
-                            seq,
-                            kind: ChainProblemKind::Inserted,
-                            message: format!("entry {seq} has a sequence number below 1"),
-                        }
-                    } else {
-                        let missing = if seq - 1 == expected_seq {
-                            format!("entry {expected_seq} is missing")
-                        } else {
-                            format!("entries {expected_seq} to {} are missing", seq - 1)
-                        };
-                        ChainProblem {
-                            seq,
-                            kind: ChainProblemKind::Removed,
-                            message: format!("{missing} before entry {seq}"),
-                        }
-                    });
-                    return Ok(report);
-                }
-                let stored_prev: &[u8] = row.try_get(12)?;
-                let stored_hash: &[u8] = row.try_get(13)?;
-                write_canonical(
-                    &mut buf,
-                    &Fields {
-                        seq,
-                        id: row.try_get(1)?,
-                        at: row.try_get(2)?,
-                        actor_id: row.try_get(3)?,
-                        actor_name: row.try_get(4)?,
-                        client_ip: row.try_get(5)?,
-                        user_agent: row.try_get(6)?,
-                        event: row.try_get(7)?,
-                        target: row.try_get(8)?,
-                        outcome: row.try_get(9)?,
-                        team_id: row.try_get(11)?,
-                        details_json: row.try_get(10)?,
-                    },
-                );
-                let recomputed = key.link(&prev, &buf);
-                if stored_prev != prev.as_slice() {
-                    report.problem = Some(if stored_hash == recomputed.as_slice() {
-                        ChainProblem {
-                            seq,
-                            kind: ChainProblemKind::Altered,
-                            message: format!("entry {seq}: its stored previous hash was altered"),
-                        }
-                    } else {
-                        ChainProblem {
-                            seq,
-                            kind: ChainProblemKind::Inserted,
-                            message: format!("entry {seq} does not link to entry {}", seq - 1),
-                        }
-                    });
-                    return Ok(report);
-                }
-                if stored_hash != recomputed.as_slice() {
-                    // Tell an edited entry (the chain carries on from its
-                    // stored hash) from a foreign one (nothing links to it).
-                    let next_prev: Option<Vec<u8>> = match rows.get(i + 1) {
-                        Some(next) => Some(next.try_get(12)?),
-                        None => {
-                            sqlx::query_scalar(
-                                "SELECT prev_hash FROM audit_log WHERE seq > $1 \
-                                 ORDER BY seq ASC LIMIT 1",
-                            )
-                            .bind(seq)
-                            .fetch_optional(self.pool())
-                            .await?
-                        }
-                    };
-                    report.problem = Some(match next_prev {
-                        None => ChainProblem {
-                            seq,
-                            kind: ChainProblemKind::Inserted,
-                            message: format!(
-                                "entry {seq}, the last, does not verify: it was added or \
-                                 altered without the chain key"
-                            ),
-                        },
-                        Some(np)
-                            if np.as_slice() != stored_hash && np.as_slice() == stored_prev =>
-                        {
-                            ChainProblem {
-                                seq,
-                                kind: ChainProblemKind::Inserted,
-                                message: format!(
-                                    "entry {seq} does not verify and the next entry links past it"
-                                ),
-                            }
-                        }
-                        Some(_) => ChainProblem {
-                            seq,
-                            kind: ChainProblemKind::Altered,
-                            message: format!("entry {seq} was altered: its hash does not verify"),
-                        },
-                    });
-                    return Ok(report);
-                }
-                prev = recomputed;
-                expected_seq = seq + 1;
-                report.checked += 1;
-                report.last_seq = Some(seq);
-                after = seq;
+        let (tx, mut pages) = mpsc::channel(VERIFY_READ_AHEAD);
+        let reader = tokio::spawn(read_verify_pages(self.pool().clone(), tx));
+        let result = verify_pages(key, &mut pages).await;
+        drop(pages);
+        reader.abort();
+        result
+    }
+}
+
+type Page = Result<Vec<AnyRow>, sqlx::Error>;
+
+/// Reads the whole log in `seq` order, a page at a time, into `tx`. Stops
+/// after the last page, on an error, or when the receiver is gone.
+async fn read_verify_pages(pool: sqlx::AnyPool, tx: mpsc::Sender<Page>) {
+    let sql =
+        format!("SELECT {AUDIT_COLUMNS} FROM audit_log WHERE seq > $1 ORDER BY seq ASC LIMIT $2");
+    let mut after = i64::MIN;
+    loop {
+        let page = sqlx::query(&sql)
+            .bind(after)
+            .bind(VERIFY_PAGE)
+            .fetch_all(&pool)
+            .await;
+        let next = match &page {
+            Ok(rows) if rows.len() as i64 == VERIFY_PAGE => {
+                rows.last().and_then(|r| r.try_get::<i64, _>(0).ok())
             }
-            if (rows.len() as i64) < VERIFY_PAGE {
+            _ => None,
+        };
+        if tx.send(page).await.is_err() {
+            return;
+        }
+        match next {
+            Some(last) => after = last,
+            None => return,
+        }
+    }
+}
+
+/// The verification proper, over the pages [`read_verify_pages`] sends.
+async fn verify_pages(
+    key: &ChainKey,
+    pages: &mut mpsc::Receiver<Page>,
+) -> Result<ChainReport, StoreError> {
+    let mut report = ChainReport {
+        checked: 0,
+        last_seq: None,
+        problem: None,
+    };
+    let mut prev: ChainHash = GENESIS;
+    let mut expected_seq: i64 = 1;
+    let mut buf = Vec::with_capacity(1024);
+    while let Some(page) = pages.recv().await {
+        let rows = page?;
+        for (i, row) in rows.iter().enumerate() {
+            if i % 1024 == 1023 {
+                // Hashing is CPU work: let other tasks on this thread run.
+                tokio::task::yield_now().await;
+            }
+            let seq: i64 = row.try_get(0)?;
+            if seq != expected_seq {
+                report.problem = Some(if seq < expected_seq {
+                    ChainProblem {
+                        seq,
+                        kind: ChainProblemKind::Inserted,
+                        message: format!("entry {seq} has a sequence number below 1"),
+                    }
+                } else {
+                    let missing = if seq - 1 == expected_seq {
+                        format!("entry {expected_seq} is missing")
+                    } else {
+                        format!("entries {expected_seq} to {} are missing", seq - 1)
+                    };
+                    ChainProblem {
+                        seq,
+                        kind: ChainProblemKind::Removed,
+                        message: format!("{missing} before entry {seq}"),
+                    }
+                });
                 return Ok(report);
             }
+            let stored_prev: &[u8] = row.try_get(12)?;
+            let stored_hash: &[u8] = row.try_get(13)?;
+            write_canonical(
+                &mut buf,
+                &Fields {
+                    seq,
+                    id: row.try_get(1)?,
+                    at: row.try_get(2)?,
+                    actor_id: row.try_get(3)?,
+                    actor_name: row.try_get(4)?,
+                    client_ip: row.try_get(5)?,
+                    user_agent: row.try_get(6)?,
+                    event: row.try_get(7)?,
+                    target: row.try_get(8)?,
+                    outcome: row.try_get(9)?,
+                    team_id: row.try_get(11)?,
+                    details_json: row.try_get(10)?,
+                },
+            );
+            let recomputed = key.link(&prev, &buf);
+            if stored_prev != prev.as_slice() {
+                report.problem = Some(if stored_hash == recomputed.as_slice() {
+                    ChainProblem {
+                        seq,
+                        kind: ChainProblemKind::Altered,
+                        message: format!("entry {seq}: its stored previous hash was altered"),
+                    }
+                } else {
+                    ChainProblem {
+                        seq,
+                        kind: ChainProblemKind::Inserted,
+                        message: format!("entry {seq} does not link to entry {}", seq - 1),
+                    }
+                });
+                return Ok(report);
+            }
+            if stored_hash != recomputed.as_slice() {
+                // Tell an edited entry (the chain carries on from its stored
+                // hash) from a foreign one (nothing links to it).
+                let next_prev: Option<Vec<u8>> = match rows.get(i + 1) {
+                    Some(next) => Some(next.try_get(12)?),
+                    None => match pages.recv().await.transpose()? {
+                        Some(next_page) => match next_page.first() {
+                            Some(next) => Some(next.try_get(12)?),
+                            None => None,
+                        },
+                        None => None,
+                    },
+                };
+                report.problem = Some(classify_bad_hash(seq, stored_prev, stored_hash, next_prev));
+                return Ok(report);
+            }
+            prev = recomputed;
+            expected_seq = seq + 1;
+            report.checked += 1;
+            report.last_seq = Some(seq);
         }
+    }
+    Ok(report)
+}
+
+/// Entry `seq` links to its predecessor but its own hash does not verify.
+/// `next_prev` is the stored previous hash of the entry after it, if any.
+fn classify_bad_hash(
+    seq: i64,
+    stored_prev: &[u8],
+    stored_hash: &[u8],
+    next_prev: Option<Vec<u8>>,
+) -> ChainProblem {
+    match next_prev {
+        None => ChainProblem {
+            seq,
+            kind: ChainProblemKind::Inserted,
+            message: format!(
+                "entry {seq}, the last, does not verify: it was added or altered without the \
+                 chain key"
+            ),
+        },
+        Some(np) if np.as_slice() != stored_hash && np.as_slice() == stored_prev => ChainProblem {
+            seq,
+            kind: ChainProblemKind::Inserted,
+            message: format!("entry {seq} does not verify and the next entry links past it"),
+        },
+        Some(_) => ChainProblem {
+            seq,
+            kind: ChainProblemKind::Altered,
+            message: format!("entry {seq} was altered: its hash does not verify"),
+        },
     }
 }
 

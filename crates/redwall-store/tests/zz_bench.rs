@@ -26,29 +26,11 @@ async fn bench_parts() -> anyhow::Result<()> {
         eprintln!("fill {:?}", t.elapsed());
     }
 
-    let pool = sqlx::any::AnyPoolOptions::new()
-        .max_connections(8)
-        .connect(&url)
-        .await?;
-    for (name, cols) in [
-        ("seq only", "seq"),
-        ("all", "seq, id, at, actor_id, actor_name, client_ip, user_agent, event, target, outcome, details, team_id, prev_hash, hash"),
-        ("concat", "seq, id || char(0) || at || char(0) || coalesce(actor_id, '') || char(0) || coalesce(actor_name,'') || char(0) || coalesce(client_ip,'') || char(0) || coalesce(user_agent,'') || char(0) || event || char(0) || coalesce(target,'') || char(0) || outcome || char(0) || details || char(0) || coalesce(team_id,''), prev_hash, hash"),
-        ("text7", "seq, id, at, actor_id, actor_name, client_ip, user_agent"),
-    ] {
+    for _ in 0..2 {
         let t = Instant::now();
-        let mut total = 0;
-        let mut bytes = 0;
-        for i in 0..100i64 {
-            let lo = i * 10_000;
-            let rows = sqlx::query(&format!("SELECT {cols} FROM audit_log WHERE seq > $1 AND seq <= $2 ORDER BY seq"))
-                .bind(lo).bind(lo + 10_000).fetch_all(&pool).await?;
-            total += rows.len();
-            if name == "concat" { for r in &rows { let s: &str = r.try_get(1)?; bytes += s.len(); } }
-        }
-        eprintln!("{name}: {:?} {total} {bytes}", t.elapsed());
+        let r = store.verify_audit_chain(&key()).await?;
+        eprintln!("verify {:?} {}", t.elapsed(), r.checked);
     }
-
     let t = Instant::now();
     let e = entry(5);
     let k = key();

@@ -49,7 +49,7 @@ pub async fn complete(
     Body(req): Body<SetupRequest>,
 ) -> ApiResult<(StatusCode, Json<UserView>)> {
     let now = state.now();
-    if let Err(wait) = state.throttle.check("", client.ip, now) {
+    if let Err(wait) = state.throttle.check_client(client.ip, now) {
         return Err(ApiError::throttled(wait));
     }
     let rejected = || {
@@ -93,7 +93,7 @@ pub async fn complete(
 }
 
 async fn reject(state: &AppState, client: &ClientInfo, now: i64, error: ApiError) -> ApiError {
-    state.throttle.record_failure("", client.ip, now);
+    state.throttle.record_client_failure(client.ip, now);
     match audit::record(
         state,
         None,

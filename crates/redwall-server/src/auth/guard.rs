@@ -163,7 +163,7 @@ async fn authenticate_token(
 ) -> ApiResult<(String, Via)> {
     let now = state.now();
     // Wrong tokens count as failures of the client address, so guessing is throttled.
-    if let Err(wait) = state.throttle.check("", client.ip, now) {
+    if let Err(wait) = state.throttle.check_client(client.ip, now) {
         return Err(ApiError::throttled(wait));
     }
     match token::lookup(state, presented).await? {
@@ -175,7 +175,7 @@ async fn authenticate_token(
             },
         )),
         outcome => {
-            state.throttle.record_failure("", client.ip, now);
+            state.throttle.record_client_failure(client.ip, now);
             let reason = if matches!(outcome, TokenCheck::Expired) {
                 "expired"
             } else {

@@ -43,6 +43,22 @@ impl LoginThrottle {
             let next = ThrottlePolicy::ACCOUNT.record_failure(m.get(&key).copied(), now);
             m.insert(key, next);
         }
+        self.record_client_failure(client, now);
+    }
+
+    /// For credentials that name no account (tokens, the setup token): only
+    /// the client address is throttled, so one client's guessing cannot lock
+    /// anyone else out.
+    pub fn check_client(&self, client: IpAddr, now: Micros) -> Result<(), i64> {
+        let c = self
+            .clients
+            .lock()
+            .ok()
+            .and_then(|m| m.get(&client).copied());
+        ThrottlePolicy::CLIENT.check(c.as_ref(), now)
+    }
+
+    pub fn record_client_failure(&self, client: IpAddr, now: Micros) {
         if let Ok(mut m) = self.clients.lock() {
             prune(&mut m, &ThrottlePolicy::CLIENT, now);
             let next = ThrottlePolicy::CLIENT.record_failure(m.get(&client).copied(), now);
