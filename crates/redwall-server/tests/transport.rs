@@ -187,3 +187,60 @@ async fn forwarded_headers_count_only_from_trusted_proxies() {
     assert_eq!(logins[0]["client_ip"], "198.51.100.7");
     s.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn certificate_and_key_can_come_from_files() {
+    let made = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let cert = dir.path().join("cert.pem");
+    let key = dir.path().join("key.pem");
+    std::fs::write(&cert, made.cert.pem()).unwrap();
+    std::fs::write(&key, made.key_pair.serialize_pem()).unwrap();
+    let (c, k) = (cert.clone(), key.clone());
+    let s = TestServer::start_with(Backend::Sqlite, move |config| {
+        config.tls.mode = TlsMode::Files;
+        config.tls.cert_file = Some(c);
+        config.tls.key_file = Some(k);
+    })
+    .await
+    .unwrap();
+    let client = reqwest::Client::builder()
+        .add_root_certificate(reqwest::Certificate::from_pem(made.cert.pem().as_bytes()).unwrap())
+        .build()
+        .unwrap();
+    let r = client
+        .get(format!(
+            "https://localhost:{}/healthz",
+            s.running.addr.port()
+        ))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    s.stop().await;
+
+    // A key that does not match the certificate stops the start with a reason.
+    let other = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).unwrap();
+    std::fs::write(&key, other.key_pair.serialize_pem()).unwrap();
+    let db = TestDatabase::sqlite().await.unwrap();
+    let mut config = redwall_server::config::Config {
+        data_dir: dir.path().to_path_buf(),
+        database_url: Some(db.url.clone()),
+        ..Default::default()
+    };
+    config.server.listen = "127.0.0.1:0".parse().unwrap();
+    config.tls.mode = TlsMode::Files;
+    config.tls.cert_file = Some(cert);
+    config.tls.key_file = Some(key);
+    let err = redwall_server::start(redwall_server::StartOptions {
+        config,
+        clock: std::sync::Arc::new(redwall_server::clock::SystemClock),
+        master_key: None,
+    })
+    .await
+    .err()
+    .expect("a mismatched key is refused")
+    .to_string();
+    assert!(err.contains("do not match"), "{err}");
+    db.cleanup().await;
+}
