@@ -42,8 +42,13 @@ fn entry(i: u64) -> NewAuditEntry {
         user_agent: Some("Mozilla/5.0 (X11; Linux x86_64) redwall-fill".into()),
         event: EVENTS[(i % EVENTS.len() as u64) as usize].into(),
         target: Some(format!("user:{:032x}", (i * 7) % 50)),
-        outcome: if i % 10 == 0 { "failure" } else { "success" }.into(),
-        details: json!({"method": "password", "mfa": i % 3 == 0, "n": i}),
+        outcome: if i.is_multiple_of(10) {
+            "failure"
+        } else {
+            "success"
+        }
+        .into(),
+        details: json!({"method": "password", "mfa": i.is_multiple_of(3), "n": i}),
         team_id: None,
     }
 }
@@ -95,7 +100,7 @@ fn main() -> anyhow::Result<()> {
             store.append_audit(&key, &entries).await?;
             next += n;
             done += n;
-            if done % 100_000 == 0 || done == count {
+            if done.is_multiple_of(100_000) || done == count {
                 eprintln!("  {done} entries ({:.1}s)", started.elapsed().as_secs_f64());
             }
         }

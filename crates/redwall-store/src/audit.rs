@@ -7,6 +7,7 @@
 //! inserting an entry without the chain key breaks the chain, and
 //! [`Store::verify_audit_chain`] names the first place it breaks.
 
+use std::sync::OnceLock;
 use std::time::Duration;
 
 use futures::{Stream, TryStreamExt};
@@ -119,10 +120,6 @@ pub enum ChainProblemKind {
     Inserted,
 }
 
-/// Entries read per query while verifying.
-const VERIFY_PAGE: i64 = 10_000;
-/// Pages the verification reader may run ahead of the hashing.
-const VERIFY_READ_AHEAD: usize = 2;
 /// Entries read per query while streaming.
 const STREAM_PAGE: i64 = 5_000;
 /// Page size cap for `list_audit`.
@@ -138,8 +135,62 @@ const SQLITE_APPEND_ATTEMPTS: u32 = 5;
 /// ("RWAUDIT\0").
 const PG_AUDIT_LOCK: i64 = 0x5257_4155_4449_5400;
 
-const AUDIT_COLUMNS: &str = "seq, id, at, actor_id, actor_name, client_ip, user_agent, event, \
+pub(crate) const AUDIT_COLUMNS: &str =
+    "seq, id, at, actor_id, actor_name, client_ip, user_agent, event, \
      target, outcome, details, team_id, prev_hash, hash";
+
+/// Rows per multi-row INSERT, largest first. A few fixed sizes keep the
+/// prepared-statement cache small; 64 rows use 896 parameters, well within
+/// both databases' limits.
+const INSERT_SIZES: [usize; 7] = [64, 32, 16, 8, 4, 2, 1];
+
+/// The INSERT statement for the largest fixed size not above `remaining`
+/// (at least 1), and that size.
+///
+/// SQLite gets anonymous `?` placeholders (bound in order): sqlx looks up
+/// the name of every `$N` parameter, and SQLite finds a name by a linear
+/// scan, which makes large statements quadratic.
+fn insert_statement(backend: Backend, remaining: usize) -> (&'static str, usize) {
+    static SQLITE: OnceLock<Vec<String>> = OnceLock::new();
+    static POSTGRES: OnceLock<Vec<String>> = OnceLock::new();
+    let build = |numbered: bool| -> Vec<String> {
+        INSERT_SIZES
+            .iter()
+            .map(|&n| {
+                let rows: Vec<String> = (0..n)
+                    .map(|r| {
+                        let params: Vec<String> = (1..=14)
+                            .map(|c| {
+                                if numbered {
+                                    format!("${}", r * 14 + c)
+                                } else {
+                                    "?".to_owned()
+                                }
+                            })
+                            .collect();
+                        format!("({})", params.join(", "))
+                    })
+                    .collect();
+                format!(
+                    "INSERT INTO audit_log (seq, id, at, actor_id, actor_name, client_ip, \
+                     user_agent, event, target, outcome, details, team_id, prev_hash, hash) \
+                     VALUES {}",
+                    rows.join(", ")
+                )
+            })
+            .collect()
+    };
+    let statements = match backend {
+        Backend::Sqlite => SQLITE.get_or_init(|| build(false)),
+        Backend::Postgres => POSTGRES.get_or_init(|| build(true)),
+    };
+    let i = INSERT_SIZES
+        .iter()
+        .position(|&n| n <= remaining)
+        .unwrap_or(INSERT_SIZES.len() - 1);
+    let sql = statements.get(i).map(String::as_str).unwrap_or_default();
+    (sql, INSERT_SIZES.get(i).copied().unwrap_or(1))
+}
 
 /// The bytes an entry's hash covers: a JSON object with a fixed field order
 /// (`v`, `seq`, `id`, `at`, `actor_id`, `actor_name`, `client_ip`,
@@ -171,22 +222,22 @@ pub fn canonical_entry_bytes(seq: i64, id: &str, e: &NewAuditEntry) -> Vec<u8> {
 
 /// The hashed fields, borrowed, with `details` already in canonical JSON
 /// (as it is stored).
-struct Fields<'a> {
-    seq: i64,
-    id: &'a str,
-    at: Micros,
-    actor_id: Option<&'a str>,
-    actor_name: Option<&'a str>,
-    client_ip: Option<&'a str>,
-    user_agent: Option<&'a str>,
-    event: &'a str,
-    target: Option<&'a str>,
-    outcome: &'a str,
-    team_id: Option<&'a str>,
-    details_json: &'a str,
+pub(crate) struct Fields<'a> {
+    pub(crate) seq: i64,
+    pub(crate) id: &'a str,
+    pub(crate) at: Micros,
+    pub(crate) actor_id: Option<&'a str>,
+    pub(crate) actor_name: Option<&'a str>,
+    pub(crate) client_ip: Option<&'a str>,
+    pub(crate) user_agent: Option<&'a str>,
+    pub(crate) event: &'a str,
+    pub(crate) target: Option<&'a str>,
+    pub(crate) outcome: &'a str,
+    pub(crate) team_id: Option<&'a str>,
+    pub(crate) details_json: &'a str,
 }
 
-fn write_canonical(buf: &mut Vec<u8>, f: &Fields<'_>) {
+pub(crate) fn write_canonical(buf: &mut Vec<u8>, f: &Fields<'_>) {
     buf.clear();
     buf.extend_from_slice(b"{\"v\":1,\"seq\":");
     buf.extend_from_slice(f.seq.to_string().as_bytes());
@@ -450,7 +501,15 @@ impl Store {
                 (seq, prev)
             }
         };
-        let mut seqs = Vec::with_capacity(entries.len());
+        // Chain every entry first, then insert them several rows per
+        // statement: one round trip per row is what makes inserts slow.
+        struct Linked {
+            seq: i64,
+            id: String,
+            prev: ChainHash,
+            hash: ChainHash,
+        }
+        let mut linked = Vec::with_capacity(entries.len());
         let mut buf = Vec::with_capacity(1024);
         for (e, details) in entries.iter().zip(details) {
             seq += 1;
@@ -473,30 +532,41 @@ impl Store {
                 },
             );
             let hash = key.link(&prev, &buf);
-            sqlx::query(
-                "INSERT INTO audit_log (seq, id, at, actor_id, actor_name, client_ip, user_agent, \
-                 event, target, outcome, details, team_id, prev_hash, hash) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)",
-            )
-            .bind(seq)
-            .bind(id)
-            .bind(e.at)
-            .bind(e.actor_id.as_deref())
-            .bind(e.actor_name.as_deref())
-            .bind(e.client_ip.as_deref())
-            .bind(e.user_agent.as_deref())
-            .bind(e.event.as_str())
-            .bind(e.target.as_deref())
-            .bind(e.outcome.as_str())
-            .bind(details.as_str())
-            .bind(e.team_id.as_deref())
-            .bind(prev.as_slice())
-            .bind(hash.as_slice())
-            .execute(&mut *tx)
-            .await?;
-            seqs.push(seq);
+            linked.push(Linked {
+                seq,
+                id,
+                prev,
+                hash,
+            });
             prev = hash;
         }
+        let rows: Vec<_> = entries.iter().zip(details).zip(&linked).collect();
+        let mut rest = rows.as_slice();
+        while !rest.is_empty() {
+            let (sql, n) = insert_statement(self.backend, rest.len());
+            let (chunk, tail) = rest.split_at(n);
+            rest = tail;
+            let mut q = sqlx::query(sql);
+            for ((e, details), l) in chunk {
+                q = q
+                    .bind(l.seq)
+                    .bind(l.id.as_str())
+                    .bind(e.at)
+                    .bind(e.actor_id.as_deref())
+                    .bind(e.actor_name.as_deref())
+                    .bind(e.client_ip.as_deref())
+                    .bind(e.user_agent.as_deref())
+                    .bind(e.event.as_str())
+                    .bind(e.target.as_deref())
+                    .bind(e.outcome.as_str())
+                    .bind(details.as_str())
+                    .bind(e.team_id.as_deref())
+                    .bind(l.prev.as_slice())
+                    .bind(l.hash.as_slice());
+            }
+            q.execute(&mut *tx).await?;
+        }
+        let seqs = linked.iter().map(|l| l.seq).collect();
         tx.commit().await?;
         Ok(seqs)
     }
@@ -562,183 +632,6 @@ impl Store {
         })
         .map_ok(|page| futures::stream::iter(page.into_iter().map(Ok::<_, StoreError>)))
         .try_flatten()
-    }
-
-    /// Walks the whole chain in `seq` order, recomputing every link with
-    /// `key`, and reports the first place it breaks.
-    ///
-    /// Pages of 10,000 entries are read by a separate task, a page or two
-    /// ahead of the hashing, so reading and hashing overlap.
-    pub async fn verify_audit_chain(&self, key: &ChainKey) -> Result<ChainReport, StoreError> {
-        let (tx, mut pages) = mpsc::channel(VERIFY_READ_AHEAD);
-        let reader = tokio::spawn(read_verify_pages(self.pool().clone(), tx));
-        let result = verify_pages(key, &mut pages).await;
-        drop(pages);
-        reader.abort();
-        result
-    }
-}
-
-type Page = Result<Vec<AnyRow>, sqlx::Error>;
-
-/// Reads the whole log in `seq` order, a page at a time, into `tx`. Stops
-/// after the last page, on an error, or when the receiver is gone.
-async fn read_verify_pages(pool: sqlx::AnyPool, tx: mpsc::Sender<Page>) {
-    let sql =
-        format!("SELECT {AUDIT_COLUMNS} FROM audit_log WHERE seq > $1 ORDER BY seq ASC LIMIT $2");
-    let mut after = i64::MIN;
-    loop {
-        let page = sqlx::query(&sql)
-            .bind(after)
-            .bind(VERIFY_PAGE)
-            .fetch_all(&pool)
-            .await;
-        let next = match &page {
-            Ok(rows) if rows.len() as i64 == VERIFY_PAGE => {
-                rows.last().and_then(|r| r.try_get::<i64, _>(0).ok())
-            }
-            _ => None,
-        };
-        if tx.send(page).await.is_err() {
-            return;
-        }
-        match next {
-            Some(last) => after = last,
-            None => return,
-        }
-    }
-}
-
-/// The verification proper, over the pages [`read_verify_pages`] sends.
-async fn verify_pages(
-    key: &ChainKey,
-    pages: &mut mpsc::Receiver<Page>,
-) -> Result<ChainReport, StoreError> {
-    let mut report = ChainReport {
-        checked: 0,
-        last_seq: None,
-        problem: None,
-    };
-    let mut prev: ChainHash = GENESIS;
-    let mut expected_seq: i64 = 1;
-    let mut buf = Vec::with_capacity(1024);
-    while let Some(page) = pages.recv().await {
-        let rows = page?;
-        for (i, row) in rows.iter().enumerate() {
-            if i % 1024 == 1023 {
-                // Hashing is CPU work: let other tasks on this thread run.
-                tokio::task::yield_now().await;
-            }
-            let seq: i64 = row.try_get(0)?;
-            if seq != expected_seq {
-                report.problem = Some(if seq < expected_seq {
-                    ChainProblem {
-                        seq,
-                        kind: ChainProblemKind::Inserted,
-                        message: format!("entry {seq} has a sequence number below 1"),
-                    }
-                } else {
-                    let missing = if seq - 1 == expected_seq {
-                        format!("entry {expected_seq} is missing")
-                    } else {
-                        format!("entries {expected_seq} to {} are missing", seq - 1)
-                    };
-                    ChainProblem {
-                        seq,
-                        kind: ChainProblemKind::Removed,
-                        message: format!("{missing} before entry {seq}"),
-                    }
-                });
-                return Ok(report);
-            }
-            let stored_prev: &[u8] = row.try_get(12)?;
-            let stored_hash: &[u8] = row.try_get(13)?;
-            write_canonical(
-                &mut buf,
-                &Fields {
-                    seq,
-                    id: row.try_get(1)?,
-                    at: row.try_get(2)?,
-                    actor_id: row.try_get(3)?,
-                    actor_name: row.try_get(4)?,
-                    client_ip: row.try_get(5)?,
-                    user_agent: row.try_get(6)?,
-                    event: row.try_get(7)?,
-                    target: row.try_get(8)?,
-                    outcome: row.try_get(9)?,
-                    team_id: row.try_get(11)?,
-                    details_json: row.try_get(10)?,
-                },
-            );
-            let recomputed = key.link(&prev, &buf);
-            if stored_prev != prev.as_slice() {
-                report.problem = Some(if stored_hash == recomputed.as_slice() {
-                    ChainProblem {
-                        seq,
-                        kind: ChainProblemKind::Altered,
-                        message: format!("entry {seq}: its stored previous hash was altered"),
-                    }
-                } else {
-                    ChainProblem {
-                        seq,
-                        kind: ChainProblemKind::Inserted,
-                        message: format!("entry {seq} does not link to entry {}", seq - 1),
-                    }
-                });
-                return Ok(report);
-            }
-            if stored_hash != recomputed.as_slice() {
-                // Tell an edited entry (the chain carries on from its stored
-                // hash) from a foreign one (nothing links to it).
-                let next_prev: Option<Vec<u8>> = match rows.get(i + 1) {
-                    Some(next) => Some(next.try_get(12)?),
-                    None => match pages.recv().await.transpose()? {
-                        Some(next_page) => match next_page.first() {
-                            Some(next) => Some(next.try_get(12)?),
-                            None => None,
-                        },
-                        None => None,
-                    },
-                };
-                report.problem = Some(classify_bad_hash(seq, stored_prev, stored_hash, next_prev));
-                return Ok(report);
-            }
-            prev = recomputed;
-            expected_seq = seq + 1;
-            report.checked += 1;
-            report.last_seq = Some(seq);
-        }
-    }
-    Ok(report)
-}
-
-/// Entry `seq` links to its predecessor but its own hash does not verify.
-/// `next_prev` is the stored previous hash of the entry after it, if any.
-fn classify_bad_hash(
-    seq: i64,
-    stored_prev: &[u8],
-    stored_hash: &[u8],
-    next_prev: Option<Vec<u8>>,
-) -> ChainProblem {
-    match next_prev {
-        None => ChainProblem {
-            seq,
-            kind: ChainProblemKind::Inserted,
-            message: format!(
-                "entry {seq}, the last, does not verify: it was added or altered without the \
-                 chain key"
-            ),
-        },
-        Some(np) if np.as_slice() != stored_hash && np.as_slice() == stored_prev => ChainProblem {
-            seq,
-            kind: ChainProblemKind::Inserted,
-            message: format!("entry {seq} does not verify and the next entry links past it"),
-        },
-        Some(_) => ChainProblem {
-            seq,
-            kind: ChainProblemKind::Altered,
-            message: format!("entry {seq} was altered: its hash does not verify"),
-        },
     }
 }
 

@@ -20,6 +20,7 @@ mod settings;
 pub mod testing;
 mod tokens;
 mod users;
+mod verify;
 
 use std::time::Duration;
 

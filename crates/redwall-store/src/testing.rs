@@ -80,6 +80,15 @@ impl TestDatabase {
         let ci = std::env::var("CI").is_ok_and(|v| v.eq_ignore_ascii_case("true"));
         let required = ci || from_env.is_some();
         let admin_url = from_env.unwrap_or_else(|| DEFAULT_POSTGRES_URL.to_owned());
+        TestDatabase::postgres_at(admin_url, required).await
+    }
+
+    /// [`TestDatabase::postgres`] on the server at `admin_url`; an
+    /// unreachable server is an error when `required`.
+    async fn postgres_at(
+        admin_url: String,
+        required: bool,
+    ) -> anyhow::Result<Option<TestDatabase>> {
         let shown = redact_url(&admin_url);
 
         let mut conn = match admin_connect(&admin_url).await {
@@ -309,7 +318,7 @@ macro_rules! both_backends {
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
-    use super::redact_url;
+    use super::{redact_url, TestDatabase};
 
     #[test]
     fn redacts_passwords() {
@@ -322,5 +331,20 @@ mod tests {
             "postgres://postgres@127.0.0.1:5432/postgres"
         );
         assert_eq!(redact_url("postgres://h/db"), "postgres://h/db");
+    }
+
+    #[tokio::test]
+    async fn unreachable_postgres_skips_or_fails() {
+        // Port 1 on loopback: nothing listens there.
+        let url = "postgres://postgres:pw@127.0.0.1:1/postgres".to_owned();
+        let skipped = TestDatabase::postgres_at(url.clone(), false).await.unwrap();
+        assert!(skipped.is_none());
+        let err = TestDatabase::postgres_at(url, true).await.unwrap_err();
+        let msg = err.to_string();
+        assert!(msg.contains("unreachable: CI requires it"), "{msg}");
+        assert!(
+            msg.contains("127.0.0.1:1") && !msg.contains(":pw@"),
+            "{msg}"
+        );
     }
 }

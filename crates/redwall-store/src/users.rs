@@ -44,6 +44,7 @@ const USER_COLUMNS: &str = "id, username, password_hash, is_admin, suspended, mf
 
 /// The upper bound on one page of [`Store::list_users`].
 const MAX_PAGE: i64 = 1000;
+const DEFAULT_PAGE: i64 = 100;
 
 fn user_from_row(row: &AnyRow) -> Result<User, sqlx::Error> {
     Ok(User {
@@ -137,13 +138,17 @@ impl Store {
     }
 
     /// One page of users ordered by (lowercased) username, starting after
-    /// `after_username`. `limit` is clamped to 1..=1000.
+    /// `after_username`. `limit` is at most 1000; zero or negative means 100.
     pub async fn list_users(
         &self,
         after_username: Option<&str>,
         limit: i64,
     ) -> Result<Vec<User>, StoreError> {
-        let limit = limit.clamp(1, MAX_PAGE);
+        let limit = if limit <= 0 {
+            DEFAULT_PAGE
+        } else {
+            limit.min(MAX_PAGE)
+        };
         let rows = match after_username {
             Some(after) => {
                 let sql = format!(
