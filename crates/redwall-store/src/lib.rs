@@ -17,6 +17,7 @@ mod audit;
 mod error;
 mod sessions;
 mod settings;
+mod teams;
 pub mod testing;
 mod tokens;
 mod users;
@@ -33,6 +34,7 @@ pub use audit::{
 };
 pub use error::StoreError;
 pub use sessions::Session;
+pub use teams::{Invitation, Member, MemberChange, Team};
 pub use tokens::ApiToken;
 pub use users::{NewUser, User};
 

@@ -17,13 +17,15 @@ pub struct ApiToken {
     pub display_prefix: String,
     pub scope: String,
     pub team_id: Option<String>,
+    /// When limited to some permissions: their names as a JSON array.
+    pub permissions: Option<String>,
     pub created_at: Micros,
     pub expires_at: Option<Micros>,
     pub last_used_at: Option<Micros>,
 }
 
 const TOKEN_COLUMNS: &str = "id, user_id, name, token_digest, display_prefix, scope, team_id, \
-     created_at, expires_at, last_used_at";
+     permissions, created_at, expires_at, last_used_at";
 
 fn token_from_row(row: &AnyRow) -> Result<ApiToken, sqlx::Error> {
     Ok(ApiToken {
@@ -34,6 +36,7 @@ fn token_from_row(row: &AnyRow) -> Result<ApiToken, sqlx::Error> {
         display_prefix: row.try_get("display_prefix")?,
         scope: row.try_get("scope")?,
         team_id: row.try_get("team_id")?,
+        permissions: row.try_get("permissions")?,
         created_at: row.try_get("created_at")?,
         expires_at: row.try_get("expires_at")?,
         last_used_at: row.try_get("last_used_at")?,
@@ -45,8 +48,8 @@ impl Store {
     pub async fn create_api_token(&self, t: &ApiToken) -> Result<(), StoreError> {
         sqlx::query(
             "INSERT INTO api_tokens (id, user_id, name, token_digest, display_prefix, scope, \
-             team_id, created_at, expires_at, last_used_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+             team_id, permissions, created_at, expires_at, last_used_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
         )
         .bind(&t.id)
         .bind(&t.user_id)
@@ -55,6 +58,7 @@ impl Store {
         .bind(&t.display_prefix)
         .bind(&t.scope)
         .bind(&t.team_id)
+        .bind(&t.permissions)
         .bind(t.created_at)
         .bind(t.expires_at)
         .bind(t.last_used_at)

@@ -57,6 +57,7 @@ pub fn token(id: &str, user_id: &str, created: Micros) -> ApiToken {
         display_prefix: "rw_abcd".to_owned(),
         scope: "read".to_owned(),
         team_id: None,
+        permissions: None,
         created_at: created,
         expires_at: Some(created + 1_000_000),
         last_used_at: None,

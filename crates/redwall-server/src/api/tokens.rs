@@ -112,6 +112,7 @@ pub async fn create(
         display_prefix: token::display_prefix(secret.expose()),
         scope: req.scope.name().to_string(),
         team_id: None,
+        permissions: None,
         created_at: now,
         expires_at: req
             .expires_in_days
