@@ -34,6 +34,19 @@ pub enum AuditEvent {
     AccessDenied,
     CsrfRejected,
     AuditExported,
+    TeamCreated,
+    TeamRenamed,
+    TeamSettingsChanged,
+    TeamDeleted,
+    MemberInvited,
+    InvitationRevoked,
+    InvitationAccepted,
+    InvitationDeclined,
+    MemberRoleChanged,
+    MemberRemoved,
+    MemberLeft,
+    AdminTeamAccess,
+    TeamAuditExported,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
@@ -55,7 +68,7 @@ impl Outcome {
 }
 
 impl AuditEvent {
-    pub const ALL: [AuditEvent; 29] = [
+    pub const ALL: [AuditEvent; 42] = [
         AuditEvent::SetupCompleted,
         AuditEvent::SetupTokenRejected,
         AuditEvent::LoginSucceeded,
@@ -85,6 +98,19 @@ impl AuditEvent {
         AuditEvent::AccessDenied,
         AuditEvent::CsrfRejected,
         AuditEvent::AuditExported,
+        AuditEvent::TeamCreated,
+        AuditEvent::TeamRenamed,
+        AuditEvent::TeamSettingsChanged,
+        AuditEvent::TeamDeleted,
+        AuditEvent::MemberInvited,
+        AuditEvent::InvitationRevoked,
+        AuditEvent::InvitationAccepted,
+        AuditEvent::InvitationDeclined,
+        AuditEvent::MemberRoleChanged,
+        AuditEvent::MemberRemoved,
+        AuditEvent::MemberLeft,
+        AuditEvent::AdminTeamAccess,
+        AuditEvent::TeamAuditExported,
     ];
 
     /// The stable name stored in the log and used in filters ("auth.*").
@@ -120,6 +146,19 @@ impl AuditEvent {
             AccessDenied => "access.denied",
             CsrfRejected => "access.csrf_rejected",
             AuditExported => "audit.exported",
+            TeamCreated => "team.created",
+            TeamRenamed => "team.renamed",
+            TeamSettingsChanged => "team.settings_changed",
+            TeamDeleted => "team.deleted",
+            MemberInvited => "team.member_invited",
+            InvitationRevoked => "team.invitation_revoked",
+            InvitationAccepted => "team.member_joined",
+            InvitationDeclined => "team.invitation_declined",
+            MemberRoleChanged => "team.role_changed",
+            MemberRemoved => "team.member_removed",
+            MemberLeft => "team.member_left",
+            AdminTeamAccess => "admin.team_access",
+            TeamAuditExported => "team.audit_exported",
         }
     }
 }

@@ -1,17 +1,18 @@
 //! The one permission table.
 //!
-//! Every route names a [`Permission`]; whether a principal holds it is decided
-//! here and nowhere else. Later issues add team roles as further holders in
-//! the same table.
+//! Every route names a [`Permission`]; whether a caller holds it is decided
+//! from this table and nowhere else. Platform permissions are held through
+//! the platform role; team permissions through the caller's role in the team
+//! the request addresses.
 
 use serde::Serialize;
 
 /// A named capability a request needs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
 pub enum Permission {
-    /// See one's own account, sessions, tokens and MFA state.
+    /// See one's own account, sessions, tokens, MFA state, teams and invitations.
     AccountRead,
-    /// Change one's own password, end one's own sessions, manage one's own tokens.
+    /// Change one's own password, sessions, tokens; answer one's invitations.
     AccountWrite,
     /// Enrol, confirm or remove one's own MFA. Allowed while MFA enrolment is pending.
     AccountMfa,
@@ -25,13 +26,47 @@ pub enum Permission {
     SettingsRead,
     /// Change platform settings.
     SettingsWrite,
-    /// Read and export the platform audit log.
+    /// Read and export the platform audit log (every team's entries included).
     AuditPlatformRead,
     /// Scrape Prometheus metrics.
     MetricsRead,
+    /// Create a team (the creator becomes its Owner).
+    TeamCreate,
+    /// See the team, its settings and its instances' names and status.
+    TeamRead,
+    /// Rename the team and change its settings.
+    TeamSettingsWrite,
+    /// Delete the team.
+    TeamDelete,
+    /// See the members and their roles.
+    TeamMembersRead,
+    /// Invite, remove members and change roles.
+    TeamMembersManage,
+    /// Leave the team.
+    TeamLeave,
+    /// Read and export the team audit log.
+    AuditTeamRead,
+    /// Create an instance in the team.
+    InstanceCreate,
+    /// See an instance's details, status and logs.
+    InstanceRead,
+    /// Start, stop and restart instances.
+    InstanceControl,
+    /// Delete an instance.
+    InstanceDelete,
+    /// Open the Node-RED editor with full rights (deploy).
+    InstanceEditorWrite,
+    /// Open the Node-RED editor read-only.
+    InstanceEditorRead,
+    /// Open the dashboards and forms an instance serves.
+    InstanceDashboard,
+    /// Set environment variables and secrets.
+    InstanceEnvWrite,
+    /// Change an instance's HTTP route policies and API keys.
+    InstancePolicyWrite,
 }
 
-/// A role at platform level. Team roles arrive with the teams issue.
+/// A role at platform level.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
 pub enum PlatformRole {
     User,
@@ -49,97 +84,241 @@ impl PlatformRole {
     }
 }
 
-/// One row of the table: a permission, whether it only reads, and who holds it.
+/// A member's role in a team, from least to most powerful (the derived
+/// order is the power order).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TeamRole {
+    Dashboard,
+    Viewer,
+    Member,
+    Owner,
+}
+
+impl TeamRole {
+    pub const ALL: [TeamRole; 4] = [
+        TeamRole::Dashboard,
+        TeamRole::Viewer,
+        TeamRole::Member,
+        TeamRole::Owner,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            TeamRole::Dashboard => "dashboard",
+            TeamRole::Viewer => "viewer",
+            TeamRole::Member => "member",
+            TeamRole::Owner => "owner",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<TeamRole> {
+        TeamRole::ALL.into_iter().find(|r| r.name() == s)
+    }
+}
+
+/// Where a permission is held.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Scope {
+    /// Through the platform role.
+    Platform,
+    /// Through the role in the team the request addresses.
+    Team,
+}
+
+/// One row of the table.
 #[derive(Clone, Copy, Debug, Serialize)]
 pub struct PermissionRow {
     pub permission: Permission,
     pub name: &'static str,
+    pub scope: Scope,
     /// Read-only permissions are what a read-scoped token may use.
     pub read_only: bool,
     /// Usable by a user who must still enrol in MFA before anything else.
     pub during_mfa_enrolment: bool,
+    /// Holders, for `Scope::Platform`.
     pub platform_roles: &'static [PlatformRole],
+    /// Holders, for `Scope::Team`.
+    pub team_roles: &'static [TeamRole],
 }
 
 use PlatformRole::{Admin, User};
+use TeamRole::{Dashboard, Member, Owner, Viewer};
 
 const EVERYONE: &[PlatformRole] = &[User, Admin];
 const ADMINS: &[PlatformRole] = &[Admin];
+const ALL_MEMBERS: &[TeamRole] = &[Dashboard, Viewer, Member, Owner];
+const READERS: &[TeamRole] = &[Viewer, Member, Owner];
+const WRITERS: &[TeamRole] = &[Member, Owner];
+const OWNERS: &[TeamRole] = &[Owner];
 
-/// The table. Keep it sorted like the enum; `permission_table_is_complete` checks it.
+const fn platform(
+    permission: Permission,
+    name: &'static str,
+    read_only: bool,
+    during_mfa_enrolment: bool,
+    roles: &'static [PlatformRole],
+) -> PermissionRow {
+    PermissionRow {
+        permission,
+        name,
+        scope: Scope::Platform,
+        read_only,
+        during_mfa_enrolment,
+        platform_roles: roles,
+        team_roles: &[],
+    }
+}
+
+const fn team(
+    permission: Permission,
+    name: &'static str,
+    read_only: bool,
+    roles: &'static [TeamRole],
+) -> PermissionRow {
+    PermissionRow {
+        permission,
+        name,
+        scope: Scope::Team,
+        read_only,
+        during_mfa_enrolment: false,
+        platform_roles: &[],
+        team_roles: roles,
+    }
+}
+
+/// The table, in the enum's order (a test keeps it so).
 pub const TABLE: &[PermissionRow] = &[
-    row(
+    platform(
         Permission::AccountRead,
         "account:read",
         true,
         true,
         EVERYONE,
     ),
-    row(
+    platform(
         Permission::AccountWrite,
         "account:write",
         false,
         false,
         EVERYONE,
     ),
-    row(Permission::AccountMfa, "account:mfa", false, true, EVERYONE),
-    row(
+    platform(Permission::AccountMfa, "account:mfa", false, true, EVERYONE),
+    platform(
         Permission::AccountLogout,
         "account:logout",
         false,
         true,
         EVERYONE,
     ),
-    row(Permission::UsersRead, "users:read", true, false, ADMINS),
-    row(
+    platform(Permission::UsersRead, "users:read", true, false, ADMINS),
+    platform(
         Permission::UsersManage,
         "users:manage",
         false,
         false,
         ADMINS,
     ),
-    row(
+    platform(
         Permission::SettingsRead,
         "platform:settings:read",
         true,
         false,
         ADMINS,
     ),
-    row(
+    platform(
         Permission::SettingsWrite,
         "platform:settings:write",
         false,
         false,
         ADMINS,
     ),
-    row(
+    platform(
         Permission::AuditPlatformRead,
         "audit:platform:read",
         true,
         false,
         ADMINS,
     ),
-    row(Permission::MetricsRead, "metrics:read", true, false, ADMINS),
+    platform(Permission::MetricsRead, "metrics:read", true, false, ADMINS),
+    platform(
+        Permission::TeamCreate,
+        "team:create",
+        false,
+        false,
+        EVERYONE,
+    ),
+    team(Permission::TeamRead, "team:read", true, ALL_MEMBERS),
+    team(
+        Permission::TeamSettingsWrite,
+        "team:settings:write",
+        false,
+        OWNERS,
+    ),
+    team(Permission::TeamDelete, "team:delete", false, OWNERS),
+    team(
+        Permission::TeamMembersRead,
+        "team:members:read",
+        true,
+        READERS,
+    ),
+    team(
+        Permission::TeamMembersManage,
+        "team:members:manage",
+        false,
+        OWNERS,
+    ),
+    team(Permission::TeamLeave, "team:leave", false, ALL_MEMBERS),
+    team(Permission::AuditTeamRead, "audit:team:read", true, OWNERS),
+    team(
+        Permission::InstanceCreate,
+        "instance:create",
+        false,
+        WRITERS,
+    ),
+    team(Permission::InstanceRead, "instance:read", true, READERS),
+    team(
+        Permission::InstanceControl,
+        "instance:control",
+        false,
+        WRITERS,
+    ),
+    team(Permission::InstanceDelete, "instance:delete", false, OWNERS),
+    team(
+        Permission::InstanceEditorWrite,
+        "instance:editor:write",
+        false,
+        WRITERS,
+    ),
+    team(
+        Permission::InstanceEditorRead,
+        "instance:editor:read",
+        true,
+        READERS,
+    ),
+    team(
+        Permission::InstanceDashboard,
+        "instance:dashboard",
+        true,
+        ALL_MEMBERS,
+    ),
+    team(
+        Permission::InstanceEnvWrite,
+        "instance:env:write",
+        false,
+        WRITERS,
+    ),
+    team(
+        Permission::InstancePolicyWrite,
+        "instance:policy:write",
+        false,
+        WRITERS,
+    ),
 ];
 
-const fn row(
-    permission: Permission,
-    name: &'static str,
-    read_only: bool,
-    during_mfa_enrolment: bool,
-    platform_roles: &'static [PlatformRole],
-) -> PermissionRow {
-    PermissionRow {
-        permission,
-        name,
-        read_only,
-        during_mfa_enrolment,
-        platform_roles,
-    }
-}
-
 impl Permission {
-    pub const ALL: [Permission; 10] = [
+    pub const ALL: [Permission; 27] = [
         Permission::AccountRead,
         Permission::AccountWrite,
         Permission::AccountMfa,
@@ -150,10 +329,27 @@ impl Permission {
         Permission::SettingsWrite,
         Permission::AuditPlatformRead,
         Permission::MetricsRead,
+        Permission::TeamCreate,
+        Permission::TeamRead,
+        Permission::TeamSettingsWrite,
+        Permission::TeamDelete,
+        Permission::TeamMembersRead,
+        Permission::TeamMembersManage,
+        Permission::TeamLeave,
+        Permission::AuditTeamRead,
+        Permission::InstanceCreate,
+        Permission::InstanceRead,
+        Permission::InstanceControl,
+        Permission::InstanceDelete,
+        Permission::InstanceEditorWrite,
+        Permission::InstanceEditorRead,
+        Permission::InstanceDashboard,
+        Permission::InstanceEnvWrite,
+        Permission::InstancePolicyWrite,
     ];
 
     pub fn row(self) -> &'static PermissionRow {
-        // The table is indexed like the enum; the test below keeps it so.
+        // The table is indexed like the enum; a test keeps it so.
         &TABLE[self as usize]
     }
 
@@ -165,14 +361,30 @@ impl Permission {
         self.row().read_only
     }
 
+    pub fn scope(self) -> Scope {
+        self.row().scope
+    }
+
     pub fn from_name(name: &str) -> Option<Permission> {
         TABLE.iter().find(|r| r.name == name).map(|r| r.permission)
     }
 }
 
-/// Whether a platform role holds a permission, by the table alone.
+/// Whether a platform role holds a platform permission, by the table alone.
 pub fn role_holds(role: PlatformRole, permission: Permission) -> bool {
     permission.row().platform_roles.contains(&role)
+}
+
+/// Whether a team role holds a team permission, by the table alone.
+pub fn team_role_holds(role: TeamRole, permission: Permission) -> bool {
+    permission.row().team_roles.contains(&role)
+}
+
+/// The team permissions a role holds (what `GET /api/v1/permissions` shows per role).
+pub fn team_permissions(role: TeamRole) -> impl Iterator<Item = Permission> {
+    Permission::ALL
+        .into_iter()
+        .filter(move |p| team_role_holds(role, *p))
 }
 
 #[cfg(test)]
@@ -200,12 +412,81 @@ mod tests {
     }
 
     #[test]
-    fn admin_holds_everything_a_user_holds() {
+    fn every_row_has_holders_of_its_own_scope_only() {
+        for row in TABLE {
+            match row.scope {
+                Scope::Platform => {
+                    assert!(
+                        !row.platform_roles.is_empty() && row.team_roles.is_empty(),
+                        "{}",
+                        row.name
+                    )
+                }
+                Scope::Team => {
+                    assert!(
+                        row.platform_roles.is_empty() && !row.team_roles.is_empty(),
+                        "{}",
+                        row.name
+                    );
+                    assert!(!row.during_mfa_enrolment, "{}", row.name);
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn a_role_never_holds_what_a_more_powerful_role_lacks() {
         for p in Permission::ALL {
+            for weak in TeamRole::ALL {
+                for strong in TeamRole::ALL.into_iter().filter(|s| *s > weak) {
+                    if team_role_holds(weak, p) {
+                        assert!(
+                            team_role_holds(strong, p),
+                            "{weak:?} has {p:?} but {strong:?} lacks it"
+                        );
+                    }
+                }
+            }
             if role_holds(PlatformRole::User, p) {
                 assert!(role_holds(PlatformRole::Admin, p), "{p:?}");
             }
         }
+    }
+
+    #[test]
+    fn the_roles_match_their_descriptions() {
+        use Permission as P;
+        // Owner: everything in the team.
+        assert!(Permission::ALL
+            .iter()
+            .filter(|p| p.scope() == Scope::Team)
+            .all(|p| team_role_holds(TeamRole::Owner, *p)));
+        // Member: uses and changes instances, but cannot manage members or delete.
+        for p in [
+            P::InstanceControl,
+            P::InstanceEditorWrite,
+            P::InstanceEnvWrite,
+            P::InstancePolicyWrite,
+        ] {
+            assert!(team_role_holds(TeamRole::Member, p), "{p:?}");
+        }
+        for p in [
+            P::TeamMembersManage,
+            P::TeamDelete,
+            P::InstanceDelete,
+            P::TeamSettingsWrite,
+        ] {
+            assert!(!team_role_holds(TeamRole::Member, p), "{p:?}");
+        }
+        // Viewer: read-only.
+        assert!(team_permissions(TeamRole::Viewer).all(|p| p.is_read_only() || p == P::TeamLeave));
+        assert!(team_role_holds(TeamRole::Viewer, P::InstanceEditorRead));
+        // Dashboard: only dashboards (plus seeing the team and leaving it).
+        let dashboard: Vec<_> = team_permissions(TeamRole::Dashboard).collect();
+        assert_eq!(
+            dashboard,
+            vec![P::TeamRead, P::TeamLeave, P::InstanceDashboard]
+        );
     }
 
     #[test]

@@ -66,6 +66,22 @@ pub async fn record(
     target: Option<String>,
     details: serde_json::Value,
 ) -> ApiResult<()> {
+    record_in_team(state, None, actor, client, event, outcome, target, details).await
+}
+
+/// Like [`record`], for an event that belongs to a team's log too (platform
+/// admins see every team's entries in the platform log).
+#[allow(clippy::too_many_arguments)]
+pub async fn record_in_team(
+    state: &AppState,
+    team_id: Option<&str>,
+    actor: Option<&Actor>,
+    client: &ClientInfo,
+    event: AuditEvent,
+    outcome: Outcome,
+    target: Option<String>,
+    details: serde_json::Value,
+) -> ApiResult<()> {
     let entry = NewAuditEntry {
         at: state.now(),
         actor_id: actor.and_then(|a| a.id.clone()),
@@ -76,7 +92,7 @@ pub async fn record(
         target,
         outcome: outcome.name().to_string(),
         details,
-        team_id: None,
+        team_id: team_id.map(str::to_string),
     };
     state.metrics.audit_appended();
     state

@@ -11,6 +11,7 @@ use redwall_crypto::chain::ChainKey;
 use redwall_crypto::keyring::Keyring;
 use redwall_crypto::password::PasswordHasher;
 use redwall_crypto::token::TokenDigest;
+use redwall_policy::permission::{Permission, TeamRole};
 use redwall_policy::{Micros, MICROS_PER_SECOND};
 use redwall_store::{AuditWriter, Store};
 use std::ops::Deref;
@@ -46,6 +47,10 @@ pub struct Inner {
     pub sessions: TtlCache<TokenDigest, CachedSession>,
     pub tokens: TtlCache<TokenDigest, CachedToken>,
     pub users: TtlCache<String, CachedUser>,
+    /// (team id, user id) -> role, or `None` for "not a member".
+    pub memberships: TtlCache<(String, String), Option<TeamRole>>,
+    /// team id -> what the guard needs of the team, or `None` for "no such team".
+    pub teams: TtlCache<String, Option<CachedTeam>>,
     pub throttle: LoginThrottle,
     pub activity: ActivityBuffer,
     pub metrics: Metrics,
@@ -67,6 +72,14 @@ pub struct CachedToken {
     pub user_id: String,
     pub scope: redwall_policy::access::TokenScope,
     pub expires_at: Option<Micros>,
+    pub team_id: Option<String>,
+    /// When limited to some permissions.
+    pub permissions: Option<Vec<Permission>>,
+}
+
+#[derive(Clone, Debug)]
+pub struct CachedTeam {
+    pub require_mfa: bool,
 }
 
 #[derive(Clone, Debug)]
@@ -111,6 +124,8 @@ impl AppState {
             sessions: TtlCache::new(GRANT_CACHE_MICROS, 100_000),
             tokens: TtlCache::new(GRANT_CACHE_MICROS, 100_000),
             users: TtlCache::new(GRANT_CACHE_MICROS, 100_000),
+            memberships: TtlCache::new(GRANT_CACHE_MICROS, 100_000),
+            teams: TtlCache::new(GRANT_CACHE_MICROS, 100_000),
             throttle: LoginThrottle::default(),
             activity: ActivityBuffer::default(),
             metrics: Metrics::default(),
@@ -131,6 +146,21 @@ impl AppState {
         self.users.remove(&user_id.to_string());
         self.sessions.retain(|_, s| s.user_id != user_id);
         self.tokens.retain(|_, t| t.user_id != user_id);
+        self.memberships.retain(|(_, u), _| u != user_id);
+    }
+
+    /// After a role change, a removal, or a join.
+    pub fn forget_membership(&self, team_id: &str, user_id: &str) {
+        self.memberships
+            .remove(&(team_id.to_string(), user_id.to_string()));
+    }
+
+    /// After a settings change or deletion of a team.
+    pub fn forget_team(&self, team_id: &str) {
+        self.teams.remove(&team_id.to_string());
+        self.memberships.retain(|(t, _), _| t != team_id);
+        self.tokens
+            .retain(|_, tok| tok.team_id.as_deref() != Some(team_id));
     }
 
     pub fn forget_session(&self, session_id: &str) {

@@ -132,7 +132,21 @@ pub async fn list(
     State(state): State<AppState>,
     Query(q): Query<AuditQuery>,
 ) -> ApiResult<Json<AuditPage>> {
-    let f = filter(q)?;
+    page(&state, filter(q)?).await
+}
+
+/// The team's own log: the same filters, only entries of this team.
+pub async fn list_team(
+    State(state): State<AppState>,
+    principal: Principal,
+    Query(q): Query<AuditQuery>,
+) -> ApiResult<Json<AuditPage>> {
+    let mut f = filter(q)?;
+    f.team_id = Some(principal.team()?.team_id.clone());
+    page(&state, f).await
+}
+
+async fn page(state: &AppState, f: AuditFilter) -> ApiResult<Json<AuditPage>> {
     let limit = f.limit;
     let records = state.store.list_audit(&f).await?;
     let next_cursor = (records.len() as i64 == limit)
@@ -151,12 +165,40 @@ pub async fn export(
     client: ClientInfo,
     Query(q): Query<AuditQuery>,
 ) -> ApiResult<Response> {
-    let f = filter(q)?;
-    audit::record(
+    export_filtered(
+        state,
+        principal,
+        client,
+        filter(q)?,
+        AuditEvent::AuditExported,
+    )
+    .await
+}
+
+pub async fn export_team(
+    State(state): State<AppState>,
+    principal: Principal,
+    client: ClientInfo,
+    Query(q): Query<AuditQuery>,
+) -> ApiResult<Response> {
+    let mut f = filter(q)?;
+    f.team_id = Some(principal.team()?.team_id.clone());
+    export_filtered(state, principal, client, f, AuditEvent::TeamAuditExported).await
+}
+
+async fn export_filtered(
+    state: AppState,
+    principal: Principal,
+    client: ClientInfo,
+    f: AuditFilter,
+    event: AuditEvent,
+) -> ApiResult<Response> {
+    audit::record_in_team(
         &state,
+        f.team_id.as_deref(),
         Some(&Actor::of(&principal)),
         &client,
-        AuditEvent::AuditExported,
+        event,
         Outcome::Success,
         None,
         json!({ "actor": f.actor, "event": f.event, "since": f.since.map(rfc3339), "until": f.until.map(rfc3339) }),

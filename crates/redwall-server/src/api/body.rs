@@ -84,3 +84,27 @@ impl<S: Send + Sync> FromRequestParts<S> for IdPath {
         }
     }
 }
+
+/// The second id of a team route (`/api/v1/teams/{team}/.../{id}`). The team
+/// itself is resolved and checked by the guard.
+pub struct TeamItemPath(pub String);
+
+impl<S: Send + Sync> FromRequestParts<S> for TeamItemPath {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        #[derive(serde::Deserialize)]
+        struct Params {
+            id: String,
+        }
+        let axum::extract::Path(Params { id }) =
+            axum::extract::Path::<Params>::from_request_parts(parts, state)
+                .await
+                .map_err(|_| ApiError::not_found())?;
+        if crate::ids::looks_like_id(&id) {
+            Ok(TeamItemPath(id))
+        } else {
+            Err(ApiError::not_found())
+        }
+    }
+}

@@ -6,12 +6,14 @@
 pub mod audit;
 pub mod auth;
 pub mod body;
+pub mod invitations;
 pub mod me;
 pub mod mfa;
 pub mod openapi;
 pub mod settings;
 pub mod setup;
 pub mod system;
+pub mod teams;
 pub mod tokens;
 pub mod users;
 
@@ -346,6 +348,139 @@ pub fn routes() -> Vec<Route> {
             P::AuditPlatformRead,
             "Audit log as JSON Lines, oldest first",
             audit::export,
+        ),
+        needs(
+            M::GET,
+            "/api/v1/teams",
+            P::AccountRead,
+            "The caller's teams with their role in each",
+            teams::list_mine,
+        )
+        .response(schema::<teams::TeamView>()),
+        needs(
+            M::POST,
+            "/api/v1/teams",
+            P::TeamCreate,
+            "Create a team (the caller becomes Owner)",
+            teams::create,
+        )
+        .request(schema::<teams::NewTeam>())
+        .response(schema::<teams::TeamView>()),
+        needs(
+            M::GET,
+            "/api/v1/teams/{team}",
+            P::TeamRead,
+            "One team",
+            teams::get,
+        )
+        .response(schema::<teams::TeamView>()),
+        needs(
+            M::PATCH,
+            "/api/v1/teams/{team}",
+            P::TeamSettingsWrite,
+            "Rename the team or change its settings",
+            teams::update,
+        )
+        .request(schema::<teams::TeamChange>())
+        .response(schema::<teams::TeamView>()),
+        needs(
+            M::DELETE,
+            "/api/v1/teams/{team}",
+            P::TeamDelete,
+            "Delete the team (repeat its name)",
+            teams::delete,
+        )
+        .request(schema::<teams::DeleteTeam>()),
+        needs(
+            M::GET,
+            "/api/v1/teams/{team}/members",
+            P::TeamMembersRead,
+            "Members and their roles",
+            teams::members,
+        )
+        .response(schema::<teams::MemberView>()),
+        needs(
+            M::PUT,
+            "/api/v1/teams/{team}/members/{id}",
+            P::TeamMembersManage,
+            "Change a member's role",
+            teams::change_role,
+        )
+        .request(schema::<teams::RoleChange>()),
+        needs(
+            M::DELETE,
+            "/api/v1/teams/{team}/members/{id}",
+            P::TeamMembersManage,
+            "Remove a member",
+            teams::remove_member,
+        ),
+        needs(
+            M::POST,
+            "/api/v1/teams/{team}/leave",
+            P::TeamLeave,
+            "Leave the team",
+            teams::leave,
+        ),
+        needs(
+            M::GET,
+            "/api/v1/teams/{team}/invitations",
+            P::TeamMembersManage,
+            "Open invitations",
+            invitations::list_for_team,
+        )
+        .response(schema::<invitations::InvitationView>()),
+        needs(
+            M::POST,
+            "/api/v1/teams/{team}/invitations",
+            P::TeamMembersManage,
+            "Invite a user by username",
+            invitations::create,
+        )
+        .request(schema::<invitations::NewInvitation>())
+        .response(schema::<invitations::InvitationView>()),
+        needs(
+            M::DELETE,
+            "/api/v1/teams/{team}/invitations/{id}",
+            P::TeamMembersManage,
+            "Revoke an invitation",
+            invitations::revoke,
+        ),
+        needs(
+            M::GET,
+            "/api/v1/teams/{team}/audit",
+            P::AuditTeamRead,
+            "The team's audit log",
+            audit::list_team,
+        )
+        .response(schema::<audit::AuditPage>()),
+        needs(
+            M::GET,
+            "/api/v1/teams/{team}/audit/export",
+            P::AuditTeamRead,
+            "The team's audit log as JSON Lines",
+            audit::export_team,
+        ),
+        needs(
+            M::GET,
+            "/api/v1/me/invitations",
+            P::AccountRead,
+            "Invitations addressed to the caller",
+            invitations::list_mine,
+        )
+        .response(schema::<invitations::InvitationView>()),
+        needs(
+            M::POST,
+            "/api/v1/me/invitations/{id}/accept",
+            P::AccountWrite,
+            "Accept an invitation",
+            invitations::accept,
+        ),
+        needs(
+            M::POST,
+            "/api/v1/me/invitations/{id}/decline",
+            P::AccountWrite,
+            "Decline an invitation",
+            invitations::decline,
         ),
     ]
 }

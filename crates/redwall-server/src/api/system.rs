@@ -41,8 +41,10 @@ pub async fn permissions() -> Json<Value> {
         .map(|row| {
             json!({
                 "name": row.name,
+                "scope": row.scope,
                 "read_only": row.read_only,
-                "roles": row.platform_roles.iter().map(|r| r.name()).collect::<Vec<_>>(),
+                "platform_roles": row.platform_roles.iter().map(|r| r.name()).collect::<Vec<_>>(),
+                "team_roles": row.team_roles.iter().map(|r| r.name()).collect::<Vec<_>>(),
             })
         })
         .collect();

@@ -13,6 +13,7 @@ use axum::Json;
 use redwall_crypto::token::{self, PERSONAL_ACCESS_PREFIX};
 use redwall_policy::access::TokenScope;
 use redwall_policy::audit_event::{AuditEvent, Outcome};
+use redwall_policy::permission::{Permission, Scope};
 use redwall_policy::MICROS_PER_SECOND;
 use redwall_store::ApiToken;
 use serde::{Deserialize, Serialize};
@@ -31,6 +32,12 @@ pub struct NewToken {
     /// Days until the token expires (1 to 366); omit for no expiry.
     #[serde(default)]
     pub expires_in_days: Option<i64>,
+    /// Limit the token to one of your teams.
+    #[serde(default)]
+    pub team_id: Option<String>,
+    /// Limit the token to these permissions (names from /api/v1/permissions).
+    #[serde(default)]
+    pub permissions: Option<Vec<String>>,
 }
 
 #[derive(Serialize, utoipa::ToSchema)]
@@ -40,6 +47,8 @@ pub struct TokenView {
     /// The first characters, to recognise the token; never the token itself.
     pub prefix: String,
     pub scope: String,
+    pub team_id: Option<String>,
+    pub permissions: Option<Vec<String>>,
     pub created_at: String,
     pub expires_at: Option<String>,
     pub last_used_at: Option<String>,
@@ -59,6 +68,11 @@ fn view(t: &ApiToken, last_used: Option<i64>) -> TokenView {
         name: t.name.clone(),
         prefix: t.display_prefix.clone(),
         scope: t.scope.clone(),
+        team_id: t.team_id.clone(),
+        permissions: t
+            .permissions
+            .as_deref()
+            .and_then(|p| serde_json::from_str(p).ok()),
         created_at: rfc3339(t.created_at),
         expires_at: t.expires_at.map(rfc3339),
         last_used_at: last_used.or(t.last_used_at).map(rfc3339),
@@ -96,6 +110,7 @@ pub async fn create(
             ));
         }
     }
+    let (team_id, permissions) = validate_limits(&state, &principal, &req).await?;
     if state.store.list_api_tokens(&principal.user_id).await?.len() >= MAX_TOKENS_PER_USER {
         return Err(ApiError::conflict(
             "too_many_tokens",
@@ -111,8 +126,8 @@ pub async fn create(
         token_digest: token::token_digest(secret.expose()).to_vec(),
         display_prefix: token::display_prefix(secret.expose()),
         scope: req.scope.name().to_string(),
-        team_id: None,
-        permissions: None,
+        team_id,
+        permissions,
         created_at: now,
         expires_at: req
             .expires_in_days
@@ -127,7 +142,7 @@ pub async fn create(
         AuditEvent::TokenCreated,
         Outcome::Success,
         Some(format!("token:{}", record.id)),
-        json!({ "name": record.name, "scope": record.scope, "prefix": record.display_prefix }),
+        json!({ "name": record.name, "scope": record.scope, "prefix": record.display_prefix, "team_id": record.team_id, "permissions": record.permissions }),
     )
     .await?;
     Ok((
@@ -137,6 +152,69 @@ pub async fn create(
             details: view(&record, None),
         }),
     ))
+}
+
+/// A team limit must name one of the caller's teams; a permission limit must
+/// name known permissions, and with a team limit only team permissions (and
+/// account:read, so the token can say whose it is). The limits only narrow:
+/// at each use the caller's current role still decides.
+async fn validate_limits(
+    state: &AppState,
+    principal: &Principal,
+    req: &NewToken,
+) -> ApiResult<(Option<String>, Option<String>)> {
+    let invalid = |code: &'static str, message: String| {
+        ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, code, message)
+    };
+    if let Some(team) = &req.team_id {
+        let member = crate::ids::looks_like_id(team)
+            && state
+                .store
+                .get_member_role(team, &principal.user_id)
+                .await?
+                .is_some();
+        if !member {
+            return Err(invalid(
+                "invalid_team",
+                "you are not a member of this team".into(),
+            ));
+        }
+    }
+    let permissions = match &req.permissions {
+        None => None,
+        Some(names) => {
+            if names.is_empty() || names.len() > 64 {
+                return Err(invalid(
+                    "invalid_permissions",
+                    "list 1 to 64 permissions".into(),
+                ));
+            }
+            let mut list = Vec::new();
+            for name in names {
+                let Some(p) = Permission::from_name(name) else {
+                    return Err(invalid(
+                        "invalid_permissions",
+                        format!(
+                            "unknown permission {:?}",
+                            name.chars().take(60).collect::<String>()
+                        ),
+                    ));
+                };
+                if req.team_id.is_some() && p.scope() != Scope::Team && p != Permission::AccountRead
+                {
+                    return Err(invalid(
+                        "invalid_permissions",
+                        format!("{} is not a team permission", p.name()),
+                    ));
+                }
+                list.push(p.name());
+            }
+            list.sort_unstable();
+            list.dedup();
+            Some(serde_json::to_string(&list).map_err(ApiError::internal)?)
+        }
+    };
+    Ok((req.team_id.clone(), permissions))
 }
 
 pub async fn revoke(

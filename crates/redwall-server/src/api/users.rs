@@ -196,6 +196,17 @@ pub async fn delete(
 ) -> ApiResult<StatusCode> {
     let target = existing(&state, &id).await?;
     refuse_self_or_last_admin(&state, &principal, &target).await?;
+    let orphaned = state.store.teams_solely_owned_by(&id).await?;
+    if !orphaned.is_empty() {
+        return Err(ApiError::conflict(
+            "last_owner",
+            format!(
+                "this user is the only Owner of {} team(s); give each another Owner first: {}",
+                orphaned.len(),
+                orphaned.join(", ")
+            ),
+        ));
+    }
     session::end_all_of_user(&state, &id, None).await?;
     state.store.delete_user(&id).await?;
     state.forget_user(&id);

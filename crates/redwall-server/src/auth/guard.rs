@@ -1,29 +1,38 @@
-//! The guard every route passes: authenticate, check CSRF, then ask the one
-//! permission table. Handlers never decide a permission themselves.
+//! The guard every route passes: authenticate, check CSRF, resolve the team
+//! the path addresses, then ask the one permission table. Handlers never
+//! decide a permission themselves.
 
 use crate::audit::{self, Actor};
-use crate::auth::principal::{Principal, Via};
+use crate::auth::principal::{Principal, TeamAccess, Via};
 use crate::auth::token::{bearer, invalid_token, TokenCheck};
 use crate::auth::{csrf, session, token};
 use crate::error::{ApiError, ApiResult};
 use crate::net::client::ClientInfo;
-use crate::state::{AppState, CachedUser};
-use axum::extract::{Request, State};
+use crate::state::{AppState, CachedTeam, CachedUser};
+use axum::extract::{FromRequestParts, RawPathParams, Request, State};
 use axum::http::request::Parts;
 use axum::http::{header, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use redwall_policy::access::{decide, Credential, Denial};
+use redwall_policy::access::{decide, Caller, Credential, Denial, TokenTeam};
 use redwall_policy::audit_event::{AuditEvent, Outcome};
-use redwall_policy::permission::{Permission, PlatformRole};
+use redwall_policy::permission::{Permission, PlatformRole, TeamRole};
 use serde_json::json;
+
+/// A platform admin reaches a team they are not in only by sending this
+/// header with a reason; every such request is audited in the team's log.
+pub const ADMIN_ACCESS_HEADER: &str = "x-redwall-admin-access";
+
+/// The path parameter that names the addressed team.
+pub const TEAM_PARAM: &str = "team";
 
 /// What a route requires. Every route in the table names one.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Access {
     /// No credential needed (health, login, setup, the API description).
     Public,
-    /// A credential whose holder has this permission.
+    /// A credential whose holder has this permission (in the addressed team,
+    /// for team permissions).
     Permission(Permission),
 }
 
@@ -37,7 +46,11 @@ pub async fn enforce(
     };
     // Only the parts cross the awaits below: a request body is not Sync.
     let (mut parts, body) = request.into_parts();
-    match authorize(&state, permission, &parts).await {
+    let team = match team_param(&mut parts).await {
+        Ok(team) => team,
+        Err(e) => return e.into_response(),
+    };
+    match authorize(&state, permission, &parts, team).await {
         Ok(principal) => {
             parts.extensions.insert(principal);
             next.run(Request::from_parts(parts, body)).await
@@ -46,59 +59,89 @@ pub async fn enforce(
     }
 }
 
+/// The `{team}` path parameter, when the route has one. Anything that cannot
+/// be a team id is answered like a team that does not exist.
+async fn team_param(parts: &mut Parts) -> ApiResult<Option<String>> {
+    let Ok(params) = RawPathParams::from_request_parts(parts, &()).await else {
+        return Ok(None);
+    };
+    match params.iter().find(|(name, _)| *name == TEAM_PARAM) {
+        None => Ok(None),
+        Some((_, id)) if crate::ids::looks_like_id(id) => Ok(Some(id.to_string())),
+        Some(_) => Err(ApiError::not_found()),
+    }
+}
+
+/// The credential's owner and how they proved it.
+struct Authenticated {
+    user_id: String,
+    via: Via,
+    token_permissions: Option<Vec<Permission>>,
+}
+
+async fn authenticate(
+    state: &AppState,
+    request: &Parts,
+    client: &ClientInfo,
+) -> ApiResult<Authenticated> {
+    let headers = &request.headers;
+    if let Some(value) = headers.get(header::AUTHORIZATION) {
+        let presented = value.to_str().ok().and_then(bearer).unwrap_or("");
+        return authenticate_token(state, presented, client).await;
+    }
+    let Some(cookie) = session::cookie_token(headers) else {
+        return Err(ApiError::unauthenticated());
+    };
+    let Some(s) = session::lookup(state, &cookie, client).await? else {
+        return Err(ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "session_expired",
+            "the session has ended; log in again",
+        ));
+    };
+    if !request.method.is_safe() && !csrf::request_is_same_site(&state.keyring, &cookie, headers) {
+        audit::record(
+            state,
+            Some(&Actor::user_id(&s.user_id)),
+            client,
+            AuditEvent::CsrfRejected,
+            Outcome::Denied,
+            Some(request.uri.path().to_string()),
+            json!({ "method": request.method.as_str() }),
+        )
+        .await?;
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "csrf_failed",
+            "the request lacks a valid X-CSRF-Token header or comes from another site",
+        ));
+    }
+    Ok(Authenticated {
+        user_id: s.user_id,
+        via: Via::Session {
+            session_id: s.id,
+            csrf_token: csrf::token_for_session(&state.keyring, &cookie),
+        },
+        token_permissions: None,
+    })
+}
+
 async fn authorize(
     state: &AppState,
     permission: Permission,
     request: &Parts,
+    team_id: Option<String>,
 ) -> ApiResult<Principal> {
     let client = request
         .extensions
         .get::<ClientInfo>()
         .cloned()
         .ok_or_else(|| ApiError::internal("client information missing"))?;
-    let headers = &request.headers;
-    let (user_id, via) = if let Some(value) = headers.get(header::AUTHORIZATION) {
-        let presented = value.to_str().ok().and_then(bearer).unwrap_or("");
-        authenticate_token(state, presented, &client).await?
-    } else if let Some(cookie) = session::cookie_token(headers) {
-        let Some(s) = session::lookup(state, &cookie, &client).await? else {
-            return Err(ApiError::new(
-                StatusCode::UNAUTHORIZED,
-                "session_expired",
-                "the session has ended; log in again",
-            ));
-        };
-        if !request.method.is_safe()
-            && !csrf::request_is_same_site(&state.keyring, &cookie, headers)
-        {
-            audit::record(
-                state,
-                Some(&Actor::user_id(&s.user_id)),
-                &client,
-                AuditEvent::CsrfRejected,
-                Outcome::Denied,
-                Some(request.uri.path().to_string()),
-                json!({ "method": request.method.as_str() }),
-            )
-            .await?;
-            return Err(ApiError::new(
-                StatusCode::FORBIDDEN,
-                "csrf_failed",
-                "the request lacks a valid X-CSRF-Token header or comes from another site",
-            ));
-        }
-        let csrf_token = csrf::token_for_session(&state.keyring, &cookie);
-        (
-            s.user_id,
-            Via::Session {
-                session_id: s.id,
-                csrf_token,
-            },
-        )
-    } else {
-        return Err(ApiError::unauthenticated());
-    };
-
+    let Authenticated {
+        user_id,
+        via,
+        token_permissions,
+    } = authenticate(state, request, &client).await?;
     let Some(user) = load_user(state, &user_id).await? else {
         return Err(ApiError::unauthenticated());
     };
@@ -112,12 +155,49 @@ async fn authorize(
         PlatformRole::User
     };
     let mfa_enrolment_pending = settings.require_mfa && !user.mfa_enabled;
+
+    let (team_role, team) = match &team_id {
+        Some(t) => (
+            load_membership(state, t, &user_id).await?,
+            load_team(state, t).await?,
+        ),
+        None => (None, None),
+    };
+    let admin_override = role == PlatformRole::Admin
+        && team_id.is_some()
+        && request
+            .headers
+            .get(ADMIN_ACCESS_HEADER)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|reason| !reason.trim().is_empty());
     let credential = match &via {
         Via::Session { .. } => Credential::Session {
             mfa_enrolment_pending,
         },
-        Via::Token { scope, .. } => Credential::Token { scope: *scope },
+        Via::Token {
+            scope,
+            team_id: token_team,
+            ..
+        } => Credential::Token {
+            scope: *scope,
+            team: match (token_team, &team_id) {
+                (None, _) => TokenTeam::Any,
+                (Some(limited), Some(addressed)) if limited == addressed => TokenTeam::ThisTeam,
+                (Some(_), _) => TokenTeam::Elsewhere,
+            },
+            permissions: token_permissions.as_deref(),
+        },
     };
+    let caller = Caller {
+        platform_role: role,
+        credential,
+        // A team that does not exist has no members, whatever a stale
+        // membership row might say.
+        team_role: team.as_ref().and(team_role),
+        admin_override: admin_override && team.is_some(),
+        team_mfa_missing: team.as_ref().is_some_and(|t| t.require_mfa) && !user.mfa_enabled,
+    };
+    let decision = decide(&caller, permission);
     let principal = Principal {
         user_id,
         username: user.username,
@@ -125,55 +205,96 @@ async fn authorize(
         mfa_enabled: user.mfa_enabled,
         mfa_enrolment_pending,
         via,
+        team: team_id.clone().map(|team_id| TeamAccess {
+            team_id,
+            role: caller.team_role,
+            admin_override: caller.admin_override,
+        }),
     };
-    if let Err(denial) = decide(role, credential, permission) {
-        audit::record(
+    let target = Some(request.uri.path().to_string());
+    if let Err(denial) = decision {
+        audit::record_in_team(
             state,
+            team_id.as_deref().filter(|_| team.is_some()),
             Some(&Actor::of(&principal)),
             &client,
             AuditEvent::AccessDenied,
             Outcome::Denied,
-            Some(request.uri.path().to_string()),
+            target,
             json!({ "permission": permission.name(), "reason": denial, "method": request.method.as_str() }),
         )
         .await?;
-        return Err(match denial {
-            Denial::NotPermitted => {
-                ApiError::forbidden(format!("this needs the permission {}", permission.name()))
-            }
-            Denial::TokenScope => ApiError::new(
-                StatusCode::FORBIDDEN,
-                "token_scope",
-                format!("the token's scope does not include {}", permission.name()),
-            ),
-            Denial::MfaEnrolmentRequired => ApiError::new(
-                StatusCode::FORBIDDEN,
-                "mfa_enrolment_required",
-                "multi-factor authentication is required: enrol at /api/v1/me/mfa first",
-            ),
-        });
+        return Err(denial_error(denial, permission));
+    }
+    if caller.admin_override && caller.team_role.is_none() {
+        let reason = request
+            .headers
+            .get(ADMIN_ACCESS_HEADER)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+            .chars()
+            .take(200)
+            .collect::<String>();
+        audit::record_in_team(
+            state,
+            team_id.as_deref(),
+            Some(&Actor::of(&principal)),
+            &client,
+            AuditEvent::AdminTeamAccess,
+            Outcome::Success,
+            target,
+            json!({ "permission": permission.name(), "reason": reason, "method": request.method.as_str() }),
+        )
+        .await?;
     }
     Ok(principal)
+}
+
+fn denial_error(denial: Denial, permission: Permission) -> ApiError {
+    match denial {
+        Denial::NotFound => ApiError::not_found(),
+        Denial::NotPermitted => {
+            ApiError::forbidden(format!("this needs the permission {}", permission.name()))
+        }
+        Denial::TokenScope => ApiError::new(
+            StatusCode::FORBIDDEN,
+            "token_scope",
+            format!("the token does not cover {}", permission.name()),
+        ),
+        Denial::MfaEnrolmentRequired => ApiError::new(
+            StatusCode::FORBIDDEN,
+            "mfa_enrolment_required",
+            "multi-factor authentication is required: enrol at /api/v1/me/mfa first",
+        ),
+        Denial::TeamMfaRequired => ApiError::new(
+            StatusCode::FORBIDDEN,
+            "team_mfa_required",
+            "this team requires multi-factor authentication: enrol at /api/v1/me/mfa first",
+        ),
+    }
 }
 
 async fn authenticate_token(
     state: &AppState,
     presented: &str,
     client: &ClientInfo,
-) -> ApiResult<(String, Via)> {
+) -> ApiResult<Authenticated> {
     let now = state.now();
-    // Wrong tokens count as failures of the client address, so guessing is throttled.
+    // Wrong tokens count against the client address only, so guessing is
+    // throttled without locking anyone else out.
     if let Err(wait) = state.throttle.check_client(client.ip, now) {
         return Err(ApiError::throttled(wait));
     }
     match token::lookup(state, presented).await? {
-        TokenCheck::Valid(t) => Ok((
-            t.user_id,
-            Via::Token {
+        TokenCheck::Valid(t) => Ok(Authenticated {
+            user_id: t.user_id,
+            via: Via::Token {
                 token_id: t.id,
                 scope: t.scope,
+                team_id: t.team_id,
             },
-        )),
+            token_permissions: t.permissions,
+        }),
         outcome => {
             state.throttle.record_client_failure(client.ip, now);
             let reason = if matches!(outcome, TokenCheck::Expired) {
@@ -213,4 +334,36 @@ pub async fn load_user(state: &AppState, user_id: &str) -> ApiResult<Option<Cach
     };
     state.users.insert(key, cached.clone(), now);
     Ok(Some(cached))
+}
+
+async fn load_membership(
+    state: &AppState,
+    team_id: &str,
+    user_id: &str,
+) -> ApiResult<Option<TeamRole>> {
+    let now = state.now();
+    let key = (team_id.to_string(), user_id.to_string());
+    if let Some(role) = state.memberships.get(&key, now) {
+        return Ok(role);
+    }
+    let role = state
+        .store
+        .get_member_role(team_id, user_id)
+        .await?
+        .and_then(|r| TeamRole::parse(&r));
+    state.memberships.insert(key, role, now);
+    Ok(role)
+}
+
+async fn load_team(state: &AppState, team_id: &str) -> ApiResult<Option<CachedTeam>> {
+    let now = state.now();
+    let key = team_id.to_string();
+    if let Some(t) = state.teams.get(&key, now) {
+        return Ok(t);
+    }
+    let team = state.store.get_team(team_id).await?.map(|t| CachedTeam {
+        require_mfa: t.require_mfa,
+    });
+    state.teams.insert(key, team.clone(), now);
+    Ok(team)
 }

@@ -5,7 +5,7 @@ use crate::net::client::ClientInfo;
 use axum::extract::FromRequestParts;
 use axum::http::request::Parts;
 use redwall_policy::access::TokenScope;
-use redwall_policy::permission::PlatformRole;
+use redwall_policy::permission::{PlatformRole, TeamRole};
 
 #[derive(Clone, Debug)]
 pub enum Via {
@@ -16,7 +16,19 @@ pub enum Via {
     Token {
         token_id: String,
         scope: TokenScope,
+        /// The team the token is limited to, if any.
+        team_id: Option<String>,
     },
+}
+
+/// The team a request addresses, as the guard resolved it.
+#[derive(Clone, Debug)]
+pub struct TeamAccess {
+    pub team_id: String,
+    /// The caller's own role; `None` for a platform admin acting through the
+    /// explicit (audited) admin override.
+    pub role: Option<TeamRole>,
+    pub admin_override: bool,
 }
 
 #[derive(Clone, Debug)]
@@ -27,9 +39,18 @@ pub struct Principal {
     pub mfa_enabled: bool,
     pub mfa_enrolment_pending: bool,
     pub via: Via,
+    /// Set on routes under `/api/v1/teams/{team}`.
+    pub team: Option<TeamAccess>,
 }
 
 impl Principal {
+    /// The team the guard resolved; a handler on a team route can rely on it.
+    pub fn team(&self) -> Result<&TeamAccess, ApiError> {
+        self.team
+            .as_ref()
+            .ok_or_else(|| ApiError::internal("a team handler ran without a resolved team"))
+    }
+
     pub fn session_id(&self) -> Option<&str> {
         match &self.via {
             Via::Session { session_id, .. } => Some(session_id),

@@ -6,6 +6,7 @@ use crate::state::{AppState, CachedToken};
 use axum::http::StatusCode;
 use redwall_crypto::token::{self, PERSONAL_ACCESS_PREFIX};
 use redwall_policy::access::TokenScope;
+use redwall_policy::permission::Permission;
 
 pub enum TokenCheck {
     Valid(CachedToken),
@@ -31,6 +32,8 @@ pub async fn lookup(state: &AppState, presented: &str) -> ApiResult<TokenCheck> 
                     user_id: t.user_id,
                     scope,
                     expires_at: t.expires_at,
+                    team_id: t.team_id,
+                    permissions: t.permissions.as_deref().map(parse_permissions),
                 };
                 state.tokens.insert(digest, c.clone(), now);
                 c
@@ -43,6 +46,16 @@ pub async fn lookup(state: &AppState, presented: &str) -> ApiResult<TokenCheck> 
     }
     state.activity.token_used(&cached.id, now);
     Ok(TokenCheck::Valid(cached))
+}
+
+/// A stored permission list. A name this version does not know is dropped:
+/// the token then grants less, never more.
+fn parse_permissions(json: &str) -> Vec<Permission> {
+    serde_json::from_str::<Vec<String>>(json)
+        .unwrap_or_default()
+        .iter()
+        .filter_map(|n| Permission::from_name(n))
+        .collect()
 }
 
 /// The bearer credential of an `Authorization` header value.

@@ -122,6 +122,7 @@ impl TestServer {
             cookie: None,
             csrf: None,
             bearer: None,
+            headers: Vec::new(),
         }
     }
 
@@ -195,6 +196,8 @@ pub struct Client {
     pub cookie: Option<String>,
     pub csrf: Option<String>,
     pub bearer: Option<String>,
+    /// Sent with every request (e.g. the admin override header).
+    pub headers: Vec<(&'static str, String)>,
 }
 
 #[derive(Debug)]
@@ -239,6 +242,9 @@ impl Client {
         }
         if let Some(token) = &self.bearer {
             req = req.header("authorization", format!("Bearer {token}"));
+        }
+        for (name, value) in &self.headers {
+            req = req.header(*name, value);
         }
         if let Some(b) = body {
             req = req.json(&b);
@@ -299,4 +305,27 @@ pub async fn audit_events(admin: &Client, event: &str) -> Vec<Value> {
         .await;
     assert_eq!(r.status, 200, "audit: {}", r.body);
     r.body["entries"].as_array().cloned().unwrap_or_default()
+}
+
+/// Creates a team owned by `owner`; returns its id.
+pub async fn create_team(owner: &Client, name: &str) -> String {
+    let r = owner.post("/api/v1/teams", json!({"name": name})).await;
+    assert_eq!(r.status, 201, "create team: {}", r.body);
+    r.body["id"].as_str().unwrap().to_string()
+}
+
+/// Invites `username` into the team with `role` and accepts as `member`.
+pub async fn join_team(owner: &Client, member: &Client, team: &str, username: &str, role: &str) {
+    let r = owner
+        .post(
+            &format!("/api/v1/teams/{team}/invitations"),
+            json!({"username": username, "role": role}),
+        )
+        .await;
+    assert_eq!(r.status, 201, "invite: {}", r.body);
+    let id = r.body["id"].as_str().unwrap();
+    let r = member
+        .post(&format!("/api/v1/me/invitations/{id}/accept"), json!({}))
+        .await;
+    assert_eq!(r.status, 200, "accept: {}", r.body);
 }
