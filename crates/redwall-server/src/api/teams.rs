@@ -173,6 +173,13 @@ pub async fn update(
         state.store.rename_team(&before.id, name, now).await?;
     }
     let require_mfa = change.require_mfa.unwrap_or(before.require_mfa);
+    if require_mfa && !before.require_mfa && !principal.mfa_enabled {
+        return Err(ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "enrol_mfa_first",
+            "enrol in MFA yourself before requiring it for the team",
+        ));
+    }
     let allowed = cidrs
         .clone()
         .unwrap_or_else(|| before.allowed_cidrs.clone());
