@@ -29,7 +29,11 @@ fn median_ns_per_call(caller: &Caller<'_>) -> f64 {
 }
 
 fn main() {
-    let limited = [Permission::TeamRead, Permission::InstanceControl, Permission::AccountRead];
+    let limited = [
+        Permission::TeamRead,
+        Permission::InstanceControl,
+        Permission::AccountRead,
+    ];
     let session = Caller {
         platform_role: PlatformRole::User,
         credential: Credential::Session {
@@ -47,6 +51,9 @@ fn main() {
         },
         ..session
     };
-    println!("decide, member session: {:.1} ns per call (median of 7 x 1,000,000)", median_ns_per_call(&session));
+    println!(
+        "decide, member session: {:.1} ns per call (median of 7 x 1,000,000)",
+        median_ns_per_call(&session)
+    );
     println!("decide, team-limited token with a permission list: {:.1} ns per call (median of 7 x 1,000,000)", median_ns_per_call(&token));
 }

@@ -177,12 +177,18 @@ async fn prefilled(dir: &std::path::Path, runs: usize, tasks: usize, events: usi
 }
 
 fn main() {
-    // `cargo bench` passes `--bench`; `cargo test --benches` passes nothing
-    // special but we still run quickly enough. Ignore any other arguments.
-    let runs = env_or("RUNS", 5).max(1);
-    let events = env_or("EVENTS", 20_000).max(1);
+    // `cargo bench` passes `--bench`. Without it (`cargo test --all-targets`
+    // runs this binary too) only a quick smoke run is made.
+    let bench = std::env::args().any(|a| a == "--bench");
+    let (runs, events, seq_events) = if bench {
+        (5, 20_000, 2_000)
+    } else {
+        (1, 640, 20)
+    };
+    let runs = env_or("RUNS", runs).max(1);
+    let events = env_or("EVENTS", events).max(1);
     let tasks = env_or("TASKS", 64).max(1);
-    let seq_events = env_or("SEQ_EVENTS", 2_000).max(1);
+    let seq_events = env_or("SEQ_EVENTS", seq_events).max(1);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

@@ -18,7 +18,7 @@ use sqlx::Row;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::error::{is_sqlite_busy, is_unique_violation};
-use crate::{random_id, Backend, Micros, Store, StoreError};
+use crate::{time_ordered_id, Backend, Micros, Store, StoreError};
 
 /// An audit event to record.
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -513,7 +513,7 @@ impl Store {
         let mut buf = Vec::with_capacity(1024);
         for (e, details) in entries.iter().zip(details) {
             seq += 1;
-            let id = random_id();
+            let id = time_ordered_id(e.at);
             write_canonical(
                 &mut buf,
                 &Fields {

@@ -204,15 +204,30 @@ pub(crate) fn get_bool(row: &AnyRow, col: &str) -> Result<bool, sqlx::Error> {
     Ok(row.try_get::<i64, _>(col)? != 0)
 }
 
-/// A fresh random id: 16 random bytes as lowercase hex.
-pub(crate) fn random_id() -> String {
-    hex::encode(rand::random::<[u8; 16]>())
+/// An id that sorts by time: 48 bits of milliseconds from `at`, then 80
+/// random bits, as 32 lowercase hex characters. Audit entries use it so the
+/// unique index on their id grows at its right edge: random ids spread every
+/// batch over the whole B-tree and made appends slower as the log grew
+/// (BENCHMARKS.md, audit append on a long log).
+pub(crate) fn time_ordered_id(at: Micros) -> String {
+    let millis = (at.max(0) / 1_000) as u64 & 0xFFFF_FFFF_FFFF;
+    let random: [u8; 10] = rand::random();
+    format!("{millis:012x}{}", hex::encode(random))
 }
 
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
     use super::*;
+
+    #[test]
+    fn time_ordered_ids_sort_by_time() {
+        let a = time_ordered_id(1_700_000_000_000_000);
+        let b = time_ordered_id(1_700_000_000_001_000);
+        assert_eq!(a.len(), 32);
+        assert!(a < b);
+        assert!(a.bytes().all(|c| c.is_ascii_hexdigit()));
+    }
 
     #[test]
     fn scheme_selects_backend() {

@@ -60,6 +60,7 @@ enum ConfigCommand {
 }
 
 fn main() -> ExitCode {
+    keep_hash_buffers_out_of_the_heap();
     let cli = Cli::parse();
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(r) => r,
@@ -74,6 +75,21 @@ fn main() -> ExitCode {
             eprintln!("error: {e:#}");
             ExitCode::FAILURE
         }
+    }
+}
+
+/// Each argon2id hash allocates a 19 MiB block. glibc raises its mmap
+/// threshold after the first such block is freed, so later blocks come from
+/// the heap and stay resident: a server idled at ~70 MB after three hashes
+/// and grew to ~126 MB with more login threads. Fixing the threshold keeps
+/// large blocks in mmap, returned to the system when freed (idle ~13 MB,
+/// same throughput; BENCHMARKS.md).
+fn keep_hash_buffers_out_of_the_heap() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: mallopt only changes allocator tuning; it is called once,
+    // before any other thread exists.
+    unsafe {
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 128 * 1024);
     }
 }
 
