@@ -39,10 +39,15 @@ fn env_or(name: &str, default: usize) -> usize {
         .unwrap_or(default)
 }
 
-/// A typical per-request event: actor, address, user agent, small details.
+/// A typical per-request event: actor, address, user agent, small details,
+/// stamped with the current time as the server does (audit ids, and so
+/// their index, follow `at`).
 fn event(i: usize) -> NewAuditEntry {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_micros() as i64);
     NewAuditEntry {
-        at: 1_700_000_000_000_000 + i as i64,
+        at: now,
         actor_id: Some("0f3c2b9a8d7e6f5a4b3c2d1e0f9a8b7c".into()),
         actor_name: Some("alice".into()),
         client_ip: Some("127.0.0.1".into()),
