@@ -357,25 +357,14 @@ pub async fn remove_member(
     client: ClientInfo,
     TeamItemPath(user_id): TeamItemPath,
 ) -> ApiResult<StatusCode> {
-    let access = principal.team()?;
-    match state.store.remove_member(&access.team_id, &user_id).await? {
-        MemberChange::NotAMember => return Err(ApiError::not_found()),
-        MemberChange::LastOwner => return Err(last_owner()),
-        MemberChange::Done => {}
-    }
-    state.forget_membership(&access.team_id, &user_id);
-    audit::record_in_team(
+    end_membership(
         &state,
-        Some(&access.team_id),
-        Some(&Actor::of(&principal)),
+        &principal,
         &client,
+        &user_id,
         AuditEvent::MemberRemoved,
-        Outcome::Success,
-        Some(format!("user:{user_id}")),
-        json!({}),
     )
-    .await?;
-    Ok(StatusCode::NO_CONTENT)
+    .await
 }
 
 pub async fn leave(
@@ -383,25 +372,34 @@ pub async fn leave(
     principal: Principal,
     client: ClientInfo,
 ) -> ApiResult<StatusCode> {
+    let me = principal.user_id.clone();
+    end_membership(&state, &principal, &client, &me, AuditEvent::MemberLeft).await
+}
+
+/// Removes `user_id` from the principal's team (never its last Owner); the
+/// membership is forgotten here at once, so access ends with this request.
+async fn end_membership(
+    state: &AppState,
+    principal: &Principal,
+    client: &ClientInfo,
+    user_id: &str,
+    event: AuditEvent,
+) -> ApiResult<StatusCode> {
     let access = principal.team()?;
-    match state
-        .store
-        .remove_member(&access.team_id, &principal.user_id)
-        .await?
-    {
+    match state.store.remove_member(&access.team_id, user_id).await? {
         MemberChange::NotAMember => return Err(ApiError::not_found()),
         MemberChange::LastOwner => return Err(last_owner()),
         MemberChange::Done => {}
     }
-    state.forget_membership(&access.team_id, &principal.user_id);
+    state.forget_membership(&access.team_id, user_id);
     audit::record_in_team(
-        &state,
+        state,
         Some(&access.team_id),
-        Some(&Actor::of(&principal)),
-        &client,
-        AuditEvent::MemberLeft,
+        Some(&Actor::of(principal)),
+        client,
+        event,
         Outcome::Success,
-        Some(format!("user:{}", principal.user_id)),
+        Some(format!("user:{user_id}")),
         json!({}),
     )
     .await?;

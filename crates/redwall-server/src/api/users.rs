@@ -149,21 +149,7 @@ pub async fn suspend(
     client: ClientInfo,
     IdPath(id): IdPath,
 ) -> ApiResult<Json<UserView>> {
-    let target = existing(&state, &id).await?;
-    refuse_self_or_last_admin(&state, &principal, &target).await?;
-    state.store.set_suspended(&id, true, state.now()).await?;
-    state.forget_user(&id);
-    audit::record(
-        &state,
-        Some(&Actor::of(&principal)),
-        &client,
-        AuditEvent::UserSuspended,
-        Outcome::Success,
-        Some(format!("user:{id}")),
-        json!({ "username": target.username }),
-    )
-    .await?;
-    Ok(Json(UserView::from(&existing(&state, &id).await?)))
+    set_suspended(&state, &principal, &client, &id, true).await
 }
 
 pub async fn reinstate(
@@ -172,20 +158,43 @@ pub async fn reinstate(
     client: ClientInfo,
     IdPath(id): IdPath,
 ) -> ApiResult<Json<UserView>> {
-    let target = existing(&state, &id).await?;
-    state.store.set_suspended(&id, false, state.now()).await?;
-    state.forget_user(&id);
+    set_suspended(&state, &principal, &client, &id, false).await
+}
+
+/// Suspending also ends the user's sessions and tokens (in the store's
+/// transaction) and forgets them here at once; reinstating restores neither.
+async fn set_suspended(
+    state: &AppState,
+    principal: &Principal,
+    client: &ClientInfo,
+    id: &str,
+    suspended: bool,
+) -> ApiResult<Json<UserView>> {
+    let target = existing(state, id).await?;
+    if suspended {
+        refuse_self_or_last_admin(state, principal, &target).await?;
+    }
+    state
+        .store
+        .set_suspended(id, suspended, state.now())
+        .await?;
+    state.forget_user(id);
+    let event = if suspended {
+        AuditEvent::UserSuspended
+    } else {
+        AuditEvent::UserReinstated
+    };
     audit::record(
-        &state,
-        Some(&Actor::of(&principal)),
-        &client,
-        AuditEvent::UserReinstated,
+        state,
+        Some(&Actor::of(principal)),
+        client,
+        event,
         Outcome::Success,
         Some(format!("user:{id}")),
         json!({ "username": target.username }),
     )
     .await?;
-    Ok(Json(UserView::from(&existing(&state, &id).await?)))
+    Ok(Json(UserView::from(&existing(state, id).await?)))
 }
 
 pub async fn delete(
