@@ -215,10 +215,28 @@ async fn method_not_allowed() -> ApiError {
     )
 }
 
+/// Counts every answer for /metrics and logs it at debug level: method,
+/// path (never the query or headers, where credentials could be), status,
+/// duration and client address.
 async fn count_requests(State(state): State<AppState>, request: Request, next: Next) -> Response {
+    let started = std::time::Instant::now();
+    let method = request.method().clone();
+    let path = request.uri().path().to_string();
+    let client = request
+        .extensions()
+        .get::<crate::net::client::ClientInfo>()
+        .map(|c| c.ip);
     let response = next.run(request).await;
     let status = response.status();
     state.metrics.request_done(status.as_u16());
+    tracing::debug!(
+        %method,
+        path,
+        status = status.as_u16(),
+        micros = started.elapsed().as_micros() as u64,
+        client = ?client,
+        "request"
+    );
     // A body rejected by the size limit arrives here as a bare 413.
     let is_json = response
         .headers()
