@@ -263,15 +263,7 @@ impl Store {
         role: &str,
     ) -> Result<MemberChange, StoreError> {
         let mut tx = self.begin_write().await?;
-        self.lock_team(&mut tx, team_id).await?;
-        let current = sqlx::query_scalar::<_, String>(
-            "SELECT role FROM memberships WHERE team_id = $1 AND user_id = $2",
-        )
-        .bind(team_id)
-        .bind(user_id)
-        .fetch_optional(&mut *tx)
-        .await?;
-        let Some(current) = current else {
+        let Some(current) = self.locked_role(&mut tx, team_id, user_id).await? else {
             return Ok(MemberChange::NotAMember);
         };
         if current == OWNER && role != OWNER && owners(&mut tx, team_id).await? <= 1 {
@@ -294,15 +286,7 @@ impl Store {
         user_id: &str,
     ) -> Result<MemberChange, StoreError> {
         let mut tx = self.begin_write().await?;
-        self.lock_team(&mut tx, team_id).await?;
-        let current = sqlx::query_scalar::<_, String>(
-            "SELECT role FROM memberships WHERE team_id = $1 AND user_id = $2",
-        )
-        .bind(team_id)
-        .bind(user_id)
-        .fetch_optional(&mut *tx)
-        .await?;
-        let Some(current) = current else {
+        let Some(current) = self.locked_role(&mut tx, team_id, user_id).await? else {
             return Ok(MemberChange::NotAMember);
         };
         if current == OWNER && owners(&mut tx, team_id).await? <= 1 {
@@ -327,6 +311,23 @@ impl Store {
         .fetch_all(self.pool())
         .await?;
         Ok(ids)
+    }
+
+    /// The member's role, read after taking the team's write lock.
+    async fn locked_role(
+        &self,
+        tx: &mut sqlx::Transaction<'static, sqlx::Any>,
+        team_id: &str,
+        user_id: &str,
+    ) -> Result<Option<String>, StoreError> {
+        self.lock_team(tx, team_id).await?;
+        Ok(sqlx::query_scalar::<_, String>(
+            "SELECT role FROM memberships WHERE team_id = $1 AND user_id = $2",
+        )
+        .bind(team_id)
+        .bind(user_id)
+        .fetch_optional(&mut **tx)
+        .await?)
     }
 
     /// Serializes membership changes of one team on PostgreSQL (SQLite's

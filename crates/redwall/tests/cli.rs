@@ -108,42 +108,37 @@ fn first_start_prints_a_setup_token_and_the_second_does_not() {
     assert_eq!(block_on(login(&second.base, "root", PASSWORD)), 200);
 }
 
-#[test]
-fn create_user_offline_then_log_in() {
-    let dir = tempfile::tempdir().unwrap();
-    let mut child = redwall(dir.path())
-        .args([
-            "admin",
-            "create-user",
-            "--username",
-            "ops",
-            "--admin",
-            "--password-stdin",
-        ])
+/// `redwall admin create-user`, the password typed on standard input.
+fn create_user(data: &Path, username: &str, admin: bool, password: &str) -> std::process::Output {
+    let mut args = vec![
+        "admin",
+        "create-user",
+        "--username",
+        username,
+        "--password-stdin",
+    ];
+    if admin {
+        args.push("--admin");
+    }
+    let mut child = redwall(data)
+        .args(args)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    writeln!(child.stdin.take().unwrap(), "{PASSWORD}").unwrap();
-    let out = child.wait_with_output().unwrap();
-    assert!(out.status.success());
-    assert!(String::from_utf8_lossy(&out.stdout).contains("created platform admin ops"));
-
-    let weak = redwall(dir.path())
-        .args([
-            "admin",
-            "create-user",
-            "--username",
-            "weak",
-            "--password-stdin",
-        ])
-        .stdin(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    let mut weak = weak;
-    writeln!(weak.stdin.take().unwrap(), "password").unwrap();
-    let out = weak.wait_with_output().unwrap();
+    writeln!(child.stdin.take().unwrap(), "{password}").unwrap();
+    child.wait_with_output().unwrap()
+}
+
+#[test]
+fn create_user_offline_then_log_in() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = create_user(dir.path(), "ops", true, PASSWORD);
+    assert!(out.status.success());
+    assert!(String::from_utf8_lossy(&out.stdout).contains("created platform admin ops"));
+
+    let out = create_user(dir.path(), "weak", false, "password");
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("at least 12 characters"));
 
@@ -207,19 +202,9 @@ fn node_red_users_keep_their_passwords_and_move_to_argon2() {
 #[test]
 fn audit_verify_names_a_tampered_entry() {
     let dir = tempfile::tempdir().unwrap();
-    let mut child = redwall(dir.path())
-        .args([
-            "admin",
-            "create-user",
-            "--username",
-            "ops",
-            "--password-stdin",
-        ])
-        .stdin(Stdio::piped())
-        .spawn()
-        .unwrap();
-    writeln!(child.stdin.take().unwrap(), "{PASSWORD}").unwrap();
-    assert!(child.wait().unwrap().success());
+    assert!(create_user(dir.path(), "ops", false, PASSWORD)
+        .status
+        .success());
     let s = serve(dir.path());
     for _ in 0..3 {
         block_on(login(&s.base, "ops", "wrong-password-00"));
