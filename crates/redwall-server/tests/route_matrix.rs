@@ -369,6 +369,24 @@ fn every_route_is_in_the_openapi_document_with_its_permission() {
             Access::Public => assert!(op.get("x-permission").is_none()),
             Access::Permission(p) => assert_eq!(op["x-permission"], p.name()),
         }
+        let declared: Vec<&str> = op["parameters"]
+            .as_array()
+            .map(|ps| {
+                ps.iter()
+                    .filter(|p| p["in"] == "path")
+                    .filter_map(|p| p["name"].as_str())
+                    .collect()
+            })
+            .unwrap_or_default();
+        for segment in route.path.split('/').filter(|s| s.starts_with('{')) {
+            let name = segment.trim_matches(|c| c == '{' || c == '}');
+            assert!(
+                declared.contains(&name),
+                "{} {} does not declare {name}",
+                route.method,
+                route.path
+            );
+        }
     }
 }
 

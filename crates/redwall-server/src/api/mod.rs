@@ -32,6 +32,8 @@ pub type SchemaList = Vec<(String, RefOr<Schema>)>;
 pub struct BodySchema {
     pub name: fn() -> String,
     pub collect: fn(&mut SchemaList),
+    /// The body is a JSON array of the type.
+    pub array: bool,
 }
 
 pub fn schema<T: utoipa::ToSchema>() -> Option<BodySchema> {
@@ -41,7 +43,13 @@ pub fn schema<T: utoipa::ToSchema>() -> Option<BodySchema> {
             list.push((T::name().into_owned(), T::schema()));
             T::schemas(list);
         },
+        array: false,
     })
+}
+
+/// A JSON array of `T`.
+pub fn list_of<T: utoipa::ToSchema>() -> Option<BodySchema> {
+    schema::<T>().map(|s| BodySchema { array: true, ..s })
 }
 
 pub struct Route {
@@ -51,6 +59,10 @@ pub struct Route {
     pub summary: &'static str,
     pub request: Option<BodySchema>,
     pub response: Option<BodySchema>,
+    /// Query parameters: (name, JSON type, description).
+    pub query: &'static [(&'static str, &'static str, &'static str)],
+    /// The success status: 200, 201 (created) or 204 (no body).
+    pub status: u16,
     handler: MethodRouter<AppState>,
 }
 
@@ -74,6 +86,8 @@ impl Route {
             summary,
             request: None,
             response: None,
+            query: &[],
+            status: 200,
             handler: on(filter, handler),
         }
     }
@@ -87,7 +101,34 @@ impl Route {
         self.response = s;
         self
     }
+
+    pub fn status(mut self, status: u16) -> Route {
+        self.status = status;
+        self
+    }
+
+    pub fn query(mut self, params: &'static [(&'static str, &'static str, &'static str)]) -> Route {
+        self.query = params;
+        self
+    }
 }
+
+const AUDIT_QUERY: &[(&str, &str, &str)] = &[
+    ("actor", "string", "username or user id of the actor"),
+    (
+        "event",
+        "string",
+        "an event name, or a prefix ending in * (auth.*)",
+    ),
+    ("since", "string", "RFC 3339 time, inclusive"),
+    ("until", "string", "RFC 3339 time, inclusive"),
+    ("cursor", "string", "next_cursor of the previous page"),
+    ("limit", "integer", "1 to 1000, default 100"),
+];
+const USERS_QUERY: &[(&str, &str, &str)] = &[
+    ("after", "string", "next of the previous page"),
+    ("limit", "integer", "1 to 500, default 100"),
+];
 
 fn public<H: Handler<T, AppState>, T: 'static>(
     m: Method,
@@ -144,6 +185,7 @@ pub fn routes() -> Vec<Route> {
             "Create the first platform admin with the one-time setup token",
             setup::complete,
         )
+        .status(201)
         .request(schema::<setup::SetupRequest>())
         .response(schema::<users::UserView>()),
         public(
@@ -168,7 +210,8 @@ pub fn routes() -> Vec<Route> {
             P::AccountLogout,
             "End the current session",
             auth::logout,
-        ),
+        )
+        .status(204),
         needs(
             M::POST,
             "/api/v1/auth/logout-everywhere",
@@ -199,14 +242,15 @@ pub fn routes() -> Vec<Route> {
             "One's active sessions",
             me::list_sessions,
         )
-        .response(schema::<me::SessionView>()),
+        .response(list_of::<me::SessionView>()),
         needs(
             M::DELETE,
             "/api/v1/me/sessions/{id}",
             P::AccountWrite,
             "End one of one's sessions",
             me::end_session,
-        ),
+        )
+        .status(204),
         needs(
             M::GET,
             "/api/v1/me/tokens",
@@ -214,7 +258,7 @@ pub fn routes() -> Vec<Route> {
             "One's personal access tokens",
             tokens::list,
         )
-        .response(schema::<tokens::TokenView>()),
+        .response(list_of::<tokens::TokenView>()),
         needs(
             M::POST,
             "/api/v1/me/tokens",
@@ -222,6 +266,7 @@ pub fn routes() -> Vec<Route> {
             "Create a personal access token (shown once)",
             tokens::create,
         )
+        .status(201)
         .request(schema::<tokens::NewToken>())
         .response(schema::<tokens::CreatedToken>()),
         needs(
@@ -230,7 +275,8 @@ pub fn routes() -> Vec<Route> {
             P::AccountWrite,
             "Revoke a personal access token",
             tokens::revoke,
-        ),
+        )
+        .status(204),
         needs(
             M::GET,
             "/api/v1/me/mfa",
@@ -263,6 +309,7 @@ pub fn routes() -> Vec<Route> {
             "Turn MFA off (needs password and a code)",
             mfa::disable,
         )
+        .status(204)
         .request(schema::<mfa::DisableRequest>()),
         needs(
             M::GET,
@@ -271,6 +318,7 @@ pub fn routes() -> Vec<Route> {
             "List users",
             users::list,
         )
+        .query(USERS_QUERY)
         .response(schema::<users::UserList>()),
         needs(
             M::POST,
@@ -279,6 +327,7 @@ pub fn routes() -> Vec<Route> {
             "Create a user",
             users::create,
         )
+        .status(201)
         .request(schema::<users::NewUserRequest>())
         .response(schema::<users::UserView>()),
         needs(
@@ -295,7 +344,8 @@ pub fn routes() -> Vec<Route> {
             P::UsersManage,
             "Delete a user (ends their sessions and tokens)",
             users::delete,
-        ),
+        )
+        .status(204),
         needs(
             M::POST,
             "/api/v1/users/{id}/suspend",
@@ -316,7 +366,8 @@ pub fn routes() -> Vec<Route> {
             P::UsersManage,
             "Reset a user's MFA",
             users::reset_mfa,
-        ),
+        )
+        .status(204),
         needs(
             M::GET,
             "/api/v1/settings",
@@ -341,6 +392,7 @@ pub fn routes() -> Vec<Route> {
             "Audit log, newest first, with filters and a cursor",
             audit::list,
         )
+        .query(AUDIT_QUERY)
         .response(schema::<audit::AuditPage>()),
         needs(
             M::GET,
@@ -348,7 +400,8 @@ pub fn routes() -> Vec<Route> {
             P::AuditPlatformRead,
             "Audit log as JSON Lines, oldest first",
             audit::export,
-        ),
+        )
+        .query(AUDIT_QUERY),
         needs(
             M::GET,
             "/api/v1/teams",
@@ -356,7 +409,7 @@ pub fn routes() -> Vec<Route> {
             "The caller's teams with their role in each",
             teams::list_mine,
         )
-        .response(schema::<teams::TeamView>()),
+        .response(list_of::<teams::TeamView>()),
         needs(
             M::POST,
             "/api/v1/teams",
@@ -364,6 +417,7 @@ pub fn routes() -> Vec<Route> {
             "Create a team (the caller becomes Owner)",
             teams::create,
         )
+        .status(201)
         .request(schema::<teams::NewTeam>())
         .response(schema::<teams::TeamView>()),
         needs(
@@ -390,6 +444,7 @@ pub fn routes() -> Vec<Route> {
             "Delete the team (repeat its name)",
             teams::delete,
         )
+        .status(204)
         .request(schema::<teams::DeleteTeam>()),
         needs(
             M::GET,
@@ -398,7 +453,7 @@ pub fn routes() -> Vec<Route> {
             "Members and their roles",
             teams::members,
         )
-        .response(schema::<teams::MemberView>()),
+        .response(list_of::<teams::MemberView>()),
         needs(
             M::PUT,
             "/api/v1/teams/{team}/members/{id}",
@@ -413,14 +468,16 @@ pub fn routes() -> Vec<Route> {
             P::TeamMembersManage,
             "Remove a member",
             teams::remove_member,
-        ),
+        )
+        .status(204),
         needs(
             M::POST,
             "/api/v1/teams/{team}/leave",
             P::TeamLeave,
             "Leave the team",
             teams::leave,
-        ),
+        )
+        .status(204),
         needs(
             M::GET,
             "/api/v1/teams/{team}/invitations",
@@ -428,7 +485,7 @@ pub fn routes() -> Vec<Route> {
             "Open invitations",
             invitations::list_for_team,
         )
-        .response(schema::<invitations::InvitationView>()),
+        .response(list_of::<invitations::InvitationView>()),
         needs(
             M::POST,
             "/api/v1/teams/{team}/invitations",
@@ -436,6 +493,7 @@ pub fn routes() -> Vec<Route> {
             "Invite a user by username",
             invitations::create,
         )
+        .status(201)
         .request(schema::<invitations::NewInvitation>())
         .response(schema::<invitations::InvitationView>()),
         needs(
@@ -444,7 +502,8 @@ pub fn routes() -> Vec<Route> {
             P::TeamMembersManage,
             "Revoke an invitation",
             invitations::revoke,
-        ),
+        )
+        .status(204),
         needs(
             M::GET,
             "/api/v1/teams/{team}/audit",
@@ -452,6 +511,7 @@ pub fn routes() -> Vec<Route> {
             "The team's audit log",
             audit::list_team,
         )
+        .query(AUDIT_QUERY)
         .response(schema::<audit::AuditPage>()),
         needs(
             M::GET,
@@ -459,7 +519,8 @@ pub fn routes() -> Vec<Route> {
             P::AuditTeamRead,
             "The team's audit log as JSON Lines",
             audit::export_team,
-        ),
+        )
+        .query(AUDIT_QUERY),
         needs(
             M::GET,
             "/api/v1/me/invitations",
@@ -467,7 +528,7 @@ pub fn routes() -> Vec<Route> {
             "Invitations addressed to the caller",
             invitations::list_mine,
         )
-        .response(schema::<invitations::InvitationView>()),
+        .response(list_of::<invitations::InvitationView>()),
         needs(
             M::POST,
             "/api/v1/me/invitations/{id}/accept",
@@ -481,7 +542,8 @@ pub fn routes() -> Vec<Route> {
             P::AccountWrite,
             "Decline an invitation",
             invitations::decline,
-        ),
+        )
+        .status(204),
     ]
 }
 
