@@ -29,6 +29,7 @@ pub enum AuditEvent {
     UserImported,
     UserSuspended,
     UserReinstated,
+    UserAdminChanged,
     UserDeleted,
     SettingChanged,
     AccessDenied,
@@ -68,7 +69,7 @@ impl Outcome {
 }
 
 impl AuditEvent {
-    pub const ALL: [AuditEvent; 42] = [
+    pub const ALL: [AuditEvent; 43] = [
         AuditEvent::SetupCompleted,
         AuditEvent::SetupTokenRejected,
         AuditEvent::LoginSucceeded,
@@ -93,6 +94,7 @@ impl AuditEvent {
         AuditEvent::UserImported,
         AuditEvent::UserSuspended,
         AuditEvent::UserReinstated,
+        AuditEvent::UserAdminChanged,
         AuditEvent::UserDeleted,
         AuditEvent::SettingChanged,
         AuditEvent::AccessDenied,
@@ -141,6 +143,7 @@ impl AuditEvent {
             UserImported => "user.imported",
             UserSuspended => "user.suspended",
             UserReinstated => "user.reinstated",
+            UserAdminChanged => "user.admin_changed",
             UserDeleted => "user.deleted",
             SettingChanged => "setting.changed",
             AccessDenied => "access.denied",

@@ -150,7 +150,50 @@ async fn metrics_need_an_admin_credential(s: &TestServer) {
         .contains("# TYPE redwall_http_requests_total counter"));
 }
 
+async fn admins_grant_and_withdraw_the_admin_flag(s: &TestServer) {
+    let admin = s.admin().await;
+    let id = s.create_user(&admin, "grace").await;
+    let grace = s.login("grace", USER_PASSWORD).await;
+    assert_eq!(grace.get("/api/v1/users").await.status, 403);
+    let r = admin
+        .patch(&format!("/api/v1/users/{id}"), json!({"is_admin": true}))
+        .await;
+    assert_eq!((r.status, r.body["is_admin"].clone()), (200, json!(true)));
+    // Effective on her very next request.
+    assert_eq!(grace.get("/api/v1/users").await.status, 200);
+    let my_id = admin.get("/api/v1/me").await.body["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert_eq!(
+        admin
+            .patch(
+                &format!("/api/v1/users/{my_id}"),
+                json!({"is_admin": false})
+            )
+            .await
+            .status,
+        409
+    );
+    let r = admin
+        .patch(&format!("/api/v1/users/{id}"), json!({"is_admin": false}))
+        .await;
+    assert_eq!(r.status, 200);
+    assert_eq!(grace.get("/api/v1/users").await.status, 403);
+    let changes = audit_events(&admin, "user.admin_changed").await;
+    assert_eq!(changes.len(), 2);
+    assert_eq!(changes[0]["details"]["is_admin"], false);
+    assert_eq!(
+        admin
+            .patch(&format!("/api/v1/users/{id}"), json!({"is_admin": "yes"}))
+            .await
+            .status,
+        422
+    );
+}
+
 on_both_backends!(
+    admins_grant_and_withdraw_the_admin_flag,
     suspending_revokes_sessions_and_tokens_at_once,
     deleting_a_user_removes_everything,
     admins_cannot_lock_themselves_out,

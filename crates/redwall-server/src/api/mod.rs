@@ -339,6 +339,15 @@ pub fn routes() -> Vec<Route> {
         )
         .response(schema::<users::UserView>()),
         needs(
+            M::PATCH,
+            "/api/v1/users/{id}",
+            P::UsersManage,
+            "Make a user a platform admin, or not",
+            users::update,
+        )
+        .request(schema::<users::UserChange>())
+        .response(schema::<users::UserView>()),
+        needs(
             M::DELETE,
             "/api/v1/users/{id}",
             P::UsersManage,

@@ -110,6 +110,43 @@ pub async fn get(State(state): State<AppState>, IdPath(id): IdPath) -> ApiResult
     Ok(Json(UserView::from(&existing(&state, &id).await?)))
 }
 
+#[derive(Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct UserChange {
+    pub is_admin: bool,
+}
+
+pub async fn update(
+    State(state): State<AppState>,
+    principal: Principal,
+    client: ClientInfo,
+    IdPath(id): IdPath,
+    Body(change): Body<UserChange>,
+) -> ApiResult<Json<UserView>> {
+    let target = existing(&state, &id).await?;
+    if target.is_admin && !change.is_admin {
+        refuse_self_or_last_admin(&state, &principal, &target).await?;
+    }
+    if target.is_admin != change.is_admin {
+        state
+            .store
+            .set_admin(&id, change.is_admin, state.now())
+            .await?;
+        state.forget_user(&id);
+        audit::record(
+            &state,
+            Some(&Actor::of(&principal)),
+            &client,
+            AuditEvent::UserAdminChanged,
+            Outcome::Success,
+            Some(format!("user:{id}")),
+            json!({ "username": target.username, "is_admin": change.is_admin }),
+        )
+        .await?;
+    }
+    Ok(Json(UserView::from(&existing(&state, &id).await?)))
+}
+
 /// Admins cannot lock themselves out, and the last admin cannot go.
 async fn refuse_self_or_last_admin(
     state: &AppState,
@@ -119,7 +156,7 @@ async fn refuse_self_or_last_admin(
     if target.id == principal.user_id {
         return Err(ApiError::conflict(
             "cannot_target_self",
-            "you cannot suspend or delete your own account",
+            "you cannot suspend, delete or demote your own account",
         ));
     }
     if target.is_admin && !target.suspended {
