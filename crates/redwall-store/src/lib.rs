@@ -95,8 +95,12 @@ impl Store {
                 let (url, in_memory) = sqlite_url(url);
                 // Each connection to `:memory:` is its own database: keep one.
                 let size = if in_memory { 1 } else { SQLITE_POOL_SIZE };
+                // A SQLite connection is a file handle in this process; the
+                // default ping before every acquire only doubles each query's
+                // round trips to sqlx's worker thread.
                 let mut options = AnyPoolOptions::new()
                     .max_connections(size)
+                    .test_before_acquire(false)
                     .acquire_timeout(Duration::from_secs(30))
                     .after_connect(|conn, _meta| {
                         Box::pin(async move {
