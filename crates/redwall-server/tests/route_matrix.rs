@@ -237,19 +237,7 @@ async fn walk(s: &TestServer, everyone: &[Who], require_mfa: bool) {
     let mut admin = s.admin().await;
     if require_mfa {
         // Enrol the admin first, so only the new users are held back.
-        let r = admin.post("/api/v1/me/mfa/enrol", json!({})).await;
-        let secret =
-            redwall_crypto::totp::TotpSecret::from_base32(r.body["secret"].as_str().unwrap())
-                .unwrap();
-        use redwall_server::clock::Clock;
-        let code = secret.code_at((s.clock.now() / 1_000_000) as u64);
-        assert_eq!(
-            admin
-                .post("/api/v1/me/mfa/confirm", json!({"code": code}))
-                .await
-                .status,
-            200
-        );
+        enrol_mfa(s, &admin).await;
     }
     let mut require_set = false;
     let mut kept: Option<World> = None;

@@ -7,20 +7,6 @@ use common::*;
 use redwall_server::auth::guard::ADMIN_ACCESS_HEADER;
 use serde_json::json;
 
-async fn enrol(s: &TestServer, c: &Client) {
-    let e = c.post("/api/v1/me/mfa/enrol", json!({})).await;
-    let secret =
-        redwall_crypto::totp::TotpSecret::from_base32(e.body["secret"].as_str().unwrap()).unwrap();
-    use redwall_server::clock::Clock;
-    let code = secret.code_at((s.clock.now() / 1_000_000) as u64);
-    assert_eq!(
-        c.post("/api/v1/me/mfa/confirm", json!({"code": code}))
-            .await
-            .status,
-        200
-    );
-}
-
 async fn id_of(c: &Client) -> String {
     c.get("/api/v1/me").await.body["id"]
         .as_str()
@@ -555,7 +541,7 @@ async fn team_mfa_holds_back_members_until_they_enrol(s: &TestServer) {
         )
         .await;
     assert_eq!((r.status, r.code()), (422, "enrol_mfa_first"));
-    enrol(s, &owner).await;
+    enrol_mfa(s, &owner).await;
     let r = owner.patch(&format!("/api/v1/teams/{team}"), json!({"require_mfa": true, "allowed_cidrs": ["10.0.0.0/8", "192.168.1.7", "2001:db8::/32"]})).await;
     assert_eq!(r.status, 200, "{}", r.body);
     assert_eq!(
@@ -565,7 +551,7 @@ async fn team_mfa_holds_back_members_until_they_enrol(s: &TestServer) {
     let r = bob.get(&format!("/api/v1/teams/{team}")).await;
     assert_eq!((r.status, r.code()), (403, "team_mfa_required"));
     // Enrolling is still possible, and then the team opens up.
-    enrol(s, &bob).await;
+    enrol_mfa(s, &bob).await;
     assert_eq!(bob.get(&format!("/api/v1/teams/{team}")).await.status, 200);
     for bad in [
         json!({"allowed_cidrs": ["10.0.0.0/33"]}),

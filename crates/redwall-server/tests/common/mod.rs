@@ -329,3 +329,18 @@ pub async fn join_team(owner: &Client, member: &Client, team: &str, username: &s
         .await;
     assert_eq!(r.status, 200, "accept: {}", r.body);
 }
+
+/// Enrols `c`'s user in TOTP (enrol, then confirm with the current code).
+pub async fn enrol_mfa(s: &TestServer, c: &Client) -> redwall_crypto::totp::TotpSecret {
+    use redwall_server::clock::Clock;
+    let e = c.post("/api/v1/me/mfa/enrol", json!({})).await;
+    assert_eq!(e.status, 200, "enrol: {}", e.body);
+    let secret =
+        redwall_crypto::totp::TotpSecret::from_base32(e.body["secret"].as_str().unwrap()).unwrap();
+    let code = secret.code_at((s.clock.now() / 1_000_000) as u64);
+    let r = c
+        .post("/api/v1/me/mfa/confirm", json!({"code": code}))
+        .await;
+    assert_eq!(r.status, 200, "confirm: {}", r.body);
+    secret
+}
