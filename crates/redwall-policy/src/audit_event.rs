@@ -48,6 +48,22 @@ pub enum AuditEvent {
     MemberLeft,
     AdminTeamAccess,
     TeamAuditExported,
+    InstanceCreated,
+    InstanceStarted,
+    InstanceStopped,
+    InstanceRestarted,
+    InstanceCrashed,
+    InstanceDeleted,
+    InstanceOptionsChanged,
+    InstanceEnvChanged,
+    InstanceRoutesChanged,
+    InstanceKeyCreated,
+    InstanceKeyRevoked,
+    InstanceKeyRejected,
+    InstanceBasicRejected,
+    InstanceEditorDenied,
+    InstanceNodeRedEvent,
+    KeysRotated,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
@@ -69,7 +85,7 @@ impl Outcome {
 }
 
 impl AuditEvent {
-    pub const ALL: [AuditEvent; 43] = [
+    pub const ALL: [AuditEvent; 59] = [
         AuditEvent::SetupCompleted,
         AuditEvent::SetupTokenRejected,
         AuditEvent::LoginSucceeded,
@@ -113,6 +129,22 @@ impl AuditEvent {
         AuditEvent::MemberLeft,
         AuditEvent::AdminTeamAccess,
         AuditEvent::TeamAuditExported,
+        AuditEvent::InstanceCreated,
+        AuditEvent::InstanceStarted,
+        AuditEvent::InstanceStopped,
+        AuditEvent::InstanceRestarted,
+        AuditEvent::InstanceCrashed,
+        AuditEvent::InstanceDeleted,
+        AuditEvent::InstanceOptionsChanged,
+        AuditEvent::InstanceEnvChanged,
+        AuditEvent::InstanceRoutesChanged,
+        AuditEvent::InstanceKeyCreated,
+        AuditEvent::InstanceKeyRevoked,
+        AuditEvent::InstanceKeyRejected,
+        AuditEvent::InstanceBasicRejected,
+        AuditEvent::InstanceEditorDenied,
+        AuditEvent::InstanceNodeRedEvent,
+        AuditEvent::KeysRotated,
     ];
 
     /// The stable name stored in the log and used in filters ("auth.*").
@@ -162,6 +194,22 @@ impl AuditEvent {
             MemberLeft => "team.member_left",
             AdminTeamAccess => "admin.team_access",
             TeamAuditExported => "team.audit_exported",
+            InstanceCreated => "instance.created",
+            InstanceStarted => "instance.started",
+            InstanceStopped => "instance.stopped",
+            InstanceRestarted => "instance.restarted",
+            InstanceCrashed => "instance.crashed",
+            InstanceDeleted => "instance.deleted",
+            InstanceOptionsChanged => "instance.options_changed",
+            InstanceEnvChanged => "instance.env_changed",
+            InstanceRoutesChanged => "instance.routes_changed",
+            InstanceKeyCreated => "instance.key_created",
+            InstanceKeyRevoked => "instance.key_revoked",
+            InstanceKeyRejected => "instance.key_rejected",
+            InstanceBasicRejected => "instance.basic_rejected",
+            InstanceEditorDenied => "instance.editor_denied",
+            InstanceNodeRedEvent => "instance.node_red",
+            KeysRotated => "keys.rotated",
         }
     }
 }

@@ -9,6 +9,7 @@ pub mod access;
 pub mod audit_event;
 pub mod password_policy;
 pub mod permission;
+pub mod route_policy;
 pub mod session_rules;
 pub mod throttle;
 pub mod username;

@@ -5,7 +5,7 @@
 //! the platform role; team permissions through the caller's role in the team
 //! the request addresses.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 /// A named capability a request needs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
@@ -64,6 +64,8 @@ pub enum Permission {
     InstanceEnvWrite,
     /// Change an instance's HTTP route policies and API keys.
     InstancePolicyWrite,
+    /// Change what an instance may install (palette, function modules).
+    InstanceOptionsWrite,
 }
 
 /// A role at platform level.
@@ -86,7 +88,7 @@ impl PlatformRole {
 
 /// A member's role in a team, from least to most powerful (the derived
 /// order is the power order).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum TeamRole {
     Dashboard,
@@ -315,10 +317,16 @@ pub const TABLE: &[PermissionRow] = &[
         false,
         WRITERS,
     ),
+    team(
+        Permission::InstanceOptionsWrite,
+        "instance:options:write",
+        false,
+        OWNERS,
+    ),
 ];
 
 impl Permission {
-    pub const ALL: [Permission; 27] = [
+    pub const ALL: [Permission; 28] = [
         Permission::AccountRead,
         Permission::AccountWrite,
         Permission::AccountMfa,
@@ -346,6 +354,7 @@ impl Permission {
         Permission::InstanceDashboard,
         Permission::InstanceEnvWrite,
         Permission::InstancePolicyWrite,
+        Permission::InstanceOptionsWrite,
     ];
 
     pub fn row(self) -> &'static PermissionRow {

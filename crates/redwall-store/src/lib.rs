@@ -15,6 +15,7 @@
 
 mod audit;
 mod error;
+mod instances;
 mod sessions;
 mod settings;
 mod teams;
@@ -33,6 +34,7 @@ pub use audit::{
     ChainReport, NewAuditEntry,
 };
 pub use error::StoreError;
+pub use instances::{EnvEntry, Instance, InstanceApiKey};
 pub use sessions::Session;
 pub use teams::{Invitation, Member, MemberChange, Team};
 pub use tokens::ApiToken;

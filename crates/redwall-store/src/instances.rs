@@ -1,0 +1,394 @@
+//! Managed Node-RED instances, their environment variables and API keys.
+//!
+//! Every read that serves a team request names the team. Secrets arrive here
+//! already sealed by the server; API keys only as digests.
+
+use sqlx::any::AnyRow;
+use sqlx::Row;
+
+use crate::{get_bool, Micros, Store, StoreError};
+
+#[derive(Clone, Debug)]
+pub struct Instance {
+    pub id: String,
+    pub name: String,
+    pub team_id: String,
+    pub port: u16,
+    /// 'running' or 'stopped': what Redwall restores at start.
+    pub desired_state: String,
+    /// JSON object of Owner-set options.
+    pub options: String,
+    /// JSON array of route rules.
+    pub routes: String,
+    /// Sealed secrets (base64 text).
+    pub secrets: String,
+    pub created_by: Option<String>,
+    pub created_at: Micros,
+    pub updated_at: Micros,
+}
+
+#[derive(Clone, Debug)]
+pub struct EnvEntry {
+    pub name: String,
+    pub secret: bool,
+    /// Sealed value (base64 text).
+    pub value: String,
+    pub updated_at: Micros,
+}
+
+#[derive(Clone, Debug)]
+pub struct InstanceApiKey {
+    pub id: String,
+    pub instance_id: String,
+    pub name: String,
+    pub key_digest: Vec<u8>,
+    pub display_prefix: String,
+    pub path_prefix: Option<String>,
+    pub created_by: Option<String>,
+    pub created_at: Micros,
+    pub expires_at: Option<Micros>,
+    pub revoked_at: Option<Micros>,
+    pub last_used_at: Option<Micros>,
+}
+
+fn instance_from_row(row: &AnyRow) -> Result<Instance, sqlx::Error> {
+    let port: i64 = row.try_get("port")?;
+    Ok(Instance {
+        id: row.try_get("id")?,
+        name: row.try_get("name")?,
+        team_id: row.try_get("team_id")?,
+        port: u16::try_from(port).map_err(|e| sqlx::Error::Decode(Box::new(e)))?,
+        desired_state: row.try_get("desired_state")?,
+        options: row.try_get("options")?,
+        routes: row.try_get("routes")?,
+        secrets: row.try_get("secrets")?,
+        created_by: row.try_get("created_by")?,
+        created_at: row.try_get("created_at")?,
+        updated_at: row.try_get("updated_at")?,
+    })
+}
+
+fn env_from_row(row: &AnyRow) -> Result<EnvEntry, sqlx::Error> {
+    Ok(EnvEntry {
+        name: row.try_get("name")?,
+        secret: get_bool(row, "secret")?,
+        value: row.try_get("value")?,
+        updated_at: row.try_get("updated_at")?,
+    })
+}
+
+fn key_from_row(row: &AnyRow) -> Result<InstanceApiKey, sqlx::Error> {
+    Ok(InstanceApiKey {
+        id: row.try_get("id")?,
+        instance_id: row.try_get("instance_id")?,
+        name: row.try_get("name")?,
+        key_digest: row.try_get("key_digest")?,
+        display_prefix: row.try_get("display_prefix")?,
+        path_prefix: row.try_get("path_prefix")?,
+        created_by: row.try_get("created_by")?,
+        created_at: row.try_get("created_at")?,
+        expires_at: row.try_get("expires_at")?,
+        revoked_at: row.try_get("revoked_at")?,
+        last_used_at: row.try_get("last_used_at")?,
+    })
+}
+
+fn collect<T>(
+    rows: &[AnyRow],
+    f: fn(&AnyRow) -> Result<T, sqlx::Error>,
+) -> Result<Vec<T>, StoreError> {
+    rows.iter()
+        .map(f)
+        .collect::<Result<_, sqlx::Error>>()
+        .map_err(StoreError::from)
+}
+
+impl Store {
+    /// Stores a new instance. `Conflict` when the name or port is taken.
+    pub async fn create_instance(&self, i: &Instance) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO instances (id, name, team_id, port, desired_state, options, routes, \
+             secrets, created_by, created_at, updated_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
+        )
+        .bind(&i.id)
+        .bind(&i.name)
+        .bind(&i.team_id)
+        .bind(i64::from(i.port))
+        .bind(&i.desired_state)
+        .bind(&i.options)
+        .bind(&i.routes)
+        .bind(&i.secrets)
+        .bind(&i.created_by)
+        .bind(i.created_at)
+        .bind(i.updated_at)
+        .execute(self.pool())
+        .await?;
+        Ok(())
+    }
+
+    /// The team's instance named by id or name; `None` for another team's.
+    pub async fn get_team_instance(
+        &self,
+        team_id: &str,
+        id_or_name: &str,
+    ) -> Result<Option<Instance>, StoreError> {
+        let row =
+            sqlx::query("SELECT * FROM instances WHERE team_id = $1 AND (id = $2 OR name = $2)")
+                .bind(team_id)
+                .bind(id_or_name)
+                .fetch_optional(self.pool())
+                .await?;
+        Ok(row.as_ref().map(instance_from_row).transpose()?)
+    }
+
+    /// The instance a proxied request names (by its platform-unique name).
+    pub async fn get_instance_by_name(&self, name: &str) -> Result<Option<Instance>, StoreError> {
+        let row = sqlx::query("SELECT * FROM instances WHERE name = $1")
+            .bind(name)
+            .fetch_optional(self.pool())
+            .await?;
+        Ok(row.as_ref().map(instance_from_row).transpose()?)
+    }
+
+    pub async fn list_team_instances(&self, team_id: &str) -> Result<Vec<Instance>, StoreError> {
+        let rows = sqlx::query("SELECT * FROM instances WHERE team_id = $1 ORDER BY name")
+            .bind(team_id)
+            .fetch_all(self.pool())
+            .await?;
+        collect(&rows, instance_from_row)
+    }
+
+    /// Every instance, for start-up and key rotation.
+    pub async fn list_all_instances(&self) -> Result<Vec<Instance>, StoreError> {
+        let rows = sqlx::query("SELECT * FROM instances ORDER BY name")
+            .fetch_all(self.pool())
+            .await?;
+        collect(&rows, instance_from_row)
+    }
+
+    pub async fn count_team_instances(&self, team_id: &str) -> Result<i64, StoreError> {
+        Ok(
+            sqlx::query_scalar("SELECT COUNT(*) FROM instances WHERE team_id = $1")
+                .bind(team_id)
+                .fetch_one(self.pool())
+                .await?,
+        )
+    }
+
+    pub async fn used_instance_ports(&self) -> Result<Vec<u16>, StoreError> {
+        let ports: Vec<i64> = sqlx::query_scalar("SELECT port FROM instances")
+            .fetch_all(self.pool())
+            .await?;
+        Ok(ports
+            .into_iter()
+            .filter_map(|p| u16::try_from(p).ok())
+            .collect())
+    }
+
+    pub async fn set_instance_desired_state(
+        &self,
+        id: &str,
+        state: &str,
+        now: Micros,
+    ) -> Result<bool, StoreError> {
+        self.update_instance_column(id, "desired_state", state, now)
+            .await
+    }
+
+    pub async fn set_instance_routes(
+        &self,
+        id: &str,
+        routes_json: &str,
+        now: Micros,
+    ) -> Result<bool, StoreError> {
+        self.update_instance_column(id, "routes", routes_json, now)
+            .await
+    }
+
+    pub async fn set_instance_options(
+        &self,
+        id: &str,
+        options_json: &str,
+        now: Micros,
+    ) -> Result<bool, StoreError> {
+        self.update_instance_column(id, "options", options_json, now)
+            .await
+    }
+
+    async fn update_instance_column(
+        &self,
+        id: &str,
+        column: &'static str,
+        value: &str,
+        now: Micros,
+    ) -> Result<bool, StoreError> {
+        // `column` is always one of the literals above, never user input.
+        let sql = format!("UPDATE instances SET {column} = $2, updated_at = $3 WHERE id = $1");
+        let done = sqlx::query(&sql)
+            .bind(id)
+            .bind(value)
+            .bind(now)
+            .execute(self.pool())
+            .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    /// Deletes the instance with its environment and keys.
+    pub async fn delete_instance(&self, id: &str) -> Result<bool, StoreError> {
+        let done = sqlx::query("DELETE FROM instances WHERE id = $1")
+            .bind(id)
+            .execute(self.pool())
+            .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    pub async fn list_instance_env(&self, instance_id: &str) -> Result<Vec<EnvEntry>, StoreError> {
+        let rows = sqlx::query("SELECT * FROM instance_env WHERE instance_id = $1 ORDER BY name")
+            .bind(instance_id)
+            .fetch_all(self.pool())
+            .await?;
+        collect(&rows, env_from_row)
+    }
+
+    /// Replaces the whole environment in one transaction, so a failed write
+    /// never leaves half a set.
+    pub async fn replace_instance_env(
+        &self,
+        instance_id: &str,
+        entries: &[EnvEntry],
+    ) -> Result<(), StoreError> {
+        let mut tx = self.begin_write().await?;
+        sqlx::query("DELETE FROM instance_env WHERE instance_id = $1")
+            .bind(instance_id)
+            .execute(&mut *tx)
+            .await?;
+        for e in entries {
+            sqlx::query(
+                "INSERT INTO instance_env (instance_id, name, secret, value, updated_at) \
+                 VALUES ($1, $2, $3, $4, $5)",
+            )
+            .bind(instance_id)
+            .bind(&e.name)
+            .bind(i64::from(e.secret))
+            .bind(&e.value)
+            .bind(e.updated_at)
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Re-seals every instance secret and environment value in one
+    /// transaction (key rotation). `reseal` gets each sealed text and returns
+    /// its replacement.
+    pub async fn reseal_instance_secrets(
+        &self,
+        reseal: &(dyn Fn(&str, &str) -> Result<String, String> + Sync),
+    ) -> Result<Result<u64, String>, StoreError> {
+        let mut tx = self.begin_write().await?;
+        let mut count = 0u64;
+        let rows = sqlx::query("SELECT id, secrets FROM instances")
+            .fetch_all(&mut *tx)
+            .await?;
+        for row in &rows {
+            let id: String = row.try_get("id")?;
+            let sealed: String = row.try_get("secrets")?;
+            let fresh = match reseal(&id, &sealed) {
+                Ok(s) => s,
+                Err(e) => return Ok(Err(e)),
+            };
+            sqlx::query("UPDATE instances SET secrets = $2 WHERE id = $1")
+                .bind(&id)
+                .bind(fresh)
+                .execute(&mut *tx)
+                .await?;
+            count += 1;
+        }
+        let rows = sqlx::query("SELECT instance_id, name, value FROM instance_env")
+            .fetch_all(&mut *tx)
+            .await?;
+        for row in &rows {
+            let id: String = row.try_get("instance_id")?;
+            let name: String = row.try_get("name")?;
+            let sealed: String = row.try_get("value")?;
+            let fresh = match reseal(&format!("{id}/{name}"), &sealed) {
+                Ok(s) => s,
+                Err(e) => return Ok(Err(e)),
+            };
+            sqlx::query("UPDATE instance_env SET value = $3 WHERE instance_id = $1 AND name = $2")
+                .bind(&id)
+                .bind(&name)
+                .bind(fresh)
+                .execute(&mut *tx)
+                .await?;
+            count += 1;
+        }
+        tx.commit().await?;
+        Ok(Ok(count))
+    }
+
+    pub async fn create_instance_api_key(&self, k: &InstanceApiKey) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO instance_api_keys (id, instance_id, name, key_digest, display_prefix, \
+             path_prefix, created_by, created_at, expires_at, revoked_at, last_used_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, NULL, NULL)",
+        )
+        .bind(&k.id)
+        .bind(&k.instance_id)
+        .bind(&k.name)
+        .bind(&k.key_digest)
+        .bind(&k.display_prefix)
+        .bind(&k.path_prefix)
+        .bind(&k.created_by)
+        .bind(k.created_at)
+        .bind(k.expires_at)
+        .execute(self.pool())
+        .await?;
+        Ok(())
+    }
+
+    pub async fn list_instance_api_keys(
+        &self,
+        instance_id: &str,
+    ) -> Result<Vec<InstanceApiKey>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT * FROM instance_api_keys WHERE instance_id = $1 ORDER BY created_at, id",
+        )
+        .bind(instance_id)
+        .fetch_all(self.pool())
+        .await?;
+        collect(&rows, key_from_row)
+    }
+
+    pub async fn get_instance_api_key_by_digest(
+        &self,
+        digest: &[u8],
+    ) -> Result<Option<InstanceApiKey>, StoreError> {
+        let row = sqlx::query("SELECT * FROM instance_api_keys WHERE key_digest = $1")
+            .bind(digest)
+            .fetch_optional(self.pool())
+            .await?;
+        Ok(row.as_ref().map(key_from_row).transpose()?)
+    }
+
+    /// Marks the key revoked; false when it is not this instance's or already revoked.
+    pub async fn revoke_instance_api_key(
+        &self,
+        instance_id: &str,
+        key_id: &str,
+        now: Micros,
+    ) -> Result<bool, StoreError> {
+        let done = sqlx::query(
+            "UPDATE instance_api_keys SET revoked_at = $3 \
+             WHERE id = $1 AND instance_id = $2 AND revoked_at IS NULL",
+        )
+        .bind(key_id)
+        .bind(instance_id)
+        .bind(now)
+        .execute(self.pool())
+        .await?;
+        Ok(done.rows_affected() == 1)
+    }
+}
