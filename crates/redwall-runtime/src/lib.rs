@@ -1,0 +1,47 @@
+//! Runs Node-RED instances for Redwall: installs Node-RED, writes each
+//! instance's `settings.js`, starts the process in a sandbox and supervises it.
+//!
+//! This crate knows nothing of the server or the store, because it also runs
+//! inside the remote agent: it takes what it needs as values
+//! ([`InstanceSpec`], [`NodeRedInstall`]) and reports through [`Reporter`].
+//!
+//! # Isolation model
+//!
+//! - Node-RED listens on `127.0.0.1:<port>` only. Every admin request (the
+//!   editor under `/editor`, its static files included) needs an admin token in
+//!   [`ADMIN_TOKEN_HEADER`]; every endpoint request (`/` and websocket-in nodes)
+//!   needs an endpoint token in [`ENDPOINT_TOKEN_HEADER`]. Only Redwall's proxy
+//!   holds the keys that mint them, so a local process that reaches the port
+//!   directly gets 401.
+//! - Each instance runs in its own session and process group, with rlimits,
+//!   `no_new_privs`, Landlock (read-only system and install paths, read-write
+//!   only its `userdir`, TCP bind only on its port) and, when Redwall runs as
+//!   root, its own uid/gid ([`SandboxIdentity::OsUser`]).
+//! - Data directory permissions: instances running as other uids must be able
+//!   to traverse the directories above their instance dir. Make the data dir
+//!   `0711` (traverse, no listing) and keep `redwall.db` and `master.key`
+//!   `0600`; the instance dir is `0755` root-owned and only `userdir` belongs to
+//!   the instance uid.
+
+mod error;
+mod http;
+mod install;
+mod sandbox;
+mod settings;
+mod spec;
+mod supervisor;
+pub mod testing;
+mod token;
+
+pub use error::RuntimeError;
+pub use install::{Installer, NodeRedInstall, DEFAULT_NODE_RED_VERSION};
+pub use sandbox::{landlock_abi, SandboxReport};
+pub use settings::render_settings;
+pub use spec::{EnvVar, InstanceOptions, InstanceSpec, Limits, SandboxIdentity};
+pub use supervisor::{
+    InstanceStatus, LogLine, LogStream, NodeRedAuditEvent, Reporter, Supervisor, SupervisorOptions,
+};
+pub use token::{
+    mint_admin_token, mint_endpoint_token, EditorPermission, ADMIN_TOKEN_HEADER,
+    ENDPOINT_TOKEN_HEADER, USER_HEADER,
+};

@@ -1,0 +1,239 @@
+use std::path::PathBuf;
+
+use redwall_crypto::Secret;
+
+use crate::RuntimeError;
+
+/// Everything needed to run one Node-RED instance. Built by Redwall (or the
+/// agent) from its own records; this crate never looks anything up.
+#[derive(Debug, Clone)]
+pub struct InstanceSpec {
+    /// Stable id (`[a-z0-9-]`), used in file names and as the token audience.
+    pub id: String,
+    /// Bound on 127.0.0.1 only.
+    pub port: u16,
+    /// Instance root: holds `settings.js` (rewritten at every start) and
+    /// `userdir/`, the only place the instance may write.
+    pub dir: PathBuf,
+    /// HMAC key for editor tokens.
+    pub admin_secret: Secret,
+    /// HMAC key for endpoint tokens; must differ from `admin_secret`.
+    pub endpoint_secret: Secret,
+    /// Node-RED's `credentialSecret`, which encrypts `flows_cred.json`.
+    pub credential_secret: Secret,
+    /// User environment, visible to flows (`${VAR}`, `env.get`).
+    pub env: Vec<EnvVar>,
+    pub options: InstanceOptions,
+    pub limits: Limits,
+    pub identity: SandboxIdentity,
+    /// Extra paths the instance may read (and execute).
+    pub read_only_paths: Vec<PathBuf>,
+}
+
+/// One user environment variable.
+#[derive(Debug, Clone)]
+pub struct EnvVar {
+    pub name: String,
+    pub value: Secret,
+}
+
+/// Editor features that let a user add code from npm to the instance.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct InstanceOptions {
+    /// Palette manager may install, update and upload node modules.
+    pub allow_palette_install: bool,
+    /// Function nodes may declare and install npm modules.
+    pub allow_function_modules: bool,
+}
+
+/// Resource limits applied to the instance process (and inherited by the
+/// processes it starts).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// Enforced as `RLIMIT_DATA` (private writable memory), because V8 reserves
+    /// far more address space than it uses and `RLIMIT_AS` would stop Node at
+    /// start. The V8 heap gets 3/4 of it (`--max-old-space-size`).
+    pub memory_bytes: u64,
+    /// `RLIMIT_NPROC`: counted per uid, so it only bites with
+    /// [`SandboxIdentity::OsUser`] (root ignores it).
+    pub max_processes: u64,
+    /// `RLIMIT_NOFILE`.
+    pub max_open_files: u64,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            memory_bytes: 1 << 30,
+            max_processes: 256,
+            max_open_files: 4096,
+        }
+    }
+}
+
+/// Which OS identity the instance runs as.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SandboxIdentity {
+    /// A dedicated uid/gid per instance. Needs Redwall to run as root. The
+    /// instance then cannot read root's 0600 files even where Landlock is
+    /// missing, and its process limit is its own.
+    OsUser { uid: u32, gid: u32 },
+    /// Same uid as Redwall. Weaker: Landlock, rlimits and `no_new_privs` still
+    /// apply, but without Landlock the instance could read everything Redwall
+    /// can, and it shares Redwall's process count.
+    Inherit,
+}
+
+/// Names Redwall sets itself; user variables may not shadow them.
+pub(crate) const RESERVED_ENV: &[&str] = &[
+    "PATH",
+    "HOME",
+    "TMPDIR",
+    "LANG",
+    "NODE_ENV",
+    "NODE_OPTIONS",
+    "NODE_PATH",
+    "NODE_RED_HOME",
+    "LD_PRELOAD",
+    "LD_LIBRARY_PATH",
+];
+
+impl InstanceSpec {
+    /// Checks what the runtime relies on: an id safe for paths and JS
+    /// strings, distinct keys, and user variables that cannot override
+    /// Redwall's own.
+    pub fn validate(&self) -> Result<(), RuntimeError> {
+        let id_ok = !self.id.is_empty()
+            && self.id.len() <= 64
+            && self
+                .id
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
+        if !id_ok {
+            return Err(RuntimeError::InvalidSpec(format!(
+                "instance id {:?} must be 1-64 characters of [a-z0-9-]",
+                self.id
+            )));
+        }
+        if self.port < 1024 {
+            return Err(RuntimeError::InvalidSpec(format!(
+                "port {} is privileged",
+                self.port
+            )));
+        }
+        for (name, secret) in [
+            ("admin_secret", &self.admin_secret),
+            ("endpoint_secret", &self.endpoint_secret),
+            ("credential_secret", &self.credential_secret),
+        ] {
+            if secret.expose().len() < 16 {
+                return Err(RuntimeError::InvalidSpec(format!(
+                    "{name} is shorter than 16 bytes"
+                )));
+            }
+        }
+        if self.admin_secret.expose() == self.endpoint_secret.expose() {
+            return Err(RuntimeError::InvalidSpec(
+                "admin_secret and endpoint_secret must differ".into(),
+            ));
+        }
+        for var in &self.env {
+            let valid = !var.name.is_empty()
+                && !var.name.starts_with(|c: char| c.is_ascii_digit())
+                && var
+                    .name
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'_');
+            if !valid {
+                return Err(RuntimeError::InvalidSpec(format!(
+                    "environment variable name {:?} must be [A-Za-z_][A-Za-z0-9_]*",
+                    var.name
+                )));
+            }
+            if var.name.starts_with("REDWALL_") || RESERVED_ENV.contains(&var.name.as_str()) {
+                return Err(RuntimeError::InvalidSpec(format!(
+                    "environment variable {} is reserved by Redwall",
+                    var.name
+                )));
+            }
+            if var.value.expose().contains('\0') {
+                return Err(RuntimeError::InvalidSpec(format!(
+                    "environment variable {} contains a NUL byte",
+                    var.name
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    pub(crate) fn userdir(&self) -> PathBuf {
+        self.dir.join("userdir")
+    }
+
+    pub(crate) fn settings_path(&self) -> PathBuf {
+        self.dir.join("settings.js")
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+mod tests {
+    use super::*;
+
+    fn spec() -> InstanceSpec {
+        InstanceSpec {
+            id: "a-1".into(),
+            port: 20000,
+            dir: PathBuf::from("/tmp/x"),
+            admin_secret: Secret::new("a".repeat(32)),
+            endpoint_secret: Secret::new("e".repeat(32)),
+            credential_secret: Secret::new("c".repeat(32)),
+            env: vec![],
+            options: InstanceOptions::default(),
+            limits: Limits::default(),
+            identity: SandboxIdentity::Inherit,
+            read_only_paths: vec![],
+        }
+    }
+
+    #[test]
+    fn user_env_cannot_override_redwall_variables() {
+        for name in [
+            "REDWALL_ADMIN_SECRET",
+            "NODE_OPTIONS",
+            "PATH",
+            "LD_PRELOAD",
+            "A=B",
+            "",
+        ] {
+            let mut s = spec();
+            s.env.push(EnvVar {
+                name: name.into(),
+                value: Secret::new("x".into()),
+            });
+            assert!(s.validate().is_err(), "{name} accepted");
+        }
+        let mut s = spec();
+        s.env.push(EnvVar {
+            name: "MY_VAR".into(),
+            value: Secret::new("x".into()),
+        });
+        assert!(s.validate().is_ok());
+    }
+
+    #[test]
+    fn ids_must_be_safe_for_paths() {
+        for id in ["", "A", "../x", "a/b", "a\"b"] {
+            let mut s = spec();
+            s.id = id.into();
+            assert!(s.validate().is_err(), "{id:?} accepted");
+        }
+    }
+
+    #[test]
+    fn keys_must_differ() {
+        let mut s = spec();
+        s.endpoint_secret = s.admin_secret.clone();
+        assert!(s.validate().is_err());
+    }
+}

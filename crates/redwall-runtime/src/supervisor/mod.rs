@@ -1,0 +1,330 @@
+//! Starts, watches and stops instance processes.
+
+mod output;
+mod pidfile;
+mod runner;
+mod spawner;
+mod types;
+
+use std::collections::{HashMap, VecDeque};
+use std::fs::{File, OpenOptions};
+use std::os::fd::AsRawFd;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use tokio::sync::{broadcast, watch};
+
+pub use types::{
+    InstanceStatus, LogLine, LogStream, NodeRedAuditEvent, Reporter, SupervisorOptions,
+};
+
+use crate::install::{create_dir_0755, NodeRedInstall};
+use crate::sandbox::SandboxReport;
+use crate::spec::InstanceSpec;
+use crate::RuntimeError;
+use spawner::Spawner;
+pub(crate) use types::now_unix_ms;
+
+/// Runs instances on this machine. One per run directory: a second one on
+/// the same directory is refused, so two Redwalls never fight over ports and
+/// pidfiles.
+pub struct Supervisor {
+    shared: Arc<Shared>,
+    slots: Mutex<HashMap<String, Arc<Slot>>>,
+    // Held for the supervisor's lifetime; the kernel drops the flock with it.
+    _lock: File,
+}
+
+/// What runner tasks need; deliberately not the whole supervisor, so
+/// dropping the supervisor still ends them.
+pub(crate) struct Shared {
+    run_dir: PathBuf,
+    reporter: Arc<dyn Reporter>,
+    options: SupervisorOptions,
+    spawner: Spawner,
+}
+
+/// One instance's state, kept after it stops so its logs stay readable.
+pub(crate) struct Slot {
+    id: String,
+    status: watch::Sender<InstanceStatus>,
+    logs: Mutex<VecDeque<LogLine>>,
+    log_tx: broadcast::Sender<LogLine>,
+    control: Mutex<Control>,
+}
+
+#[derive(Default)]
+struct Control {
+    /// Present while a runner task owns the instance.
+    stop: Option<watch::Sender<bool>>,
+    last_start: Option<(InstanceSpec, NodeRedInstall)>,
+    sandbox: Option<SandboxReport>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // A panic while holding one of these locks leaves plain data behind,
+    // still consistent enough to read and overwrite.
+    m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+impl Supervisor {
+    /// Takes the run directory's lock and starts the spawner thread. Must be
+    /// called inside a tokio runtime.
+    pub fn new(run_dir: PathBuf, reporter: Arc<dyn Reporter>) -> Result<Self, RuntimeError> {
+        Self::with_options(run_dir, reporter, SupervisorOptions::default())
+    }
+
+    pub fn with_options(
+        run_dir: PathBuf,
+        reporter: Arc<dyn Reporter>,
+        options: SupervisorOptions,
+    ) -> Result<Self, RuntimeError> {
+        create_dir_0755(&run_dir)?;
+        let lock_path = run_dir.join("supervisor.lock");
+        let lock_file = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .mode(0o600)
+            .open(&lock_path)
+            .map_err(RuntimeError::io(format!("opening {}", lock_path.display())))?;
+        // SAFETY: flock on a descriptor we own.
+        if unsafe { libc::flock(lock_file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+            return Err(RuntimeError::SupervisorLocked { path: lock_path });
+        }
+        Ok(Self {
+            shared: Arc::new(Shared {
+                run_dir,
+                reporter,
+                options,
+                spawner: Spawner::new()?,
+            }),
+            slots: Mutex::new(HashMap::new()),
+            _lock: lock_file,
+        })
+    }
+
+    fn slot(&self, id: &str) -> Option<Arc<Slot>> {
+        lock(&self.slots).get(id).cloned()
+    }
+
+    fn slot_or_new(&self, id: &str) -> Arc<Slot> {
+        let mut slots = lock(&self.slots);
+        slots
+            .entry(id.to_owned())
+            .or_insert_with(|| {
+                Arc::new(Slot {
+                    id: id.to_owned(),
+                    status: watch::Sender::new(InstanceStatus::Stopped),
+                    logs: Mutex::new(VecDeque::new()),
+                    log_tx: broadcast::channel(1024).0,
+                    control: Mutex::new(Control::default()),
+                })
+            })
+            .clone()
+    }
+
+    /// Starts an instance and returns once its process runs (status
+    /// `Starting`); it turns `Running` when the editor answers. See
+    /// [`Supervisor::wait_until_running`].
+    pub async fn start(
+        &self,
+        spec: InstanceSpec,
+        install: &NodeRedInstall,
+    ) -> Result<(), RuntimeError> {
+        spec.validate()?;
+        let slot = self.slot_or_new(&spec.id);
+        let (stop_tx, stop_rx) = watch::channel(false);
+        {
+            let mut control = lock(&slot.control);
+            if control.stop.is_some() {
+                return Err(RuntimeError::AlreadyRunning(spec.id.clone()));
+            }
+            control.stop = Some(stop_tx);
+            control.last_start = Some((spec.clone(), install.clone()));
+        }
+        let first = match runner::spawn_instance(&self.shared, &slot, &spec, install).await {
+            Ok(child) => child,
+            Err(e) => {
+                lock(&slot.control).stop = None;
+                return Err(e);
+            }
+        };
+        runner::set_status(&self.shared, &slot, InstanceStatus::Starting);
+        tokio::spawn(runner::supervise(
+            self.shared.clone(),
+            slot,
+            spec,
+            install.clone(),
+            first,
+            stop_rx,
+        ));
+        Ok(())
+    }
+
+    /// Stops an instance: SIGTERM to its process group, SIGKILL after the
+    /// grace period. It is not restarted.
+    pub async fn stop(&self, id: &str) -> Result<(), RuntimeError> {
+        let slot = self
+            .slot(id)
+            .ok_or_else(|| RuntimeError::UnknownInstance(id.to_owned()))?;
+        let stop = lock(&slot.control).stop.clone();
+        match stop {
+            Some(stop) => {
+                let _ = stop.send(true);
+                // The runner clears `stop` last, after the process is gone.
+                let mut rx = slot.status.subscribe();
+                while lock(&slot.control).stop.is_some() {
+                    let _ = tokio::time::timeout(Duration::from_millis(100), rx.changed()).await;
+                }
+            }
+            None => runner::set_status(&self.shared, &slot, InstanceStatus::Stopped),
+        }
+        Ok(())
+    }
+
+    /// Stops and starts again with the spec of the last start.
+    pub async fn restart(&self, id: &str) -> Result<(), RuntimeError> {
+        let slot = self
+            .slot(id)
+            .ok_or_else(|| RuntimeError::UnknownInstance(id.to_owned()))?;
+        let last = lock(&slot.control).last_start.clone();
+        let (spec, install) = last.ok_or_else(|| RuntimeError::UnknownInstance(id.to_owned()))?;
+        self.stop(id).await?;
+        self.start(spec, &install).await
+    }
+
+    /// Stops every instance (for shutdown), all at once.
+    pub async fn stop_all(&self) {
+        let slots: Vec<Arc<Slot>> = lock(&self.slots).values().cloned().collect();
+        for slot in &slots {
+            if let Some(stop) = lock(&slot.control).stop.as_ref() {
+                let _ = stop.send(true);
+            }
+        }
+        for slot in &slots {
+            if let Err(e) = self.stop(&slot.id).await {
+                tracing::warn!(instance = %slot.id, error = %e, "stopping an instance failed");
+            }
+        }
+    }
+
+    pub fn status(&self, id: &str) -> InstanceStatus {
+        self.slot(id)
+            .map(|s| s.status.borrow().clone())
+            .unwrap_or(InstanceStatus::Stopped)
+    }
+
+    /// What the sandbox of the instance's last start achieved.
+    pub fn sandbox_report(&self, id: &str) -> Option<SandboxReport> {
+        self.slot(id).and_then(|s| lock(&s.control).sandbox.clone())
+    }
+
+    /// The last `n` lines the instance wrote (audit lines excluded).
+    pub fn logs(&self, id: &str, n: usize) -> Vec<LogLine> {
+        let Some(slot) = self.slot(id) else {
+            return Vec::new();
+        };
+        let logs = lock(&slot.logs);
+        logs.iter()
+            .skip(logs.len().saturating_sub(n))
+            .cloned()
+            .collect()
+    }
+
+    pub fn subscribe_logs(&self, id: &str) -> Option<broadcast::Receiver<LogLine>> {
+        self.slot(id).map(|s| s.log_tx.subscribe())
+    }
+
+    /// Waits until `done` accepts the instance's status; errors after
+    /// `timeout` with the last status seen.
+    pub async fn wait_for_status(
+        &self,
+        id: &str,
+        timeout: Duration,
+        done: impl Fn(&InstanceStatus) -> bool,
+    ) -> Result<InstanceStatus, RuntimeError> {
+        let slot = self
+            .slot(id)
+            .ok_or_else(|| RuntimeError::UnknownInstance(id.to_owned()))?;
+        let mut rx = slot.status.subscribe();
+        let waited = tokio::time::timeout(timeout, async {
+            loop {
+                let current = rx.borrow_and_update().clone();
+                if done(&current) {
+                    return Ok(current);
+                }
+                if rx.changed().await.is_err() {
+                    return Err(current);
+                }
+            }
+        })
+        .await;
+        match waited {
+            Ok(Ok(status)) => Ok(status),
+            Ok(Err(status)) => Err(RuntimeError::Timeout {
+                id: id.to_owned(),
+                detail: format!("status channel closed at {status:?}"),
+            }),
+            Err(_) => Err(RuntimeError::Timeout {
+                id: id.to_owned(),
+                detail: format!("still {:?}", self.status(id)),
+            }),
+        }
+    }
+
+    /// Waits for `Running`; fails early if the instance gives up
+    /// (`CrashLoop`) or is stopped.
+    pub async fn wait_until_running(
+        &self,
+        id: &str,
+        timeout: Duration,
+    ) -> Result<InstanceStatus, RuntimeError> {
+        let status = self
+            .wait_for_status(id, timeout, |s| {
+                matches!(
+                    s,
+                    InstanceStatus::Running { .. }
+                        | InstanceStatus::CrashLoop { .. }
+                        | InstanceStatus::Stopped
+                )
+            })
+            .await?;
+        if status.is_running() {
+            Ok(status)
+        } else {
+            Err(RuntimeError::Timeout {
+                id: id.to_owned(),
+                detail: format!("ended {status:?} instead of running"),
+            })
+        }
+    }
+
+    /// Kills instances that a previous, killed supervisor left running on
+    /// this run directory (their process groups, found through the
+    /// pidfiles) and returns their ids. Call once at start, before starting
+    /// instances.
+    pub fn reap_orphans(&self) -> Vec<String> {
+        let own: Vec<String> = lock(&self.slots)
+            .values()
+            .filter(|s| lock(&s.control).stop.is_some())
+            .map(|s| s.id.clone())
+            .collect();
+        pidfile::reap(&self.shared.run_dir, &own)
+    }
+}
+
+impl Drop for Supervisor {
+    fn drop(&mut self) {
+        for slot in lock(&self.slots).values() {
+            if let Some(stop) = lock(&slot.control).stop.as_ref() {
+                let _ = stop.send(true);
+            }
+        }
+        // Ending the spawner thread makes the kernel SIGKILL every instance
+        // (parent-death signal), even if no runtime is left to stop them.
+        self.shared.spawner.shut_down();
+    }
+}

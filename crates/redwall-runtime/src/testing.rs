@@ -1,0 +1,199 @@
+//! Helpers for tests of this crate and of crates that drive instances (the
+//! server's proxy tests): a shared Node-RED install, free ports, specs with
+//! fresh secrets, direct deploys, and a recording [`Reporter`].
+
+use std::fs::OpenOptions;
+use std::io::Read;
+use std::os::fd::AsRawFd;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::time::Duration;
+
+use redwall_crypto::Secret;
+
+pub use crate::http::{request, HttpResponse};
+use crate::install::create_dir_0755;
+use crate::supervisor::{InstanceStatus, NodeRedAuditEvent, Reporter};
+use crate::{
+    mint_admin_token, mint_endpoint_token, EditorPermission, Installer, InstanceOptions,
+    InstanceSpec, Limits, NodeRedInstall, RuntimeError, SandboxIdentity, ADMIN_TOKEN_HEADER,
+    DEFAULT_NODE_RED_VERSION, ENDPOINT_TOKEN_HEADER,
+};
+
+/// Default cache for [`shared_install`]; `REDWALL_TEST_NODE_RED_CACHE`
+/// overrides it. Outside any per-test temp dir so other uids can read it.
+pub const DEFAULT_CACHE: &str = "/var/tmp/redwall-test-node-red";
+
+/// Installs [`DEFAULT_NODE_RED_VERSION`] once per machine and returns it.
+/// Safe to call from many test processes at once: a file lock serialises
+/// the install.
+pub fn shared_install() -> Result<NodeRedInstall, RuntimeError> {
+    let dir = std::env::var_os("REDWALL_TEST_NODE_RED_CACHE")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(DEFAULT_CACHE));
+    create_dir_0755(&dir)?;
+    let lock_path = dir.join(".install.lock");
+    let lock = OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&lock_path)
+        .map_err(RuntimeError::io("opening the install lock"))?;
+    // SAFETY: flock on a descriptor we own; released when `lock` closes.
+    if unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX) } != 0 {
+        return Err(RuntimeError::io("locking the install cache")(
+            std::io::Error::last_os_error(),
+        ));
+    }
+    let installer = Installer {
+        dir,
+        version: DEFAULT_NODE_RED_VERSION.to_owned(),
+        npm: PathBuf::from("npm"),
+        node: PathBuf::from("node"),
+    };
+    installer.ensure(&mut |line| eprintln!("[npm] {line}"))
+}
+
+/// A loopback port that was free a moment ago.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind(("127.0.0.1", 0))
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .unwrap_or(0)
+}
+
+/// A fresh random secret (64 hex characters).
+pub fn random_secret() -> Secret {
+    let mut bytes = [0u8; 32];
+    let read = std::fs::File::open("/dev/urandom").and_then(|mut f| f.read_exact(&mut bytes));
+    if read.is_err() {
+        // Tests only: fall back to something unique rather than fail.
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or_default();
+        bytes[..16].copy_from_slice(&nanos.to_le_bytes());
+    }
+    Secret::new(bytes.iter().map(|b| format!("{b:02x}")).collect())
+}
+
+/// A spec with fresh secrets, default options and limits, its dir at
+/// `parent/<id>`.
+pub fn spec(id: &str, parent: &Path, port: u16, identity: SandboxIdentity) -> InstanceSpec {
+    InstanceSpec {
+        id: id.to_owned(),
+        port,
+        dir: parent.join(id),
+        admin_secret: random_secret(),
+        endpoint_secret: random_secret(),
+        credential_secret: random_secret(),
+        env: Vec::new(),
+        options: InstanceOptions::default(),
+        limits: Limits::default(),
+        identity,
+        read_only_paths: Vec::new(),
+    }
+}
+
+fn in_an_hour() -> i64 {
+    crate::supervisor::now_unix_ms() / 1000 + 3600
+}
+
+/// An admin token for `spec`, valid for an hour.
+pub fn admin_token(spec: &InstanceSpec, username: &str, perm: EditorPermission) -> String {
+    mint_admin_token(&spec.admin_secret, &spec.id, username, perm, in_an_hour())
+}
+
+/// An endpoint token for `spec`, valid for an hour.
+pub fn endpoint_token(spec: &InstanceSpec, username: Option<&str>) -> String {
+    mint_endpoint_token(&spec.endpoint_secret, &spec.id, username, in_an_hour())
+}
+
+const TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Replaces the instance's flows (a full deploy) as `username`, straight to
+/// its port, bypassing any proxy.
+pub async fn deploy_flows(
+    spec: &InstanceSpec,
+    username: &str,
+    flows: &serde_json::Value,
+) -> std::io::Result<HttpResponse> {
+    let token = admin_token(spec, username, EditorPermission::Full);
+    let body = flows.to_string();
+    request(
+        spec.port,
+        "POST",
+        "/editor/flows",
+        &[
+            (ADMIN_TOKEN_HEADER, &token),
+            ("Content-Type", "application/json"),
+            ("Node-RED-Deployment-Type", "full"),
+        ],
+        Some(body.as_bytes()),
+        TIMEOUT,
+    )
+    .await
+}
+
+/// Calls an endpoint of the instance with an endpoint token for `username`.
+pub async fn call_endpoint(
+    spec: &InstanceSpec,
+    method: &str,
+    path: &str,
+    username: Option<&str>,
+) -> std::io::Result<HttpResponse> {
+    let token = endpoint_token(spec, username);
+    request(
+        spec.port,
+        method,
+        path,
+        &[(ENDPOINT_TOKEN_HEADER, &token)],
+        None,
+        TIMEOUT,
+    )
+    .await
+}
+
+/// Polls an endpoint until it stops answering 404: a deploy returns before
+/// the new flows' routes are registered.
+pub async fn wait_for_endpoint(spec: &InstanceSpec, path: &str) -> std::io::Result<HttpResponse> {
+    let deadline = std::time::Instant::now() + TIMEOUT;
+    loop {
+        let r = call_endpoint(spec, "GET", path, Some("probe")).await?;
+        if r.status != 404 || std::time::Instant::now() > deadline {
+            return Ok(r);
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Records everything reported, for assertions.
+#[derive(Default)]
+pub struct RecordingReporter {
+    pub statuses: Mutex<Vec<(String, InstanceStatus)>>,
+    pub audits: Mutex<Vec<(String, NodeRedAuditEvent)>>,
+}
+
+impl RecordingReporter {
+    pub fn audits(&self) -> Vec<(String, NodeRedAuditEvent)> {
+        self.audits.lock().map(|a| a.clone()).unwrap_or_default()
+    }
+
+    pub fn statuses(&self) -> Vec<(String, InstanceStatus)> {
+        self.statuses.lock().map(|a| a.clone()).unwrap_or_default()
+    }
+}
+
+impl Reporter for RecordingReporter {
+    fn status_changed(&self, instance_id: &str, status: &InstanceStatus) {
+        if let Ok(mut s) = self.statuses.lock() {
+            s.push((instance_id.to_owned(), status.clone()));
+        }
+    }
+
+    fn audit(&self, instance_id: &str, event: NodeRedAuditEvent) {
+        if let Ok(mut a) = self.audits.lock() {
+            a.push((instance_id.to_owned(), event));
+        }
+    }
+}
