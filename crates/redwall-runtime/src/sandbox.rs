@@ -293,6 +293,13 @@ impl ChildSetup {
             };
             check(libc::setrlimit(resource, &limit) as libc::c_long)?;
         }
+        // An instance needs no capabilities. Emptying the bounding set means
+        // even a root instance (Inherit under a root Redwall) execs without
+        // any, so it cannot bypass permission checks or read non-dumpable
+        // processes' /proc files. Fails harmlessly (EPERM) when not root.
+        for cap in 0..64 {
+            libc::prctl(libc::PR_CAPBSET_DROP, cap, 0, 0, 0);
+        }
         if let Some((uid, gid)) = self.ids {
             check(libc::setgroups(0, std::ptr::null()) as libc::c_long)?;
             check(libc::setgid(gid) as libc::c_long)?;

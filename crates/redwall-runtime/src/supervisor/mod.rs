@@ -94,6 +94,11 @@ impl Supervisor {
         if unsafe { libc::flock(lock_file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
             return Err(RuntimeError::SupervisorLocked { path: lock_path });
         }
+        // Redwall's memory and environment hold keys. A non-dumpable process
+        // has root-owned /proc files that only CAP_SYS_PTRACE can read, and
+        // instances run without capabilities.
+        // SAFETY: prctl with plain integer arguments.
+        unsafe { libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0) };
         Ok(Self {
             shared: Arc::new(Shared {
                 run_dir,
