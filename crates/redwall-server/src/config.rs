@@ -22,6 +22,62 @@ pub struct Config {
     pub sessions: SessionLifetimes,
     pub passwords: Argon2Params,
     pub log: LogConfig,
+    pub instances: InstancesConfig,
+}
+
+/// Managed Node-RED instances and the proxy in front of them.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct InstancesConfig {
+    /// Instances are reached at `{name}.{domain}` (recommended: instance
+    /// pages never share cookies with the console). Empty: host routing off.
+    pub domain: String,
+    /// Instances are also reached at `/i/{name}/` on the console's own
+    /// address (for a localhost setup).
+    pub path_routing: bool,
+    /// Loopback ports handed to instances, inclusive.
+    pub port_min: u16,
+    pub port_max: u16,
+    /// The Node-RED version installed with npm on first use.
+    pub node_red_version: String,
+    /// Use this Node-RED package directory instead of installing one.
+    pub node_red_path: Option<PathBuf>,
+    pub node: PathBuf,
+    pub npm: PathBuf,
+    /// Run each instance as its own OS user (needs root). Off: the instance
+    /// runs as Redwall's user, confined by Landlock only.
+    pub os_users: bool,
+    /// First uid/gid handed to instances (one per instance).
+    pub uid_base: u32,
+    pub memory_mb: u64,
+    pub max_processes: u64,
+    pub max_open_files: u64,
+    /// Largest request body the proxy forwards to an instance.
+    pub max_body_bytes: u64,
+    /// Slowest restart backoff after a crash, in seconds.
+    pub max_backoff_secs: u64,
+}
+
+impl Default for InstancesConfig {
+    fn default() -> Self {
+        InstancesConfig {
+            domain: String::new(),
+            path_routing: true,
+            port_min: 41000,
+            port_max: 41999,
+            node_red_version: redwall_runtime::DEFAULT_NODE_RED_VERSION.to_string(),
+            node_red_path: None,
+            node: PathBuf::from("node"),
+            npm: PathBuf::from("npm"),
+            os_users: true,
+            uid_base: 61000,
+            memory_mb: 1024,
+            max_processes: 256,
+            max_open_files: 4096,
+            max_body_bytes: 5 * 1024 * 1024,
+            max_backoff_secs: 30,
+        }
+    }
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -78,6 +134,7 @@ impl Default for Config {
             sessions: SessionLifetimes::default(),
             passwords: Argon2Params::default(),
             log: LogConfig::default(),
+            instances: InstancesConfig::default(),
         }
     }
 }
@@ -240,6 +297,15 @@ impl Config {
         if let Some(v) = env("REDWALL_LOG_LEVEL") {
             self.log.level = v;
         }
+        if let Some(v) = env("REDWALL_INSTANCES_DOMAIN") {
+            self.instances.domain = v.trim().to_ascii_lowercase();
+        }
+        if let Some(v) = env("REDWALL_NODE_RED_PATH") {
+            self.instances.node_red_path = Some(PathBuf::from(v));
+        }
+        if let Some(v) = env("REDWALL_NODE_RED_VERSION") {
+            self.instances.node_red_version = v.trim().to_string();
+        }
         Ok(())
     }
 
@@ -312,6 +378,33 @@ impl Config {
                 "server.max_body_bytes",
                 "must be between 1 KiB and 16 MiB".into(),
             );
+        }
+        let i = &self.instances;
+        if i.port_min == 0 || i.port_min > i.port_max {
+            error(
+                "instances.port_min",
+                "port_min must be between 1 and port_max".into(),
+            );
+        }
+        if !i.domain.is_empty()
+            && !i
+                .domain
+                .split('.')
+                .all(|l| !l.is_empty() && l.chars().all(|c| c.is_ascii_alphanumeric() || c == '-'))
+        {
+            error(
+                "instances.domain",
+                format!("{:?} is not a DNS domain", i.domain),
+            );
+        }
+        if i.memory_mb < 128 || i.max_processes < 8 || i.max_open_files < 256 {
+            error(
+                "instances",
+                "memory_mb >= 128, max_processes >= 8 and max_open_files >= 256 are needed to run Node-RED".into(),
+            );
+        }
+        if i.max_body_bytes < 1024 {
+            error("instances.max_body_bytes", "must be at least 1 KiB".into());
         }
         if tracing_subscriber::EnvFilter::try_new(&self.log.level).is_err() {
             error(

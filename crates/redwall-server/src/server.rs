@@ -30,6 +30,9 @@ pub struct StartOptions {
     pub clock: Arc<dyn Clock>,
     /// `REDWALL_MASTER_KEY`, when set.
     pub master_key: Option<Secret>,
+    /// Supervise Node-RED instances (and take the data directory's
+    /// supervisor lock). Only one process per data directory may.
+    pub run_instances: bool,
 }
 
 pub struct RunningServer {
@@ -52,6 +55,9 @@ impl RunningServer {
     pub async fn shutdown(self) {
         self.handle.graceful_shutdown(Some(Duration::from_secs(5)));
         let _ = self.task.await;
+        if let Some(m) = self.state.instances.get() {
+            m.shutdown().await;
+        }
         let _ = self.state.activity.flush(&self.state.store).await;
     }
 
@@ -65,6 +71,9 @@ impl RunningServer {
             handle.graceful_shutdown(Some(Duration::from_secs(10)));
         });
         self.task.await.context("server task")??;
+        if let Some(m) = state.instances.get() {
+            m.shutdown().await;
+        }
         let _ = state.activity.flush(&state.store).await;
         Ok(())
     }
@@ -112,6 +121,7 @@ pub async fn start(options: StartOptions) -> anyhow::Result<RunningServer> {
         config,
         clock,
         master_key,
+        run_instances: options_run_instances,
     } = options;
     crate::net::tls::install_crypto_provider();
     let tls_mode = config.tls.mode;
@@ -156,6 +166,12 @@ pub async fn start(options: StartOptions) -> anyhow::Result<RunningServer> {
         }
     };
     spawn_housekeeping(state.clone());
+    if options_run_instances {
+        let manager = crate::instances::InstanceManager::open(&state)?;
+        let _ = state.instances.set(manager.clone());
+        let boot_state = state.clone();
+        tokio::spawn(async move { manager.start_desired(&boot_state).await });
+    }
     let tls = rustls_config_is_some;
     tracing::info!(%addr, tls, "Redwall is listening");
     Ok(RunningServer {
@@ -191,6 +207,12 @@ pub fn app(state: AppState) -> Router {
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(RequestBodyLimitLayer::new(max_body))
+        // Instance traffic leaves here for the proxy, before the API's
+        // body limit; the proxy applies the instances' own limit.
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            crate::proxy::dispatch,
+        ))
         .layer(middleware::from_fn_with_state(
             state.clone(),
             count_requests,

@@ -4,7 +4,11 @@ use crate::auth::activity::ActivityBuffer;
 use crate::auth::throttle::LoginThrottle;
 use crate::clock::Clock;
 use crate::config::Config;
+use crate::instances::InstanceManager;
 use crate::metrics::Metrics;
+use crate::proxy::credentials::CachedKey;
+use crate::proxy::forward::Upstream;
+use crate::proxy::ProxyTarget;
 use crate::settings::SettingsCache;
 use crate::ttl_cache::TtlCache;
 use redwall_crypto::chain::ChainKey;
@@ -15,7 +19,7 @@ use redwall_policy::permission::{Permission, TeamRole};
 use redwall_policy::{Micros, MICROS_PER_SECOND};
 use redwall_store::{AuditWriter, Store};
 use std::ops::Deref;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use tokio::sync::Semaphore;
 
 /// A grant may be served from memory for at most this long after a change
@@ -56,6 +60,16 @@ pub struct Inner {
     pub metrics: Metrics,
     /// Clients reach us over TLS (ours, not a proxy's).
     pub tls: bool,
+    /// Set by `serve` only: offline commands never run instances.
+    pub instances: OnceLock<Arc<InstanceManager>>,
+    /// instance name -> what the proxy needs, or `None` for "no such instance".
+    pub proxy_targets: TtlCache<String, Option<Arc<ProxyTarget>>>,
+    /// API key digest -> the key, or `None` for "unknown".
+    pub instance_keys: TtlCache<TokenDigest, Option<CachedKey>>,
+    /// Keyed digest of a verified basic credential -> user id, so argon2
+    /// runs once per credential a minute, not once per request.
+    pub basic_auth: TtlCache<[u8; 32], String>,
+    pub upstream: Upstream,
 }
 
 #[derive(Clone, Debug)]
@@ -129,6 +143,11 @@ impl AppState {
             throttle: LoginThrottle::default(),
             activity: ActivityBuffer::default(),
             metrics: Metrics::default(),
+            instances: OnceLock::new(),
+            proxy_targets: TtlCache::new(GRANT_CACHE_MICROS, 10_000),
+            instance_keys: TtlCache::new(GRANT_CACHE_MICROS, 100_000),
+            basic_auth: TtlCache::new(60 * MICROS_PER_SECOND, 10_000),
+            upstream: Upstream::default(),
             config,
             store,
             keyring,
@@ -147,6 +166,17 @@ impl AppState {
         self.sessions.retain(|_, s| s.user_id != user_id);
         self.tokens.retain(|_, t| t.user_id != user_id);
         self.memberships.retain(|(_, u), _| u != user_id);
+        self.basic_auth.retain(|_, u| u != user_id);
+    }
+
+    /// After an instance's rules change or it is deleted.
+    pub fn forget_instance(&self, name: &str) {
+        self.proxy_targets.remove(&name.to_string());
+    }
+
+    /// After a key is revoked (rare; clearing all is simplest).
+    pub fn forget_instance_keys(&self) {
+        self.instance_keys.retain(|_, _| false);
     }
 
     /// After a role change, a removal, or a join.
@@ -158,6 +188,8 @@ impl AppState {
     /// After a settings change or deletion of a team.
     pub fn forget_team(&self, team_id: &str) {
         self.teams.remove(&team_id.to_string());
+        self.proxy_targets
+            .retain(|_, t| t.as_ref().is_none_or(|t| t.team_id != team_id));
         self.memberships.retain(|(t, _), _| t != team_id);
         self.tokens
             .retain(|_, tok| tok.team_id.as_deref() != Some(team_id));

@@ -138,6 +138,7 @@ async fn plain_http_beyond_loopback_does_not_start() {
         config,
         clock: std::sync::Arc::new(redwall_server::clock::SystemClock),
         master_key: None,
+        run_instances: false,
     })
     .await;
     let err = result.err().expect("refused to start").to_string();
@@ -236,6 +237,7 @@ async fn certificate_and_key_can_come_from_files() {
         config,
         clock: std::sync::Arc::new(redwall_server::clock::SystemClock),
         master_key: None,
+        run_instances: false,
     })
     .await
     .err()

@@ -142,6 +142,14 @@ impl Store {
         Ok(row.as_ref().map(instance_from_row).transpose()?)
     }
 
+    pub async fn get_instance_by_id(&self, id: &str) -> Result<Option<Instance>, StoreError> {
+        let row = sqlx::query("SELECT * FROM instances WHERE id = $1")
+            .bind(id)
+            .fetch_optional(self.pool())
+            .await?;
+        Ok(row.as_ref().map(instance_from_row).transpose()?)
+    }
+
     /// The instance a proxied request names (by its platform-unique name).
     pub async fn get_instance_by_name(&self, name: &str) -> Result<Option<Instance>, StoreError> {
         let row = sqlx::query("SELECT * FROM instances WHERE name = $1")

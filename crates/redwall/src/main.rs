@@ -124,6 +124,7 @@ async fn serve(config: Config) -> anyhow::Result<ExitCode> {
         config,
         clock: Arc::new(SystemClock),
         master_key: master_key(),
+        run_instances: true,
     })
     .await?;
     // The setup token goes to the console only, never into the structured log.

@@ -6,6 +6,8 @@
 pub mod audit;
 pub mod auth;
 pub mod body;
+pub mod instance_access;
+pub mod instances;
 pub mod invitations;
 pub mod me;
 pub mod mfa;
@@ -530,6 +532,159 @@ pub fn routes() -> Vec<Route> {
             audit::export_team,
         )
         .query(AUDIT_QUERY),
+        needs(
+            M::GET,
+            "/api/v1/teams/{team}/instances",
+            P::TeamRead,
+            "The team's instances with their status and addresses",
+            instances::list,
+        )
+        .response(list_of::<instances::InstanceView>()),
+        needs(
+            M::POST,
+            "/api/v1/teams/{team}/instances",
+            P::InstanceCreate,
+            "Create an instance (and start it, unless start is false)",
+            instances::create,
+        )
+        .status(201)
+        .request(schema::<instances::NewInstance>())
+        .response(schema::<instances::InstanceView>()),
+        needs(
+            M::GET,
+            "/api/v1/teams/{team}/instances/{instance}",
+            P::InstanceRead,
+            "An instance with its status",
+            instances::get,
+        )
+        .response(schema::<instances::InstanceView>()),
+        needs(
+            M::DELETE,
+            "/api/v1/teams/{team}/instances/{instance}",
+            P::InstanceDelete,
+            "Delete an instance, its flows and files (name repeated to confirm)",
+            instances::delete,
+        )
+        .status(204)
+        .request(schema::<instances::DeleteInstance>()),
+        needs(
+            M::POST,
+            "/api/v1/teams/{team}/instances/{instance}/start",
+            P::InstanceControl,
+            "Start an instance",
+            instances::start,
+        )
+        .response(schema::<instances::InstanceView>()),
+        needs(
+            M::POST,
+            "/api/v1/teams/{team}/instances/{instance}/stop",
+            P::InstanceControl,
+            "Stop an instance",
+            instances::stop,
+        )
+        .response(schema::<instances::InstanceView>()),
+        needs(
+            M::POST,
+            "/api/v1/teams/{team}/instances/{instance}/restart",
+            P::InstanceControl,
+            "Restart an instance (applies changed environment and options)",
+            instances::restart,
+        )
+        .response(schema::<instances::InstanceView>()),
+        needs(
+            M::GET,
+            "/api/v1/teams/{team}/instances/{instance}/logs",
+            P::InstanceRead,
+            "The instance's recent log lines",
+            instances::logs,
+        )
+        .query(&[("lines", "integer", "1 to 1000, default 100")])
+        .response(list_of::<instances::LogLineView>()),
+        needs(
+            M::GET,
+            "/api/v1/teams/{team}/instances/{instance}/logs/stream",
+            P::InstanceRead,
+            "New log lines as server-sent events",
+            instances::log_stream,
+        ),
+        needs(
+            M::GET,
+            "/api/v1/teams/{team}/instances/{instance}/env",
+            P::InstanceRead,
+            "Environment variables (secret values are never shown)",
+            instances::get_env,
+        )
+        .response(list_of::<instances::EnvView>()),
+        needs(
+            M::PUT,
+            "/api/v1/teams/{team}/instances/{instance}/env",
+            P::InstanceEnvWrite,
+            "Replace the environment variables (applied at the next start)",
+            instances::put_env,
+        )
+        .request(list_of::<instances::EnvInput>())
+        .response(list_of::<instances::EnvView>()),
+        needs(
+            M::PUT,
+            "/api/v1/teams/{team}/instances/{instance}/options",
+            P::InstanceOptionsWrite,
+            "What the instance may install (applied at the next start)",
+            instances::put_options,
+        )
+        .request(schema::<crate::instances::model::InstanceOptions>())
+        .response(schema::<instances::InstanceView>()),
+        needs(
+            M::GET,
+            "/api/v1/teams/{team}/instances/{instance}/routes",
+            P::InstanceRead,
+            "The ordered route rules for the flows' endpoints",
+            instance_access::get_routes,
+        )
+        .response(list_of::<instance_access::RuleDoc>()),
+        needs(
+            M::PUT,
+            "/api/v1/teams/{team}/instances/{instance}/routes",
+            P::InstancePolicyWrite,
+            "Replace the route rules (first match wins; no match is denied)",
+            instance_access::put_routes,
+        )
+        .request(list_of::<instance_access::RuleDoc>())
+        .response(list_of::<instance_access::RuleDoc>()),
+        needs(
+            M::POST,
+            "/api/v1/teams/{team}/instances/{instance}/routes/test",
+            P::InstanceRead,
+            "Which rule a request would match, and the decision",
+            instance_access::test_request,
+        )
+        .request(schema::<instance_access::TestRequest>())
+        .response(schema::<instance_access::TestResult>()),
+        needs(
+            M::GET,
+            "/api/v1/teams/{team}/instances/{instance}/keys",
+            P::InstanceRead,
+            "The instance's API keys (never the keys themselves)",
+            instance_access::list_keys,
+        )
+        .response(list_of::<instance_access::KeyView>()),
+        needs(
+            M::POST,
+            "/api/v1/teams/{team}/instances/{instance}/keys",
+            P::InstancePolicyWrite,
+            "Create an API key (shown once)",
+            instance_access::create_key,
+        )
+        .status(201)
+        .request(schema::<instance_access::NewKey>())
+        .response(schema::<instance_access::CreatedKey>()),
+        needs(
+            M::DELETE,
+            "/api/v1/teams/{team}/instances/{instance}/keys/{id}",
+            P::InstancePolicyWrite,
+            "Revoke an API key",
+            instance_access::revoke_key,
+        )
+        .status(204),
         needs(
             M::GET,
             "/api/v1/me/invitations",

@@ -261,9 +261,14 @@ pub async fn delete(
             "repeat the team's exact name in confirm_name to delete it",
         ));
     }
-    // Instances arrive with the instances issue; a team that has any must
-    // not be deletable then. Today a team owns members, invitations, tokens
-    // and its audit entries (which stay: the log is append-only).
+    // Instances hold flows and credentials: they are deleted one by one,
+    // deliberately, before the team can go. The audit entries stay.
+    if state.store.count_team_instances(&team.id).await? > 0 {
+        return Err(ApiError::conflict(
+            "team_has_instances",
+            "delete the team's instances first",
+        ));
+    }
     state.store.delete_team(&team.id).await?;
     state.forget_team(&team.id);
     audit::record_in_team(

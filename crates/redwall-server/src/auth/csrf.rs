@@ -27,6 +27,16 @@ pub fn request_is_same_site(keyring: &Keyring, session_token: &str, headers: &He
         && origin_matches_host(headers)
 }
 
+/// For pages we serve but do not write (proxied Node-RED): the browser must
+/// say the request is same-origin, by Sec-Fetch-Site or by an Origin that
+/// names the host. A request that says neither is refused.
+pub fn browser_says_same_origin(headers: &HeaderMap) -> bool {
+    if let Some(site) = headers.get("sec-fetch-site").and_then(|v| v.to_str().ok()) {
+        return site == "same-origin" && origin_matches_host(headers);
+    }
+    headers.contains_key("origin") && origin_matches_host(headers)
+}
+
 /// An Origin header, when present, must name the host the request was sent to.
 fn origin_matches_host(headers: &HeaderMap) -> bool {
     let Some(origin) = headers.get("origin").and_then(|v| v.to_str().ok()) else {

@@ -50,8 +50,8 @@ pub async fn enforce(
         Ok(team) => team,
         Err(e) => return e.into_response(),
     };
-    match authorize(&state, permission, &parts, team).await {
-        Ok(principal) => {
+    match authorize_any(&state, &[permission], &parts, team, CsrfMode::Token).await {
+        Ok((principal, _)) => {
             parts.extensions.insert(principal);
             next.run(Request::from_parts(parts, body)).await
         }
@@ -79,10 +79,21 @@ struct Authenticated {
     token_permissions: Option<Vec<Permission>>,
 }
 
+/// How a cookie-authenticated write proves it comes from our own pages.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CsrfMode {
+    /// The API: the session's CSRF token header, and no foreign Origin.
+    Token,
+    /// Proxied Node-RED pages, which cannot know our token: the browser's
+    /// Origin (or Sec-Fetch-Site) must say same-origin.
+    OriginOnly,
+}
+
 async fn authenticate(
     state: &AppState,
     request: &Parts,
     client: &ClientInfo,
+    csrf_mode: CsrfMode,
 ) -> ApiResult<Authenticated> {
     let headers = &request.headers;
     if let Some(value) = headers.get(header::AUTHORIZATION) {
@@ -99,7 +110,11 @@ async fn authenticate(
             "the session has ended; log in again",
         ));
     };
-    if !request.method.is_safe() && !csrf::request_is_same_site(&state.keyring, &cookie, headers) {
+    let same_site = match csrf_mode {
+        CsrfMode::Token => csrf::request_is_same_site(&state.keyring, &cookie, headers),
+        CsrfMode::OriginOnly => csrf::browser_says_same_origin(headers),
+    };
+    if !request.method.is_safe() && !same_site {
         audit::record(
             state,
             Some(&Actor::user_id(&s.user_id)),
@@ -126,12 +141,15 @@ async fn authenticate(
     })
 }
 
-async fn authorize(
+/// Authenticates the request and returns the first of `permissions` the
+/// caller holds (a denial is audited only when none is held).
+pub async fn authorize_any(
     state: &AppState,
-    permission: Permission,
+    permissions: &[Permission],
     request: &Parts,
     team_id: Option<String>,
-) -> ApiResult<Principal> {
+    csrf_mode: CsrfMode,
+) -> ApiResult<(Principal, Permission)> {
     let client = request
         .extensions
         .get::<ClientInfo>()
@@ -141,7 +159,7 @@ async fn authorize(
         user_id,
         via,
         token_permissions,
-    } = authenticate(state, request, &client).await?;
+    } = authenticate(state, request, &client, csrf_mode).await?;
     let Some(user) = load_user(state, &user_id).await? else {
         return Err(ApiError::unauthenticated());
     };
@@ -197,7 +215,17 @@ async fn authorize(
         admin_override: admin_override && team.is_some(),
         team_mfa_missing: team.as_ref().is_some_and(|t| t.require_mfa) && !user.mfa_enabled,
     };
-    let decision = decide(&caller, permission);
+    let Some(mut permission) = permissions.first().copied() else {
+        return Err(ApiError::internal("no permission to check"));
+    };
+    let mut decision = decide(&caller, permission);
+    for p in &permissions[1..] {
+        if decision.is_ok() {
+            break;
+        }
+        permission = *p;
+        decision = decide(&caller, permission);
+    }
     let principal = Principal {
         user_id,
         username: user.username,
@@ -247,7 +275,7 @@ async fn authorize(
         )
         .await?;
     }
-    Ok(principal)
+    Ok((principal, permission))
 }
 
 fn denial_error(denial: Denial, permission: Permission) -> ApiError {
@@ -336,7 +364,7 @@ pub async fn load_user(state: &AppState, user_id: &str) -> ApiResult<Option<Cach
     Ok(Some(cached))
 }
 
-async fn load_membership(
+pub async fn load_membership(
     state: &AppState,
     team_id: &str,
     user_id: &str,

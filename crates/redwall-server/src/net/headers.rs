@@ -19,6 +19,26 @@ pub async fn security_headers(
     next: Next,
 ) -> Response {
     let mut response = next.run(request).await;
+    if response
+        .extensions()
+        .get::<crate::proxy::forward::Proxied>()
+        .is_some()
+    {
+        // Node-RED's pages set their own policy; ours (script-src 'self'
+        // only) would break the editor. Add only what cannot break a page.
+        let h = response.headers_mut();
+        h.entry(header::X_CONTENT_TYPE_OPTIONS)
+            .or_insert(HeaderValue::from_static("nosniff"));
+        h.entry(header::REFERRER_POLICY)
+            .or_insert(HeaderValue::from_static("same-origin"));
+        if policy.hsts {
+            h.insert(
+                header::STRICT_TRANSPORT_SECURITY,
+                HeaderValue::from_static("max-age=31536000; includeSubDomains"),
+            );
+        }
+        return response;
+    }
     let h = response.headers_mut();
     h.insert(
         header::CONTENT_SECURITY_POLICY,

@@ -88,6 +88,7 @@ impl TestServer {
             config,
             clock: Arc::new(clock.clone()),
             master_key: None,
+            run_instances: true,
         })
         .await
         .expect("server starts");

@@ -1,0 +1,120 @@
+//! What the supervisor reports, carried into the team audit log.
+//!
+//! The supervisor calls the reporter from its own threads and must never
+//! block, so reports go through an unbounded channel to one task that
+//! resolves the instance's team and appends the audit entries.
+
+use crate::audit::{self, Actor};
+use crate::net::client::ClientInfo;
+use crate::state::AppState;
+use redwall_policy::audit_event::{AuditEvent, Outcome};
+use redwall_runtime::{InstanceStatus, NodeRedAuditEvent, Reporter};
+use serde_json::json;
+use std::net::{IpAddr, Ipv4Addr};
+use tokio::sync::mpsc;
+
+pub enum Report {
+    Status(String, InstanceStatus),
+    NodeRed(String, NodeRedAuditEvent),
+}
+
+pub struct ChannelReporter(pub mpsc::UnboundedSender<Report>);
+
+impl Reporter for ChannelReporter {
+    fn status_changed(&self, instance_id: &str, status: &InstanceStatus) {
+        let _ = self
+            .0
+            .send(Report::Status(instance_id.to_string(), status.clone()));
+    }
+
+    fn audit(&self, instance_id: &str, event: NodeRedAuditEvent) {
+        let _ = self.0.send(Report::NodeRed(instance_id.to_string(), event));
+    }
+}
+
+/// Reads are frequent and say nothing about who changed what; the editor's
+/// own connection events are the proxy's business.
+fn worth_recording(event: &str) -> bool {
+    !(event.ends_with(".get") || event.ends_with(".list") || event.starts_with("comms."))
+}
+
+fn supervisor_client() -> ClientInfo {
+    ClientInfo {
+        ip: IpAddr::V4(Ipv4Addr::LOCALHOST),
+        user_agent: Some("redwall-supervisor".into()),
+        https: false,
+    }
+}
+
+pub async fn forward_reports(state: AppState, mut rx: mpsc::UnboundedReceiver<Report>) {
+    let client = supervisor_client();
+    while let Some(report) = rx.recv().await {
+        let instance_id = match &report {
+            Report::Status(id, _) | Report::NodeRed(id, _) => id.clone(),
+        };
+        let Ok(Some(instance)) = state.store.get_instance_by_id(&instance_id).await else {
+            continue;
+        };
+        let target = Some(format!("instance:{}", instance.name));
+        let result = match report {
+            Report::Status(
+                _,
+                InstanceStatus::Crashed {
+                    reason, restarts, ..
+                },
+            ) => {
+                audit::record_in_team(
+                    &state,
+                    Some(&instance.team_id),
+                    None,
+                    &client,
+                    AuditEvent::InstanceCrashed,
+                    Outcome::Failure,
+                    target,
+                    json!({ "reason": reason, "restarts": restarts, "gave_up": false }),
+                )
+                .await
+            }
+            Report::Status(_, InstanceStatus::CrashLoop { reason }) => {
+                audit::record_in_team(
+                    &state,
+                    Some(&instance.team_id),
+                    None,
+                    &client,
+                    AuditEvent::InstanceCrashed,
+                    Outcome::Failure,
+                    target,
+                    json!({ "reason": reason, "gave_up": true }),
+                )
+                .await
+            }
+            Report::Status(..) => Ok(()),
+            Report::NodeRed(_, e) if worth_recording(&e.event) => {
+                let actor = match &e.user {
+                    Some(name) => match state.store.find_user_by_username(name).await {
+                        Ok(Some(u)) => Some(Actor::user(&u.id, &u.username)),
+                        _ => Some(Actor::attempted(name)),
+                    },
+                    None => None,
+                };
+                audit::record_in_team(
+                    &state,
+                    Some(&instance.team_id),
+                    actor.as_ref(),
+                    &client,
+                    AuditEvent::InstanceNodeRedEvent,
+                    Outcome::Success,
+                    target,
+                    // Reported by the instance itself: as trustworthy as the
+                    // instance, and recorded as such.
+                    json!({ "node_red_event": e.event, "reported_by": "instance", "event": e.raw }),
+                )
+                .await
+            }
+            Report::NodeRed(..) => Ok(()),
+        };
+        if let Err(e) = result {
+            tracing::warn!(error = %e.message, "could not record an instance event");
+        }
+    }
+}

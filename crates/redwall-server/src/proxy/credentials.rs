@@ -1,0 +1,125 @@
+//! The credentials an endpoint rule may ask for: instance API keys and HTTP
+//! basic auth with a Redwall account. Neither puts a slow hash on the hot
+//! path: API keys are 256-bit random, found by their SHA-256 digest; a basic
+//! credential is verified with argon2 once and then remembered under a keyed
+//! digest for a minute (a password change forgets it at once).
+
+use crate::auth::guard::{load_membership, load_user};
+use crate::error::ApiResult;
+use crate::state::AppState;
+use redwall_crypto::token::{self, INSTANCE_KEY_PREFIX};
+use redwall_policy::permission::TeamRole;
+use redwall_store::Micros;
+
+#[derive(Clone, Debug)]
+pub enum KeyCheck {
+    Valid {
+        key_id: String,
+        path_prefix: Option<String>,
+    },
+    Invalid,
+}
+
+/// A cached key: its instance, path limit and validity window.
+#[derive(Clone, Debug)]
+pub struct CachedKey {
+    pub id: String,
+    pub instance_id: String,
+    pub path_prefix: Option<String>,
+    pub expires_at: Option<Micros>,
+    pub revoked: bool,
+}
+
+pub async fn check_api_key(
+    state: &AppState,
+    instance_id: &str,
+    presented: &str,
+) -> ApiResult<KeyCheck> {
+    let Some(valid) = token::parse_token(INSTANCE_KEY_PREFIX, presented) else {
+        return Ok(KeyCheck::Invalid);
+    };
+    let digest = token::token_digest(valid);
+    let now = state.now();
+    let cached = match state.instance_keys.get(&digest, now) {
+        Some(c) => c,
+        None => {
+            let found = state
+                .store
+                .get_instance_api_key_by_digest(&digest)
+                .await?
+                .map(|k| CachedKey {
+                    id: k.id,
+                    instance_id: k.instance_id,
+                    path_prefix: k.path_prefix,
+                    expires_at: k.expires_at,
+                    revoked: k.revoked_at.is_some(),
+                });
+            state.instance_keys.insert(digest, found.clone(), now);
+            found
+        }
+    };
+    Ok(match cached {
+        Some(k)
+            if k.instance_id == instance_id
+                && !k.revoked
+                && k.expires_at.is_none_or(|e| e > now) =>
+        {
+            KeyCheck::Valid {
+                key_id: k.id,
+                path_prefix: k.path_prefix,
+            }
+        }
+        _ => KeyCheck::Invalid,
+    })
+}
+
+/// The outcome of a basic credential: `None` when wrong, else the user and
+/// their role in the team (`None` for a non-member).
+pub struct BasicUser {
+    pub user_id: String,
+    pub username: String,
+    pub role: Option<TeamRole>,
+}
+
+pub async fn check_basic(
+    state: &AppState,
+    team_id: &str,
+    username: &str,
+    password: &str,
+) -> ApiResult<Option<BasicUser>> {
+    let now = state.now();
+    let mut material = Vec::with_capacity(username.len() + password.len() + 1);
+    material.extend_from_slice(username.as_bytes());
+    material.push(0);
+    material.extend_from_slice(password.as_bytes());
+    let digest = state.keyring.keyed_digest("basic-auth", &material);
+    let user_id = match state.basic_auth.get(&digest, now) {
+        Some(id) => id,
+        None => {
+            let user = state.store.find_user_by_username(username).await?;
+            let stored = user.as_ref().and_then(|u| u.password_hash.clone());
+            let verdict =
+                crate::accounts::verify_password(state, password, stored.as_deref()).await?;
+            let valid = matches!(
+                verdict,
+                redwall_crypto::password::Verification::Valid { .. }
+            );
+            let Some(user) = user.filter(|_| valid) else {
+                return Ok(None);
+            };
+            state.basic_auth.insert(digest, user.id.clone(), now);
+            user.id
+        }
+    };
+    let Some(user) = load_user(state, &user_id).await? else {
+        return Ok(None);
+    };
+    if user.suspended {
+        return Ok(None);
+    }
+    Ok(Some(BasicUser {
+        role: load_membership(state, team_id, &user_id).await?,
+        user_id,
+        username: user.username,
+    }))
+}

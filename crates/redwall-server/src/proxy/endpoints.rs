@@ -1,0 +1,289 @@
+//! The flows' own endpoints: the instance's ordered route rules decide.
+
+use super::credentials::{check_api_key, check_basic, KeyCheck};
+use super::forward::{self, forward, Forward, Recheck};
+use super::{strip_ours, ProxyTarget, TOKEN_SECS};
+use crate::api::instance_access::record_refusal;
+use crate::audit::Actor;
+use crate::auth::guard::load_membership;
+use crate::auth::session;
+use crate::error::{ApiError, ApiResult};
+use crate::net::client::ClientInfo;
+use crate::state::AppState;
+use axum::extract::Request;
+use axum::http::request::Parts;
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use base64::Engine;
+use redwall_policy::audit_event::AuditEvent;
+use redwall_policy::route_policy::{
+    decide, key_allows_path, match_rule, Presented, RouteDecision, RoutePolicy,
+};
+use redwall_runtime::{mint_endpoint_token, ENDPOINT_TOKEN_HEADER};
+use serde_json::json;
+use std::sync::Arc;
+
+/// The verdict on one request, with who the caller turned out to be.
+struct Verdict {
+    decision: RouteDecision,
+    username: Option<String>,
+    /// The rule asked for a credential in the Authorization header.
+    consumed_authorization: bool,
+    /// Basic rules answer a missing credential with a challenge.
+    basic: bool,
+}
+
+fn bearer_or_header_key(parts: &Parts) -> Option<String> {
+    if let Some(k) = parts.headers.get("x-api-key").and_then(|v| v.to_str().ok()) {
+        return Some(k.trim().to_string());
+    }
+    parts
+        .headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| {
+            v.strip_prefix("Bearer ")
+                .or_else(|| v.strip_prefix("bearer "))
+        })
+        .map(|k| k.trim().to_string())
+}
+
+fn basic_credentials(parts: &Parts) -> Option<(String, String)> {
+    let v = parts.headers.get(header::AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, b64) = v.split_once(' ')?;
+    if !scheme.eq_ignore_ascii_case("basic") {
+        return None;
+    }
+    let raw = base64::engine::general_purpose::STANDARD
+        .decode(b64.trim())
+        .ok()?;
+    let text = String::from_utf8(raw).ok()?;
+    let (u, p) = text.split_once(':')?;
+    Some((u.to_string(), p.to_string()))
+}
+
+async fn judge(
+    state: &AppState,
+    target: &ProxyTarget,
+    client: &ClientInfo,
+    path: &str,
+    parts: &Parts,
+    record_failures: bool,
+) -> ApiResult<Verdict> {
+    let matched = match_rule(&target.rules, parts.method.as_str(), path).map(|m| m.1);
+    let mut username = None;
+    let mut consumed = false;
+    let policy = matched.map(|r| r.policy.clone());
+    let presented = match &policy {
+        None | Some(RoutePolicy::Public) => Presented::Nothing,
+        Some(RoutePolicy::Session { .. }) => match session::cookie_token(&parts.headers) {
+            None => Presented::Nothing,
+            Some(cookie) => match session::lookup(state, &cookie, client).await? {
+                None => Presented::Nothing,
+                Some(s)
+                    if !parts.method.is_safe()
+                        && !crate::auth::csrf::browser_says_same_origin(&parts.headers) =>
+                {
+                    let _ = s;
+                    Presented::Session(None)
+                }
+                Some(s) => {
+                    let user = crate::auth::guard::load_user(state, &s.user_id).await?;
+                    match user.filter(|u| !u.suspended) {
+                        None => Presented::Nothing,
+                        Some(u) => {
+                            username = Some(u.username);
+                            Presented::Session(
+                                load_membership(state, &target.team_id, &s.user_id).await?,
+                            )
+                        }
+                    }
+                }
+            },
+        },
+        Some(RoutePolicy::ApiKey) => match bearer_or_header_key(parts) {
+            None => Presented::Nothing,
+            Some(key) => {
+                consumed = true;
+                let now = state.now();
+                if let Err(wait) = state.throttle.check_client(client.ip, now) {
+                    return Err(ApiError::throttled(wait));
+                }
+                match check_api_key(state, &target.id, &key).await? {
+                    KeyCheck::Valid {
+                        key_id,
+                        path_prefix,
+                    } => {
+                        username = Some(format!("key:{key_id}"));
+                        Presented::ApiKey {
+                            valid: true,
+                            path_allowed: key_allows_path(path_prefix.as_deref(), path),
+                        }
+                    }
+                    KeyCheck::Invalid => {
+                        state.throttle.record_client_failure(client.ip, now);
+                        if record_failures {
+                            record_refusal(
+                                state,
+                                &target.team_id,
+                                &target.name,
+                                client,
+                                AuditEvent::InstanceKeyRejected,
+                                None,
+                                json!({ "prefix": redwall_crypto::token::display_prefix(&key), "path": path }),
+                            )
+                            .await?;
+                        }
+                        Presented::ApiKey {
+                            valid: false,
+                            path_allowed: false,
+                        }
+                    }
+                }
+            }
+        },
+        Some(RoutePolicy::Basic { .. }) => match basic_credentials(parts) {
+            None => Presented::Nothing,
+            Some((user, password)) => {
+                consumed = true;
+                let now = state.now();
+                if let Err(wait) = state.throttle.check(&user.to_lowercase(), client.ip, now) {
+                    return Err(ApiError::throttled(wait));
+                }
+                match check_basic(state, &target.team_id, &user, &password).await? {
+                    Some(u) => {
+                        state.throttle.record_success(&user.to_lowercase());
+                        username = Some(u.username);
+                        Presented::Basic(Some(u.role))
+                    }
+                    None => {
+                        state
+                            .throttle
+                            .record_failure(&user.to_lowercase(), client.ip, now);
+                        if record_failures {
+                            record_refusal(
+                                state,
+                                &target.team_id,
+                                &target.name,
+                                client,
+                                AuditEvent::InstanceBasicRejected,
+                                Some(&Actor::attempted(&user)),
+                                json!({ "path": path }),
+                            )
+                            .await?;
+                        }
+                        Presented::Basic(None)
+                    }
+                }
+            }
+        },
+    };
+    Ok(Verdict {
+        decision: decide(matched, client.ip, &target.team_ranges, presented),
+        username,
+        consumed_authorization: consumed,
+        basic: matches!(policy, Some(RoutePolicy::Basic { .. })),
+    })
+}
+
+fn refusal(v: &Verdict) -> Response {
+    let (status, code, message) = match v.decision {
+        RouteDecision::Allow => (StatusCode::OK, "", ""),
+        RouteDecision::NoRule => (
+            StatusCode::FORBIDDEN,
+            "no_matching_rule",
+            "no route rule of this instance allows this request",
+        ),
+        RouteDecision::AddressRefused => (
+            StatusCode::FORBIDDEN,
+            "address_refused",
+            "your address is outside the ranges allowed here",
+        ),
+        RouteDecision::CredentialMissing => (
+            StatusCode::UNAUTHORIZED,
+            "credential_required",
+            "this endpoint needs a credential",
+        ),
+        RouteDecision::CredentialInvalid => (
+            StatusCode::UNAUTHORIZED,
+            "credential_invalid",
+            "the credential is wrong, revoked or expired",
+        ),
+        RouteDecision::Forbidden => (
+            StatusCode::FORBIDDEN,
+            "forbidden",
+            "your credential does not allow this endpoint",
+        ),
+    };
+    let mut r = ApiError::new(status, code, message).into_response();
+    if v.basic && status == StatusCode::UNAUTHORIZED {
+        r.headers_mut().insert(
+            header::WWW_AUTHENTICATE,
+            HeaderValue::from_static("Basic realm=\"redwall\", charset=\"UTF-8\""),
+        );
+    }
+    r
+}
+
+pub async fn endpoint(
+    state: &AppState,
+    target: Arc<ProxyTarget>,
+    client: ClientInfo,
+    fwd: Forward,
+    path: &str,
+    request: Request,
+) -> ApiResult<Response> {
+    let (mut parts, body) = request.into_parts();
+    let verdict = judge(state, &target, &client, path, &parts, true).await?;
+    if verdict.decision != RouteDecision::Allow {
+        return Ok(refusal(&verdict));
+    }
+    let recheck = forward::is_websocket_parts(&parts).then(|| {
+        let state = state.clone();
+        let target = target.clone();
+        let client = client.clone();
+        let path = path.to_string();
+        let saved = super::parts_for_recheck(&parts);
+        let f: Recheck = Box::new(move || {
+            let (state, target, client, path, saved) = (
+                state.clone(),
+                target.clone(),
+                client.clone(),
+                path.clone(),
+                saved.clone(),
+            );
+            Box::pin(async move {
+                // The rules and the credential are judged again, so a
+                // changed rule, a revoked key or an ended session closes it.
+                let current = super::load_target(&state, &target.name)
+                    .await
+                    .ok()
+                    .flatten();
+                let Some(current) = current else { return false };
+                matches!(
+                    judge(&state, &current, &client, &path, &saved, false).await,
+                    Ok(v) if v.decision == RouteDecision::Allow
+                )
+            })
+        });
+        f
+    });
+    strip_ours(&mut parts.headers, verdict.consumed_authorization);
+    let exp = super::unix_now() + TOKEN_SECS;
+    let token = mint_endpoint_token(
+        &target.endpoint_secret,
+        &target.id,
+        verdict.username.as_deref(),
+        exp,
+    );
+    if let Ok(v) = HeaderValue::from_str(&token) {
+        parts.headers.insert(ENDPOINT_TOKEN_HEADER, v);
+    }
+    Ok(forward(
+        &state.upstream,
+        fwd,
+        Request::from_parts(parts, body),
+        recheck,
+    )
+    .await)
+}

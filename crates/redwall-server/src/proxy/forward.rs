@@ -1,0 +1,223 @@
+//! Passing a request on to an instance on loopback, and its answer back.
+//!
+//! The request is rebuilt by hyper, so framing tricks the client sent
+//! (duplicate Content-Length, odd Transfer-Encoding) were already refused by
+//! the server side and cannot reach Node-RED. WebSocket upgrades are joined
+//! byte for byte and re-checked every second: when the session ends, expires
+//! or the role changes, the socket is closed.
+
+use crate::error::ApiError;
+use axum::body::Body;
+use axum::extract::Request;
+use axum::http::{header, HeaderMap, HeaderName, HeaderValue, StatusCode, Uri};
+use axum::response::{IntoResponse, Response};
+use futures::future::BoxFuture;
+use http_body_util::{BodyExt, Limited};
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use std::time::Duration;
+
+/// How often an open WebSocket's access is checked again.
+pub const RECHECK_EVERY: Duration = Duration::from_secs(1);
+
+#[derive(Clone)]
+pub struct Upstream {
+    client: Client<HttpConnector, Body>,
+}
+
+impl Default for Upstream {
+    fn default() -> Self {
+        let mut connector = HttpConnector::new();
+        connector.set_nodelay(true);
+        connector.set_connect_timeout(Some(Duration::from_secs(5)));
+        let client = Client::builder(TokioExecutor::new())
+            .pool_idle_timeout(Duration::from_secs(30))
+            .pool_max_idle_per_host(64)
+            .build(connector);
+        Upstream { client }
+    }
+}
+
+/// Marks answers that come from an instance, so the security-headers layer
+/// leaves Node-RED's own page policy alone.
+#[derive(Clone, Copy)]
+pub struct Proxied;
+
+const HOP_BY_HOP: [&str; 8] = [
+    "connection",
+    "keep-alive",
+    "proxy-authenticate",
+    "proxy-authorization",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+];
+
+fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    // Headers named in Connection are hop-by-hop too.
+    let named: Vec<HeaderName> = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|n| HeaderName::from_bytes(n.trim().as_bytes()).ok())
+        .collect();
+    for n in named {
+        headers.remove(n);
+    }
+    for n in HOP_BY_HOP {
+        headers.remove(n);
+    }
+}
+
+pub fn is_websocket(request: &Request) -> bool {
+    is_websocket_headers(request.headers())
+}
+
+pub fn is_websocket_parts(parts: &axum::http::request::Parts) -> bool {
+    is_websocket_headers(&parts.headers)
+}
+
+fn is_websocket_headers(headers: &HeaderMap) -> bool {
+    headers
+        .get(header::UPGRADE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.eq_ignore_ascii_case("websocket"))
+}
+
+/// Re-checks a WebSocket's access; false closes it.
+pub type Recheck = Box<dyn Fn() -> BoxFuture<'static, bool> + Send + Sync>;
+
+pub struct Forward {
+    pub port: u16,
+    /// Path and query as the instance sees them.
+    pub path_and_query: String,
+    /// Prefix to put back on Location headers (`/i/{name}` in path routing).
+    pub location_prefix: Option<String>,
+    pub max_body: u64,
+}
+
+fn bad_gateway() -> Response {
+    let mut r = ApiError::new(
+        StatusCode::BAD_GATEWAY,
+        "instance_unreachable",
+        "the instance is not answering; it may be stopped or starting",
+    )
+    .into_response();
+    r.extensions_mut().insert(Proxied);
+    r
+}
+
+pub async fn forward(
+    upstream: &Upstream,
+    f: Forward,
+    mut request: Request,
+    recheck: Option<Recheck>,
+) -> Response {
+    let websocket = is_websocket(&request);
+    if let Some(len) = request
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok())
+    {
+        if len > f.max_body {
+            return ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "body_too_large",
+                "the request body is larger than this instance accepts",
+            )
+            .into_response();
+        }
+    }
+    let Ok(uri) = format!("http://127.0.0.1:{}{}", f.port, f.path_and_query).parse::<Uri>() else {
+        return ApiError::bad_request("invalid_path", "the request path is not valid")
+            .into_response();
+    };
+    let client_upgrade = websocket.then(|| hyper::upgrade::on(&mut request));
+    let (mut parts, body) = request.into_parts();
+    let upgrade_headers = websocket.then(|| {
+        (
+            parts.headers.get(header::UPGRADE).cloned(),
+            HeaderValue::from_static("upgrade"),
+        )
+    });
+    strip_hop_by_hop(&mut parts.headers);
+    if let Some((Some(upgrade), connection)) = upgrade_headers {
+        parts.headers.insert(header::UPGRADE, upgrade);
+        parts.headers.insert(header::CONNECTION, connection);
+    }
+    parts.uri = uri;
+    parts.version = axum::http::Version::HTTP_11;
+    let body = Body::new(Limited::new(body, f.max_body as usize).map_err(axum::Error::new));
+    let upstream_request = Request::from_parts(parts, body);
+    let Ok(mut response) = upstream.client.request(upstream_request).await else {
+        return bad_gateway();
+    };
+    if websocket && response.status() == StatusCode::SWITCHING_PROTOCOLS {
+        let instance_upgrade = hyper::upgrade::on(&mut response);
+        if let Some(client_upgrade) = client_upgrade {
+            tokio::spawn(join_websockets(client_upgrade, instance_upgrade, recheck));
+        }
+        let (parts, _) = response.into_parts();
+        let mut out = Response::from_parts(parts, Body::empty());
+        out.extensions_mut().insert(Proxied);
+        return out;
+    }
+    let (mut parts, body) = response.into_parts();
+    strip_hop_by_hop(&mut parts.headers);
+    if let Some(prefix) = &f.location_prefix {
+        rewrite_location(&mut parts.headers, prefix);
+    }
+    let mut out = Response::from_parts(parts, Body::new(body));
+    out.extensions_mut().insert(Proxied);
+    out
+}
+
+/// Node-RED redirects to absolute paths of its own ("/editor/"); under
+/// path routing they must keep the `/i/{name}` prefix.
+fn rewrite_location(headers: &mut HeaderMap, prefix: &str) {
+    let Some(loc) = headers
+        .get(header::LOCATION)
+        .and_then(|v| v.to_str().ok())
+        .filter(|l| l.starts_with('/') && !l.starts_with("//"))
+        .map(|l| format!("{prefix}{l}"))
+    else {
+        return;
+    };
+    if let Ok(v) = HeaderValue::from_str(&loc) {
+        headers.insert(header::LOCATION, v);
+    }
+}
+
+async fn join_websockets(
+    client: hyper::upgrade::OnUpgrade,
+    instance: hyper::upgrade::OnUpgrade,
+    recheck: Option<Recheck>,
+) {
+    let (Ok(client), Ok(instance)) = (client.await, instance.await) else {
+        return;
+    };
+    let mut client = TokioIo::new(client);
+    let mut instance = TokioIo::new(instance);
+    let copy = tokio::io::copy_bidirectional(&mut client, &mut instance);
+    tokio::pin!(copy);
+    let mut tick = tokio::time::interval(RECHECK_EVERY);
+    tick.tick().await;
+    loop {
+        tokio::select! {
+            _ = &mut copy => return,
+            _ = tick.tick() => {
+                if let Some(check) = &recheck {
+                    if !check().await {
+                        // Dropping both ends closes the TCP connections; the
+                        // editor sees its socket close and shows it.
+                        return;
+                    }
+                }
+            }
+        }
+    }
+}

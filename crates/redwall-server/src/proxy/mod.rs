@@ -1,0 +1,353 @@
+//! The identity-aware proxy in front of every instance.
+//!
+//! A request reaches an instance by host name (`{name}.{instances.domain}`)
+//! or by path (`/i/{name}/...`). Under `/editor` Redwall decides from the
+//! caller's team role (Owner and Member: full, Viewer: read-only, others
+//! refused) and adds a short-lived editor token; everywhere else the
+//! instance's ordered route rules decide, and Redwall adds an endpoint
+//! token. Anything the client sent in our header names is removed first,
+//! and so are Redwall's own credentials, which flows must never see.
+
+pub mod credentials;
+pub mod endpoints;
+pub mod forward;
+
+use crate::auth::guard::{authorize_any, CsrfMode};
+use crate::error::{ApiError, ApiResult};
+use crate::instances::manager::open_keys;
+use crate::instances::model::rules_from_json;
+use crate::net::client::ClientInfo;
+use crate::state::AppState;
+use axum::extract::{Request, State};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Redirect, Response};
+use forward::{forward, Forward, Recheck};
+use ipnet::IpNet;
+use redwall_crypto::Secret;
+use redwall_policy::audit_event::AuditEvent;
+use redwall_policy::permission::Permission;
+use redwall_policy::route_policy::{is_clean_path, RouteRule};
+use redwall_runtime::{
+    mint_admin_token, EditorPermission, ADMIN_TOKEN_HEADER, ENDPOINT_TOKEN_HEADER, USER_HEADER,
+};
+use serde_json::json;
+use std::sync::Arc;
+
+/// Node-RED's admin root, as the generated settings set it.
+pub const EDITOR_ROOT: &str = "/editor";
+/// Lifetime of the editor and endpoint tokens Redwall adds to a request.
+const TOKEN_SECS: i64 = 300;
+
+/// Tokens are checked by Node-RED against the real clock, so they are
+/// minted against it too (not the injectable one).
+pub(crate) fn unix_now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64)
+}
+
+/// What the proxy needs of an instance, cached for a second.
+pub struct ProxyTarget {
+    pub id: String,
+    pub name: String,
+    pub team_id: String,
+    pub port: u16,
+    pub rules: Vec<RouteRule>,
+    pub team_ranges: Vec<IpNet>,
+    pub admin_secret: Secret,
+    pub endpoint_secret: Secret,
+}
+
+/// Where a request is headed, when it is for an instance.
+struct Located {
+    name: String,
+    /// The path and query the instance sees.
+    path_and_query: String,
+    /// `/i/{name}` under path routing.
+    prefix: Option<String>,
+}
+
+fn request_host(request: &Request) -> Option<String> {
+    let host = request.uri().host().map(str::to_string).or_else(|| {
+        request
+            .headers()
+            .get(header::HOST)
+            .and_then(|v| v.to_str().ok())
+            .map(|h| h.rsplit_once(':').map_or(h, |(host, _)| host).to_string())
+    })?;
+    Some(host.to_ascii_lowercase())
+}
+
+fn locate(state: &AppState, request: &Request) -> Option<Result<Located, Response>> {
+    let config = &state.config.instances;
+    let pq = request
+        .uri()
+        .path_and_query()
+        .map_or("/", |p| p.as_str())
+        .to_string();
+    if !config.domain.is_empty() {
+        if let Some(host) = request_host(request) {
+            if let Some(label) = host.strip_suffix(&format!(".{}", config.domain)) {
+                if !label.contains('.') {
+                    return Some(Ok(Located {
+                        name: label.to_string(),
+                        path_and_query: pq,
+                        prefix: None,
+                    }));
+                }
+            }
+        }
+    }
+    if !config.path_routing {
+        return None;
+    }
+    let rest = request.uri().path().strip_prefix("/i/")?;
+    let (name, tail) = rest.split_once('/').unwrap_or((rest, ""));
+    if name.is_empty() {
+        return None;
+    }
+    let prefix = format!("/i/{name}");
+    if !rest.contains('/') {
+        // "/i/name" → "/i/name/", so relative links in pages resolve.
+        return Some(Err(
+            Redirect::permanent(&format!("{prefix}/")).into_response()
+        ));
+    }
+    let query = request
+        .uri()
+        .query()
+        .map(|q| format!("?{q}"))
+        .unwrap_or_default();
+    Some(Ok(Located {
+        name: name.to_string(),
+        path_and_query: format!("/{tail}{query}"),
+        prefix: Some(prefix),
+    }))
+}
+
+/// The outermost routing step: requests for instances go to the proxy,
+/// everything else to the API.
+pub async fn dispatch(State(state): State<AppState>, request: Request, next: Next) -> Response {
+    match locate(&state, &request) {
+        None => next.run(request).await,
+        Some(Err(redirect)) => redirect,
+        Some(Ok(located)) => match handle(&state, located, request).await {
+            Ok(r) => r,
+            Err(e) => e.into_response(),
+        },
+    }
+}
+
+pub async fn load_target(state: &AppState, name: &str) -> ApiResult<Option<Arc<ProxyTarget>>> {
+    let now = state.now();
+    if let Some(t) = state.proxy_targets.get(&name.to_string(), now) {
+        return Ok(t);
+    }
+    let target = match state.store.get_instance_by_name(name).await? {
+        None => None,
+        Some(i) => {
+            let keys = open_keys(&state.keyring, &i)?;
+            let team = state.store.get_team(&i.team_id).await?;
+            Some(Arc::new(ProxyTarget {
+                team_ranges: team
+                    .map(|t| {
+                        t.allowed_cidrs
+                            .iter()
+                            .filter_map(|c| c.parse().ok())
+                            .collect()
+                    })
+                    .unwrap_or_default(),
+                rules: rules_from_json(&i.routes),
+                id: i.id,
+                name: i.name,
+                team_id: i.team_id,
+                port: i.port,
+                admin_secret: keys.admin,
+                endpoint_secret: keys.endpoint,
+            }))
+        }
+    };
+    state
+        .proxy_targets
+        .insert(name.to_string(), target.clone(), now);
+    Ok(target)
+}
+
+async fn handle(state: &AppState, located: Located, request: Request) -> ApiResult<Response> {
+    let path = located
+        .path_and_query
+        .split_once('?')
+        .map_or(located.path_and_query.as_str(), |(p, _)| p)
+        .to_string();
+    if !is_clean_path(&path) {
+        return Err(ApiError::bad_request(
+            "invalid_path",
+            "the path holds dot segments, empty segments or encoded separators",
+        ));
+    }
+    let Some(target) = load_target(state, &located.name).await? else {
+        return Err(ApiError::not_found());
+    };
+    let client = request
+        .extensions()
+        .get::<ClientInfo>()
+        .cloned()
+        .ok_or_else(|| ApiError::internal("client information missing"))?;
+    let fwd = Forward {
+        port: target.port,
+        path_and_query: located.path_and_query.clone(),
+        location_prefix: located.prefix.clone(),
+        max_body: state.config.instances.max_body_bytes,
+    };
+    let is_editor = path == EDITOR_ROOT || path.starts_with("/editor/");
+    if is_editor {
+        editor(state, target, client, fwd, request).await
+    } else {
+        endpoints::endpoint(state, target, client, fwd, &path, request).await
+    }
+}
+
+/// The editor and Node-RED's admin API: the caller's role decides.
+async fn editor(
+    state: &AppState,
+    target: Arc<ProxyTarget>,
+    client: ClientInfo,
+    fwd: Forward,
+    request: Request,
+) -> ApiResult<Response> {
+    let (mut parts, body) = request.into_parts();
+    let access = editor_access(state, &target, &parts).await;
+    let (principal, permission) = match access {
+        Ok(ok) => ok,
+        Err(e) => {
+            if e.status == StatusCode::FORBIDDEN || e.status == StatusCode::NOT_FOUND {
+                crate::api::instance_access::record_refusal(
+                    state,
+                    &target.team_id,
+                    &target.name,
+                    &client,
+                    AuditEvent::InstanceEditorDenied,
+                    None,
+                    json!({ "path": parts.uri.path(), "code": e.code }),
+                )
+                .await?;
+            }
+            return Err(e);
+        }
+    };
+    let perm = if permission == Permission::InstanceEditorWrite {
+        EditorPermission::Full
+    } else {
+        EditorPermission::Read
+    };
+    strip_ours(&mut parts.headers, true);
+    let exp = unix_now() + TOKEN_SECS;
+    let token = mint_admin_token(
+        &target.admin_secret,
+        &target.id,
+        &principal.username,
+        perm,
+        exp,
+    );
+    if let Ok(v) = HeaderValue::from_str(&token) {
+        parts.headers.insert(ADMIN_TOKEN_HEADER, v);
+    }
+    let recheck = forward::is_websocket_parts(&parts).then(|| {
+        let state = state.clone();
+        let target = target.clone();
+        let parts = parts_for_recheck(&parts);
+        let f: Recheck = Box::new(move || {
+            let state = state.clone();
+            let target = target.clone();
+            let parts = parts.clone();
+            Box::pin(async move {
+                matches!(editor_access(&state, &target, &parts).await, Ok((_, p)) if p == permission)
+            })
+        });
+        f
+    });
+    let request = Request::from_parts(parts, body);
+    Ok(forward(&state.upstream, fwd, request, recheck).await)
+}
+
+async fn editor_access(
+    state: &AppState,
+    target: &ProxyTarget,
+    parts: &axum::http::request::Parts,
+) -> ApiResult<(crate::auth::principal::Principal, Permission)> {
+    authorize_any(
+        state,
+        &[
+            Permission::InstanceEditorWrite,
+            Permission::InstanceEditorRead,
+        ],
+        parts,
+        Some(target.team_id.clone()),
+        CsrfMode::OriginOnly,
+    )
+    .await
+}
+
+/// What a later re-check needs: the headers that carry the credential.
+pub(crate) fn parts_for_recheck(
+    parts: &axum::http::request::Parts,
+) -> Arc<axum::http::request::Parts> {
+    let mut builder = axum::http::Request::builder()
+        .method(parts.method.clone())
+        .uri(parts.uri.clone());
+    for (k, v) in &parts.headers {
+        builder = builder.header(k, v);
+    }
+    let (mut p, _) = builder.body(()).unwrap_or_default().into_parts();
+    if let Some(c) = parts.extensions.get::<ClientInfo>() {
+        p.extensions.insert(c.clone());
+    }
+    Arc::new(p)
+}
+
+/// Removes what Node-RED must never see: headers in our names (a client
+/// could forge them), Redwall's session cookie and CSRF token, and (when
+/// `credential` is set) the Authorization header that carried a Redwall
+/// credential.
+pub fn strip_ours(headers: &mut HeaderMap, credential: bool) {
+    for name in [
+        ADMIN_TOKEN_HEADER,
+        ENDPOINT_TOKEN_HEADER,
+        USER_HEADER,
+        "x-csrf-token",
+        "x-api-key",
+    ] {
+        headers.remove(name);
+    }
+    let forged: Vec<_> = headers
+        .keys()
+        .filter(|k| k.as_str().starts_with("x-redwall-"))
+        .cloned()
+        .collect();
+    for k in forged {
+        headers.remove(k);
+    }
+    if credential {
+        headers.remove(header::AUTHORIZATION);
+    }
+    let cookies: Vec<String> = headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .map(str::trim)
+        .filter(|c| {
+            let name = c.split('=').next().unwrap_or("");
+            name != crate::auth::session::SECURE_COOKIE
+                && name != crate::auth::session::PLAIN_COOKIE
+        })
+        .map(str::to_string)
+        .collect();
+    headers.remove(header::COOKIE);
+    if !cookies.is_empty() {
+        if let Ok(v) = HeaderValue::from_str(&cookies.join("; ")) {
+            headers.insert(header::COOKIE, v);
+        }
+    }
+}
