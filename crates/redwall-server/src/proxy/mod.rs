@@ -241,18 +241,6 @@ async fn editor(
     } else {
         EditorPermission::Read
     };
-    strip_ours(&mut parts.headers, true);
-    let exp = unix_now() + TOKEN_SECS;
-    let token = mint_admin_token(
-        &target.admin_secret,
-        &target.id,
-        &principal.username,
-        perm,
-        exp,
-    );
-    if let Ok(v) = HeaderValue::from_str(&token) {
-        parts.headers.insert(ADMIN_TOKEN_HEADER, v);
-    }
     let recheck = forward::is_websocket_parts(&parts).then(|| {
         let state = state.clone();
         let target = target.clone();
@@ -267,6 +255,20 @@ async fn editor(
         });
         f
     });
+    // The credential is judged again later from the copy taken above; the
+    // instance itself never sees it.
+    strip_ours(&mut parts.headers, true);
+    let exp = unix_now() + TOKEN_SECS;
+    let token = mint_admin_token(
+        &target.admin_secret,
+        &target.id,
+        &principal.username,
+        perm,
+        exp,
+    );
+    if let Ok(v) = HeaderValue::from_str(&token) {
+        parts.headers.insert(ADMIN_TOKEN_HEADER, v);
+    }
     let request = Request::from_parts(parts, body);
     Ok(forward(&state.upstream, fwd, request, recheck).await)
 }

@@ -1,0 +1,521 @@
+//! Managed instances end to end: a real Node-RED from npm, reached only
+//! through Redwall's proxy.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod common;
+
+use common::*;
+use futures::{SinkExt, StreamExt};
+use serde_json::{json, Value};
+use std::io::{Read, Write};
+use std::time::Duration;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+
+/// A server that runs instances from the shared test install of Node-RED,
+/// on a port range of its own.
+async fn instance_server() -> TestServer {
+    let install = redwall_runtime::testing::shared_install().expect("Node-RED installs from npm");
+    let base = redwall_runtime::testing::free_port();
+    TestServer::start_with(Backend::Sqlite, move |c| {
+        c.instances.node_red_path = Some(install.package_dir.clone());
+        c.instances.node = install.node.clone();
+        c.instances.port_min = base;
+        c.instances.port_max = base.saturating_add(9);
+        c.instances.uid_base = 100_000 + u32::from(base);
+    })
+    .await
+    .expect("sqlite server")
+}
+
+async fn wait_running(c: &Client, team: &str, name: &str) -> Value {
+    for _ in 0..600 {
+        let r = c
+            .get(&format!("/api/v1/teams/{team}/instances/{name}"))
+            .await;
+        assert_eq!(r.status, 200, "{}", r.body);
+        match r.body["status"]["state"].as_str() {
+            Some("running") => return r.body,
+            Some("crash_loop") => panic!("instance gave up: {}", r.body),
+            _ => tokio::time::sleep(Duration::from_millis(100)).await,
+        }
+    }
+    panic!("instance did not start in 60 s");
+}
+
+fn echo_flow(path: &str) -> Value {
+    json!([
+        {"id": "t1", "type": "tab", "label": "T"},
+        {"id": "h1", "type": "http in", "z": "t1", "url": path, "method": "get", "upload": false, "swaggerDoc": "", "wires": [["f1"]]},
+        {"id": "f1", "type": "function", "z": "t1", "func": "msg.payload = { headers: msg.req.headers, greeting: env.get('GREETING'), leaked: env.get('REDWALL_ADMIN_SECRET') || null }; return msg;", "outputs": 1, "wires": [["r1"]]},
+        {"id": "r1", "type": "http response", "z": "t1", "statusCode": "", "headers": {}, "wires": []}
+    ])
+}
+
+/// Cookie-authenticated writes through the proxy must look same-origin.
+fn same_origin(s: &TestServer, c: &Client) -> Client {
+    let mut c = c.clone();
+    c.headers.push(("origin", s.running.base_url()));
+    c
+}
+
+async fn deploy(c: &Client, name: &str, flows: Value) -> Resp {
+    let mut c = c.clone();
+    c.headers.push(("node-red-deployment-type", "full".into()));
+    c.post(&format!("/i/{name}/editor/flows"), flows).await
+}
+
+#[tokio::test]
+async fn roles_rules_and_keys_decide_who_reaches_an_instance() {
+    let s = instance_server().await;
+    let admin = s.admin().await;
+    let owner = s.user(&admin, "olivia").await;
+    let member = s.user(&admin, "martin").await;
+    let viewer = s.user(&admin, "vera").await;
+    let dash = s.user(&admin, "dora").await;
+    let team = create_team(&owner, "Plant").await;
+    join_team(&owner, &member, &team, "martin", "member").await;
+    join_team(&owner, &viewer, &team, "vera", "viewer").await;
+    join_team(&owner, &dash, &team, "dora", "dashboard").await;
+
+    // Created stopped, given its environment (one secret), then started.
+    let r = member
+        .post(
+            &format!("/api/v1/teams/{team}/instances"),
+            json!({"name": "plant", "start": false}),
+        )
+        .await;
+    assert_eq!(r.status, 201, "{}", r.body);
+    let port = s
+        .running
+        .state
+        .store
+        .get_instance_by_name("plant")
+        .await
+        .unwrap()
+        .unwrap()
+        .port;
+    let r = member
+        .put(
+            &format!("/api/v1/teams/{team}/instances/plant/env"),
+            json!([{"name": "GREETING", "value": "hello"}, {"name": "DB_PASSWORD", "value": "s3cret-value", "secret": true}]),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    let secret = r
+        .body
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["name"] == "DB_PASSWORD")
+        .unwrap();
+    assert_eq!(secret["value"], Value::Null, "secret values are write-only");
+    assert!(!r.text.contains("s3cret-value"));
+    let r = viewer
+        .put(
+            &format!("/api/v1/teams/{team}/instances/plant/env"),
+            json!([]),
+        )
+        .await;
+    assert_eq!(r.status, 403, "a Viewer cannot change the environment");
+    let r = member
+        .post(
+            &format!("/api/v1/teams/{team}/instances/plant/start"),
+            json!({}),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    wait_running(&member, &team, "plant").await;
+
+    // The editor: nobody anonymous, not a Dashboard user; a Viewer reads
+    // but cannot deploy; a Member deploys with a personal access token, as
+    // a CI pipeline would.
+    assert_eq!(s.anonymous().get("/i/plant/editor/").await.status, 401);
+    assert_eq!(dash.get("/i/plant/editor/flows").await.status, 403);
+    let r = viewer.get("/i/plant/editor/flows").await;
+    assert_eq!(r.status, 200, "viewer reads flows: {}", r.text);
+    let r = deploy(&same_origin(&s, &viewer), "plant", echo_flow("/hello")).await;
+    assert!(
+        r.status == 401 || r.status == 403,
+        "viewer deploy refused: {} {}",
+        r.status,
+        r.text
+    );
+    let r = deploy(&member, "plant", echo_flow("/hello")).await;
+    assert_eq!(
+        r.status, 403,
+        "a cookie write without Origin is refused (CSRF): {}",
+        r.text
+    );
+    let ci = s.token_client(&member, "full").await;
+    let r = deploy(&ci, "plant", echo_flow("/hello")).await;
+    assert!(
+        r.status == 200 || r.status == 204,
+        "member deploys: {} {}",
+        r.status,
+        r.text
+    );
+    let r = ci.get("/i/plant/editor/flows").await;
+    assert!(r.text.contains("/hello"), "{}", r.text);
+    let read_only = s.token_client(&member, "read").await;
+    let r = deploy(&read_only, "plant", echo_flow("/hello")).await;
+    assert!(
+        r.status == 401 || r.status == 403,
+        "a read token cannot deploy: {}",
+        r.status
+    );
+
+    // The endpoint: denied until a rule allows it.
+    let r = s.anonymous().get("/i/plant/hello").await;
+    assert_eq!((r.status, r.code()), (403, "no_matching_rule"));
+
+    // API keys.
+    let r = member
+        .post(
+            &format!("/api/v1/teams/{team}/instances/plant/keys"),
+            json!({"name": "line 4"}),
+        )
+        .await;
+    assert_eq!(r.status, 201, "{}", r.body);
+    let key = r.body["key"].as_str().unwrap().to_string();
+    let key_id = r.body["details"]["id"].as_str().unwrap().to_string();
+    let listed = member
+        .get(&format!("/api/v1/teams/{team}/instances/plant/keys"))
+        .await;
+    assert!(!listed.text.contains(&key), "a key is shown once only");
+    let r = member
+        .put(
+            &format!("/api/v1/teams/{team}/instances/plant/routes"),
+            json!([{"path_prefix": "/hello", "methods": ["GET"], "policy": {"type": "api_key"}}]),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    let mut machine = s.anonymous();
+    machine.bearer = Some(key.clone());
+    let mut forged = machine.clone();
+    forged.headers.push(("x-redwall-user", "olivia".into()));
+    forged
+        .headers
+        .push(("x-redwall-endpoint-token", "v1.forged.forged".into()));
+    let r = forged.get("/i/plant/hello").await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    let seen = &r.body["headers"];
+    assert_eq!(
+        seen["x-redwall-user"],
+        format!("key:{key_id}"),
+        "flows learn the caller, not a forged name"
+    );
+    assert!(
+        seen.get("x-redwall-endpoint-token").is_none(),
+        "the endpoint token is stripped before the flow"
+    );
+    assert!(
+        seen.get("authorization").is_none(),
+        "the API key does not reach the flow"
+    );
+    assert_eq!(
+        r.body["greeting"], "hello",
+        "${{GREETING}} reaches Node-RED from the environment"
+    );
+    assert_eq!(
+        r.body["leaked"],
+        Value::Null,
+        "Redwall's own secrets are not in the flow's env"
+    );
+    assert_eq!(s.anonymous().get("/i/plant/hello").await.status, 401);
+    let mut wrong = s.anonymous();
+    wrong.bearer = Some(format!("rwk_{}", "A".repeat(43)));
+    assert_eq!(
+        wrong.get("/i/plant/hello").await.code(),
+        "credential_invalid"
+    );
+    let r = member
+        .delete(&format!(
+            "/api/v1/teams/{team}/instances/plant/keys/{key_id}"
+        ))
+        .await;
+    assert_eq!(r.status, 204);
+    assert_eq!(
+        machine.get("/i/plant/hello").await.status,
+        401,
+        "a revoked key is refused at once"
+    );
+
+    // A session rule for dashboards and forms: a Dashboard member passes,
+    // a stranger's session does not, nobody anonymous.
+    let r = owner
+        .put(
+            &format!("/api/v1/teams/{team}/instances/plant/routes"),
+            json!([{"path_prefix": "/hello", "policy": {"type": "session", "min_role": "dashboard"}}]),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    let r = dash.get("/i/plant/hello").await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    assert_eq!(r.body["headers"]["x-redwall-user"], "dora");
+    assert!(
+        r.body["headers"].get("cookie").is_none(),
+        "the Redwall session cookie never reaches a flow"
+    );
+    let stranger = s.user(&admin, "sam").await;
+    assert_eq!(stranger.get("/i/plant/hello").await.status, 403);
+    assert_eq!(s.anonymous().get("/i/plant/hello").await.status, 401);
+
+    // Basic auth with Redwall accounts, for devices that can do nothing else.
+    let r = owner
+        .put(
+            &format!("/api/v1/teams/{team}/instances/plant/routes"),
+            json!([{"path_prefix": "/hello", "policy": {"type": "basic", "min_role": "viewer"}}]),
+        )
+        .await;
+    assert_eq!(r.status, 200);
+    let basic = |u: &str, p: &str| {
+        s.anonymous()
+            .http
+            .get(s.url("/i/plant/hello"))
+            .basic_auth(u, Some(p))
+    };
+    let r = s.anonymous().raw(basic("vera", USER_PASSWORD)).await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    assert!(r.body["headers"].get("authorization").is_none());
+    let r = s.anonymous().raw(basic("vera", "wrong-password-123")).await;
+    assert_eq!(r.status, 401);
+    assert!(r.headers.get("www-authenticate").is_some());
+    assert_eq!(
+        s.anonymous().raw(basic("dora", USER_PASSWORD)).await.status,
+        403
+    );
+
+    // Address ranges: a rule limited to 10.0.0.0/8 refuses loopback.
+    let r = owner
+        .put(
+            &format!("/api/v1/teams/{team}/instances/plant/routes"),
+            json!([{"path_prefix": "/", "policy": {"type": "public"}, "client_ranges": ["10.0.0.0/8"]}]),
+        )
+        .await;
+    assert_eq!(r.status, 200);
+    assert_eq!(
+        s.anonymous().get("/i/plant/hello").await.code(),
+        "address_refused"
+    );
+    let r = viewer
+        .post(
+            &format!("/api/v1/teams/{team}/instances/plant/routes/test"),
+            json!({"method": "GET", "path": "/hello", "client_ip": "10.1.2.3"}),
+        )
+        .await;
+    assert_eq!(
+        (r.body["decision"].as_str(), r.body["matched_rule"].as_u64()),
+        (Some("allow"), Some(0)),
+        "{}",
+        r.body
+    );
+
+    // The instance's own port: nothing answers without Redwall's tokens.
+    let direct = reqwest::get(format!("http://127.0.0.1:{port}/hello"))
+        .await
+        .unwrap();
+    assert_eq!(direct.status(), 401);
+    let direct = reqwest::get(format!("http://127.0.0.1:{port}/editor/"))
+        .await
+        .unwrap();
+    assert_eq!(direct.status(), 401);
+
+    // Paths that could be read two ways are refused, not guessed at.
+    let raw = raw_request(&s, "GET /i/plant/a/../hello HTTP/1.1\r\nHost: x\r\n\r\n").await;
+    assert!(raw.starts_with("HTTP/1.1 400"), "{raw}");
+    let raw = raw_request(&s, "POST /i/plant/hello HTTP/1.1\r\nHost: x\r\nContent-Length: 1\r\nContent-Length: 5\r\n\r\nhello").await;
+    assert!(
+        raw.starts_with("HTTP/1.1 400"),
+        "duplicate Content-Length: {raw}"
+    );
+    assert_eq!(
+        s.anonymous().get("/healthz").await.status,
+        200,
+        "Redwall is unharmed"
+    );
+
+    // The instance's Node-RED audit events arrive in the team log with the
+    // Redwall user who deployed.
+    let log = owner
+        .get(&format!(
+            "/api/v1/teams/{team}/audit?event=instance.*&limit=1000"
+        ))
+        .await;
+    let events: Vec<&Value> = log.body["entries"].as_array().unwrap().iter().collect();
+    let has = |name: &str| events.iter().any(|e| e["event"] == name);
+    for name in [
+        "instance.created",
+        "instance.started",
+        "instance.env_changed",
+        "instance.key_created",
+        "instance.key_revoked",
+        "instance.key_rejected",
+        "instance.routes_changed",
+        "instance.editor_denied",
+        "instance.basic_rejected",
+    ] {
+        assert!(has(name), "{name} missing from {}", log.text);
+    }
+    let mut deployed = false;
+    for _ in 0..50 {
+        let log = owner
+            .get(&format!(
+                "/api/v1/teams/{team}/audit?event=instance.node_red&limit=100"
+            ))
+            .await;
+        deployed =
+            log.body["entries"].as_array().unwrap().iter().any(|e| {
+                e["details"]["node_red_event"] == "flows.set" && e["actor_name"] == "martin"
+            });
+        if deployed {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    if !deployed {
+        let log = owner
+            .get(&format!(
+                "/api/v1/teams/{team}/audit?event=instance.node_red&limit=100"
+            ))
+            .await;
+        panic!(
+            "the deploy is not in the team log under martin: {}",
+            log.text
+        );
+    }
+    let env_audit = events
+        .iter()
+        .find(|e| e["event"] == "instance.env_changed")
+        .unwrap();
+    assert!(
+        !env_audit.to_string().contains("s3cret-value"),
+        "names only in the log"
+    );
+
+    // A team with instances cannot be deleted; the instance goes first, by name.
+    let r = owner
+        .delete_with(
+            &format!("/api/v1/teams/{team}"),
+            json!({"confirm_name": "Plant"}),
+        )
+        .await;
+    assert_eq!((r.status, r.code()), (409, "team_has_instances"));
+    assert_eq!(
+        member
+            .delete_with(
+                &format!("/api/v1/teams/{team}/instances/plant"),
+                json!({"confirm_name": "plant"})
+            )
+            .await
+            .status,
+        403,
+        "only Owners delete"
+    );
+    assert_eq!(
+        owner
+            .delete_with(
+                &format!("/api/v1/teams/{team}/instances/plant"),
+                json!({"confirm_name": "Plant"})
+            )
+            .await
+            .status,
+        422
+    );
+    assert_eq!(
+        owner
+            .delete_with(
+                &format!("/api/v1/teams/{team}/instances/plant"),
+                json!({"confirm_name": "plant"})
+            )
+            .await
+            .status,
+        204
+    );
+    assert_eq!(s.anonymous().get("/i/plant/hello").await.status, 404);
+    assert!(
+        std::net::TcpStream::connect(("127.0.0.1", port)).is_err(),
+        "its Node-RED is gone"
+    );
+    s.stop().await;
+}
+
+/// Sends bytes as they are (reqwest would refuse to send malformed
+/// requests); blocking I/O runs off the test's runtime, which also serves.
+async fn raw_request(s: &TestServer, request: &str) -> String {
+    let addr = s.running.addr;
+    let request = request.to_string();
+    tokio::task::spawn_blocking(move || {
+        let mut stream = std::net::TcpStream::connect(addr).unwrap();
+        stream
+            .set_read_timeout(Some(Duration::from_secs(5)))
+            .unwrap();
+        stream.write_all(request.as_bytes()).unwrap();
+        let mut buf = vec![0u8; 4096];
+        let n = stream.read(&mut buf).unwrap_or(0);
+        String::from_utf8_lossy(&buf[..n]).into_owned()
+    })
+    .await
+    .unwrap()
+}
+
+#[tokio::test]
+async fn the_editor_websocket_closes_when_the_session_ends() {
+    let s = instance_server().await;
+    let admin = s.admin().await;
+    let owner = s.user(&admin, "olivia").await;
+    let team = create_team(&owner, "Ops").await;
+    let r = owner
+        .post(
+            &format!("/api/v1/teams/{team}/instances"),
+            json!({"name": "ops"}),
+        )
+        .await;
+    assert_eq!(r.status, 201, "{}", r.body);
+    wait_running(&owner, &team, "ops").await;
+
+    let url = format!("ws://{}/i/ops/editor/comms", s.running.addr);
+    let refused = tokio_tungstenite::connect_async(url.clone()).await;
+    assert!(refused.is_err(), "no websocket without a session");
+
+    let mut request = url.into_client_request().unwrap();
+    request
+        .headers_mut()
+        .insert("cookie", header_value(owner.cookie.as_ref().unwrap()));
+    let (mut ws, response) = tokio_tungstenite::connect_async(request)
+        .await
+        .expect("editor websocket opens");
+    assert_eq!(response.status(), 101);
+    ws.send(tokio_tungstenite::tungstenite::Message::text(
+        r#"{"subscribe":"notification/#"}"#,
+    ))
+    .await
+    .unwrap();
+    // It stays open across several access re-checks.
+    let early = tokio::time::timeout(Duration::from_millis(2500), async {
+        loop {
+            match ws.next().await {
+                Some(Ok(m)) if !m.is_close() => continue,
+                other => return other.is_some(),
+            }
+        }
+    })
+    .await;
+    assert!(
+        early.is_err(),
+        "the socket stays open while the session lives"
+    );
+
+    let r = owner.post("/api/v1/auth/logout", json!({})).await;
+    assert_eq!(r.status, 204);
+    let closed = tokio::time::timeout(Duration::from_secs(5), async {
+        loop {
+            match ws.next().await {
+                Some(Ok(m)) if !m.is_close() => continue,
+                _ => return,
+            }
+        }
+    })
+    .await;
+    assert!(closed.is_ok(), "the socket closes within seconds of logout");
+    s.stop().await;
+}
