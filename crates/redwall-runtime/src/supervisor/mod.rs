@@ -33,8 +33,8 @@ pub(crate) use types::now_unix_ms;
 pub struct Supervisor {
     shared: Arc<Shared>,
     slots: Mutex<HashMap<String, Arc<Slot>>>,
-    // Held for the supervisor's lifetime; the kernel drops the flock with it.
-    _lock: File,
+    // Held until shutdown; the kernel drops the flock when it is closed.
+    lock_file: Mutex<Option<File>>,
 }
 
 /// What runner tasks need; deliberately not the whole supervisor, so
@@ -107,7 +107,7 @@ impl Supervisor {
                 spawner: Spawner::new()?,
             }),
             slots: Mutex::new(HashMap::new()),
-            _lock: lock_file,
+            lock_file: Mutex::new(Some(lock_file)),
         })
     }
 
@@ -199,6 +199,13 @@ impl Supervisor {
         let (spec, install) = last.ok_or_else(|| RuntimeError::UnknownInstance(id.to_owned()))?;
         self.stop(id).await?;
         self.start(spec, &install).await
+    }
+
+    /// Stops every instance and gives up the run directory, so another
+    /// supervisor (a restarted Redwall in the same process) may take it.
+    pub async fn shutdown(&self) {
+        self.stop_all().await;
+        lock(&self.lock_file).take();
     }
 
     /// Stops every instance (for shutdown), all at once.
