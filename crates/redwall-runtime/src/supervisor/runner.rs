@@ -147,8 +147,12 @@ pub(crate) async fn supervise(
             _ = stop_requested(&mut stop_rx) => break InstanceStatus::Stopped,
         }
     };
+    // Under the control lock, so that whoever sees the final status can
+    // start the instance again at once, and a new start cannot be
+    // overwritten by this status.
+    let mut control = lock(&slot.control);
+    control.stop = None;
     set_status(&shared, &slot, final_status);
-    lock(&slot.control).stop = None;
 }
 
 async fn stop_requested(rx: &mut watch::Receiver<bool>) {
