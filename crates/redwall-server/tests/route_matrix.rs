@@ -267,7 +267,8 @@ async fn walk(s: &TestServer, everyone: &[Who], require_mfa: bool) {
             let path = route
                 .path
                 .replace("{team}", &w.team)
-                .replace("{id}", UNKNOWN_ID);
+                .replace("{id}", UNKNOWN_ID)
+                .replace("{instance}", "no-such-instance");
             let body = (route.method != reqwest::Method::GET).then(|| json!({}));
             let r = client.send(route.method.clone(), &path, body).await;
             let what = format!(
@@ -275,7 +276,7 @@ async fn walk(s: &TestServer, everyone: &[Who], require_mfa: bool) {
                 route.method, route.path, r.status, r.text
             );
             assert!(r.status < 500, "{what}");
-            let has_id = route.path.contains("{id}");
+            let has_id = route.path.contains("{id}") || route.path.contains("{instance}");
             match expected(who, route.access, route.path) {
                 None => assert!(
                     r.status != 403 && r.code() != "unauthenticated",

@@ -280,7 +280,7 @@ impl InstanceManager {
     }
 
     pub async fn shutdown(&self) {
-        self.supervisor.stop_all().await;
+        self.supervisor.shutdown().await;
     }
 
     pub fn os_users(&self) -> bool {
