@@ -38,7 +38,7 @@ fn encode(bytes: &[u8]) -> Secret {
     Secret::new(base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes))
 }
 
-fn secrets_aad(instance_id: &str) -> String {
+pub fn secrets_aad(instance_id: &str) -> String {
     format!("instance/{instance_id}/keys")
 }
 

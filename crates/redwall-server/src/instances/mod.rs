@@ -8,6 +8,7 @@
 pub mod events;
 pub mod manager;
 pub mod model;
+pub mod rotation;
 pub mod sealing;
 
 pub use manager::InstanceManager;
