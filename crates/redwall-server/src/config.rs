@@ -89,6 +89,9 @@ pub struct ServerConfig {
     pub trusted_proxies: Vec<IpNet>,
     /// Largest accepted request body, in bytes.
     pub max_body_bytes: usize,
+    /// How browsers reach the console (e.g. `https://redwall.example.com`):
+    /// instance hosts send browsers there to log in.
+    pub public_url: Option<String>,
 }
 
 #[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq)]
@@ -145,6 +148,7 @@ impl Default for ServerConfig {
             listen: SocketAddr::from(([127, 0, 0, 1], 8443)),
             trusted_proxies: Vec::new(),
             max_body_bytes: 64 * 1024,
+            public_url: None,
         }
     }
 }
@@ -297,6 +301,9 @@ impl Config {
         if let Some(v) = env("REDWALL_LOG_LEVEL") {
             self.log.level = v;
         }
+        if let Some(v) = env("REDWALL_PUBLIC_URL") {
+            self.server.public_url = Some(v.trim().trim_end_matches('/').to_string());
+        }
         if let Some(v) = env("REDWALL_INSTANCES_DOMAIN") {
             self.instances.domain = v.trim().to_ascii_lowercase();
         }
@@ -396,6 +403,14 @@ impl Config {
                 "instances.domain",
                 format!("{:?} is not a DNS domain", i.domain),
             );
+        }
+        if let Some(u) = &self.server.public_url {
+            if !(u.starts_with("https://") || u.starts_with("http://")) || u.ends_with('/') {
+                error(
+                    "server.public_url",
+                    "must be an http(s) URL without a trailing slash".into(),
+                );
+            }
         }
         if i.memory_mb < 128 || i.max_processes < 8 || i.max_open_files < 256 {
             error(

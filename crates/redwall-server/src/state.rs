@@ -70,6 +70,8 @@ pub struct Inner {
     /// runs once per credential a minute, not once per request.
     pub basic_auth: TtlCache<[u8; 32], String>,
     pub upstream: Upstream,
+    /// Instance handover codes already redeemed (single use).
+    pub used_handoff_codes: TtlCache<String, ()>,
 }
 
 #[derive(Clone, Debug)]
@@ -148,6 +150,7 @@ impl AppState {
             instance_keys: TtlCache::new(GRANT_CACHE_MICROS, 100_000),
             basic_auth: TtlCache::new(60 * MICROS_PER_SECOND, 10_000),
             upstream: Upstream::default(),
+            used_handoff_codes: TtlCache::new(120 * MICROS_PER_SECOND, 100_000),
             config,
             store,
             keyring,

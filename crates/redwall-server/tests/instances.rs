@@ -196,7 +196,15 @@ async fn roles_rules_and_keys_decide_who_reaches_an_instance() {
     forged
         .headers
         .push(("x-redwall-endpoint-token", "v1.forged.forged".into()));
-    let r = forged.get("/i/plant/hello").await;
+    // Node-RED registers a deployed endpoint a moment after the deploy answers.
+    let mut r = forged.get("/i/plant/hello").await;
+    for _ in 0..100 {
+        if r.status != 404 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        r = forged.get("/i/plant/hello").await;
+    }
     assert_eq!(r.status, 200, "{}", r.text);
     let seen = &r.body["headers"];
     assert_eq!(
@@ -517,5 +525,122 @@ async fn the_editor_websocket_closes_when_the_session_ends() {
     })
     .await;
     assert!(closed.is_ok(), "the socket closes within seconds of logout");
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn instance_host_names_take_over_the_console_session() {
+    let install = redwall_runtime::testing::shared_install().expect("Node-RED installs from npm");
+    let base = redwall_runtime::testing::free_port();
+    let listen = redwall_runtime::testing::free_port();
+    let s = TestServer::start_with(Backend::Sqlite, move |c| {
+        c.instances.node_red_path = Some(install.package_dir.clone());
+        c.instances.node = install.node.clone();
+        c.instances.port_min = base;
+        c.instances.port_max = base.saturating_add(9);
+        c.instances.uid_base = 100_000 + u32::from(base);
+        c.instances.domain = "example.test".into();
+        c.server.listen = format!("127.0.0.1:{listen}").parse().unwrap();
+        c.server.public_url = Some(format!("http://127.0.0.1:{listen}"));
+    })
+    .await
+    .unwrap();
+    let admin = s.admin().await;
+    let owner = s.user(&admin, "olivia").await;
+    let team = create_team(&owner, "Field").await;
+    let r = owner
+        .post(
+            &format!("/api/v1/teams/{team}/instances"),
+            json!({"name": "plant"}),
+        )
+        .await;
+    assert_eq!(r.status, 201, "{}", r.body);
+    assert_eq!(
+        r.body["editor_url"],
+        format!("http://plant.example.test:{listen}/editor/")
+    );
+    wait_running(&owner, &team, "plant").await;
+
+    let host = format!("plant.example.test:{listen}");
+    let on_instance = |path: &str, cookie: Option<&str>| {
+        let mut req = s
+            .anonymous()
+            .http
+            .get(s.url(path))
+            .header("host", host.clone())
+            .header("accept", "text/html");
+        if let Some(c) = cookie {
+            req = req.header("cookie", c.to_string());
+        }
+        req
+    };
+
+    // A browser without a session is sent to the console to log in.
+    let r = s.anonymous().raw(on_instance("/editor/", None)).await;
+    assert!(
+        r.status == 303 || r.status == 302 || r.status == 307,
+        "{} {}",
+        r.status,
+        r.text
+    );
+    let to_console = r.headers["location"].to_str().unwrap().to_string();
+    assert!(
+        to_console.starts_with(&format!(
+            "http://127.0.0.1:{listen}/api/v1/instance-login?instance=plant"
+        )),
+        "{to_console}"
+    );
+
+    // The console hands its session over with a one-time code.
+    let path = to_console.trim_start_matches(&format!("http://127.0.0.1:{listen}"));
+    let r = owner.get(path).await;
+    assert_eq!(r.status, 303, "{}", r.text);
+    let to_instance = r.headers["location"].to_str().unwrap().to_string();
+    let callback = to_instance.trim_start_matches(&format!("http://{host}"));
+    assert!(
+        callback.starts_with("/_redwall/callback?code="),
+        "{to_instance}"
+    );
+    let r = s.anonymous().raw(on_instance(callback, None)).await;
+    assert_eq!(r.status, 303, "{}", r.text);
+    assert_eq!(r.headers["location"], "/editor/");
+    let pass = r.headers["set-cookie"]
+        .to_str()
+        .unwrap()
+        .split(';')
+        .next()
+        .unwrap()
+        .to_string();
+    assert!(pass.starts_with("redwall_instance="), "{pass}");
+    let replay = s.anonymous().raw(on_instance(callback, None)).await;
+    assert_eq!(replay.status, 401, "a code works once");
+
+    let r = s
+        .anonymous()
+        .raw(on_instance("/editor/flows", Some(&pass)))
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    // The console's API is not on instance hosts: its cookies stay apart.
+    let r = s
+        .anonymous()
+        .raw(on_instance("/api/v1/me", Some(&pass)))
+        .await;
+    assert_eq!(r.status, 403, "{}", r.text);
+
+    // Logging out of the console ends the instance session too.
+    assert_eq!(
+        owner.post("/api/v1/auth/logout", json!({})).await.status,
+        204
+    );
+    let r = s
+        .anonymous()
+        .raw(on_instance("/editor/flows", Some(&pass)))
+        .await;
+    assert!(
+        r.status == 401 || r.status == 303,
+        "{} {}",
+        r.status,
+        r.text
+    );
     s.stop().await;
 }

@@ -167,20 +167,83 @@ pub struct InstanceView {
     pub created_at: String,
 }
 
+/// Where the instance is reached: its own host name when a domain is set
+/// (scheme and port as in `server.public_url`, else as Redwall listens),
+/// otherwise the path prefix on the console.
 pub fn base_url(state: &AppState, name: &str) -> String {
     let c = &state.config.instances;
-    let scheme = if state.tls { "https" } else { "http" };
-    if !c.domain.is_empty() {
-        let port = state.config.server.listen.port();
-        let port = if port == 443 {
-            String::new()
-        } else {
-            format!(":{port}")
-        };
-        format!("{scheme}://{name}.{}{port}", c.domain)
-    } else {
-        format!("/i/{name}")
+    if c.domain.is_empty() {
+        return format!("/i/{name}");
     }
+    let (scheme, port) = match &state.config.server.public_url {
+        Some(u) => {
+            let (scheme, rest) = u.split_once("://").unwrap_or(("https", u));
+            let port = rest
+                .split('/')
+                .next()
+                .and_then(|h| h.rsplit_once(':'))
+                .map(|(_, p)| format!(":{p}"))
+                .unwrap_or_default();
+            (scheme.to_string(), port)
+        }
+        None => {
+            let scheme = if state.tls { "https" } else { "http" };
+            let port = state.config.server.listen.port();
+            let default = if state.tls { 443 } else { 80 };
+            let port = if port == default {
+                String::new()
+            } else {
+                format!(":{port}")
+            };
+            (scheme.to_string(), port)
+        }
+    };
+    format!("{scheme}://{name}.{}{port}", c.domain)
+}
+
+#[derive(Deserialize)]
+pub struct HandoffQuery {
+    instance: String,
+    next: Option<String>,
+}
+
+/// Hands the browser's console session over to an instance's own host
+/// name (see `proxy::handoff`). Access to the instance is still decided by
+/// the proxy on every request.
+pub async fn login_handoff(
+    State(state): State<AppState>,
+    principal: Principal,
+    headers: axum::http::HeaderMap,
+    Query(q): Query<HandoffQuery>,
+) -> ApiResult<axum::response::Response> {
+    use axum::response::IntoResponse;
+    let console_token = match (&principal.via, crate::auth::session::cookie_token(&headers)) {
+        (crate::auth::principal::Via::Session { .. }, Some(t)) => t,
+        _ => {
+            return Err(ApiError::bad_request(
+                "session_required",
+                "open this link in a browser that is logged in to Redwall",
+            ))
+        }
+    };
+    if state.config.instances.domain.is_empty()
+        || state
+            .store
+            .get_instance_by_name(&q.instance)
+            .await?
+            .is_none()
+    {
+        return Err(ApiError::not_found());
+    }
+    let code = crate::proxy::handoff::mint_code(&state, &console_token, &q.instance);
+    let next = crate::proxy::handoff::safe_next(q.next.as_deref());
+    let url = format!(
+        "{}{}?code={code}&next={}",
+        base_url(&state, &q.instance),
+        crate::proxy::handoff::CALLBACK_PATH,
+        crate::proxy::handoff::encode_component(&next)
+    );
+    Ok(axum::response::Redirect::to(&url).into_response())
 }
 
 fn view(state: &AppState, i: &Instance) -> InstanceView {

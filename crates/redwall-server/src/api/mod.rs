@@ -534,6 +534,18 @@ pub fn routes() -> Vec<Route> {
         .query(AUDIT_QUERY),
         needs(
             M::GET,
+            "/api/v1/instance-login",
+            P::AccountRead,
+            "Hand the browser's session over to an instance's host name (redirects)",
+            instances::login_handoff,
+        )
+        .status(303)
+        .query(&[
+            ("instance", "string", "the instance's name"),
+            ("next", "string", "path on the instance to return to"),
+        ]),
+        needs(
+            M::GET,
             "/api/v1/teams/{team}/instances",
             P::TeamRead,
             "The team's instances with their status and addresses",

@@ -39,7 +39,9 @@ pub async fn rotate(state: &AppState) -> anyhow::Result<RotationReport> {
         .reseal_instance_secrets(&reseal)
         .await
         .context("re-sealing instance secrets")?
-        .map_err(|e| anyhow!("a sealed value does not open with this master key ({e}); nothing was changed"))?;
+        .map_err(|e| {
+            anyhow!("a sealed value does not open with this master key ({e}); nothing was changed")
+        })?;
     state
         .store
         .put_setting(KEY_VERSION_SETTING, &to.to_string(), state.now())

@@ -11,6 +11,7 @@
 pub mod credentials;
 pub mod endpoints;
 pub mod forward;
+pub mod handoff;
 
 use crate::auth::guard::{authorize_any, CsrfMode};
 use crate::error::{ApiError, ApiResult};
@@ -174,7 +175,7 @@ pub async fn load_target(state: &AppState, name: &str) -> ApiResult<Option<Arc<P
     Ok(target)
 }
 
-async fn handle(state: &AppState, located: Located, request: Request) -> ApiResult<Response> {
+async fn handle(state: &AppState, located: Located, mut request: Request) -> ApiResult<Response> {
     let path = located
         .path_and_query
         .split_once('?')
@@ -200,7 +201,23 @@ async fn handle(state: &AppState, located: Located, request: Request) -> ApiResu
         location_prefix: located.prefix.clone(),
         max_body: state.config.instances.max_body_bytes,
     };
+    let by_host = located.prefix.is_none();
+    if by_host {
+        if path.starts_with(handoff::RESERVED_PREFIX) {
+            return Ok(redwall_path(
+                state,
+                &target,
+                &path,
+                &located.path_and_query,
+                &client,
+            ));
+        }
+        handoff::unwrap_pass(state, request.headers_mut(), &target.name);
+    }
     let is_editor = path == EDITOR_ROOT || path.starts_with("/editor/");
+    if is_editor && by_host && wants_login(state, &request) {
+        return Ok(login_redirect(state, &target.name, &located.path_and_query));
+    }
     if is_editor {
         editor(state, target, client, fwd, request).await
     } else {
@@ -352,4 +369,97 @@ pub fn strip_ours(headers: &mut HeaderMap, credential: bool) {
             headers.insert(header::COOKIE, v);
         }
     }
+}
+
+/// `/_redwall/...` on an instance host: Redwall's own pages, never Node-RED.
+fn redwall_path(
+    state: &AppState,
+    target: &ProxyTarget,
+    path: &str,
+    path_and_query: &str,
+    client: &ClientInfo,
+) -> Response {
+    if path != handoff::CALLBACK_PATH {
+        return ApiError::not_found().into_response();
+    }
+    let query = path_and_query.split_once('?').map_or("", |(_, q)| q);
+    let param = |name: &str| url_param(query, name);
+    let code = param("code").unwrap_or_default();
+    let Some(console_token) = handoff::redeem_code(state, &code, &target.name) else {
+        return ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "handoff_invalid",
+            "the login link is invalid, used or expired; open the instance again",
+        )
+        .into_response();
+    };
+    let next = handoff::safe_next(param("next").as_deref());
+    let mut r = Redirect::to(&next).into_response();
+    if let Some(cookie) = handoff::pass_cookie(state, &console_token, &target.name, client.https) {
+        r.headers_mut().insert(header::SET_COOKIE, cookie);
+    }
+    r
+}
+
+fn url_param(query: &str, name: &str) -> Option<String> {
+    query.split('&').find_map(|kv| {
+        let (k, v) = kv.split_once('=')?;
+        (k == name).then(|| percent_decode(v))
+    })
+}
+
+fn percent_decode(s: &str) -> String {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'%' if i + 2 < bytes.len() => {
+                match u8::from_str_radix(
+                    std::str::from_utf8(&bytes[i + 1..i + 3]).unwrap_or("zz"),
+                    16,
+                ) {
+                    Ok(b) => {
+                        out.push(b);
+                        i += 3;
+                    }
+                    Err(_) => {
+                        out.push(b'%');
+                        i += 1;
+                    }
+                }
+            }
+            b'+' => {
+                out.push(b' ');
+                i += 1;
+            }
+            b => {
+                out.push(b);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// A browser opening the editor without any credential is sent to log in,
+/// when Redwall knows where its console is.
+fn wants_login(state: &AppState, request: &Request) -> bool {
+    let h = request.headers();
+    request.method() == axum::http::Method::GET
+        && state.config.server.public_url.is_some()
+        && !h.contains_key(header::AUTHORIZATION)
+        && crate::auth::session::cookie_token(h).is_none()
+        && h.get(header::ACCEPT)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|a| a.contains("text/html"))
+}
+
+fn login_redirect(state: &AppState, name: &str, path_and_query: &str) -> Response {
+    let console = state.config.server.public_url.clone().unwrap_or_default();
+    let next = handoff::encode_component(path_and_query);
+    Redirect::to(&format!(
+        "{console}/api/v1/instance-login?instance={name}&next={next}"
+    ))
+    .into_response()
 }
