@@ -644,3 +644,321 @@ async fn instance_host_names_take_over_the_console_session() {
     );
     s.stop().await;
 }
+
+#[tokio::test]
+async fn a_missing_or_unfit_node_red_is_explained_and_nothing_is_stored() {
+    let dir = tempfile::tempdir().unwrap();
+    let old_node = dir.path().join("node");
+    std::fs::write(&old_node, "#!/bin/sh\necho v16.20.2\n").unwrap();
+    std::fs::set_permissions(
+        &old_node,
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .unwrap();
+    let install = redwall_runtime::testing::shared_install().unwrap();
+    for (case, path, node) in [
+        (
+            "missing",
+            dir.path().join("no-node-red"),
+            install.node.clone(),
+        ),
+        ("old node", install.package_dir.clone(), old_node.clone()),
+    ] {
+        let s = TestServer::start_with(Backend::Sqlite, |c| {
+            c.instances.node_red_path = Some(path.clone());
+            c.instances.node = node.clone();
+        })
+        .await
+        .unwrap();
+        let admin = s.admin().await;
+        let team = create_team(&admin, "T").await;
+        let r = admin
+            .post(
+                &format!("/api/v1/teams/{team}/instances"),
+                json!({"name": "plant"}),
+            )
+            .await;
+        assert_eq!(
+            (r.status, r.code()),
+            (503, "runtime_unavailable"),
+            "{case}: {}",
+            r.body
+        );
+        let message = r.body["error"]["message"].as_str().unwrap();
+        match case {
+            "missing" => assert!(message.contains("no-node-red"), "{message}"),
+            _ => assert!(
+                message.contains("16.20.2") && message.contains("Node"),
+                "{message}"
+            ),
+        }
+        let list = admin.get(&format!("/api/v1/teams/{team}/instances")).await;
+        assert_eq!(list.body, json!([]), "{case}: nothing half-made is stored");
+        s.stop().await;
+    }
+}
+
+#[tokio::test]
+async fn bad_requests_get_clear_errors() {
+    let s = instance_server().await;
+    let admin = s.admin().await;
+    let team = create_team(&admin, "T").await;
+    let base = format!("/api/v1/teams/{team}/instances");
+    for (body, code) in [
+        (json!({"name": "A"}), "invalid_name"),
+        (json!({"name": "x"}), "invalid_name"),
+        (json!({"name": "ends-"}), "invalid_name"),
+        (json!({"name": 7}), "invalid_body"),
+    ] {
+        let r = admin.post(&base, body.clone()).await;
+        assert_eq!((r.status, r.code()), (422, code), "{body}: {}", r.body);
+    }
+    let r = admin
+        .post(&base, json!({"name": "plant", "start": false}))
+        .await;
+    assert_eq!(r.status, 201, "{}", r.body);
+    let r = admin
+        .post(&base, json!({"name": "plant", "start": false}))
+        .await;
+    assert_eq!((r.status, r.code()), (409, "name_taken"));
+    assert_eq!(admin.get(&format!("{base}/nope")).await.status, 404);
+    assert_eq!(s.anonymous().get("/i/nope/editor/").await.status, 404);
+    for (env, code) in [
+        (
+            json!([{"name": "REDWALL_ADMIN_SECRET", "value": "x"}]),
+            "reserved_env_name",
+        ),
+        (
+            json!([{"name": "NODE_OPTIONS", "value": "--inspect"}]),
+            "reserved_env_name",
+        ),
+        (json!([{"name": "1A", "value": "x"}]), "invalid_env_name"),
+        (json!([{"name": "NEW"}]), "missing_value"),
+        (
+            json!([{"name": "A", "value": "1"}, {"name": "A", "value": "2"}]),
+            "duplicate_name",
+        ),
+    ] {
+        let r = admin.put(&format!("{base}/plant/env"), env.clone()).await;
+        assert_eq!((r.status, r.code()), (422, code), "{env}: {}", r.body);
+    }
+    for (rules, code) in [
+        (
+            json!([{"path_prefix": "/a/../b", "policy": {"type": "public"}}]),
+            "invalid_rules",
+        ),
+        (
+            json!([{"path_prefix": "/a", "policy": {"type": "open"}}]),
+            "invalid_rules",
+        ),
+        (
+            json!([{"path_prefix": "/a", "methods": ["FETCH"], "policy": {"type": "public"}}]),
+            "invalid_rules",
+        ),
+        (
+            json!([{"path_prefix": "/a", "policy": {"type": "session", "min_role": "boss"}}]),
+            "invalid_rules",
+        ),
+        (
+            json!([{"path_prefix": "/a", "policy": {"type": "public"}, "client_ranges": ["not-a-net"]}]),
+            "invalid_rules",
+        ),
+    ] {
+        let r = admin
+            .put(&format!("{base}/plant/routes"), rules.clone())
+            .await;
+        assert_eq!((r.status, r.code()), (422, code), "{rules}: {}", r.body);
+    }
+    // The port it was given is taken by someone else: a clear conflict.
+    let port = s
+        .running
+        .state
+        .store
+        .get_instance_by_name("plant")
+        .await
+        .unwrap()
+        .unwrap()
+        .port;
+    let squatter = std::net::TcpListener::bind(("127.0.0.1", port)).unwrap();
+    let r = admin.post(&format!("{base}/plant/start"), json!({})).await;
+    assert_eq!((r.status, r.code()), (409, "port_in_use"), "{}", r.body);
+    drop(squatter);
+    // Bodies above the instances' limit are refused before they are read
+    // (and bodies for paths no rule allows are not read at all).
+    let r = admin
+        .put(
+            &format!("{base}/plant/routes"),
+            json!([{"path_prefix": "/upload", "policy": {"type": "public"}}]),
+        )
+        .await;
+    assert_eq!(r.status, 200);
+    let r = s
+        .anonymous()
+        .raw(
+            s.anonymous()
+                .http
+                .post(s.url("/i/plant/upload"))
+                .body(vec![b'x'; 6 * 1024 * 1024]),
+        )
+        .await;
+    assert_eq!((r.status, r.code()), (413, "body_too_large"));
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn a_crashing_instance_is_restarted_then_given_up_with_its_reason() {
+    let install = redwall_runtime::testing::shared_install().unwrap();
+    let base = redwall_runtime::testing::free_port();
+    let s = TestServer::start_with(Backend::Sqlite, move |c| {
+        c.instances.node_red_path = Some(install.package_dir.clone());
+        c.instances.node = install.node.clone();
+        c.instances.port_min = base;
+        c.instances.port_max = base.saturating_add(9);
+        c.instances.uid_base = 100_000 + u32::from(base);
+        c.instances.max_backoff_secs = 1;
+    })
+    .await
+    .unwrap();
+    let admin = s.admin().await;
+    let team = create_team(&admin, "T").await;
+    let r = admin
+        .post(
+            &format!("/api/v1/teams/{team}/instances"),
+            json!({"name": "fragile"}),
+        )
+        .await;
+    assert_eq!(r.status, 201, "{}", r.body);
+    wait_running(&admin, &team, "fragile").await;
+    let ci = s.token_client(&admin, "full").await;
+    // Malformed flows are Node-RED's to refuse; Redwall passes the answer on.
+    let mut raw = ci.clone();
+    raw.headers
+        .push(("node-red-deployment-type", "full".into()));
+    let r = raw
+        .post("/i/fragile/editor/flows", json!({"not": "flows"}))
+        .await;
+    assert_eq!(r.status, 400, "{}", r.text);
+    // A flow that ends the process shortly after every start.
+    let flows = json!([
+        {"id": "t1", "type": "tab", "label": "T"},
+        {"id": "i1", "type": "inject", "z": "t1", "once": true, "onceDelay": 0.1, "repeat": "", "topic": "", "payload": "", "payloadType": "date", "wires": [["f1"]]},
+        {"id": "f1", "type": "function", "z": "t1", "func": "Buffer.constructor('return process')().exit(3);", "outputs": 1, "wires": [[]]}
+    ]);
+    let r = raw.post("/i/fragile/editor/flows", flows).await;
+    assert!(
+        r.status == 200 || r.status == 204,
+        "{} {}",
+        r.status,
+        r.text
+    );
+    let mut last = Value::Null;
+    for _ in 0..400 {
+        last = admin
+            .get(&format!("/api/v1/teams/{team}/instances/fragile"))
+            .await
+            .body;
+        if last["status"]["state"] == "crash_loop" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(last["status"]["state"], "crash_loop", "{last}");
+    assert!(
+        last["status"]["reason"].as_str().unwrap().contains('3'),
+        "the exit code is the reason: {last}"
+    );
+    let crashed = admin
+        .get(&format!(
+            "/api/v1/teams/{team}/audit?event=instance.crashed"
+        ))
+        .await;
+    assert!(
+        crashed.body["entries"].as_array().unwrap().len() >= 2,
+        "{}",
+        crashed.text
+    );
+    let logs = admin
+        .get(&format!(
+            "/api/v1/teams/{team}/instances/fragile/logs?lines=1000"
+        ))
+        .await;
+    assert_eq!(logs.status, 200);
+    assert!(
+        logs.text.contains("Started flows") || logs.text.contains("Starting flows"),
+        "{}",
+        logs.text
+    );
+    // Redwall itself is fine and the instance can be stopped cleanly.
+    let r = admin
+        .post(
+            &format!("/api/v1/teams/{team}/instances/fragile/stop"),
+            json!({}),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(r.body["status"]["state"], "stopped");
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn rotating_the_instance_secret_key_keeps_every_value() {
+    let s = instance_server().await;
+    let admin = s.admin().await;
+    let team = create_team(&admin, "T").await;
+    let base = format!("/api/v1/teams/{team}/instances");
+    assert_eq!(
+        admin
+            .post(&base, json!({"name": "plant", "start": false}))
+            .await
+            .status,
+        201
+    );
+    let r = admin
+        .put(
+            &format!("{base}/plant/env"),
+            json!([{"name": "GREETING", "value": "hello"}, {"name": "TOKEN", "value": "t0p-secret", "secret": true}]),
+        )
+        .await;
+    assert_eq!(r.status, 200);
+    let state = &s.running.state;
+    let report = redwall_server::instances::rotation::rotate(state)
+        .await
+        .unwrap();
+    assert_eq!(
+        (report.from_version, report.to_version, report.resealed),
+        (1, 2, 3)
+    );
+    let stored = state
+        .store
+        .get_instance_by_name("plant")
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(stored.secrets.starts_with("v2."), "{}", stored.secrets);
+    let env = state.store.list_instance_env(&stored.id).await.unwrap();
+    assert!(env
+        .iter()
+        .all(|e| e.value.starts_with("v2.") && !e.value.contains("t0p-secret")));
+    let r = admin.get(&format!("{base}/plant/env")).await;
+    assert_eq!(r.body[0]["value"], "hello", "{}", r.body);
+    // New values are sealed under the new version; the instance still starts.
+    let r = admin
+        .put(
+            &format!("{base}/plant/env"),
+            json!([{"name": "GREETING", "value": "hi"}, {"name": "TOKEN", "secret": true}]),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    let env = state.store.list_instance_env(&stored.id).await.unwrap();
+    assert!(env.iter().all(|e| e.value.starts_with("v2.")));
+    assert_eq!(
+        admin
+            .post(&format!("{base}/plant/start"), json!({}))
+            .await
+            .status,
+        200
+    );
+    wait_running(&admin, &team, "plant").await;
+    assert_eq!(audit_events(&admin, "keys.rotated").await.len(), 1);
+    s.stop().await;
+}

@@ -304,9 +304,19 @@ pub async fn create(
             format!("a team may have at most {MAX_INSTANCES_PER_TEAM} instances"),
         ));
     }
+    if state.store.get_instance_by_name(&req.name).await?.is_some() {
+        return Err(ApiError::conflict(
+            "name_taken",
+            "an instance with this name exists",
+        ));
+    }
+    let start = req.start.unwrap_or(true);
+    if start {
+        // A missing or unusable Node-RED is reported before anything is stored.
+        manager.runtime().await?;
+    }
     let version = key_version(&state).await?;
     let now = state.now();
-    let start = req.start.unwrap_or(true);
     let id = crate::ids::new_id();
     let mut instance = Instance {
         id: id.clone(),
@@ -338,6 +348,14 @@ pub async fn create(
             Err(e) => return Err(e.into()),
         }
     }
+    if start {
+        if let Err(e) = manager.start(&state, &instance).await {
+            // Nothing half-made stays behind: the caller may simply retry.
+            state.store.delete_instance(&instance.id).await?;
+            manager.remove_files(&instance.id);
+            return Err(e);
+        }
+    }
     record(
         &state,
         &principal,
@@ -348,7 +366,6 @@ pub async fn create(
     )
     .await?;
     if start {
-        manager.start(&state, &instance).await?;
         record(
             &state,
             &principal,
