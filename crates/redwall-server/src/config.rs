@@ -56,6 +56,10 @@ pub struct InstancesConfig {
     pub max_body_bytes: u64,
     /// Slowest restart backoff after a crash, in seconds.
     pub max_backoff_secs: u64,
+    /// Refuse to start instances on a kernel without Landlock (ABI 4 or
+    /// newer, which also confines TCP binds). Turning this off runs them
+    /// with only rlimits and, as root, a user of their own.
+    pub require_landlock: bool,
 }
 
 impl Default for InstancesConfig {
@@ -76,6 +80,7 @@ impl Default for InstancesConfig {
             max_open_files: 4096,
             max_body_bytes: 5 * 1024 * 1024,
             max_backoff_secs: 30,
+            require_landlock: true,
         }
     }
 }
@@ -440,6 +445,7 @@ impl Config {
                 ),
             });
         }
+        out.extend(self.sandbox_problems());
         if self.tls.mode == TlsMode::Off && !self.server.trusted_proxies.is_empty() {
             out.push(Problem {
                 severity: Severity::Warning,
@@ -448,6 +454,36 @@ impl Config {
                     "TLS is off: make sure the trusted proxy terminates TLS and is the only way in"
                         .into(),
             });
+        }
+        out
+    }
+}
+
+impl Config {
+    /// What this host's kernel and user allow the instance sandbox to be.
+    fn sandbox_problems(&self) -> Vec<Problem> {
+        let mut out = Vec::new();
+        let mut warn = |message: String| {
+            out.push(Problem {
+                severity: Severity::Warning,
+                setting: "instances",
+                message,
+            })
+        };
+        if self.instances.os_users && !crate::instances::manager::running_as_root() {
+            warn("Redwall is not running as root, so instances run as Redwall's own user: Landlock still confines them, but run as root for one OS user per instance".into());
+        }
+        match redwall_runtime::landlock_abi() {
+            Some(abi) if abi >= crate::instances::manager::MIN_LANDLOCK_ABI => {}
+            found => {
+                let found =
+                    found.map_or("no Landlock".to_string(), |a| format!("Landlock ABI {a}"));
+                if self.instances.require_landlock {
+                    warn(format!("this kernel offers {found}; instances will not start (ABI {} or newer is needed, or set instances.require_landlock = false for weaker isolation)", crate::instances::manager::MIN_LANDLOCK_ABI));
+                } else {
+                    warn(format!("this kernel offers {found}: instances run without filesystem and port confinement"));
+                }
+            }
         }
         out
     }
@@ -472,7 +508,14 @@ mod tests {
         let c = Config::load(None, no_env).unwrap_or_default();
         assert!(c.server.listen.ip().is_loopback());
         assert_eq!(c.tls.mode, TlsMode::SelfSigned);
-        assert!(c.check().is_empty(), "{:?}", c.check());
+        // Only the host may add warnings (not root, no Landlock).
+        assert!(
+            c.check()
+                .iter()
+                .all(|p| p.setting == "instances" && p.severity == Severity::Warning),
+            "{:?}",
+            c.check()
+        );
     }
 
     #[test]

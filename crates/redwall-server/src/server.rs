@@ -124,6 +124,11 @@ pub async fn start(options: StartOptions) -> anyhow::Result<RunningServer> {
         run_instances: options_run_instances,
     } = options;
     crate::net::tls::install_crypto_provider();
+    for p in config.check() {
+        if p.severity == Severity::Warning {
+            tracing::warn!(setting = p.setting, "{}", p.message);
+        }
+    }
     let tls_mode = config.tls.mode;
     let listen = config.server.listen;
     let state = open_state(config, clock, master_key).await?;

@@ -221,6 +221,15 @@ impl InstanceManager {
     }
 
     pub async fn start(&self, state: &AppState, instance: &Instance) -> ApiResult<()> {
+        if self.config.require_landlock
+            && redwall_runtime::landlock_abi().is_none_or(|abi| abi < MIN_LANDLOCK_ABI)
+        {
+            return Err(ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "sandbox_unavailable",
+                "this kernel lacks Landlock (ABI 4 or newer), so instances cannot be confined; see `redwall config check`",
+            ));
+        }
         let install = self.runtime().await?;
         let env = self.env(state, instance).await?;
         let spec = self.spec(state, instance, env, install)?;
@@ -288,8 +297,11 @@ impl InstanceManager {
     }
 }
 
+/// Landlock ABI 4 is the first to confine TCP binds.
+pub const MIN_LANDLOCK_ABI: u32 = 4;
+
 /// The effective uid is root (std offers no euid call; /proc names it).
-fn running_as_root() -> bool {
+pub fn running_as_root() -> bool {
     std::fs::read_to_string("/proc/self/status")
         .ok()
         .and_then(|s| {
