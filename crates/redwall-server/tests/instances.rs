@@ -467,7 +467,7 @@ async fn raw_request(s: &TestServer, request: &str) -> String {
 }
 
 #[tokio::test]
-async fn the_editor_websocket_closes_when_the_session_ends() {
+async fn websockets_close_when_the_session_or_membership_ends() {
     let s = instance_server().await;
     let admin = s.admin().await;
     let owner = s.user(&admin, "olivia").await;
@@ -511,6 +511,95 @@ async fn the_editor_websocket_closes_when_the_session_ends() {
     assert!(
         early.is_err(),
         "the socket stays open while the session lives"
+    );
+
+    // A websocket-in endpoint of the flows, behind a session rule: a
+    // Dashboard member talks to it until removed from the team.
+    let admin_ci = s.token_client(&owner, "full").await;
+    let mut ci = admin_ci.clone();
+    ci.headers.push(("node-red-deployment-type", "full".into()));
+    let flows = json!([
+        {"id": "t1", "type": "tab", "label": "T"},
+        {"id": "wl", "type": "websocket-listener", "path": "/ws/echo", "wholemsg": "false"},
+        {"id": "wi", "type": "websocket in", "z": "t1", "server": "wl", "client": "", "wires": [["wo"]]},
+        {"id": "wo", "type": "websocket out", "z": "t1", "server": "wl", "client": "", "wires": []}
+    ]);
+    let r = ci.post("/i/ops/editor/flows", flows).await;
+    assert!(
+        r.status == 200 || r.status == 204,
+        "{} {}",
+        r.status,
+        r.text
+    );
+    let r = owner
+        .put(
+            &format!("/api/v1/teams/{team}/instances/ops/routes"),
+            json!([{"path_prefix": "/ws", "policy": {"type": "session", "min_role": "dashboard"}}]),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    let dash = s.user(&admin, "dora").await;
+    join_team(&owner, &dash, &team, "dora", "dashboard").await;
+    let echo_url = format!("ws://{}/i/ops/ws/echo", s.running.addr);
+    assert!(
+        tokio_tungstenite::connect_async(echo_url.clone())
+            .await
+            .is_err(),
+        "no session, no socket"
+    );
+    let mut request = echo_url.into_client_request().unwrap();
+    request
+        .headers_mut()
+        .insert("cookie", header_value(dash.cookie.as_ref().unwrap()));
+    let mut echo = None;
+    for _ in 0..50 {
+        // The listener appears a moment after the deploy answers.
+        if let Ok((ws, _)) = tokio_tungstenite::connect_async(request.clone()).await {
+            echo = Some(ws);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let mut echo = echo.expect("a Dashboard member reaches the websocket-in endpoint");
+    echo.send(tokio_tungstenite::tungstenite::Message::text("ping"))
+        .await
+        .unwrap();
+    let answer = tokio::time::timeout(Duration::from_secs(5), echo.next())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert_eq!(answer.into_text().unwrap().as_str(), "ping");
+    let members = owner.get(&format!("/api/v1/teams/{team}/members")).await;
+    let dora = members
+        .body
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["username"] == "dora")
+        .unwrap()["user_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert_eq!(
+        owner
+            .delete(&format!("/api/v1/teams/{team}/members/{dora}"))
+            .await
+            .status,
+        204
+    );
+    let closed = tokio::time::timeout(Duration::from_secs(5), async {
+        loop {
+            match echo.next().await {
+                Some(Ok(m)) if !m.is_close() => continue,
+                _ => return,
+            }
+        }
+    })
+    .await;
+    assert!(
+        closed.is_ok(),
+        "removal from the team closes the endpoint socket"
     );
 
     let r = owner.post("/api/v1/auth/logout", json!({})).await;
@@ -960,5 +1049,45 @@ async fn rotating_the_instance_secret_key_keeps_every_value() {
     );
     wait_running(&admin, &team, "plant").await;
     assert_eq!(audit_events(&admin, "keys.rotated").await.len(), 1);
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn a_client_that_trickles_its_headers_is_cut_off() {
+    let s = instance_server().await;
+    let addr = s.running.addr;
+    let started = std::time::Instant::now();
+    let cut = tokio::task::spawn_blocking(move || {
+        let mut stream = std::net::TcpStream::connect(addr).unwrap();
+        stream
+            .write_all(b"GET /i/plant/hello HTTP/1.1\r\nHost: x\r\n")
+            .unwrap();
+        for i in 0..60 {
+            std::thread::sleep(Duration::from_millis(500));
+            if stream
+                .write_all(format!("X-Slow-{i}: y\r\n").as_bytes())
+                .is_err()
+            {
+                return true;
+            }
+            stream.set_nonblocking(true).unwrap();
+            let mut b = [0u8; 512];
+            let closed = matches!(stream.read(&mut b), Ok(0))
+                || matches!(stream.read(&mut b), Ok(n) if n > 0);
+            stream.set_nonblocking(false).unwrap();
+            if closed {
+                return true;
+            }
+        }
+        false
+    });
+    // Meanwhile everyone else is served.
+    assert_eq!(s.anonymous().get("/healthz").await.status, 200);
+    assert!(cut.await.unwrap(), "the slow client was never cut off");
+    assert!(
+        started.elapsed() < Duration::from_secs(15),
+        "{:?}",
+        started.elapsed()
+    );
     s.stop().await;
 }
