@@ -446,6 +446,13 @@ impl Config {
             });
         }
         out.extend(self.sandbox_problems());
+        if self.instances.path_routing && !self.server.listen.ip().is_loopback() {
+            out.push(Problem {
+                severity: Severity::Warning,
+                setting: "instances.path_routing",
+                message: "instance pages at /i/{name}/ share the console's origin, so a flow's page could act as the user in the console; set instances.domain and path_routing = false when others reach this server".into(),
+            });
+        }
         if self.tls.mode == TlsMode::Off && !self.server.trusted_proxies.is_empty() {
             out.push(Problem {
                 severity: Severity::Warning,

@@ -46,7 +46,7 @@ fn echo_flow(path: &str) -> Value {
     json!([
         {"id": "t1", "type": "tab", "label": "T"},
         {"id": "h1", "type": "http in", "z": "t1", "url": path, "method": "get", "upload": false, "swaggerDoc": "", "wires": [["f1"]]},
-        {"id": "f1", "type": "function", "z": "t1", "func": "msg.payload = { headers: msg.req.headers, greeting: env.get('GREETING'), leaked: env.get('REDWALL_ADMIN_SECRET') || null }; return msg;", "outputs": 1, "wires": [["r1"]]},
+        {"id": "f1", "type": "function", "z": "t1", "func": "msg.payload = { headers: msg.req.headers, greeting: env.get('GREETING'), leaked: env.get('REDWALL_ADMIN_SECRET') || null }; msg.cookies = { redwall_session: { value: 'planted' }, theme: { value: 'dark' } }; return msg;", "outputs": 1, "wires": [["r1"]]},
         {"id": "r1", "type": "http response", "z": "t1", "statusCode": "", "headers": {}, "wires": []}
     ])
 }
@@ -207,6 +207,20 @@ async fn roles_rules_and_keys_decide_who_reaches_an_instance() {
     }
     assert_eq!(r.status, 200, "{}", r.text);
     let seen = &r.body["headers"];
+    let cookies: Vec<&str> = r
+        .headers
+        .get_all("set-cookie")
+        .iter()
+        .map(|v| v.to_str().unwrap())
+        .collect();
+    assert!(
+        cookies.iter().any(|c| c.starts_with("theme=")),
+        "{cookies:?}"
+    );
+    assert!(
+        !cookies.iter().any(|c| c.contains("redwall")),
+        "a flow cannot plant Redwall cookies: {cookies:?}"
+    );
     assert_eq!(
         seen["x-redwall-user"],
         format!("key:{key_id}"),

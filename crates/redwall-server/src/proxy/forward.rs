@@ -168,12 +168,40 @@ pub async fn forward(
     }
     let (mut parts, body) = response.into_parts();
     strip_hop_by_hop(&mut parts.headers);
+    drop_our_cookies(&mut parts.headers);
     if let Some(prefix) = &f.location_prefix {
         rewrite_location(&mut parts.headers, prefix);
     }
     let mut out = Response::from_parts(parts, Body::new(body));
     out.extensions_mut().insert(Proxied);
     out
+}
+
+/// A flow must not set or overwrite Redwall's cookies (under path routing
+/// it answers on the console's own origin): a planted session cookie would
+/// log the victim in as someone else.
+fn drop_our_cookies(headers: &mut HeaderMap) {
+    let kept: Vec<HeaderValue> = headers
+        .get_all(header::SET_COOKIE)
+        .iter()
+        .filter(|v| {
+            let name = v
+                .to_str()
+                .ok()
+                .and_then(|s| s.split('=').next())
+                .unwrap_or("")
+                .trim()
+                .to_ascii_lowercase();
+            !(name.starts_with("redwall")
+                || name.starts_with("__host-redwall")
+                || name.starts_with("__secure-redwall"))
+        })
+        .cloned()
+        .collect();
+    headers.remove(header::SET_COOKIE);
+    for v in kept {
+        headers.append(header::SET_COOKIE, v);
+    }
 }
 
 /// Node-RED redirects to absolute paths of its own ("/editor/"); under
