@@ -1,7 +1,10 @@
-//! The `redwall` command: `serve`, and the offline `admin`, `audit` and
-//! `config` commands that work on the same database and keys.
+//! The `redwall` command: `serve`; the offline `admin`, `audit`, `config`
+//! and `keys` commands that work on the same database and keys; and
+//! `instance`, a client of the serving process's HTTP API.
 
 mod admin;
+mod client;
+mod instance_cmd;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
@@ -45,6 +48,19 @@ enum Command {
     /// Check the configuration.
     #[command(subcommand)]
     Config(ConfigCommand),
+    /// Manage the keys that seal stored secrets.
+    #[command(subcommand)]
+    Keys(KeysCommand),
+    /// Manage a team's Node-RED instances on a running Redwall (its API,
+    /// with a personal access token from REDWALL_TOKEN).
+    Instance(instance_cmd::InstanceArgs),
+}
+
+#[derive(Subcommand)]
+enum KeysCommand {
+    /// Re-seal every instance secret and environment value under a new key
+    /// version, in one transaction (audited).
+    RotateInstanceSecrets,
 }
 
 #[derive(Subcommand)]
@@ -109,13 +125,32 @@ fn master_key() -> Option<Secret> {
 }
 
 async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    // A client of a (maybe remote) server: the local configuration is not its business.
+    if let Command::Instance(args) = cli.command {
+        return Ok(instance_cmd::run(args).await);
+    }
     let config = load_config(&cli)?;
     match cli.command {
         Command::Serve => serve(config).await,
         Command::Admin(cmd) => admin::run(cmd, config, master_key()).await,
         Command::Audit(AuditCommand::Verify) => verify_audit(config).await,
         Command::Config(ConfigCommand::Check) => Ok(check_config(&config)),
+        Command::Keys(KeysCommand::RotateInstanceSecrets) => rotate_instance_secrets(config).await,
+        // Handled above, before any configuration is read.
+        Command::Instance(_) => Ok(ExitCode::FAILURE),
     }
+}
+
+async fn rotate_instance_secrets(config: Config) -> anyhow::Result<ExitCode> {
+    let state = admin::open(config, master_key()).await?;
+    let report = redwall_server::instances::rotation::rotate(&state)
+        .await
+        .context("rotating the instance secrets")?;
+    println!(
+        "re-sealed {} instance secret(s) and environment value(s): key version {} -> {}",
+        report.resealed, report.from_version, report.to_version
+    );
+    Ok(ExitCode::SUCCESS)
 }
 
 async fn serve(config: Config) -> anyhow::Result<ExitCode> {
