@@ -134,10 +134,10 @@ async fn roles_rules_and_keys_decide_who_reaches_an_instance() {
     let r = viewer.get("/i/plant/editor/flows").await;
     assert_eq!(r.status, 200, "viewer reads flows: {}", r.text);
     let r = deploy(&same_origin(&s, &viewer), "plant", echo_flow("/hello")).await;
-    assert!(
-        r.status == 401 || r.status == 403,
-        "viewer deploy refused: {} {}",
-        r.status,
+    assert_eq!(
+        (r.status, r.code()),
+        (403, "editor_read_only"),
+        "viewer deploy: {}",
         r.text
     );
     let r = deploy(&member, "plant", echo_flow("/hello")).await;
@@ -158,10 +158,11 @@ async fn roles_rules_and_keys_decide_who_reaches_an_instance() {
     assert!(r.text.contains("/hello"), "{}", r.text);
     let read_only = s.token_client(&member, "read").await;
     let r = deploy(&read_only, "plant", echo_flow("/hello")).await;
-    assert!(
-        r.status == 401 || r.status == 403,
-        "a read token cannot deploy: {}",
-        r.status
+    assert_eq!(
+        (r.status, r.code()),
+        (403, "editor_read_only"),
+        "read token deploy: {}",
+        r.text
     );
 
     // The endpoint: denied until a rule allows it.

@@ -258,6 +258,25 @@ async fn editor(
     } else {
         EditorPermission::Read
     };
+    if perm == EditorPermission::Read && !parts.method.is_safe() {
+        // Node-RED would refuse it too (as 401, which tells a read-only
+        // user to log in again); say what it is, and record it.
+        crate::api::instance_access::record_refusal(
+            state,
+            &target.team_id,
+            &target.name,
+            &client,
+            AuditEvent::InstanceEditorDenied,
+            Some(&crate::audit::Actor::of(&principal)),
+            json!({ "path": parts.uri.path(), "method": parts.method.as_str(), "code": "editor_read_only" }),
+        )
+        .await?;
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "editor_read_only",
+            "your role gives read-only access to this editor",
+        ));
+    }
     let recheck = forward::is_websocket_parts(&parts).then(|| {
         let state = state.clone();
         let target = target.clone();
