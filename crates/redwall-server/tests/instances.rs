@@ -333,6 +333,24 @@ async fn roles_rules_and_keys_decide_who_reaches_an_instance() {
         r.body
     );
 
+    // The team's own ranges guard the editor as well.
+    let r = owner
+        .patch(
+            &format!("/api/v1/teams/{team}"),
+            json!({"allowed_cidrs": ["10.0.0.0/8"]}),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(viewer.get("/i/plant/editor/flows").await.status, 403);
+    let r = owner
+        .patch(
+            &format!("/api/v1/teams/{team}"),
+            json!({"allowed_cidrs": []}),
+        )
+        .await;
+    assert_eq!(r.status, 200);
+    assert_eq!(viewer.get("/i/plant/editor/flows").await.status, 200);
+
     // The instance's own port: nothing answers without Redwall's tokens.
     let direct = reqwest::get(format!("http://127.0.0.1:{port}/hello"))
         .await

@@ -234,6 +234,17 @@ async fn editor(
     request: Request,
 ) -> ApiResult<Response> {
     let (mut parts, body) = request.into_parts();
+    // The team's address ranges guard its instances' editors too.
+    if !target.team_ranges.is_empty()
+        && !target
+            .team_ranges
+            .iter()
+            .any(|n| n.contains(&redwall_policy::route_policy::canonical(client.ip)))
+    {
+        return Err(ApiError::forbidden(
+            "your address is outside the ranges allowed here",
+        ));
+    }
     let access = editor_access(state, &target, &parts).await;
     let (principal, permission) = match access {
         Ok(ok) => ok,
