@@ -14,6 +14,12 @@ use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 /// A server that runs instances from the shared test install of Node-RED,
 /// on a port range of its own.
 async fn instance_server() -> TestServer {
+    instance_server_with(|_| {}).await
+}
+
+async fn instance_server_with(
+    tweak: impl FnOnce(&mut redwall_server::config::Config),
+) -> TestServer {
     let install = redwall_runtime::testing::shared_install().expect("Node-RED installs from npm");
     let base = redwall_runtime::testing::free_port();
     TestServer::start_with(Backend::Sqlite, move |c| {
@@ -22,6 +28,7 @@ async fn instance_server() -> TestServer {
         c.instances.port_min = base;
         c.instances.port_max = base.saturating_add(9);
         c.instances.uid_base = 100_000 + u32::from(base);
+        tweak(c);
     })
     .await
     .expect("sqlite server")
@@ -652,21 +659,13 @@ async fn websockets_close_when_the_session_or_membership_ends() {
 
 #[tokio::test]
 async fn instance_host_names_take_over_the_console_session() {
-    let install = redwall_runtime::testing::shared_install().expect("Node-RED installs from npm");
-    let base = redwall_runtime::testing::free_port();
     let listen = redwall_runtime::testing::free_port();
-    let s = TestServer::start_with(Backend::Sqlite, move |c| {
-        c.instances.node_red_path = Some(install.package_dir.clone());
-        c.instances.node = install.node.clone();
-        c.instances.port_min = base;
-        c.instances.port_max = base.saturating_add(9);
-        c.instances.uid_base = 100_000 + u32::from(base);
+    let s = instance_server_with(move |c| {
         c.instances.domain = "example.test".into();
         c.server.listen = format!("127.0.0.1:{listen}").parse().unwrap();
         c.server.public_url = Some(format!("http://127.0.0.1:{listen}"));
     })
-    .await
-    .unwrap();
+    .await;
     let admin = s.admin().await;
     let owner = s.user(&admin, "olivia").await;
     let team = create_team(&owner, "Field").await;
@@ -891,6 +890,9 @@ async fn bad_requests_get_clear_errors() {
             .await;
         assert_eq!((r.status, r.code()), (422, code), "{rules}: {}", r.body);
     }
+    // Stopping what never ran is not an error.
+    let r = admin.post(&format!("{base}/plant/stop"), json!({})).await;
+    assert_eq!((r.status, r.body["status"]["state"].as_str()), (200, Some("stopped")), "{}", r.body);
     // The port it was given is taken by someone else: a clear conflict.
     let port = s
         .running
@@ -929,18 +931,7 @@ async fn bad_requests_get_clear_errors() {
 
 #[tokio::test]
 async fn a_crashing_instance_is_restarted_then_given_up_with_its_reason() {
-    let install = redwall_runtime::testing::shared_install().unwrap();
-    let base = redwall_runtime::testing::free_port();
-    let s = TestServer::start_with(Backend::Sqlite, move |c| {
-        c.instances.node_red_path = Some(install.package_dir.clone());
-        c.instances.node = install.node.clone();
-        c.instances.port_min = base;
-        c.instances.port_max = base.saturating_add(9);
-        c.instances.uid_base = 100_000 + u32::from(base);
-        c.instances.max_backoff_secs = 1;
-    })
-    .await
-    .unwrap();
+    let s = instance_server_with(|c| c.instances.max_backoff_secs = 1).await;
     let admin = s.admin().await;
     let team = create_team(&admin, "T").await;
     let r = admin

@@ -456,25 +456,48 @@ async fn set_desired(state: &AppState, i: &mut Instance, desired: &str) -> ApiRe
     Ok(())
 }
 
+#[derive(Clone, Copy)]
+enum Control {
+    Start,
+    Stop,
+    Restart,
+}
+
+async fn control(
+    state: AppState,
+    principal: Principal,
+    client: ClientInfo,
+    path: InstancePath,
+    action: Control,
+) -> ApiResult<Json<InstanceView>> {
+    let mut i = team_instance(&state, &principal, &path).await?;
+    let manager = manager(&state)?;
+    let (desired, event) = match action {
+        Control::Start => {
+            manager.start(&state, &i).await?;
+            ("running", AuditEvent::InstanceStarted)
+        }
+        Control::Stop => {
+            manager.stop(&i.id).await?;
+            ("stopped", AuditEvent::InstanceStopped)
+        }
+        Control::Restart => {
+            manager.restart(&state, &i).await?;
+            ("running", AuditEvent::InstanceRestarted)
+        }
+    };
+    set_desired(&state, &mut i, desired).await?;
+    record(&state, &principal, &client, &i, event, json!({})).await?;
+    Ok(Json(view(&state, &i)))
+}
+
 pub async fn start(
     State(state): State<AppState>,
     principal: Principal,
     client: ClientInfo,
     path: InstancePath,
 ) -> ApiResult<Json<InstanceView>> {
-    let mut i = team_instance(&state, &principal, &path).await?;
-    manager(&state)?.start(&state, &i).await?;
-    set_desired(&state, &mut i, "running").await?;
-    record(
-        &state,
-        &principal,
-        &client,
-        &i,
-        AuditEvent::InstanceStarted,
-        json!({}),
-    )
-    .await?;
-    Ok(Json(view(&state, &i)))
+    control(state, principal, client, path, Control::Start).await
 }
 
 pub async fn stop(
@@ -483,19 +506,7 @@ pub async fn stop(
     client: ClientInfo,
     path: InstancePath,
 ) -> ApiResult<Json<InstanceView>> {
-    let mut i = team_instance(&state, &principal, &path).await?;
-    manager(&state)?.stop(&i.id).await?;
-    set_desired(&state, &mut i, "stopped").await?;
-    record(
-        &state,
-        &principal,
-        &client,
-        &i,
-        AuditEvent::InstanceStopped,
-        json!({}),
-    )
-    .await?;
-    Ok(Json(view(&state, &i)))
+    control(state, principal, client, path, Control::Stop).await
 }
 
 pub async fn restart(
@@ -504,19 +515,7 @@ pub async fn restart(
     client: ClientInfo,
     path: InstancePath,
 ) -> ApiResult<Json<InstanceView>> {
-    let mut i = team_instance(&state, &principal, &path).await?;
-    manager(&state)?.restart(&state, &i).await?;
-    set_desired(&state, &mut i, "running").await?;
-    record(
-        &state,
-        &principal,
-        &client,
-        &i,
-        AuditEvent::InstanceRestarted,
-        json!({}),
-    )
-    .await?;
-    Ok(Json(view(&state, &i)))
+    control(state, principal, client, path, Control::Restart).await
 }
 
 #[derive(Serialize, utoipa::ToSchema)]

@@ -59,10 +59,19 @@ pub async fn forward_reports(state: AppState, mut rx: mpsc::UnboundedReceiver<Re
         let result = match report {
             Report::Status(
                 _,
-                InstanceStatus::Crashed {
-                    reason, restarts, ..
-                },
+                status @ (InstanceStatus::Crashed { .. } | InstanceStatus::CrashLoop { .. }),
             ) => {
+                let details = match status {
+                    InstanceStatus::Crashed {
+                        reason, restarts, ..
+                    } => {
+                        json!({ "reason": reason, "restarts": restarts, "gave_up": false })
+                    }
+                    InstanceStatus::CrashLoop { reason } => {
+                        json!({ "reason": reason, "gave_up": true })
+                    }
+                    _ => json!({}),
+                };
                 audit::record_in_team(
                     &state,
                     Some(&instance.team_id),
@@ -71,20 +80,7 @@ pub async fn forward_reports(state: AppState, mut rx: mpsc::UnboundedReceiver<Re
                     AuditEvent::InstanceCrashed,
                     Outcome::Failure,
                     target,
-                    json!({ "reason": reason, "restarts": restarts, "gave_up": false }),
-                )
-                .await
-            }
-            Report::Status(_, InstanceStatus::CrashLoop { reason }) => {
-                audit::record_in_team(
-                    &state,
-                    Some(&instance.team_id),
-                    None,
-                    &client,
-                    AuditEvent::InstanceCrashed,
-                    Outcome::Failure,
-                    target,
-                    json!({ "reason": reason, "gave_up": true }),
+                    details,
                 )
                 .await
             }

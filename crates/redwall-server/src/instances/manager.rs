@@ -239,11 +239,12 @@ impl InstanceManager {
             .map_err(runtime_error)
     }
 
+    /// Stops the instance; one that is not running is already stopped.
     pub async fn stop(&self, instance_id: &str) -> ApiResult<()> {
-        self.supervisor
-            .stop(instance_id)
-            .await
-            .map_err(runtime_error)
+        match self.supervisor.stop(instance_id).await {
+            Ok(()) | Err(RuntimeError::UnknownInstance(_)) => Ok(()),
+            Err(e) => Err(runtime_error(e)),
+        }
     }
 
     pub async fn restart(&self, state: &AppState, instance: &Instance) -> ApiResult<()> {
