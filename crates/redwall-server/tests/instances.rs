@@ -161,6 +161,29 @@ async fn roles_rules_and_keys_decide_who_reaches_an_instance() {
         r.status,
         r.text
     );
+    // Palette installs are off until an Owner allows them.
+    let r = ci
+        .post(
+            "/i/plant/editor/nodes",
+            json!({"module": "node-red-contrib-anything"}),
+        )
+        .await;
+    assert!(
+        (400..500).contains(&r.status),
+        "palette install refused: {} {}",
+        r.status,
+        r.text
+    );
+    let r = member
+        .put(
+            &format!("/api/v1/teams/{team}/instances/plant/options"),
+            json!({"allow_palette_install": true}),
+        )
+        .await;
+    assert_eq!(
+        r.status, 403,
+        "only Owners change what an instance may install"
+    );
     let r = ci.get("/i/plant/editor/flows").await;
     assert!(r.text.contains("/hello"), "{}", r.text);
     let read_only = s.token_client(&member, "read").await;
@@ -892,7 +915,12 @@ async fn bad_requests_get_clear_errors() {
     }
     // Stopping what never ran is not an error.
     let r = admin.post(&format!("{base}/plant/stop"), json!({})).await;
-    assert_eq!((r.status, r.body["status"]["state"].as_str()), (200, Some("stopped")), "{}", r.body);
+    assert_eq!(
+        (r.status, r.body["status"]["state"].as_str()),
+        (200, Some("stopped")),
+        "{}",
+        r.body
+    );
     // The port it was given is taken by someone else: a clear conflict.
     let port = s
         .running
