@@ -64,6 +64,10 @@ pub enum AuditEvent {
     InstanceEditorDenied,
     InstanceNodeRedEvent,
     KeysRotated,
+    SsoLoginFailed,
+    SsoUserProvisioned,
+    SsoIdentityLinked,
+    SsoRolesMapped,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
@@ -85,7 +89,7 @@ impl Outcome {
 }
 
 impl AuditEvent {
-    pub const ALL: [AuditEvent; 59] = [
+    pub const ALL: [AuditEvent; 63] = [
         AuditEvent::SetupCompleted,
         AuditEvent::SetupTokenRejected,
         AuditEvent::LoginSucceeded,
@@ -145,6 +149,10 @@ impl AuditEvent {
         AuditEvent::InstanceEditorDenied,
         AuditEvent::InstanceNodeRedEvent,
         AuditEvent::KeysRotated,
+        AuditEvent::SsoLoginFailed,
+        AuditEvent::SsoUserProvisioned,
+        AuditEvent::SsoIdentityLinked,
+        AuditEvent::SsoRolesMapped,
     ];
 
     /// The stable name stored in the log and used in filters ("auth.*").
@@ -210,6 +218,10 @@ impl AuditEvent {
             InstanceEditorDenied => "instance.editor_denied",
             InstanceNodeRedEvent => "instance.node_red",
             KeysRotated => "keys.rotated",
+            SsoLoginFailed => "auth.sso_failed",
+            SsoUserProvisioned => "user.provisioned",
+            SsoIdentityLinked => "user.identity_linked",
+            SsoRolesMapped => "team.roles_mapped",
         }
     }
 }

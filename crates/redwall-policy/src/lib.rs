@@ -11,6 +11,7 @@ pub mod password_policy;
 pub mod permission;
 pub mod route_policy;
 pub mod session_rules;
+pub mod sso_mapping;
 pub mod throttle;
 pub mod username;
 

@@ -23,6 +23,7 @@ pub struct Config {
     pub passwords: Argon2Params,
     pub log: LogConfig,
     pub instances: InstancesConfig,
+    pub sso: crate::sso::config::SsoConfig,
 }
 
 /// Managed Node-RED instances and the proxy in front of them.
@@ -143,6 +144,7 @@ impl Default for Config {
             passwords: Argon2Params::default(),
             log: LogConfig::default(),
             instances: InstancesConfig::default(),
+            sso: Default::default(),
         }
     }
 }
@@ -425,6 +427,9 @@ impl Config {
         }
         if i.max_body_bytes < 1024 {
             error("instances.max_body_bytes", "must be at least 1 KiB".into());
+        }
+        for (setting, message) in self.sso.problems() {
+            error(setting, message);
         }
         if tracing_subscriber::EnvFilter::try_new(&self.log.level).is_err() {
             error(

@@ -22,6 +22,7 @@ pub mod net;
 pub mod proxy;
 pub mod server;
 pub mod settings;
+pub mod sso;
 pub mod state;
 pub mod ttl_cache;
 

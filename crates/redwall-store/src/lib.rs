@@ -18,6 +18,7 @@ mod error;
 mod instances;
 mod sessions;
 mod settings;
+mod sso;
 mod teams;
 pub mod testing;
 mod tokens;
@@ -36,6 +37,7 @@ pub use audit::{
 pub use error::StoreError;
 pub use instances::{EnvEntry, Instance, InstanceApiKey};
 pub use sessions::Session;
+pub use sso::MembershipWrite;
 pub use teams::{Invitation, Member, MemberChange, Team};
 pub use tokens::ApiToken;
 pub use users::{NewUser, User};

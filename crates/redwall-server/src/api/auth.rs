@@ -79,7 +79,7 @@ pub async fn login(
             Some(code) => second_factor_step(&state, &client, &user, code).await?,
         }
     }
-    finish_login(&state, &client, &user).await
+    finish_login(&state, &client, &user, None).await
 }
 
 pub async fn login_mfa(
@@ -103,7 +103,7 @@ pub async fn login_mfa(
         .filter(|u| !u.suspended && u.mfa_enabled)
         .ok_or_else(invalid)?;
     second_factor_step(&state, &client, &user, &req.code).await?;
-    finish_login(&state, &client, &user).await
+    finish_login(&state, &client, &user, None).await
 }
 
 async fn password_step(
@@ -252,7 +252,14 @@ async fn second_factor_step(
     }
 }
 
-async fn finish_login(state: &AppState, client: &ClientInfo, user: &User) -> ApiResult<Response> {
+/// Starts the session of a user who passed every step (`provider`: the SSO
+/// provider that vouched for them, if any).
+pub(crate) async fn finish_login(
+    state: &AppState,
+    client: &ClientInfo,
+    user: &User,
+    provider: Option<&str>,
+) -> ApiResult<Response> {
     state.throttle.record_success(&user.username);
     let started = session::start(state, user, client).await?;
     state.metrics.login_succeeded();
@@ -263,7 +270,7 @@ async fn finish_login(state: &AppState, client: &ClientInfo, user: &User) -> Api
         AuditEvent::LoginSucceeded,
         Outcome::Success,
         Some(format!("session:{}", started.session.id)),
-        json!({ "mfa": user.mfa_enabled }),
+        json!({ "mfa": user.mfa_enabled, "provider": provider }),
     )
     .await?;
     let settings = state.settings.get(&state.store, state.now()).await?;
@@ -284,7 +291,7 @@ async fn finish_login(state: &AppState, client: &ClientInfo, user: &User) -> Api
 
 /// A sealed, short-lived statement "this user passed the password step":
 /// stateless, so any node can check it, and useless without the second factor.
-fn challenge(state: &AppState, user: &User) -> ApiResult<LoginResponse> {
+pub(crate) fn challenge(state: &AppState, user: &User) -> ApiResult<LoginResponse> {
     let expires = state.now() + MFA_CHALLENGE_SECS * MICROS_PER_SECOND;
     let payload = json!({ "u": user.id, "e": expires }).to_string();
     let sealed = state

@@ -1,0 +1,160 @@
+//! The end of every SSO login, whatever the provider: find the Redwall user
+//! by the provider's stable subject (or provision one), apply the group
+//! mapping, then Redwall's MFA unless the provider does its own, then the
+//! session. Never links by display name or an unverified email.
+
+use crate::audit::{self, Actor};
+use crate::error::{ApiError, ApiResult};
+use crate::net::client::ClientInfo;
+use crate::sso::config::ProviderPolicy;
+use crate::state::AppState;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use redwall_policy::audit_event::{AuditEvent, Outcome};
+use redwall_store::{NewUser, StoreError, User};
+use serde_json::json;
+
+/// Who the provider says logged in.
+#[derive(Clone, Debug)]
+pub struct ExternalIdentity {
+    pub provider: String,
+    /// OIDC: `{issuer}#{sub}`-like stable id; LDAP: DN or an immutable attribute.
+    pub subject: String,
+    /// The login name for a provisioned user.
+    pub username: String,
+    pub groups: Vec<String>,
+}
+
+/// Records a failed SSO login and gives the one answer every failure gets
+/// (the reason is in the audit log, not in the answer).
+pub async fn fail(
+    state: &AppState,
+    client: &ClientInfo,
+    provider: &str,
+    reason: &str,
+    attempted: Option<&str>,
+) -> ApiError {
+    state.metrics.login_failed();
+    let actor = attempted.map(Actor::attempted);
+    if let Err(e) = audit::record(
+        state,
+        actor.as_ref(),
+        client,
+        AuditEvent::SsoLoginFailed,
+        Outcome::Failure,
+        Some(format!("provider:{provider}")),
+        json!({ "provider": provider, "reason": reason }),
+    )
+    .await
+    {
+        return e;
+    }
+    ApiError::new(
+        StatusCode::UNAUTHORIZED,
+        "sso_failed",
+        "single sign-on did not succeed; try again or ask an administrator",
+    )
+}
+
+async fn find_or_provision(
+    state: &AppState,
+    client: &ClientInfo,
+    policy: &ProviderPolicy,
+    id: &ExternalIdentity,
+) -> ApiResult<Result<User, &'static str>> {
+    let now = state.now();
+    if let Some(user_id) = state
+        .store
+        .find_external_identity(&id.provider, &id.subject)
+        .await?
+    {
+        state
+            .store
+            .touch_external_identity(&id.provider, &id.subject, now)
+            .await?;
+        return Ok(state.store.get_user(&user_id).await?.ok_or("unknown_user"));
+    }
+    if !policy.provision {
+        return Ok(Err("not_linked"));
+    }
+    if redwall_policy::username::check_username(&id.username).is_err() {
+        return Ok(Err("unusable_username"));
+    }
+    // A local account with the same name is someone else until an admin
+    // links them: never merge accounts by name.
+    if state
+        .store
+        .find_user_by_username(&id.username)
+        .await?
+        .is_some()
+    {
+        return Ok(Err("username_taken"));
+    }
+    let user = match state
+        .store
+        .create_user(NewUser {
+            id: crate::ids::new_id(),
+            username: id.username.clone(),
+            password_hash: None,
+            is_admin: false,
+            now,
+        })
+        .await
+    {
+        Ok(u) => u,
+        Err(StoreError::Conflict(_)) => return Ok(Err("username_taken")),
+        Err(e) => return Err(e.into()),
+    };
+    state
+        .store
+        .link_external_identity(&id.provider, &id.subject, &user.id, now)
+        .await?;
+    audit::record(
+        state,
+        Some(&Actor::user(&user.id, &user.username)),
+        client,
+        AuditEvent::SsoUserProvisioned,
+        Outcome::Success,
+        Some(format!("user:{}", user.id)),
+        json!({ "provider": id.provider, "subject": id.subject }),
+    )
+    .await?;
+    Ok(Ok(user))
+}
+
+pub async fn complete(
+    state: &AppState,
+    client: &ClientInfo,
+    policy: &ProviderPolicy,
+    id: ExternalIdentity,
+) -> ApiResult<Response> {
+    let user = match find_or_provision(state, client, policy, &id).await? {
+        Ok(u) if !u.suspended => u,
+        Ok(_) => {
+            return Err(fail(state, client, &id.provider, "suspended", Some(&id.username)).await)
+        }
+        Err(reason) => {
+            return Err(fail(state, client, &id.provider, reason, Some(&id.username)).await)
+        }
+    };
+    if policy.sso_only
+        && state
+            .store
+            .clear_password_hash(&user.id, state.now())
+            .await?
+    {
+        state.forget_user(&user.id);
+    }
+    crate::sso::mapping::apply(state, client, &user, &id.provider, &id.groups).await?;
+    // The mapping may have changed the admin flag: answer with the user as now stored.
+    let user = state
+        .store
+        .get_user(&user.id)
+        .await?
+        .ok_or_else(ApiError::unauthenticated)?;
+    if user.mfa_enabled && !policy.mfa_by_provider {
+        return Ok(Json(crate::api::auth::challenge(state, &user)?).into_response());
+    }
+    crate::api::auth::finish_login(state, client, &user, Some(&id.provider)).await
+}
