@@ -552,6 +552,14 @@ async fn websockets_close_when_the_session_or_membership_ends() {
     request
         .headers_mut()
         .insert("cookie", header_value(owner.cookie.as_ref().unwrap()));
+    let mut foreign = request.clone();
+    foreign
+        .headers_mut()
+        .insert("origin", header_value("https://evil.example"));
+    assert!(
+        tokio_tungstenite::connect_async(foreign).await.is_err(),
+        "another site's page cannot open the editor socket"
+    );
     let (mut ws, response) = tokio_tungstenite::connect_async(request)
         .await
         .expect("editor websocket opens");

@@ -38,7 +38,7 @@ pub fn browser_says_same_origin(headers: &HeaderMap) -> bool {
 }
 
 /// An Origin header, when present, must name the host the request was sent to.
-fn origin_matches_host(headers: &HeaderMap) -> bool {
+pub fn origin_matches_host(headers: &HeaderMap) -> bool {
     let Some(origin) = headers.get("origin").and_then(|v| v.to_str().ok()) else {
         return true;
     };

@@ -214,6 +214,15 @@ async fn handle(state: &AppState, located: Located, mut request: Request) -> Api
         }
         handoff::unwrap_pass(state, request.headers_mut(), &target.name);
     }
+    // Browsers always send Origin on a WebSocket handshake and the
+    // handshake is a GET, so CSRF checks do not see it: refuse pages of
+    // other sites opening sockets with the user's cookies.
+    if forward::is_websocket(&request) && !crate::auth::csrf::origin_matches_host(request.headers())
+    {
+        return Err(ApiError::forbidden(
+            "a page of another site may not open this socket",
+        ));
+    }
     let is_editor = path == EDITOR_ROOT || path.starts_with("/editor/");
     if is_editor && by_host && wants_login(state, &request) {
         return Ok(login_redirect(state, &target.name, &located.path_and_query));
