@@ -39,7 +39,7 @@ pub async fn open(config: Config, master_key: Option<Secret>) -> anyhow::Result<
     redwall_server::open_state(config, Arc::new(SystemClock), master_key).await
 }
 
-fn operator() -> (Actor, ClientInfo) {
+pub(crate) fn operator() -> (Actor, ClientInfo) {
     let who = std::env::var("USER").unwrap_or_else(|_| "operator".into());
     (
         Actor {

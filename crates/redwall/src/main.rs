@@ -5,6 +5,7 @@
 mod admin;
 mod client;
 mod instance_cmd;
+mod sso_cmd;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
@@ -51,6 +52,9 @@ enum Command {
     /// Manage the keys that seal stored secrets.
     #[command(subcommand)]
     Keys(KeysCommand),
+    /// Single sign-on maintenance.
+    #[command(subcommand)]
+    Sso(sso_cmd::SsoCommand),
     /// Manage a team's Node-RED instances on a running Redwall (its API,
     /// with a personal access token from REDWALL_TOKEN).
     Instance(instance_cmd::InstanceArgs),
@@ -134,7 +138,8 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Serve => serve(config).await,
         Command::Admin(cmd) => admin::run(cmd, config, master_key()).await,
         Command::Audit(AuditCommand::Verify) => verify_audit(config).await,
-        Command::Config(ConfigCommand::Check) => Ok(check_config(&config)),
+        Command::Config(ConfigCommand::Check) => Ok(check_config(&config).await),
+        Command::Sso(cmd) => sso_cmd::run(cmd, config, master_key()).await,
         Command::Keys(KeysCommand::RotateInstanceSecrets) => rotate_instance_secrets(config).await,
         // Handled above, before any configuration is read.
         Command::Instance(_) => Ok(ExitCode::FAILURE),
@@ -211,8 +216,20 @@ async fn verify_audit(config: Config) -> anyhow::Result<ExitCode> {
     }
 }
 
-fn check_config(config: &Config) -> ExitCode {
+async fn check_config(config: &Config) -> ExitCode {
     let problems = config.check();
+    // The directories are only tried when the settings themselves are sound.
+    let unreachable = if problems.iter().any(|p| p.severity == Severity::Error) {
+        Vec::new()
+    } else {
+        sso_cmd::check_ldap(config, master_key().as_ref()).await
+    };
+    for line in &unreachable {
+        println!("error: sso.ldap: {line}");
+    }
+    if !unreachable.is_empty() {
+        return ExitCode::FAILURE;
+    }
     if problems.is_empty() {
         println!("configuration OK");
         println!("  database: {}", redact_url(&config.database_url()));

@@ -204,7 +204,7 @@ async fn rehash(
     .await
 }
 
-async fn second_factor_step(
+pub(crate) async fn second_factor_step(
     state: &AppState,
     client: &ClientInfo,
     user: &User,

@@ -14,6 +14,7 @@ pub mod mfa;
 pub mod openapi;
 pub mod settings;
 pub mod setup;
+pub mod sso;
 pub mod system;
 pub mod teams;
 pub mod tokens;
@@ -205,6 +206,21 @@ pub fn routes() -> Vec<Route> {
             auth::login_mfa,
         )
         .request(schema::<auth::MfaStepRequest>())
+        .response(schema::<auth::LoginResponse>()),
+        public(
+            M::GET,
+            "/api/v1/auth/providers",
+            "The single sign-on providers, for the login page",
+            sso::providers,
+        )
+        .response(list_of::<sso::ProviderView>()),
+        public(
+            M::POST,
+            "/api/v1/auth/ldap/{provider}",
+            "Log in with a directory (LDAP, Active Directory) username and password",
+            sso::ldap_login,
+        )
+        .request(schema::<sso::LdapLoginRequest>())
         .response(schema::<auth::LoginResponse>()),
         needs(
             M::POST,

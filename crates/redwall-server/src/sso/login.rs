@@ -129,6 +129,19 @@ pub async fn complete(
     policy: &ProviderPolicy,
     id: ExternalIdentity,
 ) -> ApiResult<Response> {
+    complete_with_code(state, client, policy, id, None).await
+}
+
+/// [`complete`] for logins that can carry Redwall's second factor in the
+/// same request (LDAP, like password login): with `code`, a user with MFA
+/// gets the session at once instead of a challenge.
+pub async fn complete_with_code(
+    state: &AppState,
+    client: &ClientInfo,
+    policy: &ProviderPolicy,
+    id: ExternalIdentity,
+    code: Option<&str>,
+) -> ApiResult<Response> {
     let user = match find_or_provision(state, client, policy, &id).await? {
         Ok(u) if !u.suspended => u,
         Ok(_) => {
@@ -154,7 +167,10 @@ pub async fn complete(
         .await?
         .ok_or_else(ApiError::unauthenticated)?;
     if user.mfa_enabled && !policy.mfa_by_provider {
-        return Ok(Json(crate::api::auth::challenge(state, &user)?).into_response());
+        match code {
+            None => return Ok(Json(crate::api::auth::challenge(state, &user)?).into_response()),
+            Some(code) => crate::api::auth::second_factor_step(state, client, &user, code).await?,
+        }
     }
     crate::api::auth::finish_login(state, client, &user, Some(&id.provider)).await
 }

@@ -4,6 +4,7 @@
 //! its own, and starts the session.
 
 pub mod config;
+pub mod ldap;
 pub mod login;
 pub mod mapping;
 pub mod secrets;

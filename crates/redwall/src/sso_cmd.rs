@@ -1,0 +1,157 @@
+//! `redwall sso ...` and the directory part of `redwall config check`.
+
+use anyhow::Context;
+use clap::Subcommand;
+use redwall_crypto::keyring::Keyring;
+use redwall_crypto::Secret;
+use redwall_server::config::Config;
+use redwall_server::sso::config::LdapProvider;
+use redwall_server::sso::ldap::Directory;
+use redwall_server::sso::{mapping, secrets};
+use std::process::ExitCode;
+
+#[derive(Subcommand)]
+pub enum SsoCommand {
+    /// Re-read every LDAP-linked user's groups with the service account and
+    /// apply the group mapping now (a user gone from the directory loses
+    /// the mapped roles), instead of waiting for their next login.
+    Resync,
+}
+
+pub async fn run(
+    cmd: SsoCommand,
+    config: Config,
+    master_key: Option<Secret>,
+) -> anyhow::Result<ExitCode> {
+    match cmd {
+        SsoCommand::Resync => resync(config, master_key).await,
+    }
+}
+
+fn service_password(keyring: &Keyring, p: &LdapProvider) -> Result<Secret, String> {
+    secrets::resolve(keyring, &p.bind_password, |k| std::env::var(k).ok())
+        .map_err(|why| format!("{}: bind_password: {why}", p.name))
+}
+
+/// Connect, TLS, service bind and user base of every LDAP provider: one
+/// line per provider that fails. The master key is only read, never
+/// created: a check must not change the data directory.
+pub async fn check_ldap(config: &Config, master_key: Option<&Secret>) -> Vec<String> {
+    if config.sso.ldap.is_empty() {
+        return Vec::new();
+    }
+    let key_file = config.data_dir.join("master.key");
+    let keyring = match (master_key, key_file.is_file()) {
+        (Some(k), _) => Keyring::from_base64(k.expose().trim()).ok(),
+        (None, true) => redwall_server::keys::load_or_create(&config.data_dir, None).ok(),
+        (None, false) => None,
+    };
+    let mut out = Vec::new();
+    for p in &config.sso.ldap {
+        let password = match &keyring {
+            Some(k) => service_password(k, p),
+            // Without a master key only an environment secret can be read.
+            None if p.bind_password.env.is_some() => service_password(&Keyring::generate(), p),
+            None => Err(format!(
+                "{}: bind_password is sealed, and no master key is available here to open it",
+                p.name
+            )),
+        };
+        let result = match password {
+            Ok(pw) => redwall_server::sso::ldap::check(p, &pw).await,
+            Err(e) => Err(e),
+        };
+        match result {
+            Ok(()) => println!("  ldap {}: {} reachable, service bind OK", p.name, p.url),
+            Err(e) => out.push(e),
+        }
+    }
+    out
+}
+
+async fn resync(config: Config, master_key: Option<Secret>) -> anyhow::Result<ExitCode> {
+    let state = crate::admin::open(config, master_key).await?;
+    let (_, client) = crate::admin::operator();
+    let identities = state
+        .store
+        .list_external_identities()
+        .await
+        .context("reading the linked identities")?;
+    let (mut synced, mut gone, mut failed) = (0usize, 0usize, 0usize);
+    for p in &state.config.sso.ldap {
+        let linked: Vec<_> = identities
+            .iter()
+            .filter(|(prov, _, _)| *prov == p.name)
+            .collect();
+        if linked.is_empty() {
+            continue;
+        }
+        let password = match service_password(&state.keyring, p) {
+            Ok(pw) => pw,
+            Err(e) => {
+                println!("{e}: {} user(s) skipped", linked.len());
+                failed += linked.len();
+                continue;
+            }
+        };
+        let mut dir = match Directory::open(p, &password).await {
+            Ok(d) => d,
+            Err(f) => {
+                println!("{}: {}: {} user(s) skipped", p.name, f.detail, linked.len());
+                failed += linked.len();
+                continue;
+            }
+        };
+        for (_, subject, user_id) in linked {
+            let Some(user) = state.store.get_user(user_id).await? else {
+                continue;
+            };
+            let groups = match dir.find_subject(subject).await {
+                Ok(Some(entry)) => entry.groups,
+                Ok(None) => {
+                    gone += 1;
+                    println!(
+                        "{} ({}): no longer in the directory: mapped roles removed",
+                        user.username, p.name
+                    );
+                    Vec::new()
+                }
+                Err(f) => {
+                    failed += 1;
+                    println!("{} ({}): skipped: {}", user.username, p.name, f.detail);
+                    continue;
+                }
+            };
+            let outcome = mapping::apply(&state, &client, &user, &p.name, &groups)
+                .await
+                .map_err(|e| anyhow::anyhow!("applying the mapping to {}: {e:?}", user.username))?;
+            let teams: Vec<String> = outcome
+                .teams
+                .iter()
+                .map(|(team, role)| format!("{team}={}", role.map_or("none", |r| r.name())))
+                .collect();
+            println!(
+                "{} ({}): {} group(s); teams: {}; admin: {}",
+                user.username,
+                p.name,
+                groups.len(),
+                if teams.is_empty() {
+                    "-".to_string()
+                } else {
+                    teams.join(", ")
+                },
+                outcome
+                    .admin
+                    .map_or("unmanaged", |a| if a { "yes" } else { "no" })
+            );
+            synced += 1;
+        }
+        dir.close().await;
+    }
+    println!("resynced {synced} user(s): {gone} no longer in the directory, {failed} skipped");
+    Ok(if failed == 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
