@@ -72,6 +72,8 @@ pub struct Inner {
     pub upstream: Upstream,
     /// Instance handover codes already redeemed (single use).
     pub used_handoff_codes: TtlCache<String, ()>,
+    /// OpenID Connect: HTTP clients, cached discovery and keys, used states.
+    pub oidc: crate::sso::oidc::OidcState,
 }
 
 #[derive(Clone, Debug)]
@@ -151,6 +153,7 @@ impl AppState {
             basic_auth: TtlCache::new(60 * MICROS_PER_SECOND, 10_000),
             upstream: Upstream::default(),
             used_handoff_codes: TtlCache::new(120 * MICROS_PER_SECOND, 100_000),
+            oidc: crate::sso::oidc::OidcState::default(),
             config,
             store,
             keyring,

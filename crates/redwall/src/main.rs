@@ -227,7 +227,15 @@ async fn check_config(config: &Config) -> ExitCode {
     for line in &unreachable {
         println!("error: sso.ldap: {line}");
     }
-    if !unreachable.is_empty() {
+    let no_discovery = if problems.iter().any(|p| p.severity == Severity::Error) {
+        Vec::new()
+    } else {
+        sso_cmd::check_oidc(config).await
+    };
+    for line in &no_discovery {
+        println!("error: sso.oidc: {line}");
+    }
+    if !unreachable.is_empty() || !no_discovery.is_empty() {
         return ExitCode::FAILURE;
     }
     if problems.is_empty() {

@@ -16,6 +16,9 @@ pub enum SsoCommand {
     /// apply the group mapping now (a user gone from the directory loses
     /// the mapped roles), instead of waiting for their next login.
     Resync,
+    /// Seal a provider secret (read from standard input) with the master
+    /// key; put the output in `client_secret = { sealed = "..." }`.
+    SealSecret,
 }
 
 pub async fn run(
@@ -25,6 +28,7 @@ pub async fn run(
 ) -> anyhow::Result<ExitCode> {
     match cmd {
         SsoCommand::Resync => resync(config, master_key).await,
+        SsoCommand::SealSecret => seal_secret(&config, master_key),
     }
 }
 
@@ -154,4 +158,43 @@ async fn resync(config: Config, master_key: Option<Secret>) -> anyhow::Result<Ex
     } else {
         ExitCode::FAILURE
     })
+}
+
+/// Reads a secret from standard input (one line; a trailing newline is not
+/// part of it) and prints it sealed with the master key, which is created
+/// in the data directory if there is none yet, as `serve` would.
+fn seal_secret(config: &Config, master_key: Option<Secret>) -> anyhow::Result<ExitCode> {
+    let created = master_key.is_none() && !config.data_dir.join("master.key").is_file();
+    let keyring = redwall_server::keys::load_or_create(
+        &config.data_dir,
+        master_key.as_ref().map(|k| k.expose()),
+    )
+    .context("loading the master key")?;
+    let input =
+        Secret::new(std::io::read_to_string(std::io::stdin()).context("reading standard input")?);
+    let plain = input.expose().trim_end_matches(['\r', '\n']);
+    if plain.is_empty() {
+        anyhow::bail!("no secret on standard input");
+    }
+    if created {
+        eprintln!(
+            "created a new master key in {}",
+            config.data_dir.join("master.key").display()
+        );
+    }
+    println!("{}", secrets::seal(&keyring, plain));
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Reads every OpenID Connect provider's discovery document and keys: one
+/// line per provider that fails.
+pub async fn check_oidc(config: &Config) -> Vec<String> {
+    let mut out = Vec::new();
+    for p in &config.sso.oidc {
+        match redwall_server::sso::oidc::check(p).await {
+            Ok(line) => println!("  oidc {line}"),
+            Err(e) => out.push(e),
+        }
+    }
+    out
 }

@@ -11,6 +11,7 @@ pub mod instances;
 pub mod invitations;
 pub mod me;
 pub mod mfa;
+pub mod oidc;
 pub mod openapi;
 pub mod settings;
 pub mod setup;
@@ -222,6 +223,40 @@ pub fn routes() -> Vec<Route> {
         )
         .request(schema::<sso::LdapLoginRequest>())
         .response(schema::<auth::LoginResponse>()),
+        public(
+            M::GET,
+            "/api/v1/auth/oidc/{provider}/start",
+            "Start an OpenID Connect login: redirects (303) to the provider",
+            oidc::start,
+        )
+        .query(&[(
+            "next",
+            "string",
+            "where to go after the login: a path on this site",
+        )])
+        .status(303),
+        public(
+            M::GET,
+            "/api/v1/auth/oidc/{provider}/callback",
+            "The provider's redirect back: on success sets the session cookie and redirects (303) to next; with Redwall MFA, answers the challenge",
+            oidc::callback,
+        )
+        .query(&[
+            ("code", "string", "the authorization code"),
+            ("state", "string", "the state sent at the start"),
+            ("iss", "string", "the issuer (RFC 9207)"),
+            ("error", "string", "the provider's error code"),
+            ("error_description", "string", "the provider's explanation"),
+        ])
+        .status(303),
+        needs(
+            M::POST,
+            "/api/v1/auth/oidc/{provider}/logout",
+            P::AccountLogout,
+            "End the current session and get the provider's logout URL (RP-initiated logout)",
+            oidc::logout,
+        )
+        .response(schema::<oidc::OidcLogout>()),
         needs(
             M::POST,
             "/api/v1/auth/logout",

@@ -76,6 +76,9 @@ pub struct OidcProvider {
     pub ca_file: Option<PathBuf>,
     #[serde(default = "default_timeout")]
     pub timeout_secs: u64,
+    /// Where the provider sends the browser after its own logout (must be
+    /// registered there); unset: the provider shows its logged-out page.
+    pub post_logout_redirect_url: Option<String>,
     #[serde(flatten)]
     pub policy: ProviderPolicyFields,
 }

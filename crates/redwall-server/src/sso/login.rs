@@ -35,19 +35,7 @@ pub async fn fail(
     reason: &str,
     attempted: Option<&str>,
 ) -> ApiError {
-    state.metrics.login_failed();
-    let actor = attempted.map(Actor::attempted);
-    if let Err(e) = audit::record(
-        state,
-        actor.as_ref(),
-        client,
-        AuditEvent::SsoLoginFailed,
-        Outcome::Failure,
-        Some(format!("provider:{provider}")),
-        json!({ "provider": provider, "reason": reason }),
-    )
-    .await
-    {
+    if let Err(e) = record_failure(state, client, provider, reason, attempted, json!({})).await {
         return e;
     }
     ApiError::new(
@@ -55,6 +43,34 @@ pub async fn fail(
         "sso_failed",
         "single sign-on did not succeed; try again or ask an administrator",
     )
+}
+
+/// Audits a failed SSO login (`extra`: more fields for the entry, e.g. the
+/// provider's error code), for answers other than [`fail`]'s generic 401.
+pub async fn record_failure(
+    state: &AppState,
+    client: &ClientInfo,
+    provider: &str,
+    reason: &str,
+    attempted: Option<&str>,
+    extra: serde_json::Value,
+) -> ApiResult<()> {
+    state.metrics.login_failed();
+    let actor = attempted.map(Actor::attempted);
+    let mut detail = json!({ "provider": provider, "reason": reason });
+    if let (Some(d), serde_json::Value::Object(more)) = (detail.as_object_mut(), extra) {
+        d.extend(more);
+    }
+    audit::record(
+        state,
+        actor.as_ref(),
+        client,
+        AuditEvent::SsoLoginFailed,
+        Outcome::Failure,
+        Some(format!("provider:{provider}")),
+        detail,
+    )
+    .await
 }
 
 async fn find_or_provision(

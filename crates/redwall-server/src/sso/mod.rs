@@ -7,4 +7,5 @@ pub mod config;
 pub mod ldap;
 pub mod login;
 pub mod mapping;
+pub mod oidc;
 pub mod secrets;

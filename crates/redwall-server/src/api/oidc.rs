@@ -1,0 +1,391 @@
+//! OpenID Connect login and logout over HTTP (the flow itself is in
+//! `sso::oidc`). Every failure is audited with its reason; the client gets
+//! a generic answer.
+
+use crate::audit::{self, Actor};
+use crate::auth::principal::Principal;
+use crate::auth::session;
+use crate::error::{ApiError, ApiResult};
+use crate::net::client::ClientInfo;
+use crate::sso::config::OidcProvider;
+use crate::sso::login::{self, fail, record_failure};
+use crate::sso::oidc::{
+    self, PendingLogin, StateUse, LOGIN_COOKIE_SECS, PLAIN_LOGIN_COOKIE, SECURE_LOGIN_COOKIE,
+};
+use crate::state::AppState;
+use axum::extract::{Path, RawQuery, State};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use redwall_policy::audit_event::{AuditEvent, Outcome};
+use serde::Serialize;
+use serde_json::json;
+use std::collections::HashMap;
+
+const MAX_QUERY: usize = 8192;
+
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct OidcLogout {
+    /// Send the browser here to end the provider's session too; null when
+    /// the provider offers no RP-initiated logout (or could not be reached).
+    pub logout_url: Option<String>,
+}
+
+fn provider<'a>(state: &'a AppState, name: &str) -> Option<&'a OidcProvider> {
+    state.config.sso.oidc.iter().find(|p| p.name == name)
+}
+
+/// A provider name fit for the audit log (the path is the client's).
+fn shown(name: &str) -> String {
+    name.chars().take(64).collect()
+}
+
+/// Query parameters, each at most once and within `limits`; `None` when
+/// the query is oversize or malformed.
+fn params(query: Option<&str>, limits: &[(&str, usize)]) -> Option<HashMap<String, String>> {
+    let q = query.unwrap_or("");
+    if q.len() > MAX_QUERY {
+        return None;
+    }
+    let mut out = HashMap::new();
+    for (k, v) in openidconnect::url::form_urlencoded::parse(q.as_bytes()) {
+        // Unknown parameters (providers add session_state, scope, ...) are ignored.
+        let Some((_, max)) = limits.iter().find(|(name, _)| *name == k) else {
+            continue;
+        };
+        if v.len() > *max || v.chars().any(char::is_control) {
+            return None;
+        }
+        if out.insert(k.into_owned(), v.into_owned()).is_some() {
+            return None;
+        }
+    }
+    Some(out)
+}
+
+async fn bad_request(
+    state: &AppState,
+    client: &ClientInfo,
+    provider: &str,
+    what: &'static str,
+) -> ApiError {
+    match record_failure(
+        state,
+        client,
+        provider,
+        "bad_request",
+        None,
+        json!({ "what": what }),
+    )
+    .await
+    {
+        Ok(()) => ApiError::bad_request("bad_oidc_request", format!("invalid {what}")),
+        Err(e) => e,
+    }
+}
+
+/// The provider could not be reached: audited, and said plainly.
+async fn unavailable(
+    state: &AppState,
+    client: &ClientInfo,
+    provider: &str,
+    f: &oidc::Failure,
+) -> ApiError {
+    match record_failure(state, client, provider, f.reason, None, json!({})).await {
+        Ok(()) => ApiError::new(
+            StatusCode::BAD_GATEWAY,
+            "provider_unavailable",
+            "the identity provider could not be reached; try again later",
+        ),
+        Err(e) => e,
+    }
+}
+
+async fn refused(
+    state: &AppState,
+    client: &ClientInfo,
+    provider: &str,
+    f: oidc::Failure,
+) -> ApiError {
+    tracing::warn!(provider, reason = f.reason, detail = %f.detail, "OpenID Connect login refused");
+    if f.is_unavailable() {
+        return unavailable(state, client, provider, &f).await;
+    }
+    fail(state, client, provider, f.reason, None).await
+}
+
+/// Our own origin as the browser sees it: `server.public_url`, or the
+/// request's scheme and Host (the provider only redirects to registered
+/// URIs, so a forged Host gains nothing).
+fn origin(state: &AppState, client: &ClientInfo, headers: &HeaderMap) -> Option<String> {
+    if let Some(u) = &state.config.server.public_url {
+        return Some(u.clone());
+    }
+    let host = headers.get(header::HOST)?.to_str().ok()?;
+    let plausible = !host.is_empty()
+        && host.len() <= 255
+        && host
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-.:[]".contains(&b));
+    plausible.then(|| format!("{}://{host}", if client.https { "https" } else { "http" }))
+}
+
+fn login_cookie_name(https: bool) -> &'static str {
+    if https {
+        SECURE_LOGIN_COOKIE
+    } else {
+        PLAIN_LOGIN_COOKIE
+    }
+}
+
+fn login_cookie(value: &str, https: bool, max_age: i64) -> ApiResult<HeaderValue> {
+    let name = login_cookie_name(https);
+    let secure = if https { "; Secure" } else { "" };
+    // Lax: the provider's redirect back is a top-level GET, which carries it.
+    HeaderValue::from_str(&format!(
+        "{name}={value}; Path=/; Max-Age={max_age}; HttpOnly; SameSite=Lax{secure}"
+    ))
+    .map_err(ApiError::internal)
+}
+
+fn read_login_cookie(headers: &HeaderMap, https: bool) -> Option<String> {
+    let wanted = login_cookie_name(https).as_bytes();
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .flat_map(|v| v.as_bytes().split(|&b| b == b';'))
+        .filter_map(|pair| {
+            let pair = pair.trim_ascii();
+            let eq = pair.iter().position(|&b| b == b'=')?;
+            (&pair[..eq] == wanted).then(|| {
+                std::str::from_utf8(&pair[eq + 1..])
+                    .ok()
+                    .map(str::to_string)
+            })?
+        })
+        .next()
+}
+
+fn see_other(location: &str) -> ApiResult<Response> {
+    let location = HeaderValue::from_str(location).map_err(ApiError::internal)?;
+    Ok((
+        StatusCode::SEE_OTHER,
+        [
+            (header::LOCATION, location),
+            (header::CACHE_CONTROL, HeaderValue::from_static("no-store")),
+        ],
+    )
+        .into_response())
+}
+
+/// `GET /api/v1/auth/oidc/{provider}/start?next=/path`
+pub async fn start(
+    State(state): State<AppState>,
+    client: ClientInfo,
+    Path(name): Path<String>,
+    RawQuery(query): RawQuery,
+    headers: HeaderMap,
+) -> ApiResult<Response> {
+    let Some(p) = provider(&state, &name) else {
+        return Err(ApiError::not_found());
+    };
+    let Some(q) = params(query.as_deref(), &[("next", 1024)]) else {
+        return Err(bad_request(&state, &client, &p.name, "query").await);
+    };
+    let next = q.get("next").cloned().unwrap_or_else(|| "/".into());
+    if !oidc::safe_next(&next) {
+        return Err(bad_request(&state, &client, &p.name, "next").await);
+    }
+    let Some(origin) = origin(&state, &client, &headers) else {
+        return Err(bad_request(&state, &client, &p.name, "host").await);
+    };
+    let redirect_uri = format!("{origin}/api/v1/auth/oidc/{}/callback", p.name);
+    let started = match oidc::start(&state.oidc, p, redirect_uri, next, state.now()).await {
+        Ok(s) => s,
+        Err(f) => return Err(refused(&state, &client, &p.name, f).await),
+    };
+    let sealed = started
+        .pending
+        .seal(&state.keyring)
+        .map_err(ApiError::internal)?;
+    let mut r = see_other(&started.authorize_url)?;
+    r.headers_mut().append(
+        header::SET_COOKIE,
+        login_cookie(&sealed, client.https, LOGIN_COOKIE_SECS)?,
+    );
+    Ok(r)
+}
+
+/// `GET /api/v1/auth/oidc/{provider}/callback?code&state` (or `error`).
+pub async fn callback(
+    State(state): State<AppState>,
+    client: ClientInfo,
+    Path(name): Path<String>,
+    RawQuery(query): RawQuery,
+    headers: HeaderMap,
+) -> Response {
+    let mut r = match finish(&state, &client, &name, query.as_deref(), &headers).await {
+        Ok(r) => r,
+        Err(e) => e.into_response(),
+    };
+    // Whatever happened, this login attempt is over.
+    if let Ok(clear) = login_cookie("", client.https, 0) {
+        r.headers_mut().append(header::SET_COOKIE, clear);
+    }
+    r
+}
+
+async fn finish(
+    state: &AppState,
+    client: &ClientInfo,
+    name: &str,
+    query: Option<&str>,
+    headers: &HeaderMap,
+) -> ApiResult<Response> {
+    let Some(p) = provider(state, name) else {
+        record_failure(
+            state,
+            client,
+            &shown(name),
+            "unknown_provider",
+            None,
+            json!({}),
+        )
+        .await?;
+        return Err(ApiError::not_found());
+    };
+    let limits = [
+        ("code", 4096),
+        ("state", 512),
+        ("iss", 1024),
+        ("error", 128),
+        ("error_description", 1024),
+    ];
+    let Some(q) = params(query, &limits) else {
+        return Err(bad_request(state, client, &p.name, "query").await);
+    };
+    let now = state.now();
+    let pending = read_login_cookie(headers, client.https)
+        .and_then(|c| PendingLogin::open(&state.keyring, &c, now))
+        .filter(|l| l.provider == p.name);
+    let (Some(pending), Some(returned)) = (pending, q.get("state")) else {
+        return Err(fail(state, client, &p.name, "bad_state", None).await);
+    };
+    if !redwall_crypto::constant_time_eq(pending.state.as_bytes(), returned.as_bytes()) {
+        return Err(fail(state, client, &p.name, "bad_state", None).await);
+    }
+    match state
+        .oidc
+        .consume_state(&pending.state, pending.expires, now)
+    {
+        StateUse::First => {}
+        StateUse::Replayed => {
+            return Err(fail(state, client, &p.name, "replayed_state", None).await)
+        }
+        StateUse::Full => return Err(fail(state, client, &p.name, "too_many_pending", None).await),
+    }
+    // RFC 9207: a provider that names itself must be the one we sent the user to.
+    if q.get("iss").is_some_and(|iss| *iss != p.issuer) {
+        return Err(fail(state, client, &p.name, "wrong_issuer", None).await);
+    }
+    if let Some(error) = q.get("error") {
+        let error: String = error
+            .chars()
+            .filter(|c| c.is_ascii_alphanumeric() || "_-.".contains(*c))
+            .take(64)
+            .collect();
+        record_failure(
+            state,
+            client,
+            &p.name,
+            "provider_error",
+            None,
+            json!({ "error": error }),
+        )
+        .await?;
+        return Err(ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "sso_failed",
+            "single sign-on did not succeed; try again or ask an administrator",
+        ));
+    }
+    let Some(code) = q.get("code").filter(|c| !c.is_empty()) else {
+        return Err(bad_request(state, client, &p.name, "code").await);
+    };
+    let secret = match crate::sso::secrets::resolve(&state.keyring, &p.client_secret, |k| {
+        std::env::var(k).ok()
+    }) {
+        Ok(s) => s,
+        Err(why) => {
+            tracing::error!(provider = %p.name, "OpenID Connect client secret: {why}");
+            return Err(fail(state, client, &p.name, "client_secret_unavailable", None).await);
+        }
+    };
+    let identity = match oidc::finish(&state.oidc, p, &secret, &pending, code, now).await {
+        Ok(id) => id,
+        Err(f) => return Err(refused(state, client, &p.name, f).await),
+    };
+    let policy = p.policy.resolve();
+    let answer = login::complete(state, client, &policy, identity).await?;
+    // A session was started: go where the user was headed, with its cookie.
+    // Otherwise (MFA challenge) the JSON answer stands.
+    let Some(cookie) = answer.headers().get(header::SET_COOKIE).cloned() else {
+        return Ok(answer);
+    };
+    let mut r = see_other(&pending.next)?;
+    r.headers_mut().append(header::SET_COOKIE, cookie);
+    Ok(r)
+}
+
+/// `POST /api/v1/auth/oidc/{provider}/logout`: ends the Redwall session and
+/// says where to end the provider's. A POST (with the CSRF token), not a
+/// GET, so another site cannot log people out by linking here.
+pub async fn logout(
+    State(state): State<AppState>,
+    principal: Principal,
+    client: ClientInfo,
+    Path(name): Path<String>,
+) -> ApiResult<Response> {
+    let Some(session_id) = principal.session_id() else {
+        return Err(ApiError::bad_request(
+            "not_a_session",
+            "logout ends a browser session; revoke a token at /api/v1/me/tokens instead",
+        ));
+    };
+    let Some(p) = provider(&state, &name) else {
+        return Err(ApiError::bad_request(
+            "unknown_provider",
+            "no OpenID Connect provider has this name",
+        ));
+    };
+    session::end(&state, session_id).await?;
+    audit::record(
+        &state,
+        Some(&Actor::of(&principal)),
+        &client,
+        AuditEvent::Logout,
+        Outcome::Success,
+        Some(format!("session:{session_id}")),
+        json!({ "provider": p.name }),
+    )
+    .await?;
+    let logout_url = match oidc::end_session_url(
+        &state.oidc,
+        p,
+        p.post_logout_redirect_url.as_deref(),
+        state.now(),
+    )
+    .await
+    {
+        Ok(u) => u,
+        Err(f) => {
+            tracing::warn!(provider = %p.name, reason = f.reason, detail = %f.detail, "no RP-initiated logout");
+            None
+        }
+    };
+    Ok((
+        [(header::SET_COOKIE, session::clear_cookie(client.https))],
+        Json(OidcLogout { logout_url }),
+    )
+        .into_response())
+}
