@@ -27,9 +27,30 @@ const CREDENTIAL_SECRET = takeSecret("REDWALL_CREDENTIAL_SECRET");
 
 const B64URL = /^[A-Za-z0-9_-]+$/;
 
+// Redwall reuses a token for a while, so most requests carry one already
+// checked: remember the valid ones until they expire (bounded, so a flood
+// of distinct valid tokens cannot grow memory).
+const VERIFIED_MAX = 1024;
+const verified = new Map();
+
+function verifyToken(token, key, kind) {
+    const seen = verified.get(token);
+    if (seen !== undefined) {
+        if (seen.k === kind && seen.exp > Date.now() / 1000) return seen;
+        verified.delete(token);
+        return seen.k === kind ? null : checkToken(token, key, kind);
+    }
+    const claims = checkToken(token, key, kind);
+    if (claims) {
+        if (verified.size >= VERIFIED_MAX) verified.clear();
+        verified.set(token, claims);
+    }
+    return claims;
+}
+
 // Returns the claims of a valid token of `kind` for this instance, else null.
 // Never throws: it runs inside request handling.
-function verifyToken(token, key, kind) {
+function checkToken(token, key, kind) {
     try {
         if (typeof token !== "string" || token.length > 4096) return null;
         const parts = token.split(".");
@@ -68,15 +89,13 @@ function admitEndpointRequest(req) {
     delete req.headers[ENDPOINT_HEADER];
     delete req.headers[USER_HEADER];
     try {
-        if (Array.isArray(req.rawHeaders)) {
-            const kept = [];
-            for (let i = 0; i + 1 < req.rawHeaders.length; i += 2) {
-                const name = String(req.rawHeaders[i]).toLowerCase();
-                if (name !== ENDPOINT_HEADER && name !== USER_HEADER) {
-                    kept.push(req.rawHeaders[i], req.rawHeaders[i + 1]);
-                }
+        const raw = req.rawHeaders;
+        if (Array.isArray(raw)) {
+            // Removed in place, back to front, so indexes stay valid.
+            for (let i = raw.length - 2; i >= 0; i -= 2) {
+                const name = String(raw[i]).toLowerCase();
+                if (name === ENDPOINT_HEADER || name === USER_HEADER) raw.splice(i, 2);
             }
-            req.rawHeaders = kept;
         }
     } catch (e) {
         return false;

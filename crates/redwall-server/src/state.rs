@@ -70,6 +70,8 @@ pub struct Inner {
     /// runs once per credential a minute, not once per request.
     pub basic_auth: TtlCache<[u8; 32], String>,
     pub upstream: Upstream,
+    /// (instance, token kind, user) -> a token minted for the instance, reused for a minute.
+    pub minted_tokens: TtlCache<String, String>,
     /// Instance handover codes already redeemed (single use).
     pub used_handoff_codes: TtlCache<String, ()>,
     /// OpenID Connect: HTTP clients, cached discovery and keys, used states.
@@ -152,6 +154,7 @@ impl AppState {
             instance_keys: TtlCache::new(GRANT_CACHE_MICROS, 100_000),
             basic_auth: TtlCache::new(60 * MICROS_PER_SECOND, 10_000),
             upstream: Upstream::default(),
+            minted_tokens: TtlCache::new(60 * MICROS_PER_SECOND, 100_000),
             used_handoff_codes: TtlCache::new(120 * MICROS_PER_SECOND, 100_000),
             oidc: crate::sso::oidc::OidcState::default(),
             config,

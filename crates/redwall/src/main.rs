@@ -82,7 +82,17 @@ enum ConfigCommand {
 fn main() -> ExitCode {
     keep_hash_buffers_out_of_the_heap();
     let cli = Cli::parse();
-    let runtime = match tokio::runtime::Runtime::new() {
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    builder.enable_all();
+    // Tuning knob for small machines that also run the instances.
+    if let Some(n) = std::env::var("REDWALL_WORKER_THREADS")
+        .ok()
+        .and_then(|v| v.parse::<usize>().ok())
+        .filter(|n| *n > 0)
+    {
+        builder.worker_threads(n);
+    }
+    let runtime = match builder.build() {
         Ok(r) => r,
         Err(e) => {
             eprintln!("error: cannot start the runtime: {e}");

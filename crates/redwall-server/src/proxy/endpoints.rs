@@ -2,7 +2,7 @@
 
 use super::credentials::{check_api_key, check_basic, KeyCheck};
 use super::forward::{self, forward, Forward, Recheck};
-use super::{strip_ours, ProxyTarget, TOKEN_SECS};
+use super::{strip_ours, ProxyTarget};
 use crate::api::instance_access::record_refusal;
 use crate::audit::Actor;
 use crate::auth::guard::load_membership;
@@ -19,7 +19,7 @@ use redwall_policy::audit_event::AuditEvent;
 use redwall_policy::route_policy::{
     decide, key_allows_path, match_rule, Presented, RouteDecision, RoutePolicy,
 };
-use redwall_runtime::{mint_endpoint_token, ENDPOINT_TOKEN_HEADER};
+use redwall_runtime::ENDPOINT_TOKEN_HEADER;
 use serde_json::json;
 use std::sync::Arc;
 
@@ -269,12 +269,11 @@ pub async fn endpoint(
         f
     });
     strip_ours(&mut parts.headers, verdict.consumed_authorization);
-    let exp = super::unix_now() + TOKEN_SECS;
-    let token = mint_endpoint_token(
-        &target.endpoint_secret,
-        &target.id,
+    let token = super::minted_token(
+        state,
+        &target,
+        super::TokenKind::Endpoint,
         verdict.username.as_deref(),
-        exp,
     );
     if let Ok(v) = HeaderValue::from_str(&token) {
         parts.headers.insert(ENDPOINT_TOKEN_HEADER, v);

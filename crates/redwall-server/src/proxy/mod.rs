@@ -30,7 +30,8 @@ use redwall_policy::audit_event::AuditEvent;
 use redwall_policy::permission::Permission;
 use redwall_policy::route_policy::{is_clean_path, RouteRule};
 use redwall_runtime::{
-    mint_admin_token, EditorPermission, ADMIN_TOKEN_HEADER, ENDPOINT_TOKEN_HEADER, USER_HEADER,
+    mint_admin_token, mint_endpoint_token, EditorPermission, ADMIN_TOKEN_HEADER,
+    ENDPOINT_TOKEN_HEADER, USER_HEADER,
 };
 use serde_json::json;
 use std::sync::Arc;
@@ -39,6 +40,48 @@ use std::sync::Arc;
 pub const EDITOR_ROOT: &str = "/editor";
 /// Lifetime of the editor and endpoint tokens Redwall adds to a request.
 const TOKEN_SECS: i64 = 300;
+
+#[derive(Clone, Copy)]
+pub(crate) enum TokenKind {
+    Admin(EditorPermission),
+    Endpoint,
+}
+
+/// A token for this instance and caller, reused for a minute of its five
+/// (the instance remembers tokens it has checked, so reuse saves it an HMAC
+/// and a parse per request).
+pub(crate) fn minted_token(
+    state: &AppState,
+    target: &ProxyTarget,
+    kind: TokenKind,
+    username: Option<&str>,
+) -> String {
+    let tag = match kind {
+        TokenKind::Admin(EditorPermission::Full) => "a*",
+        TokenKind::Admin(EditorPermission::Read) => "ar",
+        TokenKind::Endpoint => "e",
+    };
+    let key = format!("{}\0{tag}\0{}", target.id, username.unwrap_or(""));
+    let now = state.now();
+    if let Some(token) = state.minted_tokens.get(&key, now) {
+        return token;
+    }
+    let exp = unix_now() + TOKEN_SECS;
+    let token = match kind {
+        TokenKind::Admin(perm) => mint_admin_token(
+            &target.admin_secret,
+            &target.id,
+            username.unwrap_or(""),
+            perm,
+            exp,
+        ),
+        TokenKind::Endpoint => {
+            mint_endpoint_token(&target.endpoint_secret, &target.id, username, exp)
+        }
+    };
+    state.minted_tokens.insert(key, token.clone(), now);
+    token
+}
 
 /// Tokens are checked by Node-RED against the real clock, so they are
 /// minted against it too (not the injectable one).
@@ -314,13 +357,11 @@ async fn editor(
     // The credential is judged again later from the copy taken above; the
     // instance itself never sees it.
     strip_ours(&mut parts.headers, true);
-    let exp = unix_now() + TOKEN_SECS;
-    let token = mint_admin_token(
-        &target.admin_secret,
-        &target.id,
-        &principal.username,
-        perm,
-        exp,
+    let token = minted_token(
+        state,
+        &target,
+        TokenKind::Admin(perm),
+        Some(&principal.username),
     );
     if let Ok(v) = HeaderValue::from_str(&token) {
         parts.headers.insert(ADMIN_TOKEN_HEADER, v);
