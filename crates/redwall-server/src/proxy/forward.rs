@@ -189,12 +189,8 @@ fn drop_our_cookies(headers: &mut HeaderMap) {
                 .to_str()
                 .ok()
                 .and_then(|s| s.split('=').next())
-                .unwrap_or("")
-                .trim()
-                .to_ascii_lowercase();
-            !(name.starts_with("redwall")
-                || name.starts_with("__host-redwall")
-                || name.starts_with("__secure-redwall"))
+                .unwrap_or("");
+            !super::is_redwall_cookie(name)
         })
         .cloned()
         .collect();

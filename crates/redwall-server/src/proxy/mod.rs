@@ -405,6 +405,13 @@ pub(crate) fn parts_for_recheck(
     Arc::new(p)
 }
 
+pub(crate) fn is_redwall_cookie(name: &str) -> bool {
+    let name = name.trim().to_ascii_lowercase();
+    name.starts_with("redwall")
+        || name.starts_with("__host-redwall")
+        || name.starts_with("__secure-redwall")
+}
+
 /// Removes what Node-RED must never see: headers in our names (a client
 /// could forge them), Redwall's session cookie and CSRF token, and (when
 /// `credential` is set) the Authorization header that carried a Redwall
@@ -436,11 +443,8 @@ pub fn strip_ours(headers: &mut HeaderMap, credential: bool) {
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(';'))
         .map(str::trim)
-        .filter(|c| {
-            let name = c.split('=').next().unwrap_or("");
-            name != crate::auth::session::SECURE_COOKIE
-                && name != crate::auth::session::PLAIN_COOKIE
-        })
+        // Every Redwall cookie (session, instance pass, SSO login) stays here.
+        .filter(|c| !is_redwall_cookie(c.split('=').next().unwrap_or("")))
         .map(str::to_string)
         .collect();
     headers.remove(header::COOKIE);
