@@ -84,14 +84,20 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let mut builder = tokio::runtime::Builder::new_multi_thread();
     builder.enable_all();
-    // Tuning knob for small machines that also run the instances.
-    if let Some(n) = std::env::var("REDWALL_WORKER_THREADS")
+    // Redwall shares its machine with the Node-RED instances it runs, and
+    // its own work per request is small: half the cores (at least one)
+    // leaves the rest to the instances, and fewer workers hand requests
+    // between threads less often (measured in BENCHMARKS.md).
+    let workers = std::env::var("REDWALL_WORKER_THREADS")
         .ok()
         .and_then(|v| v.parse::<usize>().ok())
         .filter(|n| *n > 0)
-    {
-        builder.worker_threads(n);
-    }
+        .unwrap_or_else(|| {
+            std::thread::available_parallelism()
+                .map_or(1, |n| n.get() / 2)
+                .max(1)
+        });
+    builder.worker_threads(workers);
     let runtime = match builder.build() {
         Ok(r) => r,
         Err(e) => {

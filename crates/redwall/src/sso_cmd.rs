@@ -19,6 +19,18 @@ pub enum SsoCommand {
     /// Seal a provider secret (read from standard input) with the master
     /// key; put the output in `client_secret = { sealed = "..." }`.
     SealSecret,
+    /// Link an existing Redwall user to a provider's subject, for providers
+    /// that do not provision users (`provision = false`). The subject is
+    /// the LDAP entry's `subject_attribute` value (or DN), or for OpenID
+    /// Connect `{issuer}#{sub}`.
+    Link {
+        #[arg(long)]
+        provider: String,
+        #[arg(long)]
+        subject: String,
+        #[arg(long)]
+        username: String,
+    },
 }
 
 pub async fn run(
@@ -29,7 +41,71 @@ pub async fn run(
     match cmd {
         SsoCommand::Resync => resync(config, master_key).await,
         SsoCommand::SealSecret => seal_secret(&config, master_key),
+        SsoCommand::Link {
+            provider,
+            subject,
+            username,
+        } => link(config, master_key, &provider, &subject, &username).await,
     }
+}
+
+async fn link(
+    config: Config,
+    master_key: Option<Secret>,
+    provider: &str,
+    subject: &str,
+    username: &str,
+) -> anyhow::Result<ExitCode> {
+    let known = config.sso.ldap.iter().any(|p| p.name == provider)
+        || config.sso.oidc.iter().any(|p| p.name == provider);
+    if !known {
+        eprintln!("error: no provider named {provider:?} is configured");
+        return Ok(ExitCode::from(2));
+    }
+    if subject.trim().is_empty() || subject.len() > 1024 {
+        eprintln!("error: the subject must be 1 to 1024 characters");
+        return Ok(ExitCode::from(2));
+    }
+    let state = crate::admin::open(config, master_key).await?;
+    let Some(user) = state.store.find_user_by_username(username).await? else {
+        eprintln!("error: no user is named {username:?}");
+        return Ok(ExitCode::from(2));
+    };
+    if let Some(owner) = state
+        .store
+        .find_external_identity(provider, subject)
+        .await?
+    {
+        let same = owner == user.id;
+        eprintln!(
+            "error: this subject is already linked{}",
+            if same {
+                " to this user"
+            } else {
+                " to another user"
+            }
+        );
+        return Ok(ExitCode::from(2));
+    }
+    state
+        .store
+        .link_external_identity(provider, subject, &user.id, state.now())
+        .await
+        .context("linking")?;
+    let (actor, client) = crate::admin::operator();
+    redwall_server::audit::record(
+        &state,
+        Some(&actor),
+        &client,
+        redwall_policy::audit_event::AuditEvent::SsoIdentityLinked,
+        redwall_policy::audit_event::Outcome::Success,
+        Some(format!("user:{}", user.id)),
+        serde_json::json!({ "provider": provider, "subject": subject }),
+    )
+    .await
+    .map_err(|e| anyhow::anyhow!(e.message))?;
+    println!("linked {username} to {provider} subject {subject}");
+    Ok(ExitCode::SUCCESS)
 }
 
 fn service_password(keyring: &Keyring, p: &LdapProvider) -> Result<Secret, String> {

@@ -360,3 +360,57 @@ fn logs_never_contain_secrets_even_at_trace_level() {
         assert!(!logs.contains(secret), "a secret reached the log");
     }
 }
+
+#[test]
+fn sso_link_ties_an_existing_user_to_a_providers_subject_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let config = dir.path().join("redwall.toml");
+    std::fs::write(
+        &config,
+        r#"
+[[sso.ldap]]
+name = "corp"
+url = "ldap://127.0.0.1:389"
+bind_dn = "cn=svc,dc=example,dc=org"
+bind_password = { env = "CORP_LDAP_PASSWORD" }
+user_base = "ou=people,dc=example,dc=org"
+provision = false
+"#,
+    )
+    .unwrap();
+    assert!(create_user(&data, "alice", false, PASSWORD)
+        .status
+        .success());
+    let link = |provider: &str, user: &str| {
+        redwall(&data)
+            .arg("--config")
+            .arg(&config)
+            .args([
+                "sso",
+                "link",
+                "--provider",
+                provider,
+                "--subject",
+                "uid=alice,ou=people,dc=example,dc=org",
+                "--username",
+                user,
+            ])
+            .output()
+            .unwrap()
+    };
+    let out = link("corp", "alice");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let again = link("corp", "alice");
+    assert_eq!(again.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&again.stderr).contains("already linked"));
+    let unknown = link("nope", "alice");
+    assert_eq!(unknown.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&unknown.stderr).contains("no provider"));
+    let nobody = link("corp", "bob");
+    assert_eq!(nobody.status.code(), Some(2));
+}

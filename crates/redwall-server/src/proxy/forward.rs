@@ -18,6 +18,9 @@ use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use std::time::Duration;
 
+/// Answers up to this size are buffered and sent in one write.
+const BUFFER_UP_TO: u64 = 64 * 1024;
+
 /// How often an open WebSocket's access is checked again.
 pub const RECHECK_EVERY: Duration = Duration::from_secs(1);
 
@@ -172,7 +175,24 @@ pub async fn forward(
     if let Some(prefix) = &f.location_prefix {
         rewrite_location(&mut parts.headers, prefix);
     }
-    let mut out = Response::from_parts(parts, Body::new(body));
+    // A small answer of known length is read whole and sent in one write,
+    // as nginx does: headers and body then leave in one segment instead of
+    // two wake-ups of the client. Anything else (streams, SSE) streams.
+    let small = parts
+        .headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok())
+        .is_some_and(|n| n <= BUFFER_UP_TO);
+    let body = if small {
+        match body.collect().await {
+            Ok(collected) => Body::from(collected.to_bytes()),
+            Err(_) => return bad_gateway(),
+        }
+    } else {
+        Body::new(body)
+    };
+    let mut out = Response::from_parts(parts, body);
     out.extensions_mut().insert(Proxied);
     out
 }
