@@ -330,28 +330,38 @@ fn open_challenge(state: &AppState, token: &str, now: Micros) -> Option<String> 
     (now < expires).then(|| v.get("u")?.as_str().map(str::to_string))?
 }
 
-pub async fn logout(
-    State(state): State<AppState>,
-    principal: Principal,
-    client: ClientInfo,
-) -> ApiResult<Response> {
+/// Ends the caller's browser session, audited with `details`.
+pub(crate) async fn end_current_session(
+    state: &AppState,
+    principal: &Principal,
+    client: &ClientInfo,
+    details: serde_json::Value,
+) -> ApiResult<()> {
     let Some(session_id) = principal.session_id() else {
         return Err(ApiError::bad_request(
             "not_a_session",
             "logout ends a browser session; revoke a token at /api/v1/me/tokens instead",
         ));
     };
-    session::end(&state, session_id).await?;
+    session::end(state, session_id).await?;
     audit::record(
-        &state,
-        Some(&Actor::of(&principal)),
-        &client,
+        state,
+        Some(&Actor::of(principal)),
+        client,
         AuditEvent::Logout,
         Outcome::Success,
         Some(format!("session:{session_id}")),
-        json!({}),
+        details,
     )
-    .await?;
+    .await
+}
+
+pub async fn logout(
+    State(state): State<AppState>,
+    principal: Principal,
+    client: ClientInfo,
+) -> ApiResult<Response> {
+    end_current_session(&state, &principal, &client, json!({})).await?;
     Ok((
         [(header::SET_COOKIE, session::clear_cookie(client.https))],
         StatusCode::NO_CONTENT,

@@ -2,7 +2,6 @@
 //! `sso::oidc`). Every failure is audited with its reason; the client gets
 //! a generic answer.
 
-use crate::audit::{self, Actor};
 use crate::auth::principal::Principal;
 use crate::auth::session;
 use crate::error::{ApiError, ApiResult};
@@ -17,7 +16,6 @@ use axum::extract::{Path, RawQuery, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use redwall_policy::audit_event::{AuditEvent, Outcome};
 use serde::Serialize;
 use serde_json::json;
 use std::collections::HashMap;
@@ -346,26 +344,16 @@ pub async fn logout(
     client: ClientInfo,
     Path(name): Path<String>,
 ) -> ApiResult<Response> {
-    let Some(session_id) = principal.session_id() else {
-        return Err(ApiError::bad_request(
-            "not_a_session",
-            "logout ends a browser session; revoke a token at /api/v1/me/tokens instead",
-        ));
-    };
     let Some(p) = provider(&state, &name) else {
         return Err(ApiError::bad_request(
             "unknown_provider",
             "no OpenID Connect provider has this name",
         ));
     };
-    session::end(&state, session_id).await?;
-    audit::record(
+    crate::api::auth::end_current_session(
         &state,
-        Some(&Actor::of(&principal)),
+        &principal,
         &client,
-        AuditEvent::Logout,
-        Outcome::Success,
-        Some(format!("session:{session_id}")),
         json!({ "provider": p.name }),
     )
     .await?;

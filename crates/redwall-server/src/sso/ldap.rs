@@ -25,22 +25,9 @@ use std::time::Duration;
 /// is not a real credential and only costs the server work.
 const MAX_INPUT_BYTES: usize = 4096;
 
-/// Why a directory login did not succeed: `reason` goes to the audit log,
-/// `detail` (never a password) to the server log and `redwall config check`.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Failure {
-    pub reason: &'static str,
-    pub detail: String,
-}
+pub use super::Failure;
 
 impl Failure {
-    fn new(reason: &'static str, detail: impl Into<String>) -> Failure {
-        Failure {
-            reason,
-            detail: detail.into(),
-        }
-    }
-
     /// The failure was caused by what the user typed (so it counts towards
     /// the login throttle), not by the directory or the configuration.
     pub fn is_credentials(&self) -> bool {

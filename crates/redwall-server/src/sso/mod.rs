@@ -9,3 +9,21 @@ pub mod login;
 pub mod mapping;
 pub mod oidc;
 pub mod secrets;
+
+/// Why an SSO login did not succeed: `reason`, a fixed word, goes to the
+/// audit log; `detail` (never a password or token) to the server log and
+/// `redwall config check`, never to the client.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Failure {
+    pub reason: &'static str,
+    pub detail: String,
+}
+
+impl Failure {
+    pub(crate) fn new(reason: &'static str, detail: impl Into<String>) -> Failure {
+        Failure {
+            reason,
+            detail: detail.into(),
+        }
+    }
+}

@@ -69,22 +69,9 @@ const ALLOWED_ALGS: [CoreJwsSigningAlgorithm; 8] = [
 
 pub type Metadata = ProviderMetadataWithLogout;
 
-/// Why a login failed: the audit reason (a fixed word) and, for the log,
-/// what happened (never sent to the client).
-#[derive(Debug)]
-pub struct Failure {
-    pub reason: &'static str,
-    pub detail: String,
-}
+pub use super::Failure;
 
 impl Failure {
-    fn new(reason: &'static str, detail: impl Into<String>) -> Failure {
-        Failure {
-            reason,
-            detail: detail.into(),
-        }
-    }
-
     /// The provider could not be reached, as opposed to a refused login.
     pub fn is_unavailable(&self) -> bool {
         matches!(self.reason, "discovery_failed" | "timeout")
