@@ -126,16 +126,9 @@ pub fn unwrap_pass(state: &AppState, headers: &mut HeaderMap, instance: &str) {
     }
 }
 
-/// Percent-encodes everything but unreserved characters and '/'.
+/// A value percent-encoded for a query string.
 pub fn encode_component(s: &str) -> String {
-    s.bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' | b'/' => {
-                (b as char).to_string()
-            }
-            _ => format!("%{b:02X}"),
-        })
-        .collect()
+    form_urlencoded::byte_serialize(s.as_bytes()).collect()
 }
 
 /// Where the handover sends the browser back to: a path on the instance.
