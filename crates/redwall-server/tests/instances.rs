@@ -34,6 +34,20 @@ async fn instance_server_with(
     .expect("sqlite server")
 }
 
+/// Creates an instance that starts at once and waits until it runs;
+/// returns the creation answer.
+async fn create_running(c: &Client, team: &str, name: &str) -> Value {
+    let r = c
+        .post(
+            &format!("/api/v1/teams/{team}/instances"),
+            json!({"name": name}),
+        )
+        .await;
+    assert_eq!(r.status, 201, "{}", r.body);
+    wait_running(c, team, name).await;
+    r.body
+}
+
 async fn wait_running(c: &Client, team: &str, name: &str) -> Value {
     for _ in 0..600 {
         let r = c
@@ -535,14 +549,7 @@ async fn websockets_close_when_the_session_or_membership_ends() {
     let admin = s.admin().await;
     let owner = s.user(&admin, "olivia").await;
     let team = create_team(&owner, "Ops").await;
-    let r = owner
-        .post(
-            &format!("/api/v1/teams/{team}/instances"),
-            json!({"name": "ops"}),
-        )
-        .await;
-    assert_eq!(r.status, 201, "{}", r.body);
-    wait_running(&owner, &team, "ops").await;
+    create_running(&owner, &team, "ops").await;
 
     let url = format!("ws://{}/i/ops/editor/comms", s.running.addr);
     let refused = tokio_tungstenite::connect_async(url.clone()).await;
@@ -700,18 +707,11 @@ async fn instance_host_names_take_over_the_console_session() {
     let admin = s.admin().await;
     let owner = s.user(&admin, "olivia").await;
     let team = create_team(&owner, "Field").await;
-    let r = owner
-        .post(
-            &format!("/api/v1/teams/{team}/instances"),
-            json!({"name": "plant"}),
-        )
-        .await;
-    assert_eq!(r.status, 201, "{}", r.body);
+    let r = create_running(&owner, &team, "plant").await;
     assert_eq!(
-        r.body["editor_url"],
+        r["editor_url"],
         format!("http://plant.example.test:{listen}/editor/")
     );
-    wait_running(&owner, &team, "plant").await;
 
     let host = format!("plant.example.test:{listen}");
     let on_instance = |path: &str, cookie: Option<&str>| {
@@ -970,14 +970,7 @@ async fn a_crashing_instance_is_restarted_then_given_up_with_its_reason() {
     let s = instance_server_with(|c| c.instances.max_backoff_secs = 1).await;
     let admin = s.admin().await;
     let team = create_team(&admin, "T").await;
-    let r = admin
-        .post(
-            &format!("/api/v1/teams/{team}/instances"),
-            json!({"name": "fragile"}),
-        )
-        .await;
-    assert_eq!(r.status, 201, "{}", r.body);
-    wait_running(&admin, &team, "fragile").await;
+    create_running(&admin, &team, "fragile").await;
     let ci = s.token_client(&admin, "full").await;
     // Malformed flows are Node-RED's to refuse; Redwall passes the answer on.
     let mut raw = ci.clone();
