@@ -176,14 +176,15 @@ pub enum RouteDecision {
 }
 
 /// An IPv4-mapped IPv6 address as the IPv4 address it carries.
-pub fn canonical(addr: IpAddr) -> IpAddr {
+fn canonical(addr: IpAddr) -> IpAddr {
     match addr {
         IpAddr::V6(v6) => v6.to_ipv4_mapped().map(IpAddr::V4).unwrap_or(addr),
         v4 => v4,
     }
 }
 
-fn in_ranges(ranges: &[IpNet], addr: IpAddr) -> bool {
+/// Whether `addr` is in one of `ranges`; no ranges means any address.
+pub fn in_ranges(ranges: &[IpNet], addr: IpAddr) -> bool {
     let addr = canonical(addr);
     ranges.is_empty() || ranges.iter().any(|n| n.contains(&addr))
 }

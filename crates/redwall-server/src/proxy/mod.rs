@@ -287,12 +287,7 @@ async fn editor(
 ) -> ApiResult<Response> {
     let (mut parts, body) = request.into_parts();
     // The team's address ranges guard its instances' editors too.
-    if !target.team_ranges.is_empty()
-        && !target
-            .team_ranges
-            .iter()
-            .any(|n| n.contains(&redwall_policy::route_policy::canonical(client.ip)))
-    {
+    if !redwall_policy::route_policy::in_ranges(&target.team_ranges, client.ip) {
         return Err(ApiError::forbidden(
             "your address is outside the ranges allowed here",
         ));
