@@ -208,7 +208,9 @@ pub fn app(state: AppState) -> Router {
     };
     let headers = HeaderPolicy { hsts: state.tls };
     let max_body = state.config.server.max_body_bytes;
-    api::router(&state)
+    let api = api::router(&state).with_state(state.clone());
+    let console = crate::console::router(state.clone(), api.clone());
+    api.merge(console)
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(RequestBodyLimitLayer::new(max_body))
@@ -227,7 +229,6 @@ pub fn app(state: AppState) -> Router {
         .layer(CatchPanicLayer::custom(|_| {
             ApiError::internal("a request handler panicked").into_response()
         }))
-        .with_state(state)
 }
 
 async fn not_found() -> ApiError {

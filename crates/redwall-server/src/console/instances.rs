@@ -1,0 +1,17 @@
+//! (being written)
+use super::page::Ctx;
+use axum::body::Bytes;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+pub async fn create(_ctx: Ctx, _b: Bytes) -> Response {
+    StatusCode::NOT_FOUND.into_response()
+}
+pub async fn new_page(_ctx: Ctx) -> Response {
+    StatusCode::NOT_FOUND.into_response()
+}
+pub async fn page(_ctx: Ctx) -> Response {
+    StatusCode::NOT_FOUND.into_response()
+}
+pub async fn action(_ctx: Ctx, _b: Bytes) -> Response {
+    StatusCode::NOT_FOUND.into_response()
+}

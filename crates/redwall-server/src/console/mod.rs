@@ -1,0 +1,113 @@
+//! The web console: server-rendered pages compiled into the binary.
+//!
+//! The console holds no rules of its own. Each page reads, and each form
+//! writes, through the API in process (`client.rs`), with the browser's own
+//! session and CSRF token, so the API's guard and permission table decide
+//! everything; the console only chooses what to show. Buttons a role may not
+//! use are hidden by the permissions the API reports (`my_permissions`), and
+//! a forced request is still refused by the API.
+
+pub mod account;
+pub mod admin;
+pub mod assets;
+pub mod auth;
+pub mod client;
+pub mod form;
+pub mod home;
+pub mod instances;
+pub mod models;
+pub mod page;
+pub mod submit;
+pub mod teams;
+
+use crate::state::AppState;
+use axum::routing::{get, post};
+use axum::Router;
+use std::ops::Deref;
+use std::sync::Arc;
+
+#[derive(Clone)]
+pub struct Console(Arc<Inner>);
+
+pub struct Inner {
+    pub app: AppState,
+    pub api: client::Api,
+    pub submissions: form::Submissions,
+}
+
+impl Deref for Console {
+    type Target = Inner;
+    fn deref(&self) -> &Inner {
+        &self.0
+    }
+}
+
+/// The console's pages. `api` is the API router with its state: the only
+/// way the pages reach data.
+pub fn router(app: AppState, api: Router) -> Router {
+    let console = Console(Arc::new(Inner {
+        app,
+        api: client::Api(api),
+        submissions: form::Submissions::default(),
+    }));
+    const INSTANCE: &str = "/teams/{team}/instances/{instance}";
+    Router::new()
+        .route("/assets/{file}", get(assets::serve))
+        .route("/setup", get(auth::setup_page).post(auth::setup_submit))
+        .route("/login", get(auth::login_page).post(auth::login_submit))
+        .route("/login/mfa", post(auth::mfa_submit))
+        .route("/logout", post(auth::logout))
+        .route("/logout/everywhere", post(auth::logout_everywhere))
+        .route("/", get(home::page))
+        .route("/teams", post(teams::create))
+        .route("/teams/new", get(teams::new_page))
+        .route("/teams/{team}", get(teams::page))
+        .route("/teams/{team}/settings", post(teams::settings))
+        .route("/teams/{team}/delete", post(teams::delete))
+        .route("/teams/{team}/leave", post(teams::leave))
+        .route("/teams/{team}/members/{id}/role", post(teams::member_role))
+        .route(
+            "/teams/{team}/members/{id}/remove",
+            post(teams::member_remove),
+        )
+        .route("/teams/{team}/invitations", post(teams::invite))
+        .route(
+            "/teams/{team}/invitations/{id}/revoke",
+            post(teams::invitation_revoke),
+        )
+        .route("/teams/{team}/audit", get(teams::audit_page))
+        .route("/invitations", get(teams::my_invitations))
+        .route("/invitations/{id}/accept", post(teams::invitation_accept))
+        .route("/invitations/{id}/decline", post(teams::invitation_decline))
+        .route("/teams/{team}/instances", post(instances::create))
+        .route("/teams/{team}/instances/new", get(instances::new_page))
+        .route(INSTANCE, get(instances::page))
+        .route(
+            "/teams/{team}/instances/{instance}/{action}",
+            post(instances::action),
+        )
+        .route("/account", get(account::page))
+        .route("/account/password", post(account::password))
+        .route("/account/mfa", get(account::mfa_page))
+        .route("/account/mfa/enrol", post(account::mfa_enrol))
+        .route("/account/mfa/confirm", post(account::mfa_confirm))
+        .route("/account/mfa/disable", post(account::mfa_disable))
+        .route(
+            "/account/sessions/{id}/revoke",
+            post(account::session_revoke),
+        )
+        .route("/account/tokens", post(account::token_create))
+        .route("/account/tokens/{id}/revoke", post(account::token_revoke))
+        .route(
+            "/admin/users",
+            get(admin::users_page).post(admin::user_create),
+        )
+        .route("/admin/users/{id}/{action}", post(admin::user_action))
+        .route(
+            "/admin/settings",
+            get(admin::settings_page).post(admin::settings_save),
+        )
+        .route("/admin/audit", get(admin::audit_page))
+        .route("/admin/audit/verify", post(admin::audit_verify))
+        .with_state(console)
+}
