@@ -124,19 +124,36 @@ impl Store {
     /// Batch update of `last_used_at` (token id, time), in one transaction.
     /// A time never moves backwards; unknown ids are skipped.
     pub async fn touch_api_tokens(&self, updates: &[(String, Micros)]) -> Result<(), StoreError> {
+        self.touch_last_used("api_tokens", updates).await
+    }
+
+    /// The same for instance API keys.
+    pub async fn touch_instance_api_keys(
+        &self,
+        updates: &[(String, Micros)],
+    ) -> Result<(), StoreError> {
+        self.touch_last_used("instance_api_keys", updates).await
+    }
+
+    async fn touch_last_used(
+        &self,
+        table: &'static str,
+        updates: &[(String, Micros)],
+    ) -> Result<(), StoreError> {
         if updates.is_empty() {
             return Ok(());
         }
+        let sql = format!(
+            "UPDATE {table} SET last_used_at = $2 \
+             WHERE id = $1 AND (last_used_at IS NULL OR last_used_at < $2)"
+        );
         let mut tx = self.begin_write().await?;
         for (id, at) in updates {
-            sqlx::query(
-                "UPDATE api_tokens SET last_used_at = $2 \
-                 WHERE id = $1 AND (last_used_at IS NULL OR last_used_at < $2)",
-            )
-            .bind(id)
-            .bind(*at)
-            .execute(&mut *tx)
-            .await?;
+            sqlx::query(&sql)
+                .bind(id)
+                .bind(*at)
+                .execute(&mut *tx)
+                .await?;
         }
         tx.commit().await?;
         Ok(())

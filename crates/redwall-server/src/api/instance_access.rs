@@ -202,6 +202,8 @@ pub struct KeyView {
     pub created_at: String,
     pub expires_at: Option<String>,
     pub revoked_at: Option<String>,
+    /// When the key last let a request through (written every few seconds).
+    pub last_used_at: Option<String>,
 }
 
 fn key_view(k: &InstanceApiKey) -> KeyView {
@@ -213,6 +215,7 @@ fn key_view(k: &InstanceApiKey) -> KeyView {
         created_at: rfc3339(k.created_at),
         expires_at: k.expires_at.map(rfc3339),
         revoked_at: k.revoked_at.map(rfc3339),
+        last_used_at: k.last_used_at.map(rfc3339),
     }
 }
 

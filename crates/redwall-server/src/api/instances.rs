@@ -677,6 +677,15 @@ pub async fn put_env(
                 &env_aad(&i.id, &v.name),
             ),
             None => match before.iter().find(|b| b.name == v.name) {
+                // A secret stays write-only: turning it into a plain value
+                // must not reveal the stored one.
+                Some(b) if b.secret && !v.secret => {
+                    return Err(ApiError::new(
+                        StatusCode::UNPROCESSABLE_ENTITY,
+                        "missing_value",
+                        format!("{} is no longer secret and needs a new value", v.name),
+                    ))
+                }
                 Some(b) => b.value.clone(),
                 None => {
                     return Err(ApiError::new(

@@ -11,6 +11,7 @@ use std::sync::Mutex;
 pub struct ActivityBuffer {
     sessions: Mutex<HashMap<String, Micros>>,
     tokens: Mutex<HashMap<String, Micros>>,
+    instance_keys: Mutex<HashMap<String, Micros>>,
 }
 
 impl ActivityBuffer {
@@ -25,6 +26,19 @@ impl ActivityBuffer {
         if let Ok(mut m) = self.tokens.lock() {
             let e = m.entry(token_id.to_string()).or_insert(at);
             *e = (*e).max(at);
+        }
+    }
+
+    /// An instance API key let a request through the proxy. On the proxy's
+    /// hot path, so the id is copied only the first time in a flush period.
+    pub fn instance_key_used(&self, key_id: &str, at: Micros) {
+        if let Ok(mut m) = self.instance_keys.lock() {
+            match m.get_mut(key_id) {
+                Some(e) => *e = (*e).max(at),
+                None => {
+                    m.insert(key_id.to_string(), at);
+                }
+            }
         }
     }
 
@@ -50,6 +64,12 @@ impl ActivityBuffer {
             .lock()
             .map(|mut m| m.drain().collect())
             .unwrap_or_default();
+        let keys: Vec<(String, Micros)> = self
+            .instance_keys
+            .lock()
+            .map(|mut m| m.drain().collect())
+            .unwrap_or_default();
+        store.touch_instance_api_keys(&keys).await?;
         if !sessions.is_empty() {
             store.touch_sessions(&sessions).await?;
         }

@@ -1,17 +1,671 @@
-//! (being written)
-use super::page::Ctx;
+//! Instance pages: create; status and start/stop/restart; live logs; the
+//! editor link; environment and secrets (write-only); HTTP route rules with
+//! a "test a request" helper; instance API keys; options; delete.
+
+use super::auth::FieldErrors;
+use super::form::Form;
+use super::models::{short_time, Instance, Team};
+use super::page::{render, render_status, see_other, Ctx, Layout, Me};
+use super::submit::{self, Done, Posted};
+use askama::Template;
 use axum::body::Bytes;
-use axum::http::StatusCode;
-use axum::response::{IntoResponse, Response};
-pub async fn create(_ctx: Ctx, _b: Bytes) -> Response {
-    StatusCode::NOT_FOUND.into_response()
+use axum::extract::Path;
+use axum::http::{Method, StatusCode};
+use axum::response::Response;
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+#[derive(Deserialize)]
+pub struct LogLine {
+    pub at: String,
+    pub stream: String,
+    pub text: String,
 }
-pub async fn new_page(_ctx: Ctx) -> Response {
-    StatusCode::NOT_FOUND.into_response()
+
+#[derive(Deserialize)]
+pub struct EnvVar {
+    pub name: String,
+    pub secret: bool,
+    #[serde(default)]
+    pub value: Option<String>,
+    pub updated_at: String,
 }
-pub async fn page(_ctx: Ctx) -> Response {
-    StatusCode::NOT_FOUND.into_response()
+
+#[derive(Deserialize)]
+pub struct Rule {
+    pub path_prefix: String,
+    #[serde(default)]
+    pub methods: Vec<String>,
+    pub policy: Value,
+    #[serde(default)]
+    pub client_ranges: Vec<String>,
 }
-pub async fn action(_ctx: Ctx, _b: Bytes) -> Response {
-    StatusCode::NOT_FOUND.into_response()
+
+impl Rule {
+    pub fn policy_type(&self) -> &str {
+        self.policy
+            .get("type")
+            .and_then(Value::as_str)
+            .unwrap_or("")
+    }
+    pub fn min_role(&self) -> &str {
+        self.policy
+            .get("min_role")
+            .and_then(Value::as_str)
+            .unwrap_or("")
+    }
+    pub fn summary(&self) -> String {
+        let who = match self.policy_type() {
+            "public" => "anyone".to_string(),
+            "session" => format!("console session, {} or above", self.min_role()),
+            "api_key" => "an instance API key".to_string(),
+            "basic" => format!("basic auth, {} or above", self.min_role()),
+            other => other.to_string(),
+        };
+        let methods = if self.methods.is_empty() {
+            "any method".to_string()
+        } else {
+            self.methods.join(", ")
+        };
+        format!("{} ({methods}): {who}", self.path_prefix)
+    }
+}
+
+#[derive(Deserialize)]
+pub struct Key {
+    pub id: String,
+    pub name: String,
+    pub prefix: String,
+    #[serde(default)]
+    pub path_prefix: Option<String>,
+    pub created_at: String,
+    #[serde(default)]
+    pub expires_at: Option<String>,
+    #[serde(default)]
+    pub revoked_at: Option<String>,
+    #[serde(default)]
+    pub last_used_at: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct CreatedKey {
+    key: String,
+}
+
+#[derive(Deserialize)]
+struct TestAnswer {
+    decision: String,
+    matched_rule: Option<usize>,
+}
+
+/// The "test a request" helper's answer, in words.
+pub struct TestOutcome {
+    pub allowed: bool,
+    pub headline: String,
+    pub why: String,
+}
+
+/// What the test form held, kept for the next render.
+#[derive(Default)]
+pub struct TestInput {
+    pub method: String,
+    pub path: String,
+    pub client_ip: String,
+    pub credential: String,
+    pub role: String,
+}
+
+#[derive(Template)]
+#[template(path = "console/instance_new.html")]
+struct NewInstancePage {
+    layout: Layout,
+    team: Team,
+    instance_name: String,
+    start: bool,
+    errors: FieldErrors,
+}
+
+#[derive(Template)]
+#[template(path = "console/instance.html")]
+struct InstancePage {
+    layout: Layout,
+    team: Team,
+    instance: Instance,
+    logs: Vec<LogLine>,
+    env: Vec<EnvVar>,
+    rules: Vec<Rule>,
+    keys: Vec<Key>,
+    errors: FieldErrors,
+    /// A key just created, shown this once.
+    new_key: Option<String>,
+    test: Option<TestOutcome>,
+    test_input: TestInput,
+}
+
+fn instance_api(team: &str, instance: &str) -> String {
+    format!("/api/v1/teams/{team}/instances/{instance}")
+}
+
+fn page_path(team: &str, instance: &str) -> String {
+    format!("/teams/{team}/instances/{instance}")
+}
+
+fn notice(code: Option<&str>) -> Option<&'static str> {
+    Some(match code? {
+        "created" => "The instance was created.",
+        "env_saved" => "The environment was saved. It takes effect at the next start.",
+        "routes_saved" => "The route rules were saved. They apply to the next request.",
+        "key_revoked" => "The key was revoked.",
+        "options_saved" => "The options were saved. They take effect at the next start.",
+        other => return super::home::notice(Some(other)),
+    })
+}
+
+// ---- create ----
+
+async fn team_of(ctx: &Ctx, team: &str) -> Result<(Me, Team), Response> {
+    let me = ctx.me().await?;
+    match ctx.api.get::<Team>(&format!("/api/v1/teams/{team}")).await {
+        Ok(t) => Ok((me, t)),
+        Err(f) => Err(ctx.refused(&f, Some(&me))),
+    }
+}
+
+pub async fn new_page(ctx: Ctx, Path(team): Path<String>) -> Response {
+    let (me, team) = match team_of(&ctx, &team).await {
+        Ok(x) => x,
+        Err(r) => return r,
+    };
+    render(&NewInstancePage {
+        layout: Layout::new("New instance", Some(&me), "home"),
+        team,
+        instance_name: String::new(),
+        start: true,
+        errors: FieldErrors::default(),
+    })
+}
+
+pub async fn create(ctx: Ctx, Path(team_id): Path<String>, body: Bytes) -> Response {
+    let ctx = &ctx;
+    let (me, team) = match team_of(ctx, &team_id).await {
+        Ok(x) => x,
+        Err(r) => return r,
+    };
+    submit::signed_in(ctx, body, |p: Posted| async move {
+        let name = p.form.text("name");
+        let start = p.form.checked("start");
+        let path = format!("/api/v1/teams/{team_id}/instances");
+        match p
+            .api
+            .post::<Instance>(
+                Method::POST,
+                &path,
+                &json!({ "name": name, "start": start }),
+            )
+            .await
+        {
+            Ok(i) => Done::Redirect(format!("{}?done=created", page_path(&team_id, &i.id))),
+            Err(f) if f.needs_login() => Done::Again(ctx.refused(&f, Some(&me))),
+            Err(f) => Done::Again(render_status(
+                if f.status.is_client_error() {
+                    f.status
+                } else {
+                    StatusCode::UNPROCESSABLE_ENTITY
+                },
+                &NewInstancePage {
+                    layout: Layout::new("New instance", Some(&me), "home"),
+                    team,
+                    instance_name: name,
+                    start,
+                    errors: FieldErrors::from_failure(
+                        &f,
+                        &[
+                            ("invalid_name", "name"),
+                            ("name_taken", "name"),
+                            ("too_many_instances", "name"),
+                        ],
+                    ),
+                },
+            )),
+        }
+    })
+    .await
+}
+
+// ---- the instance page ----
+
+struct Extra {
+    errors: FieldErrors,
+    new_key: Option<String>,
+    test: Option<TestOutcome>,
+    test_input: TestInput,
+}
+
+impl Extra {
+    fn none() -> Extra {
+        Extra {
+            errors: FieldErrors::default(),
+            new_key: None,
+            test: None,
+            test_input: TestInput {
+                method: "GET".into(),
+                path: "/".into(),
+                ..TestInput::default()
+            },
+        }
+    }
+
+    fn error(f: &super::client::Failure, fields: &[(&str, &'static str)]) -> Extra {
+        Extra {
+            errors: FieldErrors::from_failure(f, fields),
+            ..Extra::none()
+        }
+    }
+}
+
+async fn instance_page(
+    ctx: &Ctx,
+    team_id: &str,
+    instance_id: &str,
+    extra: Extra,
+    status: StatusCode,
+) -> Response {
+    let (me, team) = match team_of(ctx, team_id).await {
+        Ok(x) => x,
+        Err(r) => return r,
+    };
+    let base = instance_api(team_id, instance_id);
+    let instance = match ctx.api.get::<Instance>(&base).await {
+        Ok(i) => i,
+        Err(f) => return ctx.refused(&f, Some(&me)),
+    };
+    let (logs_path, env_path, routes_path, keys_path) = (
+        format!("{base}/logs?lines=200"),
+        format!("{base}/env"),
+        format!("{base}/routes"),
+        format!("{base}/keys"),
+    );
+    let (logs, env, rules, keys) = futures::join!(
+        ctx.api.get::<Vec<LogLine>>(&logs_path),
+        ctx.api.get::<Vec<EnvVar>>(&env_path),
+        ctx.api.get::<Vec<Rule>>(&routes_path),
+        ctx.api.get::<Vec<Key>>(&keys_path),
+    );
+    let layout = Layout::new(instance.name.clone(), Some(&me), "home")
+        .with_notice(notice(ctx.query_param("done").as_deref()));
+    render_status(
+        status,
+        &InstancePage {
+            layout,
+            team,
+            instance,
+            logs: logs.unwrap_or_default(),
+            env: env.unwrap_or_default(),
+            rules: rules.unwrap_or_default(),
+            keys: keys.unwrap_or_default(),
+            errors: extra.errors,
+            new_key: extra.new_key,
+            test: extra.test,
+            test_input: extra.test_input,
+        },
+    )
+}
+
+pub async fn page(ctx: Ctx, Path((team, instance)): Path<(String, String)>) -> Response {
+    instance_page(&ctx, &team, &instance, Extra::none(), StatusCode::OK).await
+}
+
+/// Every form on the instance page posts to `{page}/{action}`.
+pub async fn action(
+    ctx: Ctx,
+    Path((team, instance, action)): Path<(String, String, String)>,
+    body: Bytes,
+) -> Response {
+    let ctx = &ctx;
+    let base = instance_api(&team, &instance);
+    let here = page_path(&team, &instance);
+    let (team, instance) = (team.as_str(), instance.as_str());
+    submit::signed_in(ctx, body, |p: Posted| async move {
+        let again = |extra: Extra, status: StatusCode| async move {
+            let status = if status.is_client_error() {
+                status
+            } else {
+                StatusCode::UNPROCESSABLE_ENTITY
+            };
+            Done::Again(instance_page(ctx, team, instance, extra, status).await)
+        };
+        let back_home = p.form.text("back") == "home";
+        match action.as_str() {
+            "start" | "stop" | "restart" => {
+                let path = format!("{base}/{action}");
+                match p.api.act(Method::POST, &path, None).await {
+                    Ok(_) => {
+                        let done = match action.as_str() {
+                            "start" => "started",
+                            "stop" => "stopped",
+                            _ => "restarted",
+                        };
+                        if back_home {
+                            Done::Redirect(format!("/?done={done}"))
+                        } else {
+                            Done::Redirect(format!("{here}?done={done}"))
+                        }
+                    }
+                    Err(f) if back_home && !f.needs_login() => {
+                        Done::Again(super::page::error_page(&f, None))
+                    }
+                    Err(f) if f.needs_login() => Done::Again(ctx.refused(&f, None)),
+                    Err(f) => again(Extra::error(&f, &[]), f.status).await,
+                }
+            }
+            "delete" => {
+                let body = json!({ "confirm_name": p.form.text("confirm_name") });
+                match p.api.act(Method::DELETE, &base, Some(&body)).await {
+                    Ok(_) => Done::Redirect(format!("/teams/{team}?done=instance_deleted")),
+                    Err(f) => {
+                        again(
+                            Extra::error(&f, &[("confirmation_mismatch", "confirm_name")]),
+                            f.status,
+                        )
+                        .await
+                    }
+                }
+            }
+            "env" => match p
+                .api
+                .act(Method::PUT, &format!("{base}/env"), Some(&env_from(&p)))
+                .await
+            {
+                Ok(_) => Done::Redirect(format!("{here}?done=env_saved#env")),
+                Err(f) => again(Extra::error(&f, &[]), f.status).await,
+            },
+            "routes" => match p
+                .api
+                .act(
+                    Method::PUT,
+                    &format!("{base}/routes"),
+                    Some(&rules_from(&p)),
+                )
+                .await
+            {
+                Ok(_) => Done::Redirect(format!("{here}?done=routes_saved#routes")),
+                Err(f) => again(Extra::error(&f, &[]), f.status).await,
+            },
+            "routes-test" => {
+                let input = TestInput {
+                    method: p.form.text("method").to_ascii_uppercase(),
+                    path: p.form.text("path"),
+                    client_ip: p.form.text("client_ip"),
+                    credential: p.form.text("credential"),
+                    role: p.form.text("role"),
+                };
+                let mut req = json!({ "method": input.method, "path": input.path });
+                if !input.client_ip.is_empty() {
+                    req["client_ip"] = json!(input.client_ip);
+                }
+                if !input.credential.is_empty() {
+                    req["credential"] = json!(input.credential);
+                }
+                if !input.role.is_empty() {
+                    req["role"] = json!(input.role);
+                }
+                if let Some(k) = p.form.optional("api_key") {
+                    req["api_key"] = json!(k);
+                }
+                let result = p
+                    .api
+                    .post::<TestAnswer>(Method::POST, &format!("{base}/routes/test"), &req)
+                    .await;
+                let rules = p
+                    .api
+                    .get::<Vec<Rule>>(&format!("{base}/routes"))
+                    .await
+                    .unwrap_or_default();
+                let extra = match result {
+                    Ok(a) => Extra {
+                        test: Some(explain(&a, &rules)),
+                        test_input: input,
+                        ..Extra::none()
+                    },
+                    Err(f) => Extra {
+                        errors: FieldErrors::from_failure(
+                            &f,
+                            &[("invalid_path", "path"), ("invalid_client_ip", "client_ip")],
+                        ),
+                        test_input: input,
+                        ..Extra::none()
+                    },
+                };
+                // Nothing changed: the same form may be sent again.
+                Done::Again(instance_page(ctx, team, instance, extra, StatusCode::OK).await)
+            }
+            "keys" => {
+                let mut req = json!({ "name": p.form.text("key_name") });
+                if let Some(days) = p.form.optional("key_days") {
+                    match days.parse::<i64>() {
+                        Ok(d) => req["expires_in_days"] = json!(d),
+                        Err(_) => {
+                            let mut extra = Extra::none();
+                            extra
+                                .errors
+                                .fields
+                                .push(("key_days", "Enter a whole number of days.".into()));
+                            return again(extra, StatusCode::UNPROCESSABLE_ENTITY).await;
+                        }
+                    }
+                }
+                if let Some(prefix) = p.form.optional("key_path") {
+                    req["path_prefix"] = json!(prefix);
+                }
+                match p
+                    .api
+                    .post::<CreatedKey>(Method::POST, &format!("{base}/keys"), &req)
+                    .await
+                {
+                    Ok(k) => {
+                        let extra = Extra {
+                            new_key: Some(k.key),
+                            ..Extra::none()
+                        };
+                        Done::ShownOnce {
+                            page: instance_page(ctx, team, instance, extra, StatusCode::OK).await,
+                            then: format!("{here}#keys"),
+                        }
+                    }
+                    Err(f) => {
+                        again(
+                            Extra::error(
+                                &f,
+                                &[
+                                    ("invalid_name", "key_name"),
+                                    ("invalid_expiry", "key_days"),
+                                    ("invalid_path_prefix", "key_path"),
+                                ],
+                            ),
+                            f.status,
+                        )
+                        .await
+                    }
+                }
+            }
+            "keys-revoke" => {
+                let id = p.form.text("id");
+                if !crate::ids::looks_like_id(&id) {
+                    return Done::Again(see_other(&here));
+                }
+                match p
+                    .api
+                    .act(Method::DELETE, &format!("{base}/keys/{id}"), None)
+                    .await
+                {
+                    Ok(_) => Done::Redirect(format!("{here}?done=key_revoked#keys")),
+                    Err(f) => again(Extra::error(&f, &[]), f.status).await,
+                }
+            }
+            "options" => {
+                let options = json!({
+                    "allow_palette_install": p.form.checked("allow_palette_install"),
+                    "allow_function_modules": p.form.checked("allow_function_modules"),
+                });
+                match p
+                    .api
+                    .act(Method::PUT, &format!("{base}/options"), Some(&options))
+                    .await
+                {
+                    Ok(_) => Done::Redirect(format!("{here}?done=options_saved#options")),
+                    Err(f) => again(Extra::error(&f, &[]), f.status).await,
+                }
+            }
+            _ => Done::Again(super::page::error_page(
+                &super::client::Failure {
+                    status: StatusCode::NOT_FOUND,
+                    code: "not_found".into(),
+                    message: "no such page".into(),
+                    retry_after_secs: None,
+                },
+                None,
+            )),
+        }
+    })
+    .await
+}
+
+/// The environment table as the API's list. A secret left empty keeps its
+/// stored value (the API never hands it back to fill the field in).
+fn env_from(p: &Posted) -> Value {
+    let names = Form::all(&p.body, "env_name");
+    let kinds = Form::all(&p.body, "env_kind");
+    let values = form_urlencoded::parse(&p.body)
+        .filter(|(k, _)| k == "env_value")
+        .map(|(_, v)| v.into_owned())
+        .collect::<Vec<_>>();
+    let existing = Form::all(&p.body, "env_existing");
+    let mut list = Vec::new();
+    for (i, name) in names.iter().enumerate() {
+        let kind = kinds.get(i).map(String::as_str).unwrap_or("plain");
+        if name.is_empty() || kind == "remove" {
+            continue;
+        }
+        let value = values.get(i).cloned().unwrap_or_default();
+        let was_existing = existing.get(i).is_some_and(|e| e == "1");
+        let secret = kind == "secret";
+        let value = if secret && was_existing && value.is_empty() {
+            Value::Null
+        } else {
+            json!(value)
+        };
+        list.push(json!({ "name": name, "secret": secret, "value": value }));
+    }
+    Value::Array(list)
+}
+
+/// The rules table as the API's list, in the order given by the position
+/// column; a row with no path prefix is dropped.
+fn rules_from(p: &Posted) -> Value {
+    let col = |name| Form::all(&p.body, name);
+    let (paths, methods, policies, roles, ranges, orders) = (
+        col("rule_path"),
+        col("rule_methods"),
+        col("rule_policy"),
+        col("rule_role"),
+        col("rule_ranges"),
+        col("rule_order"),
+    );
+    let split = |s: Option<&String>| -> Vec<String> {
+        s.map(|s| {
+            s.split([',', ' ', '\n'])
+                .map(str::trim)
+                .filter(|x| !x.is_empty())
+                .map(str::to_string)
+                .collect()
+        })
+        .unwrap_or_default()
+    };
+    let mut rows = Vec::new();
+    for (i, path) in paths.iter().enumerate() {
+        if path.is_empty() {
+            continue;
+        }
+        let policy_type = policies.get(i).map(String::as_str).unwrap_or("");
+        let mut policy = json!({ "type": policy_type });
+        if matches!(policy_type, "session" | "basic") {
+            policy["min_role"] = json!(roles.get(i).map(String::as_str).unwrap_or("viewer"));
+        }
+        let order = orders
+            .get(i)
+            .and_then(|o| o.parse::<f64>().ok())
+            .unwrap_or(i as f64 + 1.0);
+        let methods: Vec<String> = split(methods.get(i))
+            .into_iter()
+            .map(|m| m.to_ascii_uppercase())
+            .collect();
+        rows.push((
+            order,
+            i,
+            json!({
+                "path_prefix": path,
+                "methods": methods,
+                "policy": policy,
+                "client_ranges": split(ranges.get(i)),
+            }),
+        ));
+    }
+    rows.sort_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)));
+    Value::Array(rows.into_iter().map(|r| r.2).collect())
+}
+
+fn explain(a: &TestAnswer, rules: &[Rule]) -> TestOutcome {
+    let rule = a
+        .matched_rule
+        .and_then(|i| rules.get(i).map(|r| (i + 1, r.summary())));
+    let matched = match &rule {
+        Some((n, s)) => format!("Rule {n} matched: {s}."),
+        None => "No rule matched.".to_string(),
+    };
+    let (allowed, headline, because) = match a.decision.as_str() {
+        "allow" => (true, "Allowed", "the request meets the rule"),
+        "no_rule" => (
+            false,
+            "Denied",
+            "a path that no rule covers is denied by default",
+        ),
+        "address_refused" => (
+            false,
+            "Denied (403)",
+            "the client address is outside the team's or the rule's ranges",
+        ),
+        "credential_missing" => (
+            false,
+            "Denied (401)",
+            "the rule needs a credential the request does not carry",
+        ),
+        "credential_invalid" => (
+            false,
+            "Denied (401)",
+            "the credential is wrong, revoked or expired",
+        ),
+        "forbidden" => (
+            false,
+            "Denied (403)",
+            "the credential is valid but its role is below the rule's minimum",
+        ),
+        _ => (false, "Denied", "the request does not meet the rule"),
+    };
+    TestOutcome {
+        allowed,
+        headline: headline.to_string(),
+        why: format!(
+            "{matched} {}.",
+            super::auth::sentence(because).trim_end_matches('.')
+        ),
+    }
+}
+
+/// For templates.
+pub fn when(t: &str) -> String {
+    short_time(t)
+}
+
+pub fn opt_when(t: &Option<String>) -> String {
+    t.as_deref().map(short_time).unwrap_or_default()
 }

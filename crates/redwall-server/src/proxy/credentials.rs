@@ -64,6 +64,7 @@ pub async fn check_api_key(
                 && !k.revoked
                 && k.expires_at.is_none_or(|e| e > now) =>
         {
+            state.activity.instance_key_used(&k.id, now);
             KeyCheck::Valid {
                 key_id: k.id,
                 path_prefix: k.path_prefix,
