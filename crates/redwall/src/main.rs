@@ -188,6 +188,15 @@ async fn serve(config: Config) -> anyhow::Result<ExitCode> {
         println!();
         println!("  Redwall has no users yet. Create the first platform admin within one hour:");
         println!();
+        println!(
+            "    open {}/setup and enter the setup token",
+            running.base_url()
+        );
+        println!();
+        println!("    {}", token.expose());
+        println!();
+        println!("  or from a script:");
+        println!();
         println!("    curl -k -X POST {}/api/v1/setup \\", running.base_url());
         println!("      -H 'Content-Type: application/json' \\");
         println!(

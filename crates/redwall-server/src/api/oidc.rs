@@ -226,12 +226,54 @@ pub async fn callback(
         Ok(r) => r,
         Err(e) => e.into_response(),
     };
+    if wants_html(&headers) {
+        r = for_browser(r, client.https).await;
+    }
     // Whatever happened, this login attempt is over.
     if let Ok(clear) = login_cookie("", client.https, 0) {
         r.headers_mut().append(header::SET_COOKIE, clear);
     }
     r
 }
+
+/// A browser navigation (rather than a script) asked for this page.
+fn wants_html(headers: &HeaderMap) -> bool {
+    headers
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|a| a.contains("text/html"))
+}
+
+/// The callback's answer as the console shows it: a refusal goes back to
+/// the login page with a fixed message (the reason is in the audit log), an
+/// MFA challenge goes to the console's code step with the challenge in a
+/// short-lived cookie (never in a URL).
+async fn for_browser(r: Response, https: bool) -> Response {
+    if r.status().is_redirection() {
+        return r;
+    }
+    if !r.status().is_success() {
+        return see_other("/login?error=sso_failed").unwrap_or(r);
+    }
+    let body = match http_body_util::BodyExt::collect(r.into_body()).await {
+        Ok(b) => b.to_bytes(),
+        Err(_) => return ApiError::internal("reading the login answer").into_response(),
+    };
+    let challenge = serde_json::from_slice::<serde_json::Value>(&body)
+        .ok()
+        .and_then(|v| v.get("mfa_token")?.as_str().map(str::to_string));
+    let Some(token) = challenge else {
+        return see_other("/login?error=sso_failed").unwrap_or_else(|e| e.into_response());
+    };
+    let mut answer = see_other("/login/mfa").unwrap_or_else(|e| e.into_response());
+    if let Ok(cookie) = session::mfa_challenge_cookie(&token, https, MFA_COOKIE_SECS) {
+        answer.headers_mut().append(header::SET_COOKIE, cookie);
+    }
+    answer
+}
+
+/// As long as the challenge itself is good for.
+const MFA_COOKIE_SECS: i64 = 300;
 
 async fn finish(
     state: &AppState,

@@ -52,6 +52,25 @@ pub fn set_cookie(token: &str, https: bool, max_age_secs: i64) -> ApiResult<Head
     HeaderValue::from_str(&text).map_err(ApiError::internal)
 }
 
+/// Carries an MFA challenge from a single sign-on callback to the console's
+/// code step, so the challenge never appears in a URL.
+pub fn mfa_challenge_cookie_name(https: bool) -> &'static str {
+    if https {
+        "__Host-redwall_mfa"
+    } else {
+        "redwall_mfa"
+    }
+}
+
+pub fn mfa_challenge_cookie(token: &str, https: bool, max_age_secs: i64) -> ApiResult<HeaderValue> {
+    let secure = if https { "; Secure" } else { "" };
+    let text = format!(
+        "{}={token}; Path=/; Max-Age={max_age_secs}; HttpOnly; SameSite=Lax{secure}",
+        mfa_challenge_cookie_name(https)
+    );
+    HeaderValue::from_str(&text).map_err(ApiError::internal)
+}
+
 pub fn clear_cookie(https: bool) -> HeaderValue {
     if https {
         HeaderValue::from_static(

@@ -384,6 +384,30 @@ async fn finish_login(
     }
 }
 
+/// The code step after single sign-on: the challenge arrives in a cookie.
+pub async fn mfa_page(ctx: Ctx) -> Response {
+    let https = ctx.client().https;
+    let name = crate::auth::session::mfa_challenge_cookie_name(https);
+    let Some(challenge) = form::cookie_value(&ctx.headers, name) else {
+        return see_other("/login?expired=1");
+    };
+    let (layout, cookie) = anonymous_layout(&ctx, "Two-step verification");
+    let mut response = with_cookie(
+        render(&MfaStepPage {
+            layout,
+            next: "/".into(),
+            mfa_token: challenge,
+            error: None,
+        }),
+        cookie,
+    );
+    // The page holds the challenge now; the cookie has done its job.
+    if let Ok(clear) = crate::auth::session::mfa_challenge_cookie("", https, 0) {
+        response.headers_mut().append(header::SET_COOKIE, clear);
+    }
+    response
+}
+
 pub async fn mfa_submit(ctx: Ctx, body: Bytes) -> Response {
     let form = Form::parse(&body);
     let next = safe_next(form.optional("next"));

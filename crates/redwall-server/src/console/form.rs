@@ -74,7 +74,11 @@ pub fn pre_cookie_name(https: bool) -> &'static str {
 }
 
 pub fn pre_cookie_value(headers: &HeaderMap, https: bool) -> Option<String> {
-    let wanted = pre_cookie_name(https);
+    cookie_value(headers, pre_cookie_name(https)).filter(|v| v.len() >= 32 && v.len() <= 64)
+}
+
+/// A cookie's value from the request, by exact name.
+pub fn cookie_value(headers: &HeaderMap, wanted: &str) -> Option<String> {
     headers
         .get_all(axum::http::header::COOKIE)
         .iter()
@@ -83,7 +87,7 @@ pub fn pre_cookie_value(headers: &HeaderMap, https: bool) -> Option<String> {
         .filter_map(|pair| pair.trim().split_once('='))
         .find(|(name, _)| *name == wanted)
         .map(|(_, value)| value.to_string())
-        .filter(|v| v.len() >= 32 && v.len() <= 64)
+        .filter(|v| !v.is_empty() && v.len() <= 4096)
 }
 
 /// A new pre-session cookie value and its Set-Cookie header.

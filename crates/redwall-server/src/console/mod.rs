@@ -55,7 +55,7 @@ pub fn router(app: AppState, api: Router) -> Router {
         .route("/assets/{file}", get(assets::serve))
         .route("/setup", get(auth::setup_page).post(auth::setup_submit))
         .route("/login", get(auth::login_page).post(auth::login_submit))
-        .route("/login/mfa", post(auth::mfa_submit))
+        .route("/login/mfa", get(auth::mfa_page).post(auth::mfa_submit))
         .route("/logout", post(auth::logout))
         .route("/logout/everywhere", post(auth::logout_everywhere))
         .route("/", get(home::page))
