@@ -218,6 +218,13 @@ impl Reply {
             .map(|b| b.error)
             .unwrap_or_else(|_| Failure::internal());
         failure.status = self.status;
+        if failure.retry_after_secs.is_none() {
+            failure.retry_after_secs = self
+                .headers
+                .get(header::RETRY_AFTER)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.parse().ok());
+        }
         Some(failure)
     }
 

@@ -547,9 +547,12 @@ fn env_from(p: &Posted) -> Value {
             continue;
         }
         let value = values.get(i).cloned().unwrap_or_default();
-        let was_existing = existing.get(i).is_some_and(|e| e == "1");
+        // A secret's field is always shown empty: left empty, it means
+        // "keep", even when the row is turned plain (the API then asks for
+        // a value instead of revealing the stored one).
+        let was_secret = existing.get(i).is_some_and(|e| e == "secret");
         let secret = kind == "secret";
-        let value = if secret && was_existing && value.is_empty() {
+        let value = if was_secret && value.is_empty() {
             Value::Null
         } else {
             json!(value)

@@ -272,7 +272,7 @@ pub async fn settings(ctx: Ctx, Path(team): Path<String>, body: Bytes) -> Respon
         let name = p.form.text("name");
         let cidrs_text = p.form.raw("allowed_cidrs");
         let cidrs: Vec<String> = cidrs_text
-            .split(|c: char| c == '\n' || c == ',')
+            .split(['\n', ','])
             .map(str::trim)
             .filter(|c| !c.is_empty())
             .map(str::to_string)

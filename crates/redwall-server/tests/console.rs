@@ -1,0 +1,384 @@
+//! The web console's pages and forms over HTTP: the same rules as the API,
+//! forms that survive bad input, and nothing secret or unescaped on a page.
+//! (The same flows in a real browser: tests/browser/.)
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod common;
+
+use common::{create_team, join_team, Client, Resp, TestServer, USER_PASSWORD};
+use serde_json::json;
+
+/// Posts a console form the way a browser does: urlencoded, with the
+/// session cookie, the page's CSRF token and form id, and our own Origin.
+async fn form(c: &Client, path: &str, fields: &[(&str, &str)]) -> Resp {
+    let form_id = format!("{:032x}", rand_id());
+    let csrf = c.csrf.clone().unwrap_or_default();
+    let mut all: Vec<(&str, &str)> = vec![("csrf", &csrf), ("form_id", &form_id)];
+    all.extend_from_slice(fields);
+    form_raw(c, path, &all, &c.base).await
+}
+
+async fn form_raw(c: &Client, path: &str, fields: &[(&str, &str)], origin: &str) -> Resp {
+    let mut req = c
+        .http
+        .post(format!("{}{}", c.base, path))
+        .header("origin", origin)
+        .form(fields);
+    if let Some(cookie) = &c.cookie {
+        req = req.header("cookie", cookie);
+    }
+    c.raw(req).await
+}
+
+fn rand_id() -> u128 {
+    use std::time::{SystemTime, UNIX_EPOCH};
+    let t = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_nanos();
+    t ^ (u128::from(std::process::id()) << 64) ^ 0x5eed_5eed_5eed_5eed_5eed
+}
+
+fn location(r: &Resp) -> String {
+    r.headers
+        .get("location")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_string()
+}
+
+async fn new_instance(owner: &Client, team: &str, name: &str) -> String {
+    let r = owner
+        .post(
+            &format!("/api/v1/teams/{team}/instances"),
+            json!({"name": name, "start": false}),
+        )
+        .await;
+    assert_eq!(r.status, 201, "create instance: {}", r.body);
+    r.body["id"].as_str().unwrap().to_string()
+}
+
+async fn pages_need_a_session_and_say_when_it_ended(s: &TestServer) {
+    let r = s.anonymous().get("/").await;
+    assert_eq!(r.status, 303);
+    assert_eq!(location(&r), "/login?next=%2F");
+    let mut stale = s.anonymous();
+    stale.cookie = Some("redwall_session=rwc_notasessionnotasessionnotasessionnotasess".into());
+    let r = stale.get("/teams/new").await;
+    assert_eq!(r.status, 303);
+    assert!(location(&r).contains("expired=1"), "{}", location(&r));
+    let r = s.anonymous().get(&location(&r)).await;
+    assert!(r.text.contains("Your session has ended"), "{}", r.text);
+    let csp = r.headers["content-security-policy"].to_str().unwrap();
+    assert!(csp.contains("script-src 'self'") && !csp.contains("unsafe-inline"));
+}
+
+async fn forms_refuse_stale_tokens_other_sites_and_double_submits(s: &TestServer) {
+    let admin = s.admin().await;
+    let r = form_raw(
+        &admin,
+        "/teams",
+        &[
+            ("csrf", "stale"),
+            ("form_id", "0123456789abcdef0123"),
+            ("name", "one"),
+        ],
+        &admin.base,
+    )
+    .await;
+    assert_eq!(r.status, 403);
+    assert!(r.text.contains("This page expired"), "{}", r.text);
+
+    let csrf = admin.csrf.clone().unwrap();
+    let r = form_raw(
+        &admin,
+        "/teams",
+        &[
+            ("csrf", &csrf),
+            ("form_id", "0123456789abcdef0123"),
+            ("name", "evil"),
+        ],
+        "https://evil.example",
+    )
+    .await;
+    assert_eq!(r.status, 403);
+
+    // The same rendered form sent twice: one team, and the second lands
+    // where the first went.
+    let fields = [
+        ("csrf", csrf.as_str()),
+        ("form_id", "fedcba9876543210fedcba98"),
+        ("name", "Operations"),
+    ];
+    let first = form_raw(&admin, "/teams", &fields, &admin.base).await;
+    let second = form_raw(&admin, "/teams", &fields, &admin.base).await;
+    assert_eq!(first.status, 303, "{}", first.text);
+    assert_eq!(location(&first), location(&second));
+    let teams = admin.get("/api/v1/teams").await;
+    let names: Vec<&str> = teams
+        .body
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["Operations"]);
+}
+
+async fn a_refused_form_keeps_what_was_typed_and_names_the_field(s: &TestServer) {
+    let admin = s.admin().await;
+    let long = "Long name ".repeat(20);
+    let r = form(&admin, "/teams", &[("name", &long)]).await;
+    assert_eq!(r.status, 422, "{}", r.text);
+    assert!(
+        r.text.contains(&format!(r#"value="{}""#, long.trim())),
+        "the name typed is kept"
+    );
+    assert!(r.text.contains("field-error"), "{}", r.text);
+    assert!(r.text.contains(r#"aria-invalid="true""#));
+    // After the refusal the same form may be corrected and sent again.
+    let r = form(&admin, "/teams", &[("name", "Free")]).await;
+    assert_eq!(r.status, 303, "{}", r.text);
+}
+
+async fn a_viewer_sees_no_controls_and_a_forced_post_is_refused(s: &TestServer) {
+    let admin = s.admin().await;
+    let team = create_team(&admin, "Plant").await;
+    let instance = new_instance(&admin, &team, "plant-flows").await;
+    let viewer = s.user(&admin, "vera").await;
+    join_team(&admin, &viewer, &team, "vera", "viewer").await;
+
+    let owner_page = admin
+        .get(&format!("/teams/{team}/instances/{instance}"))
+        .await;
+    assert!(owner_page
+        .text
+        .contains(&format!("/instances/{instance}/start")));
+    let page = viewer
+        .get(&format!("/teams/{team}/instances/{instance}"))
+        .await;
+    assert_eq!(page.status, 200);
+    assert!(
+        !page.text.contains(&format!("/instances/{instance}/start")),
+        "no start button"
+    );
+    assert!(!page.text.contains("Save environment"));
+    assert!(!page.text.contains("Delete instance"));
+    let home = viewer.get("/").await;
+    assert!(home.text.contains("plant-flows") && !home.text.contains("/start\""));
+
+    let r = form(
+        &viewer,
+        &format!("/teams/{team}/instances/{instance}/start"),
+        &[],
+    )
+    .await;
+    assert_eq!(r.status, 403, "{}", r.text);
+    let i = admin
+        .get(&format!("/api/v1/teams/{team}/instances/{instance}"))
+        .await;
+    assert_eq!(i.body["desired_state"], "stopped");
+
+    // Someone outside the team learns nothing, not even that it exists.
+    let stranger = s.user(&admin, "stan").await;
+    let r = stranger.get(&format!("/teams/{team}")).await;
+    assert_eq!(r.status, 404);
+}
+
+async fn a_secret_is_never_shown_again_and_values_are_escaped(s: &TestServer) {
+    let admin = s.admin().await;
+    let team = create_team(&admin, "Secrets").await;
+    let instance = new_instance(&admin, &team, "vault-flows").await;
+    let path = format!("/teams/{team}/instances/{instance}");
+    let hostile = r#""><script>alert(1)</script>"#;
+    let r = form(
+        &admin,
+        &format!("{path}/env"),
+        &[
+            ("env_name", "DB_PASSWORD"),
+            ("env_existing", "0"),
+            ("env_value", "s3cret-value-42"),
+            ("env_kind", "secret"),
+            ("env_name", "GREETING"),
+            ("env_existing", "0"),
+            ("env_value", hostile),
+            ("env_kind", "plain"),
+        ],
+    )
+    .await;
+    assert_eq!(r.status, 303, "{}", r.text);
+    let page = admin.get(&path).await;
+    assert!(page.text.contains("DB_PASSWORD"));
+    assert!(
+        !page.text.contains("s3cret-value-42"),
+        "the secret is not on the page"
+    );
+    assert!(
+        !page.text.contains("<script>alert(1)"),
+        "typed text is escaped"
+    );
+    assert!(page.text.contains("&lt;script&gt;") || page.text.contains("&#60;script&#62;"));
+
+    // Saving again with the secret's field empty keeps it; making it plain
+    // without a new value is refused rather than revealing it.
+    let r = form(
+        &admin,
+        &format!("{path}/env"),
+        &[
+            ("env_name", "DB_PASSWORD"),
+            ("env_existing", "secret"),
+            ("env_value", ""),
+            ("env_kind", "plain"),
+        ],
+    )
+    .await;
+    assert_eq!(r.status, 422, "{}", r.text);
+    assert!(r.text.contains("no longer secret"), "{}", r.text);
+    let env = admin
+        .get(&format!("/api/v1/teams/{team}/instances/{instance}/env"))
+        .await;
+    let vars = env.body.as_array().unwrap();
+    let secret = vars.iter().find(|v| v["name"] == "DB_PASSWORD").unwrap();
+    assert_eq!(secret["secret"], true);
+    assert!(secret["value"].is_null());
+    assert!(!env.text.contains("s3cret-value-42"));
+}
+
+async fn route_test_explains_which_rule_matched(s: &TestServer) {
+    let admin = s.admin().await;
+    let team = create_team(&admin, "Routes").await;
+    let instance = new_instance(&admin, &team, "route-flows").await;
+    let path = format!("/teams/{team}/instances/{instance}");
+    let r = form(
+        &admin,
+        &format!("{path}/routes"),
+        &[
+            ("rule_order", "2"),
+            ("rule_path", "/api"),
+            ("rule_methods", "get, post"),
+            ("rule_policy", "api_key"),
+            ("rule_role", "viewer"),
+            ("rule_ranges", ""),
+            ("rule_order", "1"),
+            ("rule_path", "/form"),
+            ("rule_methods", ""),
+            ("rule_policy", "session"),
+            ("rule_role", "dashboard"),
+            ("rule_ranges", "10.0.0.0/8"),
+        ],
+    )
+    .await;
+    assert_eq!(r.status, 303, "{}", r.text);
+    let rules = admin
+        .get(&format!("/api/v1/teams/{team}/instances/{instance}/routes"))
+        .await;
+    assert_eq!(
+        rules.body[0]["path_prefix"], "/form",
+        "ordered by the order column"
+    );
+    assert_eq!(rules.body[1]["methods"], json!(["GET", "POST"]));
+
+    let r = form(
+        &admin,
+        &format!("{path}/routes-test"),
+        &[
+            ("method", "get"),
+            ("path", "/api/orders"),
+            ("credential", "none"),
+        ],
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    assert!(r.text.contains("Rule 2 matched: /api"), "{}", r.text);
+    assert!(r.text.contains("Denied (401)"));
+    let r = form(
+        &admin,
+        &format!("{path}/routes-test"),
+        &[
+            ("method", "GET"),
+            ("path", "/other"),
+            ("credential", "none"),
+        ],
+    )
+    .await;
+    assert!(r.text.contains("No rule matched"), "{}", r.text);
+}
+
+async fn login_form_says_what_went_wrong(s: &TestServer) {
+    let admin = s.admin().await;
+    s.create_user(&admin, "lena").await;
+    let anon = s.anonymous();
+    let page = anon.get("/login").await;
+    let cookie = page.headers["set-cookie"]
+        .to_str()
+        .unwrap()
+        .split(';')
+        .next()
+        .unwrap()
+        .to_string();
+    let csrf = page
+        .text
+        .split(r#"name="csrf" value=""#)
+        .nth(1)
+        .unwrap()
+        .split('"')
+        .next()
+        .unwrap()
+        .to_string();
+    let mut browser = anon.clone();
+    browser.cookie = Some(cookie);
+    let mut last = None;
+    for _ in 0..12 {
+        let r = form_raw(
+            &browser,
+            "/login",
+            &[
+                ("csrf", &csrf),
+                ("username", "lena"),
+                ("password", "wrong-password-1"),
+            ],
+            &browser.base,
+        )
+        .await;
+        if r.status == 429 {
+            last = Some(r);
+            break;
+        }
+        assert_eq!(r.status, 401, "{}", r.text);
+        assert!(r.text.contains("The username or password is incorrect"));
+        assert!(r.text.contains(r#"value="lena""#), "the username is kept");
+        assert!(!r.text.contains("wrong-password-1"), "the password is not");
+    }
+    let throttled = last.expect("repeated failures are throttled");
+    assert!(
+        throttled
+            .text
+            .contains("Too many failed attempts. Try again in"),
+        "{}",
+        throttled.text
+    );
+
+    // A login form from another site is refused before any password check.
+    let r = form_raw(
+        &browser,
+        "/login",
+        &[
+            ("csrf", &csrf),
+            ("username", "lena"),
+            ("password", USER_PASSWORD),
+        ],
+        "https://evil.example",
+    )
+    .await;
+    assert_eq!(r.status, 403);
+}
+
+on_both_backends!(
+    pages_need_a_session_and_say_when_it_ended,
+    forms_refuse_stale_tokens_other_sites_and_double_submits,
+    a_refused_form_keeps_what_was_typed_and_names_the_field,
+    a_viewer_sees_no_controls_and_a_forced_post_is_refused,
+    a_secret_is_never_shown_again_and_values_are_escaped,
+    route_test_explains_which_rule_matched,
+    login_form_says_what_went_wrong,
+);
