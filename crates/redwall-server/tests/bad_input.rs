@@ -166,7 +166,7 @@ async fn every_response_carries_the_security_headers(s: &TestServer) {
         let csp = r.headers["content-security-policy"].to_str().unwrap();
         assert!(csp.contains("default-src 'self'") && csp.contains("frame-ancestors 'none'"));
         assert_eq!(r.headers["x-content-type-options"], "nosniff");
-        assert_eq!(r.headers["referrer-policy"], "no-referrer");
+        assert_eq!(r.headers["referrer-policy"], "same-origin");
         assert!(
             r.headers.get("strict-transport-security").is_none(),
             "no HSTS over plain HTTP"

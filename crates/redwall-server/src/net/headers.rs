@@ -49,9 +49,12 @@ pub async fn security_headers(
         HeaderValue::from_static("nosniff"),
     );
     h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
+    // Not "no-referrer": with it, browsers send `Origin: null` on same-site
+    // form posts, and our CSRF checks need the real origin. "same-origin"
+    // still sends nothing to other sites.
     h.insert(
         header::REFERRER_POLICY,
-        HeaderValue::from_static("no-referrer"),
+        HeaderValue::from_static("same-origin"),
     );
     h.insert(
         "cross-origin-opener-policy",
