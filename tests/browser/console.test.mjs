@@ -3,6 +3,7 @@
 // proxy, secrets, logout; and every main page under the strict CSP.
 import { describe, it, before, after } from "node:test";
 import assert from "node:assert/strict";
+import { readFile } from "node:fs/promises";
 import {
   startRedwall, launchBrowser, watchPage, saveScreenshot, screenshotOnFailure, api, apiLogin, PASSWORD,
 } from "./lib/harness.mjs";
@@ -64,7 +65,9 @@ describe("the Redwall console", () => {
       await admin.getByLabel("Password again").fill(PASSWORD);
       await admin.getByRole("button", { name: "Create administrator" }).click();
       await admin.waitForURL(/\/account\/mfa\?first_run=1/);
-      await admin.goto(`${redwall.baseUrl}/`);
+      await admin.getByText("strongly recommended").waitFor();
+      await saveScreenshot(admin, "first-run-mfa-offer");
+      await admin.getByTestId("skip-mfa").click();
       await admin.getByRole("heading", { name: "Your teams" }).waitFor();
       // The token worked once only.
       const again = await api(redwall.baseUrl, "POST", "/api/v1/setup",
@@ -87,18 +90,47 @@ describe("the Redwall console", () => {
     await page.context().close();
   });
 
-  it("login with MFA: password, then the authenticator's code", async () => {
+  it("enrol MFA with the QR code, keep the recovery codes, then log in with a code", async () => {
     const setup = await apiLogin(redwall.baseUrl, "admin", PASSWORD);
     const created = await api(redwall.baseUrl, "POST", "/api/v1/users", { username: "mia", password: PASSWORD }, setup);
     assert.equal(created.status, 201, created.text);
-    const mia = await apiLogin(redwall.baseUrl, "mia", PASSWORD);
-    const enrol = await api(redwall.baseUrl, "POST", "/api/v1/me/mfa/enrol", {}, mia);
-    const secret = enrol.json.secret;
-    const confirm = await api(redwall.baseUrl, "POST", "/api/v1/me/mfa/confirm", { code: totp(secret) }, mia);
-    assert.equal(confirm.status, 200, confirm.text);
-
     const page = await newPage();
-    await screenshotOnFailure(page, "login-mfa", async () => {
+    await screenshotOnFailure(page, "mfa", async () => {
+      await login(page, "mia");
+      await page.getByRole("heading", { name: "Your teams" }).waitFor();
+      await page.getByRole("link", { name: "Account" }).click();
+      await page.getByRole("link", { name: "Two-step verification" }).click();
+      await page.getByRole("button", { name: "Set up an authenticator app" }).click();
+      const qr = page.getByTestId("mfa-qr");
+      await qr.waitFor();
+      assert.ok(await qr.evaluate((img) => img.complete && img.naturalWidth > 0), "the QR code is drawn");
+      await saveScreenshot(page, "account-mfa-enrol");
+      const secret = (await page.getByTestId("mfa-secret").textContent()).trim();
+      await page.getByLabel("Code from your app").fill("123456");
+      await page.getByRole("button", { name: "Turn on" }).click();
+      await page.locator(".field-error").waitFor();
+      await page.getByTestId("mfa-qr").waitFor();
+      await page.getByLabel("Code from your app").fill(totp(secret));
+      await page.getByRole("button", { name: "Turn on" }).click();
+      const codes = page.getByTestId("recovery-codes");
+      await codes.waitFor();
+      const shown = (await codes.textContent()).trim().split("\n");
+      assert.ok(shown.length >= 8, `recovery codes: ${shown.length}`);
+      await saveScreenshot(page, "account-mfa-recovery-codes");
+      const [download] = await Promise.all([
+        page.waitForEvent("download"),
+        page.getByRole("button", { name: "Download as a text file" }).click(),
+      ]);
+      assert.equal(download.suggestedFilename(), "redwall-recovery-codes.txt");
+      const file = await readFile(await download.path(), "utf8");
+      assert.deepEqual(file.trim().split("\n"), shown);
+      // Shown once: the page again no longer has them.
+      await page.goto(`${redwall.baseUrl}/account/mfa`);
+      await page.getByText("Two-step verification is on").waitFor();
+      assert.equal(await page.getByTestId("recovery-codes").count(), 0);
+      assert.ok(!(await page.content()).includes(shown[0]));
+
+      await page.getByTestId("logout").click();
       await login(page, "mia");
       await page.getByRole("heading", { name: "Two-step verification" }).waitFor();
       await saveScreenshot(page, "login-mfa-step");

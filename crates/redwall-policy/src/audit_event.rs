@@ -35,6 +35,7 @@ pub enum AuditEvent {
     AccessDenied,
     CsrfRejected,
     AuditExported,
+    AuditVerified,
     TeamCreated,
     TeamRenamed,
     TeamSettingsChanged,
@@ -89,7 +90,7 @@ impl Outcome {
 }
 
 impl AuditEvent {
-    pub const ALL: [AuditEvent; 63] = [
+    pub const ALL: [AuditEvent; 64] = [
         AuditEvent::SetupCompleted,
         AuditEvent::SetupTokenRejected,
         AuditEvent::LoginSucceeded,
@@ -120,6 +121,7 @@ impl AuditEvent {
         AuditEvent::AccessDenied,
         AuditEvent::CsrfRejected,
         AuditEvent::AuditExported,
+        AuditEvent::AuditVerified,
         AuditEvent::TeamCreated,
         AuditEvent::TeamRenamed,
         AuditEvent::TeamSettingsChanged,
@@ -189,6 +191,7 @@ impl AuditEvent {
             AccessDenied => "access.denied",
             CsrfRejected => "access.csrf_rejected",
             AuditExported => "audit.exported",
+            AuditVerified => "audit.verified",
             TeamCreated => "team.created",
             TeamRenamed => "team.renamed",
             TeamSettingsChanged => "team.settings_changed",

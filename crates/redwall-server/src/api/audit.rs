@@ -158,6 +158,60 @@ async fn page(state: &AppState, f: AuditFilter) -> ApiResult<Json<AuditPage>> {
     }))
 }
 
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct ChainCheck {
+    /// True when every entry recomputes and links to the one before.
+    pub ok: bool,
+    pub entries_checked: u64,
+    pub last_seq: Option<i64>,
+    /// The first entry where the chain breaks, if any.
+    pub first_problem: Option<ChainBreak>,
+}
+
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct ChainBreak {
+    pub seq: i64,
+    /// altered, removed or inserted.
+    pub kind: &'static str,
+    pub message: String,
+}
+
+/// Recomputes the whole hash chain now (as `redwall audit verify` does) and
+/// records that it was checked, with the result.
+pub async fn verify(
+    State(state): State<AppState>,
+    principal: Principal,
+    client: ClientInfo,
+) -> ApiResult<Json<ChainCheck>> {
+    let report = state.store.verify_audit_chain(&state.chain_key).await?;
+    let first_problem = report.problem.map(|p| ChainBreak {
+        seq: p.seq,
+        kind: match p.kind {
+            redwall_store::ChainProblemKind::Altered => "altered",
+            redwall_store::ChainProblemKind::Removed => "removed",
+            redwall_store::ChainProblemKind::Inserted => "inserted",
+        },
+        message: p.message,
+    });
+    let check = ChainCheck {
+        ok: first_problem.is_none(),
+        entries_checked: report.checked,
+        last_seq: report.last_seq,
+        first_problem,
+    };
+    audit::record(
+        &state,
+        Some(&Actor::of(&principal)),
+        &client,
+        AuditEvent::AuditVerified,
+        if check.ok { Outcome::Success } else { Outcome::Failure },
+        None,
+        json!({ "entries_checked": check.entries_checked, "first_problem": check.first_problem.as_ref().map(|p| p.seq) }),
+    )
+    .await?;
+    Ok(Json(check))
+}
+
 /// JSON Lines, oldest first, streamed so memory stays flat however long the log.
 pub async fn export(
     State(state): State<AppState>,

@@ -457,6 +457,14 @@ pub fn routes() -> Vec<Route> {
         .query(AUDIT_QUERY)
         .response(schema::<audit::AuditPage>()),
         needs(
+            M::POST,
+            "/api/v1/audit/verify",
+            P::AuditPlatformRead,
+            "Recompute the audit hash chain and name the first entry altered, removed or inserted",
+            audit::verify,
+        )
+        .response(schema::<audit::ChainCheck>()),
+        needs(
             M::GET,
             "/api/v1/audit/export",
             P::AuditPlatformRead,
