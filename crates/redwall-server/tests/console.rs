@@ -373,7 +373,108 @@ async fn login_form_says_what_went_wrong(s: &TestServer) {
     assert_eq!(r.status, 403);
 }
 
+async fn account_forms_explain_refusals_and_show_new_secrets_once(s: &TestServer) {
+    let admin = s.admin().await;
+    let user = s.user(&admin, "olga").await;
+    let r = form(
+        &user,
+        "/account/password",
+        &[
+            ("current_password", USER_PASSWORD),
+            ("new_password", "short"),
+            ("new_password_confirm", "short"),
+        ],
+    )
+    .await;
+    assert_eq!(r.status, 422, "{}", r.text);
+    assert!(r.text.contains("field-error"), "{}", r.text);
+    assert!(
+        !r.text.contains(USER_PASSWORD),
+        "passwords are never put back into the page"
+    );
+
+    let fields = [("token_name", "ci deploy"), ("token_scope", "read")];
+    let r = form(&user, "/account/tokens", &fields).await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    let token = r
+        .text
+        .split("rwp_")
+        .nth(1)
+        .expect("the new token is shown")
+        .split('<')
+        .next()
+        .unwrap();
+    let shown = format!("rwp_{token}");
+    let page = user.get("/account").await;
+    assert!(
+        page.text.contains("ci deploy") && !page.text.contains(&shown),
+        "shown once only"
+    );
+
+    // MFA: the QR code and key, then recovery codes once.
+    let r = form(&user, "/account/mfa/enrol", &[]).await;
+    assert!(r.text.contains("data:image/svg+xml;base64,"), "{}", r.text);
+    let secret = r
+        .text
+        .split(r#"data-testid="mfa-secret">"#)
+        .nth(1)
+        .unwrap()
+        .split('<')
+        .next()
+        .unwrap();
+    let secret = redwall_crypto::totp::TotpSecret::from_base32(secret).unwrap();
+    let code = secret.code_at((redwall_server::clock::Clock::now(&s.clock) / 1_000_000) as u64);
+    let confirm = [("code", code.as_str())];
+    let csrf = user.csrf.clone().unwrap();
+    let with_id = |extra: &[(&'static str, &str)]| -> Vec<(&'static str, String)> {
+        let mut v = vec![
+            ("csrf", csrf.clone()),
+            ("form_id", "mfa-confirm-0123456789".to_string()),
+        ];
+        v.extend(extra.iter().map(|(k, v)| (*k, v.to_string())));
+        v
+    };
+    let fields = with_id(&confirm);
+    let fields: Vec<(&str, &str)> = fields.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let first = form_raw(&user, "/account/mfa/confirm", &fields, &user.base).await;
+    assert!(
+        first.text.contains(r#"data-testid="recovery-codes""#),
+        "{}",
+        first.text
+    );
+    let again = form_raw(&user, "/account/mfa/confirm", &fields, &user.base).await;
+    assert_eq!(
+        again.status, 303,
+        "a second submit does not show the codes again"
+    );
+    let page = user.get(&location(&again)).await;
+    assert!(!page.text.contains("recovery-codes\""), "{}", page.text);
+}
+
+async fn admin_pages_are_for_admins_and_verify_the_chain(s: &TestServer) {
+    let admin = s.admin().await;
+    let user = s.user(&admin, "paul").await;
+    assert_eq!(user.get("/admin/users").await.status, 403);
+    assert_eq!(user.get("/admin/audit").await.status, 403);
+    assert!(
+        !user.get("/").await.text.contains("/admin/users"),
+        "no Admin link"
+    );
+    let r = form(&user, "/admin/audit/verify", &[]).await;
+    assert_eq!(r.status, 403);
+
+    let page = admin.get("/admin/users").await;
+    assert!(page.text.contains("paul"));
+    let r = form(&admin, "/admin/audit/verify", &[]).await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    assert!(r.text.contains("Intact."), "{}", r.text);
+    let events = common::audit_events(&admin, "audit.verified").await;
+    assert_eq!(events.len(), 1);
+}
+
 on_both_backends!(
+    account_forms_explain_refusals_and_show_new_secrets_once,
+    admin_pages_are_for_admins_and_verify_the_chain,
     pages_need_a_session_and_say_when_it_ended,
     forms_refuse_stale_tokens_other_sites_and_double_submits,
     a_refused_form_keeps_what_was_typed_and_names_the_field,
