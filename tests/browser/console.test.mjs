@@ -191,6 +191,8 @@ describe("the Redwall console", () => {
       await admin.getByRole("button", { name: "Create instance" }).click();
       await admin.getByRole("heading", { name: "line-one" }).waitFor();
       state.instance = admin.url().match(/\/instances\/([0-9a-f]{32})/)[1];
+      // Live logs: the page follows the instance's log stream.
+      await admin.locator("[data-log-state]", { hasText: "live" }).waitFor();
       // The page's own script follows the status until Node-RED is up.
       await admin.locator('.team-head [data-status="running"]').waitFor({ timeout: 90_000 });
       await saveScreenshot(admin, "instance");
@@ -284,6 +286,15 @@ describe("the Redwall console", () => {
         await saveScreenshot(page, name);
       });
     }
+    // Keyboard: the first Tab lands on "Skip to content", visibly focused.
+    await page.goto(redwall.baseUrl + "/");
+    await page.keyboard.press("Tab");
+    const focused = await page.evaluate(() => {
+      const el = document.activeElement;
+      return { text: el.textContent, outline: getComputedStyle(el).outlineStyle };
+    });
+    assert.equal(focused.text, "Skip to content");
+    assert.notEqual(focused.outline, "none", "focus is visible");
     // Phone width: the pages reflow instead of overflowing.
     await page.setViewportSize({ width: 375, height: 800 });
     for (const [name, path] of [["home-phone", "/"], ["instance-phone", `/teams/${state.team}/instances/${state.instance}`]]) {

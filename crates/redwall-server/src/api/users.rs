@@ -17,7 +17,8 @@ use redwall_store::User;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
-#[derive(Serialize, utoipa::ToSchema)]
+/// Also read back by the console (`console/admin.rs`).
+#[derive(Serialize, Deserialize, utoipa::ToSchema)]
 pub struct UserView {
     pub id: String,
     pub username: String,
@@ -40,7 +41,7 @@ impl From<&User> for UserView {
     }
 }
 
-#[derive(Serialize, utoipa::ToSchema)]
+#[derive(Serialize, Deserialize, utoipa::ToSchema)]
 pub struct UserList {
     pub users: Vec<UserView>,
     /// Pass as `after` to get the next page; absent on the last page.

@@ -2,11 +2,12 @@
 //! log with export and chain verification. The API refuses all of it to
 //! anyone but platform admins; the navigation only hides the links.
 
+use super::audit_log::AuditFilters;
 use super::auth::FieldErrors;
 use super::models::{short_time, AuditPage};
 use super::page::{render, render_status, Ctx, Layout, Me};
 use super::submit::{self, Done, Posted};
-use super::teams::AuditFilters;
+use crate::api::users::{UserList, UserView};
 use askama::Template;
 use axum::body::Bytes;
 use axum::extract::Path;
@@ -14,23 +15,6 @@ use axum::http::{Method, StatusCode};
 use axum::response::Response;
 use serde::Deserialize;
 use serde_json::json;
-
-#[derive(Deserialize)]
-pub struct UserRow {
-    pub id: String,
-    pub username: String,
-    pub is_admin: bool,
-    pub suspended: bool,
-    pub mfa_enabled: bool,
-    pub created_at: String,
-}
-
-#[derive(Deserialize)]
-struct UserList {
-    users: Vec<UserRow>,
-    #[serde(default)]
-    next: Option<String>,
-}
 
 #[derive(Deserialize)]
 pub struct Settings {
@@ -58,7 +42,7 @@ pub struct ChainBreak {
 #[template(path = "console/admin_users.html")]
 struct UsersPage {
     layout: Layout,
-    users: Vec<UserRow>,
+    users: Vec<UserView>,
     next: Option<String>,
     errors: FieldErrors,
     new_username: String,
@@ -294,24 +278,8 @@ async fn audit_view(ctx: &Ctx, check: Option<ChainCheck>) -> Response {
         Err(r) => return r,
     };
     let filters = AuditFilters::read(ctx);
-    let query = if filters.cursor.is_empty() {
-        filters.query()
-    } else {
-        filters.with_cursor(&filters.cursor)
-    };
-    let (page, error) = match ctx
-        .api
-        .get::<AuditPage>(&format!("/api/v1/audit?{query}"))
-        .await
-    {
-        Ok(p) => (p, None),
-        Err(f) if f.status == StatusCode::BAD_REQUEST => (
-            AuditPage {
-                entries: Vec::new(),
-                next_cursor: None,
-            },
-            Some(super::auth::describe(&f)),
-        ),
+    let (page, error) = match filters.load(ctx, "/api/v1/audit").await {
+        Ok(x) => x,
         Err(f) => return ctx.refused(&f, Some(&me)),
     };
     render(&AuditLogPage {

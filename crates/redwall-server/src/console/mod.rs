@@ -10,6 +10,7 @@
 pub mod account;
 pub mod admin;
 pub mod assets;
+pub mod audit_log;
 pub mod auth;
 pub mod client;
 pub mod form;

@@ -1,6 +1,7 @@
 //! Team pages: create, members and roles, invitations, settings, leave,
 //! delete, the team audit log; and the invitee's side of invitations.
 
+use super::audit_log::AuditFilters;
 use super::auth::{describe, FieldErrors};
 use super::models::{short_time, AuditPage, Instance, Invitation, Member, Team};
 use super::page::{render, render_status, Ctx, Layout, Me};
@@ -56,54 +57,6 @@ struct InvitationsPage {
     layout: Layout,
     invitations: Vec<Invitation>,
     highlight: String,
-}
-
-/// The audit filters, as typed, and as a query string for the API.
-pub struct AuditFilters {
-    pub actor: String,
-    pub event: String,
-    pub since: String,
-    pub until: String,
-    pub cursor: String,
-}
-
-impl AuditFilters {
-    pub fn read(ctx: &Ctx) -> AuditFilters {
-        let q = |name| ctx.query_param(name).unwrap_or_default().trim().to_string();
-        AuditFilters {
-            actor: q("actor"),
-            event: q("event"),
-            since: q("since"),
-            until: q("until"),
-            cursor: q("cursor"),
-        }
-    }
-
-    /// The non-empty filters (without the cursor) as a query string.
-    pub fn query(&self) -> String {
-        let mut s = form_urlencoded::Serializer::new(String::new());
-        for (k, v) in [
-            ("actor", &self.actor),
-            ("event", &self.event),
-            ("since", &self.since),
-            ("until", &self.until),
-        ] {
-            if !v.is_empty() {
-                s.append_pair(k, v);
-            }
-        }
-        s.finish()
-    }
-
-    pub fn with_cursor(&self, cursor: &str) -> String {
-        let base = self.query();
-        let c: String = form_urlencoded::byte_serialize(cursor.as_bytes()).collect();
-        if base.is_empty() {
-            format!("cursor={c}")
-        } else {
-            format!("{base}&cursor={c}")
-        }
-    }
 }
 
 fn notice(code: Option<&str>) -> Option<&'static str> {
@@ -505,23 +458,8 @@ pub async fn audit_page(ctx: Ctx, Path(team): Path<String>) -> Response {
         Err(f) => return ctx.refused(&f, Some(&me)),
     };
     let filters = AuditFilters::read(&ctx);
-    let mut query = filters.query();
-    if !filters.cursor.is_empty() {
-        query = filters.with_cursor(&filters.cursor);
-    }
-    let (page, error) = match ctx
-        .api
-        .get::<AuditPage>(&format!("{base}/audit?{query}"))
-        .await
-    {
-        Ok(p) => (p, None),
-        Err(f) if f.status == StatusCode::BAD_REQUEST => (
-            AuditPage {
-                entries: Vec::new(),
-                next_cursor: None,
-            },
-            Some(describe(&f)),
-        ),
+    let (page, error) = match filters.load(&ctx, &format!("{base}/audit")).await {
+        Ok(x) => x,
         Err(f) => return ctx.refused(&f, Some(&me)),
     };
     render(&TeamAuditPage {
