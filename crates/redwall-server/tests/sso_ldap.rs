@@ -165,6 +165,55 @@ async fn a_directory_user_logs_in_and_the_session_works() {
     // An unknown provider is absent, not a failed login.
     let (_, r) = ldap_login(&w.s, "nope", "alice", &password_of("alice")).await;
     assert_eq!(r.status, 404);
+
+    // The console's login page offers the directory and logs in through it.
+    let page = w.s.anonymous().get("/login").await;
+    assert!(
+        page.text
+            .contains(r#"<option value="corp">Directory corp</option>"#),
+        "{}",
+        page.text
+    );
+    let cookie = page.headers["set-cookie"]
+        .to_str()
+        .unwrap()
+        .split(';')
+        .next()
+        .unwrap()
+        .to_string();
+    let csrf = page
+        .text
+        .split(r#"name="csrf" value=""#)
+        .nth(1)
+        .unwrap()
+        .split('"')
+        .next()
+        .unwrap()
+        .to_string();
+    let password = password_of("alice");
+    let r =
+        w.s.anonymous()
+            .raw(
+                w.s.anonymous()
+                    .http
+                    .post(w.s.url("/login"))
+                    .header("cookie", cookie)
+                    .header("origin", w.s.url(""))
+                    .form(&[
+                        ("csrf", csrf.as_str()),
+                        ("provider", "corp"),
+                        ("username", "alice"),
+                        ("password", password.as_str()),
+                        ("next", "/teams/new"),
+                    ]),
+            )
+            .await;
+    assert_eq!(r.status, 303, "{}", r.text);
+    assert_eq!(r.headers["location"], "/teams/new");
+    assert!(r.headers["set-cookie"]
+        .to_str()
+        .unwrap()
+        .starts_with("redwall_session="));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

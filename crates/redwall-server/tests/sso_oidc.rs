@@ -415,6 +415,15 @@ async fn alice_logs_in_and_gets_her_team_role(backend: Backend) {
     let ops = create_team(&admin, "ops").await;
     let idp = Idp::start(listener, &s.url(""), &RS256).await;
 
+    // The console's login page has the provider's button.
+    let page = s.anonymous().get("/login?next=/teams").await;
+    assert!(
+        page.text
+            .contains(r#"href="/api/v1/auth/oidc/corp/start?next=/teams""#),
+        "{}",
+        page.text
+    );
+
     let r = sso_login(&s, &idp, "alice").await;
     assert_eq!(r.status, 303, "{}", r.text);
     assert_eq!(r.headers["location"], "/teams");
@@ -698,6 +707,17 @@ async fn garbage_callbacks_get_a_clear_400_and_an_audit_entry() {
             r.text
         );
     }
+    // A browser (asking for HTML) goes back to the login page instead, with
+    // a fixed message and no detail.
+    let mut navigating = c.clone();
+    navigating
+        .headers
+        .push(("accept", "text/html,application/xhtml+xml".into()));
+    let r = navigating.get(&format!("{cb}?code=a&code=b&state=x")).await;
+    assert_eq!(r.status, 303, "{}", r.text);
+    assert_eq!(r.headers["location"], "/login?error=sso_failed");
+    let page = s.anonymous().get("/login?error=sso_failed").await;
+    assert!(page.text.contains("Single sign-on did not succeed"));
     for next in [
         "https://evil.example/",
         "//evil.example",
@@ -725,7 +745,7 @@ async fn garbage_callbacks_get_a_clear_400_and_an_audit_entry() {
     assert_eq!(reasons.first().map(String::as_str), Some("wrong_issuer"));
     assert_eq!(
         reasons.iter().filter(|r| *r == "bad_request").count(),
-        7,
+        8,
         "{reasons:?}"
     );
     assert_eq!(user_count(&admin).await, 1);
