@@ -13,6 +13,7 @@ use axum::http::StatusCode;
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::Router;
+use axum_server::accept::NoDelayAcceptor;
 use redwall_crypto::Secret;
 use redwall_store::Store;
 use std::net::SocketAddr;
@@ -154,18 +155,25 @@ pub async fn start(options: StartOptions) -> anyhow::Result<RunningServer> {
     let addr = listener.local_addr()?;
     let handle = axum_server::Handle::new();
     let make_service = app.into_make_service_with_connect_info::<SocketAddr>();
+    // TCP_NODELAY on every accepted connection, as nginx does for keep-alive
+    // connections: an answer written in more than one piece must not wait
+    // for the client's delayed acknowledgement.
     let task = match rustls_config {
         Some(rc) => {
-            let mut server = axum_server::from_tcp_rustls(
-                listener,
+            let acceptor = axum_server::tls_rustls::RustlsAcceptor::new(
                 axum_server::tls_rustls::RustlsConfig::from_config(rc),
             )
-            .handle(handle.clone());
+            .acceptor(NoDelayAcceptor::new());
+            let mut server = axum_server::from_tcp(listener)
+                .acceptor(acceptor)
+                .handle(handle.clone());
             limit_slow_clients(server.http_builder());
             tokio::spawn(server.serve(make_service))
         }
         None => {
-            let mut server = axum_server::from_tcp(listener).handle(handle.clone());
+            let mut server = axum_server::from_tcp(listener)
+                .acceptor(NoDelayAcceptor::new())
+                .handle(handle.clone());
             limit_slow_clients(server.http_builder());
             tokio::spawn(server.serve(make_service))
         }
