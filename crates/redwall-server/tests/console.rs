@@ -449,6 +449,26 @@ async fn account_forms_explain_refusals_and_show_new_secrets_once(s: &TestServer
     );
     let page = user.get(&location(&again)).await;
     assert!(!page.text.contains("recovery-codes\""), "{}", page.text);
+
+    // Turning it off needs the password and a fresh code.
+    s.clock.advance_secs(30);
+    let next = secret.code_at((redwall_server::clock::Clock::now(&s.clock) / 1_000_000) as u64);
+    let r = form(
+        &user,
+        "/account/mfa/disable",
+        &[("password", "wrong-password-here"), ("disable_code", &next)],
+    )
+    .await;
+    assert_eq!(r.status, 401, "{}", r.text);
+    assert!(r.text.contains("field-error"));
+    let r = form(
+        &user,
+        "/account/mfa/disable",
+        &[("password", USER_PASSWORD), ("disable_code", &next)],
+    )
+    .await;
+    assert_eq!(r.status, 303, "{}", r.text);
+    assert_eq!(user.get("/api/v1/me/mfa").await.body["enabled"], false);
 }
 
 async fn admin_pages_are_for_admins_and_verify_the_chain(s: &TestServer) {

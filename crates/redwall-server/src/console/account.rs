@@ -446,7 +446,8 @@ pub async fn mfa_confirm(ctx: Ctx, body: Bytes) -> Response {
 pub async fn mfa_disable(ctx: Ctx, body: Bytes) -> Response {
     let ctx = &ctx;
     submit::signed_in(ctx, body, |p: Posted| async move {
-        let req = json!({ "password": p.form.raw("password"), "code": p.form.text("code") });
+        let req =
+            json!({ "password": p.form.raw("password"), "code": p.form.text("disable_code") });
         match p
             .api
             .act(Method::DELETE, "/api/v1/me/mfa", Some(&req))
