@@ -307,26 +307,7 @@ async fn route_test_explains_which_rule_matched(s: &TestServer) {
 async fn login_form_says_what_went_wrong(s: &TestServer) {
     let admin = s.admin().await;
     s.create_user(&admin, "lena").await;
-    let anon = s.anonymous();
-    let page = anon.get("/login").await;
-    let cookie = page.headers["set-cookie"]
-        .to_str()
-        .unwrap()
-        .split(';')
-        .next()
-        .unwrap()
-        .to_string();
-    let csrf = page
-        .text
-        .split(r#"name="csrf" value=""#)
-        .nth(1)
-        .unwrap()
-        .split('"')
-        .next()
-        .unwrap()
-        .to_string();
-    let mut browser = anon.clone();
-    browser.cookie = Some(cookie);
+    let (browser, _, csrf) = s.login_page().await;
     let mut last = None;
     for _ in 0..12 {
         let r = form_raw(

@@ -167,29 +167,13 @@ async fn a_directory_user_logs_in_and_the_session_works() {
     assert_eq!(r.status, 404);
 
     // The console's login page offers the directory and logs in through it.
-    let page = w.s.anonymous().get("/login").await;
+    let (browser, page, csrf) = w.s.login_page().await;
     assert!(
         page.text
             .contains(r#"<option value="corp">Directory corp</option>"#),
         "{}",
         page.text
     );
-    let cookie = page.headers["set-cookie"]
-        .to_str()
-        .unwrap()
-        .split(';')
-        .next()
-        .unwrap()
-        .to_string();
-    let csrf = page
-        .text
-        .split(r#"name="csrf" value=""#)
-        .nth(1)
-        .unwrap()
-        .split('"')
-        .next()
-        .unwrap()
-        .to_string();
     let password = password_of("alice");
     let r =
         w.s.anonymous()
@@ -197,7 +181,7 @@ async fn a_directory_user_logs_in_and_the_session_works() {
                 w.s.anonymous()
                     .http
                     .post(w.s.url("/login"))
-                    .header("cookie", cookie)
+                    .header("cookie", browser.cookie.clone().unwrap())
                     .header("origin", w.s.url(""))
                     .form(&[
                         ("csrf", csrf.as_str()),

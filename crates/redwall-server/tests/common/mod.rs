@@ -169,6 +169,31 @@ impl TestServer {
         c
     }
 
+    /// A browser that opened the console's login page: it holds the
+    /// pre-session cookie; returns it with the page and the form's token.
+    pub async fn login_page(&self) -> (Client, Resp, String) {
+        let mut browser = self.anonymous();
+        let page = browser.get("/login").await;
+        let cookie = page.headers["set-cookie"]
+            .to_str()
+            .unwrap()
+            .split(';')
+            .next()
+            .unwrap()
+            .to_string();
+        let csrf = page
+            .text
+            .split(r#"name="csrf" value=""#)
+            .nth(1)
+            .unwrap()
+            .split('"')
+            .next()
+            .unwrap()
+            .to_string();
+        browser.cookie = Some(cookie);
+        (browser, page, csrf)
+    }
+
     /// A user with a session, created by the admin.
     pub async fn user(&self, admin: &Client, username: &str) -> Client {
         self.create_user(admin, username).await;
