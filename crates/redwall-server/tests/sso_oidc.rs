@@ -871,3 +871,103 @@ async fn bench_callback_and_verification() {
         s.stop().await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_browser_with_redwall_mfa_gets_the_consoles_code_step() {
+    use redwall_server::clock::Clock;
+    let listener = free_listener().await;
+    let s = redwall(&listener, "").await;
+    let _admin = s.admin().await;
+    let idp = Idp::start(listener, &s.url(""), &RS256).await;
+    // The first login provisions alice, who then enrols in Redwall's MFA.
+    let first = sso_login(&s, &idp, "alice").await;
+    let mut alice = session_of(&s, &first);
+    alice.csrf = alice.get("/api/v1/me").await.body["csrf_token"]
+        .as_str()
+        .map(str::to_string);
+    let secret = enrol_mfa(&s, &alice).await;
+
+    // Next time, in a browser: the callback hands over to the console.
+    let started = start_login(&s, "/teams").await;
+    let back = authorize(
+        &idp,
+        &browser(),
+        &started.authorize_url,
+        "alice",
+        &s.url(""),
+    )
+    .await;
+    let mut c = s.anonymous();
+    c.cookie = Some(started.cookie.clone());
+    c.headers.push(("accept", "text/html".into()));
+    let r = c.get(back.strip_prefix(&s.url("")).unwrap()).await;
+    assert_eq!(r.status, 303, "{}", r.text);
+    assert_eq!(r.headers["location"], "/login/mfa");
+    let set: Vec<&str> = r
+        .headers
+        .get_all("set-cookie")
+        .iter()
+        .map(|v| v.to_str().unwrap())
+        .collect();
+    assert!(
+        !set.iter().any(|c| c.starts_with("redwall_session=")),
+        "no session before the code"
+    );
+    let challenge = set
+        .iter()
+        .find(|c| c.starts_with("redwall_mfa="))
+        .expect("the challenge travels in a cookie")
+        .split(';')
+        .next()
+        .unwrap()
+        .to_string();
+    assert!(
+        !r.headers["location"].to_str().unwrap().contains("rwm"),
+        "never in the URL"
+    );
+
+    // The code step keeps the destination and, with a code, lands there.
+    let (mut browser_c, _, _) = s.login_page().await;
+    let pre = browser_c.cookie.clone().unwrap();
+    browser_c.cookie = Some(format!("{pre}; {challenge}"));
+    let page = browser_c.get("/login/mfa").await;
+    assert_eq!(page.status, 200, "{}", page.text);
+    assert!(
+        page.text.contains(r#"name="next" value="/teams""#),
+        "{}",
+        page.text
+    );
+    let field = |name: &str| {
+        page.text
+            .split(&format!(r#"name="{name}" value=""#))
+            .nth(1)
+            .unwrap()
+            .split('"')
+            .next()
+            .unwrap()
+            .to_string()
+    };
+    s.clock.advance_secs(30);
+    let code = secret.code_at((s.clock.now() / 1_000_000) as u64);
+    let r = browser_c
+        .raw(
+            browser_c
+                .http
+                .post(s.url("/login/mfa"))
+                .header("cookie", browser_c.cookie.clone().unwrap())
+                .header("origin", s.url(""))
+                .form(&[
+                    ("csrf", field("csrf").as_str()),
+                    ("mfa_token", field("mfa_token").as_str()),
+                    ("next", "/teams"),
+                    ("code", code.as_str()),
+                ]),
+        )
+        .await;
+    assert_eq!(r.status, 303, "{}", r.text);
+    assert_eq!(r.headers["location"], "/teams");
+    assert!(r.headers["set-cookie"]
+        .to_str()
+        .unwrap()
+        .starts_with("redwall_session="));
+}

@@ -255,6 +255,11 @@ async fn for_browser(r: Response, https: bool) -> Response {
     if !r.status().is_success() {
         return see_other("/login?error=sso_failed").unwrap_or(r);
     }
+    let next = r
+        .extensions()
+        .get::<LoginNext>()
+        .map(|n| n.0.clone())
+        .unwrap_or_else(|| "/".into());
     let body = match http_body_util::BodyExt::collect(r.into_body()).await {
         Ok(b) => b.to_bytes(),
         Err(_) => return ApiError::internal("reading the login answer").into_response(),
@@ -266,11 +271,18 @@ async fn for_browser(r: Response, https: bool) -> Response {
         return see_other("/login?error=sso_failed").unwrap_or_else(|e| e.into_response());
     };
     let mut answer = see_other("/login/mfa").unwrap_or_else(|e| e.into_response());
-    if let Ok(cookie) = session::mfa_challenge_cookie(&token, https, MFA_COOKIE_SECS) {
+    // The challenge is base64url: `!` cannot occur in it and may in a cookie.
+    let next: String = form_urlencoded::byte_serialize(next.as_bytes()).collect();
+    let value = format!("{token}!{next}");
+    if let Ok(cookie) = session::mfa_challenge_cookie(&value, https, MFA_COOKIE_SECS) {
         answer.headers_mut().append(header::SET_COOKIE, cookie);
     }
     answer
 }
+
+/// Where a login was headed, carried from the callback to its browser answer.
+#[derive(Clone)]
+struct LoginNext(String);
 
 /// As long as the challenge itself is good for.
 const MFA_COOKIE_SECS: i64 = 300;
@@ -368,8 +380,13 @@ async fn finish(
     let policy = p.policy.resolve();
     let answer = login::complete(state, client, &policy, identity).await?;
     // A session was started: go where the user was headed, with its cookie.
-    // Otherwise (MFA challenge) the JSON answer stands.
+    // Otherwise (MFA challenge) the JSON answer stands, remembering where
+    // the user was headed for a browser's code step.
     let Some(cookie) = answer.headers().get(header::SET_COOKIE).cloned() else {
+        let mut answer = answer;
+        answer
+            .extensions_mut()
+            .insert(LoginNext(pending.next.clone()));
         return Ok(answer);
     };
     let mut r = see_other(&pending.next)?;

@@ -388,14 +388,23 @@ async fn finish_login(
 pub async fn mfa_page(ctx: Ctx) -> Response {
     let https = ctx.client().https;
     let name = crate::auth::session::mfa_challenge_cookie_name(https);
-    let Some(challenge) = form::cookie_value(&ctx.headers, name) else {
+    let Some(value) = form::cookie_value(&ctx.headers, name) else {
         return see_other("/login?expired=1");
+    };
+    let (challenge, next) = match value.split_once('!') {
+        Some((c, n)) => (
+            c.to_string(),
+            form_urlencoded::parse(format!("n={n}").as_bytes())
+                .next()
+                .map(|(_, v)| v.into_owned()),
+        ),
+        None => (value, None),
     };
     let (layout, cookie) = anonymous_layout(&ctx, "Two-step verification");
     let mut response = with_cookie(
         render(&MfaStepPage {
             layout,
-            next: "/".into(),
+            next: safe_next(next),
             mfa_token: challenge,
             error: None,
         }),
