@@ -473,7 +473,26 @@ async fn admin_pages_are_for_admins_and_verify_the_chain(s: &TestServer) {
     assert_eq!(events.len(), 1);
 }
 
+async fn a_platform_that_requires_mfa_sends_new_users_to_enrol(s: &TestServer) {
+    let admin = s.admin().await;
+    common::enrol_mfa(s, &admin).await;
+    let r = admin
+        .patch("/api/v1/settings", json!({"require_mfa": true}))
+        .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    let user = s.user(&admin, "nina").await;
+    let r = user.get("/").await;
+    assert_eq!(r.status, 303);
+    assert_eq!(location(&r), "/account/mfa?required=1");
+    let page = user.get("/account/mfa?first_run=1&required=1").await;
+    assert_eq!(page.status, 200, "{}", page.text);
+    assert!(page.text.contains("requires two-step verification"));
+    assert!(!page.text.contains("Skip for now"), "no way around it");
+    assert!(page.text.contains("Set up an authenticator app"));
+}
+
 on_both_backends!(
+    a_platform_that_requires_mfa_sends_new_users_to_enrol,
     account_forms_explain_refusals_and_show_new_secrets_once,
     admin_pages_are_for_admins_and_verify_the_chain,
     pages_need_a_session_and_say_when_it_ended,

@@ -121,6 +121,10 @@ impl Ctx {
     /// The signed-in user, or the answer that sends the browser to log in.
     pub async fn me(&self) -> Result<Me, Response> {
         match self.api.get::<Me>("/api/v1/me").await {
+            // The API refuses such a user almost everything; say why at once.
+            Ok(me) if me.mfa_enrolment_required && !self.path.starts_with("/account/mfa") => {
+                Err(see_other("/account/mfa?required=1"))
+            }
             Ok(me) => Ok(me),
             Err(f) => Err(self.refused(&f, None)),
         }
