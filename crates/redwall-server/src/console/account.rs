@@ -2,8 +2,8 @@
 //! sessions, personal API tokens.
 
 use super::auth::FieldErrors;
-use super::models::{short_time, Team};
-use super::page::{render_status, Ctx, Layout, Me};
+use super::models::Team;
+use super::page::{refused_status, render_status, Ctx, Layout, Me};
 use super::submit::{self, Done, Posted};
 use askama::Template;
 use axum::body::Bytes;
@@ -118,14 +118,6 @@ fn notice(code: Option<&str>) -> Option<&'static str> {
     })
 }
 
-pub fn when(t: &str) -> String {
-    short_time(t)
-}
-
-pub fn opt_when(t: &Option<String>) -> String {
-    t.as_deref().map(short_time).unwrap_or_default()
-}
-
 // ---- the account page ----
 
 struct Typed {
@@ -171,14 +163,6 @@ pub async fn page(ctx: Ctx) -> Response {
         token_name: String::new(),
     };
     account_page(&ctx, typed, StatusCode::OK).await
-}
-
-fn refused_status(status: StatusCode) -> StatusCode {
-    if status.is_client_error() {
-        status
-    } else {
-        StatusCode::UNPROCESSABLE_ENTITY
-    }
 }
 
 pub async fn password(ctx: Ctx, body: Bytes) -> Response {

@@ -4,8 +4,8 @@
 
 use super::audit_log::AuditFilters;
 use super::auth::FieldErrors;
-use super::models::{short_time, AuditPage};
-use super::page::{render, render_status, Ctx, Layout, Me};
+use super::models::AuditPage;
+use super::page::{refused_status, render, render_status, Ctx, Layout, Me};
 use super::submit::{self, Done, Posted};
 use crate::api::users::{UserList, UserView};
 use askama::Template;
@@ -77,18 +77,6 @@ fn notice(code: Option<&str>) -> Option<&'static str> {
         "settings_saved" => "The platform settings were saved.",
         _ => return None,
     })
-}
-
-pub fn when(t: &str) -> String {
-    short_time(t)
-}
-
-fn refused_status(status: StatusCode) -> StatusCode {
-    if status.is_client_error() {
-        status
-    } else {
-        StatusCode::UNPROCESSABLE_ENTITY
-    }
 }
 
 // ---- users ----
@@ -173,12 +161,7 @@ pub async fn user_action(
             "reset-mfa" => (Method::DELETE, format!("{base}/mfa"), "mfa_reset"),
             "delete" => (Method::DELETE, base, "deleted"),
             _ => {
-                let f = super::client::Failure {
-                    status: StatusCode::NOT_FOUND,
-                    code: "not_found".into(),
-                    message: "no such page".into(),
-                    retry_after_secs: None,
-                };
+                let f = super::client::Failure::not_found();
                 return Done::Again(super::page::error_page(&f, None));
             }
         };

@@ -55,13 +55,26 @@ struct ErrorBody {
 }
 
 impl Failure {
-    pub fn internal() -> Failure {
+    /// A refusal decided by the console itself (before any API call).
+    pub fn new(status: StatusCode, code: &str, message: &str) -> Failure {
         Failure {
-            status: StatusCode::INTERNAL_SERVER_ERROR,
-            code: "internal".into(),
-            message: "something went wrong on our side; try again".into(),
+            status,
+            code: code.into(),
+            message: message.into(),
             retry_after_secs: None,
         }
+    }
+
+    pub fn internal() -> Failure {
+        Failure::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal",
+            "something went wrong on our side; try again",
+        )
+    }
+
+    pub fn not_found() -> Failure {
+        Failure::new(StatusCode::NOT_FOUND, "not_found", "no such page")
     }
 
     pub fn is(&self, code: &str) -> bool {

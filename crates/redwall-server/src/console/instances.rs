@@ -4,8 +4,8 @@
 
 use super::auth::FieldErrors;
 use super::form::Form;
-use super::models::{short_time, Instance, Team};
-use super::page::{render, render_status, see_other, Ctx, Layout, Me};
+use super::models::{Instance, Team};
+use super::page::{refused_status, render, render_status, see_other, Ctx, Layout, Me};
 use super::submit::{self, Done, Posted};
 use askama::Template;
 use axum::body::Bytes;
@@ -207,11 +207,7 @@ pub async fn create(ctx: Ctx, Path(team_id): Path<String>, body: Bytes) -> Respo
             Ok(i) => Done::Redirect(format!("{}?done=created", page_path(&team_id, &i.id))),
             Err(f) if f.needs_login() => Done::Again(ctx.refused(&f, Some(&me))),
             Err(f) => Done::Again(render_status(
-                if f.status.is_client_error() {
-                    f.status
-                } else {
-                    StatusCode::UNPROCESSABLE_ENTITY
-                },
+                refused_status(f.status),
                 &NewInstancePage {
                     layout: Layout::new("New instance", Some(&me), "home"),
                     team,
@@ -327,11 +323,7 @@ pub async fn action(
     let (team, instance) = (team.as_str(), instance.as_str());
     submit::signed_in(ctx, body, |p: Posted| async move {
         let again = |extra: Extra, status: StatusCode| async move {
-            let status = if status.is_client_error() {
-                status
-            } else {
-                StatusCode::UNPROCESSABLE_ENTITY
-            };
+            let status = refused_status(status);
             Done::Again(instance_page(ctx, team, instance, extra, status).await)
         };
         let back_home = p.form.text("back") == "home";
@@ -517,12 +509,7 @@ pub async fn action(
                 }
             }
             _ => Done::Again(super::page::error_page(
-                &super::client::Failure {
-                    status: StatusCode::NOT_FOUND,
-                    code: "not_found".into(),
-                    message: "no such page".into(),
-                    retry_after_secs: None,
-                },
+                &super::client::Failure::not_found(),
                 None,
             )),
         }
@@ -662,13 +649,4 @@ fn explain(a: &TestAnswer, rules: &[Rule]) -> TestOutcome {
             super::auth::sentence(because).trim_end_matches('.')
         ),
     }
-}
-
-/// For templates.
-pub fn when(t: &str) -> String {
-    short_time(t)
-}
-
-pub fn opt_when(t: &Option<String>) -> String {
-    t.as_deref().map(short_time).unwrap_or_default()
 }

@@ -118,6 +118,11 @@ pub struct AuditPage {
     pub next_cursor: Option<String>,
 }
 
+/// An optional time, shortened; empty when absent.
+pub fn opt_time(rfc3339: &Option<String>) -> String {
+    rfc3339.as_deref().map(short_time).unwrap_or_default()
+}
+
 /// "2026-11-24T01:02:03.456789Z" as "2026-11-24 01:02:03 UTC".
 pub fn short_time(rfc3339: &str) -> String {
     match rfc3339.split_once('T') {

@@ -179,6 +179,16 @@ pub fn render_status<T: Template>(status: StatusCode, page: &T) -> Response {
     }
 }
 
+/// The status of a form shown again after a refusal: the API's own 4xx, or
+/// 422 when the refusal was the server's fault or none was given.
+pub fn refused_status(status: StatusCode) -> StatusCode {
+    if status.is_client_error() {
+        status
+    } else {
+        StatusCode::UNPROCESSABLE_ENTITY
+    }
+}
+
 /// Post/redirect/get: every successful form ends in a 303 to a page.
 pub fn see_other(location: &str) -> Response {
     let value = HeaderValue::from_str(location).unwrap_or(HeaderValue::from_static("/"));

@@ -36,12 +36,11 @@ where
 {
     if body.len() > form::MAX_FORM_BYTES {
         return error_page(
-            &Failure {
-                status: StatusCode::PAYLOAD_TOO_LARGE,
-                code: "body_too_large".into(),
-                message: "the form is too large".into(),
-                retry_after_secs: None,
-            },
+            &Failure::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "body_too_large",
+                "the form is too large",
+            ),
             None,
         );
     }
@@ -66,12 +65,7 @@ where
             Some(Outcome::Done(location)) => return see_other(&location),
             Some(Outcome::InFlight) => {
                 return error_page(
-                    &Failure {
-                        status: StatusCode::CONFLICT,
-                        code: "already_submitted".into(),
-                        message: "This form was already sent and is still being handled. Go back and reload the page.".into(),
-                        retry_after_secs: None,
-                    },
+                    &Failure::new(StatusCode::CONFLICT, "already_submitted", "This form was already sent and is still being handled. Go back and reload the page."),
                     None,
                 )
             }
@@ -93,22 +87,12 @@ where
 }
 
 fn unauthenticated() -> Failure {
-    Failure {
-        status: StatusCode::UNAUTHORIZED,
-        code: "unauthenticated".into(),
-        message: "log in first".into(),
-        retry_after_secs: None,
-    }
+    Failure::new(StatusCode::UNAUTHORIZED, "unauthenticated", "log in first")
 }
 
 pub fn page_expired() -> Response {
     error_page(
-        &Failure {
-            status: StatusCode::FORBIDDEN,
-            code: "csrf_failed".into(),
-            message: String::new(),
-            retry_after_secs: None,
-        },
+        &Failure::new(StatusCode::FORBIDDEN, "csrf_failed", ""),
         None,
     )
 }

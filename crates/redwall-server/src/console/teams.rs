@@ -3,8 +3,8 @@
 
 use super::audit_log::AuditFilters;
 use super::auth::{describe, FieldErrors};
-use super::models::{short_time, AuditPage, Instance, Invitation, Member, Team};
-use super::page::{render, render_status, Ctx, Layout, Me};
+use super::models::{AuditPage, Instance, Invitation, Member, Team};
+use super::page::{refused_status, render, render_status, Ctx, Layout, Me};
 use super::submit::{self, Done, Posted};
 use askama::Template;
 use axum::body::Bytes;
@@ -207,12 +207,7 @@ pub async fn page(ctx: Ctx, Path(team): Path<String>) -> Response {
 
 /// A team form refused by the API: the page again, the message by the form.
 async fn team_again(ctx: &Ctx, team: &str, typed: Typed, status: StatusCode) -> Done {
-    let status = if status.is_client_error() {
-        status
-    } else {
-        StatusCode::UNPROCESSABLE_ENTITY
-    };
-    Done::Again(team_page(ctx, team, typed, status).await)
+    Done::Again(team_page(ctx, team, typed, refused_status(status)).await)
 }
 
 fn refusal(f: &super::client::Failure, fields: &[(&str, &'static str)]) -> FieldErrors {
@@ -527,9 +522,4 @@ pub async fn invitation_accept(ctx: Ctx, Path(id): Path<String>, body: Bytes) ->
 
 pub async fn invitation_decline(ctx: Ctx, Path(id): Path<String>, body: Bytes) -> Response {
     answer_invitation(ctx, id, body, "decline").await
-}
-
-/// For templates: an RFC 3339 time, shortened.
-pub fn when(t: &str) -> String {
-    short_time(t)
 }
