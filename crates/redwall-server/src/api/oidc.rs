@@ -147,21 +147,7 @@ fn login_cookie(value: &str, https: bool, max_age: i64) -> ApiResult<HeaderValue
 }
 
 fn read_login_cookie(headers: &HeaderMap, https: bool) -> Option<String> {
-    let wanted = login_cookie_name(https).as_bytes();
-    headers
-        .get_all(header::COOKIE)
-        .iter()
-        .flat_map(|v| v.as_bytes().split(|&b| b == b';'))
-        .filter_map(|pair| {
-            let pair = pair.trim_ascii();
-            let eq = pair.iter().position(|&b| b == b'=')?;
-            (&pair[..eq] == wanted).then(|| {
-                std::str::from_utf8(&pair[eq + 1..])
-                    .ok()
-                    .map(str::to_string)
-            })?
-        })
-        .next()
+    crate::net::cookies::value(headers, login_cookie_name(https))
 }
 
 fn see_other(location: &str) -> ApiResult<Response> {

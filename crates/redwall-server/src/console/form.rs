@@ -77,17 +77,10 @@ pub fn pre_cookie_value(headers: &HeaderMap, https: bool) -> Option<String> {
     cookie_value(headers, pre_cookie_name(https)).filter(|v| v.len() >= 32 && v.len() <= 64)
 }
 
-/// A cookie's value from the request, by exact name.
+/// A cookie's value from the request, by exact name; none when empty or
+/// implausibly long.
 pub fn cookie_value(headers: &HeaderMap, wanted: &str) -> Option<String> {
-    headers
-        .get_all(axum::http::header::COOKIE)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(';'))
-        .filter_map(|pair| pair.trim().split_once('='))
-        .find(|(name, _)| *name == wanted)
-        .map(|(_, value)| value.to_string())
-        .filter(|v| !v.is_empty() && v.len() <= 4096)
+    crate::net::cookies::value(headers, wanted).filter(|v| !v.is_empty() && v.len() <= 4096)
 }
 
 /// A new pre-session cookie value and its Set-Cookie header.
