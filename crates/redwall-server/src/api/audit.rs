@@ -33,7 +33,7 @@ pub struct AuditQuery {
     limit: Option<i64>,
 }
 
-#[derive(Serialize, utoipa::ToSchema)]
+#[derive(Serialize, Deserialize, utoipa::ToSchema)]
 pub struct AuditEntryView {
     pub seq: i64,
     pub id: String,
@@ -51,7 +51,7 @@ pub struct AuditEntryView {
     pub hash: String,
 }
 
-#[derive(Serialize, utoipa::ToSchema)]
+#[derive(Serialize, Deserialize, utoipa::ToSchema)]
 pub struct AuditPage {
     pub entries: Vec<AuditEntryView>,
     /// Pass as `cursor` for older entries; absent on the last page.

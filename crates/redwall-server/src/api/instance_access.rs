@@ -192,7 +192,7 @@ pub async fn test_request(
     }))
 }
 
-#[derive(Serialize, utoipa::ToSchema)]
+#[derive(Serialize, Deserialize, utoipa::ToSchema)]
 pub struct KeyView {
     pub id: String,
     pub name: String,
@@ -228,7 +228,7 @@ pub struct NewKey {
     pub path_prefix: Option<String>,
 }
 
-#[derive(Serialize, utoipa::ToSchema)]
+#[derive(Serialize, Deserialize, utoipa::ToSchema)]
 pub struct CreatedKey {
     /// The key itself: shown this once, stored only as a digest.
     pub key: String,

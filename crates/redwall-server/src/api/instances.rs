@@ -582,7 +582,7 @@ pub async fn log_stream(
     Ok(Sse::new(stream).keep_alive(KeepAlive::default()))
 }
 
-#[derive(Serialize, utoipa::ToSchema)]
+#[derive(Serialize, Deserialize, utoipa::ToSchema)]
 pub struct EnvView {
     pub name: String,
     pub secret: bool,

@@ -20,7 +20,7 @@ use serde_json::json;
 pub const DEFAULT_EXPIRY_DAYS: i64 = 7;
 const MAX_EXPIRY_DAYS: i64 = 30;
 
-#[derive(Serialize, utoipa::ToSchema)]
+#[derive(Serialize, Deserialize, utoipa::ToSchema)]
 pub struct InvitationView {
     pub id: String,
     pub team_id: String,

@@ -113,7 +113,7 @@ pub async fn change_password(
     Ok(Json(json!({ "other_sessions_ended": ended })))
 }
 
-#[derive(Serialize, utoipa::ToSchema)]
+#[derive(Serialize, Deserialize, utoipa::ToSchema)]
 pub struct SessionView {
     pub id: String,
     pub created_at: String,

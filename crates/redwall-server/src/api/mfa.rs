@@ -25,7 +25,7 @@ use serde_json::json;
 pub const RECOVERY_CODES: usize = 10;
 const ISSUER: &str = "Redwall";
 
-#[derive(Serialize, utoipa::ToSchema)]
+#[derive(Serialize, Deserialize, utoipa::ToSchema)]
 pub struct MfaStatus {
     pub enabled: bool,
     pub enrolment_pending: bool,
@@ -34,7 +34,7 @@ pub struct MfaStatus {
     pub required: bool,
 }
 
-#[derive(Serialize, utoipa::ToSchema)]
+#[derive(Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Enrolment {
     /// Base32 secret for manual entry.
     pub secret: String,
@@ -49,7 +49,7 @@ pub struct CodeRequest {
     pub code: String,
 }
 
-#[derive(Serialize, utoipa::ToSchema)]
+#[derive(Serialize, Deserialize, utoipa::ToSchema)]
 pub struct RecoveryCodes {
     /// Shown once: each can replace a TOTP code one time.
     pub recovery_codes: Vec<String>,

@@ -20,7 +20,7 @@ use serde_json::json;
 const MAX_TEAMS_PER_USER: usize = 100;
 const MAX_CIDRS: usize = 64;
 
-#[derive(Serialize, utoipa::ToSchema)]
+#[derive(Serialize, Deserialize, utoipa::ToSchema)]
 pub struct TeamView {
     pub id: String,
     pub name: String,
@@ -285,7 +285,7 @@ pub async fn delete(
     Ok(StatusCode::NO_CONTENT)
 }
 
-#[derive(Serialize, utoipa::ToSchema)]
+#[derive(Serialize, Deserialize, utoipa::ToSchema)]
 pub struct MemberView {
     pub user_id: String,
     pub username: String,

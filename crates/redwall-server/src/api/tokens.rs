@@ -40,7 +40,7 @@ pub struct NewToken {
     pub permissions: Option<Vec<String>>,
 }
 
-#[derive(Serialize, utoipa::ToSchema)]
+#[derive(Serialize, Deserialize, utoipa::ToSchema)]
 pub struct TokenView {
     pub id: String,
     pub name: String,
@@ -54,7 +54,7 @@ pub struct TokenView {
     pub last_used_at: Option<String>,
 }
 
-#[derive(Serialize, utoipa::ToSchema)]
+#[derive(Serialize, Deserialize, utoipa::ToSchema)]
 pub struct CreatedToken {
     /// The token itself. It is shown only in this answer.
     pub token: String,

@@ -1,21 +1,11 @@
-//! The API's answers as the console reads them: only the fields pages show.
+//! The API's answers as the console reads them. Where the API's own view
+//! type can be read back, the console uses it; the instance view cannot (its
+//! status is built from static strings), so it has a reader here.
 
+pub use crate::api::audit::{AuditEntryView as AuditEntry, AuditPage};
+pub use crate::api::invitations::InvitationView as Invitation;
+pub use crate::api::teams::{MemberView as Member, TeamView as Team};
 use serde::Deserialize;
-
-#[derive(Clone, Debug, Deserialize)]
-pub struct Team {
-    pub id: String,
-    pub name: String,
-    pub require_mfa: bool,
-    #[serde(default)]
-    pub allowed_cidrs: Vec<String>,
-    pub created_at: String,
-    #[serde(default)]
-    pub my_role: Option<String>,
-    /// What the caller may do here, from the permission table.
-    #[serde(default)]
-    pub my_permissions: Vec<String>,
-}
 
 impl Team {
     /// Whether to offer an action; the API still decides when it is used.
@@ -25,6 +15,16 @@ impl Team {
 
     pub fn role(&self) -> &str {
         self.my_role.as_deref().unwrap_or("admin access")
+    }
+}
+
+impl AuditEntry {
+    pub fn details_text(&self) -> String {
+        match &self.details {
+            serde_json::Value::Null => String::new(),
+            serde_json::Value::Object(m) if m.is_empty() => String::new(),
+            d => d.to_string(),
+        }
     }
 }
 
@@ -63,59 +63,6 @@ impl Instance {
     pub fn is_up(&self) -> bool {
         matches!(self.status.state.as_str(), "running" | "starting")
     }
-}
-
-#[derive(Clone, Debug, Deserialize)]
-pub struct Member {
-    pub user_id: String,
-    pub username: String,
-    pub role: String,
-    pub joined_at: String,
-}
-
-#[derive(Clone, Debug, Deserialize)]
-pub struct Invitation {
-    pub id: String,
-    pub team_id: String,
-    pub team_name: String,
-    pub invitee: String,
-    pub role: String,
-    pub created_at: String,
-    pub expires_at: String,
-    pub expired: bool,
-}
-
-#[derive(Clone, Debug, Deserialize)]
-pub struct AuditEntry {
-    pub seq: i64,
-    pub at: String,
-    #[serde(default)]
-    pub actor_name: Option<String>,
-    #[serde(default)]
-    pub client_ip: Option<String>,
-    pub event: String,
-    #[serde(default)]
-    pub target: Option<String>,
-    pub outcome: String,
-    #[serde(default)]
-    pub details: serde_json::Value,
-}
-
-impl AuditEntry {
-    pub fn details_text(&self) -> String {
-        match &self.details {
-            serde_json::Value::Null => String::new(),
-            serde_json::Value::Object(m) if m.is_empty() => String::new(),
-            d => d.to_string(),
-        }
-    }
-}
-
-#[derive(Clone, Debug, Deserialize)]
-pub struct AuditPage {
-    pub entries: Vec<AuditEntry>,
-    #[serde(default)]
-    pub next_cursor: Option<String>,
 }
 
 /// An optional time, shortened; empty when absent.
