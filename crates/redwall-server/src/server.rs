@@ -5,6 +5,7 @@ use crate::clock::Clock;
 use crate::config::{Config, Severity, TlsMode};
 use crate::error::ApiError;
 use crate::net::client::{attach_client_info, ClientResolver};
+use crate::net::front_door::FrontDoors;
 use crate::net::headers::{security_headers, HeaderPolicy};
 use crate::state::{AppState, StateParts};
 use anyhow::{anyhow, Context};
@@ -147,14 +148,13 @@ pub async fn start(options: StartOptions) -> anyhow::Result<RunningServer> {
     };
     let setup_token = crate::api::setup::issue_token_if_needed(&state).await?;
     let rustls_config_is_some = rustls_config.is_some();
-    let app = app(state.clone());
+    let front_doors = FrontDoors::new(state.clone(), app(state.clone()));
 
     let listener =
         std::net::TcpListener::bind(listen).with_context(|| format!("listening on {listen}"))?;
     listener.set_nonblocking(true)?;
     let addr = listener.local_addr()?;
     let handle = axum_server::Handle::new();
-    let make_service = app.into_make_service_with_connect_info::<SocketAddr>();
     // TCP_NODELAY on every accepted connection, as nginx does for keep-alive
     // connections: an answer written in more than one piece must not wait
     // for the client's delayed acknowledgement.
@@ -168,14 +168,14 @@ pub async fn start(options: StartOptions) -> anyhow::Result<RunningServer> {
                 .acceptor(acceptor)
                 .handle(handle.clone());
             limit_slow_clients(server.http_builder());
-            tokio::spawn(server.serve(make_service))
+            tokio::spawn(server.serve(front_doors))
         }
         None => {
             let mut server = axum_server::from_tcp(listener)
                 .acceptor(NoDelayAcceptor::new())
                 .handle(handle.clone());
             limit_slow_clients(server.http_builder());
-            tokio::spawn(server.serve(make_service))
+            tokio::spawn(server.serve(front_doors))
         }
     };
     spawn_housekeeping(state.clone());
@@ -207,13 +207,11 @@ fn limit_slow_clients(
         .header_read_timeout(Duration::from_secs(10));
 }
 
-/// The whole application: API routes behind their guards, wrapped in the
-/// layers every request passes.
+/// The API and the console: routes behind their guards, wrapped in the
+/// layers every request passes. Instance traffic never reaches it: the
+/// [`FrontDoors`] send that to the proxy first.
 pub fn app(state: AppState) -> Router {
-    let resolver = ClientResolver {
-        trusted_proxies: Arc::new(state.config.server.trusted_proxies.clone()),
-        tls: state.tls,
-    };
+    let resolver = ClientResolver::for_state(&state);
     let headers = HeaderPolicy { hsts: state.tls };
     let max_body = state.config.server.max_body_bytes;
     let api = api::router(&state).with_state(state.clone());
@@ -222,12 +220,6 @@ pub fn app(state: AppState) -> Router {
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(RequestBodyLimitLayer::new(max_body))
-        // Instance traffic leaves here for the proxy, before the API's
-        // body limit; the proxy applies the instances' own limit.
-        .layer(middleware::from_fn_with_state(
-            state.clone(),
-            crate::proxy::dispatch,
-        ))
         .layer(middleware::from_fn_with_state(
             state.clone(),
             count_requests,

@@ -28,6 +28,13 @@ pub struct ClientResolver {
 }
 
 impl ClientResolver {
+    pub fn for_state(state: &crate::state::AppState) -> Self {
+        ClientResolver {
+            trusted_proxies: Arc::new(state.config.server.trusted_proxies.clone()),
+            tls: state.tls,
+        }
+    }
+
     pub fn resolve(&self, peer: IpAddr, headers: &HeaderMap) -> ClientInfo {
         let user_agent = headers
             .get(axum::http::header::USER_AGENT)

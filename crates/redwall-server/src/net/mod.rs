@@ -2,5 +2,6 @@
 
 pub mod client;
 pub mod cookies;
+pub mod front_door;
 pub mod headers;
 pub mod tls;

@@ -13,34 +13,16 @@ use axum::http::{header, HeaderMap, HeaderName, HeaderValue, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use futures::future::BoxFuture;
 use http_body_util::{BodyExt, Limited};
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::client::legacy::Client;
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::TokioIo;
 use std::time::Duration;
+
+pub use super::upstream::Upstream;
 
 /// Answers up to this size are buffered and sent in one write.
 const BUFFER_UP_TO: u64 = 64 * 1024;
 
 /// How often an open WebSocket's access is checked again.
 pub const RECHECK_EVERY: Duration = Duration::from_secs(1);
-
-#[derive(Clone)]
-pub struct Upstream {
-    client: Client<HttpConnector, Body>,
-}
-
-impl Default for Upstream {
-    fn default() -> Self {
-        let mut connector = HttpConnector::new();
-        connector.set_nodelay(true);
-        connector.set_connect_timeout(Some(Duration::from_secs(5)));
-        let client = Client::builder(TokioExecutor::new())
-            .pool_idle_timeout(Duration::from_secs(30))
-            .pool_max_idle_per_host(64)
-            .build(connector);
-        Upstream { client }
-    }
-}
 
 /// Marks answers that come from an instance, so the security-headers layer
 /// leaves Node-RED's own page policy alone.
@@ -59,18 +41,26 @@ const HOP_BY_HOP: [&str; 8] = [
 ];
 
 fn strip_hop_by_hop(headers: &mut HeaderMap) {
-    // Headers named in Connection are hop-by-hop too.
-    let named: Vec<HeaderName> = headers
-        .get_all(header::CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .filter_map(|n| HeaderName::from_bytes(n.trim().as_bytes()).ok())
+    // One pass over the names present (a handful) instead of a lookup for
+    // each hop-by-hop name; most messages carry one or two of them.
+    let mut hop: Vec<HeaderName> = headers
+        .keys()
+        .filter(|k| HOP_BY_HOP.contains(&k.as_str()))
+        .cloned()
         .collect();
-    for n in named {
-        headers.remove(n);
-    }
-    for n in HOP_BY_HOP {
+    // Headers named in Connection are hop-by-hop too ("keep-alive" and
+    // "close", the usual values, are options, or already in the list).
+    hop.extend(
+        headers
+            .get_all(header::CONNECTION)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .map(str::trim)
+            .filter(|n| !n.eq_ignore_ascii_case("keep-alive") && !n.eq_ignore_ascii_case("close"))
+            .filter_map(|n| HeaderName::from_bytes(n.as_bytes()).ok()),
+    );
+    for n in hop {
         headers.remove(n);
     }
 }
@@ -135,7 +125,7 @@ pub async fn forward(
             .into_response();
         }
     }
-    let Ok(uri) = format!("http://127.0.0.1:{}{}", f.port, f.path_and_query).parse::<Uri>() else {
+    let Ok(uri) = f.path_and_query.parse::<Uri>() else {
         return ApiError::bad_request("invalid_path", "the request path is not valid")
             .into_response();
     };
@@ -154,9 +144,15 @@ pub async fn forward(
     }
     parts.uri = uri;
     parts.version = axum::http::Version::HTTP_11;
+    if !parts.headers.contains_key(header::HOST) {
+        let host = format!("127.0.0.1:{}", f.port);
+        if let Ok(v) = HeaderValue::from_str(&host) {
+            parts.headers.insert(header::HOST, v);
+        }
+    }
     let body = Body::new(Limited::new(body, f.max_body as usize).map_err(axum::Error::new));
     let upstream_request = Request::from_parts(parts, body);
-    let Ok(mut response) = upstream.client.request(upstream_request).await else {
+    let Ok((mut response, lease)) = upstream.send(f.port, upstream_request).await else {
         return bad_gateway();
     };
     if websocket && response.status() == StatusCode::SWITCHING_PROTOCOLS {
@@ -178,19 +174,8 @@ pub async fn forward(
     // A small answer of known length is read whole and sent in one write,
     // as nginx does: headers and body then leave in one segment instead of
     // two wake-ups of the client. Anything else (streams, SSE) streams.
-    let small = parts
-        .headers
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok())
-        .is_some_and(|n| n <= BUFFER_UP_TO);
-    let body = if small {
-        match body.collect().await {
-            Ok(collected) => Body::from(collected.to_bytes()),
-            Err(_) => return bad_gateway(),
-        }
-    } else {
-        Body::new(body)
+    let Some(body) = super::upstream::relay_body(body, lease, BUFFER_UP_TO).await else {
+        return bad_gateway();
     };
     let mut out = Response::from_parts(parts, body);
     out.extensions_mut().insert(Proxied);
@@ -263,5 +248,34 @@ async fn join_websockets(
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hop_by_hop_headers_and_those_connection_names_are_removed() {
+        let mut h = HeaderMap::new();
+        for (k, v) in [
+            ("connection", "keep-alive, x-private"),
+            ("keep-alive", "timeout=5"),
+            ("transfer-encoding", "chunked"),
+            ("x-private", "1"),
+            ("upgrade", "h2c"),
+            ("te", "trailers"),
+            ("content-type", "text/plain"),
+        ] {
+            if let (Ok(k), Ok(v)) = (
+                HeaderName::from_bytes(k.as_bytes()),
+                HeaderValue::from_str(v),
+            ) {
+                h.append(k, v);
+            }
+        }
+        strip_hop_by_hop(&mut h);
+        let names: Vec<&str> = h.keys().map(|k| k.as_str()).collect();
+        assert_eq!(names, ["content-type"]);
     }
 }

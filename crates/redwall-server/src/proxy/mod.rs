@@ -12,6 +12,7 @@ pub mod credentials;
 pub mod endpoints;
 pub mod forward;
 pub mod handoff;
+pub mod upstream;
 
 use crate::auth::guard::{authorize_any, CsrfMode};
 use crate::error::{ApiError, ApiResult};
@@ -19,9 +20,8 @@ use crate::instances::manager::open_keys;
 use crate::instances::model::rules_from_json;
 use crate::net::client::ClientInfo;
 use crate::state::AppState;
-use axum::extract::{Request, State};
+use axum::extract::Request;
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
-use axum::middleware::Next;
 use axum::response::{IntoResponse, Redirect, Response};
 use forward::{forward, Forward, Recheck};
 use ipnet::IpNet;
@@ -31,7 +31,6 @@ use redwall_policy::permission::Permission;
 use redwall_policy::route_policy::{is_clean_path, RouteRule};
 use redwall_runtime::{
     mint_admin_token, mint_endpoint_token, EditorPermission, ADMIN_TOKEN_HEADER,
-    ENDPOINT_TOKEN_HEADER, USER_HEADER,
 };
 use serde_json::json;
 use std::sync::Arc;
@@ -104,7 +103,7 @@ pub struct ProxyTarget {
 }
 
 /// Where a request is headed, when it is for an instance.
-struct Located {
+pub struct Located {
     name: String,
     /// The path and query the instance sees.
     path_and_query: String,
@@ -123,7 +122,9 @@ fn request_host(request: &Request) -> Option<String> {
     Some(host.to_ascii_lowercase())
 }
 
-fn locate(state: &AppState, request: &Request) -> Option<Result<Located, Response>> {
+/// Whether a request is for an instance: `None` when it is for the API;
+/// an answer when it must be redirected first.
+pub fn locate(state: &AppState, request: &Request) -> Option<Result<Located, Response>> {
     let config = &state.config.instances;
     let pq = request
         .uri()
@@ -170,16 +171,11 @@ fn locate(state: &AppState, request: &Request) -> Option<Result<Located, Respons
     }))
 }
 
-/// The outermost routing step: requests for instances go to the proxy,
-/// everything else to the API.
-pub async fn dispatch(State(state): State<AppState>, request: Request, next: Next) -> Response {
-    match locate(&state, &request) {
-        None => next.run(request).await,
-        Some(Err(redirect)) => redirect,
-        Some(Ok(located)) => match handle(&state, located, request).await {
-            Ok(r) => r,
-            Err(e) => e.into_response(),
-        },
+/// Serves a request `locate` found to be for an instance.
+pub async fn serve(state: &AppState, located: Located, request: Request) -> Response {
+    match handle(state, located, request).await {
+        Ok(r) => r,
+        Err(e) => e.into_response(),
     }
 }
 
@@ -412,25 +408,30 @@ pub(crate) fn is_redwall_cookie(name: &str) -> bool {
 /// `credential` is set) the Authorization header that carried a Redwall
 /// credential.
 pub fn strip_ours(headers: &mut HeaderMap, credential: bool) {
-    for name in [
-        ADMIN_TOKEN_HEADER,
-        ENDPOINT_TOKEN_HEADER,
-        USER_HEADER,
-        "x-csrf-token",
-        "x-api-key",
-    ] {
-        headers.remove(name);
-    }
-    let forged: Vec<_> = headers
+    // Our own headers (the tokens and the user header among them) all
+    // start with "x-redwall-". One pass over the names present.
+    let ours: Vec<header::HeaderName> = headers
         .keys()
-        .filter(|k| k.as_str().starts_with("x-redwall-"))
+        .filter(|k| {
+            let k = k.as_str();
+            k.starts_with("x-redwall-")
+                || k == "x-csrf-token"
+                || k == "x-api-key"
+                || (credential && k == header::AUTHORIZATION.as_str())
+        })
         .cloned()
         .collect();
-    for k in forged {
+    for k in ours {
         headers.remove(k);
     }
-    if credential {
-        headers.remove(header::AUTHORIZATION);
+    let has_ours = |v: &HeaderValue| {
+        v.to_str().map_or(true, |v| {
+            v.split(';')
+                .any(|c| is_redwall_cookie(c.split('=').next().unwrap_or("")))
+        })
+    };
+    if !headers.get_all(header::COOKIE).iter().any(has_ours) {
+        return;
     }
     let cookies: Vec<String> = headers
         .get_all(header::COOKIE)
@@ -506,4 +507,64 @@ fn login_redirect(state: &AppState, name: &str, path_and_query: &str) -> Respons
         "{console}/api/v1/instance-login?instance={name}&next={next}"
     ))
     .into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use redwall_runtime::{ENDPOINT_TOKEN_HEADER, USER_HEADER};
+
+    fn headers(pairs: &[(&str, &str)]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for (k, v) in pairs {
+            if let (Ok(k), Ok(v)) = (
+                header::HeaderName::from_bytes(k.as_bytes()),
+                HeaderValue::from_str(v),
+            ) {
+                h.append(k, v);
+            }
+        }
+        h
+    }
+
+    #[test]
+    fn our_headers_and_cookies_never_reach_an_instance() {
+        let mut h = headers(&[
+            (ADMIN_TOKEN_HEADER, "forged"),
+            (ENDPOINT_TOKEN_HEADER, "forged"),
+            (USER_HEADER, "admin"),
+            ("X-Redwall-Anything", "forged"),
+            ("x-csrf-token", "t"),
+            ("x-api-key", "rwk_x"),
+            ("authorization", "Bearer rwk_x"),
+            ("cookie", "redwall_session=rwc_a; theme=dark"),
+            ("cookie", "__Host-redwall_pass=p; lang=en"),
+            ("accept", "*/*"),
+        ]);
+        strip_ours(&mut h, true);
+        let names: Vec<&str> = h.keys().map(|k| k.as_str()).collect();
+        assert_eq!(names, ["cookie", "accept"]);
+        assert_eq!(h.get_all(header::COOKIE).iter().count(), 1);
+        assert_eq!(h[header::COOKIE], "theme=dark; lang=en");
+    }
+
+    #[test]
+    fn a_foreign_authorization_and_foreign_cookies_are_left_alone() {
+        let mut h = headers(&[
+            ("authorization", "Basic Zmxvdzpz"),
+            ("cookie", "a=1"),
+            ("cookie", "b=2"),
+        ]);
+        strip_ours(&mut h, false);
+        assert_eq!(h[header::AUTHORIZATION], "Basic Zmxvdzpz");
+        let cookies: Vec<_> = h.get_all(header::COOKIE).iter().collect();
+        assert_eq!(cookies, ["a=1", "b=2"]);
+    }
+
+    #[test]
+    fn a_request_of_only_redwall_cookies_has_no_cookie_left() {
+        let mut h = headers(&[("cookie", "redwall_session=rwc_a; redwall_csrf=x")]);
+        strip_ours(&mut h, false);
+        assert!(h.get(header::COOKIE).is_none());
+    }
 }
