@@ -185,3 +185,116 @@ async fn connect(port: u16) -> Result<SendRequest<Body>, Unreachable> {
     });
     Ok(sender)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use hyper::server::conn::http1 as server;
+    use hyper::service::service_fn;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    /// A loopback HTTP server answering every request with `size` bytes
+    /// (and `Connection: close` when `close` is set); it counts the
+    /// connections it accepted.
+    async fn instance(size: usize, close: bool) -> (u16, Arc<AtomicUsize>) {
+        let listener = tokio::net::TcpListener::bind(("127.0.0.1", 0))
+            .await
+            .unwrap_or_else(|e| unreachable!("{e}"));
+        let port = listener.local_addr().map_or(0, |a| a.port());
+        let accepted = Arc::new(AtomicUsize::new(0));
+        let counter = accepted.clone();
+        tokio::spawn(async move {
+            while let Ok((stream, _)) = listener.accept().await {
+                counter.fetch_add(1, Ordering::SeqCst);
+                tokio::spawn(async move {
+                    let service = service_fn(move |_req| async move {
+                        let mut answer = axum::http::Response::new(http_body_util::Full::new(
+                            Bytes::from(vec![b'x'; size]),
+                        ));
+                        if close {
+                            answer.headers_mut().insert(
+                                axum::http::header::CONNECTION,
+                                axum::http::HeaderValue::from_static("close"),
+                            );
+                        }
+                        Ok::<_, std::convert::Infallible>(answer)
+                    });
+                    let _ = server::Builder::new()
+                        .serve_connection(TokioIo::new(stream), service)
+                        .await;
+                });
+            }
+        });
+        (port, accepted)
+    }
+
+    fn get() -> Request {
+        axum::http::Request::builder()
+            .uri("/bench")
+            .header(axum::http::header::HOST, "instance")
+            .body(Body::empty())
+            .unwrap_or_default()
+    }
+
+    /// One request through the pool; the answer's body as the client gets it.
+    async fn ask(upstream: &Upstream, port: u16) -> Body {
+        let (answer, lease) = upstream
+            .send(port, get())
+            .await
+            .unwrap_or_else(|_| unreachable!("the instance did not answer"));
+        assert_eq!(answer.status(), 200);
+        relay_body(answer.into_body(), lease, 64 * 1024)
+            .await
+            .unwrap_or_else(|| unreachable!("the answer broke off"))
+    }
+
+    async fn read(body: Body) -> usize {
+        body.collect().await.map_or(0, |b| b.to_bytes().len())
+    }
+
+    #[tokio::test]
+    async fn small_answers_reuse_one_connection() {
+        let (port, accepted) = instance(2, false).await;
+        let upstream = Upstream::default();
+        for _ in 0..5 {
+            assert_eq!(read(ask(&upstream, port).await).await, 2);
+        }
+        assert_eq!(accepted.load(Ordering::SeqCst), 1);
+    }
+
+    #[tokio::test]
+    async fn a_streamed_answer_keeps_its_connection_until_it_was_read() {
+        let (port, accepted) = instance(200 * 1024, false).await;
+        let upstream = Upstream::default();
+        let streaming = ask(&upstream, port).await;
+        // The first answer is still being read: the next request must not
+        // wait behind it on the same connection.
+        assert_eq!(read(ask(&upstream, port).await).await, 200 * 1024);
+        assert_eq!(accepted.load(Ordering::SeqCst), 2);
+        assert_eq!(read(streaming).await, 200 * 1024);
+        assert_eq!(read(ask(&upstream, port).await).await, 200 * 1024);
+        assert_eq!(accepted.load(Ordering::SeqCst), 2);
+    }
+
+    #[tokio::test]
+    async fn a_connection_the_instance_closed_is_not_used_again() {
+        let (port, accepted) = instance(2, true).await;
+        let upstream = Upstream::default();
+        for _ in 0..3 {
+            assert_eq!(read(ask(&upstream, port).await).await, 2);
+            // Let the connection task see the close.
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert_eq!(accepted.load(Ordering::SeqCst), 3);
+    }
+
+    #[tokio::test]
+    async fn a_closed_port_is_unreachable_not_a_hang() {
+        let port = {
+            let l = std::net::TcpListener::bind(("127.0.0.1", 0))
+                .unwrap_or_else(|e| unreachable!("{e}"));
+            l.local_addr().map_or(0, |a| a.port())
+        };
+        assert!(Upstream::default().send(port, get()).await.is_err());
+    }
+}
