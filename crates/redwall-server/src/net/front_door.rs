@@ -102,7 +102,7 @@ where
         let state = self.state.clone();
         let headers = self.headers;
         async move {
-            let answer = match located {
+            let mut answer = match located {
                 Err(redirect) => redirect,
                 Ok(located) => AssertUnwindSafe(crate::proxy::serve(&state, located, request))
                     .catch_unwind()
@@ -111,7 +111,6 @@ where
                         ApiError::internal("the proxy panicked on a request").into_response()
                     }),
             };
-            let mut answer = answer;
             let status = answer.status().as_u16();
             state.metrics.request_done(status);
             if let Some((method, path, client, started)) = debug {

@@ -27,51 +27,43 @@ impl HeaderPolicy {
     /// Adds the headers to an answer: all of them to Redwall's own, only
     /// those that cannot break a page to an instance's.
     pub fn apply(self, response: &mut Response) {
-        let policy = self;
-        if response
+        let proxied = response
             .extensions()
             .get::<crate::proxy::forward::Proxied>()
-            .is_some()
-        {
+            .is_some();
+        let h = response.headers_mut();
+        if proxied {
             // Node-RED's pages set their own policy; ours (script-src 'self'
             // only) would break the editor. Add only what cannot break a page.
-            let h = response.headers_mut();
             h.entry(header::X_CONTENT_TYPE_OPTIONS)
                 .or_insert(HeaderValue::from_static("nosniff"));
             h.entry(header::REFERRER_POLICY)
                 .or_insert(HeaderValue::from_static("same-origin"));
-            if policy.hsts {
-                h.insert(
-                    header::STRICT_TRANSPORT_SECURITY,
-                    HeaderValue::from_static("max-age=31536000; includeSubDomains"),
-                );
-            }
-            return;
+        } else {
+            h.insert(
+                header::CONTENT_SECURITY_POLICY,
+                HeaderValue::from_static(CSP),
+            );
+            h.insert(
+                header::X_CONTENT_TYPE_OPTIONS,
+                HeaderValue::from_static("nosniff"),
+            );
+            h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
+            // Not "no-referrer": with it, browsers send `Origin: null` on
+            // same-site form posts, and our CSRF checks need the real
+            // origin. "same-origin" still sends nothing to other sites.
+            h.insert(
+                header::REFERRER_POLICY,
+                HeaderValue::from_static("same-origin"),
+            );
+            h.insert(
+                "cross-origin-opener-policy",
+                HeaderValue::from_static("same-origin"),
+            );
+            h.entry(header::CACHE_CONTROL)
+                .or_insert(HeaderValue::from_static("no-store"));
         }
-        let h = response.headers_mut();
-        h.insert(
-            header::CONTENT_SECURITY_POLICY,
-            HeaderValue::from_static(CSP),
-        );
-        h.insert(
-            header::X_CONTENT_TYPE_OPTIONS,
-            HeaderValue::from_static("nosniff"),
-        );
-        h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
-        // Not "no-referrer": with it, browsers send `Origin: null` on same-site
-        // form posts, and our CSRF checks need the real origin. "same-origin"
-        // still sends nothing to other sites.
-        h.insert(
-            header::REFERRER_POLICY,
-            HeaderValue::from_static("same-origin"),
-        );
-        h.insert(
-            "cross-origin-opener-policy",
-            HeaderValue::from_static("same-origin"),
-        );
-        h.entry(header::CACHE_CONTROL)
-            .or_insert(HeaderValue::from_static("no-store"));
-        if policy.hsts {
+        if self.hsts {
             h.insert(
                 header::STRICT_TRANSPORT_SECURITY,
                 HeaderValue::from_static("max-age=31536000; includeSubDomains"),
