@@ -27,6 +27,8 @@ type Answer = axum::http::Response<Incoming>;
 const IDLE_FOR_AT_MOST: Duration = Duration::from_secs(4);
 const IDLE_PER_PORT: usize = 64;
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long a pooled connection may take to be ready for the next request.
+const READY_WITHIN: Duration = Duration::from_millis(100);
 
 /// Why an instance could not be asked.
 #[derive(Debug)]
@@ -120,7 +122,14 @@ impl Upstream {
     pub async fn send(&self, port: u16, request: Request) -> Result<(Answer, Lease), Unreachable> {
         let mut request = request;
         while let Some(mut sender) = self.take_idle(port) {
-            if sender.ready().await.is_err() {
+            // Ready at once, or within microseconds when its task has yet to
+            // see the last answer end; one still sending an earlier request's
+            // body (the instance answered before reading it all) is left to
+            // finish and close.
+            if !matches!(
+                tokio::time::timeout(READY_WITHIN, sender.ready()).await,
+                Ok(Ok(()))
+            ) {
                 continue;
             }
             match sender.try_send_request(request).await {
@@ -286,6 +295,64 @@ mod tests {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
         assert_eq!(accepted.load(Ordering::SeqCst), 3);
+    }
+
+    /// A bare loopback server that answers each connection's first request
+    /// as soon as its head arrived, then keeps the connection open without
+    /// reading more: an instance answering before it read the body.
+    async fn early_answerer() -> (u16, Arc<AtomicUsize>) {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind(("127.0.0.1", 0))
+            .await
+            .unwrap_or_else(|e| unreachable!("{e}"));
+        let port = listener.local_addr().map_or(0, |a| a.port());
+        let accepted = Arc::new(AtomicUsize::new(0));
+        let counter = accepted.clone();
+        tokio::spawn(async move {
+            while let Ok((mut stream, _)) = listener.accept().await {
+                counter.fetch_add(1, Ordering::SeqCst);
+                tokio::spawn(async move {
+                    let mut head = Vec::new();
+                    let mut buf = [0u8; 1024];
+                    while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                        match stream.read(&mut buf).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => head.extend_from_slice(&buf[..n]),
+                        }
+                    }
+                    let _ = stream
+                        .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")
+                        .await;
+                    std::future::pending::<()>().await;
+                });
+            }
+        });
+        (port, accepted)
+    }
+
+    #[tokio::test]
+    async fn a_connection_still_sending_a_body_is_not_waited_for() {
+        let (port, accepted) = early_answerer().await;
+        let upstream = Upstream::default();
+        // The request's body never ends, so its connection stays busy
+        // sending it after the answer came.
+        let endless =
+            Body::from_stream(futures::stream::pending::<Result<Bytes, std::io::Error>>());
+        let upload = axum::http::Request::builder()
+            .method("POST")
+            .uri("/upload")
+            .header(axum::http::header::HOST, "instance")
+            .body(endless)
+            .unwrap_or_default();
+        let (answer, lease) = upstream
+            .send(port, upload)
+            .await
+            .unwrap_or_else(|_| unreachable!("the instance did not answer"));
+        let body = relay_body(answer.into_body(), lease, 64 * 1024).await;
+        assert_eq!(read(body.unwrap_or_default()).await, 2);
+        let next = tokio::time::timeout(Duration::from_secs(5), ask(&upstream, port)).await;
+        assert_eq!(read(next.unwrap_or_default()).await, 2);
+        assert_eq!(accepted.load(Ordering::SeqCst), 2);
     }
 
     #[tokio::test]
