@@ -202,10 +202,13 @@ mod tests {
     use hyper::service::service_fn;
     use std::sync::atomic::{AtomicUsize, Ordering};
 
-    /// A loopback HTTP server answering every request with `size` bytes
-    /// (and `Connection: close` when `close` is set); it counts the
-    /// connections it accepted.
-    async fn instance(size: usize, close: bool) -> (u16, Arc<AtomicUsize>) {
+    /// A loopback server handing each connection it accepts to `serve`; it
+    /// counts the connections.
+    async fn counting_server<F, Fut>(serve: F) -> (u16, Arc<AtomicUsize>)
+    where
+        F: Fn(tokio::net::TcpStream) -> Fut + Send + 'static,
+        Fut: std::future::Future<Output = ()> + Send + 'static,
+    {
         let listener = tokio::net::TcpListener::bind(("127.0.0.1", 0))
             .await
             .unwrap_or_else(|e| unreachable!("{e}"));
@@ -215,26 +218,35 @@ mod tests {
         tokio::spawn(async move {
             while let Ok((stream, _)) = listener.accept().await {
                 counter.fetch_add(1, Ordering::SeqCst);
-                tokio::spawn(async move {
-                    let service = service_fn(move |_req| async move {
-                        let mut answer = axum::http::Response::new(http_body_util::Full::new(
-                            Bytes::from(vec![b'x'; size]),
-                        ));
-                        if close {
-                            answer.headers_mut().insert(
-                                axum::http::header::CONNECTION,
-                                axum::http::HeaderValue::from_static("close"),
-                            );
-                        }
-                        Ok::<_, std::convert::Infallible>(answer)
-                    });
-                    let _ = server::Builder::new()
-                        .serve_connection(TokioIo::new(stream), service)
-                        .await;
-                });
+                tokio::spawn(serve(stream));
             }
         });
         (port, accepted)
+    }
+
+    /// An instance answering every request with `size` bytes (and
+    /// `Connection: close` when `close` is set).
+    async fn instance(size: usize, close: bool) -> (u16, Arc<AtomicUsize>) {
+        counting_server(move |stream| async move {
+            let service = service_fn(move |_req| async move {
+                let mut answer =
+                    axum::http::Response::new(http_body_util::Full::new(Bytes::from(vec![
+                        b'x';
+                        size
+                    ])));
+                if close {
+                    answer.headers_mut().insert(
+                        axum::http::header::CONNECTION,
+                        axum::http::HeaderValue::from_static("close"),
+                    );
+                }
+                Ok::<_, std::convert::Infallible>(answer)
+            });
+            let _ = server::Builder::new()
+                .serve_connection(TokioIo::new(stream), service)
+                .await;
+        })
+        .await
     }
 
     fn get() -> Request {
@@ -297,37 +309,26 @@ mod tests {
         assert_eq!(accepted.load(Ordering::SeqCst), 3);
     }
 
-    /// A bare loopback server that answers each connection's first request
-    /// as soon as its head arrived, then keeps the connection open without
-    /// reading more: an instance answering before it read the body.
+    /// An instance that answers each connection's first request as soon as
+    /// its head arrived, then keeps the connection open without reading
+    /// more: one answering before it read the body.
     async fn early_answerer() -> (u16, Arc<AtomicUsize>) {
         use tokio::io::{AsyncReadExt, AsyncWriteExt};
-        let listener = tokio::net::TcpListener::bind(("127.0.0.1", 0))
-            .await
-            .unwrap_or_else(|e| unreachable!("{e}"));
-        let port = listener.local_addr().map_or(0, |a| a.port());
-        let accepted = Arc::new(AtomicUsize::new(0));
-        let counter = accepted.clone();
-        tokio::spawn(async move {
-            while let Ok((mut stream, _)) = listener.accept().await {
-                counter.fetch_add(1, Ordering::SeqCst);
-                tokio::spawn(async move {
-                    let mut head = Vec::new();
-                    let mut buf = [0u8; 1024];
-                    while !head.windows(4).any(|w| w == b"\r\n\r\n") {
-                        match stream.read(&mut buf).await {
-                            Ok(0) | Err(_) => return,
-                            Ok(n) => head.extend_from_slice(&buf[..n]),
-                        }
-                    }
-                    let _ = stream
-                        .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")
-                        .await;
-                    std::future::pending::<()>().await;
-                });
+        counting_server(|mut stream| async move {
+            let mut head = Vec::new();
+            let mut buf = [0u8; 1024];
+            while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                match stream.read(&mut buf).await {
+                    Ok(0) | Err(_) => return,
+                    Ok(n) => head.extend_from_slice(&buf[..n]),
+                }
             }
-        });
-        (port, accepted)
+            let _ = stream
+                .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")
+                .await;
+            std::future::pending::<()>().await;
+        })
+        .await
     }
 
     #[tokio::test]
