@@ -7,7 +7,7 @@ use crate::config::Config;
 use crate::instances::InstanceManager;
 use crate::metrics::Metrics;
 use crate::proxy::credentials::CachedKey;
-use crate::proxy::forward::Upstream;
+use crate::proxy::upstream::Upstream;
 use crate::proxy::ProxyTarget;
 use crate::settings::SettingsCache;
 use crate::ttl_cache::TtlCache;

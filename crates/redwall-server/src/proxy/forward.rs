@@ -16,7 +16,7 @@ use http_body_util::{BodyExt, Limited};
 use hyper_util::rt::TokioIo;
 use std::time::Duration;
 
-pub use super::upstream::Upstream;
+use super::upstream::Upstream;
 
 /// Answers up to this size are buffered and sent in one write.
 const BUFFER_UP_TO: u64 = 64 * 1024;
