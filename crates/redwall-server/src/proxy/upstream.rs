@@ -7,6 +7,11 @@
 //! socket). Node.js closes a keep-alive connection after
 //! five idle seconds, so one idle for four is not used again: a request is
 //! never written into a socket the instance is closing.
+//!
+//! The task serving the client also moves the instance connection's bytes
+//! while it waits for the answer (see [`Driver`]): at one request at a time
+//! that spares two task hand-overs per request, often across threads. Only
+//! a streamed answer or an upgraded socket gets a task of its own.
 
 use axum::body::Body;
 use bytes::Bytes;
@@ -15,7 +20,8 @@ use hyper::body::{Body as _, Frame, Incoming, SizeHint};
 use hyper::client::conn::http1::{self, SendRequest};
 use hyper_util::rt::TokioIo;
 use std::collections::HashMap;
-use std::pin::Pin;
+use std::future::Future;
+use std::pin::{pin, Pin};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
@@ -34,7 +40,58 @@ const READY_WITHIN: Duration = Duration::from_millis(100);
 #[derive(Debug)]
 pub struct Unreachable;
 
-type Idle = Mutex<HashMap<u16, Vec<(Instant, SendRequest<Body>)>>>;
+/// What reads and writes a connection's socket: hyper's connection future.
+enum Driver {
+    /// Polled by whoever holds the connection, while they wait on it.
+    InHand(Pin<Box<dyn Future<Output = hyper::Result<()>> + Send>>),
+    /// Running as a task of its own.
+    Spawned,
+    /// The connection is over.
+    Ended,
+}
+
+impl Driver {
+    /// Awaits `work` (a request, an answer's body) while moving the
+    /// connection's bytes in this task when the driver is in hand.
+    async fn drive<F: Future>(&mut self, work: F) -> F::Output {
+        let mut work = pin!(work);
+        std::future::poll_fn(|cx| {
+            if let Poll::Ready(out) = work.as_mut().poll(cx) {
+                return Poll::Ready(out);
+            }
+            if let Driver::InHand(connection) = self {
+                if connection.as_mut().poll(cx).is_ready() {
+                    // Its end settles what waited on it (as an error).
+                    *self = Driver::Ended;
+                }
+                // What the driver just read (an answer, the end of a body)
+                // is taken now, not on another wake-up of the whole task.
+                return work.as_mut().poll(cx);
+            }
+            Poll::Pending
+        })
+        .await
+    }
+
+    /// Hands the connection to a task of its own, for a stream or an
+    /// upgrade that outlives the request's handler.
+    fn spawn(&mut self) {
+        if let Driver::InHand(connection) = std::mem::replace(self, Driver::Spawned) {
+            tokio::spawn(async move {
+                // Ends when the instance closes the connection or every
+                // sender is gone; either way there is nothing to report.
+                let _ = connection.await;
+            });
+        }
+    }
+}
+
+struct Connection {
+    sender: SendRequest<Body>,
+    driver: Driver,
+}
+
+type Idle = Mutex<HashMap<u16, Vec<(Instant, Connection)>>>;
 
 #[derive(Default)]
 pub struct Upstream {
@@ -44,20 +101,20 @@ pub struct Upstream {
 /// A connection in use, until its answer was read whole.
 pub struct Lease {
     port: u16,
-    sender: SendRequest<Body>,
+    connection: Connection,
     pool: Arc<Idle>,
 }
 
 impl Lease {
     /// Returns the connection to the pool; only once its answer was read whole.
     fn give_back(self) {
-        if self.sender.is_closed() {
+        if self.connection.sender.is_closed() || matches!(self.connection.driver, Driver::Ended) {
             return;
         }
         if let Ok(mut idle) = self.pool.lock() {
             let list = idle.entry(self.port).or_default();
             if list.len() < IDLE_PER_PORT {
-                list.push((Instant::now(), self.sender));
+                list.push((Instant::now(), self.connection));
             }
         }
     }
@@ -99,16 +156,18 @@ impl hyper::body::Body for ReturnsLease {
 /// when that body is over: at once when it is empty, after reading it when
 /// it is at most `buffer_up_to` bytes long (so it leaves in one write), or
 /// at the end of the stream. `None` when the instance broke off.
-pub async fn relay_body(body: Incoming, lease: Lease, buffer_up_to: u64) -> Option<Body> {
+pub async fn relay_body(body: Incoming, mut lease: Lease, buffer_up_to: u64) -> Option<Body> {
     if body.is_end_stream() {
         lease.give_back();
         return Some(Body::empty());
     }
     if body.size_hint().exact().is_some_and(|n| n <= buffer_up_to) {
-        let bytes = body.collect().await.ok()?.to_bytes();
+        let bytes = lease.connection.driver.drive(body.collect()).await.ok()?;
         lease.give_back();
-        return Some(Body::from(bytes));
+        return Some(Body::from(bytes.to_bytes()));
     }
+    // The client reads this at its own pace, after the handler returned.
+    lease.connection.driver.spawn();
     Some(Body::new(ReturnsLease {
         body,
         lease: Some(lease),
@@ -120,61 +179,69 @@ impl Upstream {
     /// pooled connection before it was written (the connection had just
     /// closed) is sent again on a new one.
     pub async fn send(&self, port: u16, request: Request) -> Result<(Answer, Lease), Unreachable> {
+        let upgrade = request.headers().contains_key(axum::http::header::UPGRADE);
         let mut request = request;
-        while let Some(mut sender) = self.take_idle(port) {
-            // Ready at once, or within microseconds when its task has yet to
-            // see the last answer end; one still sending an earlier request's
-            // body (the instance answered before reading it all) is left to
-            // finish and close.
+        while let Some(mut connection) = self.take_idle(port) {
+            // Ready once its driver has seen the last answer end; one still
+            // sending an earlier request's body (the instance answered
+            // before reading it all) is left to close.
+            let Connection { sender, driver } = &mut connection;
             if !matches!(
-                tokio::time::timeout(READY_WITHIN, sender.ready()).await,
+                tokio::time::timeout(READY_WITHIN, driver.drive(sender.ready())).await,
                 Ok(Ok(()))
             ) {
                 continue;
             }
-            match sender.try_send_request(request).await {
-                Ok(answer) => return Ok((answer, self.lease(port, sender))),
+            if upgrade {
+                driver.spawn();
+            }
+            match driver.drive(sender.try_send_request(request)).await {
+                Ok(answer) => return Ok((answer, self.lease(port, connection))),
                 Err(mut e) => match e.take_message() {
                     Some(unsent) => request = unsent,
                     None => return Err(Unreachable),
                 },
             }
         }
-        let mut sender = connect(port).await?;
-        let answer = sender
-            .send_request(request)
+        let mut connection = connect(port).await?;
+        if upgrade {
+            connection.driver.spawn();
+        }
+        let Connection { sender, driver } = &mut connection;
+        let answer = driver
+            .drive(sender.send_request(request))
             .await
             .map_err(|_| Unreachable)?;
-        Ok((answer, self.lease(port, sender)))
+        Ok((answer, self.lease(port, connection)))
     }
 
-    fn lease(&self, port: u16, sender: SendRequest<Body>) -> Lease {
+    fn lease(&self, port: u16, connection: Connection) -> Lease {
         Lease {
             port,
-            sender,
+            connection,
             pool: self.idle.clone(),
         }
     }
 
     /// The most recently used open connection, dropping stale ones.
-    fn take_idle(&self, port: u16) -> Option<SendRequest<Body>> {
+    fn take_idle(&self, port: u16) -> Option<Connection> {
         let mut idle = self.idle.lock().ok()?;
         let list = idle.get_mut(&port)?;
-        while let Some((since, sender)) = list.pop() {
+        while let Some((since, connection)) = list.pop() {
             if since.elapsed() >= IDLE_FOR_AT_MOST {
                 // The rest of the list is older still.
                 list.clear();
                 return None;
             }
-            if !sender.is_closed() {
-                return Some(sender);
+            if !connection.sender.is_closed() {
+                return Some(connection);
             }
         }
         None
     }
 }
 
-async fn connect(port: u16) -> Result<SendRequest<Body>, Unreachable> {
+async fn connect(port: u16) -> Result<Connection, Unreachable> {
     let stream = tokio::time::timeout(
         CONNECT_TIMEOUT,
         tokio::net::TcpStream::connect(("127.0.0.1", port)),
@@ -187,12 +254,10 @@ async fn connect(port: u16) -> Result<SendRequest<Body>, Unreachable> {
         .handshake(TokioIo::new(stream))
         .await
         .map_err(|_| Unreachable)?;
-    tokio::spawn(async move {
-        // Ends when the instance closes the connection or every sender is
-        // gone; either way there is nothing to report.
-        let _ = connection.with_upgrades().await;
-    });
-    Ok(sender)
+    Ok(Connection {
+        sender,
+        driver: Driver::InHand(Box::pin(connection.with_upgrades())),
+    })
 }
 
 #[cfg(test)]
@@ -302,9 +367,9 @@ mod tests {
         let (port, accepted) = instance(2, true).await;
         let upstream = Upstream::default();
         for _ in 0..3 {
+            // At once: the pool sees the close when it takes the
+            // connection, without waiting for anything to notice it first.
             assert_eq!(read(ask(&upstream, port).await).await, 2);
-            // Let the connection task see the close.
-            tokio::time::sleep(Duration::from_millis(20)).await;
         }
         assert_eq!(accepted.load(Ordering::SeqCst), 3);
     }
