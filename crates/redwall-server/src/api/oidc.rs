@@ -119,7 +119,7 @@ fn origin(state: &AppState, client: &ClientInfo, headers: &HeaderMap) -> Option<
     if let Some(u) = &state.config.server.public_url {
         return Some(u.clone());
     }
-    let host = headers.get(header::HOST)?.to_str().ok()?;
+    let host = crate::net::authority::of(headers)?;
     let plausible = !host.is_empty()
         && host.len() <= 255
         && host

@@ -42,7 +42,7 @@ pub fn origin_matches_host(headers: &HeaderMap) -> bool {
     let Some(origin) = headers.get("origin").and_then(|v| v.to_str().ok()) else {
         return true;
     };
-    let Some(host) = headers.get("host").and_then(|v| v.to_str().ok()) else {
+    let Some(host) = crate::net::authority::of(headers) else {
         return false;
     };
     origin

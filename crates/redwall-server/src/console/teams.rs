@@ -188,11 +188,7 @@ async fn team_page(ctx: &Ctx, team_id: &str, typed: Typed, status: StatusCode) -
 /// The console's own origin, as the browser reached it.
 fn console_origin(ctx: &Ctx) -> String {
     let scheme = if ctx.client().https { "https" } else { "http" };
-    let host = ctx
-        .headers
-        .get(axum::http::header::HOST)
-        .and_then(|h| h.to_str().ok())
-        .unwrap_or("localhost");
+    let host = crate::net::authority::of(&ctx.headers).unwrap_or("localhost");
     format!("{scheme}://{host}")
 }
 

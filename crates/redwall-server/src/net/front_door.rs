@@ -86,6 +86,7 @@ where
 
     fn call(&mut self, request: axum::http::Request<B>) -> Self::Future {
         let mut request: Request = request.map(Body::new);
+        crate::net::authority::canonicalize(&mut request);
         let Some(located) = crate::proxy::locate(&self.state, &request) else {
             // The API's own layers resolve the client from this.
             request.extensions_mut().insert(ConnectInfo(self.peer));

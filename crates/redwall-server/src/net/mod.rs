@@ -1,5 +1,6 @@
 //! Transport concerns: TLS, the client's address, security headers.
 
+pub mod authority;
 pub mod client;
 pub mod cookies;
 pub mod front_door;

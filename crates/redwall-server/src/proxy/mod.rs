@@ -111,17 +111,6 @@ pub struct Located {
     prefix: Option<String>,
 }
 
-fn request_host(request: &Request) -> Option<String> {
-    let host = request.uri().host().map(str::to_string).or_else(|| {
-        request
-            .headers()
-            .get(header::HOST)
-            .and_then(|v| v.to_str().ok())
-            .map(|h| h.rsplit_once(':').map_or(h, |(host, _)| host).to_string())
-    })?;
-    Some(host.to_ascii_lowercase())
-}
-
 /// Whether a request is for an instance: `None` when it is for the API;
 /// an answer when it must be redirected first.
 pub fn locate(state: &AppState, request: &Request) -> Option<Result<Located, Response>> {
@@ -132,7 +121,7 @@ pub fn locate(state: &AppState, request: &Request) -> Option<Result<Located, Res
         .map_or("/", |p| p.as_str())
         .to_string();
     if !config.domain.is_empty() {
-        if let Some(host) = request_host(request) {
+        if let Some(host) = crate::net::authority::host_name(request.headers()) {
             if let Some(label) = host.strip_suffix(&format!(".{}", config.domain)) {
                 if !label.contains('.') {
                     return Some(Ok(Located {
