@@ -121,3 +121,66 @@ async fn cookie_writes_over_http2_check_the_origin_against_the_authority() {
     assert_eq!(foreign.status(), 403);
     s.stop().await;
 }
+
+/// Sends `bytes` of JSON to `path` with curl, the way a user reported it;
+/// returns the status curl saw ("000" when the connection was reset) and the body.
+fn curl_post(s: &TestServer, protocol: &str, path: &str, bytes: usize) -> (String, String) {
+    curl_post_with(s, &[protocol], path, bytes)
+}
+
+fn curl_post_with(s: &TestServer, flags: &[&str], path: &str, bytes: usize) -> (String, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let body = dir.path().join("body.json");
+    let filler = "x".repeat(bytes.saturating_sub(20));
+    std::fs::write(&body, format!(r#"{{"username":"{filler}"}}"#)).unwrap();
+    let out = std::process::Command::new("curl")
+        .args(flags)
+        .args([
+            "-sk",
+            "-o",
+            "-",
+            "-w",
+            "\n%{http_code}",
+            "-H",
+            "content-type: application/json",
+            "--data-binary",
+        ])
+        .arg(format!("@{}", body.display()))
+        .arg(format!("{}{path}", base(s)))
+        .output()
+        .expect("curl runs");
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    let (body, status) = text.rsplit_once('\n').unwrap_or(("", &text));
+    (status.to_string(), body.to_string())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_oversized_body_gets_its_413_on_both_protocols() {
+    let s = https_server().await;
+    let mut seen = Vec::new();
+    for protocol in ["--http1.1", "--http2"] {
+        for bytes in [70 * 1024, 3 * 1024 * 1024] {
+            for _ in 0..5 {
+                // Without `Expect: 100-continue` the client sends at once.
+                let flags = [protocol, "-H", "expect:"];
+                let (status, body) = curl_post_with(&s, &flags, "/api/v1/auth/login", bytes);
+                seen.push(format!("{protocol} {bytes}: {status}"));
+                if status == "413" {
+                    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+                    assert_eq!(v["error"]["code"], "body_too_large", "{body}");
+                }
+            }
+        }
+    }
+    // A client on a slow link is still sending long after the answer left:
+    // closing then would turn its answer into a reset.
+    let slow = ["--http1.1", "--limit-rate", "1M", "-H", "expect:"];
+    let (status, _) = curl_post_with(&s, &slow, "/api/v1/auth/login", 3 * 1024 * 1024);
+    seen.push(format!("--http1.1 slow 3145728: {status}"));
+    assert!(
+        seen.iter().all(|l| l.ends_with(": 413")),
+        "every oversized body answered 413:\n{}",
+        seen.join("\n")
+    );
+    s.stop().await;
+}

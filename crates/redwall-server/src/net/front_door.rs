@@ -8,6 +8,7 @@
 
 use crate::error::ApiError;
 use crate::net::client::ClientResolver;
+use crate::net::drain::DrainOnDrop;
 use crate::net::headers::HeaderPolicy;
 use crate::state::AppState;
 use axum::body::Body;
@@ -85,7 +86,8 @@ where
     }
 
     fn call(&mut self, request: axum::http::Request<B>) -> Self::Future {
-        let mut request: Request = request.map(Body::new);
+        // Refused requests still read what the client sends, so it gets our answer.
+        let mut request: Request = request.map(|b| Body::new(DrainOnDrop::new(b)));
         crate::net::authority::canonicalize(&mut request);
         let Some(located) = crate::proxy::locate(&self.state, &request) else {
             // The API's own layers resolve the client from this.
