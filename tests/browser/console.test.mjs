@@ -6,6 +6,7 @@ import assert from "node:assert/strict";
 import { readFile } from "node:fs/promises";
 import {
   startRedwall, launchBrowser, watchPage, saveScreenshot, screenshotOnFailure, api, apiLogin, PASSWORD,
+  newContext, protocolOf, PROTOCOL,
 } from "./lib/harness.mjs";
 import { totp } from "./lib/totp.mjs";
 
@@ -16,7 +17,7 @@ const state = {};
 
 /** A new browser profile: its own cookies. */
 async function newPage() {
-  const context = await browser.newContext({ viewport: { width: 1280, height: 900 } });
+  const context = await newContext(browser);
   const page = await context.newPage();
   page.setDefaultTimeout(15_000);
   return page;
@@ -51,6 +52,7 @@ describe("the Redwall console", () => {
       await admin.goto(`${redwall.baseUrl}/`);
       assert.match(admin.url(), /\/login\?next=/, "signed out, the console asks to log in");
       await admin.goto(`${redwall.baseUrl}/setup`);
+      assert.equal(await protocolOf(admin), PROTOCOL, "the console is spoken to as browsers do");
       await saveScreenshot(admin, "setup");
       await admin.getByLabel("Setup token").fill(redwall.setupToken);
       await admin.getByLabel("Administrator username").fill("admin");
@@ -197,10 +199,56 @@ describe("the Redwall console", () => {
       await admin.locator('.team-head [data-status="running"]').waitFor({ timeout: 90_000 });
       await saveScreenshot(admin, "instance");
       await admin.getByTestId("open-editor").click();
-      await admin.waitForURL(/\/i\/line-one\/editor\//);
+      // The editor opens on the instance's own origin, never the console's.
+      await admin.waitForURL(/^https:\/\/line-one\.localhost:\d+\/editor\//);
       await admin.locator("#red-ui-header").waitFor({ timeout: 60_000 });
+      assert.equal(await protocolOf(admin), PROTOCOL);
       assert.match(await admin.title(), /Node-RED/);
       await saveScreenshot(admin, "node-red-editor-through-proxy");
+    });
+  });
+
+  it("a flow's page cannot read the console as its visitor (own origin per instance)", async () => {
+    await screenshotOnFailure(admin, "instance-origin", async () => {
+      const instanceOrigin = new URL(admin.url()).origin;
+      // The page a Member could write: it tries to read the console with the
+      // visitor's cookie (the security pass's replay, which made its author
+      // a platform admin when instances shared the console's origin).
+      const page = `<!doctype html><title>steal</title><p id="out">running</p><script>
+fetch(${JSON.stringify(redwall.baseUrl)} + "/api/v1/me", { credentials: "include" })
+  .then((r) => r.text()).then((t) => { document.getElementById("out").textContent = "READ " + t; })
+  .catch(() => { document.getElementById("out").textContent = "BLOCKED"; });
+</script>`;
+      const flows = [
+        { id: "t1", type: "tab", label: "T" },
+        { id: "h1", type: "http in", z: "t1", url: "/steal", method: "get", upload: false, swaggerDoc: "", wires: [["f1"]] },
+        { id: "f1", type: "function", z: "t1", outputs: 1, wires: [["r1"]],
+          func: `msg.payload = ${JSON.stringify(page)}; msg.headers = { "content-type": "text/html" }; return msg;` },
+        { id: "r1", type: "http response", z: "t1", statusCode: "", headers: {}, wires: [] },
+      ];
+      // Deployed from the editor's own origin, with the session the console handed over.
+      const deployed = await admin.request.post(`${instanceOrigin}/editor/flows`, {
+        headers: { origin: instanceOrigin, "node-red-deployment-type": "full" }, data: flows,
+      });
+      assert.ok([200, 204].includes(deployed.status()), `deploy: ${deployed.status()}`);
+      const session = await apiLogin(redwall.baseUrl, "admin", PASSWORD);
+      const routes = await api(redwall.baseUrl, "PUT",
+        `/api/v1/teams/${state.team}/instances/line-one/routes`,
+        [{ path_prefix: "/steal", policy: { type: "public" } }], session);
+      assert.equal(routes.status, 200, routes.text);
+      let answer;
+      for (let i = 0; i < 50; i++) {
+        answer = await admin.goto(`${instanceOrigin}/steal`);
+        if (answer.status() === 200) break;
+        await new Promise((r) => setTimeout(r, 100));
+      }
+      assert.equal(answer.status(), 200);
+      await admin.locator("#out", { hasText: /BLOCKED|READ/ }).waitFor();
+      assert.equal(await admin.locator("#out").textContent(), "BLOCKED",
+        "the console's answer is not readable from an instance's page");
+      // Nothing of the instance is served on the console's own origin.
+      const onConsole = await admin.goto(`${redwall.baseUrl}/i/line-one/steal`);
+      assert.equal(onConsole.status(), 404);
     });
   });
 

@@ -30,11 +30,14 @@ pub struct Config {
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct InstancesConfig {
-    /// Instances are reached at `{name}.{domain}` (recommended: instance
-    /// pages never share cookies with the console). Empty: host routing off.
+    /// Instances are reached at `{name}.{domain}`, each its own origin in
+    /// the browser. Empty: `localhost` when Redwall listens on loopback
+    /// (browsers resolve `*.localhost` there), none otherwise.
     pub domain: String,
-    /// Instances are also reached at `/i/{name}/` on the console's own
-    /// address (for a localhost setup).
+    /// Opt-in: instances are also reached at `/i/{name}/` on the console's
+    /// own address, for machines only: no cookie is honoured there and every
+    /// answer is sandboxed (`Content-Security-Policy: sandbox`), so nothing
+    /// served there can act in the browser as the console's origin.
     pub path_routing: bool,
     /// Loopback ports handed to instances, inclusive.
     pub port_min: u16,
@@ -67,7 +70,7 @@ impl Default for InstancesConfig {
     fn default() -> Self {
         InstancesConfig {
             domain: String::new(),
-            path_routing: true,
+            path_routing: false,
             port_min: 41000,
             port_max: 41999,
             node_red_version: redwall_runtime::DEFAULT_NODE_RED_VERSION.to_string(),
@@ -216,6 +219,75 @@ pub enum ConfigError {
 }
 
 impl Config {
+    /// The domain instances are reached under (`{name}.{domain}`): the one
+    /// configured, else `localhost` when Redwall listens on loopback only.
+    pub fn instance_domain(&self) -> Option<&str> {
+        if !self.instances.domain.is_empty() {
+            Some(&self.instances.domain)
+        } else if self.server.listen.ip().is_loopback() {
+            Some("localhost")
+        } else {
+            None
+        }
+    }
+
+    /// Instance content must never share the console's origin.
+    fn instance_origin_problems(&self) -> Vec<Problem> {
+        let mut out = Vec::new();
+        let console_host = self
+            .server
+            .public_url
+            .as_deref()
+            .and_then(|u| u.split_once("://"))
+            .map(|(_, rest)| {
+                rest.split(['/', ':'])
+                    .next()
+                    .unwrap_or("")
+                    .to_ascii_lowercase()
+            });
+        match self.instance_domain() {
+            Some(domain) => {
+                // An instance named after the console's first label would be
+                // served on the console's own origin.
+                if let Some(label) = console_host
+                    .as_deref()
+                    .and_then(|h| h.strip_suffix(&format!(".{domain}")))
+                    .filter(|l| !l.contains('.'))
+                {
+                    out.push(Problem {
+                        severity: Severity::Error,
+                        setting: "instances.domain",
+                        message: format!(
+                            "the console's host is {label}.{domain}, which an instance named {label:?} would share: choose a domain the console is not directly under"
+                        ),
+                    });
+                }
+                if self.tls.mode == TlsMode::SelfSigned && domain != "localhost" {
+                    out.push(Problem {
+                        severity: Severity::Warning,
+                        setting: "instances.domain",
+                        message: format!(
+                            "the self-signed certificate covers localhost and *.localhost only, not *.{domain}: use tls.mode = \"files\" with a certificate for *.{domain}"
+                        ),
+                    });
+                }
+            }
+            None => out.push(Problem {
+                severity: Severity::Warning,
+                setting: "instances.domain",
+                message: "Redwall listens beyond loopback and instances.domain is empty: instances get no address of their own, so browsers cannot reach their editors; set instances.domain (a wildcard DNS name whose names all point here)".into(),
+            }),
+        }
+        if self.instances.path_routing {
+            out.push(Problem {
+                severity: Severity::Warning,
+                setting: "instances.path_routing",
+                message: "instances are also reached at /i/{name}/ on the console's origin, for machines only: no cookie is honoured there and every answer is sandboxed, so browser pages, forms and the editor over /i/ do not work; use the instances' own host names for people".into(),
+            });
+        }
+        out
+    }
+
     /// Reads `path` (when given) and applies `REDWALL_*` overrides from `env`.
     pub fn load(
         path: Option<&Path>,
@@ -451,13 +523,7 @@ impl Config {
             });
         }
         out.extend(self.sandbox_problems());
-        if self.instances.path_routing && !self.server.listen.ip().is_loopback() {
-            out.push(Problem {
-                severity: Severity::Warning,
-                setting: "instances.path_routing",
-                message: "instance pages at /i/{name}/ share the console's origin, so a flow's page could act as the user in the console; set instances.domain and path_routing = false when others reach this server".into(),
-            });
-        }
+        out.extend(self.instance_origin_problems());
         if self.tls.mode == TlsMode::Off && !self.server.trusted_proxies.is_empty() {
             out.push(Problem {
                 severity: Severity::Warning,

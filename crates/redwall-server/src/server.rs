@@ -133,6 +133,12 @@ pub async fn start(options: StartOptions) -> anyhow::Result<RunningServer> {
     }
     let tls_mode = config.tls.mode;
     let listen = config.server.listen;
+    let listener =
+        std::net::TcpListener::bind(listen).with_context(|| format!("listening on {listen}"))?;
+    // Port 0 picks a free port: the rest of Redwall (instance addresses,
+    // the console's own URL) must see the one actually bound.
+    let mut config = config;
+    config.server.listen = listener.local_addr()?;
     let state = open_state(config, clock, master_key).await?;
     let rustls_config = match tls_mode {
         TlsMode::Off => None,
@@ -150,8 +156,6 @@ pub async fn start(options: StartOptions) -> anyhow::Result<RunningServer> {
     let rustls_config_is_some = rustls_config.is_some();
     let front_doors = FrontDoors::new(state.clone(), app(state.clone()));
 
-    let listener =
-        std::net::TcpListener::bind(listen).with_context(|| format!("listening on {listen}"))?;
     listener.set_nonblocking(true)?;
     let addr = listener.local_addr()?;
     let handle = axum_server::Handle::new();

@@ -28,6 +28,9 @@ async fn instance_server_with(
         c.instances.port_min = base;
         c.instances.port_max = base.saturating_add(9);
         c.instances.uid_base = 100_000 + u32::from(base);
+        // Machines (tokens, keys, basic) reach instances at /i/{name}/ too;
+        // browsers' sessions only on the instance's own host name.
+        c.instances.path_routing = true;
         tweak(c);
     })
     .await
@@ -72,17 +75,64 @@ fn echo_flow(path: &str) -> Value {
     ])
 }
 
-/// Cookie-authenticated writes through the proxy must look same-origin.
-fn same_origin(s: &TestServer, c: &Client) -> Client {
+/// Cookie-authenticated writes through the proxy must look same-origin:
+/// the instance's own host name.
+fn same_origin(c: &Client) -> Client {
     let mut c = c.clone();
-    c.headers.push(("origin", s.running.base_url()));
+    let host = host_of(&c).expect("cookie writes go to an instance's host");
+    c.headers.push(("origin", format!("http://{host}")));
     c
+}
+
+fn host_of(c: &Client) -> Option<String> {
+    c.headers
+        .iter()
+        .find(|(k, _)| *k == "host")
+        .map(|(_, v)| v.clone())
+}
+
+/// On an instance's host name its paths are the instance's own; machines
+/// use the path route `/i/{name}/` on the console's address.
+fn instance_path(c: &Client, name: &str, path: &str) -> String {
+    match host_of(c) {
+        Some(_) => path.to_string(),
+        None => format!("/i/{name}{path}"),
+    }
 }
 
 async fn deploy(c: &Client, name: &str, flows: Value) -> Resp {
     let mut c = c.clone();
     c.headers.push(("node-red-deployment-type", "full".into()));
-    c.post(&format!("/i/{name}/editor/flows"), flows).await
+    c.post(&instance_path(&c, name, "/editor/flows"), flows)
+        .await
+}
+
+/// A browser's session on the instance's own host name
+/// (`{name}.localhost`): the console hands it over with a one-time code, as
+/// it does for a browser. `None` when the console refuses the handover.
+async fn try_on_host(s: &TestServer, c: &Client, name: &str) -> Option<Client> {
+    let host = format!("{name}.localhost:{}", s.running.addr.port());
+    let r = c
+        .get(&format!("/api/v1/instance-login?instance={name}"))
+        .await;
+    if r.status != 303 {
+        return None;
+    }
+    let location = r.headers["location"].to_str().unwrap().to_string();
+    let callback = &location[location.find("/_redwall/").expect("a callback path")..];
+    let mut b = s.anonymous();
+    b.headers.push(("host", host));
+    let r = b.get(callback).await;
+    assert_eq!(r.status, 303, "handover: {}", r.text);
+    let pass = r.headers["set-cookie"].to_str().unwrap();
+    b.cookie = Some(pass.split(';').next().unwrap().to_string());
+    Some(b)
+}
+
+async fn on_host(s: &TestServer, c: &Client, name: &str) -> Client {
+    try_on_host(s, c, name)
+        .await
+        .expect("the console hands the session over")
 }
 
 #[tokio::test]
@@ -151,17 +201,25 @@ async fn roles_rules_and_keys_decide_who_reaches_an_instance() {
     // but cannot deploy; a Member deploys with a personal access token, as
     // a CI pipeline would.
     assert_eq!(s.anonymous().get("/i/plant/editor/").await.status, 401);
-    assert_eq!(dash.get("/i/plant/editor/flows").await.status, 403);
-    let r = viewer.get("/i/plant/editor/flows").await;
+    let dash_i = on_host(&s, &dash, "plant").await;
+    let viewer_i = on_host(&s, &viewer, "plant").await;
+    assert_eq!(dash_i.get("/editor/flows").await.status, 403);
+    let r = viewer_i.get("/editor/flows").await;
     assert_eq!(r.status, 200, "viewer reads flows: {}", r.text);
-    let r = deploy(&same_origin(&s, &viewer), "plant", echo_flow("/hello")).await;
+    assert_eq!(
+        viewer.get("/i/plant/editor/flows").await.status,
+        401,
+        "the console's own origin honours no browser session for an instance"
+    );
+    let r = deploy(&same_origin(&viewer_i), "plant", echo_flow("/hello")).await;
     assert_eq!(
         (r.status, r.code()),
         (403, "editor_read_only"),
         "viewer deploy: {}",
         r.text
     );
-    let r = deploy(&member, "plant", echo_flow("/hello")).await;
+    let member_i = on_host(&s, &member, "plant").await;
+    let r = deploy(&member_i, "plant", echo_flow("/hello")).await;
     assert_eq!(
         r.status, 403,
         "a cookie write without Origin is refused (CSRF): {}",
@@ -251,6 +309,10 @@ async fn roles_rules_and_keys_decide_who_reaches_an_instance() {
         r = forged.get("/i/plant/hello").await;
     }
     assert_eq!(r.status, 200, "{}", r.text);
+    assert_eq!(
+        r.headers["content-security-policy"], "sandbox",
+        "what an instance serves on the console's origin runs in an opaque origin"
+    );
     let seen = &r.body["headers"];
     let cookies: Vec<&str> = r
         .headers
@@ -316,15 +378,22 @@ async fn roles_rules_and_keys_decide_who_reaches_an_instance() {
         )
         .await;
     assert_eq!(r.status, 200, "{}", r.body);
-    let r = dash.get("/i/plant/hello").await;
+    let r = dash_i.get("/hello").await;
     assert_eq!(r.status, 200, "{}", r.text);
     assert_eq!(r.body["headers"]["x-redwall-user"], "dora");
     assert!(
         r.body["headers"].get("cookie").is_none(),
         "the Redwall session cookie never reaches a flow"
     );
+    assert_eq!(
+        dash.get("/i/plant/hello").await.status,
+        401,
+        "not on the console's origin"
+    );
     let stranger = s.user(&admin, "sam").await;
-    assert_eq!(stranger.get("/i/plant/hello").await.status, 403);
+    if let Some(stranger_i) = try_on_host(&s, &stranger, "plant").await {
+        assert_eq!(stranger_i.get("/hello").await.status, 403);
+    }
     assert_eq!(s.anonymous().get("/i/plant/hello").await.status, 401);
 
     // Basic auth with Redwall accounts, for devices that can do nothing else.
@@ -385,7 +454,7 @@ async fn roles_rules_and_keys_decide_who_reaches_an_instance() {
         )
         .await;
     assert_eq!(r.status, 200, "{}", r.body);
-    assert_eq!(viewer.get("/i/plant/editor/flows").await.status, 403);
+    assert_eq!(viewer_i.get("/editor/flows").await.status, 403);
     let r = owner
         .patch(
             &format!("/api/v1/teams/{team}"),
@@ -393,7 +462,7 @@ async fn roles_rules_and_keys_decide_who_reaches_an_instance() {
         )
         .await;
     assert_eq!(r.status, 200);
-    assert_eq!(viewer.get("/i/plant/editor/flows").await.status, 200);
+    assert_eq!(viewer_i.get("/editor/flows").await.status, 200);
 
     // The instance's own port: nothing answers without Redwall's tokens.
     let direct = reqwest::get(format!("http://127.0.0.1:{port}/hello"))
@@ -551,14 +620,19 @@ async fn websockets_close_when_the_session_or_membership_ends() {
     let team = create_team(&owner, "Ops").await;
     create_running(&owner, &team, "ops").await;
 
-    let url = format!("ws://{}/i/ops/editor/comms", s.running.addr);
-    let refused = tokio_tungstenite::connect_async(url.clone()).await;
+    let owner_i = on_host(&s, &owner, "ops").await;
+    let host = host_of(&owner_i).unwrap();
+    let url = format!("ws://{}/editor/comms", s.running.addr);
+    let mut anonymous = url.clone().into_client_request().unwrap();
+    anonymous.headers_mut().insert("host", header_value(&host));
+    let refused = tokio_tungstenite::connect_async(anonymous).await;
     assert!(refused.is_err(), "no websocket without a session");
 
     let mut request = url.into_client_request().unwrap();
+    request.headers_mut().insert("host", header_value(&host));
     request
         .headers_mut()
-        .insert("cookie", header_value(owner.cookie.as_ref().unwrap()));
+        .insert("cookie", header_value(owner_i.cookie.as_ref().unwrap()));
     let mut foreign = request.clone();
     foreign
         .headers_mut()
@@ -618,17 +692,19 @@ async fn websockets_close_when_the_session_or_membership_ends() {
     assert_eq!(r.status, 200, "{}", r.body);
     let dash = s.user(&admin, "dora").await;
     join_team(&owner, &dash, &team, "dora", "dashboard").await;
-    let echo_url = format!("ws://{}/i/ops/ws/echo", s.running.addr);
+    let dash_i = on_host(&s, &dash, "ops").await;
+    let echo_url = format!("ws://{}/ws/echo", s.running.addr);
+    let mut anonymous = echo_url.clone().into_client_request().unwrap();
+    anonymous.headers_mut().insert("host", header_value(&host));
     assert!(
-        tokio_tungstenite::connect_async(echo_url.clone())
-            .await
-            .is_err(),
+        tokio_tungstenite::connect_async(anonymous).await.is_err(),
         "no session, no socket"
     );
     let mut request = echo_url.into_client_request().unwrap();
+    request.headers_mut().insert("host", header_value(&host));
     request
         .headers_mut()
-        .insert("cookie", header_value(dash.cookie.as_ref().unwrap()));
+        .insert("cookie", header_value(dash_i.cookie.as_ref().unwrap()));
     let mut echo = None;
     for _ in 0..50 {
         // The listener appears a moment after the deploy answers.
@@ -1142,5 +1218,64 @@ async fn a_client_that_trickles_its_headers_is_cut_off() {
         "{:?}",
         started.elapsed()
     );
+    s.stop().await;
+}
+
+/// The security pass's finding: with path routing on by default, a flow's
+/// page at `/i/{name}/` shared the console's origin, read its CSRF token
+/// with the visitor's cookie and acted as the visitor. By default every
+/// instance now has its own origin, `{name}.localhost`, and `/i/` is nothing.
+#[tokio::test]
+async fn instance_content_never_shares_the_consoles_origin() {
+    let s = instance_server_with(|c| c.instances.path_routing = false).await;
+    let admin = s.admin().await;
+    let owner = s.user(&admin, "olivia").await;
+    let team = create_team(&owner, "Field").await;
+    let port = s.running.addr.port();
+    let r = create_running(&owner, &team, "plant").await;
+    assert_eq!(
+        r["editor_url"],
+        format!("http://plant.localhost:{port}/editor/")
+    );
+    let mut ci = s.token_client(&owner, "full").await;
+    ci.headers.push(("host", format!("plant.localhost:{port}")));
+    let r = deploy(&ci, "plant", echo_flow("/hello")).await;
+    assert!(
+        r.status == 200 || r.status == 204,
+        "{} {}",
+        r.status,
+        r.text
+    );
+    let r = owner
+        .put(
+            &format!("/api/v1/teams/{team}/instances/plant/routes"),
+            json!([{"path_prefix": "/hello", "policy": {"type": "public"}}]),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    // On the console's origin there is no instance at all.
+    for path in [
+        "/i/plant/hello",
+        "/i/plant/editor/",
+        "/i/plant/editor/flows",
+    ] {
+        let r = owner.get(path).await;
+        assert_eq!(r.status, 404, "{path}: {}", r.text);
+        assert!(!r.text.contains("hello"), "{path}: {}", r.text);
+    }
+    // On its own host name it answers.
+    let mut visitor = s.anonymous();
+    visitor
+        .headers
+        .push(("host", format!("plant.localhost:{port}")));
+    let mut r = visitor.get("/hello").await;
+    for _ in 0..100 {
+        if r.status != 404 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        r = visitor.get("/hello").await;
+    }
+    assert_eq!(r.status, 200, "{}", r.text);
     s.stop().await;
 }

@@ -49,6 +49,8 @@ parallelism = 1
 level = "info"
 
 [instances]
+# node-red-admin and the API clients are machines: they use /i/{{name}}/.
+path_routing = true
 node_red_path = {path:?}
 node = {node:?}
 port_min = {min}

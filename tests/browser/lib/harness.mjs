@@ -15,6 +15,14 @@ export const BINARY = process.env.REDWALL_BIN || join(TARGET, "debug", "redwall"
 export const SCREENSHOTS = process.env.REDWALL_SCREENSHOT_DIR || join(ROOT, "target", "browser-screenshots");
 export const PASSWORD = "violet-harbor-copper-9";
 
+// The defaults as shipped: HTTPS with the self-signed certificate, which
+// Chromium speaks HTTP/2 to. REDWALL_BROWSER_HTTP1=1 keeps one run on
+// HTTP/1.1 (Chromium with --disable-http2), still over TLS.
+export const HTTP1 = process.env.REDWALL_BROWSER_HTTP1 === "1";
+export const PROTOCOL = HTTP1 ? "http/1.1" : "h2";
+// The set-up calls from Node (fetch) trust the test server's own certificate.
+process.env.NODE_TLS_REJECT_UNAUTHORIZED = "0";
+
 // The same pinned Node-RED the Rust tests install (crates/redwall-runtime:
 // DEFAULT_NODE_RED_VERSION, testing::shared_install), in the same place and
 // layout, so both suites share one npm install.
@@ -57,8 +65,9 @@ export function nodeRedInstall() {
 }
 
 /**
- * Starts `redwall serve` on a fresh data directory. With `instances`, Node-RED
- * instances can run (path routing: /i/{name}/).
+ * Starts `redwall serve` on a fresh data directory, on its defaults (HTTPS,
+ * self-signed). With `instances`, Node-RED instances can run, each at its
+ * own origin, https://{name}.localhost:{port}/.
  * Returns { baseUrl, setupToken, dataDir, logs(), stop() }.
  */
 export async function startRedwall({ instances = false } = {}) {
@@ -68,8 +77,6 @@ export async function startRedwall({ instances = false } = {}) {
   let config = `data_dir = ${JSON.stringify(dataDir)}
 [server]
 listen = "127.0.0.1:${port}"
-[tls]
-mode = "off"
 [passwords]
 memory_kib = 1024
 iterations = 1
@@ -96,7 +103,7 @@ uid_base = ${200000 + base}
   let output = "";
   child.stdout.on("data", (d) => { output += d; });
   child.stderr.on("data", (d) => { output += d; });
-  const baseUrl = `http://127.0.0.1:${port}`;
+  const baseUrl = `https://127.0.0.1:${port}`;
   const deadline = Date.now() + 30_000;
   let setupToken;
   for (;;) {
@@ -135,7 +142,8 @@ export async function launchBrowser() {
   return chromium.launch({
     executablePath: process.env.CHROMIUM || "/usr/bin/chromium",
     args: ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-      "--disable-background-networking", "--disable-component-update", "--disable-sync"],
+      "--disable-background-networking", "--disable-component-update", "--disable-sync",
+      ...(HTTP1 ? ["--disable-http2"] : [])],
   });
 }
 
@@ -187,6 +195,16 @@ export async function screenshotOnFailure(page, name, fn) {
     await page.screenshot({ path: join(dir, `${fileName(name)}.png`), fullPage: true }).catch(() => {});
     throw e;
   }
+}
+
+/** A new browser profile (its own cookies) that accepts the self-signed certificate. */
+export async function newContext(browser) {
+  return browser.newContext({ viewport: { width: 1280, height: 900 }, ignoreHTTPSErrors: true });
+}
+
+/** The protocol the page's main document came over ("h2", "http/1.1"). */
+export async function protocolOf(page) {
+  return page.evaluate(() => performance.getEntriesByType("navigation")[0]?.nextHopProtocol);
 }
 
 /** A JSON API call for test set-up (not what the tests prove). */

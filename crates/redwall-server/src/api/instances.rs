@@ -171,10 +171,9 @@ pub struct InstanceView {
 /// (scheme and port as in `server.public_url`, else as Redwall listens),
 /// otherwise the path prefix on the console.
 pub fn base_url(state: &AppState, name: &str) -> String {
-    let c = &state.config.instances;
-    if c.domain.is_empty() {
+    let Some(domain) = state.config.instance_domain() else {
         return format!("/i/{name}");
-    }
+    };
     let (scheme, port) = match &state.config.server.public_url {
         Some(u) => {
             let (scheme, rest) = u.split_once("://").unwrap_or(("https", u));
@@ -198,7 +197,7 @@ pub fn base_url(state: &AppState, name: &str) -> String {
             (scheme.to_string(), port)
         }
     };
-    format!("{scheme}://{name}.{}{port}", c.domain)
+    format!("{scheme}://{name}.{domain}{port}")
 }
 
 #[derive(Deserialize)]
@@ -226,7 +225,7 @@ pub async fn login_handoff(
             ))
         }
     };
-    if state.config.instances.domain.is_empty()
+    if state.config.instance_domain().is_none()
         || state
             .store
             .get_instance_by_name(&q.instance)

@@ -63,6 +63,20 @@ impl Instance {
     pub fn is_up(&self) -> bool {
         matches!(self.status.state.as_str(), "running" | "starting")
     }
+
+    /// Where the console's "Open editor" goes: through the console's own
+    /// handover, which gives this browser a session on the instance's own
+    /// host name (a separate origin, with cookies the console never sees).
+    pub fn editor_link(&self) -> String {
+        if self.editor_url.starts_with("http") {
+            format!(
+                "/api/v1/instance-login?instance={}&next=%2Feditor%2F",
+                self.name
+            )
+        } else {
+            self.editor_url.clone()
+        }
+    }
 }
 
 /// An optional time, shortened; empty when absent.

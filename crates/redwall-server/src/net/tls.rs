@@ -45,24 +45,36 @@ fn load_key(path: &Path) -> anyhow::Result<PrivateKeyDer<'static>> {
         .ok_or_else(|| anyhow!("{} holds no PEM private key", path.display()))
 }
 
-/// The self-signed certificate for localhost in `data_dir/tls`, made on first use.
+/// The names the self-signed certificate carries: the console on
+/// localhost and loopback, and every instance at `{name}.localhost`, its own
+/// origin on the same machine (browsers resolve `*.localhost` to loopback).
+const SELF_SIGNED_NAMES: &[&str] = &["localhost", "*.localhost", "127.0.0.1", "::1"];
+
+/// The self-signed certificate for localhost in `data_dir/tls`, made on first
+/// use, and made again when it was made for other names (an older version).
 pub fn ensure_self_signed(data_dir: &Path) -> anyhow::Result<(PathBuf, PathBuf)> {
     let dir = data_dir.join("tls");
     let cert = dir.join("self-signed-cert.pem");
     let key = dir.join("self-signed-key.pem");
-    if cert.is_file() && key.is_file() {
+    let names_file = dir.join("self-signed-names");
+    let names = SELF_SIGNED_NAMES.join("\n");
+    let same_names = std::fs::read_to_string(&names_file).is_ok_and(|n| n == names);
+    if cert.is_file() && key.is_file() && same_names {
         return Ok((cert, key));
     }
     std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
-    let names = vec![
-        "localhost".to_string(),
-        "127.0.0.1".to_string(),
-        "::1".to_string(),
-    ];
-    let made = rcgen::generate_simple_self_signed(names).context("generating a certificate")?;
+    let made = rcgen::generate_simple_self_signed(
+        SELF_SIGNED_NAMES
+            .iter()
+            .map(|n| n.to_string())
+            .collect::<Vec<_>>(),
+    )
+    .context("generating a certificate")?;
     crate::files::write_private(&key, made.key_pair.serialize_pem().as_bytes())?;
     std::fs::write(&cert, made.cert.pem())
         .with_context(|| format!("writing {}", cert.display()))?;
-    tracing::info!(cert = %cert.display(), "generated a self-signed TLS certificate for localhost");
+    std::fs::write(&names_file, names)
+        .with_context(|| format!("writing {}", names_file.display()))?;
+    tracing::info!(cert = %cert.display(), "generated a self-signed TLS certificate for localhost and *.localhost");
     Ok((cert, key))
 }

@@ -120,10 +120,10 @@ pub fn locate(state: &AppState, request: &Request) -> Option<Result<Located, Res
         .path_and_query()
         .map_or("/", |p| p.as_str())
         .to_string();
-    if !config.domain.is_empty() {
+    if let Some(domain) = state.config.instance_domain() {
         if let Some(host) = crate::net::authority::host_name(request.headers()) {
-            if let Some(label) = host.strip_suffix(&format!(".{}", config.domain)) {
-                if !label.contains('.') {
+            if let Some(label) = host.strip_suffix(domain).and_then(|h| h.strip_suffix('.')) {
+                if !label.is_empty() && !label.contains('.') {
                     return Some(Ok(Located {
                         name: label.to_string(),
                         path_and_query: pq,
@@ -161,11 +161,26 @@ pub fn locate(state: &AppState, request: &Request) -> Option<Result<Located, Res
 }
 
 /// Serves a request `locate` found to be for an instance.
-pub async fn serve(state: &AppState, located: Located, request: Request) -> Response {
-    match handle(state, located, request).await {
+pub async fn serve(state: &AppState, located: Located, mut request: Request) -> Response {
+    // `/i/{name}/` lives on the console's origin, so it is for machines
+    // only: no browser cookie is honoured there (a page there must never act
+    // as the visitor), and whatever the instance answers is sandboxed into an
+    // opaque origin that cannot read the console or its cookies.
+    let on_console_origin = located.prefix.is_some();
+    if on_console_origin {
+        request.headers_mut().remove(header::COOKIE);
+    }
+    let mut answer = match handle(state, located, request).await {
         Ok(r) => r,
         Err(e) => e.into_response(),
+    };
+    if on_console_origin {
+        answer.headers_mut().insert(
+            header::CONTENT_SECURITY_POLICY,
+            HeaderValue::from_static("sandbox"),
+        );
     }
+    answer
 }
 
 pub async fn load_target(state: &AppState, name: &str) -> ApiResult<Option<Arc<ProxyTarget>>> {
@@ -476,12 +491,25 @@ fn url_param(query: &str, name: &str) -> Option<String> {
         .map(|(_, v)| v.into_owned())
 }
 
+/// Where a browser finds the console: `server.public_url`, else, on a
+/// loopback listener, `localhost` on Redwall's own port.
+fn console_url(state: &AppState) -> Option<String> {
+    if let Some(u) = &state.config.server.public_url {
+        return Some(u.clone());
+    }
+    let listen = state.config.server.listen;
+    listen.ip().is_loopback().then(|| {
+        let scheme = if state.tls { "https" } else { "http" };
+        format!("{scheme}://localhost:{}", listen.port())
+    })
+}
+
 /// A browser opening the editor without any credential is sent to log in,
 /// when Redwall knows where its console is.
 fn wants_login(state: &AppState, request: &Request) -> bool {
     let h = request.headers();
     request.method() == axum::http::Method::GET
-        && state.config.server.public_url.is_some()
+        && console_url(state).is_some()
         && !h.contains_key(header::AUTHORIZATION)
         && crate::auth::session::cookie_token(h).is_none()
         && h.get(header::ACCEPT)
@@ -490,7 +518,7 @@ fn wants_login(state: &AppState, request: &Request) -> bool {
 }
 
 fn login_redirect(state: &AppState, name: &str, path_and_query: &str) -> Response {
-    let console = state.config.server.public_url.clone().unwrap_or_default();
+    let console = console_url(state).unwrap_or_default();
     let next = handoff::encode_component(path_and_query);
     Redirect::to(&format!(
         "{console}/api/v1/instance-login?instance={name}&next={next}"
