@@ -226,11 +226,15 @@ fetch(${JSON.stringify(redwall.baseUrl)} + "/api/v1/me", { credentials: "include
           func: `msg.payload = ${JSON.stringify(page)}; msg.headers = { "content-type": "text/html" }; return msg;` },
         { id: "r1", type: "http response", z: "t1", statusCode: "", headers: {}, wires: [] },
       ];
-      // Deployed from the editor's own origin, with the session the console handed over.
-      const deployed = await admin.request.post(`${instanceOrigin}/editor/flows`, {
-        headers: { origin: instanceOrigin, "node-red-deployment-type": "full" }, data: flows,
-      });
-      assert.ok([200, 204].includes(deployed.status()), `deploy: ${deployed.status()}`);
+      // Deployed from the editor's page, with the session the console handed over.
+      const deployed = await admin.evaluate(async (body) => {
+        const r = await fetch("/editor/flows", {
+          method: "POST", body,
+          headers: { "content-type": "application/json", "node-red-deployment-type": "full" },
+        });
+        return r.status;
+      }, JSON.stringify(flows));
+      assert.ok([200, 204].includes(deployed), `deploy: ${deployed}`);
       const session = await apiLogin(redwall.baseUrl, "admin", PASSWORD);
       const routes = await api(redwall.baseUrl, "PUT",
         `/api/v1/teams/${state.team}/instances/line-one/routes`,

@@ -1279,3 +1279,50 @@ async fn instance_content_never_shares_the_consoles_origin() {
     assert_eq!(r.status, 200, "{}", r.text);
     s.stop().await;
 }
+
+/// The proxy's own body limit, over HTTP/2 as browsers speak it: the 413
+/// arrives, not a reset (the stream used to be reset before the answer).
+#[tokio::test]
+async fn the_proxys_body_limit_answers_413_over_http2() {
+    let s = instance_server_with(|c| {
+        c.tls.mode = redwall_server::config::TlsMode::SelfSigned;
+        c.instances.max_body_bytes = 64 * 1024;
+    })
+    .await;
+    let admin = s.admin().await;
+    let team = create_team(&admin, "T").await;
+    create_running(&admin, &team, "plant").await;
+    let r = admin
+        .put(
+            &format!("/api/v1/teams/{team}/instances/plant/routes"),
+            json!([{"path_prefix": "/upload", "policy": {"type": "public"}}]),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    let dir = tempfile::tempdir().unwrap();
+    let body = dir.path().join("body");
+    std::fs::write(&body, vec![b'x'; 3 * 1024 * 1024]).unwrap();
+    let url = s.url("/i/plant/upload");
+    let mut seen = Vec::new();
+    for protocol in ["--http2", "--http1.1"] {
+        for _ in 0..3 {
+            let out = std::process::Command::new("curl")
+                .args(["-sk", protocol, "-H", "expect:", "-o", "/dev/null"])
+                .args(["-w", "%{http_code}", "--data-binary"])
+                .arg(format!("@{}", body.display()))
+                .arg(&url)
+                .output()
+                .expect("curl runs");
+            seen.push(format!(
+                "{protocol}: {}",
+                String::from_utf8_lossy(&out.stdout)
+            ));
+        }
+    }
+    assert!(
+        seen.iter().all(|l| l.ends_with(": 413")),
+        "{}",
+        seen.join("\n")
+    );
+    s.stop().await;
+}
