@@ -2,7 +2,8 @@
 
 use super::credentials::{check_api_key, check_basic, KeyCheck};
 use super::forward::{self, forward, Forward, Recheck};
-use super::{strip_ours, ProxyTarget};
+use super::hygiene::{self, Authorization};
+use super::ProxyTarget;
 use crate::api::instance_access::record_refusal;
 use crate::audit::Actor;
 use crate::auth::guard::load_membership;
@@ -31,6 +32,8 @@ struct Verdict {
     consumed_authorization: bool,
     /// Basic rules answer a missing credential with a challenge.
     basic: bool,
+    /// A public rule: the instance owns authentication here.
+    public: bool,
 }
 
 fn bearer_or_header_key(parts: &Parts) -> Option<String> {
@@ -76,31 +79,33 @@ async fn judge(
     let policy = matched.map(|r| r.policy.clone());
     let presented = match &policy {
         None | Some(RoutePolicy::Public) => Presented::Nothing,
-        Some(RoutePolicy::Session { .. }) => match session::cookie_token(&parts.headers) {
-            None => Presented::Nothing,
-            Some(cookie) => match session::lookup(state, &cookie, client).await? {
+        Some(RoutePolicy::Session { .. }) => {
+            match session::cookie_token(&parts.headers, client.https) {
                 None => Presented::Nothing,
-                Some(s)
-                    if !parts.method.is_safe()
-                        && !crate::auth::csrf::browser_says_same_origin(&parts.headers) =>
-                {
-                    let _ = s;
-                    Presented::Session(None)
-                }
-                Some(s) => {
-                    let user = crate::auth::guard::load_user(state, &s.user_id).await?;
-                    match user.filter(|u| !u.suspended) {
-                        None => Presented::Nothing,
-                        Some(u) => {
-                            username = Some(u.username);
-                            Presented::Session(
-                                load_membership(state, &target.team_id, &s.user_id).await?,
-                            )
+                Some(cookie) => match session::lookup(state, &cookie, client).await? {
+                    None => Presented::Nothing,
+                    Some(s)
+                        if !parts.method.is_safe()
+                            && !crate::auth::csrf::browser_says_same_origin(&parts.headers) =>
+                    {
+                        let _ = s;
+                        Presented::Session(None)
+                    }
+                    Some(s) => {
+                        let user = crate::auth::guard::load_user(state, &s.user_id).await?;
+                        match user.filter(|u| !u.suspended) {
+                            None => Presented::Nothing,
+                            Some(u) => {
+                                username = Some(u.username);
+                                Presented::Session(
+                                    load_membership(state, &target.team_id, &s.user_id).await?,
+                                )
+                            }
                         }
                     }
-                }
-            },
-        },
+                },
+            }
+        }
         Some(RoutePolicy::ApiKey) => match bearer_or_header_key(parts) {
             None => Presented::Nothing,
             Some(key) => {
@@ -183,6 +188,7 @@ async fn judge(
         username,
         consumed_authorization: consumed,
         basic: matches!(policy, Some(RoutePolicy::Basic { .. })),
+        public: matches!(policy, Some(RoutePolicy::Public)),
     })
 }
 
@@ -229,7 +235,7 @@ pub async fn endpoint(
     state: &AppState,
     target: Arc<ProxyTarget>,
     client: ClientInfo,
-    fwd: Forward,
+    mut fwd: Forward,
     path: &str,
     request: Request,
 ) -> ApiResult<Response> {
@@ -268,7 +274,22 @@ pub async fn endpoint(
         });
         f
     });
-    strip_ours(&mut parts.headers, verdict.consumed_authorization);
+    // Who owns authentication here (see `hygiene`): once any rule asks
+    // for a Redwall password, basic credentials and challenges are ours on
+    // the whole instance.
+    let asks_passwords = target
+        .rules
+        .iter()
+        .any(|r| matches!(r.policy, RoutePolicy::Basic { .. }));
+    let authorization = if verdict.consumed_authorization {
+        Authorization::Drop
+    } else if asks_passwords {
+        Authorization::NoBasic
+    } else {
+        Authorization::Foreign
+    };
+    fwd.instance_may_challenge = verdict.public && !asks_passwords;
+    hygiene::prepare_request(&mut parts.headers, &client, authorization);
     let token = super::minted_token(
         state,
         &target,
