@@ -467,6 +467,20 @@ fn upgrade_request(s: &TestServer, path: &str) -> String {
     )
 }
 
+/// Established TCP connections to a loopback port, from the connecting side.
+fn connections_to(port: u16) -> usize {
+    let table = std::fs::read_to_string("/proc/net/tcp").unwrap();
+    let remote = format!(":{port:04X}");
+    table
+        .lines()
+        .skip(1)
+        .filter(|line| {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            fields.len() > 3 && fields[2].ends_with(&remote) && fields[3] == "01"
+        })
+        .count()
+}
+
 /// Keeps sending `path` from `from` until the answer starts with `status`.
 async fn until_answered(s: &TestServer, from: IpAddr, path: &str, status: &str) -> String {
     let mut last = String::new();
@@ -521,6 +535,41 @@ async fn hanging_upgrades_time_out_and_open_upstream_sockets_are_limited() {
     .await;
     assert!(answer.starts_with("HTTP/1.1 504"), "{answer:?}");
     assert!(answer.contains("instance_timeout"), "{answer}");
+    // ...and closes its socket to the instance: five at once leave none.
+    let port = s
+        .running
+        .state
+        .store
+        .get_instance_by_name("sock")
+        .await
+        .unwrap()
+        .unwrap()
+        .port;
+    let before = connections_to(port);
+    let upgrades = (6..11).map(|last| {
+        let request = upgrade_request(&s, "/i/sock/pub/echo");
+        let to = s.running.addr;
+        async move {
+            raw_from(ip(last), to, &request, Duration::from_secs(10))
+                .await
+                .1
+        }
+    });
+    for answer in futures::future::join_all(upgrades).await {
+        assert!(answer.starts_with("HTTP/1.1 504"), "{answer:?}");
+    }
+    let mut open = connections_to(port);
+    for _ in 0..50 {
+        if open <= before {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        open = connections_to(port);
+    }
+    assert!(
+        open <= before,
+        "{open} connections to the instance, {before} before"
+    );
 
     // Two requests the flow never answers fill client .2's allowance.
     let mut held = Vec::new();

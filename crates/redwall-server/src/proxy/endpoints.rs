@@ -77,35 +77,34 @@ async fn judge(
     let mut username = None;
     let mut consumed = false;
     let policy = matched.map(|r| r.policy.clone());
+    let https = client.https;
     let presented = match &policy {
         None | Some(RoutePolicy::Public) => Presented::Nothing,
-        Some(RoutePolicy::Session { .. }) => {
-            match session::cookie_token(&parts.headers, client.https) {
+        Some(RoutePolicy::Session { .. }) => match session::cookie_token(&parts.headers, https) {
+            None => Presented::Nothing,
+            Some(cookie) => match session::lookup(state, &cookie, client).await? {
                 None => Presented::Nothing,
-                Some(cookie) => match session::lookup(state, &cookie, client).await? {
-                    None => Presented::Nothing,
-                    Some(s)
-                        if !parts.method.is_safe()
-                            && !crate::auth::csrf::browser_says_same_origin(&parts.headers) =>
-                    {
-                        let _ = s;
-                        Presented::Session(None)
-                    }
-                    Some(s) => {
-                        let user = crate::auth::guard::load_user(state, &s.user_id).await?;
-                        match user.filter(|u| !u.suspended) {
-                            None => Presented::Nothing,
-                            Some(u) => {
-                                username = Some(u.username);
-                                Presented::Session(
-                                    load_membership(state, &target.team_id, &s.user_id).await?,
-                                )
-                            }
+                Some(s)
+                    if !parts.method.is_safe()
+                        && !crate::auth::csrf::browser_says_same_origin(&parts.headers) =>
+                {
+                    let _ = s;
+                    Presented::Session(None)
+                }
+                Some(s) => {
+                    let user = crate::auth::guard::load_user(state, &s.user_id).await?;
+                    match user.filter(|u| !u.suspended) {
+                        None => Presented::Nothing,
+                        Some(u) => {
+                            username = Some(u.username);
+                            Presented::Session(
+                                load_membership(state, &target.team_id, &s.user_id).await?,
+                            )
                         }
                     }
-                },
-            }
-        }
+                }
+            },
+        },
         Some(RoutePolicy::ApiKey) => match bearer_or_header_key(parts) {
             None => Presented::Nothing,
             Some(key) => {
