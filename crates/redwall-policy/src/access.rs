@@ -114,7 +114,9 @@ pub fn decide(caller: &Caller<'_>, permission: Permission) -> Result<(), Denial>
                 (TokenTeam::ThisTeam, Scope::Team) => true,
                 // A team token may still say whose it is.
                 (_, Scope::Platform) => permission == Permission::AccountRead,
-                (TokenTeam::Elsewhere, Scope::Team) => false,
+                // Another team is, to this token, a team that does not
+                // exist: the same answer, so it tells nothing of the id.
+                (TokenTeam::Elsewhere, Scope::Team) => return Err(Denial::NotFound),
             };
             if !team_ok {
                 return Err(Denial::TokenScope);
@@ -289,6 +291,27 @@ mod tests {
             decide(&pretender, Permission::TeamRead),
             Err(Denial::NotFound)
         );
+    }
+
+    #[test]
+    fn a_team_token_sees_other_teams_as_missing() {
+        let caller = Caller {
+            platform_role: PlatformRole::User,
+            credential: Credential::Token {
+                scope: TokenScope::Full,
+                team: TokenTeam::Elsewhere,
+                permissions: None,
+            },
+            team_role: Some(TeamRole::Owner),
+            admin_override: false,
+            team_mfa_missing: false,
+        };
+        for p in Permission::ALL
+            .into_iter()
+            .filter(|p| p.scope() == Scope::Team)
+        {
+            assert_eq!(decide(&caller, p), Err(Denial::NotFound), "{p:?}");
+        }
     }
 
     fn any_caller() -> impl Strategy<Value = (usize, usize)> {

@@ -64,6 +64,13 @@ pub struct InstancesConfig {
     /// newer, which also confines TCP binds). Turning this off runs them
     /// with only rlimits and, as root, a user of their own.
     pub require_landlock: bool,
+    /// How long an instance may take to answer an upgrade (WebSocket)
+    /// request before Redwall answers 504 and closes the socket.
+    pub upgrade_answer_secs: u64,
+    /// Open connections to instances (requests in progress, streams,
+    /// WebSockets) at most per instance, and per client address.
+    pub max_upstream_per_instance: usize,
+    pub max_upstream_per_client: usize,
 }
 
 impl Default for InstancesConfig {
@@ -85,6 +92,9 @@ impl Default for InstancesConfig {
             max_body_bytes: 5 * 1024 * 1024,
             max_backoff_secs: 30,
             require_landlock: true,
+            upgrade_answer_secs: 10,
+            max_upstream_per_instance: 1024,
+            max_upstream_per_client: 256,
         }
     }
 }
@@ -499,6 +509,15 @@ impl Config {
         }
         if i.max_body_bytes < 1024 {
             error("instances.max_body_bytes", "must be at least 1 KiB".into());
+        }
+        if i.upgrade_answer_secs == 0
+            || i.max_upstream_per_instance == 0
+            || i.max_upstream_per_client == 0
+        {
+            error(
+                "instances",
+                "upgrade_answer_secs, max_upstream_per_instance and max_upstream_per_client must be at least 1".into(),
+            );
         }
         for (setting, message) in self.sso.problems() {
             error(setting, message);

@@ -26,14 +26,18 @@ proptest! {
         let mut h = HeaderMap::new();
         if let Ok(v) = HeaderValue::from_str(&format!("{prefix}; redwall_session={token}; {noise}")) {
             h.insert("cookie", v);
-            let found = cookie_token(&h);
+            let found = cookie_token(&h, false);
             prop_assert!(found.is_some());
+            // Over HTTPS only the __Host- cookie counts.
+            if !noise.contains("__Host-redwall_session=") {
+                prop_assert_eq!(cookie_token(&h, true), None);
+            }
         }
         let mut other = HeaderMap::new();
         if let Ok(v) = HeaderValue::from_str(&format!("xredwall_session={token}; {noise}")) {
             other.insert("cookie", v);
             if !noise.contains("redwall_session=") {
-                prop_assert_eq!(cookie_token(&other), None);
+                prop_assert_eq!(cookie_token(&other, false), None);
             }
         }
     }

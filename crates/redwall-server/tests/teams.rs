@@ -484,7 +484,11 @@ async fn team_limited_tokens_reach_only_their_team(s: &TestServer) {
         t.get(&format!("/api/v1/teams/{a}/members")).await.status,
         200
     );
-    assert_eq!(t.get(&format!("/api/v1/teams/{b}")).await.status, 403);
+    assert_eq!(
+        t.get(&format!("/api/v1/teams/{b}")).await.status,
+        404,
+        "another team is, to this token, a team that does not exist"
+    );
     assert_eq!(
         t.get(&format!("/api/v1/teams/{a}/audit")).await.status,
         403,

@@ -212,11 +212,13 @@ pub struct HandoffQuery {
 pub async fn login_handoff(
     State(state): State<AppState>,
     principal: Principal,
+    client: ClientInfo,
     headers: axum::http::HeaderMap,
     Query(q): Query<HandoffQuery>,
 ) -> ApiResult<axum::response::Response> {
     use axum::response::IntoResponse;
-    let console_token = match (&principal.via, crate::auth::session::cookie_token(&headers)) {
+    let cookie = crate::auth::session::cookie_token(&headers, client.https);
+    let console_token = match (&principal.via, cookie) {
         (crate::auth::principal::Via::Session { .. }, Some(t)) => t,
         _ => {
             return Err(ApiError::bad_request(
@@ -225,13 +227,18 @@ pub async fn login_handoff(
             ))
         }
     };
-    if state.config.instance_domain().is_none()
-        || state
-            .store
-            .get_instance_by_name(&q.instance)
-            .await?
-            .is_none()
-    {
+    // Only a member of the instance's team gets a code; anyone else gets
+    // exactly the answer for an instance that does not exist.
+    let instance = match state.config.instance_domain().is_none() {
+        true => None,
+        false => state.store.get_instance_by_name(&q.instance).await?,
+    };
+    let Some(instance) = instance else {
+        return Err(ApiError::not_found());
+    };
+    let role =
+        crate::auth::guard::load_membership(&state, &instance.team_id, &principal.user_id).await?;
+    if role.is_none() {
         return Err(ApiError::not_found());
     }
     let code = crate::proxy::handoff::mint_code(&state, &console_token, &q.instance);

@@ -100,7 +100,7 @@ async fn authenticate(
         let presented = value.to_str().ok().and_then(bearer).unwrap_or("");
         return authenticate_token(state, presented, client).await;
     }
-    let Some(cookie) = session::cookie_token(headers) else {
+    let Some(cookie) = session::cookie_token(headers, client.https) else {
         return Err(ApiError::unauthenticated());
     };
     let Some(s) = session::lookup(state, &cookie, client).await? else {

@@ -5,7 +5,7 @@ use crate::audit::{self, Actor};
 use crate::error::{ApiError, ApiResult};
 use crate::net::client::ClientInfo;
 use crate::state::{AppState, CachedSession};
-use axum::http::{header, HeaderMap, HeaderValue};
+use axum::http::{HeaderMap, HeaderValue};
 use redwall_crypto::token::{self, SESSION_PREFIX};
 use redwall_crypto::Secret;
 use redwall_policy::audit_event::{AuditEvent, Outcome};
@@ -18,29 +18,14 @@ pub const SECURE_COOKIE: &str = "__Host-redwall_session";
 /// Plain HTTP is only allowed on loopback; browsers drop Secure cookies there.
 pub const PLAIN_COOKIE: &str = "redwall_session";
 
-/// The session id from the Cookie headers. Works on bytes, so another
+/// The session id from the Cookie headers: over HTTPS only from the
+/// `__Host-` cookie, which no other host (a sibling subdomain, an
+/// instance) and no plain-HTTP page can set, so a planted session cannot
+/// log a browser in as someone else. Works on bytes, so another
 /// application's non-ASCII cookie on the same host cannot hide ours.
-pub fn cookie_token(headers: &HeaderMap) -> Option<String> {
-    let mut found_plain = None;
-    for value in headers.get_all(header::COOKIE) {
-        for pair in value.as_bytes().split(|&b| b == b';') {
-            let pair = pair.trim_ascii();
-            let Some(eq) = pair.iter().position(|&b| b == b'=') else {
-                continue;
-            };
-            let (name, value) = (&pair[..eq], &pair[eq + 1..]);
-            let Ok(value) = std::str::from_utf8(value) else {
-                continue;
-            };
-            if name == SECURE_COOKIE.as_bytes() {
-                return Some(value.to_string());
-            }
-            if name == PLAIN_COOKIE.as_bytes() {
-                found_plain = Some(value.to_string());
-            }
-        }
-    }
-    found_plain
+pub fn cookie_token(headers: &HeaderMap, https: bool) -> Option<String> {
+    let wanted = if https { SECURE_COOKIE } else { PLAIN_COOKIE };
+    crate::net::cookies::value(headers, wanted)
 }
 
 pub fn set_cookie(token: &str, https: bool, max_age_secs: i64) -> ApiResult<HeaderValue> {

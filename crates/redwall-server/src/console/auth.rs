@@ -476,9 +476,10 @@ pub async fn logout_everywhere(ctx: Ctx, body: Bytes) -> Response {
 async fn end_session(ctx: Ctx, body: Bytes, path: &'static str) -> Response {
     let form = Form::parse(&body);
     let csrf = form.text("csrf");
-    if !form::session_form_ok(&ctx.console.app.keyring, &ctx.headers, &csrf) {
+    let https = ctx.client().https;
+    if !form::session_form_ok(&ctx.console.app.keyring, &ctx.headers, https, &csrf) {
         // No session (already logged out) is not an error worth a page.
-        if crate::auth::session::cookie_token(&ctx.headers).is_none() {
+        if crate::auth::session::cookie_token(&ctx.headers, https).is_none() {
             return see_other("/login");
         }
         return page_expired();

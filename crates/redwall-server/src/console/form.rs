@@ -117,8 +117,13 @@ pub fn pre_session_ok(
 }
 
 /// A signed-in form is genuine when its token is the session's.
-pub fn session_form_ok(keyring: &Keyring, headers: &HeaderMap, presented: &str) -> bool {
-    let Some(cookie) = crate::auth::session::cookie_token(headers) else {
+pub fn session_form_ok(
+    keyring: &Keyring,
+    headers: &HeaderMap,
+    https: bool,
+    presented: &str,
+) -> bool {
+    let Some(cookie) = crate::auth::session::cookie_token(headers, https) else {
         return false;
     };
     let expected = csrf::token_for_session(keyring, &cookie);

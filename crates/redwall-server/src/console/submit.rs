@@ -47,8 +47,9 @@ where
     let form = Form::parse(&body);
     let csrf = form.text("csrf");
     let keyring = &ctx.console.app.keyring;
-    if !form::session_form_ok(keyring, &ctx.headers, &csrf) {
-        if crate::auth::session::cookie_token(&ctx.headers).is_none() {
+    let https = ctx.client().https;
+    if !form::session_form_ok(keyring, &ctx.headers, https, &csrf) {
+        if crate::auth::session::cookie_token(&ctx.headers, https).is_none() {
             return ctx.refused(&unauthenticated(), None);
         }
         return page_expired();

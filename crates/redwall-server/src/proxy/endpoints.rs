@@ -2,7 +2,8 @@
 
 use super::credentials::{check_api_key, check_basic, KeyCheck};
 use super::forward::{self, forward, Forward, Recheck};
-use super::{strip_ours, ProxyTarget};
+use super::hygiene::{self, Authorization};
+use super::ProxyTarget;
 use crate::api::instance_access::record_refusal;
 use crate::audit::Actor;
 use crate::auth::guard::load_membership;
@@ -31,6 +32,8 @@ struct Verdict {
     consumed_authorization: bool,
     /// Basic rules answer a missing credential with a challenge.
     basic: bool,
+    /// A public rule: the instance owns authentication here.
+    public: bool,
 }
 
 fn bearer_or_header_key(parts: &Parts) -> Option<String> {
@@ -74,9 +77,10 @@ async fn judge(
     let mut username = None;
     let mut consumed = false;
     let policy = matched.map(|r| r.policy.clone());
+    let https = client.https;
     let presented = match &policy {
         None | Some(RoutePolicy::Public) => Presented::Nothing,
-        Some(RoutePolicy::Session { .. }) => match session::cookie_token(&parts.headers) {
+        Some(RoutePolicy::Session { .. }) => match session::cookie_token(&parts.headers, https) {
             None => Presented::Nothing,
             Some(cookie) => match session::lookup(state, &cookie, client).await? {
                 None => Presented::Nothing,
@@ -183,6 +187,7 @@ async fn judge(
         username,
         consumed_authorization: consumed,
         basic: matches!(policy, Some(RoutePolicy::Basic { .. })),
+        public: matches!(policy, Some(RoutePolicy::Public)),
     })
 }
 
@@ -229,7 +234,7 @@ pub async fn endpoint(
     state: &AppState,
     target: Arc<ProxyTarget>,
     client: ClientInfo,
-    fwd: Forward,
+    mut fwd: Forward,
     path: &str,
     request: Request,
 ) -> ApiResult<Response> {
@@ -268,7 +273,22 @@ pub async fn endpoint(
         });
         f
     });
-    strip_ours(&mut parts.headers, verdict.consumed_authorization);
+    // Who owns authentication here (see `hygiene`): once any rule asks
+    // for a Redwall password, basic credentials and challenges are ours on
+    // the whole instance.
+    let asks_passwords = target
+        .rules
+        .iter()
+        .any(|r| matches!(r.policy, RoutePolicy::Basic { .. }));
+    let authorization = if verdict.consumed_authorization {
+        Authorization::Drop
+    } else if asks_passwords {
+        Authorization::NoBasic
+    } else {
+        Authorization::Foreign
+    };
+    fwd.instance_may_challenge = verdict.public && !asks_passwords;
+    hygiene::prepare_request(&mut parts.headers, &client, authorization);
     let token = super::minted_token(
         state,
         &target,

@@ -16,7 +16,10 @@ use http_body_util::{BodyExt, Limited};
 use hyper_util::rt::TokioIo;
 use std::time::Duration;
 
+use super::hygiene;
+use super::limits::Permit;
 use super::upstream::Upstream;
+use hyper::body::Body as _;
 
 /// Answers up to this size are buffered and sent in one write.
 const BUFFER_UP_TO: u64 = 64 * 1024;
@@ -90,6 +93,12 @@ pub struct Forward {
     /// Prefix to put back on Location headers (`/i/{name}` in path routing).
     pub location_prefix: Option<String>,
     pub max_body: u64,
+    /// Who holds the connection, for the open-connection limits.
+    pub sockets: super::limits::Claim,
+    /// How long the instance may take to answer an upgrade.
+    pub upgrade_within: Duration,
+    /// The instance owns authentication here: its challenges may pass.
+    pub instance_may_challenge: bool,
 }
 
 fn bad_gateway() -> Response {
@@ -152,22 +161,45 @@ pub async fn forward(
     }
     let body = Body::new(Limited::new(body, f.max_body as usize).map_err(axum::Error::new));
     let upstream_request = Request::from_parts(parts, body);
-    let Ok((mut response, lease)) = upstream.send(f.port, upstream_request).await else {
+    let permit = match upstream.open.acquire(&f.sockets) {
+        Ok(p) => p,
+        Err(refused) => return refused.into_response(),
+    };
+    let sent = upstream.send(f.port, upstream_request);
+    let answer = if websocket {
+        // Node-RED leaves an upgrade to a path without a WebSocket listener
+        // unanswered; the socket would stay open for ever.
+        match tokio::time::timeout(f.upgrade_within, sent).await {
+            Ok(answer) => answer,
+            Err(_) => return upgrade_timeout(),
+        }
+    } else {
+        sent.await
+    };
+    let Ok((mut response, lease)) = answer else {
         return bad_gateway();
     };
     if websocket && response.status() == StatusCode::SWITCHING_PROTOCOLS {
         let instance_upgrade = hyper::upgrade::on(&mut response);
         if let Some(client_upgrade) = client_upgrade {
-            tokio::spawn(join_websockets(client_upgrade, instance_upgrade, recheck));
+            tokio::spawn(join_websockets(
+                client_upgrade,
+                instance_upgrade,
+                recheck,
+                permit,
+            ));
         }
-        let (parts, _) = response.into_parts();
+        let (mut parts, _) = response.into_parts();
+        hygiene::drop_our_cookies(&mut parts.headers);
+        hygiene::filter_challenges(&mut parts.headers, f.instance_may_challenge);
         let mut out = Response::from_parts(parts, Body::empty());
         out.extensions_mut().insert(Proxied);
         return out;
     }
     let (mut parts, body) = response.into_parts();
     strip_hop_by_hop(&mut parts.headers);
-    drop_our_cookies(&mut parts.headers);
+    hygiene::drop_our_cookies(&mut parts.headers);
+    hygiene::filter_challenges(&mut parts.headers, f.instance_may_challenge);
     if let Some(prefix) = &f.location_prefix {
         rewrite_location(&mut parts.headers, prefix);
     }
@@ -177,32 +209,55 @@ pub async fn forward(
     let Some(body) = super::upstream::relay_body(body, lease, BUFFER_UP_TO).await else {
         return bad_gateway();
     };
+    // An answer read whole gives its connection back now; a stream when
+    // the client has read it (or went away).
+    let body = if body.size_hint().exact().is_some_and(|n| n <= BUFFER_UP_TO) {
+        drop(permit);
+        body
+    } else {
+        Body::new(Holding {
+            body,
+            _permit: permit,
+        })
+    };
     let mut out = Response::from_parts(parts, body);
     out.extensions_mut().insert(Proxied);
     out
 }
 
-/// A flow must not set or overwrite Redwall's cookies (under path routing
-/// it answers on the console's own origin): a planted session cookie would
-/// log the victim in as someone else.
-fn drop_our_cookies(headers: &mut HeaderMap) {
-    let kept: Vec<HeaderValue> = headers
-        .get_all(header::SET_COOKIE)
-        .iter()
-        .filter(|v| {
-            let name = v
-                .to_str()
-                .ok()
-                .and_then(|s| s.split('=').next())
-                .unwrap_or("");
-            !super::is_redwall_cookie(name)
-        })
-        .cloned()
-        .collect();
-    headers.remove(header::SET_COOKIE);
-    for v in kept {
-        headers.append(header::SET_COOKIE, v);
+/// A streamed answer's body, holding its connection's permit to its end.
+struct Holding {
+    body: Body,
+    _permit: Permit,
+}
+
+impl hyper::body::Body for Holding {
+    type Data = bytes::Bytes;
+    type Error = axum::Error;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<hyper::body::Frame<Self::Data>, Self::Error>>> {
+        std::pin::Pin::new(&mut self.body).poll_frame(cx)
     }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        self.body.size_hint()
+    }
+}
+
+fn upgrade_timeout() -> Response {
+    ApiError::new(
+        StatusCode::GATEWAY_TIMEOUT,
+        "instance_timeout",
+        "the instance did not answer the upgrade request in time",
+    )
+    .into_response()
 }
 
 /// Node-RED redirects to absolute paths of its own ("/editor/"); under
@@ -225,6 +280,7 @@ async fn join_websockets(
     client: hyper::upgrade::OnUpgrade,
     instance: hyper::upgrade::OnUpgrade,
     recheck: Option<Recheck>,
+    _permit: Permit,
 ) {
     let (Ok(client), Ok(instance)) = (client.await, instance.await) else {
         return;

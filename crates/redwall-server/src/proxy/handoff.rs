@@ -101,27 +101,31 @@ pub fn pass_cookie(
 
 /// Replaces an instance pass in the Cookie header by the console session it
 /// names, so the one session lookup serves both routings. The proxy strips
-/// both before forwarding.
-pub fn unwrap_pass(state: &AppState, headers: &mut HeaderMap, instance: &str) {
-    let mut console = None;
-    for value in headers.get_all(header::COOKIE) {
-        let Ok(v) = value.to_str() else { continue };
-        for pair in v.split(';') {
-            let Some((name, val)) = pair.trim().split_once('=') else {
-                continue;
-            };
-            if name == SECURE_COOKIE || name == PLAIN_INSTANCE_COOKIE {
-                if let Some(p) = open::<Pass>(state, val, instance.as_bytes()) {
-                    if p.i == instance {
-                        console = Some(p.t);
-                    }
-                }
-            }
-        }
-    }
-    if let Some(token) = console {
-        if let Ok(v) = HeaderValue::from_str(&format!("{PLAIN_COOKIE}={token}")) {
-            headers.append(header::COOKIE, v);
+/// both before forwarding. Over HTTPS only the `__Host-` pass counts, and
+/// the session it names comes first, ahead of any the client sent itself.
+pub fn unwrap_pass(state: &AppState, headers: &mut HeaderMap, instance: &str, https: bool) {
+    let wanted = if https {
+        SECURE_COOKIE
+    } else {
+        PLAIN_INSTANCE_COOKIE
+    };
+    let console = crate::net::cookies::value(headers, wanted)
+        .and_then(|val| open::<Pass>(state, &val, instance.as_bytes()))
+        .filter(|p| p.i == instance)
+        .map(|p| p.t);
+    let Some(token) = console else {
+        return;
+    };
+    let name = if https {
+        crate::auth::session::SECURE_COOKIE
+    } else {
+        PLAIN_COOKIE
+    };
+    if let Ok(v) = HeaderValue::from_str(&format!("{name}={token}")) {
+        let sent: Vec<HeaderValue> = headers.get_all(header::COOKIE).iter().cloned().collect();
+        headers.insert(header::COOKIE, v);
+        for other in sent {
+            headers.append(header::COOKIE, other);
         }
     }
 }

@@ -12,6 +12,8 @@ pub mod credentials;
 pub mod endpoints;
 pub mod forward;
 pub mod handoff;
+pub mod hygiene;
+pub mod limits;
 pub mod upstream;
 
 use crate::auth::guard::{authorize_any, CsrfMode};
@@ -21,7 +23,7 @@ use crate::instances::model::rules_from_json;
 use crate::net::client::ClientInfo;
 use crate::state::AppState;
 use axum::extract::Request;
-use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Redirect, Response};
 use forward::{forward, Forward, Recheck};
 use ipnet::IpNet;
@@ -243,6 +245,9 @@ async fn handle(state: &AppState, located: Located, mut request: Request) -> Api
         path_and_query: located.path_and_query.clone(),
         location_prefix: located.prefix.clone(),
         max_body: state.config.instances.max_body_bytes,
+        sockets: limits::Claim::new(&target.id, client.ip, &state.config.instances),
+        upgrade_within: std::time::Duration::from_secs(state.config.instances.upgrade_answer_secs),
+        instance_may_challenge: false,
     };
     let by_host = located.prefix.is_none();
     if by_host {
@@ -255,7 +260,7 @@ async fn handle(state: &AppState, located: Located, mut request: Request) -> Api
                 &client,
             ));
         }
-        handoff::unwrap_pass(state, request.headers_mut(), &target.name);
+        handoff::unwrap_pass(state, request.headers_mut(), &target.name, client.https);
     }
     // Browsers always send Origin on a WebSocket handshake and the
     // handshake is a GET, so CSRF checks do not see it: refuse pages of
@@ -267,7 +272,7 @@ async fn handle(state: &AppState, located: Located, mut request: Request) -> Api
         ));
     }
     let is_editor = path == EDITOR_ROOT || path.starts_with("/editor/");
-    if is_editor && by_host && wants_login(state, &request) {
+    if is_editor && by_host && wants_login(state, &request, client.https) {
         return Ok(login_redirect(state, &target.name, &located.path_and_query));
     }
     if is_editor {
@@ -351,7 +356,7 @@ async fn editor(
     });
     // The credential is judged again later from the copy taken above; the
     // instance itself never sees it.
-    strip_ours(&mut parts.headers, true);
+    hygiene::prepare_request(&mut parts.headers, &client, hygiene::Authorization::Drop);
     let token = minted_token(
         state,
         &target,
@@ -398,61 +403,6 @@ pub(crate) fn parts_for_recheck(
         p.extensions.insert(c.clone());
     }
     Arc::new(p)
-}
-
-pub(crate) fn is_redwall_cookie(name: &str) -> bool {
-    let name = name.trim().to_ascii_lowercase();
-    name.starts_with("redwall")
-        || name.starts_with("__host-redwall")
-        || name.starts_with("__secure-redwall")
-}
-
-/// Removes what Node-RED must never see: headers in our names (a client
-/// could forge them), Redwall's session cookie and CSRF token, and (when
-/// `credential` is set) the Authorization header that carried a Redwall
-/// credential.
-pub fn strip_ours(headers: &mut HeaderMap, credential: bool) {
-    // Our own headers (the tokens and the user header among them) all
-    // start with "x-redwall-". One pass over the names present.
-    let ours: Vec<header::HeaderName> = headers
-        .keys()
-        .filter(|k| {
-            let k = k.as_str();
-            k.starts_with("x-redwall-")
-                || k == "x-csrf-token"
-                || k == "x-api-key"
-                || (credential && k == header::AUTHORIZATION.as_str())
-        })
-        .cloned()
-        .collect();
-    for k in ours {
-        headers.remove(k);
-    }
-    let has_ours = |v: &HeaderValue| {
-        v.to_str().map_or(true, |v| {
-            v.split(';')
-                .any(|c| is_redwall_cookie(c.split('=').next().unwrap_or("")))
-        })
-    };
-    if !headers.get_all(header::COOKIE).iter().any(has_ours) {
-        return;
-    }
-    let cookies: Vec<String> = headers
-        .get_all(header::COOKIE)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(';'))
-        .map(str::trim)
-        // Every Redwall cookie (session, instance pass, SSO login) stays here.
-        .filter(|c| !is_redwall_cookie(c.split('=').next().unwrap_or("")))
-        .map(str::to_string)
-        .collect();
-    headers.remove(header::COOKIE);
-    if !cookies.is_empty() {
-        if let Ok(v) = HeaderValue::from_str(&cookies.join("; ")) {
-            headers.insert(header::COOKIE, v);
-        }
-    }
 }
 
 /// `/_redwall/...` on an instance host: Redwall's own pages, never Node-RED.
@@ -506,12 +456,12 @@ fn console_url(state: &AppState) -> Option<String> {
 
 /// A browser opening the editor without any credential is sent to log in,
 /// when Redwall knows where its console is.
-fn wants_login(state: &AppState, request: &Request) -> bool {
+fn wants_login(state: &AppState, request: &Request, https: bool) -> bool {
     let h = request.headers();
     request.method() == axum::http::Method::GET
         && console_url(state).is_some()
         && !h.contains_key(header::AUTHORIZATION)
-        && crate::auth::session::cookie_token(h).is_none()
+        && crate::auth::session::cookie_token(h, https).is_none()
         && h.get(header::ACCEPT)
             .and_then(|v| v.to_str().ok())
             .is_some_and(|a| a.contains("text/html"))
@@ -524,65 +474,4 @@ fn login_redirect(state: &AppState, name: &str, path_and_query: &str) -> Respons
         "{console}/api/v1/instance-login?instance={name}&next={next}"
     ))
     .into_response()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use redwall_runtime::{ENDPOINT_TOKEN_HEADER, USER_HEADER};
-
-    fn headers(pairs: &[(&str, &str)]) -> HeaderMap {
-        let mut h = HeaderMap::new();
-        for (k, v) in pairs {
-            if let (Ok(k), Ok(v)) = (
-                header::HeaderName::from_bytes(k.as_bytes()),
-                HeaderValue::from_str(v),
-            ) {
-                h.append(k, v);
-            }
-        }
-        h
-    }
-
-    #[test]
-    fn our_headers_and_cookies_never_reach_an_instance() {
-        let mut h = headers(&[
-            (ADMIN_TOKEN_HEADER, "forged"),
-            (ENDPOINT_TOKEN_HEADER, "forged"),
-            (USER_HEADER, "admin"),
-            ("X-Redwall-Anything", "forged"),
-            ("x-csrf-token", "t"),
-            ("x-api-key", "rwk_x"),
-            ("authorization", "Bearer rwk_x"),
-            ("cookie", "redwall_session=rwc_a; theme=dark"),
-            ("cookie", "__Host-redwall_pass=p; lang=en"),
-            ("accept", "*/*"),
-        ]);
-        strip_ours(&mut h, true);
-        let mut names: Vec<&str> = h.keys().map(|k| k.as_str()).collect();
-        names.sort_unstable();
-        assert_eq!(names, ["accept", "cookie"]);
-        assert_eq!(h.get_all(header::COOKIE).iter().count(), 1);
-        assert_eq!(h[header::COOKIE], "theme=dark; lang=en");
-    }
-
-    #[test]
-    fn a_foreign_authorization_and_foreign_cookies_are_left_alone() {
-        let mut h = headers(&[
-            ("authorization", "Basic Zmxvdzpz"),
-            ("cookie", "a=1"),
-            ("cookie", "b=2"),
-        ]);
-        strip_ours(&mut h, false);
-        assert_eq!(h[header::AUTHORIZATION], "Basic Zmxvdzpz");
-        let cookies: Vec<_> = h.get_all(header::COOKIE).iter().collect();
-        assert_eq!(cookies, ["a=1", "b=2"]);
-    }
-
-    #[test]
-    fn a_request_of_only_redwall_cookies_has_no_cookie_left() {
-        let mut h = headers(&[("cookie", "redwall_session=rwc_a; redwall_csrf=x")]);
-        strip_ours(&mut h, false);
-        assert!(h.get(header::COOKIE).is_none());
-    }
 }

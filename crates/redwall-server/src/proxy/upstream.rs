@@ -96,6 +96,8 @@ type Idle = Mutex<HashMap<u16, Vec<(Instant, Connection)>>>;
 #[derive(Default)]
 pub struct Upstream {
     idle: Arc<Idle>,
+    /// Open connections per instance and client (`super::limits`).
+    pub open: super::limits::OpenSockets,
 }
 
 /// A connection in use, until its answer was read whole.

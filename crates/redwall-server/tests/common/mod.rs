@@ -370,3 +370,31 @@ pub async fn enrol_mfa(s: &TestServer, c: &Client) -> redwall_crypto::totp::Totp
     assert_eq!(r.status, 200, "confirm: {}", r.body);
     secret
 }
+
+/// A browser's session on the instance's own host name
+/// (`{name}.localhost`): the console hands it over with a one-time code, as
+/// it does for a browser. `None` when the console refuses the handover.
+pub async fn try_on_host(s: &TestServer, c: &Client, name: &str) -> Option<Client> {
+    let host = format!("{name}.localhost:{}", s.running.addr.port());
+    let r = c
+        .get(&format!("/api/v1/instance-login?instance={name}"))
+        .await;
+    if r.status != 303 {
+        return None;
+    }
+    let location = r.headers["location"].to_str().unwrap().to_string();
+    let callback = &location[location.find("/_redwall/").expect("a callback path")..];
+    let mut b = s.anonymous();
+    b.headers.push(("host", host));
+    let r = b.get(callback).await;
+    assert_eq!(r.status, 303, "handover: {}", r.text);
+    let pass = r.headers["set-cookie"].to_str().unwrap();
+    b.cookie = Some(pass.split(';').next().unwrap().to_string());
+    Some(b)
+}
+
+pub async fn on_host(s: &TestServer, c: &Client, name: &str) -> Client {
+    try_on_host(s, c, name)
+        .await
+        .expect("the console hands the session over")
+}
