@@ -7,10 +7,11 @@
 //! - the whole stored chain verifies (a broken chain is evidence: keep it);
 //! - an export of every entry it removes was recorded in the log (an
 //!   `audit.exported` entry of kind "retention", itself chained, written only
-//!   after the file was written and verified);
-//! and it writes its checkpoint (`audit.pruned`, naming the last removed
-//! entry's seq and hash) in the same transaction as the delete, the only
-//! delete the database triggers let through (see the store's `retention`).
+//!   after the file was written and verified).
+//!
+//! It writes its checkpoint (`audit.pruned`, naming the last removed entry's
+//! seq and hash) in the same transaction as the delete, the only delete the
+//! database triggers let through (see the store's `retention`).
 
 use super::Actor;
 use crate::clock::rfc3339;
@@ -222,8 +223,7 @@ async fn covering_export(state: &AppState, cut: &AuditCut) -> anyhow::Result<Opt
     let mut best: Option<(i64, i64)> = None;
     while let Some(e) = exports.try_next().await? {
         let d = &e.details;
-        if d["kind"] != EXPORT_KIND || !d["first_seq"].as_i64().is_some_and(|s| s <= cut.first_seq)
-        {
+        if d["kind"] != EXPORT_KIND || d["first_seq"].as_i64().is_none_or(|s| s > cut.first_seq) {
             continue;
         }
         let Some(through) = d["through_seq"].as_i64() else {
