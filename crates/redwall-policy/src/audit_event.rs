@@ -36,6 +36,7 @@ pub enum AuditEvent {
     CsrfRejected,
     AuditExported,
     AuditVerified,
+    AuditPruned,
     TeamCreated,
     TeamRenamed,
     TeamSettingsChanged,
@@ -90,7 +91,7 @@ impl Outcome {
 }
 
 impl AuditEvent {
-    pub const ALL: [AuditEvent; 64] = [
+    pub const ALL: [AuditEvent; 65] = [
         AuditEvent::SetupCompleted,
         AuditEvent::SetupTokenRejected,
         AuditEvent::LoginSucceeded,
@@ -122,6 +123,7 @@ impl AuditEvent {
         AuditEvent::CsrfRejected,
         AuditEvent::AuditExported,
         AuditEvent::AuditVerified,
+        AuditEvent::AuditPruned,
         AuditEvent::TeamCreated,
         AuditEvent::TeamRenamed,
         AuditEvent::TeamSettingsChanged,
@@ -192,6 +194,7 @@ impl AuditEvent {
             CsrfRejected => "access.csrf_rejected",
             AuditExported => "audit.exported",
             AuditVerified => "audit.verified",
+            AuditPruned => "audit.pruned",
             TeamCreated => "team.created",
             TeamRenamed => "team.renamed",
             TeamSettingsChanged => "team.settings_changed",

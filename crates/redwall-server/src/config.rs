@@ -24,6 +24,26 @@ pub struct Config {
     pub log: LogConfig,
     pub instances: InstancesConfig,
     pub sso: crate::sso::config::SsoConfig,
+    pub audit: AuditConfig,
+}
+
+/// The audit log.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuditConfig {
+    /// Refusals (wrong keys, passwords...) are counted per client address
+    /// and minute, and each address's first in a minute is written at once;
+    /// beyond this many addresses a minute they are counted per network,
+    /// then per event (`crate::audit::refusals`).
+    pub refusal_sources: usize,
+}
+
+impl Default for AuditConfig {
+    fn default() -> Self {
+        AuditConfig {
+            refusal_sources: 1_000,
+        }
+    }
 }
 
 /// Managed Node-RED instances and the proxy in front of them.
@@ -158,6 +178,7 @@ impl Default for Config {
             log: LogConfig::default(),
             instances: InstancesConfig::default(),
             sso: Default::default(),
+            audit: AuditConfig::default(),
         }
     }
 }

@@ -61,6 +61,7 @@ impl RunningServer {
             m.shutdown().await;
         }
         let _ = self.state.activity.flush(&self.state.store).await;
+        crate::audit::flush_refusals(&self.state, true).await;
     }
 
     /// Runs until the server task ends (for `redwall serve`).
@@ -77,6 +78,7 @@ impl RunningServer {
             m.shutdown().await;
         }
         let _ = state.activity.flush(&state.store).await;
+        crate::audit::flush_refusals(&state, true).await;
         Ok(())
     }
 }
@@ -294,6 +296,7 @@ fn spawn_housekeeping(state: AppState) {
             if let Err(e) = flusher.activity.flush(&flusher.store).await {
                 tracing::warn!(error = %e, "could not record session activity");
             }
+            crate::audit::flush_refusals(&flusher, false).await;
         }
     });
     tokio::spawn(async move {

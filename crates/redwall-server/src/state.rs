@@ -57,6 +57,8 @@ pub struct Inner {
     pub teams: TtlCache<String, Option<CachedTeam>>,
     pub throttle: LoginThrottle,
     pub activity: ActivityBuffer,
+    /// Refusals counted per source and minute (`audit::record_refusal`).
+    pub refusals: crate::audit::refusals::RefusalTable,
     pub metrics: Metrics,
     /// Clients reach us over TLS (ours, not a proxy's).
     pub tls: bool,
@@ -148,6 +150,7 @@ impl AppState {
             teams: TtlCache::new(GRANT_CACHE_MICROS, 100_000),
             throttle: LoginThrottle::default(),
             activity: ActivityBuffer::default(),
+            refusals: crate::audit::refusals::RefusalTable::new(config.audit.refusal_sources),
             metrics: Metrics::default(),
             instances: OnceLock::new(),
             proxy_targets: TtlCache::new(GRANT_CACHE_MICROS, 10_000),

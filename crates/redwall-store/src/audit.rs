@@ -86,6 +86,9 @@ pub struct ChainReport {
     /// The last entry that verified (the head of the log when there is no
     /// problem); `None` when none did.
     pub last_seq: Option<i64>,
+    /// Entries up to this one were pruned behind a checkpoint; the walk
+    /// started after it. `None` when the log starts at entry 1.
+    pub pruned_through: Option<i64>,
     /// The first problem, if any. Entries after it were not checked.
     pub problem: Option<ChainProblem>,
 }
@@ -133,7 +136,7 @@ const WRITER_QUEUE: usize = 8_192;
 const SQLITE_APPEND_ATTEMPTS: u32 = 5;
 /// `pg_advisory_xact_lock` key that serialises appends across processes
 /// ("RWAUDIT\0").
-const PG_AUDIT_LOCK: i64 = 0x5257_4155_4449_5400;
+pub(crate) const PG_AUDIT_LOCK: i64 = 0x5257_4155_4449_5400;
 
 pub(crate) const AUDIT_COLUMNS: &str =
     "seq, id, at, actor_id, actor_name, client_ip, user_agent, event, \
@@ -150,7 +153,7 @@ const INSERT_SIZES: [usize; 7] = [64, 32, 16, 8, 4, 2, 1];
 /// SQLite gets anonymous `?` placeholders (bound in order): sqlx looks up
 /// the name of every `$N` parameter, and SQLite finds a name by a linear
 /// scan, which makes large statements quadratic.
-fn insert_statement(backend: Backend, remaining: usize) -> (&'static str, usize) {
+pub(crate) fn insert_statement(backend: Backend, remaining: usize) -> (&'static str, usize) {
     static SQLITE: OnceLock<Vec<String>> = OnceLock::new();
     static POSTGRES: OnceLock<Vec<String>> = OnceLock::new();
     let build = |numbered: bool| -> Vec<String> {
@@ -346,11 +349,11 @@ fn write_json_str(out: &mut Vec<u8>, s: &str) {
 
 /// A stored hash as a chain link. A stored value of the wrong length (only
 /// possible through tampering) becomes a value no real link equals.
-fn to_chain_hash(bytes: &[u8]) -> Option<ChainHash> {
+pub(crate) fn to_chain_hash(bytes: &[u8]) -> Option<ChainHash> {
     bytes.try_into().ok()
 }
 
-fn audit_record_from_row(row: &AnyRow) -> Result<AuditRecord, sqlx::Error> {
+pub(crate) fn audit_record_from_row(row: &AnyRow) -> Result<AuditRecord, sqlx::Error> {
     let details: String = row.try_get(10)?;
     let prev_hash: &[u8] = row.try_get(12)?;
     let hash: &[u8] = row.try_get(13)?;

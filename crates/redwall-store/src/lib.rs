@@ -16,6 +16,7 @@
 mod audit;
 mod error;
 mod instances;
+mod retention;
 mod sessions;
 mod settings;
 mod sso;
@@ -36,6 +37,7 @@ pub use audit::{
 };
 pub use error::StoreError;
 pub use instances::{EnvEntry, Instance, InstanceApiKey};
+pub use retention::{verify_export, AuditCut, ExportReport, PRUNED_EVENT};
 pub use sessions::Session;
 pub use sso::MembershipWrite;
 pub use teams::{Invitation, Member, MemberChange, Team};

@@ -23,6 +23,7 @@ use sqlx::{AnyPool, Row};
 use tokio::sync::mpsc;
 
 use crate::audit::{write_canonical, Fields, AUDIT_COLUMNS};
+use crate::retention::ChainStart;
 use crate::{Backend, ChainProblem, ChainProblemKind, ChainReport, Store, StoreError};
 
 /// Entries per page.
@@ -53,9 +54,36 @@ impl Store {
             Backend::Sqlite => SQLITE_PAGE_SQL,
             Backend::Postgres => POSTGRES_PAGE_SQL,
         };
+        // After a prune the walk starts at the oldest stored entry, linked
+        // to the hash its checkpoint names; the checkpoint entry itself is
+        // verified when the walk reaches it.
+        let (expected_seq, prev, pruned_through) = match self.chain_start().await? {
+            ChainStart::Genesis => (1, GENESIS, None),
+            ChainStart::Checkpoint { first_seq, prev } => (first_seq, prev, Some(first_seq - 1)),
+            ChainStart::Uncovered { first_seq } => {
+                return Ok(ChainReport {
+                    checked: 0,
+                    last_seq: None,
+                    pruned_through: None,
+                    problem: Some(ChainProblem {
+                        seq: first_seq,
+                        kind: ChainProblemKind::Removed,
+                        message: format!(
+                            "entries 1 to {} are missing and no prune checkpoint covers them",
+                            first_seq - 1
+                        ),
+                    }),
+                });
+            }
+        };
         let (tx, mut pages) = mpsc::channel(READ_AHEAD);
         let reader = tokio::spawn(read_pages(self.pool().clone(), sql, tx));
-        let result = verify_pages(self.pool(), key, &mut pages).await;
+        let start = Start {
+            expected_seq,
+            prev,
+            pruned_through,
+        };
+        let result = verify_pages(self.pool(), key, start, &mut pages).await;
         drop(pages);
         reader.abort();
         result
@@ -259,7 +287,7 @@ impl Checker<'_> {
                 ChainProblem {
                     seq,
                     kind: ChainProblemKind::Inserted,
-                    message: format!("entry {seq} has a sequence number below 1"),
+                    message: format!("entry {seq} has a sequence number below {expected}"),
                 }
             } else {
                 let missing = if seq - 1 == expected {
@@ -406,19 +434,28 @@ async fn row_page(
     Ok(Some(Fetched::Rows(rows)))
 }
 
+/// Where the walk begins.
+struct Start {
+    expected_seq: i64,
+    prev: ChainHash,
+    pruned_through: Option<i64>,
+}
+
 async fn verify_pages(
     pool: &AnyPool,
     key: &ChainKey,
+    start: Start,
     pages: &mut mpsc::Receiver<Page>,
 ) -> Result<ChainReport, StoreError> {
     let mut checker = Checker {
         key,
-        prev: GENESIS,
-        expected_seq: 1,
+        prev: start.prev,
+        expected_seq: start.expected_seq,
         buf: Vec::with_capacity(1024),
         report: ChainReport {
             checked: 0,
             last_seq: None,
+            pruned_through: start.pruned_through,
             problem: None,
         },
     };

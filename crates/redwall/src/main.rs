@@ -69,8 +69,32 @@ enum KeysCommand {
 
 #[derive(Subcommand)]
 enum AuditCommand {
-    /// Recompute the hash chain and name the first entry altered, removed or inserted.
-    Verify,
+    /// Recompute the hash chain and name the first entry altered, removed or
+    /// inserted (after a prune, from its checkpoint on).
+    Verify {
+        /// Check an export file instead of the database (needs only the
+        /// master key).
+        #[arg(long)]
+        file: Option<PathBuf>,
+    },
+    /// Write the entries older than DATE to FILE as JSON lines with their
+    /// chain hashes, check the file, and record the export (audited).
+    Export {
+        /// 2026-01-31 (midnight UTC) or an RFC 3339 time.
+        #[arg(long)]
+        before: String,
+        /// A new file (never overwritten).
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Remove the entries older than DATE once an export holds them all,
+    /// behind a chained checkpoint entry, so `audit verify` still proves the
+    /// rest. Refused while the chain does not verify.
+    Prune {
+        /// 2026-01-31 (midnight UTC) or an RFC 3339 time.
+        #[arg(long)]
+        before: String,
+    },
 }
 
 #[derive(Subcommand)]
@@ -153,7 +177,14 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Serve => serve(config).await,
         Command::Admin(cmd) => admin::run(cmd, config, master_key()).await,
-        Command::Audit(AuditCommand::Verify) => verify_audit(config).await,
+        Command::Audit(AuditCommand::Verify { file: None }) => verify_audit(config).await,
+        Command::Audit(AuditCommand::Verify { file: Some(file) }) => {
+            verify_export_file(config, &file)
+        }
+        Command::Audit(AuditCommand::Export { before, out }) => {
+            export_audit(config, &before, &out).await
+        }
+        Command::Audit(AuditCommand::Prune { before }) => prune_audit(config, &before).await,
         Command::Config(ConfigCommand::Check) => Ok(check_config(&config).await),
         Command::Sso(cmd) => sso_cmd::run(cmd, config, master_key()).await,
         Command::Keys(KeysCommand::RotateInstanceSecrets) => rotate_instance_secrets(config).await,
@@ -229,6 +260,11 @@ async fn verify_audit(config: Config) -> anyhow::Result<ExitCode> {
                 report.last_seq.map_or("-".to_string(), |s| s.to_string()),
                 took.as_secs_f64()
             );
+            if let Some(through) = report.pruned_through {
+                println!(
+                    "  entries 1 to {through} were pruned; the chain starts at their checkpoint"
+                );
+            }
             Ok(ExitCode::SUCCESS)
         }
         Some(p) => {
@@ -239,6 +275,104 @@ async fn verify_audit(config: Config) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::from(2))
         }
     }
+}
+
+fn parse_before(before: &str) -> anyhow::Result<i64> {
+    redwall_server::audit::retention::parse_date(before)
+        .ok_or_else(|| anyhow::anyhow!("--before must be a date (2026-01-31) or an RFC 3339 time"))
+}
+
+fn verify_export_file(config: Config, file: &std::path::Path) -> anyhow::Result<ExitCode> {
+    let key_file = config.data_dir.join("master.key");
+    let from_env = master_key();
+    if from_env.is_none() && !key_file.is_file() {
+        anyhow::bail!(
+            "no master key: set REDWALL_MASTER_KEY or point --data-dir at the directory holding master.key"
+        );
+    }
+    let keyring = redwall_server::keys::load_or_create(
+        &config.data_dir,
+        from_env.as_ref().map(|s| s.expose()),
+    )?;
+    let key = redwall_crypto::chain::ChainKey::from_keyring(&keyring);
+    let reader = std::io::BufReader::new(
+        std::fs::File::open(file).with_context(|| format!("opening {}", file.display()))?,
+    );
+    let report = redwall_store::verify_export(&key, reader)?;
+    match report.problem {
+        None => {
+            println!(
+                "export intact: {} entries verified (seq {} to {})",
+                report.checked,
+                report.first_seq.map_or("-".into(), |s| s.to_string()),
+                report.last_seq.map_or("-".into(), |s| s.to_string()),
+            );
+            println!(
+                "  starts after hash {} (zeros: the start of the log; else the previous export's last hash)",
+                report.starts_after.as_deref().unwrap_or("-")
+            );
+            println!("  last hash {}", report.last_hash.as_deref().unwrap_or("-"));
+            Ok(ExitCode::SUCCESS)
+        }
+        Some((line, why)) => {
+            println!(
+                "export BROKEN at line {line}: {why} ({} entries checked)",
+                report.checked
+            );
+            Ok(ExitCode::from(2))
+        }
+    }
+}
+
+async fn export_audit(
+    config: Config,
+    before: &str,
+    out: &std::path::Path,
+) -> anyhow::Result<ExitCode> {
+    let before = parse_before(before)?;
+    let state = admin::open(config, master_key()).await?;
+    let (actor, client) = admin::operator();
+    let exported =
+        redwall_server::audit::retention::export_before(&state, &actor, &client, before, out)
+            .await?;
+    match exported {
+        None => println!("no audit entries before that time: nothing exported"),
+        Some(e) => println!(
+            "exported entries {} to {} ({} entries) to {}; recorded as entry {}",
+            e.cut.first_seq,
+            e.cut.through_seq,
+            e.cut.entries(),
+            out.display(),
+            e.recorded_seq
+        ),
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn prune_audit(config: Config, before: &str) -> anyhow::Result<ExitCode> {
+    let before = parse_before(before)?;
+    let state = admin::open(config, master_key()).await?;
+    let (actor, client) = admin::operator();
+    let pruned =
+        redwall_server::audit::retention::prune_before(&state, &actor, &client, before).await?;
+    match &pruned {
+        None => println!("no audit entries before that time: nothing pruned"),
+        Some(p) => println!(
+            "pruned entries {} to {} ({} entries, exported as recorded in entry {}); checkpoint is entry {}",
+            p.cut.first_seq,
+            p.cut.through_seq,
+            p.cut.entries(),
+            p.export_seq,
+            p.checkpoint_seq
+        ),
+    }
+    if let Some(p) = pruned.as_ref().filter(|p| p.kept_unexported > 0) {
+        println!(
+            "  {} later entries before that time were kept: no export holds them yet",
+            p.kept_unexported
+        );
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 async fn check_config(config: &Config) -> ExitCode {

@@ -241,6 +241,67 @@ fn audit_verify_names_a_tampered_entry() {
     assert!(text.contains("BROKEN at entry 2"), "{text}");
 }
 
+/// Retention as an operator runs it: a prune is refused until an export
+/// holds the entries; the export verifies on its own; after the prune,
+/// `audit verify` proves the rest from the checkpoint.
+#[test]
+fn audit_export_then_prune_then_verify() {
+    let dir = tempfile::tempdir().unwrap();
+    for name in ["ops", "dev", "qa"] {
+        assert!(create_user(dir.path(), name, false, PASSWORD)
+            .status
+            .success());
+    }
+    let run = |args: &[&str]| {
+        let out = redwall(dir.path()).args(args).output().unwrap();
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        (out.status.code(), text)
+    };
+    let (code, text) = run(&["audit", "prune", "--before", "2999-01-01"]);
+    assert_ne!(code, Some(0), "{text}");
+    assert!(text.contains("were not exported"), "{text}");
+
+    let file = dir.path().join("audit-old.jsonl");
+    let file_arg = file.to_str().unwrap();
+    let (code, text) = run(&[
+        "audit",
+        "export",
+        "--before",
+        "2999-01-01",
+        "--out",
+        file_arg,
+    ]);
+    assert_eq!(code, Some(0), "{text}");
+    assert!(
+        text.contains("exported entries 1 to 3 (3 entries)"),
+        "{text}"
+    );
+    let (code, text) = run(&["audit", "verify", "--file", file_arg]);
+    assert_eq!(code, Some(0), "{text}");
+    assert!(text.contains("export intact: 3 entries verified"), "{text}");
+
+    let (code, text) = run(&["audit", "prune", "--before", "2999-01-01"]);
+    assert_eq!(code, Some(0), "{text}");
+    assert!(text.contains("pruned entries 1 to 3"), "{text}");
+    let (code, text) = run(&["audit", "verify"]);
+    assert_eq!(code, Some(0), "{text}");
+    assert!(text.contains("audit chain intact: 2 entries"), "{text}");
+    assert!(text.contains("entries 1 to 3 were pruned"), "{text}");
+
+    // An edited exported entry is named.
+    let edited = std::fs::read_to_string(&file)
+        .unwrap()
+        .replacen("\"dev\"", "\"eve\"", 1);
+    std::fs::write(&file, edited).unwrap();
+    let (code, text) = run(&["audit", "verify", "--file", file_arg]);
+    assert_eq!(code, Some(2), "{text}");
+    assert!(text.contains("export BROKEN at line 2"), "{text}");
+}
+
 #[test]
 fn config_check_explains_unsafe_settings() {
     let dir = tempfile::tempdir().unwrap();

@@ -4,8 +4,7 @@ use super::credentials::{check_api_key, check_basic, KeyCheck};
 use super::forward::{self, forward, Forward, Recheck};
 use super::hygiene::{self, Authorization};
 use super::ProxyTarget;
-use crate::api::instance_access::record_refusal;
-use crate::audit::Actor;
+use crate::audit::{self, Actor};
 use crate::auth::guard::load_membership;
 use crate::auth::session;
 use crate::error::{ApiError, ApiResult};
@@ -111,6 +110,14 @@ async fn judge(
                 consumed = true;
                 let now = state.now();
                 if let Err(wait) = state.throttle.check_client(client.ip, now) {
+                    if record_failures {
+                        audit::record_refusal(
+                            state,
+                            client,
+                            key_refusal(target, "throttled", json!({ "path": path })),
+                        )
+                        .await?;
+                    }
                     return Err(ApiError::throttled(wait));
                 }
                 match check_api_key(state, &target.id, &key).await? {
@@ -127,14 +134,14 @@ async fn judge(
                     KeyCheck::Invalid => {
                         state.throttle.record_client_failure(client.ip, now);
                         if record_failures {
-                            record_refusal(
+                            audit::record_refusal(
                                 state,
-                                &target.team_id,
-                                &target.name,
                                 client,
-                                AuditEvent::InstanceKeyRejected,
-                                None,
-                                json!({ "prefix": redwall_crypto::token::display_prefix(&key), "path": path }),
+                                key_refusal(
+                                    target,
+                                    "invalid_key",
+                                    json!({ "prefix": redwall_crypto::token::display_prefix(&key), "path": path }),
+                                ),
                             )
                             .await?;
                         }
@@ -165,14 +172,17 @@ async fn judge(
                             .throttle
                             .record_failure(&user.to_lowercase(), client.ip, now);
                         if record_failures {
-                            record_refusal(
+                            audit::record_refusal(
                                 state,
-                                &target.team_id,
-                                &target.name,
                                 client,
-                                AuditEvent::InstanceBasicRejected,
-                                Some(&Actor::attempted(&user)),
-                                json!({ "path": path }),
+                                audit::Refusal {
+                                    event: AuditEvent::InstanceBasicRejected,
+                                    reason: "wrong_password",
+                                    team_id: Some(&target.team_id),
+                                    target: Some(format!("instance:{}", target.name)),
+                                    actor: Some(&Actor::attempted(&user)),
+                                    details: json!({ "path": path }),
+                                },
                             )
                             .await?;
                         }
@@ -189,6 +199,23 @@ async fn judge(
         basic: matches!(policy, Some(RoutePolicy::Basic { .. })),
         public: matches!(policy, Some(RoutePolicy::Public)),
     })
+}
+
+/// A refused instance API key, for the aggregating recorder: a flood of
+/// wrong keys from many addresses becomes a bounded number of entries.
+fn key_refusal<'a>(
+    target: &'a ProxyTarget,
+    reason: &'static str,
+    details: serde_json::Value,
+) -> audit::Refusal<'a> {
+    audit::Refusal {
+        event: AuditEvent::InstanceKeyRejected,
+        reason,
+        team_id: Some(&target.team_id),
+        target: Some(format!("instance:{}", target.name)),
+        actor: None,
+        details,
+    }
 }
 
 fn refusal(v: &Verdict) -> Response {
