@@ -485,6 +485,9 @@ impl Config {
         if self.instances.os_users && !crate::instances::manager::running_as_root() {
             warn("Redwall is not running as root, so instances run as Redwall's own user: Landlock still confines them, but run as root for one OS user per instance".into());
         }
+        if let Some(message) = self.data_dir_unreachable() {
+            warn(message);
+        }
         match redwall_runtime::landlock_abi() {
             Some(abi) if abi >= crate::instances::manager::MIN_LANDLOCK_ABI => {}
             found => {
@@ -498,6 +501,25 @@ impl Config {
             }
         }
         out
+    }
+}
+
+impl Config {
+    /// Instances running as their own uids must pass every directory above
+    /// the data directory (which `serve` itself makes passable): one that
+    /// only root may pass (`/root`, a 0700 temp dir) stops them all.
+    pub fn data_dir_unreachable(&self) -> Option<String> {
+        if !(self.instances.os_users && crate::instances::manager::running_as_root()) {
+            return None;
+        }
+        let dir = std::path::absolute(&self.data_dir).ok()?;
+        let uid = self.instances.uid_base;
+        let blocked = redwall_runtime::blocked_on_the_way(dir.parent()?, uid, uid)?;
+        Some(format!(
+            "instances cannot start: their users cannot reach data_dir {}, because {blocked}; use a data_dir under a directory others may pass (for example /var/lib/redwall), or chmod o+x {}",
+            dir.display(),
+            blocked.dir.display()
+        ))
     }
 }
 
