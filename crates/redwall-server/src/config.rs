@@ -43,6 +43,10 @@ pub struct InstancesConfig {
     pub node_red_version: String,
     /// Use this Node-RED package directory instead of installing one.
     pub node_red_path: Option<PathBuf>,
+    /// `serve` begins the npm install at start, in the background, so the
+    /// first instance need not wait for it (off: at the first start of an
+    /// instance).
+    pub install_at_start: bool,
     pub node: PathBuf,
     pub npm: PathBuf,
     /// Run each instance as its own OS user (needs root). Off: the instance
@@ -72,6 +76,7 @@ impl Default for InstancesConfig {
             port_max: 41999,
             node_red_version: redwall_runtime::DEFAULT_NODE_RED_VERSION.to_string(),
             node_red_path: None,
+            install_at_start: true,
             node: PathBuf::from("node"),
             npm: PathBuf::from("npm"),
             os_users: true,
@@ -319,6 +324,18 @@ impl Config {
         }
         if let Some(v) = env("REDWALL_NODE_RED_VERSION") {
             self.instances.node_red_version = v.trim().to_string();
+        }
+        if let Some(v) = env("REDWALL_INSTALL_AT_START") {
+            self.instances.install_at_start = match v.trim() {
+                "true" | "1" => true,
+                "false" | "0" => false,
+                _ => {
+                    return Err(ConfigError::Env {
+                        name: "REDWALL_INSTALL_AT_START",
+                        message: "expected true or false".into(),
+                    })
+                }
+            };
         }
         Ok(())
     }

@@ -1192,6 +1192,7 @@ async fn the_first_instances_answer_at_once_while_npm_installs_node_red() {
     let base = redwall_runtime::testing::free_port();
     let boot = std::time::Instant::now();
     let s = TestServer::start_with(Backend::Sqlite, |c| {
+        c.instances.install_at_start = true; // as `serve` does by default
         c.instances.npm = npm.clone();
         c.instances.port_min = base;
         c.instances.port_max = base.saturating_add(9);
@@ -1225,6 +1226,18 @@ async fn the_first_instances_answer_at_once_while_npm_installs_node_red() {
         }
     }
     assert_eq!(created, 2, "{} {} {}", a.body, b.body, again.body);
+
+    // The console shows it too (it reads the same API).
+    let id = b.body["id"].as_str().unwrap().to_string();
+    let page = admin.get(&format!("/teams/{team}/instances/{id}")).await;
+    assert_eq!(page.status, 200, "{}", page.text);
+    assert!(
+        page.text.contains("status-installing")
+            && page.text.contains("Progress")
+            && page.text.contains("[install]"),
+        "{}",
+        page.text
+    );
 
     // npm's output is the progress, in the status and in the logs.
     let first = statuses_until_running(&admin, &team, "first", Duration::from_secs(900)).await;

@@ -173,7 +173,9 @@ impl InstanceManager {
             tracing::error!("instances cannot start: {reason}");
         }
         // The first instance should not wait for npm: begin now.
-        manager.install.begin();
+        if manager.config.install_at_start {
+            manager.install.begin();
+        }
         Ok(manager)
     }
 
@@ -226,6 +228,16 @@ impl InstanceManager {
             Some(p) => map.insert(instance_id.to_string(), p),
             None => map.remove(instance_id),
         };
+    }
+
+    fn take_installing(&self, instance_id: &str) -> bool {
+        let mut map = self.pending.lock().unwrap_or_else(|p| p.into_inner());
+        if map.get(instance_id) == Some(&Pending::Installing) {
+            map.remove(instance_id);
+            true
+        } else {
+            false
+        }
     }
 
     /// Why the instance is not with the supervisor yet, if it is not.
@@ -338,7 +350,9 @@ impl InstanceManager {
     /// its answer, so a failure becomes the instance's status.
     async fn start_after_install(&self, state: &AppState, instance_id: &str) {
         let installed = self.install.wait().await;
-        if self.pending(instance_id) != Some(Pending::Installing) {
+        // Taken, not read: of two waiters for one instance (a restart during
+        // the install), only one goes on.
+        if !self.take_installing(instance_id) {
             return; // stopped, deleted or started meanwhile
         }
         let instance = match state.store.get_instance_by_id(instance_id).await {

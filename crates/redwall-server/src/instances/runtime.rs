@@ -98,6 +98,7 @@ impl RuntimeInstall {
         }
         lock(&self.lines).clear();
         *lock(&self.live) = Some(broadcast::channel(1024).0);
+        tracing::info!(target: "redwall::install", "preparing Node-RED in the background");
         let me = self.clone();
         // A plain thread, not `spawn_blocking`: the runtime would wait for a
         // blocking task at shutdown, and npm can take minutes. npm itself
@@ -157,7 +158,9 @@ impl RuntimeInstall {
     }
 
     fn progress(&self, line: &str) {
-        tracing::info!(target: "redwall::install", "{line}");
+        // One line per package fetched: the instances' logs show them, the
+        // server's log only at debug level.
+        tracing::debug!(target: "redwall::install", "{line}");
         let line = LogLine {
             at_unix_ms: now_unix_ms(),
             stream: LogStream::Stdout,
