@@ -3,6 +3,7 @@
 use std::fs;
 use std::io::{BufRead, BufReader};
 use std::os::unix::fs::PermissionsExt;
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::mpsc;
@@ -99,7 +100,8 @@ impl Installer {
         }
         create_dir_0755(&scratch)?;
         progress(&format!("installing node-red@{} with npm", self.version));
-        let mut child = Command::new(&self.npm)
+        let mut command = Command::new(&self.npm);
+        command
             .arg("install")
             .arg("--prefix")
             .arg(&scratch)
@@ -108,11 +110,24 @@ impl Installer {
                 "--no-fund",
                 "--omit=dev",
                 "--no-update-notifier",
+                // One line per package fetched: the progress a user sees
+                // while a cold cache fills (npm prints nothing else).
+                "--loglevel=http",
             ])
             .arg(format!("node-red@{}", self.version))
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
+            .stderr(Stdio::piped());
+        // SAFETY: prctl with plain integer arguments is async-signal-safe.
+        // npm must not outlive the thread waiting for it (Redwall exiting
+        // mid-install): a second npm into the same scratch dir would mix.
+        unsafe {
+            command.pre_exec(|| {
+                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM, 0, 0, 0);
+                Ok(())
+            });
+        }
+        let mut child = command
             .spawn()
             .map_err(|source| RuntimeError::ProgramMissing {
                 program: self.npm.display().to_string(),

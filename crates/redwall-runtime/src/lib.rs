@@ -26,6 +26,7 @@
 mod error;
 mod http;
 mod install;
+mod reach;
 mod sandbox;
 mod settings;
 mod spec;
@@ -35,6 +36,7 @@ mod token;
 
 pub use error::RuntimeError;
 pub use install::{Installer, NodeRedInstall, DEFAULT_NODE_RED_VERSION};
+pub use reach::{blocked_on_the_way, Blocked};
 pub use sandbox::{landlock_abi, SandboxReport};
 pub use settings::render_settings;
 pub use spec::{EnvVar, InstanceOptions, InstanceSpec, Limits, SandboxIdentity};

@@ -72,6 +72,16 @@ function liveStatus() {
             cell.className = `status status-${i.status.state}`;
             cell.textContent = i.status.state.replace("_", " ");
           }
+          // npm's progress while installing, or why it stopped.
+          const reason = document.querySelector(`[data-status-reason="${CSS.escape(i.id)}"]`);
+          const label = document.querySelector(`[data-reason-label="${CSS.escape(i.id)}"]`);
+          if (reason && label) {
+            const text = i.status.reason || "";
+            reason.textContent = text;
+            reason.hidden = label.hidden = text === "";
+            reason.className = i.status.state === "installing" ? "" : "error-text";
+            label.textContent = i.status.state === "installing" ? "Progress" : "Reason";
+          }
         }
       } catch (_) { /* offline for a moment: try again next round */ }
     }

@@ -66,6 +66,10 @@ pub struct InstancesConfig {
     pub node_red_version: String,
     /// Use this Node-RED package directory instead of installing one.
     pub node_red_path: Option<PathBuf>,
+    /// `serve` begins the npm install at start, in the background, so the
+    /// first instance need not wait for it (off: at the first start of an
+    /// instance).
+    pub install_at_start: bool,
     pub node: PathBuf,
     pub npm: PathBuf,
     /// Run each instance as its own OS user (needs root). Off: the instance
@@ -102,6 +106,7 @@ impl Default for InstancesConfig {
             port_max: 41999,
             node_red_version: redwall_runtime::DEFAULT_NODE_RED_VERSION.to_string(),
             node_red_path: None,
+            install_at_start: true,
             node: PathBuf::from("node"),
             npm: PathBuf::from("npm"),
             os_users: true,
@@ -423,6 +428,18 @@ impl Config {
         if let Some(v) = env("REDWALL_NODE_RED_VERSION") {
             self.instances.node_red_version = v.trim().to_string();
         }
+        if let Some(v) = env("REDWALL_INSTALL_AT_START") {
+            self.instances.install_at_start = match v.trim() {
+                "true" | "1" => true,
+                "false" | "0" => false,
+                _ => {
+                    return Err(ConfigError::Env {
+                        name: "REDWALL_INSTALL_AT_START",
+                        message: "expected true or false".into(),
+                    })
+                }
+            };
+        }
         Ok(())
     }
 
@@ -591,6 +608,9 @@ impl Config {
         if self.instances.os_users && !crate::instances::manager::running_as_root() {
             warn("Redwall is not running as root, so instances run as Redwall's own user: Landlock still confines them, but run as root for one OS user per instance".into());
         }
+        if let Some(message) = self.data_dir_unreachable() {
+            warn(message);
+        }
         match redwall_runtime::landlock_abi() {
             Some(abi) if abi >= crate::instances::manager::MIN_LANDLOCK_ABI => {}
             found => {
@@ -604,6 +624,25 @@ impl Config {
             }
         }
         out
+    }
+}
+
+impl Config {
+    /// Instances running as their own uids must pass every directory above
+    /// the data directory (which `serve` itself makes passable): one that
+    /// only root may pass (`/root`, a 0700 temp dir) stops them all.
+    pub fn data_dir_unreachable(&self) -> Option<String> {
+        if !(self.instances.os_users && crate::instances::manager::running_as_root()) {
+            return None;
+        }
+        let dir = std::path::absolute(&self.data_dir).ok()?;
+        let uid = self.instances.uid_base;
+        let blocked = redwall_runtime::blocked_on_the_way(dir.parent()?, uid, uid)?;
+        Some(format!(
+            "instances cannot start: their users cannot reach data_dir {}, because {blocked}; use a data_dir under a directory others may pass (for example /var/lib/redwall), or chmod o+x {}",
+            dir.display(),
+            blocked.dir.display()
+        ))
     }
 }
 

@@ -232,9 +232,16 @@ pub fn app(state: AppState) -> Router {
         ))
         .layer(middleware::from_fn_with_state(resolver, attach_client_info))
         .layer(middleware::from_fn_with_state(headers, security_headers))
-        .layer(CatchPanicLayer::custom(|_| {
-            ApiError::internal("a request handler panicked").into_response()
-        }))
+        .layer(CatchPanicLayer::custom(
+            |panic: Box<dyn std::any::Any + Send>| {
+                let what = panic
+                    .downcast_ref::<&str>()
+                    .map(|s| (*s).to_string())
+                    .or_else(|| panic.downcast_ref::<String>().cloned())
+                    .unwrap_or_default();
+                ApiError::internal(format!("a request handler panicked: {what}")).into_response()
+            },
+        ))
 }
 
 async fn not_found() -> ApiError {

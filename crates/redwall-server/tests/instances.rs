@@ -8,6 +8,7 @@ use common::*;
 use futures::{SinkExt, StreamExt};
 use serde_json::{json, Value};
 use std::io::{Read, Write};
+use std::os::unix::fs::PermissionsExt;
 use std::time::Duration;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 
@@ -1296,5 +1297,216 @@ async fn the_proxys_body_limit_answers_413_over_http2() {
         "{}",
         seen.join("\n")
     );
+    s.stop().await;
+}
+
+/// Waits (up to `limit`) until the instance runs, returning every status
+/// seen on the way.
+async fn statuses_until_running(c: &Client, team: &str, name: &str, limit: Duration) -> Vec<Value> {
+    let started = std::time::Instant::now();
+    let mut seen = Vec::new();
+    while started.elapsed() < limit {
+        let r = c
+            .get(&format!("/api/v1/teams/{team}/instances/{name}"))
+            .await;
+        assert_eq!(r.status, 200, "{}", r.body);
+        let status = r.body["status"].clone();
+        seen.push(status.clone());
+        match status["state"].as_str() {
+            Some("running") => return seen,
+            Some("crash_loop") | Some("failed") => panic!("{name} gave up: {status}"),
+            _ => tokio::time::sleep(Duration::from_millis(250)).await,
+        }
+    }
+    panic!(
+        "{name} did not run within {limit:?}; last: {:?}",
+        seen.last()
+    );
+}
+
+/// Issue 14 item 9 and item 10: the first instance on a new machine, where
+/// npm installs Node-RED into the data directory with a cold cache. This is
+/// the suite's one cold install (it takes minutes; the time is printed).
+#[tokio::test]
+async fn the_first_instances_answer_at_once_while_npm_installs_node_red() {
+    let tools = tempfile::tempdir().unwrap();
+    let cache = tools.path().join("npm-cache");
+    std::fs::create_dir(&cache).unwrap();
+    // npm as users run it, with a cache of its own that starts empty.
+    let npm = tools.path().join("npm");
+    std::fs::write(
+        &npm,
+        format!(
+            "#!/bin/sh\nnpm_config_cache='{}' exec npm \"$@\"\n",
+            cache.display()
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&npm, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let base = redwall_runtime::testing::free_port();
+    let boot = std::time::Instant::now();
+    let s = TestServer::start_with(Backend::Sqlite, |c| {
+        c.instances.install_at_start = true; // as `serve` does by default
+        c.instances.npm = npm.clone();
+        c.instances.port_min = base;
+        c.instances.port_max = base.saturating_add(9);
+        c.instances.uid_base = 100_000 + u32::from(base);
+    })
+    .await
+    .expect("sqlite server");
+    let admin = s.admin().await;
+    let team = create_team(&admin, "Plant").await;
+    let path = format!("/api/v1/teams/{team}/instances");
+
+    // Three creates at once during the install (one name twice): each is
+    // answered at once, none waits for npm, and none fails on the server.
+    let asked = std::time::Instant::now();
+    let (a, b, again) = tokio::join!(
+        admin.post(&path, json!({"name": "first"})),
+        admin.post(&path, json!({"name": "second"})),
+        admin.post(&path, json!({"name": "first"})),
+    );
+    let answered = asked.elapsed();
+    let mut created = 0;
+    for r in [&a, &b, &again] {
+        match r.status {
+            201 => {
+                created += 1;
+                assert_eq!(r.body["status"]["state"], "installing", "{}", r.body);
+                assert_eq!(r.body["desired_state"], "running", "{}", r.body);
+            }
+            409 => assert_eq!(r.code(), "name_taken", "{}", r.body),
+            _ => panic!("create: {} {}", r.status, r.body),
+        }
+    }
+    assert_eq!(created, 2, "{} {} {}", a.body, b.body, again.body);
+
+    // The console shows it too (it reads the same API).
+    let id = b.body["id"].as_str().unwrap().to_string();
+    let page = admin.get(&format!("/teams/{team}/instances/{id}")).await;
+    assert_eq!(page.status, 200, "{}", page.text);
+    assert!(
+        page.text.contains("status-installing")
+            && page.text.contains("Progress")
+            && page.text.contains("[install]"),
+        "{}",
+        page.text
+    );
+
+    // npm's output is the progress, in the status and in the logs.
+    let first = statuses_until_running(&admin, &team, "first", Duration::from_secs(900)).await;
+    let installed = boot.elapsed();
+    let progress: Vec<&str> = first
+        .iter()
+        .filter(|s| s["state"] == "installing")
+        .filter_map(|s| s["reason"].as_str())
+        .collect();
+    assert!(
+        progress.iter().any(|p| p.contains("npm http fetch")),
+        "no npm progress in the status: {progress:?}"
+    );
+    let second = statuses_until_running(&admin, &team, "second", Duration::from_secs(120)).await;
+    assert!(!second.is_empty());
+    let logs = admin.get(&format!("{path}/first/logs?lines=1000")).await;
+    assert_eq!(logs.status, 200, "{}", logs.body);
+
+    // One npm install served both, and the cache it filled was the cold one.
+    let runtime = s.data_dir.path().join("runtime");
+    let entries: Vec<String> = std::fs::read_dir(&runtime)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(
+        entries,
+        vec![format!(
+            "node-red-{}",
+            redwall_runtime::DEFAULT_NODE_RED_VERSION
+        )],
+        "{entries:?}"
+    );
+    assert!(
+        std::fs::read_dir(&cache).unwrap().next().is_some(),
+        "npm used the cold cache"
+    );
+
+    // Both serve through the proxy.
+    for name in ["first", "second"] {
+        let r = on_host(&s, &admin, name).await.get("/editor/").await;
+        assert_eq!(r.status, 200, "{name}: {}", r.body);
+    }
+    eprintln!(
+        "cold first run: creates answered in {answered:?}; Node-RED installed and the first instance running {installed:?} after the server started"
+    );
+    s.stop().await;
+}
+
+/// Issue 14 item 9: the data directory under a directory only root may pass
+/// (here the test's 0700 temp dir, like `./data` started from /root): the
+/// instances' own uids cannot reach their files. Redwall says so, in the
+/// answer, the instance's status and `config check`, instead of leaving
+/// the instance starting or crashing with Node's own words.
+#[tokio::test]
+async fn a_data_dir_the_instances_cannot_reach_is_explained() {
+    if !redwall_server::instances::manager::running_as_root() {
+        eprintln!("skipped: instances run as their own uids only when Redwall is root");
+        return;
+    }
+    let s = instance_server_with(|c| {
+        // A private directory, as `mktemp -d` makes one.
+        std::fs::set_permissions(&c.data_dir, std::fs::Permissions::from_mode(0o700)).unwrap();
+        c.data_dir = c.data_dir.join("data");
+    })
+    .await;
+    let private = s.data_dir.path().to_path_buf();
+    let check = s.running.state.config.check();
+    assert!(
+        check
+            .iter()
+            .any(|p| p.message.contains("instances cannot start")
+                && p.message.contains(&*private.to_string_lossy())),
+        "{check:?}"
+    );
+
+    let admin = s.admin().await;
+    let team = create_team(&admin, "T").await;
+    let path = format!("/api/v1/teams/{team}/instances");
+    let r = admin
+        .post(&path, json!({"name": "kept", "start": false}))
+        .await;
+    assert_eq!(r.status, 201, "{}", r.body);
+    let r = admin.post(&format!("{path}/kept/start"), json!({})).await;
+    assert_eq!(
+        (r.status, r.code()),
+        (503, "instances_unreachable"),
+        "{}",
+        r.body
+    );
+    let message = r.body["error"]["message"].as_str().unwrap();
+    assert!(
+        message.contains(&*private.to_string_lossy())
+            && message.contains("0700")
+            && message.contains("chmod o+x"),
+        "{message}"
+    );
+    let r = admin.get(&format!("{path}/kept")).await;
+    assert_eq!(r.body["status"]["state"], "failed", "{}", r.body);
+    assert_eq!(r.body["status"]["reason"], message, "{}", r.body);
+
+    // A new instance is refused the same way, and nothing is stored.
+    let r = admin.post(&path, json!({"name": "plant"})).await;
+    assert_eq!(
+        (r.status, r.code()),
+        (503, "instances_unreachable"),
+        "{}",
+        r.body
+    );
+    let list = admin.get(&path).await;
+    assert_eq!(list.body.as_array().map(Vec::len), Some(1), "{}", list.body);
+
+    // Once the way is open, the same instance starts.
+    std::fs::set_permissions(&private, std::fs::Permissions::from_mode(0o711)).unwrap();
+    let r = admin.post(&format!("{path}/kept/start"), json!({})).await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    wait_running(&admin, &team, "kept").await;
     s.stop().await;
 }

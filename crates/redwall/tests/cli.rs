@@ -47,6 +47,8 @@ fn serve_logging_to(data: &Path, logs: Stdio, level: &str) -> Serving {
         .env("REDWALL_TLS_MODE", "off")
         .env("REDWALL_LOG_FORMAT", "json")
         .env("REDWALL_LOG_LEVEL", level)
+        // These tests run no instances: no npm install behind them.
+        .env("REDWALL_INSTALL_AT_START", "false")
         .stdout(Stdio::piped())
         .stderr(logs)
         .spawn()

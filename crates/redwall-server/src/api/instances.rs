@@ -6,7 +6,7 @@ use crate::audit::{self, Actor};
 use crate::auth::principal::Principal;
 use crate::clock::rfc3339;
 use crate::error::{ApiError, ApiResult};
-use crate::instances::manager::{env_aad, new_sealed_keys};
+use crate::instances::manager::{env_aad, new_sealed_keys, Pending};
 use crate::instances::model::{validate_env_name, validate_name, InstanceOptions};
 use crate::instances::{sealing, InstanceManager};
 use crate::net::client::ClientInfo;
@@ -97,11 +97,14 @@ pub async fn record(
 
 #[derive(Serialize, utoipa::ToSchema)]
 pub struct StatusView {
-    /// stopped, starting, running, crashed (restarting) or crash_loop (given up).
+    /// installing (waiting for Node-RED's npm install; it starts after),
+    /// stopped, starting, running, crashed (restarting), crash_loop (given
+    /// up) or failed (could not be started).
     pub state: &'static str,
     pub pid: Option<u32>,
     pub since: Option<String>,
-    /// Why it stopped, for crashed and crash_loop.
+    /// Why it stopped, for crashed, crash_loop and failed; npm's latest
+    /// line (progress) while installing.
     pub reason: Option<String>,
     pub restarts: Option<u32>,
 }
@@ -252,19 +255,32 @@ pub async fn login_handoff(
     Ok(axum::response::Redirect::to(&url).into_response())
 }
 
+fn pending_view(state: &'static str, reason: Option<String>) -> StatusView {
+    StatusView {
+        state,
+        pid: None,
+        since: None,
+        reason,
+        restarts: None,
+    }
+}
+
 fn view(state: &AppState, i: &Instance) -> InstanceView {
-    let status = state
-        .instances
-        .get()
-        .map(|m| m.status(&i.id))
-        .unwrap_or(InstanceStatus::Stopped);
+    let status = match state.instances.get() {
+        Some(m) => match m.pending(&i.id) {
+            Some(Pending::Installing) => pending_view("installing", m.install_progress()),
+            Some(Pending::Failed(reason)) => pending_view("failed", Some(reason)),
+            None => status_view(&m.status(&i.id)),
+        },
+        None => status_view(&InstanceStatus::Stopped),
+    };
     let url = base_url(state, &i.name);
     InstanceView {
         id: i.id.clone(),
         name: i.name.clone(),
         team_id: i.team_id.clone(),
         desired_state: i.desired_state.clone(),
-        status: status_view(&status),
+        status,
         editor_url: format!("{url}/editor/"),
         url: format!("{url}/"),
         options: InstanceOptions::from_json(&i.options),
@@ -317,8 +333,10 @@ pub async fn create(
         ));
     }
     let start = req.start.unwrap_or(true);
-    if start {
-        // A missing or unusable Node-RED is reported before anything is stored.
+    if start && manager.adopts_runtime() {
+        // A missing or unusable configured Node-RED is reported before
+        // anything is stored. One that npm installs is not waited for: the
+        // instance answers `installing` and starts when npm is done.
         manager.runtime().await?;
     }
     let version = key_version(&state).await?;
@@ -337,14 +355,18 @@ pub async fn create(
         created_at: now,
         updated_at: now,
     };
-    // Two creations may pick the same free port; the unique index refuses
-    // the second, which then tries the next one.
+    // Two creations may pick the same free port, or the same name; the
+    // unique indexes refuse the second. SQLite does not say which index, so
+    // the name is looked up: taken, it is the answer; free, the port was
+    // taken and the next one is tried.
     let mut attempts = 0;
     loop {
         instance.port = free_port(&state).await?;
         match state.store.create_instance(&instance).await {
             Ok(()) => break,
-            Err(StoreError::Conflict(what)) if what.contains("name") => {
+            Err(StoreError::Conflict(_))
+                if state.store.get_instance_by_name(&req.name).await?.is_some() =>
+            {
                 return Err(ApiError::conflict(
                     "name_taken",
                     "an instance with this name exists",

@@ -65,7 +65,9 @@ impl Failure {
         }
     }
 
-    pub fn internal() -> Failure {
+    /// The console's own server-side failure; `cause` goes to the log.
+    pub fn internal(cause: &str) -> Failure {
+        crate::error::log_server_error(StatusCode::INTERNAL_SERVER_ERROR, "internal", cause);
         Failure::new(
             StatusCode::INTERNAL_SERVER_ERROR,
             "internal",
@@ -167,15 +169,16 @@ impl Caller {
             Some(v) => Body::from(serde_json::to_vec(v).unwrap_or_default()),
             None => Body::empty(),
         };
-        let Ok(mut request) = request.body(body) else {
-            return Reply::internal();
+        let mut request = match request.body(body) {
+            Ok(r) => r,
+            Err(e) => return Reply::internal(&format!("building an API request: {e}")),
         };
         request.extensions_mut().insert(self.client.clone());
         let Ok(response) = self.api.0.clone().oneshot(request).await;
         let (parts, body) = response.into_parts();
         let body = match body.collect().await {
             Ok(b) => b.to_bytes(),
-            Err(_) => return Reply::internal(),
+            Err(e) => return Reply::internal(&format!("reading an API answer: {e}")),
         };
         Reply {
             status: parts.status,
@@ -215,7 +218,8 @@ impl Caller {
 }
 
 impl Reply {
-    fn internal() -> Reply {
+    fn internal(cause: &str) -> Reply {
+        crate::error::log_server_error(StatusCode::INTERNAL_SERVER_ERROR, "internal", cause);
         Reply {
             status: StatusCode::INTERNAL_SERVER_ERROR,
             headers: HeaderMap::new(),
@@ -227,9 +231,15 @@ impl Reply {
         if self.status.is_success() || self.status.is_redirection() {
             return None;
         }
+        // A server error was logged where it was answered (error.rs).
         let mut failure = serde_json::from_slice::<ErrorBody>(&self.body)
             .map(|b| b.error)
-            .unwrap_or_else(|_| Failure::internal());
+            .unwrap_or_else(|_| {
+                Failure::internal(&format!(
+                    "an API answer {} without an error body",
+                    self.status
+                ))
+            });
         failure.status = self.status;
         if failure.retry_after_secs.is_none() {
             failure.retry_after_secs = self
@@ -246,8 +256,7 @@ impl Reply {
             return Err(f);
         }
         serde_json::from_slice(&self.body).map_err(|e| {
-            tracing::error!("the console could not read an API answer: {e}");
-            Failure::internal()
+            Failure::internal(&format!("the console could not read an API answer: {e}"))
         })
     }
 

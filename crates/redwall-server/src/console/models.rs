@@ -61,7 +61,10 @@ pub struct Instance {
 
 impl Instance {
     pub fn is_up(&self) -> bool {
-        matches!(self.status.state.as_str(), "running" | "starting")
+        matches!(
+            self.status.state.as_str(),
+            "running" | "starting" | "installing"
+        )
     }
 
     /// Where the console's "Open editor" goes: through the console's own

@@ -101,7 +101,9 @@ impl FromRequestParts<Console> for Ctx {
             .extensions
             .get::<ClientInfo>()
             .cloned()
-            .ok_or_else(|| error_page(&Failure::internal(), None))?;
+            .ok_or_else(|| {
+                error_page(&Failure::internal("no client address on a request"), None)
+            })?;
         let api = Caller::new(console.api.clone(), client, &parts.headers);
         Ok(Ctx {
             console,

@@ -7,6 +7,7 @@ use crate::config::InstancesConfig;
 use crate::error::{ApiError, ApiResult};
 use crate::instances::events::{forward_reports, ChannelReporter};
 use crate::instances::model::InstanceOptions;
+use crate::instances::runtime::{Phase, RuntimeInstall};
 use crate::instances::sealing;
 use crate::state::AppState;
 use anyhow::Context;
@@ -15,14 +16,14 @@ use rand::RngCore;
 use redwall_crypto::keyring::Keyring;
 use redwall_crypto::Secret;
 use redwall_runtime::{
-    EnvVar, Installer, InstanceSpec, InstanceStatus, Limits, LogLine, NodeRedInstall, RuntimeError,
+    EnvVar, InstanceSpec, InstanceStatus, Limits, LogLine, NodeRedInstall, RuntimeError,
     SandboxIdentity, Supervisor, SupervisorOptions,
 };
 use redwall_store::Instance;
-use std::path::PathBuf;
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use tokio::sync::OnceCell;
 
 /// The three per-instance keys, sealed together in `instances.secrets`.
 pub struct InstanceKeys {
@@ -66,12 +67,21 @@ pub fn open_keys(keyring: &Keyring, instance: &Instance) -> ApiResult<InstanceKe
     })
 }
 
+/// Why an instance is not (yet) with the supervisor, shown as its status.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Pending {
+    /// Waiting for Node-RED's install; it starts when that is done.
+    Installing,
+    /// Could not be started; the reason says why (and what to do).
+    Failed(String),
+}
+
 pub struct InstanceManager {
     supervisor: Supervisor,
-    install: OnceCell<NodeRedInstall>,
+    install: Arc<RuntimeInstall>,
+    pending: Mutex<HashMap<String, Pending>>,
     config: InstancesConfig,
     instances_dir: PathBuf,
-    runtime_dir: PathBuf,
     os_users: bool,
 }
 
@@ -94,6 +104,23 @@ fn runtime_error(e: RuntimeError) -> ApiError {
             "runtime_failed",
             other.to_string(),
         ),
+    }
+}
+
+fn install_error(phase: Phase) -> ApiError {
+    match phase {
+        Phase::Failed {
+            unavailable: true,
+            message,
+        } => ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "runtime_unavailable",
+            message,
+        ),
+        Phase::Failed { message, .. } => {
+            ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "runtime_failed", message)
+        }
+        other => ApiError::internal(format!("the install ended as {other:?}")),
     }
 }
 
@@ -134,39 +161,97 @@ impl InstanceManager {
             );
         }
         tokio::spawn(forward_reports(state.clone(), rx));
-        Ok(Arc::new(InstanceManager {
+        let manager = Arc::new(InstanceManager {
             supervisor,
-            install: OnceCell::new(),
+            install: RuntimeInstall::new(config.clone(), runtime_dir),
+            pending: Mutex::new(HashMap::new()),
             config,
             instances_dir,
-            runtime_dir,
             os_users,
-        }))
+        });
+        if let Some(reason) = manager.unreachable(&manager.instances_dir) {
+            tracing::error!("instances cannot start: {reason}");
+        }
+        // The first instance should not wait for npm: begin now.
+        if manager.config.install_at_start {
+            manager.install.begin();
+        }
+        Ok(manager)
     }
 
-    /// Node-RED, installed with npm on first use (progress goes to the log).
-    pub async fn runtime(&self) -> ApiResult<&NodeRedInstall> {
-        self.install
-            .get_or_try_init(|| async {
-                let config = self.config.clone();
-                let runtime_dir = self.runtime_dir.clone();
-                tokio::task::spawn_blocking(move || match &config.node_red_path {
-                    Some(path) => Installer::use_existing(path, &config.node),
-                    None => {
-                        let mut installer = Installer::new(runtime_dir);
-                        installer.version = config.node_red_version.clone();
-                        installer.node = config.node.clone();
-                        installer.npm = config.npm.clone();
-                        installer.ensure(&mut |line| {
-                            tracing::info!(target: "redwall::install", "{line}");
-                        })
-                    }
-                })
-                .await
-                .map_err(ApiError::internal)?
-                .map_err(runtime_error)
-            })
-            .await
+    /// Node-RED, installed with npm on first use: waits for the install.
+    pub async fn runtime(&self) -> ApiResult<NodeRedInstall> {
+        self.install.wait().await.map_err(install_error)
+    }
+
+    /// Whether Node-RED is adopted from `instances.node_red_path` (checked
+    /// at once) rather than installed with npm (which can take minutes).
+    pub fn adopts_runtime(&self) -> bool {
+        self.install.adopts()
+    }
+
+    /// Why an instance's own uid could not reach `path`, when instances
+    /// run as their own uids. Redwall, as root, passes every directory, so
+    /// without this check they would fail out of sight.
+    pub fn unreachable(&self, path: &Path) -> Option<String> {
+        if !self.os_users {
+            return None;
+        }
+        let id = self.config.uid_base;
+        redwall_runtime::blocked_on_the_way(path, id, id).map(|blocked| {
+            format!(
+                "the instance's user cannot reach {}, because {blocked}; move data_dir under a directory others may pass (for example /var/lib/redwall), or chmod o+x {}",
+                path.display(),
+                blocked.dir.display()
+            )
+        })
+    }
+
+    /// Refuses (and shows in the status) an instance its uid cannot reach.
+    fn check_reachable(&self, instance_id: &str, paths: &[&Path]) -> ApiResult<()> {
+        match paths.iter().find_map(|p| self.unreachable(p)) {
+            None => Ok(()),
+            Some(reason) => {
+                self.set_pending(instance_id, Some(Pending::Failed(reason.clone())));
+                Err(ApiError::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "instances_unreachable",
+                    reason,
+                ))
+            }
+        }
+    }
+
+    fn set_pending(&self, instance_id: &str, pending: Option<Pending>) {
+        let mut map = self.pending.lock().unwrap_or_else(|p| p.into_inner());
+        match pending {
+            Some(p) => map.insert(instance_id.to_string(), p),
+            None => map.remove(instance_id),
+        };
+    }
+
+    fn take_installing(&self, instance_id: &str) -> bool {
+        let mut map = self.pending.lock().unwrap_or_else(|p| p.into_inner());
+        if map.get(instance_id) == Some(&Pending::Installing) {
+            map.remove(instance_id);
+            true
+        } else {
+            false
+        }
+    }
+
+    /// Why the instance is not with the supervisor yet, if it is not.
+    pub fn pending(&self, instance_id: &str) -> Option<Pending> {
+        self.pending
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(instance_id)
+            .cloned()
+    }
+
+    /// npm's latest line while Node-RED installs.
+    pub fn install_progress(&self) -> Option<String> {
+        self.install.latest()
     }
 
     pub fn spec(
@@ -220,7 +305,10 @@ impl InstanceManager {
             .collect()
     }
 
-    pub async fn start(&self, state: &AppState, instance: &Instance) -> ApiResult<()> {
+    /// Starts the instance, or, while npm installs Node-RED, marks it
+    /// `installing` and starts it when the install is done (the caller
+    /// does not wait for npm).
+    pub async fn start(self: &Arc<Self>, state: &AppState, instance: &Instance) -> ApiResult<()> {
         if self.config.require_landlock
             && redwall_runtime::landlock_abi().is_none_or(|abi| abi < MIN_LANDLOCK_ABI)
         {
@@ -230,24 +318,80 @@ impl InstanceManager {
                 "this kernel lacks Landlock (ABI 4 or newer), so instances cannot be confined; see `redwall config check`",
             ));
         }
+        self.check_reachable(&instance.id, &[&self.instances_dir])?;
+        if self.install.ready().is_none() && !self.install.adopts() {
+            if self.pending(&instance.id) != Some(Pending::Installing) {
+                self.set_pending(&instance.id, Some(Pending::Installing));
+                let (me, state, id) = (self.clone(), state.clone(), instance.id.clone());
+                tokio::spawn(async move { me.start_after_install(&state, &id).await });
+            }
+            self.install.begin();
+            return Ok(());
+        }
+        self.start_now(state, instance).await
+    }
+
+    async fn start_now(&self, state: &AppState, instance: &Instance) -> ApiResult<()> {
+        self.set_pending(&instance.id, None);
         let install = self.runtime().await?;
+        let read = install.sandbox_read_paths();
+        let mut needed: Vec<&Path> = read.iter().map(PathBuf::as_path).collect();
+        needed.push(&install.node);
+        self.check_reachable(&instance.id, &needed)?;
         let env = self.env(state, instance).await?;
-        let spec = self.spec(state, instance, env, install)?;
+        let spec = self.spec(state, instance, env, &install)?;
         self.supervisor
-            .start(spec, install)
+            .start(spec, &install)
             .await
             .map_err(runtime_error)
     }
 
+    /// The rest of a start that waited for the install; nobody waits for
+    /// its answer, so a failure becomes the instance's status.
+    async fn start_after_install(&self, state: &AppState, instance_id: &str) {
+        let installed = self.install.wait().await;
+        // Taken, not read: of two waiters for one instance (a restart during
+        // the install), only one goes on.
+        if !self.take_installing(instance_id) {
+            return; // stopped, deleted or started meanwhile
+        }
+        let instance = match state.store.get_instance_by_id(instance_id).await {
+            Ok(Some(i)) if i.desired_state == "running" => i,
+            Ok(_) => return self.set_pending(instance_id, None),
+            Err(e) => {
+                let reason = format!("could not read the instance: {e}");
+                return self.set_pending(instance_id, Some(Pending::Failed(reason)));
+            }
+        };
+        let result = match installed {
+            Ok(_) => self.start_now(state, &instance).await,
+            Err(phase) => Err(install_error(phase)),
+        };
+        if let Err(e) = result {
+            tracing::warn!(instance = %instance.name, error = %e.message, "could not start an instance");
+            let reason = match e.code {
+                "runtime_failed" | "runtime_unavailable" => {
+                    format!(
+                        "installing Node-RED failed: {}; start the instance to try again",
+                        e.message
+                    )
+                }
+                _ => e.message,
+            };
+            self.set_pending(instance_id, Some(Pending::Failed(reason)));
+        }
+    }
+
     /// Stops the instance; one that is not running is already stopped.
     pub async fn stop(&self, instance_id: &str) -> ApiResult<()> {
+        self.set_pending(instance_id, None);
         match self.supervisor.stop(instance_id).await {
             Ok(()) | Err(RuntimeError::UnknownInstance(_)) => Ok(()),
             Err(e) => Err(runtime_error(e)),
         }
     }
 
-    pub async fn restart(&self, state: &AppState, instance: &Instance) -> ApiResult<()> {
+    pub async fn restart(self: &Arc<Self>, state: &AppState, instance: &Instance) -> ApiResult<()> {
         self.stop(&instance.id).await?;
         self.start(state, instance).await
     }
@@ -256,19 +400,35 @@ impl InstanceManager {
         self.supervisor.status(instance_id)
     }
 
+    /// The instance's last lines; while it waits for Node-RED's install
+    /// (or that failed), npm's.
     pub fn logs(&self, instance_id: &str, lines: usize) -> Vec<LogLine> {
-        self.supervisor.logs(instance_id, lines)
+        match self.pending(instance_id) {
+            Some(Pending::Installing) => self.install.lines(lines),
+            Some(Pending::Failed(_)) if self.supervisor.logs(instance_id, 1).is_empty() => {
+                self.install.lines(lines)
+            }
+            _ => self.supervisor.logs(instance_id, lines),
+        }
     }
 
+    /// Lines as they come: npm's while the instance waits for the install
+    /// (that stream ends with the install), then the instance's own.
     pub fn subscribe_logs(
         &self,
         instance_id: &str,
     ) -> Option<tokio::sync::broadcast::Receiver<LogLine>> {
+        if self.pending(instance_id) == Some(Pending::Installing) {
+            if let Some(rx) = self.install.subscribe() {
+                return Some(rx);
+            }
+        }
         self.supervisor.subscribe_logs(instance_id)
     }
 
     /// Removes the instance's files after it stopped.
     pub fn remove_files(&self, instance_id: &str) {
+        self.set_pending(instance_id, None);
         let dir = self.instances_dir.join(instance_id);
         if let Err(e) = std::fs::remove_dir_all(&dir) {
             if e.kind() != std::io::ErrorKind::NotFound {
@@ -278,13 +438,14 @@ impl InstanceManager {
     }
 
     /// Starts every instance that was running when Redwall stopped.
-    pub async fn start_desired(&self, state: &AppState) {
+    pub async fn start_desired(self: &Arc<Self>, state: &AppState) {
         let Ok(instances) = state.store.list_all_instances().await else {
             return;
         };
         for instance in instances.iter().filter(|i| i.desired_state == "running") {
             if let Err(e) = self.start(state, instance).await {
                 tracing::warn!(instance = %instance.name, error = %e.message, "could not start an instance");
+                self.set_pending(&instance.id, Some(Pending::Failed(e.message)));
             }
         }
     }

@@ -76,6 +76,8 @@ impl TestServer {
         };
         config.server.listen = "127.0.0.1:0".parse().unwrap();
         config.tls.mode = TlsMode::Off;
+        // No npm install behind every test server; the first-run test asks for it.
+        config.instances.install_at_start = false;
         // Cheap hashing keeps the suite fast; the default parameters have their own test.
         config.passwords = Argon2Params {
             memory_kib: 1024,
