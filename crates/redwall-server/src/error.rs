@@ -73,6 +73,11 @@ impl ApiError {
     /// Logs `detail` and answers a bare 500, so nothing internal leaks.
     pub fn internal(detail: impl std::fmt::Display) -> Self {
         tracing::error!(error = %detail, "internal error");
+        Self::internal_quiet()
+    }
+
+    /// The bare 500, for a failure already logged where it was seen.
+    pub fn internal_quiet() -> Self {
         Self::new(
             StatusCode::INTERNAL_SERVER_ERROR,
             "internal",
@@ -88,7 +93,49 @@ impl From<StoreError> for ApiError {
             StoreError::Conflict(what) => {
                 ApiError::conflict("conflict", format!("{what} already exists"))
             }
+            // The audit writer logged the fault once when it began.
+            StoreError::Unavailable(cause) => {
+                tracing::debug!(cause = cause.name(), "request refused: audit log unavailable");
+                ApiError::internal_quiet()
+            }
+            StoreError::Database(e) => {
+                log_database_error(&e);
+                ApiError::internal_quiet()
+            }
             other => ApiError::internal(other),
+        }
+    }
+}
+
+/// A failing database fails every request alike: the first failure, and
+/// each different one, is logged as an error; repeats of the last one only
+/// once a minute with how many there were, so the cause stays visible
+/// without flooding the log. (The audit writer logs when writes recover.)
+fn log_database_error(e: &dyn std::fmt::Display) {
+    use std::sync::Mutex;
+    use std::time::{Duration, Instant};
+    struct Last {
+        message: String,
+        logged_at: Instant,
+        repeats: u64,
+    }
+    static LAST: Mutex<Option<Last>> = Mutex::new(None);
+    const REMIND_EVERY: Duration = Duration::from_secs(60);
+    let message = e.to_string();
+    let mut last = LAST.lock().unwrap_or_else(|p| p.into_inner());
+    match last.as_mut() {
+        Some(l) if l.message == message && l.logged_at.elapsed() < REMIND_EVERY => {
+            l.repeats += 1;
+            tracing::debug!(error = %message, "database error (repeat)");
+        }
+        _ => {
+            let repeats = last.as_ref().map_or(0, |l| l.repeats);
+            tracing::error!(error = %message, earlier_repeats = repeats, "database error: request refused");
+            *last = Some(Last {
+                message,
+                logged_at: Instant::now(),
+                repeats: 0,
+            });
         }
     }
 }
