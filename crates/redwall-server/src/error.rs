@@ -95,7 +95,10 @@ impl From<StoreError> for ApiError {
             }
             // The audit writer logged the fault once when it began.
             StoreError::Unavailable(cause) => {
-                tracing::debug!(cause = cause.name(), "request refused: audit log unavailable");
+                tracing::debug!(
+                    cause = cause.name(),
+                    "request refused: audit log unavailable"
+                );
                 ApiError::internal_quiet()
             }
             StoreError::Database(e) => {

@@ -482,9 +482,7 @@ impl Store {
         details: &[String],
     ) -> Result<Vec<i64>, sqlx::Error> {
         let mut conn = self.pool.acquire().await?;
-        let result = self
-            .append_on(&mut conn, key, entries, details)
-            .await;
+        let result = self.append_on(&mut conn, key, entries, details).await;
         if let Err(e) = &result {
             discard_unless_clean(&mut conn, e);
         }
@@ -670,8 +668,11 @@ impl Store {
 pub struct AuditWriter {
     tx: mpsc::Sender<Job>,
     health: Arc<AuditHealth>,
-    last_check: Arc<tokio::sync::Mutex<Option<(Instant, Result<(), FaultCause>)>>>,
+    last_check: Arc<tokio::sync::Mutex<Option<LastCheck>>>,
 }
+
+/// When the last [`AuditWriter::check`] probed, and what it found.
+type LastCheck = (Instant, Result<(), FaultCause>);
 
 /// How long a failing group is tried again while its callers wait.
 pub const RETRY_FOR: Duration = Duration::from_secs(3);
@@ -686,7 +687,7 @@ const CHECK_CACHE: Duration = Duration::from_secs(1);
 #[derive(Debug)]
 enum Job {
     Append {
-        entry: NewAuditEntry,
+        entry: Box<NewAuditEntry>,
         done: oneshot::Sender<Result<i64, StoreError>>,
     },
     Probe {
@@ -712,7 +713,10 @@ impl AuditWriter {
     pub async fn append(&self, e: NewAuditEntry) -> Result<i64, StoreError> {
         let (done, wait) = oneshot::channel();
         self.tx
-            .send(Job::Append { entry: e, done })
+            .send(Job::Append {
+                entry: Box::new(e),
+                done,
+            })
             .await
             .map_err(|_| StoreError::Database(sqlx::Error::WorkerCrashed))?;
         wait.await
@@ -741,12 +745,18 @@ impl AuditWriter {
                 Ok(Ok(result)) => result,
                 Ok(Err(_)) => Err(FaultCause::Other),
                 // Still waiting (a slow commit, a pool waiting to connect):
-                // the cause already known says more than "timeout".
-                Err(_) => Err(self
-                    .health
-                    .fault()
-                    .map(|f| f.cause)
-                    .unwrap_or(FaultCause::Timeout)),
+                // security actions are stalled, which is a fault too; the
+                // cause already known says more than "timeout".
+                Err(_) => match self.health.fault() {
+                    Some(f) => Err(f.cause),
+                    None => {
+                        self.health.attempt_failed(
+                            FaultCause::Timeout,
+                            &"no answer within the check's timeout",
+                        );
+                        Err(FaultCause::Timeout)
+                    }
+                },
             },
         };
         *last = Some((Instant::now(), result));
@@ -763,8 +773,7 @@ async fn run_writer(
     let mut jobs = Vec::with_capacity(WRITER_BATCH);
     loop {
         let received = if health.fault().is_some() {
-            match tokio::time::timeout(PROBE_EVERY, rx.recv_many(&mut jobs, WRITER_BATCH)).await
-            {
+            match tokio::time::timeout(PROBE_EVERY, rx.recv_many(&mut jobs, WRITER_BATCH)).await {
                 Ok(n) => n,
                 Err(_) => {
                     // Idle while failing: find out whether it is over.
@@ -784,7 +793,7 @@ async fn run_writer(
         for job in jobs.drain(..) {
             match job {
                 Job::Append { entry, done } => {
-                    entries.push(entry);
+                    entries.push(*entry);
                     dones.push(done);
                 }
                 Job::Probe { done } => probes.push(done),

@@ -128,9 +128,8 @@ impl Store {
                         .idle_timeout(None)
                         .max_lifetime(None);
                 } else {
-                    options = options.before_acquire(|conn, _meta| {
-                        Box::pin(async move { Ok(is_clean(conn)) })
-                    });
+                    options = options
+                        .before_acquire(|conn, _meta| Box::pin(async move { Ok(is_clean(conn)) }));
                 }
                 let pool = options.connect(&url).await?;
                 let store = Store { pool, backend };

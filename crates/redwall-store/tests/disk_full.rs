@@ -79,7 +79,10 @@ async fn audit_writer_and_transactions_recover_after_the_disk_was_full() {
         }
     }
     assert!(refused > 0, "appends succeeded on a full disk");
-    assert!(store.create_user(new_user("u2", "bob", 2_000)).await.is_err());
+    assert!(store
+        .create_user(new_user("u2", "bob", 2_000))
+        .await
+        .is_err());
 
     std::fs::remove_file(&filler).unwrap();
     let freed = Instant::now();
@@ -96,7 +99,10 @@ async fn audit_writer_and_transactions_recover_after_the_disk_was_full() {
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    println!("audit writer appends again {:?} after space was freed", freed.elapsed());
+    println!(
+        "audit writer appends again {:?} after space was freed",
+        freed.elapsed()
+    );
     // Every later append works, not just one, and so do other transactions.
     for i in 0..50 {
         writer.append(entry(200 + i)).await.unwrap();
@@ -105,7 +111,10 @@ async fn audit_writer_and_transactions_recover_after_the_disk_was_full() {
         .set_suspended("u1", true, 3_000)
         .await
         .expect("a transaction path after the fault");
-    store.create_user(new_user("u3", "carol", 3_000)).await.unwrap();
+    store
+        .create_user(new_user("u3", "carol", 3_000))
+        .await
+        .unwrap();
     let report = store.verify_audit_chain(&key()).await.unwrap();
     assert!(report.is_intact(), "{report:?}");
     store.close().await;

@@ -1,10 +1,10 @@
 //! Health, metrics, the permission table and the API description.
 
 use crate::auth::guard::Access;
+use crate::clock::rfc3339;
 use crate::error::ApiResult;
 use crate::state::AppState;
 use axum::extract::State;
-use crate::clock::rfc3339;
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
