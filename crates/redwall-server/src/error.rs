@@ -19,6 +19,9 @@ pub struct ApiError {
     pub retry_after_secs: Option<i64>,
     /// What went wrong inside, for the log only (never sent).
     cause: Option<String>,
+    /// Already logged where it was seen (a failing database is logged once
+    /// per fault, not once per refused request).
+    logged: bool,
 }
 
 pub type ApiResult<T> = Result<T, ApiError>;
@@ -31,6 +34,7 @@ impl ApiError {
             message: message.into(),
             retry_after_secs: None,
             cause: None,
+            logged: false,
         }
     }
 
@@ -73,6 +77,7 @@ impl ApiError {
             message: format!("too many failed attempts; try again in {retry_after_secs} seconds"),
             retry_after_secs: Some(retry_after_secs),
             cause: None,
+            logged: false,
         }
     }
 
@@ -85,6 +90,17 @@ impl ApiError {
             "an internal error occurred",
         );
         e.cause = Some(detail.to_string());
+        e
+    }
+
+    /// The bare 500, for a failure already logged where it was seen.
+    pub fn internal_quiet() -> Self {
+        let mut e = Self::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal",
+            "an internal error occurred",
+        );
+        e.logged = true;
         e
     }
 
@@ -117,7 +133,52 @@ impl From<StoreError> for ApiError {
             StoreError::Conflict(what) => {
                 ApiError::conflict("conflict", format!("{what} already exists"))
             }
+            // The audit writer logged the fault once when it began.
+            StoreError::Unavailable(cause) => {
+                tracing::debug!(
+                    cause = cause.name(),
+                    "request refused: audit log unavailable"
+                );
+                ApiError::internal_quiet()
+            }
+            StoreError::Database(e) => {
+                log_database_error(&e);
+                ApiError::internal_quiet()
+            }
             other => ApiError::internal(other),
+        }
+    }
+}
+
+/// A failing database fails every request alike: the first failure, and
+/// each different one, is logged as an error; repeats of the last one only
+/// once a minute with how many there were, so the cause stays visible
+/// without flooding the log. (The audit writer logs when writes recover.)
+fn log_database_error(e: &dyn std::fmt::Display) {
+    use std::sync::Mutex;
+    use std::time::{Duration, Instant};
+    struct Last {
+        message: String,
+        logged_at: Instant,
+        repeats: u64,
+    }
+    static LAST: Mutex<Option<Last>> = Mutex::new(None);
+    const REMIND_EVERY: Duration = Duration::from_secs(60);
+    let message = e.to_string();
+    let mut last = LAST.lock().unwrap_or_else(|p| p.into_inner());
+    match last.as_mut() {
+        Some(l) if l.message == message && l.logged_at.elapsed() < REMIND_EVERY => {
+            l.repeats += 1;
+            tracing::debug!(error = %message, "database error (repeat)");
+        }
+        _ => {
+            let repeats = last.as_ref().map_or(0, |l| l.repeats);
+            tracing::error!(error = %message, earlier_repeats = repeats, "database error: request refused");
+            *last = Some(Last {
+                message,
+                logged_at: Instant::now(),
+                repeats: 0,
+            });
         }
     }
 }
@@ -130,7 +191,7 @@ impl From<redwall_crypto::CryptoError> for ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        if self.status.is_server_error() {
+        if self.status.is_server_error() && !self.logged {
             let cause = match &self.cause {
                 Some(c) => c.clone(),
                 None => self.message.clone(),

@@ -3,6 +3,8 @@
 use std::fmt::Write;
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use redwall_store::AuditHealth;
+
 #[derive(Default)]
 pub struct Metrics {
     requests: AtomicU64,
@@ -40,7 +42,8 @@ impl Metrics {
         self.audit_entries.fetch_add(1, Ordering::Relaxed);
     }
 
-    pub fn render(&self) -> String {
+    /// The counters, with the audit writer's from `audit`.
+    pub fn render(&self, audit: &AuditHealth) -> String {
         let mut out = String::new();
         let mut counter = |name: &str, help: &str, samples: &[(&str, &AtomicU64)]| {
             let _ = writeln!(out, "# HELP {name} {help}");
@@ -71,6 +74,24 @@ impl Metrics {
             "redwall_audit_entries_total",
             "Audit entries written by this process.",
             &[("", &self.audit_entries)],
+        );
+        let refused = AtomicU64::new(audit.entries_refused());
+        let attempts = AtomicU64::new(audit.attempts_failed());
+        counter(
+            "redwall_audit_append_failures_total",
+            "Audit entries that could not be written (their requests were refused), \
+             and failed append transactions, retries included.",
+            &[
+                ("{kind=\"entry\"}", &refused),
+                ("{kind=\"attempt\"}", &attempts),
+            ],
+        );
+        let failing = u8::from(audit.fault().is_some());
+        let _ = writeln!(
+            out,
+            "# HELP redwall_audit_writer_failing 1 while audit entries cannot be written \
+             (security actions are refused).\n# TYPE redwall_audit_writer_failing gauge\n\
+             redwall_audit_writer_failing {failing}"
         );
         out
     }

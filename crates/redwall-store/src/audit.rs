@@ -7,8 +7,8 @@
 //! inserting an entry without the chain key breaks the chain, and
 //! [`Store::verify_audit_chain`] names the first place it breaks.
 
-use std::sync::OnceLock;
-use std::time::Duration;
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
 
 use futures::{Stream, TryStreamExt};
 use redwall_crypto::chain::{ChainHash, ChainKey, GENESIS};
@@ -18,7 +18,8 @@ use sqlx::Row;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::error::{is_sqlite_busy, is_unique_violation};
-use crate::{time_ordered_id, Backend, Micros, Store, StoreError};
+use crate::health::{classify, AuditHealth, FaultCause};
+use crate::{discard_unless_clean, time_ordered_id, Backend, Micros, Store, StoreError};
 
 /// An audit event to record.
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -483,7 +484,22 @@ impl Store {
         entries: &[NewAuditEntry],
         details: &[String],
     ) -> Result<Vec<i64>, sqlx::Error> {
-        let mut tx = self.begin_write_raw().await?;
+        let mut conn = self.pool.acquire().await?;
+        let result = self.append_on(&mut conn, key, entries, details).await;
+        if let Err(e) = &result {
+            discard_unless_clean(&mut conn, e);
+        }
+        result
+    }
+
+    async fn append_on(
+        &self,
+        conn: &mut sqlx::pool::PoolConnection<sqlx::Any>,
+        key: &ChainKey,
+        entries: &[NewAuditEntry],
+        details: &[String],
+    ) -> Result<Vec<i64>, sqlx::Error> {
+        let mut tx = self.begin_write_on(conn).await?;
         if self.backend == Backend::Postgres {
             sqlx::query("SELECT pg_advisory_xact_lock($1)")
                 .bind(PG_AUDIT_LOCK)
@@ -644,23 +660,55 @@ impl Store {
 /// transaction. [`AuditWriter::append`] returns once its entry is committed.
 /// The task ends when every clone of the writer is dropped, after writing
 /// what is queued.
+///
+/// When the database fails (disk full, read-only, unreachable, too slow),
+/// the group is tried again with backoff for [`RETRY_FOR`] while its
+/// callers wait, then each caller gets [`StoreError::Unavailable`] and the
+/// next group starts afresh: one fault never wedges the writer. While
+/// appends fail the task checks the path once a second on its own, so its
+/// [`AuditHealth`] turns healthy again without traffic.
 #[derive(Clone, Debug)]
 pub struct AuditWriter {
     tx: mpsc::Sender<Job>,
+    health: Arc<AuditHealth>,
+    last_check: Arc<tokio::sync::Mutex<Option<LastCheck>>>,
 }
 
+/// When the last [`AuditWriter::check`] probed, and what it found.
+type LastCheck = (Instant, Result<(), FaultCause>);
+
+/// How long a failing group is tried again while its callers wait.
+pub const RETRY_FOR: Duration = Duration::from_secs(3);
+const FIRST_BACKOFF: Duration = Duration::from_millis(50);
+const MAX_BACKOFF: Duration = Duration::from_millis(800);
+/// While failing and idle, the writer checks the path this often.
+const PROBE_EVERY: Duration = Duration::from_secs(1);
+/// [`AuditWriter::check`] answers from its last probe for this long, so a
+/// flood of health checks costs one probe a second.
+const CHECK_CACHE: Duration = Duration::from_secs(1);
+
 #[derive(Debug)]
-struct Job {
-    entry: NewAuditEntry,
-    done: oneshot::Sender<Result<i64, StoreError>>,
+enum Job {
+    Append {
+        entry: Box<NewAuditEntry>,
+        done: oneshot::Sender<Result<i64, StoreError>>,
+    },
+    Probe {
+        done: oneshot::Sender<Result<(), FaultCause>>,
+    },
 }
 
 impl AuditWriter {
     /// Starts the writer task. Must be called within a Tokio runtime.
     pub fn spawn(store: Store, key: ChainKey) -> AuditWriter {
         let (tx, rx) = mpsc::channel(WRITER_QUEUE);
-        tokio::spawn(run_writer(store, key, rx));
-        AuditWriter { tx }
+        let health = Arc::new(AuditHealth::default());
+        tokio::spawn(run_writer(store, key, rx, health.clone()));
+        AuditWriter {
+            tx,
+            health,
+            last_check: Arc::default(),
+        }
     }
 
     /// Appends `e` and waits until it is committed; returns its `seq`. The
@@ -668,45 +716,196 @@ impl AuditWriter {
     pub async fn append(&self, e: NewAuditEntry) -> Result<i64, StoreError> {
         let (done, wait) = oneshot::channel();
         self.tx
-            .send(Job { entry: e, done })
+            .send(Job::Append {
+                entry: Box::new(e),
+                done,
+            })
             .await
             .map_err(|_| StoreError::Database(sqlx::Error::WorkerCrashed))?;
         wait.await
             .map_err(|_| StoreError::Database(sqlx::Error::WorkerCrashed))?
     }
+
+    /// What the writer last saw: failing since when and why, and counters.
+    pub fn health(&self) -> &AuditHealth {
+        &self.health
+    }
+
+    /// Whether an append would be written now: a write transaction on the
+    /// writer's own path (its queue, the append lock, a one-row write),
+    /// waiting at most `timeout`. Answers from the last check for a second.
+    pub async fn check(&self, timeout: Duration) -> Result<(), FaultCause> {
+        let mut last = self.last_check.lock().await;
+        if let Some((at, result)) = *last {
+            if at.elapsed() < CHECK_CACHE {
+                return result;
+            }
+        }
+        let (done, wait) = oneshot::channel();
+        let result = match self.tx.try_send(Job::Probe { done }) {
+            Err(_) => Err(FaultCause::Timeout),
+            Ok(()) => match tokio::time::timeout(timeout, wait).await {
+                Ok(Ok(result)) => result,
+                Ok(Err(_)) => Err(FaultCause::Other),
+                // Still waiting (a slow commit, a pool waiting to connect):
+                // security actions are stalled, which is a fault too; the
+                // cause already known says more than "timeout".
+                Err(_) => match self.health.fault() {
+                    Some(f) => Err(f.cause),
+                    None => {
+                        self.health.attempt_failed(
+                            FaultCause::Timeout,
+                            &"no answer within the check's timeout",
+                        );
+                        Err(FaultCause::Timeout)
+                    }
+                },
+            },
+        };
+        *last = Some((Instant::now(), result));
+        result
+    }
 }
 
-async fn run_writer(store: Store, key: ChainKey, mut rx: mpsc::Receiver<Job>) {
+async fn run_writer(
+    store: Store,
+    key: ChainKey,
+    mut rx: mpsc::Receiver<Job>,
+    health: Arc<AuditHealth>,
+) {
     let mut jobs = Vec::with_capacity(WRITER_BATCH);
-    while rx.recv_many(&mut jobs, WRITER_BATCH).await > 0 {
-        let (entries, dones): (Vec<NewAuditEntry>, Vec<_>) =
-            jobs.drain(..).map(|j| (j.entry, j.done)).unzip();
-        match store.append_audit(&key, &entries).await {
-            Ok(seqs) => {
-                for (done, seq) in dones.into_iter().zip(seqs) {
-                    let _ = done.send(Ok(seq));
+    loop {
+        let received = if health.fault().is_some() {
+            match tokio::time::timeout(PROBE_EVERY, rx.recv_many(&mut jobs, WRITER_BATCH)).await {
+                Ok(n) => n,
+                Err(_) => {
+                    // Idle while failing: find out whether it is over.
+                    let _ = probe(&store, &health).await;
+                    continue;
                 }
             }
-            Err(e) if entries.len() == 1 => {
-                tracing::error!(error = %e, "audit append failed");
-                if let Some(done) = dones.into_iter().next() {
-                    let _ = done.send(Err(e));
+        } else {
+            rx.recv_many(&mut jobs, WRITER_BATCH).await
+        };
+        if received == 0 {
+            break;
+        }
+        let mut entries = Vec::with_capacity(jobs.len());
+        let mut dones = Vec::with_capacity(jobs.len());
+        let mut probes = Vec::new();
+        for job in jobs.drain(..) {
+            match job {
+                Job::Append { entry, done } => {
+                    entries.push(*entry);
+                    dones.push(done);
                 }
+                Job::Probe { done } => probes.push(done),
             }
-            Err(e) => {
-                // Retry one by one, so each caller gets its own outcome.
-                tracing::warn!(error = %e, entries = entries.len(), "audit batch failed; retrying entries singly");
-                for (entry, done) in entries.into_iter().zip(dones) {
-                    let result = store
-                        .append_audit(&key, std::slice::from_ref(&entry))
-                        .await
-                        .and_then(|seqs| seqs.first().copied().ok_or(StoreError::NotFound));
-                    if let Err(e) = &result {
-                        tracing::error!(error = %e, "audit append failed");
+        }
+        let result = if entries.is_empty() {
+            probe(&store, &health).await
+        } else {
+            write_group(&store, &key, &health, entries, dones).await
+        };
+        for done in probes {
+            let _ = done.send(result);
+        }
+    }
+}
+
+/// Writes one group, answers its callers, and tells whether the path works.
+async fn write_group(
+    store: &Store,
+    key: &ChainKey,
+    health: &AuditHealth,
+    entries: Vec<NewAuditEntry>,
+    dones: Vec<oneshot::Sender<Result<i64, StoreError>>>,
+) -> Result<(), FaultCause> {
+    let deadline = Instant::now() + RETRY_FOR;
+    match append_retrying(store, key, health, &entries, deadline).await {
+        Ok(seqs) => {
+            health.succeeded();
+            for (done, seq) in dones.into_iter().zip(seqs) {
+                let _ = done.send(Ok(seq));
+            }
+            Ok(())
+        }
+        Err((_, cause)) if entries.len() > 1 && !cause.is_transient() => {
+            // Maybe one entry the database will never take: one by one, so
+            // each caller gets its own outcome.
+            tracing::warn!(
+                entries = entries.len(),
+                "audit batch failed; retrying entries singly"
+            );
+            let mut outcome = Ok(());
+            for (entry, done) in entries.into_iter().zip(dones) {
+                let result =
+                    append_retrying(store, key, health, std::slice::from_ref(&entry), deadline)
+                        .await;
+                let answer = match result {
+                    Ok(seqs) => {
+                        health.succeeded();
+                        seqs.first().copied().ok_or(StoreError::NotFound)
                     }
-                    let _ = done.send(result);
-                }
+                    Err((e, cause)) => {
+                        health.refused(1);
+                        outcome = Err(cause);
+                        Err(e)
+                    }
+                };
+                let _ = done.send(answer);
             }
+            outcome
+        }
+        Err((_, cause)) => {
+            health.refused(dones.len());
+            for done in dones {
+                let _ = done.send(Err(StoreError::Unavailable(cause)));
+            }
+            Err(cause)
+        }
+    }
+}
+
+/// [`Store::append_audit`], tried again with backoff while the failure is
+/// one that may pass and `deadline` allows.
+async fn append_retrying(
+    store: &Store,
+    key: &ChainKey,
+    health: &AuditHealth,
+    entries: &[NewAuditEntry],
+    deadline: Instant,
+) -> Result<Vec<i64>, (StoreError, FaultCause)> {
+    let mut backoff = FIRST_BACKOFF;
+    loop {
+        let e = match store.append_audit(key, entries).await {
+            Ok(seqs) => return Ok(seqs),
+            Err(e) => e,
+        };
+        let cause = match &e {
+            StoreError::Database(db) => classify(store.backend, db),
+            _ => FaultCause::Other,
+        };
+        health.attempt_failed(cause, &e);
+        if !cause.is_transient() || Instant::now() + backoff > deadline {
+            return Err((e, cause));
+        }
+        tokio::time::sleep(backoff).await;
+        backoff = (backoff * 2).min(MAX_BACKOFF);
+    }
+}
+
+/// One write transaction on the append path, recorded in `health`.
+async fn probe(store: &Store, health: &AuditHealth) -> Result<(), FaultCause> {
+    match store.probe_audit_path().await {
+        Ok(()) => {
+            health.succeeded();
+            Ok(())
+        }
+        Err(e) => {
+            let cause = classify(store.backend, &e);
+            health.attempt_failed(cause, &e);
+            Err(cause)
         }
     }
 }

@@ -20,6 +20,10 @@ pub enum StoreError {
     /// Applying the embedded migrations failed.
     #[error("migration failed: {0}")]
     Migration(#[source] sqlx::migrate::MigrateError),
+    /// The audit log could not be written, for the reason given, within the
+    /// writer's retries; the fault was logged once where it was seen.
+    #[error("database unavailable: {}", .0.describe())]
+    Unavailable(crate::health::FaultCause),
     /// The database URL is not one the store understands.
     #[error("invalid database URL: {0}")]
     InvalidUrl(String),

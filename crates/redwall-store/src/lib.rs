@@ -15,6 +15,7 @@
 
 mod audit;
 mod error;
+mod health;
 mod instances;
 mod retention;
 mod sessions;
@@ -29,13 +30,15 @@ mod verify;
 use std::time::Duration;
 
 use sqlx::any::{AnyPoolOptions, AnyRow};
-use sqlx::{AnyPool, Row};
+use sqlx::pool::PoolConnection;
+use sqlx::{Any, AnyPool, Connection, Row};
 
 pub use audit::{
     canonical_entry_bytes, AuditFilter, AuditRecord, AuditWriter, ChainProblem, ChainProblemKind,
     ChainReport, NewAuditEntry,
 };
 pub use error::StoreError;
+pub use health::{AuditHealth, Fault, FaultCause};
 pub use instances::{EnvEntry, Instance, InstanceApiKey};
 pub use retention::{verify_export, AuditCut, ExportReport, PRUNED_EVENT};
 pub use sessions::Session;
@@ -77,6 +80,10 @@ static POSTGRES_MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations
 const SQLITE_POOL_SIZE: u32 = 8;
 /// Connections in the pool for PostgreSQL.
 const POSTGRES_POOL_SIZE: u32 = 16;
+/// How long a PostgreSQL query waits for a connection, including the pool's
+/// own reconnect attempts while the server is down: the request is then
+/// refused instead of hanging for as long as the outage lasts.
+const POSTGRES_ACQUIRE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Run on every new SQLite connection. The busy timeout is 5 s.
 const SQLITE_PRAGMAS: [&str; 4] = [
     "PRAGMA journal_mode = WAL",
@@ -117,10 +124,14 @@ impl Store {
                         })
                     });
                 if in_memory {
+                    // Closing the one connection would lose the database.
                     options = options
                         .min_connections(1)
                         .idle_timeout(None)
                         .max_lifetime(None);
+                } else {
+                    options = options
+                        .before_acquire(|conn, _meta| Box::pin(async move { Ok(is_clean(conn)) }));
                 }
                 let pool = options.connect(&url).await?;
                 let store = Store { pool, backend };
@@ -130,7 +141,8 @@ impl Store {
             Backend::Postgres => {
                 let pool = AnyPoolOptions::new()
                     .max_connections(POSTGRES_POOL_SIZE)
-                    .acquire_timeout(Duration::from_secs(30))
+                    .acquire_timeout(POSTGRES_ACQUIRE_TIMEOUT)
+                    .before_acquire(|conn, _meta| Box::pin(async move { Ok(is_clean(conn)) }))
                     .connect(url)
                     .await?;
                 let store = Store { pool, backend };
@@ -145,6 +157,15 @@ impl Store {
     /// Which database this store talks to.
     pub fn backend(&self) -> Backend {
         self.backend
+    }
+
+    /// Why this store's database refused, in words an operator acts on.
+    pub fn fault_cause(&self, e: &StoreError) -> FaultCause {
+        match e {
+            StoreError::Database(db) => health::classify(self.backend, db),
+            StoreError::Unavailable(cause) => *cause,
+            _ => FaultCause::Other,
+        }
     }
 
     /// Closes every connection in the pool. Further calls fail.
@@ -171,8 +192,77 @@ impl Store {
         }
     }
 
+    /// [`Store::begin_write`] on a connection the caller holds, so that it
+    /// can drop the connection when the transaction fails in a way that
+    /// leaves its state unknown ([`discard_unless_clean`]).
+    pub(crate) async fn begin_write_on<'c>(
+        &self,
+        conn: &'c mut PoolConnection<Any>,
+    ) -> Result<sqlx::Transaction<'c, Any>, sqlx::Error> {
+        match self.backend {
+            Backend::Sqlite => Connection::begin_with(&mut **conn, "BEGIN IMMEDIATE").await,
+            Backend::Postgres => Connection::begin(&mut **conn).await,
+        }
+    }
+
+    /// One write transaction on the audit append path (its lock, then a
+    /// one-row write): whether an append would be written now. The row is a
+    /// counter under a reserved settings key, so probing adds nothing to the
+    /// audit log.
+    pub(crate) async fn probe_audit_path(&self) -> Result<(), sqlx::Error> {
+        let mut conn = self.pool.acquire().await?;
+        let result = async {
+            let mut tx = self.begin_write_on(&mut conn).await?;
+            if self.backend == Backend::Postgres {
+                sqlx::query("SELECT pg_advisory_xact_lock($1)")
+                    .bind(audit::PG_AUDIT_LOCK)
+                    .execute(&mut *tx)
+                    .await?;
+            }
+            sqlx::query(
+                "INSERT INTO settings (key, value, updated_at) VALUES ($1, '0', 0) \
+                 ON CONFLICT (key) DO UPDATE SET updated_at = settings.updated_at + 1",
+            )
+            .bind(WRITE_PROBE_KEY)
+            .execute(&mut *tx)
+            .await?;
+            tx.commit().await
+        }
+        .await;
+        if let Err(e) = &result {
+            discard_unless_clean(&mut conn, e);
+        }
+        result
+    }
+
     pub(crate) fn pool(&self) -> &AnyPool {
         &self.pool
+    }
+}
+
+/// The settings key the write probe counts under.
+const WRITE_PROBE_KEY: &str = "health.write_probe";
+
+/// Whether a pooled connection may serve the next caller: not one left
+/// inside a transaction. After a failed COMMIT, SQLite may already have
+/// rolled back by itself; sqlx's ROLLBACK on drop then fails and sqlx still
+/// counts the connection as in a transaction, so every later `BEGIN` on it
+/// fails ("attempted to call begin_with at non-zero transaction depth").
+/// Such a connection is closed and replaced instead of wedging the pool.
+fn is_clean(conn: &sqlx::AnyConnection) -> bool {
+    let clean = !conn.is_in_transaction();
+    if !clean {
+        tracing::warn!("closing a database connection left inside a failed transaction");
+    }
+    clean
+}
+
+/// After a failed transaction: unless the failure is one that certainly
+/// left the connection as it was (a unique violation, a busy database),
+/// the connection is closed rather than returned to the pool.
+pub(crate) fn discard_unless_clean(conn: &mut PoolConnection<Any>, e: &sqlx::Error) {
+    if !(error::is_unique_violation(e) || error::is_sqlite_busy(e)) {
+        conn.close_on_drop();
     }
 }
 

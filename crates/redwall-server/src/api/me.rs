@@ -31,9 +31,23 @@ pub struct MeView {
     /// For cookie sessions: the value to send as X-CSRF-Token.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub csrf_token: Option<String>,
+    /// For platform admins, while audit entries cannot be written: that
+    /// security actions are being refused, and why.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub service_alert: Option<String>,
 }
 
-pub async fn get_me(principal: Principal) -> Json<MeView> {
+pub async fn get_me(State(state): State<AppState>, principal: Principal) -> Json<MeView> {
+    let is_admin = principal.role == redwall_policy::permission::PlatformRole::Admin;
+    let service_alert = match state.audit_writer.health().fault() {
+        Some(f) if is_admin => Some(format!(
+            "Security actions are being refused: the audit log cannot be written because {} \
+             (since {}).",
+            f.cause.describe(),
+            rfc3339(f.since)
+        )),
+        _ => None,
+    };
     let (authenticated_by, token_scope, csrf_token) = match &principal.via {
         Via::Session { csrf_token, .. } => ("session", None, Some(csrf_token.clone())),
         Via::Token { scope, .. } => ("token", Some(scope.name()), None),
@@ -41,12 +55,13 @@ pub async fn get_me(principal: Principal) -> Json<MeView> {
     Json(MeView {
         id: principal.user_id,
         username: principal.username,
-        is_admin: principal.role == redwall_policy::permission::PlatformRole::Admin,
+        is_admin,
         mfa_enabled: principal.mfa_enabled,
         mfa_enrolment_required: principal.mfa_enrolment_pending,
         authenticated_by,
         token_scope,
         csrf_token,
+        service_alert,
     })
 }
 

@@ -166,6 +166,14 @@ pub fn routes() -> Vec<Route> {
         ),
         public(
             M::GET,
+            "/readyz",
+            "Readiness: the database answers and audit entries can be written \
+             (503 with the failing checks otherwise)",
+            system::readyz,
+        )
+        .response(schema::<system::ReadinessView>()),
+        public(
+            M::GET,
             "/api/v1/openapi.json",
             "This API's OpenAPI document",
             system::openapi_json,

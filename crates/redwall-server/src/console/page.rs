@@ -22,6 +22,10 @@ pub struct Me {
     pub mfa_enrolment_required: bool,
     #[serde(default)]
     pub csrf_token: Option<String>,
+    /// Shown to platform admins on every page while security actions are
+    /// refused (the API sets it only for them).
+    #[serde(default)]
+    pub service_alert: Option<String>,
 }
 
 pub struct NavItem {
