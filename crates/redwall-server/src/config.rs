@@ -450,6 +450,13 @@ impl Config {
                 ),
             });
         }
+        for (setting, message) in self.sso.warnings() {
+            out.push(Problem {
+                severity: Severity::Warning,
+                setting,
+                message,
+            });
+        }
         out.extend(self.sandbox_problems());
         if self.instances.path_routing && !self.server.listen.ip().is_loopback() {
             out.push(Problem {

@@ -37,7 +37,7 @@ pub use audit::{
 pub use error::StoreError;
 pub use instances::{EnvEntry, Instance, InstanceApiKey};
 pub use sessions::Session;
-pub use sso::MembershipWrite;
+pub use sso::{MembershipWrite, OidcStateUse};
 pub use teams::{Invitation, Member, MemberChange, Team};
 pub use tokens::ApiToken;
 pub use users::{NewUser, User};
