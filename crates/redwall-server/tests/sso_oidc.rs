@@ -1133,7 +1133,7 @@ async fn a_key_rotated_under_the_same_kid_is_fetched_again_at_most_every_30_s() 
 /// whose groups claim spelled the directory's admin group, in any case and
 /// spacing, become a platform admin.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn only_a_rule_naming_the_provider_grants_admin_and_groups_compare_exactly() {
+async fn only_a_rule_naming_its_provider_may_grant_admin() {
     use redwall_policy::sso_mapping::MappingRule;
     use redwall_server::config::Severity;
     let listener = free_listener().await;
@@ -1179,7 +1179,18 @@ async fn only_a_rule_naming_the_provider_grants_admin_and_groups_compare_exactly
         warnings.iter().any(|w| w.contains("never match")),
         "{warnings:?}"
     );
+}
 
+/// Issue 21, item 3: group names were compared ignoring case and
+/// surrounding spaces, so an OIDC user naming her own groups could match
+/// the directory admin group's DN in other case and spacing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn groups_compare_exactly_as_dns_or_as_names() {
+    use redwall_policy::sso_mapping::MappingRule;
+    let listener = free_listener().await;
+    let readme_rule: MappingRule =
+        toml::from_str("group = \"cn=nr-admins,ou=groups,dc=example,dc=org\"\nadmin = true")
+            .unwrap();
     // Even a rule for this very provider matches only the exact group (as
     // a DN: types and naming values without case, spacing exact).
     let s = redwall_with(&listener, |c| {
