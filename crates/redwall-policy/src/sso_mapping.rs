@@ -464,13 +464,17 @@ mod tests {
         let out = evaluate(&rules, "corp", &groups(&["cn=nr-admins,dc=example,dc=org"]));
         assert_eq!(out.admin, None);
         // A rule without `provider` in the file is a rule for every provider.
-        let parsed: MappingRule =
-            toml::from_str("group = \"cn=nr-admins,dc=example,dc=org\"\nadmin = true")
-                .unwrap_or_else(|e| panic!("{e}"));
-        assert_eq!(
-            validate(&[parsed]),
-            Err(MappingError::AdminForEveryProvider(0))
+        let parsed = toml::from_str::<MappingRule>(
+            "group = \"cn=nr-admins,dc=example,dc=org\"\nadmin = true",
         );
+        assert!(parsed.is_ok(), "{parsed:?}");
+        if let Ok(parsed) = parsed {
+            assert_eq!(parsed.provider, "*");
+            assert_eq!(
+                validate(&[parsed]),
+                Err(MappingError::AdminForEveryProvider(0))
+            );
+        }
     }
 
     #[test]
