@@ -579,6 +579,13 @@ impl Config {
                 ),
             });
         }
+        for (setting, message) in self.sso.warnings() {
+            out.push(Problem {
+                severity: Severity::Warning,
+                setting,
+                message,
+            });
+        }
         out.extend(self.sandbox_problems());
         out.extend(self.instance_origin_problems());
         if self.tls.mode == TlsMode::Off && !self.server.trusted_proxies.is_empty() {

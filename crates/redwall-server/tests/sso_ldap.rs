@@ -557,3 +557,61 @@ async fn ldap_login_latency() {
         h.as_secs_f64() / l.as_secs_f64()
     );
 }
+
+/// Issue 21: the directory password alone (without Redwall's second factor)
+/// must not change the user's stored roles; they change once the code is in.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_mapping_waits_for_the_second_factor() {
+    let Some(w) = world().await else { return };
+    let ops = create_team(&w.admin, "ops").await;
+    let bob = logged_in(&w.s, "bob").await;
+    let secret = common::enrol_mfa(&w.s, &bob).await;
+    assert_eq!(
+        ops_roles(&w.admin, &ops).await,
+        [("bob".to_string(), "viewer".to_string())]
+    );
+    // bob leaves nr-viewers; someone with his directory password logs in.
+    w.ldap.modify(
+        "ldapmodify",
+        &format!(
+            "dn: {}\nchangetype: modify\ndelete: member\nmember: {}\n",
+            group_dn("nr-viewers"),
+            user_dn("bob")
+        ),
+    );
+    let (_, r) = ldap_login(&w.s, "corp", "bob", &password_of("bob")).await;
+    assert_eq!(r.body["status"], "mfa_required", "{}", r.body);
+    assert_eq!(
+        ops_roles(&w.admin, &ops).await,
+        [("bob".to_string(), "viewer".to_string())],
+        "no change before the second factor"
+    );
+    // A wrong code changes nothing either.
+    let token = r.body["mfa_token"].as_str().unwrap().to_string();
+    let mut c = w.s.anonymous();
+    let wrong = c
+        .post(
+            "/api/v1/auth/mfa",
+            json!({"mfa_token": token, "code": "000000"}),
+        )
+        .await;
+    assert_eq!(wrong.status, 401, "{}", wrong.body);
+    assert_eq!(ops_roles(&w.admin, &ops).await.len(), 1);
+    // With the code: the session, and the directory's word applies.
+    use redwall_server::clock::Clock;
+    w.s.clock.advance_secs(31);
+    let code = secret.code_at((w.s.clock.now() / 1_000_000) as u64);
+    let r = c
+        .post(
+            "/api/v1/auth/mfa",
+            json!({"mfa_token": token, "code": code}),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(r.body["status"], "ok");
+    c.adopt_session(&r);
+    assert_eq!(c.get("/api/v1/me").await.body["username"], "bob");
+    assert!(ops_roles(&w.admin, &ops).await.is_empty());
+    let logins = audit_events(&w.admin, "auth.login").await;
+    assert_eq!(logins[0]["details"]["provider"], "corp", "{:?}", logins[0]);
+}

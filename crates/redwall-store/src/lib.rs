@@ -42,7 +42,7 @@ pub use health::{AuditHealth, Fault, FaultCause};
 pub use instances::{EnvEntry, Instance, InstanceApiKey};
 pub use retention::{verify_export, AuditCut, ExportReport, PRUNED_EVENT};
 pub use sessions::Session;
-pub use sso::MembershipWrite;
+pub use sso::{MembershipWrite, OidcStateUse};
 pub use teams::{Invitation, Member, MemberChange, Team};
 pub use tokens::ApiToken;
 pub use users::{NewUser, User};

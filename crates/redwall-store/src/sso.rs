@@ -191,3 +191,96 @@ impl Store {
         )
     }
 }
+
+/// What [`Store::use_oidc_state`] found.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum OidcStateUse {
+    /// First use: recorded.
+    First,
+    /// Used before: a replayed callback.
+    Replayed,
+    /// This client has too many recent logins recorded; others are unaffected.
+    ClientFull,
+}
+
+impl Store {
+    /// Records the first use of an OIDC login state (by its digest), until
+    /// `expires_at`. At most `per_client` unexpired states are kept for one
+    /// `client`, so a flood from one address cannot crowd out anyone else.
+    /// Expired rows are removed on the way.
+    pub async fn use_oidc_state(
+        &self,
+        digest: &str,
+        client: &str,
+        expires_at: Micros,
+        now: Micros,
+        per_client: i64,
+    ) -> Result<OidcStateUse, StoreError> {
+        sqlx::query("DELETE FROM oidc_used_states WHERE expires_at <= $1")
+            .bind(now)
+            .execute(self.pool())
+            .await?;
+        let seen: Option<String> =
+            sqlx::query_scalar("SELECT client FROM oidc_used_states WHERE state_digest = $1")
+                .bind(digest)
+                .fetch_optional(self.pool())
+                .await?;
+        if seen.is_some() {
+            return Ok(OidcStateUse::Replayed);
+        }
+        let held: i64 =
+            sqlx::query_scalar("SELECT COUNT(*) FROM oidc_used_states WHERE client = $1")
+                .bind(client)
+                .fetch_one(self.pool())
+                .await?;
+        if held >= per_client {
+            return Ok(OidcStateUse::ClientFull);
+        }
+        // The primary key settles a race between two replicas.
+        let r = sqlx::query(
+            "INSERT INTO oidc_used_states (state_digest, client, expires_at) VALUES ($1, $2, $3) \
+             ON CONFLICT (state_digest) DO NOTHING",
+        )
+        .bind(digest)
+        .bind(client)
+        .bind(expires_at)
+        .execute(self.pool())
+        .await?;
+        Ok(if r.rows_affected() == 1 {
+            OidcStateUse::First
+        } else {
+            OidcStateUse::Replayed
+        })
+    }
+}
+
+#[cfg(test)]
+mod oidc_state_tests {
+    use super::*;
+
+    async fn a_state_is_used_once_and_clients_are_bounded(
+        store: Store,
+    ) -> crate::testing::TestResult {
+        let u = |d: &'static str, c: &'static str, exp, now| {
+            let store = store.clone();
+            async move { store.use_oidc_state(d, c, exp, now, 2).await }
+        };
+        use OidcStateUse::*;
+        assert_eq!(u("a", "1.1.1.1", 100, 0).await?, First);
+        assert_eq!(u("a", "1.1.1.1", 100, 1).await?, Replayed);
+        assert_eq!(u("a", "2.2.2.2", 100, 1).await?, Replayed);
+        assert_eq!(u("b", "1.1.1.1", 100, 1).await?, First);
+        // This client is full; another is not.
+        assert_eq!(u("c", "1.1.1.1", 100, 1).await?, ClientFull);
+        assert_eq!(u("c", "2.2.2.2", 100, 1).await?, First);
+        // Expired rows go, and their room with them.
+        assert_eq!(u("d", "1.1.1.1", 300, 100).await?, First);
+        let left: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM oidc_used_states")
+            .fetch_one(store.pool())
+            .await?;
+        assert_eq!(left, 1);
+        Ok(())
+    }
+
+    crate::both_backends!(used_states, a_state_is_used_once_and_clients_are_bounded);
+}

@@ -14,6 +14,7 @@ use crate::auth::session;
 use crate::clock::rfc3339;
 use crate::error::{ApiError, ApiResult};
 use crate::net::client::ClientInfo;
+use crate::sso::login::AfterSecondFactor;
 use crate::state::AppState;
 use axum::extract::State;
 use axum::http::{header, HeaderMap, StatusCode};
@@ -95,7 +96,7 @@ pub async fn login_mfa(
             "the MFA challenge is invalid or expired; log in again",
         )
     };
-    let user_id = open_challenge(&state, &req.mfa_token, now).ok_or_else(invalid)?;
+    let (user_id, sso) = open_challenge(&state, &req.mfa_token, now).ok_or_else(invalid)?;
     let user = state
         .store
         .get_user(&user_id)
@@ -103,7 +104,12 @@ pub async fn login_mfa(
         .filter(|u| !u.suspended && u.mfa_enabled)
         .ok_or_else(invalid)?;
     second_factor_step(&state, &client, &user, &req.code).await?;
-    finish_login(&state, &client, &user, None).await
+    let Some(sso) = sso else {
+        return finish_login(&state, &client, &user, None).await;
+    };
+    // Only now may the SSO login change the user (roles, local password).
+    let user = sso.apply(&state, &client, user).await?;
+    finish_login(&state, &client, &user, Some(&sso.provider)).await
 }
 
 async fn password_step(
@@ -292,8 +298,26 @@ pub(crate) async fn finish_login(
 /// A sealed, short-lived statement "this user passed the password step":
 /// stateless, so any node can check it, and useless without the second factor.
 pub(crate) fn challenge(state: &AppState, user: &User) -> ApiResult<LoginResponse> {
+    sealed_challenge(state, user, None)
+}
+
+/// [`challenge`] for an SSO login, carrying what the login will change once
+/// the second factor succeeds.
+pub(crate) fn challenge_after_sso(
+    state: &AppState,
+    user: &User,
+    after: &AfterSecondFactor,
+) -> ApiResult<LoginResponse> {
+    sealed_challenge(state, user, Some(after))
+}
+
+fn sealed_challenge(
+    state: &AppState,
+    user: &User,
+    sso: Option<&AfterSecondFactor>,
+) -> ApiResult<LoginResponse> {
     let expires = state.now() + MFA_CHALLENGE_SECS * MICROS_PER_SECOND;
-    let payload = json!({ "u": user.id, "e": expires }).to_string();
+    let payload = json!({ "u": user.id, "e": expires, "s": sso }).to_string();
     let sealed = state
         .keyring
         .sealer("mfa-challenge")
@@ -312,9 +336,14 @@ pub(crate) fn challenge(state: &AppState, user: &User) -> ApiResult<LoginRespons
     })
 }
 
-fn open_challenge(state: &AppState, token: &str, now: Micros) -> Option<String> {
+fn open_challenge(
+    state: &AppState,
+    token: &str,
+    now: Micros,
+) -> Option<(String, Option<AfterSecondFactor>)> {
     let body = token.strip_prefix(MFA_CHALLENGE_PREFIX)?;
-    if body.len() > 512 {
+    // Room for an SSO login's matched groups.
+    if body.len() > 3072 {
         return None;
     }
     let sealed = base64::engine::general_purpose::URL_SAFE_NO_PAD
@@ -327,7 +356,14 @@ fn open_challenge(state: &AppState, token: &str, now: Micros) -> Option<String> 
         .ok()?;
     let v: serde_json::Value = serde_json::from_slice(&plain).ok()?;
     let expires = v.get("e")?.as_i64()?;
-    (now < expires).then(|| v.get("u")?.as_str().map(str::to_string))?
+    if now >= expires {
+        return None;
+    }
+    let sso = match v.get("s") {
+        None | Some(serde_json::Value::Null) => None,
+        Some(s) => Some(serde_json::from_value(s.clone()).ok()?),
+    };
+    Some((v.get("u")?.as_str()?.to_string(), sso))
 }
 
 /// Ends the caller's browser session, audited with `details`.

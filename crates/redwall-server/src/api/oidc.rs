@@ -1,6 +1,8 @@
 //! OpenID Connect login and logout over HTTP (the flow itself is in
 //! `sso::oidc`). Every failure is audited with its reason; the client gets
-//! a generic answer.
+//! a generic answer. Refusals any anonymous client can cause at will (before
+//! the provider vouched for anyone) are audited in aggregate, and both
+//! `/start` and `/callback` are throttled per client address.
 
 use crate::auth::principal::Principal;
 use crate::auth::session;
@@ -9,13 +11,15 @@ use crate::net::client::ClientInfo;
 use crate::sso::config::OidcProvider;
 use crate::sso::login::{self, fail, record_failure};
 use crate::sso::oidc::{
-    self, PendingLogin, StateUse, LOGIN_COOKIE_SECS, PLAIN_LOGIN_COOKIE, SECURE_LOGIN_COOKIE,
+    self, PendingLogin, LOGIN_COOKIE_SECS, PLAIN_LOGIN_COOKIE, SECURE_LOGIN_COOKIE,
+    USED_STATES_PER_CLIENT,
 };
 use crate::state::AppState;
 use axum::extract::{Path, RawQuery, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
+use redwall_store::OidcStateUse;
 use serde::Serialize;
 use serde_json::json;
 use std::collections::HashMap;
@@ -61,25 +65,69 @@ fn params(query: Option<&str>, limits: &[(&str, usize)]) -> Option<HashMap<Strin
     Some(out)
 }
 
+/// Audits, in aggregate, a refusal any anonymous client can cause (see
+/// `sso::refusals`), and gives the generic 401.
+async fn refuse(
+    state: &AppState,
+    client: &ClientInfo,
+    provider: &str,
+    reason: &'static str,
+    extra: serde_json::Value,
+) -> ApiError {
+    match state
+        .oidc
+        .refusals
+        .record(state, client, provider, reason, extra)
+        .await
+    {
+        Ok(()) => ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "sso_failed",
+            "single sign-on did not succeed; try again or ask an administrator",
+        ),
+        Err(e) => e,
+    }
+}
+
 async fn bad_request(
     state: &AppState,
     client: &ClientInfo,
     provider: &str,
     what: &'static str,
 ) -> ApiError {
-    match record_failure(
+    let e = refuse(
         state,
         client,
         provider,
         "bad_request",
-        None,
         json!({ "what": what }),
     )
-    .await
-    {
-        Ok(()) => ApiError::bad_request("bad_oidc_request", format!("invalid {what}")),
-        Err(e) => e,
+    .await;
+    if e.status != StatusCode::UNAUTHORIZED {
+        return e;
     }
+    ApiError::bad_request("bad_oidc_request", format!("invalid {what}"))
+}
+
+/// `Err` (429, audited in aggregate) while this client address must wait
+/// after failed callbacks.
+async fn throttle(state: &AppState, client: &ClientInfo, provider: &str) -> ApiResult<()> {
+    let Err(wait) = state.oidc.throttle.check_client(client.ip, state.now()) else {
+        return Ok(());
+    };
+    state.metrics.login_throttled();
+    state
+        .oidc
+        .refusals
+        .record(
+            state,
+            client,
+            provider,
+            "throttled",
+            json!({ "retry_after_secs": wait }),
+        )
+        .await?;
+    Err(ApiError::throttled(wait))
 }
 
 /// The provider could not be reached: audited, and said plainly.
@@ -173,11 +221,22 @@ pub async fn start(
     let Some(p) = provider(&state, &name) else {
         return Err(ApiError::not_found());
     };
+    // A start keeps nothing on the server, but an address that keeps
+    // failing callbacks gets no new login to fail with.
+    throttle(&state, &client, &p.name).await?;
     let Some(q) = params(query.as_deref(), &[("next", 1024)]) else {
+        state
+            .oidc
+            .throttle
+            .record_client_failure(client.ip, state.now());
         return Err(bad_request(&state, &client, &p.name, "query").await);
     };
     let next = q.get("next").cloned().unwrap_or_else(|| "/".into());
     if !oidc::safe_next(&next) {
+        state
+            .oidc
+            .throttle
+            .record_client_failure(client.ip, state.now());
         return Err(bad_request(&state, &client, &p.name, "next").await);
     }
     let Some(origin) = origin(&state, &client, &headers) else {
@@ -210,7 +269,18 @@ pub async fn callback(
 ) -> Response {
     let mut r = match finish(&state, &client, &name, query.as_deref(), &headers).await {
         Ok(r) => r,
-        Err(e) => e.into_response(),
+        Err(e) => {
+            // Every callback that logs nobody in counts against the address,
+            // except a wait already imposed and the provider being down.
+            let counted = e.status != StatusCode::TOO_MANY_REQUESTS && !e.status.is_server_error();
+            if counted {
+                state
+                    .oidc
+                    .throttle
+                    .record_client_failure(client.ip, state.now());
+            }
+            e.into_response()
+        }
     };
     if wants_html(&headers) {
         r = for_browser(r, client.https).await;
@@ -281,17 +351,20 @@ async fn finish(
     headers: &HeaderMap,
 ) -> ApiResult<Response> {
     let Some(p) = provider(state, name) else {
-        record_failure(
-            state,
-            client,
-            &shown(name),
-            "unknown_provider",
-            None,
-            json!({}),
-        )
-        .await?;
+        state
+            .oidc
+            .refusals
+            .record(
+                state,
+                client,
+                "-",
+                "unknown_provider",
+                json!({ "name": shown(name) }),
+            )
+            .await?;
         return Err(ApiError::not_found());
     };
+    throttle(state, client, &p.name).await?;
     let limits = [
         ("code", 4096),
         ("state", 512),
@@ -307,49 +380,56 @@ async fn finish(
         .and_then(|c| PendingLogin::open(&state.keyring, &c, now))
         .filter(|l| l.provider == p.name);
     let (Some(pending), Some(returned)) = (pending, q.get("state")) else {
-        return Err(fail(state, client, &p.name, "bad_state", None).await);
+        return Err(refuse(state, client, &p.name, "bad_state", json!({})).await);
     };
     if !redwall_crypto::constant_time_eq(pending.state.as_bytes(), returned.as_bytes()) {
-        return Err(fail(state, client, &p.name, "bad_state", None).await);
-    }
-    match state
-        .oidc
-        .consume_state(&pending.state, pending.expires, now)
-    {
-        StateUse::First => {}
-        StateUse::Replayed => {
-            return Err(fail(state, client, &p.name, "replayed_state", None).await)
-        }
-        StateUse::Full => return Err(fail(state, client, &p.name, "too_many_pending", None).await),
+        return Err(refuse(state, client, &p.name, "bad_state", json!({})).await);
     }
     // RFC 9207: a provider that names itself must be the one we sent the user to.
     if q.get("iss").is_some_and(|iss| *iss != p.issuer) {
-        return Err(fail(state, client, &p.name, "wrong_issuer", None).await);
+        return Err(refuse(state, client, &p.name, "wrong_issuer", json!({})).await);
     }
     if let Some(error) = q.get("error") {
+        // Anyone can come back with an error for a login they started
+        // themselves: nothing is recorded for the state (there is no code
+        // to replay), and the refusal is audited in aggregate.
         let error: String = error
             .chars()
             .filter(|c| c.is_ascii_alphanumeric() || "_-.".contains(*c))
             .take(64)
             .collect();
-        record_failure(
+        return Err(refuse(
             state,
             client,
             &p.name,
             "provider_error",
-            None,
             json!({ "error": error }),
         )
-        .await?;
-        return Err(ApiError::new(
-            StatusCode::UNAUTHORIZED,
-            "sso_failed",
-            "single sign-on did not succeed; try again or ask an administrator",
-        ));
+        .await);
     }
     let Some(code) = q.get("code").filter(|c| !c.is_empty()) else {
         return Err(bad_request(state, client, &p.name, "code").await);
     };
+    // A code is accepted once per state, on whichever replica it arrives.
+    let used = state
+        .store
+        .use_oidc_state(
+            &oidc::state_digest(&state.keyring, &pending.state),
+            &oidc::client_key(client.ip),
+            pending.expires,
+            now,
+            USED_STATES_PER_CLIENT,
+        )
+        .await?;
+    match used {
+        OidcStateUse::First => {}
+        OidcStateUse::Replayed => {
+            return Err(refuse(state, client, &p.name, "replayed_state", json!({})).await)
+        }
+        OidcStateUse::ClientFull => {
+            return Err(refuse(state, client, &p.name, "too_many_logins", json!({})).await)
+        }
+    }
     let secret = match crate::sso::secrets::resolve(&state.keyring, &p.client_secret, |k| {
         std::env::var(k).ok()
     }) {

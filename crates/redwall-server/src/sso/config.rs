@@ -247,6 +247,14 @@ impl SsoConfig {
         }
         out
     }
+
+    /// Settings that work but likely not as meant, as (setting, message).
+    pub fn warnings(&self) -> Vec<(&'static str, String)> {
+        redwall_policy::sso_mapping::warnings(&self.mappings)
+            .into_iter()
+            .map(|m| ("sso.mappings", m))
+            .collect()
+    }
 }
 
 fn is_loopback_url(url: &str) -> bool {

@@ -1,7 +1,8 @@
 //! The end of every SSO login, whatever the provider: find the Redwall user
-//! by the provider's stable subject (or provision one), apply the group
-//! mapping, then Redwall's MFA unless the provider does its own, then the
-//! session. Never links by display name or an unverified email.
+//! by the provider's stable subject (or provision one), then Redwall's MFA
+//! unless the provider does its own, and only then the group mapping and
+//! the clearing of an SSO-only user's local password, then the session.
+//! Never links by display name or an unverified email.
 
 use crate::audit::{self, Actor};
 use crate::error::{ApiError, ApiResult};
@@ -13,6 +14,7 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use redwall_policy::audit_event::{AuditEvent, Outcome};
 use redwall_store::{NewUser, StoreError, User};
+use serde::{Deserialize, Serialize};
 use serde_json::json;
 
 /// Who the provider says logged in.
@@ -148,6 +150,61 @@ pub async fn complete(
     complete_with_code(state, client, policy, id, None).await
 }
 
+/// What an SSO login changes about the user, applied only once Redwall's
+/// second factor (when asked) has succeeded: until then the login has only
+/// shown the provider's credential, which must not change stored roles or
+/// the local password. Carried sealed in the MFA challenge.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct AfterSecondFactor {
+    #[serde(rename = "p")]
+    pub provider: String,
+    /// Only the reported groups some mapping rule matches (the mapping's
+    /// outcome is the same), so the challenge stays small.
+    #[serde(rename = "g")]
+    pub groups: Vec<String>,
+    /// The provider is SSO-only: remove the user's local password.
+    #[serde(rename = "c")]
+    pub clear_password: bool,
+}
+
+impl AfterSecondFactor {
+    fn of(state: &AppState, policy: &ProviderPolicy, id: &ExternalIdentity) -> AfterSecondFactor {
+        AfterSecondFactor {
+            provider: id.provider.clone(),
+            groups: redwall_policy::sso_mapping::relevant_groups(
+                &state.config.sso.mappings,
+                &id.provider,
+                &id.groups,
+            ),
+            clear_password: policy.sso_only,
+        }
+    }
+
+    /// Applies the login's changes; answers the user as now stored (the
+    /// mapping may have changed the admin flag).
+    pub async fn apply(
+        &self,
+        state: &AppState,
+        client: &ClientInfo,
+        user: User,
+    ) -> ApiResult<User> {
+        if self.clear_password
+            && state
+                .store
+                .clear_password_hash(&user.id, state.now())
+                .await?
+        {
+            state.forget_user(&user.id);
+        }
+        crate::sso::mapping::apply(state, client, &user, &self.provider, &self.groups).await?;
+        state
+            .store
+            .get_user(&user.id)
+            .await?
+            .ok_or_else(ApiError::unauthenticated)
+    }
+}
+
 /// [`complete`] for logins that can carry Redwall's second factor in the
 /// same request (LDAP, like password login): with `code`, a user with MFA
 /// gets the session at once instead of a challenge.
@@ -167,26 +224,16 @@ pub async fn complete_with_code(
             return Err(fail(state, client, &id.provider, reason, Some(&id.username)).await)
         }
     };
-    if policy.sso_only
-        && state
-            .store
-            .clear_password_hash(&user.id, state.now())
-            .await?
-    {
-        state.forget_user(&user.id);
-    }
-    crate::sso::mapping::apply(state, client, &user, &id.provider, &id.groups).await?;
-    // The mapping may have changed the admin flag: answer with the user as now stored.
-    let user = state
-        .store
-        .get_user(&user.id)
-        .await?
-        .ok_or_else(ApiError::unauthenticated)?;
+    let after = AfterSecondFactor::of(state, policy, &id);
     if user.mfa_enabled && !policy.mfa_by_provider {
         match code {
-            None => return Ok(Json(crate::api::auth::challenge(state, &user)?).into_response()),
+            None => {
+                let challenge = crate::api::auth::challenge_after_sso(state, &user, &after)?;
+                return Ok(Json(challenge).into_response());
+            }
             Some(code) => crate::api::auth::second_factor_step(state, client, &user, code).await?,
         }
     }
+    let user = after.apply(state, client, user).await?;
     crate::api::auth::finish_login(state, client, &user, Some(&id.provider)).await
 }

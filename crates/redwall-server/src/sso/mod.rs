@@ -8,6 +8,7 @@ pub mod ldap;
 pub mod login;
 pub mod mapping;
 pub mod oidc;
+pub mod refusals;
 pub mod secrets;
 
 /// Why an SSO login did not succeed: `reason`, a fixed word, goes to the

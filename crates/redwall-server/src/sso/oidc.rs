@@ -3,17 +3,25 @@
 //!
 //! - `start` seals what the callback must check (state, nonce, PKCE
 //!   verifier, provider, redirect URI, where to go next) into a short-lived
-//!   HttpOnly cookie, so any node can finish the login; a `state` is
-//!   accepted once per node ([`OidcState::consume_state`]), and the provider
-//!   accepts its code once, which covers replays across nodes.
+//!   HttpOnly cookie, so any node can finish the login and an anonymous
+//!   start keeps nothing on the server. A `state` is accepted once: its
+//!   digest is recorded in the database until the cookie expires (shared by
+//!   every replica), at most [`USED_STATES_PER_CLIENT`] per client address,
+//!   so a flood from one address cannot crowd out anyone else's logins.
+//! - `/start` and `/callback` are throttled per client address: each
+//!   callback that does not log in counts as a failure (own counter, not the
+//!   password logins'); refusals an anonymous client can cause at will are
+//!   audited in aggregate (`sso::refusals`).
 //! - The callback exchanges the code and verifies the ID token: an
 //!   asymmetric signature from the provider's JWKS (never HS*, whose key
 //!   would be our own client secret), issuer, audience and `azp`, expiry
 //!   against Redwall's clock, nonce. Groups and the username come from the
 //!   ID token or, when it lacks them, from UserInfo (same `sub` required).
 //! - Discovery documents and key sets are cached for a few minutes; an ID
-//!   token signed with an unknown `kid` refetches the key set once (key
-//!   rotation).
+//!   token signed with an unknown `kid`, or whose signature does not verify
+//!   with the cached key of its `kid` (a provider may rotate a key and keep
+//!   its `kid`), makes Redwall refetch the key set once before refusing, at
+//!   most once per [`KEY_REFETCH_INTERVAL`] per provider.
 //!
 //! The `openidconnect` crate pulls `rsa`, whose timing advisory
 //! (RUSTSEC-2023-0071) concerns private-key operations: Redwall only
@@ -51,9 +59,12 @@ pub const PLAIN_LOGIN_COOKIE: &str = "redwall_oidc";
 const METADATA_TTL: Micros = 300 * MICROS_PER_SECOND;
 /// Clock difference tolerated on the ID token's expiry.
 const LEEWAY_SECS: i64 = 60;
-/// At most this many logins in flight per node: a flood of started logins
-/// is refused rather than allowed to push used states out of memory.
-const MAX_PENDING_STATES: usize = 100_000;
+/// Used states kept per client address (an IPv6 client's /64) while their
+/// cookies live: far more logins than one address makes in 10 minutes,
+/// and the most a flood from one address can make the table hold.
+pub const USED_STATES_PER_CLIENT: i64 = 1000;
+/// A signature failure refetches the provider's keys at most this often.
+pub const KEY_REFETCH_INTERVAL: Micros = 30 * MICROS_PER_SECOND;
 const SEAL_PURPOSE: &str = "oidc-login";
 /// Signature algorithms accepted on ID tokens: asymmetric ones only.
 const ALLOWED_ALGS: [CoreJwsSigningAlgorithm; 8] = [
@@ -78,44 +89,44 @@ impl Failure {
     }
 }
 
-#[derive(Debug, PartialEq, Eq)]
-pub enum StateUse {
-    First,
-    /// Used before: a replayed callback.
-    Replayed,
-    /// Too many logins in flight to remember another.
-    Full,
-}
-
-/// What the OIDC flow keeps in memory on each node: HTTP clients, discovery
-/// documents with their keys, and the states already used.
+/// What the OIDC flow keeps in memory on each node: caches (HTTP clients,
+/// discovery documents with their keys), the per-address throttle and the
+/// aggregated refusal counts. Nothing per login: used states are in the
+/// database.
 #[derive(Default)]
 pub struct OidcState {
     http: Mutex<HashMap<String, reqwest::Client>>,
     metadata: Mutex<HashMap<String, (Micros, Arc<Metadata>)>>,
-    /// state -> when its login cookie expires.
-    used_states: Mutex<HashMap<String, Micros>>,
+    /// provider -> when a signature failure last refetched its keys.
+    key_refetches: Mutex<HashMap<String, Micros>>,
+    /// Failed callbacks per client address (the login throttle's rules, its
+    /// own records: OIDC refusals do not slow password logins).
+    pub throttle: crate::auth::throttle::LoginThrottle,
+    pub refusals: crate::sso::refusals::RefusalTally,
+}
+
+/// What identifies a used state in the database: a keyed digest, so the
+/// table says nothing about the states themselves.
+pub fn state_digest(keyring: &Keyring, state: &str) -> String {
+    hex::encode(keyring.keyed_digest("oidc-used-state", state.as_bytes()))
+}
+
+/// The client a used state is counted against: its address, or its /64
+/// for IPv6 (one site or host usually holds a whole /64).
+pub fn client_key(ip: std::net::IpAddr) -> String {
+    match ip {
+        std::net::IpAddr::V4(v4) => v4.to_string(),
+        std::net::IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => v4.to_string(),
+            None => {
+                let s = v6.segments();
+                format!("{:x}:{:x}:{:x}:{:x}::/64", s[0], s[1], s[2], s[3])
+            }
+        },
+    }
 }
 
 impl OidcState {
-    /// Marks a state used, unless it was used before.
-    pub fn consume_state(&self, state: &str, expires: Micros, now: Micros) -> StateUse {
-        let Ok(mut used) = self.used_states.lock() else {
-            return StateUse::Full;
-        };
-        if used.contains_key(state) {
-            return StateUse::Replayed;
-        }
-        if used.len() >= MAX_PENDING_STATES {
-            used.retain(|_, e| *e > now);
-            if used.len() >= MAX_PENDING_STATES {
-                return StateUse::Full;
-            }
-        }
-        used.insert(state.to_string(), expires);
-        StateUse::First
-    }
-
     fn client_for(&self, p: &OidcProvider) -> Result<reqwest::Client, Failure> {
         if let Some(c) = self.http.lock().ok().and_then(|m| m.get(&p.name).cloned()) {
             return Ok(c);
@@ -147,8 +158,40 @@ impl OidcState {
         Ok(md)
     }
 
-    /// After an ID token named a key we do not have: read the key set again
-    /// (the provider rotated its keys) and remember it.
+    /// After an ID token did not verify with the keys in `md`: keys newer
+    /// than `md` when another login already refetched them, else the key set
+    /// read again from the provider (it may have rotated its keys), unless
+    /// that was done less than [`KEY_REFETCH_INTERVAL`] ago (`None`).
+    async fn fresher_keys(
+        &self,
+        p: &OidcProvider,
+        md: &Arc<Metadata>,
+        now: Micros,
+    ) -> Result<Option<Arc<Metadata>>, Failure> {
+        let cached = self
+            .metadata
+            .lock()
+            .ok()
+            .and_then(|m| m.get(&p.name).map(|(_, c)| c.clone()));
+        if let Some(c) = cached.filter(|c| !Arc::ptr_eq(c, md)) {
+            return Ok(Some(c));
+        }
+        {
+            let Ok(mut last) = self.key_refetches.lock() else {
+                return Ok(None);
+            };
+            let recent = last
+                .get(&p.name)
+                .is_some_and(|at| now >= *at && now - *at < KEY_REFETCH_INTERVAL);
+            if recent {
+                return Ok(None);
+            }
+            last.insert(p.name.clone(), now);
+        }
+        self.refresh_keys(p, md, now).await.map(Some)
+    }
+
+    /// Reads the key set again and remembers it.
     async fn refresh_keys(
         &self,
         p: &OidcProvider,
@@ -373,9 +416,12 @@ pub async fn finish(
         .ok_or_else(|| Failure::new("token_exchange_failed", "no ID token in the answer"))?;
     let nonce = Nonce::new(pending.nonce.clone());
     let (sub, issuer) = match verify_id_token(p, &md, id_token, &nonce, now) {
-        Err(SignatureOrOther::UnknownKey) => {
-            let md = oidc.refresh_keys(p, &md, now).await?;
-            verify_id_token(p, &md, id_token, &nonce, now).map_err(SignatureOrOther::failure)?
+        Err(e @ (SignatureOrOther::UnknownKey | SignatureOrOther::BadSignature(_))) => {
+            match oidc.fresher_keys(p, &md, now).await? {
+                Some(newer) => verify_id_token(p, &newer, id_token, &nonce, now)
+                    .map_err(SignatureOrOther::failure)?,
+                None => return Err(e.failure()),
+            }
         }
         other => other.map_err(SignatureOrOther::failure)?,
     };
@@ -451,7 +497,10 @@ fn oidc_client(
 }
 
 pub enum SignatureOrOther {
+    /// No key of the `kid` (or algorithm) the token names.
     UnknownKey,
+    /// A key was found but the signature does not verify with it.
+    BadSignature(Failure),
     Failed(Failure),
 }
 
@@ -461,7 +510,7 @@ impl SignatureOrOther {
             SignatureOrOther::UnknownKey => {
                 Failure::new("bad_signature", "no key of the provider matches the token")
             }
-            SignatureOrOther::Failed(f) => f,
+            SignatureOrOther::BadSignature(f) | SignatureOrOther::Failed(f) => f,
         }
     }
 }
@@ -492,6 +541,11 @@ pub fn verify_id_token(
             ClaimsVerificationError::SignatureVerification(
                 SignatureVerificationError::NoMatchingKey,
             ) => return SignatureOrOther::UnknownKey,
+            ClaimsVerificationError::SignatureVerification(
+                SignatureVerificationError::CryptoError(_),
+            ) => {
+                return SignatureOrOther::BadSignature(Failure::new("bad_signature", e.to_string()))
+            }
             ClaimsVerificationError::SignatureVerification(_) => "bad_signature",
             ClaimsVerificationError::Expired(_) => "expired",
             ClaimsVerificationError::InvalidAudience(_) => "wrong_audience",
@@ -656,11 +710,13 @@ mod tests {
     }
 
     #[test]
-    fn a_state_is_used_once() {
-        let s = OidcState::default();
-        assert_eq!(s.consume_state("abc", 10, 0), StateUse::First);
-        assert_eq!(s.consume_state("abc", 10, 1), StateUse::Replayed);
-        assert_eq!(s.consume_state("def", 10, 1), StateUse::First);
+    fn used_states_count_against_an_address_or_an_ipv6_64() {
+        let key = |s: &str| client_key(s.parse().unwrap_or(std::net::IpAddr::from([0, 0, 0, 0])));
+        assert_eq!(key("203.0.113.7"), "203.0.113.7");
+        assert_eq!(key("::ffff:203.0.113.7"), "203.0.113.7");
+        assert_eq!(key("2001:db8:1:2:3:4:5:6"), "2001:db8:1:2::/64");
+        assert_eq!(key("2001:db8:1:2::9"), key("2001:db8:1:2:ffff::1"));
+        assert_ne!(key("2001:db8:1:2::9"), key("2001:db8:1:3::9"));
     }
 
     #[test]

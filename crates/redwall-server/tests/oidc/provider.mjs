@@ -18,6 +18,17 @@ const accounts = {
   bob: { preferred_username: 'bob', name: 'Bob', groups: [] },
   // Not a valid Redwall username.
   mallory: { preferred_username: 'Mallory The Great!', name: 'Mallory', groups: [] },
+  // Names groups she may have chosen herself: a directory group's DN in
+  // other case and spacing, and a team group with a trailing space.
+  eve: {
+    preferred_username: 'eve',
+    name: 'Eve',
+    groups: [
+      'CN=NR-ADMINS, OU=GROUPS,DC=EXAMPLE,DC=ORG',
+      ' cn=nr-admins,ou=groups,dc=example,dc=org ',
+      'NR-Editors ',
+    ],
+  },
 };
 
 const privateJwk = (type, opts, alg, kid) => ({
