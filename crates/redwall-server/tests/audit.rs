@@ -224,6 +224,8 @@ async fn key_flood_from_many_addresses(backend: Backend) {
     let Some(s) = TestServer::start_with(backend, |c| {
         c.server.trusted_proxies = vec!["127.0.0.1/32".parse().unwrap()];
         c.audit.refusal_sources = SOURCES;
+        // Machines with API keys use /i/{name}/.
+        c.instances.path_routing = true;
     })
     .await
     else {
