@@ -70,6 +70,17 @@ impl ApiError {
         }
     }
 
+    /// Too many password checks from unknown clients are already waiting
+    /// (a flood): refused at once rather than queued.
+    pub fn busy() -> Self {
+        ApiError {
+            status: StatusCode::SERVICE_UNAVAILABLE,
+            code: "busy",
+            message: "too many logins are being checked; try again in a second".into(),
+            retry_after_secs: Some(1),
+        }
+    }
+
     /// Logs `detail` and answers a bare 500, so nothing internal leaks.
     pub fn internal(detail: impl std::fmt::Display) -> Self {
         tracing::error!(error = %detail, "internal error");
