@@ -115,6 +115,7 @@ impl Drop for Permit {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 
