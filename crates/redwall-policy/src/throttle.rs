@@ -1,4 +1,5 @@
-//! Exponential backoff after failed logins, per account and per client address.
+//! Exponential backoff after failed logins, per account, per known device
+//! and per client address.
 //!
 //! The state is a small value the caller keeps (in memory or a store); these
 //! functions only compute. A few free failures are allowed, then each further
@@ -21,6 +22,16 @@ pub struct ThrottlePolicy {
 impl ThrottlePolicy {
     /// Per account: a person mistyping a few times is not slowed down.
     pub const ACCOUNT: ThrottlePolicy = ThrottlePolicy {
+        free_failures: 5,
+        base_delay_secs: 2,
+        max_delay_secs: 15 * 60,
+        forget_after_secs: 60 * 60,
+    };
+
+    /// Per known device (a client that logged in to the account before and
+    /// holds its device cookie): its own allowance, as lenient as the
+    /// account's, so the owner's typos are treated the same.
+    pub const DEVICE: ThrottlePolicy = ThrottlePolicy {
         free_failures: 5,
         base_delay_secs: 2,
         max_delay_secs: 15 * 60,
@@ -91,6 +102,39 @@ impl ThrottlePolicy {
     }
 }
 
+/// A login attempt's records, as the caller found them.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct AttemptRecords<'a> {
+    /// The client address's record.
+    pub client: Option<&'a FailureRecord>,
+    /// The account's records (its normalised name, and its stable subject
+    /// once known): the longest wait counts.
+    pub account: &'a [Option<FailureRecord>],
+    /// `Some` when the client holds a device cookie for this account: then
+    /// its own record counts instead of the account's.
+    pub device: Option<Option<&'a FailureRecord>>,
+}
+
+/// `Err(seconds)` when the attempt must wait: the per-address limit always
+/// applies; a known client (OWASP device cookie) is judged by its device's
+/// own allowance, so a flood against the account cannot lock it out, and
+/// anyone else by the account's.
+pub fn attempt_wait(r: AttemptRecords<'_>, now: Micros) -> Result<(), i64> {
+    let client = ThrottlePolicy::CLIENT.check(r.client, now).err();
+    let own = match r.device {
+        Some(device) => ThrottlePolicy::DEVICE.check(device, now).err(),
+        None => r
+            .account
+            .iter()
+            .filter_map(|a| ThrottlePolicy::ACCOUNT.check(a.as_ref(), now).err())
+            .max(),
+    };
+    match client.max(own) {
+        Some(w) => Err(w),
+        None => Ok(()),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -146,6 +190,57 @@ mod tests {
         let later = p.record_failure(r, 3_600 * S);
         assert_eq!(later.failures, 1);
         assert_eq!(p.check(Some(&later), 3_600 * S), Ok(()));
+    }
+
+    #[test]
+    fn an_unknown_client_waits_for_the_account_a_known_one_for_its_device() {
+        let locked = fail_n(&ThrottlePolicy::ACCOUNT, 10, 0);
+        let accounts = [None, locked];
+        let unknown = AttemptRecords {
+            client: None,
+            account: &accounts,
+            device: None,
+        };
+        assert!(attempt_wait(unknown, 0).is_err());
+        let known = AttemptRecords {
+            device: Some(None),
+            ..unknown
+        };
+        assert_eq!(attempt_wait(known, 0), Ok(()));
+        let tired = fail_n(&ThrottlePolicy::DEVICE, 10, 0);
+        let known_but_failing = AttemptRecords {
+            device: Some(tired.as_ref()),
+            ..unknown
+        };
+        assert!(attempt_wait(known_but_failing, 0).is_err());
+    }
+
+    #[test]
+    fn the_address_limit_applies_to_known_clients_too() {
+        let busy = fail_n(&ThrottlePolicy::CLIENT, 30, 0);
+        let r = AttemptRecords {
+            client: busy.as_ref(),
+            account: &[],
+            device: Some(None),
+        };
+        assert!(attempt_wait(r, 0).is_err());
+        assert_eq!(
+            attempt_wait(AttemptRecords { client: None, ..r }, 0),
+            Ok(())
+        );
+    }
+
+    #[test]
+    fn the_longest_account_wait_counts() {
+        let a = fail_n(&ThrottlePolicy::ACCOUNT, 6, 0);
+        let b = fail_n(&ThrottlePolicy::ACCOUNT, 9, 0);
+        let accounts = [a, b];
+        let r = AttemptRecords {
+            client: None,
+            account: &accounts,
+            device: None,
+        };
+        assert_eq!(attempt_wait(r, 0), Err(16));
     }
 
     proptest! {

@@ -2,6 +2,7 @@
 //! hashing passwords off the async threads, and creating users.
 
 use crate::audit::{self, Actor};
+use crate::auth::hash_gate::Priority;
 use crate::error::{ApiError, ApiResult};
 use crate::net::client::ClientInfo;
 use crate::state::AppState;
@@ -33,41 +34,53 @@ pub fn validate_new_password(password: &str, username: &str) -> ApiResult<()> {
     })
 }
 
-/// Argon2id on a blocking thread, at most one per core at a time.
+/// Argon2id on a blocking thread, at most one per core at a time. Only
+/// signed-in users and the setup step set passwords: they go first.
 pub async fn hash_password(state: &AppState, password: &str) -> ApiResult<String> {
-    let _permit = state
-        .hash_permits
-        .acquire()
+    let permit = state
+        .hash_gate
+        .acquire(Priority::Known)
         .await
-        .map_err(ApiError::internal)?;
+        .map_err(|_| ApiError::busy())?;
     let hasher = state.hasher.clone();
     let password = redwall_crypto::Secret::new(password.to_string());
-    tokio::task::spawn_blocking(move || hasher.hash(password.expose()))
-        .await
-        .map_err(ApiError::internal)?
-        .map_err(ApiError::from)
+    tokio::task::spawn_blocking(move || {
+        let _permit = permit;
+        hasher.hash(password.expose())
+    })
+    .await
+    .map_err(ApiError::internal)?
+    .map_err(ApiError::from)
 }
 
 /// Verifies against `stored`, or burns the same time when there is no hash
 /// (unknown user, SSO-only user) so timing does not reveal which it was.
+/// `priority`: known clients overtake unknown ones waiting for a core; too
+/// many unknown ones waiting get a 503 at once.
 pub async fn verify_password(
     state: &AppState,
     password: &str,
     stored: Option<&str>,
+    priority: Priority,
 ) -> ApiResult<Verification> {
-    let _permit = state
-        .hash_permits
-        .acquire()
+    let permit = state
+        .hash_gate
+        .acquire(priority)
         .await
-        .map_err(ApiError::internal)?;
+        .map_err(|_| ApiError::busy())?;
     let hasher = state.hasher.clone();
     let password = redwall_crypto::Secret::new(password.to_string());
     let stored = stored.map(str::to_string);
-    tokio::task::spawn_blocking(move || match stored {
-        Some(hash) => hasher.verify(password.expose(), &hash),
-        None => {
-            hasher.dummy_verify(password.expose());
-            Verification::Invalid
+    // The permit moves into the blocking task: a client that leaves does
+    // not free the core while its hash still runs.
+    tokio::task::spawn_blocking(move || {
+        let _permit = permit;
+        match stored {
+            Some(hash) => hasher.verify(password.expose(), &hash),
+            None => {
+                hasher.dummy_verify(password.expose());
+                Verification::Invalid
+            }
         }
     })
     .await

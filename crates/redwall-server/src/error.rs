@@ -81,6 +81,20 @@ impl ApiError {
         }
     }
 
+    /// Too many password checks from unknown clients are already waiting
+    /// (a flood): refused at once rather than queued.
+    pub fn busy() -> Self {
+        ApiError {
+            status: StatusCode::SERVICE_UNAVAILABLE,
+            code: "busy",
+            message: "too many logins are being checked; try again in a second".into(),
+            retry_after_secs: Some(1),
+            cause: None,
+            // Load shedding under a flood, not a fault: not an error line each.
+            logged: true,
+        }
+    }
+
     /// A bare 500 whose `detail` goes to the log only, so nothing internal
     /// leaks.
     pub fn internal(detail: impl std::fmt::Display) -> Self {

@@ -1,6 +1,7 @@
 //! What every request handler can reach.
 
 use crate::auth::activity::ActivityBuffer;
+use crate::auth::hash_gate::HashGate;
 use crate::auth::throttle::LoginThrottle;
 use crate::clock::Clock;
 use crate::config::Config;
@@ -20,11 +21,14 @@ use redwall_policy::{Micros, MICROS_PER_SECOND};
 use redwall_store::{AuditWriter, Store};
 use std::ops::Deref;
 use std::sync::{Arc, OnceLock};
-use tokio::sync::Semaphore;
 
 /// A grant may be served from memory for at most this long after a change
 /// made on another node.
 pub const GRANT_CACHE_MICROS: Micros = MICROS_PER_SECOND;
+
+/// Password checks of unknown clients that may wait per core (a few tenths
+/// of a second of argon2 each); more are refused at once as busy.
+const UNKNOWN_HASHES_QUEUED_PER_CORE: usize = 16;
 
 #[derive(Clone)]
 pub struct AppState(Arc<Inner>);
@@ -43,9 +47,10 @@ pub struct Inner {
     pub keyring: Keyring,
     pub chain_key: ChainKey,
     pub hasher: PasswordHasher,
-    /// Password hashing is slow on purpose; at most this many run at once, so
-    /// a burst of logins cannot starve the other requests of CPU.
-    pub hash_permits: Semaphore,
+    /// Password hashing is slow on purpose; at most one per core runs at
+    /// once, known clients first, so a flood of wrong passwords can neither
+    /// starve the other requests of CPU nor make the owner's login wait.
+    pub hash_gate: HashGate,
     pub clock: Arc<dyn Clock>,
     pub settings: SettingsCache,
     pub sessions: TtlCache<TokenDigest, CachedSession>,
@@ -140,7 +145,7 @@ impl AppState {
         Ok(AppState(Arc::new(Inner {
             chain_key: ChainKey::from_keyring(&keyring),
             hasher,
-            hash_permits: Semaphore::new(permits),
+            hash_gate: HashGate::new(permits, permits * UNKNOWN_HASHES_QUEUED_PER_CORE),
             audit_writer,
             settings,
             sessions: TtlCache::new(GRANT_CACHE_MICROS, 100_000),

@@ -429,6 +429,60 @@ async fn repeated_wrong_passwords_are_throttled() {
         .is_empty());
 }
 
+/// The directory treats "bob", " bob" and "bob         " as one user (uid
+/// matches ignoring case and insignificant spaces), so the throttle does too;
+/// bob's own known client still gets in.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn another_spelling_of_a_locked_name_is_still_locked() {
+    let Some(w) = world().await else { return };
+    // Bob logged in from his laptop before: it keeps a device cookie.
+    let (_, r) = ldap_login(&w.s, "corp", "bob", &password_of("bob")).await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    let jar: String = r
+        .headers
+        .get_all("set-cookie")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .filter_map(|v| v.split(';').next())
+        .filter(|p| !p.contains("_session="))
+        .collect::<Vec<_>>()
+        .join("; ");
+    let mut statuses = Vec::new();
+    for _ in 0..7 {
+        let (_, r) = ldap_login(&w.s, "corp", "bob", "guess-guess-guess").await;
+        statuses.push(r.status);
+    }
+    assert_eq!(*statuses.last().unwrap(), 429, "{statuses:?}");
+    for spelling in [
+        "bob",
+        "bob         ",
+        " bob",
+        "BOB",
+        "b\u{00AD}ob",
+        "  Bob  ",
+    ] {
+        let (_, r) = ldap_login(&w.s, "corp", spelling, &password_of("bob")).await;
+        assert_eq!(
+            r.status, 429,
+            "{spelling:?} from an unknown client: {}",
+            r.body
+        );
+    }
+    assert!(!jar.is_empty(), "a successful login gives a device cookie");
+    let r =
+        w.s.anonymous()
+            .raw(
+                w.s.anonymous()
+                    .http
+                    .post(w.s.url("/api/v1/auth/ldap/corp"))
+                    .header("cookie", jar)
+                    .json(&json!({"username": "bob", "password": password_of("bob")})),
+            )
+            .await;
+    assert_eq!(r.status, 200, "bob's known client: {}", r.body);
+    assert_eq!(r.body["status"], "ok");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_configuration_check_explains_a_bad_service_password() {
     let Some(mut ldap) = Slapd::start() else {

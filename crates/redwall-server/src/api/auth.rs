@@ -9,8 +9,10 @@ use crate::api::body::Body;
 use crate::api::mfa::{verify_second_factor, SecondFactor};
 use crate::api::users::UserView;
 use crate::audit::{self, Actor};
+use crate::auth::device::{self, Channel, Device};
 use crate::auth::principal::Principal;
 use crate::auth::session;
+use crate::auth::throttle::{name_key, subject_key, Attempt};
 use crate::clock::rfc3339;
 use crate::error::{ApiError, ApiResult};
 use crate::net::client::ClientInfo;
@@ -71,21 +73,40 @@ pub struct LoginResponse {
 pub async fn login(
     State(state): State<AppState>,
     client: ClientInfo,
+    headers: HeaderMap,
     Body(req): Body<LoginRequest>,
 ) -> ApiResult<Response> {
-    let user = password_step(&state, &client, &req.username, &req.password).await?;
+    let device = device::read(
+        &state,
+        &headers,
+        Channel::Console,
+        client.https,
+        state.now(),
+    );
+    let (user, attempt) = password_step(
+        &state,
+        &client,
+        device.as_ref(),
+        &req.username,
+        &req.password,
+    )
+    .await?;
     if user.mfa_enabled {
         match req.totp.as_deref() {
             None => return Ok(Json(challenge(&state, &user)?).into_response()),
-            Some(code) => second_factor_step(&state, &client, &user, code).await?,
+            Some(code) => {
+                second_factor_step_on(&state, &client, device.as_ref(), &user, code).await?
+            }
         }
     }
-    finish_login(&state, &client, &user, None).await
+    state.throttle.record_success(&attempt);
+    finish_login_on(&state, &client, device.as_ref(), &user, None).await
 }
 
 pub async fn login_mfa(
     State(state): State<AppState>,
     client: ClientInfo,
+    headers: HeaderMap,
     Body(req): Body<MfaStepRequest>,
 ) -> ApiResult<Response> {
     let now = state.now();
@@ -103,36 +124,32 @@ pub async fn login_mfa(
         .await?
         .filter(|u| !u.suspended && u.mfa_enabled)
         .ok_or_else(invalid)?;
-    second_factor_step(&state, &client, &user, &req.code).await?;
+    let device = device::read(&state, &headers, Channel::Console, client.https, now);
+    second_factor_step_on(&state, &client, device.as_ref(), &user, &req.code).await?;
     let Some(sso) = sso else {
-        return finish_login(&state, &client, &user, None).await;
+        return finish_login_on(&state, &client, device.as_ref(), &user, None).await;
     };
     // Only now may the SSO login change the user (roles, local password).
     let user = sso.apply(&state, &client, user).await?;
-    finish_login(&state, &client, &user, Some(&sso.provider)).await
+    finish_login_on(&state, &client, device.as_ref(), &user, Some(&sso.provider)).await
 }
 
+/// The password step. Throttled by the name (normalised as the user table
+/// matches it) before anything is looked up, unless the client holds a
+/// device cookie; then by the account found, where a device known for it
+/// counts on its own record instead.
 async fn password_step(
     state: &AppState,
     client: &ClientInfo,
+    device: Option<&Device>,
     username: &str,
     password: &str,
-) -> ApiResult<User> {
+) -> ApiResult<(User, Attempt)> {
     let now = state.now();
     let account = username.chars().take(64).collect::<String>();
-    if let Err(wait) = state.throttle.check(&account, client.ip, now) {
-        state.metrics.login_throttled();
-        audit::record(
-            state,
-            Some(&Actor::attempted(&account)),
-            client,
-            AuditEvent::LoginThrottled,
-            Outcome::Denied,
-            None,
-            json!({ "retry_after_secs": wait }),
-        )
-        .await?;
-        return Err(ApiError::throttled(wait));
+    let mut attempt = Attempt::new(client.ip, name_key(Channel::Console, "local", username));
+    if device.is_none() {
+        refuse_if_throttled(state, client, &attempt, &account, None).await?;
     }
     let plausible = redwall_policy::username::check_username(username).is_ok()
         && password.len() <= MAX_PASSWORD_BYTES;
@@ -141,9 +158,14 @@ async fn password_step(
     } else {
         None
     };
+    if let Some(u) = &user {
+        let known = device.and_then(|d| d.known_for(&u.id));
+        attempt.resolved(subject_key(Channel::Console, "local", &u.id), known);
+    }
+    refuse_if_throttled(state, client, &attempt, &account, None).await?;
     let verification = if plausible {
         let stored = user.as_ref().and_then(|u| u.password_hash.as_deref());
-        verify_password(state, password, stored).await?
+        verify_password(state, password, stored, attempt.priority()).await?
     } else {
         Verification::Invalid
     };
@@ -158,10 +180,10 @@ async fn password_step(
             if let Verification::Valid { needs_rehash: true } = verification {
                 rehash(state, client, &user, password).await?;
             }
-            Ok(user)
+            Ok((user, attempt))
         }
         (user, reason) => {
-            state.throttle.record_failure(&account, client.ip, now);
+            state.throttle.record_failure(&attempt, now);
             state.metrics.login_failed();
             let actor = match &user {
                 Some(u) => Actor::user(&u.id, &u.username),
@@ -180,6 +202,36 @@ async fn password_step(
             Err(ApiError::invalid_credentials())
         }
     }
+}
+
+/// A 429 (audited) when `attempt` must wait; `provider` names the SSO
+/// provider the login went to, if any.
+pub(crate) async fn refuse_if_throttled(
+    state: &AppState,
+    client: &ClientInfo,
+    attempt: &Attempt,
+    attempted: &str,
+    provider: Option<&str>,
+) -> ApiResult<()> {
+    let Err(wait) = state.throttle.check(attempt, state.now()) else {
+        return Ok(());
+    };
+    state.metrics.login_throttled();
+    let details = match provider {
+        None => json!({ "retry_after_secs": wait }),
+        Some(p) => json!({ "retry_after_secs": wait, "provider": p }),
+    };
+    audit::record(
+        state,
+        Some(&Actor::attempted(attempted)),
+        client,
+        AuditEvent::LoginThrottled,
+        Outcome::Denied,
+        provider.map(|p| format!("provider:{p}")),
+        details,
+    )
+    .await?;
+    Err(ApiError::throttled(wait))
 }
 
 /// Imported (bcrypt) or outdated hashes become argon2id with current parameters.
@@ -216,13 +268,31 @@ pub(crate) async fn second_factor_step(
     user: &User,
     code: &str,
 ) -> ApiResult<()> {
+    second_factor_step_on(state, client, None, user, code).await
+}
+
+/// The second factor, throttled on the Redwall account (a device known for
+/// it has its own allowance).
+pub(crate) async fn second_factor_step_on(
+    state: &AppState,
+    client: &ClientInfo,
+    device: Option<&Device>,
+    user: &User,
+    code: &str,
+) -> ApiResult<()> {
     let now = state.now();
-    if let Err(wait) = state.throttle.check(&user.username, client.ip, now) {
+    let mut attempt = Attempt::new(client.ip, subject_key(Channel::Console, "local", &user.id));
+    attempt.device = device.and_then(|d| d.known_for(&user.id));
+    if let Err(wait) = state.throttle.check(&attempt, now) {
         return Err(ApiError::throttled(wait));
     }
     match verify_second_factor(state, user, code).await? {
-        Some(SecondFactor::Totp) => Ok(()),
+        Some(SecondFactor::Totp) => {
+            state.throttle.record_success(&attempt);
+            Ok(())
+        }
         Some(SecondFactor::RecoveryCode { remaining }) => {
+            state.throttle.record_success(&attempt);
             audit::record(
                 state,
                 Some(&Actor::user(&user.id, &user.username)),
@@ -235,9 +305,7 @@ pub(crate) async fn second_factor_step(
             .await
         }
         None => {
-            state
-                .throttle
-                .record_failure(&user.username, client.ip, now);
+            state.throttle.record_failure(&attempt, now);
             state.metrics.login_failed();
             audit::record(
                 state,
@@ -266,7 +334,19 @@ pub(crate) async fn finish_login(
     user: &User,
     provider: Option<&str>,
 ) -> ApiResult<Response> {
-    state.throttle.record_success(&user.username);
+    finish_login_on(state, client, None, user, provider).await
+}
+
+/// [`finish_login`] for a client that presented `device`: its device cookie
+/// is renewed (same device id) when it is this user's; any other client gets
+/// a new one, so next time it is a known client for this account.
+pub(crate) async fn finish_login_on(
+    state: &AppState,
+    client: &ClientInfo,
+    device: Option<&Device>,
+    user: &User,
+    provider: Option<&str>,
+) -> ApiResult<Response> {
     let started = session::start(state, user, client).await?;
     state.metrics.login_succeeded();
     audit::record(
@@ -292,6 +372,10 @@ pub(crate) async fn finish_login(
     };
     let mut headers = HeaderMap::new();
     headers.insert(header::SET_COOKIE, cookie);
+    let now = state.now();
+    if let Some(c) = device::issue(state, Channel::Console, client.https, &user.id, device, now) {
+        headers.append(header::SET_COOKIE, c);
+    }
     Ok((headers, Json(body)).into_response())
 }
 

@@ -3,8 +3,10 @@
 use crate::accounts::{hash_password, validate_new_password, verify_password};
 use crate::api::body::{Body, IdPath};
 use crate::audit::{self, Actor};
+use crate::auth::hash_gate::Priority;
 use crate::auth::principal::{Principal, Via};
 use crate::auth::session;
+use crate::auth::throttle::Attempt;
 use crate::clock::rfc3339;
 use crate::error::{ApiError, ApiResult};
 use crate::net::client::ClientInfo;
@@ -79,7 +81,8 @@ pub async fn change_password(
     Body(req): Body<PasswordChange>,
 ) -> ApiResult<Json<serde_json::Value>> {
     let now = state.now();
-    if let Err(wait) = state.throttle.check(&principal.username, client.ip, now) {
+    let attempt = Attempt::reauthentication(client.ip, &principal.user_id);
+    if let Err(wait) = state.throttle.check(&attempt, now) {
         return Err(ApiError::throttled(wait));
     }
     let user = state
@@ -89,13 +92,16 @@ pub async fn change_password(
         .ok_or_else(ApiError::unauthenticated)?;
     validate_new_password(&req.new_password, &user.username)?;
     let current_ok = req.current_password.len() <= 4096
-        && verify_password(&state, &req.current_password, user.password_hash.as_deref())
-            .await?
-            .is_valid();
+        && verify_password(
+            &state,
+            &req.current_password,
+            user.password_hash.as_deref(),
+            Priority::Known,
+        )
+        .await?
+        .is_valid();
     if !current_ok {
-        state
-            .throttle
-            .record_failure(&principal.username, client.ip, now);
+        state.throttle.record_failure(&attempt, now);
         audit::record(
             &state,
             Some(&Actor::of(&principal)),

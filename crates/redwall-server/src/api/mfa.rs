@@ -7,7 +7,9 @@
 use crate::accounts::verify_password;
 use crate::api::body::Body;
 use crate::audit::{self, Actor};
+use crate::auth::hash_gate::Priority;
 use crate::auth::principal::Principal;
+use crate::auth::throttle::Attempt;
 use crate::error::{ApiError, ApiResult};
 use crate::net::client::ClientInfo;
 use crate::state::AppState;
@@ -283,20 +285,24 @@ pub async fn disable(
     if !user.mfa_enabled {
         return Err(ApiError::conflict("mfa_not_enabled", "MFA is not on"));
     }
-    if let Err(wait) = state.throttle.check(&user.username, client.ip, now) {
+    let attempt = Attempt::reauthentication(client.ip, &user.id);
+    if let Err(wait) = state.throttle.check(&attempt, now) {
         return Err(ApiError::throttled(wait));
     }
-    let password_ok = verify_password(&state, &req.password, user.password_hash.as_deref())
-        .await?
-        .is_valid();
+    let password_ok = verify_password(
+        &state,
+        &req.password,
+        user.password_hash.as_deref(),
+        Priority::Known,
+    )
+    .await?
+    .is_valid();
     let code_ok = password_ok
         && verify_second_factor(&state, &user, &req.code)
             .await?
             .is_some();
     if !code_ok {
-        state
-            .throttle
-            .record_failure(&user.username, client.ip, now);
+        state.throttle.record_failure(&attempt, now);
         audit::record(
             &state,
             Some(&Actor::of(&principal)),

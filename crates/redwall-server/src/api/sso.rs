@@ -2,19 +2,20 @@
 //! provider list for the login page, and LDAP login (a form post, since a
 //! directory has no redirect flow).
 
+use crate::api::auth::refuse_if_throttled;
 use crate::api::body::Body;
-use crate::audit::{self, Actor};
+use crate::auth::device::{self, Channel};
+use crate::auth::throttle::{name_key, subject_key, Attempt};
 use crate::error::{ApiError, ApiResult};
 use crate::net::client::ClientInfo;
 use crate::sso;
 use crate::state::AppState;
 use axum::extract::{FromRequestParts, State};
 use axum::http::request::Parts;
+use axum::http::HeaderMap;
 use axum::response::Response;
 use axum::Json;
-use redwall_policy::audit_event::{AuditEvent, Outcome};
 use serde::{Deserialize, Serialize};
-use serde_json::json;
 
 #[derive(Serialize, utoipa::ToSchema)]
 pub struct ProviderView {
@@ -76,6 +77,7 @@ impl<S: Send + Sync> FromRequestParts<S> for ProviderPath {
 pub async fn ldap_login(
     State(state): State<AppState>,
     client: ClientInfo,
+    headers: HeaderMap,
     ProviderPath(name): ProviderPath,
     Body(req): Body<LdapLoginRequest>,
 ) -> ApiResult<Response> {
@@ -83,31 +85,17 @@ pub async fn ldap_login(
         return Err(ApiError::not_found());
     };
     let now = state.now();
-    // Throttled per provider and login name (and per address, inside the
-    // throttle), apart from local accounts: a directory "alice" and a local
-    // "alice" may be different people.
-    let account = format!(
-        "ldap:{}:{}",
-        provider.name,
-        req.username.chars().take(64).collect::<String>()
-    );
-    if let Err(wait) = state.throttle.check(&account, client.ip, now) {
-        state.metrics.login_throttled();
-        audit::record(
-            &state,
-            Some(&Actor::attempted(
-                &req.username.chars().take(64).collect::<String>(),
-            )),
-            &client,
-            AuditEvent::LoginThrottled,
-            Outcome::Denied,
-            Some(format!("provider:{}", provider.name)),
-            json!({ "retry_after_secs": wait, "provider": provider.name }),
-        )
-        .await?;
-        return Err(ApiError::throttled(wait));
-    }
+    // Throttled per provider, apart from local accounts (a directory
+    // "alice" and a local "alice" may be different people): by the name as
+    // the directory matches it, then by the entry the directory found.
+    let realm = format!("ldap:{}", provider.name);
     let attempted = req.username.chars().take(64).collect::<String>();
+    let device = device::read(&state, &headers, Channel::Console, client.https, now);
+    let mut attempt = Attempt::new(client.ip, name_key(Channel::Console, &realm, &req.username));
+    let provider_name = Some(provider.name.as_str());
+    if device.is_none() {
+        refuse_if_throttled(&state, &client, &attempt, &attempted, provider_name).await?;
+    }
     let service_password = match sso::secrets::resolve(
         &state.keyring,
         &provider.bind_password,
@@ -126,18 +114,36 @@ pub async fn ldap_login(
             .await);
         }
     };
-    let identity = match sso::ldap::authenticate(
-        provider,
-        &service_password,
-        &req.username,
-        &req.password,
-    )
-    .await
-    {
+    let found = sso::ldap::find(provider, &service_password, &req.username, &req.password).await;
+    let identity = match found {
+        Ok(found) => {
+            let known = match &device {
+                None => None,
+                Some(d) => state
+                    .store
+                    .find_external_identity(&provider.name, found.subject())
+                    .await?
+                    .and_then(|user_id| d.known_for(&user_id)),
+            };
+            attempt.resolved(
+                subject_key(Channel::Console, &realm, found.subject()),
+                known,
+            );
+            let refused =
+                refuse_if_throttled(&state, &client, &attempt, &attempted, provider_name).await;
+            if let Err(e) = refused {
+                found.abandon().await;
+                return Err(e);
+            }
+            found.verify(&req.password).await
+        }
+        Err(f) => Err(f),
+    };
+    let identity = match identity {
         Ok(id) => id,
         Err(f) => {
             if f.is_credentials() {
-                state.throttle.record_failure(&account, client.ip, now);
+                state.throttle.record_failure(&attempt, now);
             } else {
                 // The directory or the configuration, not the user: say
                 // what in the server log (the client gets the generic 401).
@@ -153,7 +159,7 @@ pub async fn ldap_login(
             .await);
         }
     };
-    state.throttle.record_success(&account);
+    state.throttle.record_success(&attempt);
     sso::login::complete_with_code(
         &state,
         &client,

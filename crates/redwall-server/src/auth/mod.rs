@@ -3,7 +3,9 @@
 
 pub mod activity;
 pub mod csrf;
+pub mod device;
 pub mod guard;
+pub mod hash_gate;
 pub mod principal;
 pub mod session;
 pub mod throttle;

@@ -4,7 +4,9 @@
 //! credential is verified with argon2 once and then remembered under a keyed
 //! digest for a minute (a password change forgets it at once).
 
+use crate::auth::device::{Channel, Device};
 use crate::auth::guard::{load_membership, load_user};
+use crate::auth::throttle::{subject_key, Attempt};
 use crate::error::ApiResult;
 use crate::state::AppState;
 use redwall_crypto::token::{self, INSTANCE_KEY_PREFIX};
@@ -74,51 +76,84 @@ pub async fn check_api_key(
     })
 }
 
-/// The outcome of a basic credential: `None` when wrong, else the user and
-/// their role in the team (`None` for a non-member).
+/// A right basic credential: the user and their role in the team (`None`
+/// for a non-member).
 pub struct BasicUser {
     pub user_id: String,
     pub username: String,
     pub role: Option<TeamRole>,
 }
 
+pub enum BasicCheck {
+    Valid(BasicUser),
+    Invalid,
+    /// The account (for this client) must wait this many seconds.
+    Throttled(i64),
+}
+
+/// Checks a basic credential. Once the account is known (from the cache of
+/// verified credentials or the user table) the throttle judges `attempt` by
+/// it, before any password is hashed; a device known for it goes first.
 pub async fn check_basic(
     state: &AppState,
     team_id: &str,
     username: &str,
     password: &str,
-) -> ApiResult<Option<BasicUser>> {
+    attempt: &mut Attempt,
+    device: Option<&Device>,
+) -> ApiResult<BasicCheck> {
     let now = state.now();
     let mut material = Vec::with_capacity(username.len() + password.len() + 1);
     material.extend_from_slice(username.as_bytes());
     material.push(0);
     material.extend_from_slice(password.as_bytes());
     let digest = state.keyring.keyed_digest("basic-auth", &material);
-    let user_id = match state.basic_auth.get(&digest, now) {
+    let cached = state.basic_auth.get(&digest, now);
+    let found = match &cached {
+        Some(_) => None,
+        None => state.store.find_user_by_username(username).await?,
+    };
+    let account = cached
+        .clone()
+        .or_else(|| found.as_ref().map(|u| u.id.clone()));
+    if let Some(id) = &account {
+        attempt.resolved(
+            subject_key(Channel::Endpoint, "local", id),
+            device.and_then(|d| d.known_for(id)),
+        );
+    }
+    if let Err(wait) = state.throttle.check(attempt, now) {
+        return Ok(BasicCheck::Throttled(wait));
+    }
+    let user_id = match cached {
         Some(id) => id,
         None => {
-            let user = state.store.find_user_by_username(username).await?;
-            let stored = user.as_ref().and_then(|u| u.password_hash.clone());
-            let verdict =
-                crate::accounts::verify_password(state, password, stored.as_deref()).await?;
+            let stored = found.as_ref().and_then(|u| u.password_hash.clone());
+            let verdict = crate::accounts::verify_password(
+                state,
+                password,
+                stored.as_deref(),
+                attempt.priority(),
+            )
+            .await?;
             let valid = matches!(
                 verdict,
                 redwall_crypto::password::Verification::Valid { .. }
             );
-            let Some(user) = user.filter(|_| valid) else {
-                return Ok(None);
+            let Some(user) = found.filter(|_| valid) else {
+                return Ok(BasicCheck::Invalid);
             };
             state.basic_auth.insert(digest, user.id.clone(), now);
             user.id
         }
     };
     let Some(user) = load_user(state, &user_id).await? else {
-        return Ok(None);
+        return Ok(BasicCheck::Invalid);
     };
     if user.suspended {
-        return Ok(None);
+        return Ok(BasicCheck::Invalid);
     }
-    Ok(Some(BasicUser {
+    Ok(BasicCheck::Valid(BasicUser {
         role: load_membership(state, team_id, &user_id).await?,
         user_id,
         username: user.username,

@@ -1,12 +1,14 @@
 //! The flows' own endpoints: the instance's ordered route rules decide.
 
-use super::credentials::{check_api_key, check_basic, KeyCheck};
+use super::credentials::{check_api_key, check_basic, BasicCheck, KeyCheck};
 use super::forward::{self, forward, Forward, Recheck};
 use super::hygiene::{self, Authorization};
 use super::ProxyTarget;
 use crate::audit::{self, Actor};
+use crate::auth::device::{self, Channel};
 use crate::auth::guard::load_membership;
 use crate::auth::session;
+use crate::auth::throttle::{name_key, Attempt};
 use crate::error::{ApiError, ApiResult};
 use crate::net::client::ClientInfo;
 use crate::state::AppState;
@@ -33,6 +35,9 @@ struct Verdict {
     basic: bool,
     /// A public rule: the instance owns authentication here.
     public: bool,
+    /// A device cookie for a client that passed basic auth without one, so
+    /// next time it keeps its own allowance through a flood.
+    device_cookie: Option<HeaderValue>,
 }
 
 fn bearer_or_header_key(parts: &Parts) -> Option<String> {
@@ -75,6 +80,7 @@ async fn judge(
     let matched = match_rule(&target.rules, parts.method.as_str(), path).map(|m| m.1);
     let mut username = None;
     let mut consumed = false;
+    let mut device_cookie = None;
     let policy = matched.map(|r| r.policy.clone());
     let https = client.https;
     let presented = match &policy {
@@ -158,19 +164,46 @@ async fn judge(
             Some((user, password)) => {
                 consumed = true;
                 let now = state.now();
-                if let Err(wait) = state.throttle.check(&user.to_lowercase(), client.ip, now) {
-                    return Err(ApiError::throttled(wait));
+                // Its own channel: a flood here cannot lock the console
+                // login, nor the other way round.
+                let device =
+                    device::read(state, &parts.headers, Channel::Endpoint, client.https, now);
+                let mut attempt =
+                    Attempt::new(client.ip, name_key(Channel::Endpoint, "local", &user));
+                if device.is_none() {
+                    state
+                        .throttle
+                        .check(&attempt, now)
+                        .map_err(ApiError::throttled)?;
                 }
-                match check_basic(state, &target.team_id, &user, &password).await? {
-                    Some(u) => {
-                        state.throttle.record_success(&user.to_lowercase());
+                let checked = check_basic(
+                    state,
+                    &target.team_id,
+                    &user,
+                    &password,
+                    &mut attempt,
+                    device.as_ref(),
+                )
+                .await?;
+                match checked {
+                    BasicCheck::Throttled(wait) => return Err(ApiError::throttled(wait)),
+                    BasicCheck::Valid(u) => {
+                        state.throttle.record_success(&attempt);
+                        if !attempt.known() {
+                            device_cookie = device::issue(
+                                state,
+                                Channel::Endpoint,
+                                client.https,
+                                &u.user_id,
+                                None,
+                                now,
+                            );
+                        }
                         username = Some(u.username);
                         Presented::Basic(Some(u.role))
                     }
-                    None => {
-                        state
-                            .throttle
-                            .record_failure(&user.to_lowercase(), client.ip, now);
+                    BasicCheck::Invalid => {
+                        state.throttle.record_failure(&attempt, now);
                         if record_failures {
                             audit::record_refusal(
                                 state,
@@ -198,6 +231,7 @@ async fn judge(
         consumed_authorization: consumed,
         basic: matches!(policy, Some(RoutePolicy::Basic { .. })),
         public: matches!(policy, Some(RoutePolicy::Public)),
+        device_cookie,
     })
 }
 
@@ -325,11 +359,15 @@ pub async fn endpoint(
     if let Ok(v) = HeaderValue::from_str(&token) {
         parts.headers.insert(ENDPOINT_TOKEN_HEADER, v);
     }
-    Ok(forward(
+    let mut response = forward(
         &state.upstream,
         fwd,
         Request::from_parts(parts, body),
         recheck,
     )
-    .await)
+    .await;
+    if let Some(cookie) = verdict.device_cookie {
+        response.headers_mut().append(header::SET_COOKIE, cookie);
+    }
+    Ok(response)
 }

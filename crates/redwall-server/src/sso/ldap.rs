@@ -338,6 +338,64 @@ pub async fn authenticate(
     username: &str,
     password: &str,
 ) -> Result<ExternalIdentity, Failure> {
+    find(p, service_password, username, password)
+        .await?
+        .verify(password)
+        .await
+}
+
+/// A login's first half: the directory named the user, and nothing was
+/// bound as them yet. The caller decides (the throttle, by the user's stable
+/// subject) whether the password may be tried at all.
+pub struct Found<'a> {
+    dir: Directory<'a>,
+    user: DirectoryUser,
+    typed_username: String,
+}
+
+impl Found<'_> {
+    /// The directory's stable id of the user (DN or `subject_attribute`).
+    pub fn subject(&self) -> &str {
+        &self.user.subject
+    }
+
+    /// Binds as the user with `password`: their identity and groups if it is theirs.
+    pub async fn verify(mut self, password: &str) -> Result<ExternalIdentity, Failure> {
+        let p = self.dir.p;
+        let steps = async {
+            let checked = self.dir.check_password(&self.user.dn, password).await;
+            self.dir.close().await;
+            checked
+        };
+        tokio::time::timeout(step_timeout(p), steps)
+            .await
+            .map_err(|_| Failure::new("timeout", "the directory did not answer in time"))??;
+        Ok(ExternalIdentity {
+            provider: p.name.clone(),
+            subject: self.user.subject,
+            username: self.user.username.unwrap_or(self.typed_username),
+            groups: self.user.groups,
+        })
+    }
+
+    /// Ends the login without trying the password.
+    pub async fn abandon(self) {
+        self.dir.close().await;
+    }
+}
+
+fn step_timeout(p: &LdapProvider) -> Duration {
+    Duration::from_secs(p.timeout_secs.max(1).saturating_mul(3))
+}
+
+/// A login's first half: checks the input, then finds the user with the
+/// service account.
+pub async fn find<'a>(
+    p: &'a LdapProvider,
+    service_password: &Secret,
+    username: &str,
+    password: &str,
+) -> Result<Found<'a>, Failure> {
     if password.is_empty() {
         return Err(Failure::new(
             "empty_password",
@@ -354,21 +412,21 @@ pub async fn authenticate(
             "not a plausible login name or password",
         ));
     }
-    let overall = Duration::from_secs(p.timeout_secs.max(1).saturating_mul(3));
     let steps = async {
         let mut dir = Directory::open(p, service_password).await?;
-        let user = dir.find_user(username).await?;
-        let checked = dir.check_password(&user.dn, password).await;
-        dir.close().await;
-        checked?;
-        Ok(ExternalIdentity {
-            provider: p.name.clone(),
-            subject: user.subject,
-            username: user.username.unwrap_or_else(|| username.to_string()),
-            groups: user.groups,
-        })
+        match dir.find_user(username).await {
+            Ok(user) => Ok(Found {
+                dir,
+                user,
+                typed_username: username.to_string(),
+            }),
+            Err(f) => {
+                dir.close().await;
+                Err(f)
+            }
+        }
     };
-    tokio::time::timeout(overall, steps)
+    tokio::time::timeout(step_timeout(p), steps)
         .await
         .map_err(|_| Failure::new("timeout", "the directory did not answer in time"))?
 }
