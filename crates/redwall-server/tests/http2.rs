@@ -124,10 +124,6 @@ async fn cookie_writes_over_http2_check_the_origin_against_the_authority() {
 
 /// Sends `bytes` of JSON to `path` with curl, the way a user reported it;
 /// returns the status curl saw ("000" when the connection was reset) and the body.
-fn curl_post(s: &TestServer, protocol: &str, path: &str, bytes: usize) -> (String, String) {
-    curl_post_with(s, &[protocol], path, bytes)
-}
-
 fn curl_post_with(s: &TestServer, flags: &[&str], path: &str, bytes: usize) -> (String, String) {
     let dir = tempfile::tempdir().unwrap();
     let body = dir.path().join("body.json");
