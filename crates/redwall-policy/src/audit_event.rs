@@ -56,6 +56,7 @@ pub enum AuditEvent {
     InstanceCrashed,
     InstanceDeleted,
     InstanceOptionsChanged,
+    InstanceEgressChanged,
     InstanceEnvChanged,
     InstanceRoutesChanged,
     InstanceKeyCreated,
@@ -90,7 +91,7 @@ impl Outcome {
 }
 
 impl AuditEvent {
-    pub const ALL: [AuditEvent; 64] = [
+    pub const ALL: [AuditEvent; 65] = [
         AuditEvent::SetupCompleted,
         AuditEvent::SetupTokenRejected,
         AuditEvent::LoginSucceeded,
@@ -142,6 +143,7 @@ impl AuditEvent {
         AuditEvent::InstanceCrashed,
         AuditEvent::InstanceDeleted,
         AuditEvent::InstanceOptionsChanged,
+        AuditEvent::InstanceEgressChanged,
         AuditEvent::InstanceEnvChanged,
         AuditEvent::InstanceRoutesChanged,
         AuditEvent::InstanceKeyCreated,
@@ -212,6 +214,7 @@ impl AuditEvent {
             InstanceCrashed => "instance.crashed",
             InstanceDeleted => "instance.deleted",
             InstanceOptionsChanged => "instance.options_changed",
+            InstanceEgressChanged => "instance.egress_changed",
             InstanceEnvChanged => "instance.env_changed",
             InstanceRoutesChanged => "instance.routes_changed",
             InstanceKeyCreated => "instance.key_created",

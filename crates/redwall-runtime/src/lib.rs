@@ -39,9 +39,9 @@ mod token;
 
 pub use error::RuntimeError;
 pub use install::{Installer, NodeRedInstall, DEFAULT_NODE_RED_VERSION};
+pub use netns::isolation_problems;
 pub use sandbox::{landlock_abi, SandboxReport};
 pub use settings::render_settings;
-pub use netns::isolation_problems;
 pub use spec::{
     instance_address, isolated_addresses, EgressProtocol, EgressRule, EnvVar, InstanceOptions,
     InstanceSpec, Limits, NetworkMode, SandboxIdentity, ISOLATED_BLOCK,

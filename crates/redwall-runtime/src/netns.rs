@@ -213,10 +213,7 @@ fn rule_match(rule: &EgressRule) -> String {
         Some((a, b)) => format!(" {proto} dport {a}-{b}"),
         None => format!(" meta l4proto {proto}"),
     };
-    format!(
-        "{family} daddr {}/{}{ports}",
-        rule.network, rule.prefix_len
-    )
+    format!("{family} daddr {}/{}{ports}", rule.network, rule.prefix_len)
 }
 
 /// Removes the table, the link and the namespace of `port`; what is already

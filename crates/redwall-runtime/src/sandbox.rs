@@ -212,8 +212,8 @@ fn namespace_plan(
     install: &NodeRedInstall,
 ) -> Result<(NamespacePlan, PlanFds), RuntimeError> {
     let netns_path = crate::netns::netns_path(spec.port);
-    let netns = fs::File::open(&netns_path)
-        .map_err(RuntimeError::io(format!("opening {netns_path}")))?;
+    let netns =
+        fs::File::open(&netns_path).map_err(RuntimeError::io(format!("opening {netns_path}")))?;
     let netns: OwnedFd = netns.into();
     let hidden: Vec<PathBuf> = HIDDEN_DIRS
         .iter()
@@ -275,15 +275,15 @@ fn namespace_plan(
     }
     let plan = NamespacePlan {
         netns_fd: netns.as_raw_fd(),
-        hidden: hidden.iter().map(|h| cstring(h)).collect::<Result<_, _>>()?,
+        hidden: hidden
+            .iter()
+            .map(|h| cstring(h))
+            .collect::<Result<_, _>>()?,
         mkdirs,
         mkfiles,
         binds,
     };
-    Ok((
-        plan,
-        PlanFds { _netns: netns },
-    ))
+    Ok((plan, PlanFds { _netns: netns }))
 }
 
 fn prepare_dirs(spec: &InstanceSpec, ids: Option<(u32, u32)>) -> Result<(), RuntimeError> {

@@ -251,13 +251,30 @@ impl OutsideWorld {
         let ns = world.name.as_str();
         ip(&["netns", "add", ns])?;
         ip(&[
-            "link", "add", &world.host_if, "type", "veth", "peer", "name", "rwtpeer", "netns", ns,
+            "link",
+            "add",
+            &world.host_if,
+            "type",
+            "veth",
+            "peer",
+            "name",
+            "rwtpeer",
+            "netns",
+            ns,
         ])?;
         ip(&["addr", "add", "198.18.7.1/24", "dev", &world.host_if])?;
         ip(&["link", "set", &world.host_if, "up"])?;
         ip(&["-n", ns, "link", "set", "lo", "up"])?;
         ip(&["-n", ns, "addr", "add", "198.18.7.2/24", "dev", "rwtpeer"])?;
-        ip(&["-n", ns, "addr", "add", "169.254.169.254/32", "dev", "rwtpeer"])?;
+        ip(&[
+            "-n",
+            ns,
+            "addr",
+            "add",
+            "169.254.169.254/32",
+            "dev",
+            "rwtpeer",
+        ])?;
         ip(&["-n", ns, "link", "set", "rwtpeer", "up"])?;
         ip(&["-n", ns, "route", "add", "default", "via", "198.18.7.1"])?;
         ip(&["route", "add", "169.254.169.254/32", "via", "198.18.7.2"])?;

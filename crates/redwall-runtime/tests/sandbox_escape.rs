@@ -207,12 +207,7 @@ async fn escape_attempts_are_refused(identity: SandboxIdentity, id: &str) {
         json!({"ok": true, "value": testing::OUTSIDE_GREETING}),
         "{out:#}"
     );
-    for attempt in [
-        "tcpPostgres",
-        "tcpHostService",
-        "unixPostgres",
-        "metadata",
-    ] {
+    for attempt in ["tcpPostgres", "tcpHostService", "unixPostgres", "metadata"] {
         assert!(
             out[attempt]["ok"] == false,
             "{attempt} was not refused: {}\n{out:#}",
@@ -236,7 +231,10 @@ async fn escape_attempts_are_refused(identity: SandboxIdentity, id: &str) {
         "the instance lists the host's processes:\n{processes}"
     );
     for line in processes.lines() {
-        assert!(line.contains("node-red"), "a foreign process in /proc: {line}\n{processes}");
+        assert!(
+            line.contains("node-red"),
+            "a foreign process in /proc: {line}\n{processes}"
+        );
     }
     for secret in [
         "SQLITE-SECRET-ROWS",

@@ -300,7 +300,11 @@ async fn orphans_are_reaped(isolated: bool) {
     );
     assert!(!alive(node_pid));
     if isolated {
-        assert!(network_left(port).is_empty(), "left: {:?}", network_left(port));
+        assert!(
+            network_left(port).is_empty(),
+            "left: {:?}",
+            network_left(port)
+        );
         assert!(sup.reap_orphans().is_empty());
         return;
     }
