@@ -376,5 +376,15 @@ impl Drop for Supervisor {
         // Ending the spawner thread makes the kernel SIGKILL every instance
         // (parent-death signal), even if no runtime is left to stop them.
         self.shared.spawner.shut_down();
+        // Their runner tasks may never run again to remove their networks.
+        for slot in lock(&self.slots).values() {
+            let control = lock(&slot.control);
+            if let (Some(_), Some((spec, _))) = (&control.stop, &control.last_start) {
+                if spec.is_isolated() {
+                    crate::netns::tear_down(spec.port);
+                    pidfile::remove_network(&self.shared.run_dir, &spec.id);
+                }
+            }
+        }
     }
 }
