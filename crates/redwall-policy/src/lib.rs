@@ -7,6 +7,7 @@
 
 pub mod access;
 pub mod audit_event;
+pub mod egress;
 pub mod login_name;
 pub mod password_policy;
 pub mod permission;

@@ -66,6 +66,9 @@ pub enum Permission {
     InstancePolicyWrite,
     /// Change what an instance may install (palette, function modules).
     InstanceOptionsWrite,
+    /// Change what an instance may reach on the network beyond the default
+    /// (its egress policy): opening the host or metadata addresses to flows.
+    InstanceEgressWrite,
 }
 
 /// A role at platform level.
@@ -323,10 +326,16 @@ pub const TABLE: &[PermissionRow] = &[
         false,
         OWNERS,
     ),
+    team(
+        Permission::InstanceEgressWrite,
+        "instance:egress:write",
+        false,
+        OWNERS,
+    ),
 ];
 
 impl Permission {
-    pub const ALL: [Permission; 28] = [
+    pub const ALL: [Permission; 29] = [
         Permission::AccountRead,
         Permission::AccountWrite,
         Permission::AccountMfa,
@@ -355,6 +364,7 @@ impl Permission {
         Permission::InstanceEnvWrite,
         Permission::InstancePolicyWrite,
         Permission::InstanceOptionsWrite,
+        Permission::InstanceEgressWrite,
     ];
 
     pub fn row(self) -> &'static PermissionRow {

@@ -33,30 +33,30 @@ impl HttpResponse {
     }
 }
 
-/// Sends one request to `127.0.0.1:port`.
+/// Sends one request to the instance at `addr` (see
+/// [`crate::InstanceSpec::address`]).
 pub async fn request(
-    port: u16,
+    addr: std::net::SocketAddr,
     method: &str,
     path: &str,
     headers: &[(&str, &str)],
     body: Option<&[u8]>,
     timeout: Duration,
 ) -> std::io::Result<HttpResponse> {
-    tokio::time::timeout(timeout, request_inner(port, method, path, headers, body))
+    tokio::time::timeout(timeout, request_inner(addr, method, path, headers, body))
         .await
         .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "request timed out"))?
 }
 
 async fn request_inner(
-    port: u16,
+    addr: std::net::SocketAddr,
     method: &str,
     path: &str,
     headers: &[(&str, &str)],
     body: Option<&[u8]>,
 ) -> std::io::Result<HttpResponse> {
-    let mut stream = TcpStream::connect(("127.0.0.1", port)).await?;
-    let mut head =
-        format!("{method} {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\n");
+    let mut stream = TcpStream::connect(addr).await?;
+    let mut head = format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n");
     for (name, value) in headers {
         if name.contains(['\r', '\n']) || value.contains(['\r', '\n']) {
             return Err(invalid("header with a line break"));

@@ -7,7 +7,10 @@
 //!
 //! # Isolation model
 //!
-//! - Node-RED listens on `127.0.0.1:<port>` only. Every admin request (the
+//! - Node-RED listens on [`InstanceSpec::address`] only: `127.0.0.1:<port>`
+//!   on the host network, or its own link address in an isolated network
+//!   ([`NetworkMode::Isolated`]: own network, mount and PID namespaces,
+//!   nftables on the host; see `netns.rs`). Every admin request (the
 //!   editor under `/editor`, its static files included) needs an admin token in
 //!   [`ADMIN_TOKEN_HEADER`]; every endpoint request (`/` and websocket-in nodes)
 //!   needs an endpoint token in [`ENDPOINT_TOKEN_HEADER`]. Only Redwall's proxy
@@ -26,6 +29,7 @@
 mod error;
 mod http;
 mod install;
+mod netns;
 mod reach;
 mod sandbox;
 mod settings;
@@ -36,10 +40,14 @@ mod token;
 
 pub use error::RuntimeError;
 pub use install::{Installer, NodeRedInstall, DEFAULT_NODE_RED_VERSION};
+pub use netns::isolation_problems;
 pub use reach::{blocked_on_the_way, Blocked};
 pub use sandbox::{landlock_abi, SandboxReport};
 pub use settings::render_settings;
-pub use spec::{EnvVar, InstanceOptions, InstanceSpec, Limits, SandboxIdentity};
+pub use spec::{
+    instance_address, isolated_addresses, EgressProtocol, EgressRule, EnvVar, InstanceOptions,
+    InstanceSpec, Limits, NetworkMode, SandboxIdentity, ISOLATED_BLOCK,
+};
 pub use supervisor::{
     InstanceStatus, LogLine, LogStream, NodeRedAuditEvent, Reporter, Supervisor, SupervisorOptions,
 };

@@ -6,12 +6,14 @@
 //! ([`ChildSetup::apply`]) only makes raw syscalls, because the parent is a
 //! multi-threaded tokio process and a forked child may not allocate or lock.
 
-use std::ffi::OsString;
+use std::ffi::{CString, OsString};
 use std::fs;
 use std::io;
 use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use landlock::{
     path_beneath_rules, Access, AccessFs, AccessNet, NetPort, Ruleset, RulesetAttr,
@@ -68,7 +70,18 @@ pub struct SandboxReport {
     pub ipc_scoped: bool,
     /// The instance runs under its own uid/gid.
     pub os_user: bool,
+    /// Its own network namespace behind nftables: no host service, no
+    /// link-local or metadata address, no other instance.
+    pub network_isolated: bool,
+    /// Private `/tmp`, `/var/tmp`, `/run` and `/dev/shm` (no host Unix
+    /// sockets) and a `/proc` of its own PID namespace.
+    pub namespaces: bool,
 }
+
+/// Directories whose contents (Unix sockets, other programs' scratch files)
+/// an isolated instance must not see; each gets an empty tmpfs in its mount
+/// namespace. A path the instance needs beneath one is mounted back.
+const HIDDEN_DIRS: &[&str] = &["/tmp", "/var/tmp", "/run", "/var/run", "/dev/shm"];
 
 /// Probes the kernel's Landlock ABI version; `None` when Landlock is not
 /// built in or not enabled at boot.
@@ -89,18 +102,42 @@ pub fn landlock_abi() -> Option<u32> {
 
 /// Everything the child needs, as plain values so [`ChildSetup::apply`]
 /// allocates nothing.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub(crate) struct ChildSetup {
     ruleset_fd: libc::c_int,
     rlimits: [(libc::__rlimit_resource_t, libc::rlim_t); 3],
     ids: Option<(libc::uid_t, libc::gid_t)>,
     parent_pid: libc::pid_t,
+    namespaces: Option<Arc<NamespacePlan>>,
+}
+
+/// The namespaces of an isolated instance, computed in the parent.
+#[derive(Debug)]
+pub(crate) struct NamespacePlan {
+    netns_fd: libc::c_int,
+    /// Each gets an empty tmpfs.
+    hidden: Vec<CString>,
+    /// Created in those tmpfs, in order, as mount points.
+    mkdirs: Vec<CString>,
+    mkfiles: Vec<CString>,
+    /// Paths opened before the tmpfs hides them, mounted back after.
+    binds: Vec<CString>,
+}
+
+/// At most this many paths are mounted back (the child keeps their
+/// descriptors on its stack).
+const MAX_BINDS: usize = 16;
+
+/// Descriptors the plan refers to by number.
+struct PlanFds {
+    _netns: OwnedFd,
 }
 
 /// A sandbox ready for one spawn. Keep it alive until the spawn returns: the
 /// child uses the ruleset through its inherited (close-on-exec) descriptor.
 pub(crate) struct PreparedSandbox {
     _ruleset: Option<OwnedFd>,
+    _plan_fds: Option<PlanFds>,
     pub setup: ChildSetup,
     pub env: Vec<(OsString, OsString)>,
     pub report: SandboxReport,
@@ -131,7 +168,15 @@ pub(crate) fn prepare(
         SandboxIdentity::Inherit => None,
     };
     prepare_dirs(spec, ids)?;
-    let (ruleset, report) = build_ruleset(spec, install, ids.is_some())?;
+    let (ruleset, mut report) = build_ruleset(spec, install, ids.is_some())?;
+    let (plan, plan_fds) = if spec.is_isolated() {
+        let (plan, fds) = namespace_plan(spec, install)?;
+        report.network_isolated = true;
+        report.namespaces = true;
+        (Some(Arc::new(plan)), Some(fds))
+    } else {
+        (None, None)
+    };
     let rlimits = [
         (libc::RLIMIT_DATA, spec.limits.memory_bytes),
         (libc::RLIMIT_NPROC, spec.limits.max_processes),
@@ -143,13 +188,102 @@ pub(crate) fn prepare(
         ids,
         // SAFETY: getpid has no preconditions.
         parent_pid: unsafe { libc::getpid() },
+        namespaces: plan,
     };
     Ok(PreparedSandbox {
         _ruleset: ruleset,
+        _plan_fds: plan_fds,
         setup,
         env: environment(spec),
         report,
     })
+}
+
+fn cstring(path: &Path) -> Result<CString, RuntimeError> {
+    CString::new(path.as_os_str().as_bytes())
+        .map_err(|_| RuntimeError::InvalidSpec(format!("{} holds a NUL byte", path.display())))
+}
+
+/// Which directories to hide, and which paths the instance needs from
+/// beneath them (its own directory, the Node-RED install, Node itself), to
+/// be mounted back over the empty tmpfs.
+fn namespace_plan(
+    spec: &InstanceSpec,
+    install: &NodeRedInstall,
+) -> Result<(NamespacePlan, PlanFds), RuntimeError> {
+    let netns_path = crate::netns::netns_path(spec.port);
+    let netns =
+        fs::File::open(&netns_path).map_err(RuntimeError::io(format!("opening {netns_path}")))?;
+    let netns: OwnedFd = netns.into();
+    let hidden: Vec<PathBuf> = HIDDEN_DIRS
+        .iter()
+        .map(PathBuf::from)
+        .filter(|d| fs::symlink_metadata(d).is_ok_and(|m| m.is_dir()))
+        .collect();
+    let mut needed: Vec<PathBuf> = vec![spec.dir.clone()];
+    needed.extend(install.sandbox_read_paths());
+    if let Some(node_dir) = install.node.parent() {
+        needed.push(node_dir.to_path_buf());
+    }
+    needed.extend(spec.read_only_paths.iter().cloned());
+    let mut needed: Vec<(PathBuf, PathBuf)> = needed
+        .into_iter()
+        .filter_map(|p| {
+            let real = fs::canonicalize(&p).ok()?;
+            let root = hidden.iter().find(|h| real.starts_with(h))?.clone();
+            Some((real, root))
+        })
+        .collect();
+    needed.sort();
+    needed.dedup();
+    // A path beneath another one comes back with it; mounting it separately
+    // would create its mount point in the real directory.
+    let outer: Vec<(PathBuf, PathBuf)> = needed
+        .iter()
+        .filter(|(p, _)| !needed.iter().any(|(q, _)| q != p && p.starts_with(q)))
+        .cloned()
+        .collect();
+    let mut mkdirs = Vec::new();
+    let mut mkfiles = Vec::new();
+    let mut binds = Vec::new();
+    if outer.len() > MAX_BINDS {
+        return Err(RuntimeError::InvalidSpec(format!(
+            "more than {MAX_BINDS} paths the instance needs lie under {HIDDEN_DIRS:?}"
+        )));
+    }
+    for (path, root) in outer {
+        let is_dir = fs::metadata(&path).is_ok_and(|m| m.is_dir());
+        let mut chain: Vec<PathBuf> = path
+            .ancestors()
+            .skip(1)
+            .take_while(|a| a.starts_with(&root) && *a != root)
+            .map(Path::to_path_buf)
+            .collect();
+        chain.reverse();
+        for dir in chain {
+            let c = cstring(&dir)?;
+            if !mkdirs.contains(&c) {
+                mkdirs.push(c);
+            }
+        }
+        if is_dir {
+            mkdirs.push(cstring(&path)?);
+        } else {
+            mkfiles.push(cstring(&path)?);
+        }
+        binds.push(cstring(&path)?);
+    }
+    let plan = NamespacePlan {
+        netns_fd: netns.as_raw_fd(),
+        hidden: hidden
+            .iter()
+            .map(|h| cstring(h))
+            .collect::<Result<_, _>>()?,
+        mkdirs,
+        mkfiles,
+        binds,
+    };
+    Ok((plan, PlanFds { _netns: netns }))
 }
 
 fn prepare_dirs(spec: &InstanceSpec, ids: Option<(u32, u32)>) -> Result<(), RuntimeError> {
@@ -238,6 +372,8 @@ fn build_ruleset(
         bind_restricted: fd.is_some() && level >= 4,
         ipc_scoped: fd.is_some() && level >= 6,
         os_user,
+        network_isolated: false,
+        namespaces: false,
     };
     Ok((fd, report))
 }
@@ -269,23 +405,67 @@ fn environment(spec: &InstanceSpec) -> Vec<(OsString, OsString)> {
     env
 }
 
+/// `landlock_path_beneath_attr`, for the one rule the child adds itself.
+#[cfg(test)]
+#[test]
+fn descriptor_paths_are_written_without_allocating() {
+    for (fd, want) in [(0, "0"), (7, "7"), (19, "19"), (1234567, "1234567")] {
+        let mut out = [0xffu8; 32];
+        fd_path(fd, &mut out);
+        let end = out.iter().position(|b| *b == 0).unwrap_or(32);
+        assert_eq!(&out[..end], format!("/proc/self/fd/{want}").as_bytes());
+    }
+}
+
+#[repr(C, packed)]
+struct PathBeneathAttr {
+    allowed_access: u64,
+    parent_fd: i32,
+}
+
+/// Execute, read file, read directory.
+const LANDLOCK_READ: u64 = 1 | (1 << 2) | (1 << 3);
+const LANDLOCK_RULE_PATH_BENEATH: libc::c_int = 1;
+
+/// Writes `/proc/self/fd/<fd>` and a NUL into `out`, without allocating.
+fn fd_path(fd: libc::c_int, out: &mut [u8; 32]) {
+    let prefix = b"/proc/self/fd/";
+    out[..prefix.len()].copy_from_slice(prefix);
+    let mut digits = [0u8; 10];
+    let mut n = fd.unsigned_abs();
+    let mut len = 0;
+    loop {
+        digits[len] = b'0' + (n % 10) as u8;
+        len += 1;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    for i in 0..len {
+        out[prefix.len() + i] = digits[len - 1 - i];
+    }
+    out[prefix.len() + len] = 0;
+}
+
+fn check(r: libc::c_long) -> io::Result<()> {
+    if r < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(())
+    }
+}
+
 impl ChildSetup {
     /// Runs in the forked child before `exec`.
     ///
     /// # Safety
     /// Only async-signal-safe syscalls: no allocation, no locks. The order
-    /// matters: identity changes clear the parent-death signal, so it is set
-    /// after them; `no_new_privs` must precede `landlock_restrict_self`.
+    /// matters: namespaces need the capabilities dropped below; identity
+    /// changes clear the parent-death signal, so it is set after them;
+    /// `no_new_privs` must precede `landlock_restrict_self`.
     pub(crate) unsafe fn apply(&self) -> io::Result<()> {
-        let check = |r: libc::c_long| {
-            if r < 0 {
-                Err(io::Error::last_os_error())
-            } else {
-                Ok(())
-            }
-        };
         check(libc::setsid() as libc::c_long)?;
-        libc::umask(0o077);
         for (resource, value) in self.rlimits {
             let limit = libc::rlimit {
                 rlim_cur: value,
@@ -293,6 +473,12 @@ impl ChildSetup {
             };
             check(libc::setrlimit(resource, &limit) as libc::c_long)?;
         }
+        let mut alive_fd = -1;
+        if let Some(plan) = &self.namespaces {
+            alive_fd = self.enter_namespaces(plan)?;
+        }
+        // After the mount points above, which other uids must traverse.
+        libc::umask(0o077);
         // An instance needs no capabilities. Emptying the bounding set means
         // even a root instance (Inherit under a root Redwall) execs without
         // any, so it cannot bypass permission checks or read non-dumpable
@@ -308,7 +494,19 @@ impl ChildSetup {
         check(libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) as libc::c_long)?;
         // The parent may have died before the line above: then nobody would
         // ever kill this child.
-        if libc::getppid() != self.parent_pid {
+        if alive_fd >= 0 {
+            // In its own PID namespace getppid() says 0; the parent holds the
+            // write end of this pipe until it dies.
+            let mut poll = libc::pollfd {
+                fd: alive_fd,
+                events: libc::POLLIN,
+                revents: 0,
+            };
+            if libc::poll(&mut poll, 1, 0) != 0 {
+                libc::_exit(1);
+            }
+            libc::close(alive_fd);
+        } else if libc::getppid() != self.parent_pid {
             libc::_exit(1);
         }
         check(libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) as libc::c_long)?;
@@ -320,5 +518,140 @@ impl ChildSetup {
             ))?;
         }
         Ok(())
+    }
+
+    /// Joins the instance's network namespace, makes a mount and a PID
+    /// namespace, hides [`HIDDEN_DIRS`], then forks: the child goes on to
+    /// exec Node-RED as PID 1 of the new namespace (mounting its own
+    /// `/proc`), while this process stays outside as its stand-in. It is the
+    /// process the supervisor sees (its pid and process group), it ignores
+    /// SIGTERM so a stop reaches Node-RED, and it exits as Node-RED did.
+    /// When PID 1 exits the kernel kills everything else in the namespace.
+    /// Returns, in the child, the read end of a pipe that reports the stand-in's death.
+    unsafe fn enter_namespaces(&self, plan: &NamespacePlan) -> io::Result<libc::c_int> {
+        check(libc::setns(plan.netns_fd, libc::CLONE_NEWNET) as libc::c_long)?;
+        check(libc::unshare(libc::CLONE_NEWNS | libc::CLONE_NEWPID) as libc::c_long)?;
+        check(libc::mount(
+            std::ptr::null(),
+            c"/".as_ptr(),
+            std::ptr::null(),
+            libc::MS_REC | libc::MS_PRIVATE,
+            std::ptr::null(),
+        ) as libc::c_long)?;
+        // Bind mounts need sources in this mount namespace: open them here,
+        // before the tmpfs hides them.
+        let mut sources = [-1; MAX_BINDS];
+        for (slot, path) in sources.iter_mut().zip(&plan.binds) {
+            *slot = libc::open(path.as_ptr(), libc::O_PATH | libc::O_CLOEXEC);
+            check(*slot as libc::c_long)?;
+        }
+        for dir in &plan.hidden {
+            check(libc::mount(
+                c"tmpfs".as_ptr(),
+                dir.as_ptr(),
+                c"tmpfs".as_ptr(),
+                libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC,
+                c"mode=0755,size=1m".as_ptr().cast(),
+            ) as libc::c_long)?;
+        }
+        for dir in &plan.mkdirs {
+            let r = libc::mkdir(dir.as_ptr(), 0o755);
+            if r != 0 && *libc::__errno_location() != libc::EEXIST {
+                return Err(io::Error::last_os_error());
+            }
+        }
+        for file in &plan.mkfiles {
+            let fd = libc::open(
+                file.as_ptr(),
+                libc::O_CREAT | libc::O_WRONLY | libc::O_CLOEXEC,
+                0o644,
+            );
+            check(fd as libc::c_long)?;
+            libc::close(fd);
+        }
+        for (fd, target) in sources.iter().zip(&plan.binds) {
+            let mut source = [0u8; 32];
+            fd_path(*fd, &mut source);
+            check(libc::mount(
+                source.as_ptr().cast(),
+                target.as_ptr(),
+                std::ptr::null(),
+                libc::MS_BIND | libc::MS_REC,
+                std::ptr::null(),
+            ) as libc::c_long)?;
+            libc::close(*fd);
+        }
+        let mut pipe = [0; 2];
+        check(libc::pipe2(pipe.as_mut_ptr(), libc::O_CLOEXEC) as libc::c_long)?;
+        let child = libc::fork();
+        if child < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        if child > 0 {
+            self.stand_in(child, pipe[1]);
+        }
+        libc::close(pipe[1]);
+        // PID 1 of the new namespace: its /proc shows only its own.
+        check(libc::mount(
+            c"proc".as_ptr(),
+            c"/proc".as_ptr(),
+            c"proc".as_ptr(),
+            libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC,
+            std::ptr::null(),
+        ) as libc::c_long)?;
+        // The ruleset allowed reading the host's /proc; the new one is a
+        // different filesystem and needs its own rule.
+        if self.ruleset_fd >= 0 {
+            let proc_fd = libc::open(c"/proc".as_ptr(), libc::O_PATH | libc::O_CLOEXEC);
+            check(proc_fd as libc::c_long)?;
+            let attr = PathBeneathAttr {
+                allowed_access: LANDLOCK_READ,
+                parent_fd: proc_fd,
+            };
+            check(libc::syscall(
+                libc::SYS_landlock_add_rule,
+                self.ruleset_fd,
+                LANDLOCK_RULE_PATH_BENEATH,
+                &attr as *const PathBeneathAttr,
+                0,
+            ))?;
+            libc::close(proc_fd);
+        }
+        Ok(pipe[0])
+    }
+
+    /// The process outside the PID namespace; never returns.
+    unsafe fn stand_in(&self, child: libc::pid_t, alive_fd: libc::c_int) -> ! {
+        // Keep nothing of Redwall's but the output pipes and the liveness
+        // pipe (the spawn error pipe must close for the spawn to return).
+        if alive_fd > 3 {
+            libc::syscall(libc::SYS_close_range, 3u32, (alive_fd - 1) as u32, 0u32);
+        }
+        libc::syscall(libc::SYS_close_range, (alive_fd + 1) as u32, u32::MAX, 0u32);
+        for sig in [libc::SIGTERM, libc::SIGINT, libc::SIGHUP] {
+            libc::signal(sig, libc::SIG_IGN);
+        }
+        libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+        if libc::getppid() != self.parent_pid {
+            libc::kill(child, libc::SIGKILL);
+            libc::_exit(1);
+        }
+        let mut status = 0;
+        loop {
+            let r = libc::waitpid(child, &mut status, 0);
+            if r == child {
+                break;
+            }
+            if r < 0 && *libc::__errno_location() != libc::EINTR {
+                libc::_exit(127);
+            }
+        }
+        if libc::WIFEXITED(status) {
+            libc::_exit(libc::WEXITSTATUS(status));
+        }
+        let sig = libc::WTERMSIG(status);
+        libc::signal(sig, libc::SIG_DFL);
+        libc::kill(libc::getpid(), sig);
+        libc::_exit(128 + sig);
     }
 }

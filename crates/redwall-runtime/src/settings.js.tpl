@@ -118,7 +118,7 @@ function auditHandler() {
 }
 
 module.exports = {
-    uiHost: "127.0.0.1",
+    uiHost: @@HOST@@,
     uiPort: @@PORT@@,
     httpAdminRoot: "/editor",
     httpNodeRoot: "/",

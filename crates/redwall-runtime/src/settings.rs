@@ -19,6 +19,7 @@ pub fn render_settings(spec: &InstanceSpec) -> String {
         .replace("@@ENDPOINT_HEADER@@", &js_string(ENDPOINT_TOKEN_HEADER))
         .replace("@@USER_HEADER@@", &js_string(USER_HEADER))
         .replace("@@PORT@@", &spec.port.to_string())
+        .replace("@@HOST@@", &js_string(&spec.address().ip().to_string()))
         .replace(
             "@@ALLOW_PALETTE@@",
             js_bool(spec.options.allow_palette_install),
@@ -52,6 +53,7 @@ mod tests {
             limits: Limits::default(),
             identity: SandboxIdentity::Inherit,
             read_only_paths: vec![],
+            network: crate::spec::NetworkMode::Host,
         }
     }
 
@@ -65,6 +67,7 @@ mod tests {
         }
         assert!(js.contains("const INSTANCE_ID = \"shop-floor-1\";"));
         assert!(js.contains("uiPort: 18080,"));
+        assert!(js.contains("uiHost: \"127.0.0.1\","));
         assert!(js.contains("allowInstall: true,"));
         assert!(js.contains("functionExternalModules: false,"));
     }

@@ -1,3 +1,4 @@
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
 
 use redwall_crypto::Secret;
@@ -28,6 +29,65 @@ pub struct InstanceSpec {
     pub identity: SandboxIdentity,
     /// Extra paths the instance may read (and execute).
     pub read_only_paths: Vec<PathBuf>,
+    /// What the instance's network looks like.
+    pub network: NetworkMode,
+}
+
+/// The instance's network.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum NetworkMode {
+    /// Shares the host's network: it can reach every loopback service of the
+    /// host (databases, Redwall itself). Only for machines where namespaces
+    /// are unavailable and an operator chose to accept that.
+    Host,
+    /// Its own network, mount and PID namespaces (needs root): its own
+    /// loopback, a private `/run`, `/tmp`, `/var/tmp` and `/dev/shm`, a
+    /// `/proc` showing only its own processes, and one veth link to the host
+    /// at [`isolated_addresses`]. nftables on the host refuse traffic from it
+    /// to the host itself, to link-local and metadata addresses and to other
+    /// instances, and masquerade the rest outward, except what `egress`
+    /// allows.
+    Isolated { egress: Vec<EgressRule> },
+}
+
+/// One exception to the isolated network's refusals: traffic to `network`
+/// (and the ports, if given) is let through. Built from an Owner's validated
+/// egress policy (`redwall_policy::egress`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EgressRule {
+    /// Network address with no host bits set.
+    pub network: IpAddr,
+    pub prefix_len: u8,
+    pub protocol: EgressProtocol,
+    /// Inclusive port range; `None` for every port.
+    pub ports: Option<(u16, u16)>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EgressProtocol {
+    Tcp,
+    Udp,
+}
+
+/// The block every isolated instance's link address comes from: each port
+/// owns the pair `10.254.0.0 + 2 * port` (host side) and the next address
+/// (instance side), a /31, so addresses follow from the port alone and the
+/// proxy needs to ask nobody.
+pub const ISOLATED_BLOCK: (Ipv4Addr, u8) = (Ipv4Addr::new(10, 254, 0, 0), 15);
+
+/// (host side, instance side) of the link of the isolated instance on `port`.
+pub fn isolated_addresses(port: u16) -> (Ipv4Addr, Ipv4Addr) {
+    let host = u32::from(ISOLATED_BLOCK.0) + 2 * u32::from(port);
+    (Ipv4Addr::from(host), Ipv4Addr::from(host + 1))
+}
+
+/// Where Redwall reaches an instance on `port` with the given network.
+pub fn instance_address(port: u16, isolated: bool) -> SocketAddr {
+    if isolated {
+        SocketAddr::new(IpAddr::V4(isolated_addresses(port).1), port)
+    } else {
+        SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), port)
+    }
 }
 
 /// One user environment variable.
@@ -166,6 +226,15 @@ impl InstanceSpec {
         Ok(())
     }
 
+    /// Where Redwall (the proxy, the readiness probe) reaches the instance.
+    pub fn address(&self) -> SocketAddr {
+        instance_address(self.port, self.is_isolated())
+    }
+
+    pub fn is_isolated(&self) -> bool {
+        matches!(self.network, NetworkMode::Isolated { .. })
+    }
+
     pub(crate) fn userdir(&self) -> PathBuf {
         self.dir.join("userdir")
     }
@@ -193,6 +262,7 @@ mod tests {
             limits: Limits::default(),
             identity: SandboxIdentity::Inherit,
             read_only_paths: vec![],
+            network: NetworkMode::Host,
         }
     }
 
@@ -228,6 +298,30 @@ mod tests {
             s.id = id.into();
             assert!(s.validate().is_err(), "{id:?} accepted");
         }
+    }
+
+    #[test]
+    fn every_port_has_its_own_pair_inside_the_block() {
+        let (base, len) = ISOLATED_BLOCK;
+        let block = u32::from(base);
+        let mask = u32::MAX << (32 - len);
+        let mut seen = std::collections::HashSet::new();
+        for port in [0u16, 1, 1024, 20000, 65535] {
+            let (h, n) = isolated_addresses(port);
+            assert_eq!(u32::from(h) & mask, block);
+            assert_eq!(u32::from(n) & mask, block);
+            assert_eq!(u32::from(h) % 2, 0);
+            assert_eq!(u32::from(n), u32::from(h) + 1);
+            assert!(seen.insert(h) && seen.insert(n));
+        }
+        assert_eq!(
+            instance_address(20000, false),
+            "127.0.0.1:20000".parse().unwrap()
+        );
+        assert_eq!(
+            instance_address(20000, true),
+            "10.254.156.65:20000".parse().unwrap()
+        );
     }
 
     #[test]

@@ -92,6 +92,7 @@ pub fn spec(id: &str, parent: &Path, port: u16, identity: SandboxIdentity) -> In
         limits: Limits::default(),
         identity,
         read_only_paths: Vec::new(),
+        network: crate::NetworkMode::Host,
     }
 }
 
@@ -121,7 +122,7 @@ pub async fn deploy_flows(
     let token = admin_token(spec, username, EditorPermission::Full);
     let body = flows.to_string();
     request(
-        spec.port,
+        spec.address(),
         "POST",
         "/editor/flows",
         &[
@@ -144,7 +145,7 @@ pub async fn call_endpoint(
 ) -> std::io::Result<HttpResponse> {
     let token = endpoint_token(spec, username);
     request(
-        spec.port,
+        spec.address(),
         method,
         path,
         &[(ENDPOINT_TOKEN_HEADER, &token)],
@@ -195,5 +196,135 @@ impl Reporter for RecordingReporter {
         if let Ok(mut a) = self.audits.lock() {
             a.push((instance_id.to_owned(), event));
         }
+    }
+}
+
+/// "The outside world" for network tests on a machine without internet: a
+/// network namespace joined to the host by a veth pair, holding an ordinary
+/// address ([`OutsideWorld::address`]) and the cloud metadata address
+/// `169.254.169.254`, with a TCP server on port 80 of both that answers
+/// `outside-hello`. Needs root and `ip`. Tests using it are serialised by a
+/// file lock, because the metadata route is one per host. Torn down on drop.
+pub struct OutsideWorld {
+    name: String,
+    host_if: String,
+    pub address: std::net::Ipv4Addr,
+    _lock: std::fs::File,
+}
+
+/// What the outside world's server answers.
+pub const OUTSIDE_GREETING: &str = "outside-hello";
+/// The metadata address the outside world also answers on.
+pub const METADATA_ADDRESS: std::net::Ipv4Addr = std::net::Ipv4Addr::new(169, 254, 169, 254);
+
+fn ip(args: &[&str]) -> std::io::Result<()> {
+    let out = std::process::Command::new("ip").args(args).output()?;
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(std::io::Error::other(format!(
+            "ip {}: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr).trim()
+        )))
+    }
+}
+
+impl OutsideWorld {
+    pub fn new() -> std::io::Result<Self> {
+        let lock = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open("/run/lock/redwall-test-outside.lock")?;
+        // SAFETY: flock on a descriptor we own; released when `lock` closes.
+        if unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX) } != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        let world = Self {
+            name: "rwtest-outside".into(),
+            host_if: "rwtout".into(),
+            address: std::net::Ipv4Addr::new(198, 18, 7, 2),
+            _lock: lock,
+        };
+        world.tear_down();
+        let ns = world.name.as_str();
+        ip(&["netns", "add", ns])?;
+        ip(&[
+            "link",
+            "add",
+            &world.host_if,
+            "type",
+            "veth",
+            "peer",
+            "name",
+            "rwtpeer",
+            "netns",
+            ns,
+        ])?;
+        ip(&["addr", "add", "198.18.7.1/24", "dev", &world.host_if])?;
+        ip(&["link", "set", &world.host_if, "up"])?;
+        ip(&["-n", ns, "link", "set", "lo", "up"])?;
+        ip(&["-n", ns, "addr", "add", "198.18.7.2/24", "dev", "rwtpeer"])?;
+        ip(&[
+            "-n",
+            ns,
+            "addr",
+            "add",
+            "169.254.169.254/32",
+            "dev",
+            "rwtpeer",
+        ])?;
+        ip(&["-n", ns, "link", "set", "rwtpeer", "up"])?;
+        ip(&["-n", ns, "route", "add", "default", "via", "198.18.7.1"])?;
+        ip(&["route", "add", "169.254.169.254/32", "via", "198.18.7.2"])?;
+        // Replies to forwarded traffic arrive on this link.
+        std::fs::write(
+            format!("/proc/sys/net/ipv4/conf/{}/forwarding", world.host_if),
+            "1",
+        )?;
+        world.serve()?;
+        Ok(world)
+    }
+
+    /// Binds the server inside the namespace from a thread of its own
+    /// (`setns` only moves the calling thread), then serves forever.
+    fn serve(&self) -> std::io::Result<()> {
+        let ns = std::fs::File::open(format!("/run/netns/{}", self.name))?;
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            // SAFETY: setns on a descriptor we own, for this thread only.
+            if unsafe { libc::setns(ns.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
+                let _ = tx.send(Err(std::io::Error::last_os_error()));
+                return;
+            }
+            let listener = match std::net::TcpListener::bind(("0.0.0.0", 80)) {
+                Ok(l) => l,
+                Err(e) => {
+                    let _ = tx.send(Err(e));
+                    return;
+                }
+            };
+            let _ = tx.send(Ok(()));
+            for stream in listener.incoming().flatten() {
+                use std::io::Write;
+                let mut stream = stream;
+                let _ = stream.write_all(format!("{OUTSIDE_GREETING}\n").as_bytes());
+            }
+        });
+        rx.recv()
+            .map_err(|_| std::io::Error::other("outside server thread ended"))?
+    }
+
+    fn tear_down(&self) {
+        let _ = ip(&["route", "del", "169.254.169.254/32"]);
+        let _ = ip(&["link", "del", &self.host_if]);
+        let _ = ip(&["netns", "del", &self.name]);
+    }
+}
+
+impl Drop for OutsideWorld {
+    fn drop(&mut self) {
+        self.tear_down();
     }
 }

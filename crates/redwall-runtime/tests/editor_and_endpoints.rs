@@ -28,7 +28,7 @@ async fn editor_and_endpoints_need_tokens_with_the_right_key_audience_and_rights
     let h = Harness::new();
     let spec = h.spec("gate", SandboxIdentity::Inherit);
     h.start(&spec).await;
-    let port = spec.port;
+    let port = spec.address();
 
     // Someone who reaches the port directly gets nothing, not even the editor page.
     for path in [

@@ -5,6 +5,11 @@
 //! Landlock alone (no own uid) must already refuse all of it; reading
 //! Redwall's /proc/<pid>/environ is refused because the instance runs without
 //! capabilities and the supervisor makes Redwall non-dumpable.
+//!
+//! The network is the sandbox's job too: by default an instance reaches no
+//! service of the host (loopback TCP and UDP, Unix sockets such as
+//! PostgreSQL's, the metadata address) and sees no other process in `/proc`,
+//! while the outside world stays reachable.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 mod common;
 
@@ -12,7 +17,7 @@ use std::os::unix::fs::PermissionsExt;
 
 use common::*;
 use redwall_runtime::testing;
-use redwall_runtime::{landlock_abi, SandboxIdentity};
+use redwall_runtime::{landlock_abi, NetworkMode, SandboxIdentity};
 use serde_json::{json, Value};
 
 const ESCAPE: &str = r#"
@@ -32,13 +37,56 @@ const out = {
     writeInstanceDir: attempt(() => fs.writeFileSync(T.outside, 'x')),
     writeTmp: attempt(() => fs.writeFileSync('/tmp/redwall-escape-' + T.id, 'x')),
     rewriteSettings: attempt(() => fs.appendFileSync(T.settings, '\n// pwned')),
-    readParentEnviron: attempt(() => fs.readFileSync('/proc/' + p.ppid + '/environ', 'utf8')),
-    signalParent: attempt(() => p.kill(p.ppid, 0)),
+    readParentEnviron: attempt(() => fs.readFileSync('/proc/' + T.redwallPid + '/environ', 'utf8')),
+    signalParent: attempt(() => p.kill(T.redwallPid, 0)),
     ownUserdir: attempt(() => { fs.writeFileSync(T.own, 'mine'); return fs.readFileSync(T.own, 'utf8'); }),
 };
-const srv = net.createServer();
-srv.once('error', e => { out.listenOtherPort = { ok: false, code: e.code }; msg.payload = out; node.send(msg); });
-srv.listen(T.port, '127.0.0.1', () => { out.listenOtherPort = { ok: true }; srv.close(); msg.payload = out; node.send(msg); });
+const dgram = p.getBuiltinModule ? p.getBuiltinModule('dgram') : p.mainModule.require('dgram');
+function connect(opts, expectGreeting) {
+    return new Promise(res => {
+        let done = false, data = '';
+        const s = net.connect(opts);
+        const finish = r => { if (!done) { done = true; clearTimeout(t); s.destroy(); res(r); } };
+        const t = setTimeout(() => finish({ ok: false, code: 'TIMEOUT' }), 3000);
+        s.once('connect', () => { if (!expectGreeting) finish({ ok: true }); });
+        s.on('data', d => { data += d; if (data.includes('\n')) finish({ ok: true, value: data.trim() }); });
+        s.once('error', e => finish({ ok: false, code: e.code || String(e) }));
+    });
+}
+function listen() {
+    return new Promise(res => {
+        const srv = net.createServer();
+        srv.once('error', e => res({ ok: false, code: e.code }));
+        srv.listen(T.port, '127.0.0.1', () => { srv.close(); res({ ok: true }); });
+    });
+}
+function udp() {
+    return new Promise(res => {
+        const s = dgram.createSocket('udp4');
+        s.send('escaped', T.udpPort, '127.0.0.1', e => { s.close(); res(e ? { ok: false, code: e.code } : { ok: true }); });
+    });
+}
+function processes() {
+    try {
+        return { ok: true, value: fs.readdirSync('/proc').filter(n => /^[0-9]+$/.test(n)).map(n => {
+            try { return n + ':' + fs.readFileSync('/proc/' + n + '/cmdline', 'utf8').split('\0').join(' '); }
+            catch (e) { return n + ':?'; }
+        }).join('\n') };
+    } catch (e) { return { ok: false, code: e.code || String(e) }; }
+}
+(async () => {
+    out.listenOtherPort = await listen();
+    out.tcpPostgres = await connect({ host: '127.0.0.1', port: 5432 });
+    out.tcpHostService = await connect({ host: '127.0.0.1', port: T.hostPort });
+    out.unixPostgres = await connect({ path: '/var/run/postgresql/.s.PGSQL.5432' });
+    out.metadata = await connect({ host: '169.254.169.254', port: 80 }, true);
+    out.outside = await connect({ host: T.outsideAddr, port: 80 }, true);
+    out.udpLoopback = await udp();
+    out.readInitCmdline = attempt(() => fs.readFileSync('/proc/1/cmdline', 'utf8').split('\0').join(' '));
+    out.processes = processes();
+    msg.payload = out;
+    node.send(msg);
+})();
 return null;
 "#;
 
@@ -71,11 +119,28 @@ async fn escape_attempts_are_refused(identity: SandboxIdentity, id: &str) {
     )
     .unwrap();
 
-    let spec = h.spec(id, identity);
+    let outside = testing::OutsideWorld::new().unwrap();
+    // Stand-ins for Redwall's own port and another loopback service.
+    let host_service = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let udp_service = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    udp_service
+        .set_read_timeout(Some(std::time::Duration::from_millis(500)))
+        .unwrap();
+    assert!(
+        std::path::Path::new("/var/run/postgresql/.s.PGSQL.5432").exists(),
+        "this test needs PostgreSQL's Unix socket"
+    );
+
+    let mut spec = h.spec(id, identity);
+    spec.network = NetworkMode::Isolated { egress: vec![] };
     h.start(&spec).await;
     let report = h.sup.sandbox_report(id).unwrap();
     assert!(
-        report.landlock_enforced && report.bind_restricted && report.ipc_scoped,
+        report.landlock_enforced
+            && report.bind_restricted
+            && report.ipc_scoped
+            && report.network_isolated
+            && report.namespaces,
         "{report:?}"
     );
     assert_eq!(
@@ -93,6 +158,12 @@ async fn escape_attempts_are_refused(identity: SandboxIdentity, id: &str) {
         "settings": spec.dir.join("settings.js"),
         "own": spec.dir.join("userdir/mine.txt"),
         "port": testing::free_port(),
+        // Redwall's pid as Redwall sees it; in the instance's PID namespace
+        // it names nothing.
+        "redwallPid": std::process::id(),
+        "hostPort": host_service.local_addr().unwrap().port(),
+        "udpPort": udp_service.local_addr().unwrap().port(),
+        "outsideAddr": outside.address.to_string(),
     });
     let func = ESCAPE.replace("__TARGETS__", &targets.to_string());
     let r = testing::deploy_flows(&spec, "mallory", &endpoint_flow("/escape", &func))
@@ -120,11 +191,49 @@ async fn escape_attempts_are_refused(identity: SandboxIdentity, id: &str) {
         "signalParent",
         "listenOtherPort",
     ] {
+        // ENOENT: the data directory lies under /tmp, which the instance's
+        // mount namespace replaces with an empty one. ESRCH: Redwall is
+        // outside the instance's PID namespace.
         let code = out[attempt]["code"].as_str().unwrap_or_default();
         assert!(
-            out[attempt]["ok"] == false && (code == "EACCES" || code == "EPERM"),
+            out[attempt]["ok"] == false && ["EACCES", "EPERM", "ENOENT", "ESRCH"].contains(&code),
             "{attempt} was not refused: {}\n{out:#}",
             out[attempt]
+        );
+    }
+    // The outside world answers; nothing of the host does.
+    assert_eq!(
+        out["outside"],
+        json!({"ok": true, "value": testing::OUTSIDE_GREETING}),
+        "{out:#}"
+    );
+    for attempt in ["tcpPostgres", "tcpHostService", "unixPostgres", "metadata"] {
+        assert!(
+            out[attempt]["ok"] == false,
+            "{attempt} was not refused: {}\n{out:#}",
+            out[attempt]
+        );
+    }
+    let mut buf = [0u8; 64];
+    assert!(
+        udp_service.recv_from(&mut buf).is_err(),
+        "a datagram from the instance reached a host loopback port\n{out:#}"
+    );
+    // The instance sees its own processes only: pid 1 is its Node-RED.
+    let init = out["readInitCmdline"]["value"].as_str().unwrap_or_default();
+    assert!(
+        out["readInitCmdline"]["ok"] == false || init.contains("node-red"),
+        "/proc/1 is not the instance's own process: {init}\n{out:#}"
+    );
+    let processes = out["processes"]["value"].as_str().unwrap_or_default();
+    assert!(
+        !processes.contains("postgres"),
+        "the instance lists the host's processes:\n{processes}"
+    );
+    for line in processes.lines() {
+        assert!(
+            line.contains("node-red"),
+            "a foreign process in /proc: {line}\n{processes}"
         );
     }
     for secret in [

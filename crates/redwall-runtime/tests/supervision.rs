@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use common::*;
 use redwall_runtime::testing::{self, RecordingReporter};
-use redwall_runtime::{InstanceStatus, RuntimeError, SandboxIdentity, Supervisor};
+use redwall_runtime::{InstanceStatus, NetworkMode, RuntimeError, SandboxIdentity, Supervisor};
 use serde_json::json;
 
 fn alive(pid: u32) -> bool {
@@ -149,12 +149,15 @@ async fn orphan_helper() {
     let dir = std::path::PathBuf::from(dir);
     let install = testing::shared_install().unwrap();
     let sup = Supervisor::new(dir.join("run"), Arc::new(RecordingReporter::default())).unwrap();
-    let spec = testing::spec(
+    let mut spec = testing::spec(
         "orphan",
         &dir.join("instances"),
         testing::free_port(),
         SandboxIdentity::Inherit,
     );
+    if std::env::var_os("REDWALL_ORPHAN_HELPER_ISOLATED").is_some() {
+        spec.network = NetworkMode::Isolated { egress: vec![] };
+    }
     sup.start(spec.clone(), &install).await.unwrap();
     let status = sup.wait_until_running("orphan", BOOT).await.unwrap();
     let flows = json!([
@@ -190,9 +193,48 @@ fn group_members(pgrp: u32) -> Vec<u32> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn orphans_of_a_killed_supervisor_are_reaped() {
+    orphans_are_reaped(false).await;
+}
+
+/// An isolated instance also leaves a network namespace, a veth link and an
+/// nftables table on the host; the next supervisor removes them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn orphans_of_a_killed_supervisor_are_reaped_with_their_network() {
+    orphans_are_reaped(true).await;
+}
+
+fn host_has(args: &[&str]) -> bool {
+    Command::new(args[0])
+        .args(&args[1..])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status()
+        .unwrap()
+        .success()
+}
+
+fn network_left(port: u16) -> Vec<&'static str> {
+    let mut left = Vec::new();
+    if std::path::Path::new(&format!("/run/netns/redwall-{port}")).exists() {
+        left.push("namespace");
+    }
+    if host_has(&["ip", "link", "show", &format!("rwh{port}")]) {
+        left.push("link");
+    }
+    if host_has(&["nft", "list", "table", "inet", &format!("redwall_{port}")]) {
+        left.push("nftables table");
+    }
+    left
+}
+
+async fn orphans_are_reaped(isolated: bool) {
     use std::io::BufRead;
     let dir = tempfile::tempdir().unwrap();
-    let mut helper = Command::new(std::env::current_exe().unwrap())
+    let mut helper = Command::new(std::env::current_exe().unwrap());
+    if isolated {
+        helper.env("REDWALL_ORPHAN_HELPER_ISOLATED", "1");
+    }
+    let mut helper = helper
         .args([
             "--exact",
             "orphan_helper",
@@ -240,14 +282,32 @@ async fn orphans_of_a_killed_supervisor_are_reaped() {
     );
     helper.kill().unwrap();
     helper.wait().unwrap();
+    if isolated {
+        assert_eq!(network_left(port).len(), 3, "the network was not set up");
+    }
 
     let sup = Supervisor::new(dir.path().join("run"), reporter).unwrap();
-    assert_eq!(sup.reap_orphans(), vec!["orphan".to_owned()]);
+    let reaped = sup.reap_orphans();
+    // An isolated instance's processes die with their PID namespace as soon
+    // as the supervisor does (Node-RED is its PID 1), so there may be none
+    // left to reap; on the host network the flow's `sleep` outlives it.
+    if !isolated {
+        assert_eq!(reaped, vec!["orphan".to_owned()]);
+    }
     assert!(
         group_members(node_pid).is_empty(),
         "processes of the instance survived"
     );
     assert!(!alive(node_pid));
+    if isolated {
+        assert!(
+            network_left(port).is_empty(),
+            "left: {:?}",
+            network_left(port)
+        );
+        assert!(sup.reap_orphans().is_empty());
+        return;
+    }
     // The kernel releases a dead process's sockets asynchronously.
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
     while std::net::TcpListener::bind(("127.0.0.1", port)).is_err() {

@@ -95,6 +95,13 @@ pub struct InstancesConfig {
     /// WebSockets) at most per instance, and per client address.
     pub max_upstream_per_instance: usize,
     pub max_upstream_per_client: usize,
+    /// Run each instance in its own network, mount and PID namespaces (needs
+    /// root, `ip` and `nft`): it reaches the outside network but no service
+    /// of this host (loopback, Unix sockets, link-local and metadata
+    /// addresses) unless an Owner's egress policy allows it. When the host
+    /// cannot, instances do not start. Off: instances share the host's
+    /// network and can reach every loopback service, Redwall's included.
+    pub network_isolation: bool,
 }
 
 impl Default for InstancesConfig {
@@ -120,6 +127,7 @@ impl Default for InstancesConfig {
             upgrade_answer_secs: 10,
             max_upstream_per_instance: 1024,
             max_upstream_per_client: 256,
+            network_isolation: true,
         }
     }
 }
@@ -602,6 +610,25 @@ impl Config {
 }
 
 impl Config {
+    /// One line on what confines instances here, for `redwall config check`.
+    pub fn sandbox_summary(&self) -> String {
+        let landlock = redwall_runtime::landlock_abi()
+            .map_or("no Landlock".to_string(), |a| format!("Landlock ABI {a}"));
+        let users = if self.instances.os_users && crate::instances::manager::running_as_root() {
+            "one OS user per instance"
+        } else {
+            "Redwall's own user"
+        };
+        let network = if !self.instances.network_isolation {
+            "host network (isolation off)".to_string()
+        } else if redwall_runtime::isolation_problems().is_empty() {
+            "own network, mount and PID namespaces; nftables refuse this host, link-local and metadata addresses".to_string()
+        } else {
+            "network isolation unavailable: instances will not start".to_string()
+        };
+        format!("{landlock}, {users}, {network}")
+    }
+
     /// What this host's kernel and user allow the instance sandbox to be.
     fn sandbox_problems(&self) -> Vec<Problem> {
         let mut out = Vec::new();
@@ -617,6 +644,17 @@ impl Config {
         }
         if let Some(message) = self.data_dir_unreachable() {
             warn(message);
+        }
+        if self.instances.network_isolation {
+            let problems = redwall_runtime::isolation_problems();
+            if !problems.is_empty() {
+                warn(format!(
+                    "instances will not start: their network isolation is unavailable here ({}). Fix that, or set instances.network_isolation = false to let instances reach this host's loopback services",
+                    problems.join("; ")
+                ));
+            }
+        } else {
+            warn("instances.network_isolation is off: flows can reach every service of this host (databases on loopback, Unix sockets, Redwall itself, cloud metadata)".into());
         }
         match redwall_runtime::landlock_abi() {
             Some(abi) if abi >= crate::instances::manager::MIN_LANDLOCK_ABI => {}

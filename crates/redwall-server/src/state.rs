@@ -161,7 +161,7 @@ impl AppState {
             proxy_targets: TtlCache::new(GRANT_CACHE_MICROS, 10_000),
             instance_keys: TtlCache::new(GRANT_CACHE_MICROS, 100_000),
             basic_auth: TtlCache::new(60 * MICROS_PER_SECOND, 10_000),
-            upstream: Upstream::default(),
+            upstream: Upstream::new(config.instances.network_isolation),
             minted_tokens: TtlCache::new(60 * MICROS_PER_SECOND, 100_000),
             used_handoff_codes: TtlCache::new(120 * MICROS_PER_SECOND, 100_000),
             oidc: crate::sso::oidc::OidcState::default(),

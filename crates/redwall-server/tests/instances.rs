@@ -438,13 +438,11 @@ async fn roles_rules_and_keys_decide_who_reaches_an_instance() {
     assert_eq!(viewer_i.get("/editor/flows").await.status, 200);
 
     // The instance's own port: nothing answers without Redwall's tokens.
-    let direct = reqwest::get(format!("http://127.0.0.1:{port}/hello"))
-        .await
-        .unwrap();
+    let direct = redwall_runtime::instance_address(port, true);
+    let direct_url = |path: &str| format!("http://{direct}{path}");
+    let direct = reqwest::get(direct_url("/hello")).await.unwrap();
     assert_eq!(direct.status(), 401);
-    let direct = reqwest::get(format!("http://127.0.0.1:{port}/editor/"))
-        .await
-        .unwrap();
+    let direct = reqwest::get(direct_url("/editor/")).await.unwrap();
     assert_eq!(direct.status(), 401);
 
     // Paths that could be read two ways are refused, not guessed at.
@@ -988,10 +986,26 @@ async fn bad_requests_get_clear_errors() {
         .unwrap()
         .unwrap()
         .port;
-    let squatter = std::net::TcpListener::bind(("127.0.0.1", port)).unwrap();
+    // An isolated instance binds its port in its own network namespace, so
+    // the conflict is another live namespace for that port.
+    let ns = format!("redwall-{port}");
+    let ip = |args: &[&str]| {
+        std::process::Command::new("ip")
+            .args(args)
+            .status()
+            .unwrap()
+    };
+    assert!(ip(&["netns", "add", &ns]).success());
+    let mut squatter = std::process::Command::new("ip")
+        .args(["netns", "exec", &ns, "sleep", "60"])
+        .spawn()
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
     let r = admin.post(&format!("{base}/plant/start"), json!({})).await;
+    squatter.kill().unwrap();
+    squatter.wait().unwrap();
+    ip(&["netns", "del", &ns]);
     assert_eq!((r.status, r.code()), (409, "port_in_use"), "{}", r.body);
-    drop(squatter);
     // Bodies above the instances' limit are refused before they are read
     // (and bodies for paths no rule allows are not read at all).
     let r = admin
@@ -1509,4 +1523,146 @@ async fn a_data_dir_the_instances_cannot_reach_is_explained() {
     assert_eq!(r.status, 200, "{}", r.body);
     wait_running(&admin, &team, "kept").await;
     s.stop().await;
+}
+
+/// A flow that tries the host's PostgreSQL, the metadata address and the
+/// outside world, and answers what it reached.
+fn reach_flow(outside: &str) -> Value {
+    let func = r#"
+const p = Buffer.constructor('return process')();
+const net = p.getBuiltinModule ? p.getBuiltinModule('net') : p.mainModule.require('net');
+function greet(opts) {
+    return new Promise(res => {
+        let done = false, data = '';
+        const s = net.connect(opts);
+        const finish = r => { if (!done) { done = true; clearTimeout(t); s.destroy(); res(r); } };
+        const t = setTimeout(() => finish('timeout'), 3000);
+        s.once('connect', () => { if (opts.port === 5432) finish('connected'); });
+        s.on('data', d => { data += d; if (data.includes('\n')) finish(data.trim()); });
+        s.once('error', e => finish(e.code || String(e)));
+    });
+}
+(async () => {
+    msg.payload = {
+        postgres: await greet({ host: '127.0.0.1', port: 5432 }),
+        postgresSocket: await greet({ path: '/var/run/postgresql/.s.PGSQL.5432', port: 5432 }),
+        metadata: await greet({ host: '169.254.169.254', port: 80 }),
+        outside: await greet({ host: '__OUTSIDE__', port: 80 }),
+    };
+    node.send(msg);
+})();
+return null;
+"#
+    .replace("__OUTSIDE__", outside);
+    json!([
+        {"id": "t1", "type": "tab", "label": "T"},
+        {"id": "h1", "type": "http in", "z": "t1", "url": "/reach", "method": "get", "upload": false, "swaggerDoc": "", "wires": [["f1"]]},
+        {"id": "f1", "type": "function", "z": "t1", "func": func, "outputs": 1, "wires": [["r1"]]},
+        {"id": "r1", "type": "http response", "z": "t1", "statusCode": "", "headers": {}, "wires": []}
+    ])
+}
+
+/// By default a flow reaches the outside network and nothing of the hub's
+/// host; an Owner (only) opens an exception, audited, and it applies to the
+/// running instance at once.
+#[tokio::test]
+async fn only_an_owner_opens_the_network_and_only_what_the_rule_names() {
+    let outside = redwall_runtime::testing::OutsideWorld::new().unwrap();
+    let s = instance_server().await;
+    let admin = s.admin().await;
+    let owner = s.user(&admin, "olivia").await;
+    let member = s.user(&admin, "martin").await;
+    let team = create_team(&owner, "Plant").await;
+    join_team(&owner, &member, &team, "martin", "member").await;
+    create_running(&member, &team, "net").await;
+    let r = deploy(
+        &s.token_client(&member, "full").await,
+        "net",
+        reach_flow(&outside.address.to_string()),
+    )
+    .await;
+    assert!(r.status == 200 || r.status == 204, "{}", r.text);
+    let r = member
+        .put(
+            &format!("/api/v1/teams/{team}/instances/net/routes"),
+            json!([{"path_prefix": "/reach", "policy": {"type": "public"}}]),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    let reach = || async {
+        let mut r = member.get("/i/net/reach").await;
+        for _ in 0..100 {
+            if r.status != 404 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            r = member.get("/i/net/reach").await;
+        }
+        assert_eq!(r.status, 200, "{}", r.text);
+        r.body
+    };
+    let greeting = redwall_runtime::testing::OUTSIDE_GREETING;
+    let out = reach().await;
+    assert_eq!(out["outside"], greeting, "{out}");
+    for refused in ["postgres", "postgresSocket", "metadata"] {
+        assert_ne!(out[refused], "connected", "{refused}: {out}");
+        assert_ne!(out[refused], greeting, "{refused}: {out}");
+    }
+
+    let egress = format!("/api/v1/teams/{team}/instances/net/egress");
+    let rule = json!([{"cidr": "169.254.169.254", "ports": "80"}]);
+    let r = member.put(&egress, rule.clone()).await;
+    assert_eq!(
+        r.status, 403,
+        "a Member cannot open the network: {}",
+        r.body
+    );
+    for bad in [
+        json!([{"cidr": "0.0.0.0/0"}]),
+        json!([{"cidr": "::/0"}]),
+        json!([{"cidr": "any"}]),
+        json!([{"cidr": "169.254.169.254/16"}]),
+        json!([{"cidr": "127.0.0.1", "ports": "5432"}]),
+        json!([{"cidr": "10.0.0.0/8", "ports": "0"}]),
+        json!([{"cidr": "10.0.0.0/8", "protocol": "icmp"}]),
+        json!([{"cidr": "10.0.0.0/8", "allow": "all"}]),
+    ] {
+        let r = owner.put(&egress, bad.clone()).await;
+        assert_eq!(r.status, 422, "{bad}: {}", r.body);
+    }
+    assert_eq!(owner.get(&egress).await.body, json!([]));
+    assert_eq!(reach().await["metadata"], out["metadata"]);
+
+    let r = owner.put(&egress, rule).await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(
+        r.body,
+        json!([{"cidr": "169.254.169.254/32", "protocol": "tcp", "ports": "80"}])
+    );
+    assert_eq!(
+        member.get(&egress).await.body,
+        r.body,
+        "members may read it"
+    );
+    let out = reach().await;
+    assert_eq!(out["metadata"], greeting, "{out}");
+    assert_ne!(out["postgres"], "connected", "{out}");
+
+    let log = owner
+        .get(&format!(
+            "/api/v1/teams/{team}/audit?event=instance.egress_changed"
+        ))
+        .await;
+    let entries = log.body["entries"].as_array().unwrap();
+    assert_eq!(entries.len(), 1, "{}", log.body);
+    assert!(
+        entries[0].to_string().contains("169.254.169.254/32"),
+        "{}",
+        entries[0]
+    );
+
+    // Withdrawn, it closes again at once.
+    let r = owner.put(&egress, json!([])).await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_ne!(reach().await["metadata"], greeting);
 }

@@ -20,6 +20,8 @@ pub struct Instance {
     pub options: String,
     /// JSON array of route rules.
     pub routes: String,
+    /// JSON array of egress rules (see `redwall_policy::egress`).
+    pub egress: String,
     /// Sealed secrets (base64 text).
     pub secrets: String,
     pub created_by: Option<String>,
@@ -61,6 +63,7 @@ fn instance_from_row(row: &AnyRow) -> Result<Instance, sqlx::Error> {
         desired_state: row.try_get("desired_state")?,
         options: row.try_get("options")?,
         routes: row.try_get("routes")?,
+        egress: row.try_get("egress")?,
         secrets: row.try_get("secrets")?,
         created_by: row.try_get("created_by")?,
         created_at: row.try_get("created_at")?,
@@ -108,8 +111,8 @@ impl Store {
     pub async fn create_instance(&self, i: &Instance) -> Result<(), StoreError> {
         sqlx::query(
             "INSERT INTO instances (id, name, team_id, port, desired_state, options, routes, \
-             secrets, created_by, created_at, updated_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
+             secrets, created_by, created_at, updated_at, egress) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
         )
         .bind(&i.id)
         .bind(&i.name)
@@ -122,6 +125,7 @@ impl Store {
         .bind(&i.created_by)
         .bind(i.created_at)
         .bind(i.updated_at)
+        .bind(&i.egress)
         .execute(self.pool())
         .await?;
         Ok(())
@@ -211,6 +215,16 @@ impl Store {
         now: Micros,
     ) -> Result<bool, StoreError> {
         self.update_instance_column(id, "routes", routes_json, now)
+            .await
+    }
+
+    pub async fn set_instance_egress(
+        &self,
+        id: &str,
+        egress_json: &str,
+        now: Micros,
+    ) -> Result<bool, StoreError> {
+        self.update_instance_column(id, "egress", egress_json, now)
             .await
     }
 

@@ -15,6 +15,7 @@ fn instance(id: &str, name: &str, team: &str, port: u16) -> Instance {
         desired_state: "running".into(),
         options: "{}".into(),
         routes: "[]".into(),
+        egress: "[]".into(),
         secrets: format!("v1.sealed-{id}"),
         created_by: None,
         created_at: 10,
@@ -74,6 +75,11 @@ both_backends!(
             (i.desired_state.as_str(), i.routes.as_str(), i.updated_at),
             ("stopped", "[{\"x\":1}]", 12)
         );
+        assert_eq!(i.egress, "[]", "no egress exception by default");
+        let rule = r#"[{"cidr":"10.0.0.0/24","protocol":"tcp","ports":"5432"}]"#;
+        assert!(store.set_instance_egress("i1", rule, 13).await?);
+        let i = store.get_instance_by_name("plant").await?.unwrap();
+        assert_eq!((i.egress.as_str(), i.updated_at), (rule, 13));
         // A team with instances cannot disappear under them.
         assert!(store.delete_team("t1").await.is_err());
         assert!(store.delete_instance("i1").await?);

@@ -404,6 +404,7 @@ async fn check_config(config: &Config) -> ExitCode {
             "  listen:   {} (tls: {:?})",
             config.server.listen, config.tls.mode
         );
+        println!("  sandbox:  {}", config.sandbox_summary());
         return ExitCode::SUCCESS;
     }
     for p in &problems {

@@ -22,7 +22,7 @@ pub use types::{
 
 use crate::install::{create_dir_0755, NodeRedInstall};
 use crate::sandbox::SandboxReport;
-use crate::spec::InstanceSpec;
+use crate::spec::{EgressRule, InstanceSpec, NetworkMode};
 use crate::RuntimeError;
 use spawner::Spawner;
 pub(crate) use types::now_unix_ms;
@@ -53,6 +53,8 @@ pub(crate) struct Slot {
     logs: Mutex<VecDeque<LogLine>>,
     log_tx: broadcast::Sender<LogLine>,
     control: Mutex<Control>,
+    /// Held while the instance's network is set up, changed or removed.
+    network: tokio::sync::Mutex<()>,
 }
 
 #[derive(Default)]
@@ -61,6 +63,8 @@ struct Control {
     stop: Option<watch::Sender<bool>>,
     last_start: Option<(InstanceSpec, NodeRedInstall)>,
     sandbox: Option<SandboxReport>,
+    /// The egress rules in force, when changed since the start.
+    egress: Option<Vec<EgressRule>>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -126,6 +130,7 @@ impl Supervisor {
                     logs: Mutex::new(VecDeque::new()),
                     log_tx: broadcast::channel(1024).0,
                     control: Mutex::new(Control::default()),
+                    network: tokio::sync::Mutex::new(()),
                 })
             })
             .clone()
@@ -149,6 +154,7 @@ impl Supervisor {
             }
             control.stop = Some(stop_tx);
             control.last_start = Some((spec.clone(), install.clone()));
+            control.egress = None;
         }
         let first = match runner::spawn_instance(&self.shared, &slot, &spec, install).await {
             Ok(child) => child,
@@ -324,7 +330,39 @@ impl Supervisor {
             .filter(|s| lock(&s.control).stop.is_some())
             .map(|s| s.id.clone())
             .collect();
-        pidfile::reap(&self.shared.run_dir, &own)
+        let reaped = pidfile::reap(&self.shared.run_dir, &own);
+        pidfile::reap_networks(&self.shared.run_dir, &own);
+        reaped
+    }
+
+    /// Replaces the egress exceptions of an isolated instance: applied at
+    /// once (one nftables transaction) when it runs, and kept for its
+    /// restarts. An instance on the host network has nothing to apply.
+    pub async fn set_egress(&self, id: &str, egress: Vec<EgressRule>) -> Result<(), RuntimeError> {
+        let Some(slot) = self.slot(id) else {
+            return Ok(());
+        };
+        let port = {
+            let mut control = lock(&slot.control);
+            let Some((spec, _)) = control.last_start.as_mut() else {
+                return Ok(());
+            };
+            let NetworkMode::Isolated { egress: current } = &mut spec.network else {
+                return Ok(());
+            };
+            *current = egress.clone();
+            let port = spec.port;
+            control.egress = Some(egress.clone());
+            control.stop.is_some().then_some(port)
+        };
+        if let Some(port) = port {
+            let _guard = slot.network.lock().await;
+            tokio::task::spawn_blocking(move || crate::netns::apply_rules(port, &egress))
+                .await
+                .map_err(|e| RuntimeError::Sandbox(e.to_string()))?
+                .map_err(|e| RuntimeError::Sandbox(format!("network isolation: {e}")))?;
+        }
+        Ok(())
     }
 }
 
@@ -338,5 +376,15 @@ impl Drop for Supervisor {
         // Ending the spawner thread makes the kernel SIGKILL every instance
         // (parent-death signal), even if no runtime is left to stop them.
         self.shared.spawner.shut_down();
+        // Their runner tasks may never run again to remove their networks.
+        for slot in lock(&self.slots).values() {
+            let control = lock(&slot.control);
+            if let (Some(_), Some((spec, _))) = (&control.stop, &control.last_start) {
+                if spec.is_isolated() {
+                    crate::netns::tear_down(spec.port);
+                    pidfile::remove_network(&self.shared.run_dir, &spec.id);
+                }
+            }
+        }
     }
 }

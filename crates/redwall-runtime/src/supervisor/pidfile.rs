@@ -22,6 +22,46 @@ pub(crate) fn remove(run_dir: &Path, id: &str) {
     let _ = fs::remove_file(path(run_dir, id));
 }
 
+/// Records that the isolated network of the instance on `port` exists, so a
+/// supervisor that finds it orphaned removes it.
+pub(crate) fn write_network(run_dir: &Path, id: &str, port: u16) -> std::io::Result<()> {
+    fs::write(run_dir.join(format!("{id}.net")), format!("{port}\n"))
+}
+
+pub(crate) fn remove_network(run_dir: &Path, id: &str) {
+    let _ = fs::remove_file(run_dir.join(format!("{id}.net")));
+}
+
+/// Removes the networks (namespace, link, nftables table) that `.net`
+/// records in `run_dir` name, except ids in `skip`. Call after their
+/// processes are gone.
+pub(crate) fn reap_networks(run_dir: &Path, skip: &[String]) {
+    let Ok(entries) = fs::read_dir(run_dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let file = entry.path();
+        let Some(id) = file
+            .file_name()
+            .and_then(|n| n.to_str())
+            .and_then(|n| n.strip_suffix(".net"))
+            .map(str::to_owned)
+        else {
+            continue;
+        };
+        if skip.contains(&id) {
+            continue;
+        }
+        if let Some(port) = fs::read_to_string(&file)
+            .ok()
+            .and_then(|t| t.trim().parse::<u16>().ok())
+        {
+            crate::netns::tear_down(port);
+        }
+        let _ = fs::remove_file(&file);
+    }
+}
+
 fn read(path: &Path) -> Option<(i32, u64)> {
     let text = fs::read_to_string(path).ok()?;
     let mut parts = text.split_whitespace();

@@ -14,9 +14,9 @@ use super::output::{pump, LastLines};
 use super::types::{now_unix_ms, InstanceStatus, LogStream};
 use super::{lock, pidfile, Shared, Slot};
 use crate::install::NodeRedInstall;
-use crate::spec::InstanceSpec;
+use crate::spec::{InstanceSpec, NetworkMode};
 use crate::token::{mint_admin_token, EditorPermission, ADMIN_TOKEN_HEADER};
-use crate::{http, sandbox, RuntimeError};
+use crate::{http, netns, sandbox, RuntimeError};
 
 pub(crate) fn set_status(shared: &Shared, slot: &Slot, status: InstanceStatus) {
     shared.reporter.status_changed(&slot.id, &status);
@@ -41,7 +41,54 @@ pub(crate) async fn spawn_instance(
     spec: &InstanceSpec,
     install: &NodeRedInstall,
 ) -> Result<Child, RuntimeError> {
-    port_free(spec.port)?;
+    if spec.is_isolated() {
+        set_up_network(shared, slot, spec).await?;
+    } else {
+        port_free(spec.port)?;
+    }
+    let spawned = spawn_process(shared, slot, spec, install).await;
+    if spawned.is_err() && spec.is_isolated() {
+        tear_down_network(shared, slot, spec).await;
+    }
+    spawned
+}
+
+async fn set_up_network(
+    shared: &Arc<Shared>,
+    slot: &Arc<Slot>,
+    spec: &InstanceSpec,
+) -> Result<(), RuntimeError> {
+    let egress = match &spec.network {
+        NetworkMode::Isolated { egress } => lock(&slot.control)
+            .egress
+            .clone()
+            .unwrap_or_else(|| egress.clone()),
+        NetworkMode::Host => return Ok(()),
+    };
+    let _guard = slot.network.lock().await;
+    let port = spec.port;
+    tokio::task::spawn_blocking(move || netns::set_up(port, &egress))
+        .await
+        .map_err(|e| RuntimeError::Sandbox(e.to_string()))??;
+    if let Err(e) = pidfile::write_network(&shared.run_dir, &spec.id, port) {
+        tracing::warn!(instance = %spec.id, error = %e, "recording the instance's network failed");
+    }
+    Ok(())
+}
+
+async fn tear_down_network(shared: &Arc<Shared>, slot: &Arc<Slot>, spec: &InstanceSpec) {
+    let _guard = slot.network.lock().await;
+    let port = spec.port;
+    let _ = tokio::task::spawn_blocking(move || netns::tear_down(port)).await;
+    pidfile::remove_network(&shared.run_dir, &spec.id);
+}
+
+async fn spawn_process(
+    shared: &Arc<Shared>,
+    slot: &Arc<Slot>,
+    spec: &InstanceSpec,
+    install: &NodeRedInstall,
+) -> Result<Child, RuntimeError> {
     let spec_owned = spec.clone();
     let install = install.clone();
     let handle = tokio::runtime::Handle::current();
@@ -66,7 +113,7 @@ pub(crate) async fn spawn_instance(
                 .stdout(Stdio::piped())
                 .stderr(Stdio::piped())
                 .kill_on_drop(false);
-            let setup = prepared.setup;
+            let setup = prepared.setup.clone();
             // SAFETY: `apply` only makes async-signal-safe syscalls on
             // values copied before the fork.
             unsafe {
@@ -222,8 +269,8 @@ async fn run_once(
                     signal_group(pid, libc::SIGKILL);
                     let _ = child.wait().await;
                     break Outcome::Exited(format!(
-                        "did not answer on port {} within {:?}",
-                        spec.port, shared.options.ready_timeout
+                        "did not answer on {} within {:?}",
+                        spec.address(), shared.options.ready_timeout
                     ));
                 }
             }
@@ -233,6 +280,9 @@ async fn run_once(
     // otherwise outlive it.
     signal_group(pid, libc::SIGKILL);
     pidfile::remove(&shared.run_dir, &spec.id);
+    if spec.is_isolated() {
+        tear_down_network(shared, slot, spec).await;
+    }
     for p in pumps {
         let _ = tokio::time::timeout(Duration::from_secs(1), p).await;
     }
@@ -283,7 +333,7 @@ async fn wait_ready(shared: &Shared, spec: &InstanceSpec) -> bool {
     );
     loop {
         let answer = http::request(
-            spec.port,
+            spec.address(),
             "GET",
             "/editor/",
             &[(ADMIN_TOKEN_HEADER, &token)],

@@ -350,6 +350,7 @@ pub async fn create(
         desired_state: if start { "running" } else { "stopped" }.into(),
         options: serde_json::to_string(&InstanceOptions::default()).unwrap_or_default(),
         routes: "[]".into(),
+        egress: "[]".into(),
         secrets: new_sealed_keys(&state.keyring, version, &id),
         created_by: Some(principal.user_id.clone()),
         created_at: now,
@@ -790,4 +791,99 @@ pub async fn put_options(
     )
     .await?;
     Ok(Json(view(&state, &i)))
+}
+
+/// One exception to an instance's network isolation: traffic to `cidr`
+/// (over `protocol`, to `ports`) is let through, even where the default
+/// refuses it (this host's addresses, link-local and metadata addresses).
+#[derive(Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct EgressDoc {
+    /// An address (`192.0.2.7`) or a CIDR range (`192.0.2.0/24`) with no
+    /// host bits set. Loopback and ranges covering every address are refused.
+    pub cidr: String,
+    /// `tcp` (the default) or `udp`.
+    pub protocol: Option<String>,
+    /// `5432` or `8000-8100`; absent for every port.
+    pub ports: Option<String>,
+}
+
+fn egress_docs(rules: &[redwall_policy::egress::EgressRule]) -> Vec<EgressDoc> {
+    rules
+        .iter()
+        .map(|r| {
+            let i = r.to_input();
+            EgressDoc {
+                cidr: i.cidr,
+                protocol: i.protocol,
+                ports: i.ports,
+            }
+        })
+        .collect()
+}
+
+pub async fn get_egress(
+    State(state): State<AppState>,
+    principal: Principal,
+    path: InstancePath,
+) -> ApiResult<Json<Vec<EgressDoc>>> {
+    let i = team_instance(&state, &principal, &path).await?;
+    let rules = crate::instances::manager::stored_egress(&i)?;
+    Ok(Json(egress_docs(&rules)))
+}
+
+/// Replaces the instance's egress policy, validated whole first, and applies
+/// it to the running instance at once. If it cannot be applied the instance
+/// is stopped rather than left with rules nobody chose.
+pub async fn put_egress(
+    State(state): State<AppState>,
+    principal: Principal,
+    client: ClientInfo,
+    path: InstancePath,
+    Body(docs): Body<Vec<EgressDoc>>,
+) -> ApiResult<Json<Vec<EgressDoc>>> {
+    use redwall_policy::egress::{self, EgressRuleInput};
+    let i = team_instance(&state, &principal, &path).await?;
+    let inputs: Vec<EgressRuleInput> = docs
+        .into_iter()
+        .map(|d| EgressRuleInput {
+            cidr: d.cidr,
+            protocol: d.protocol,
+            ports: d.ports,
+        })
+        .collect();
+    let rules = egress::validate(&inputs).map_err(|e| {
+        ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_egress",
+            e.to_string(),
+        )
+    })?;
+    let before = crate::instances::manager::stored_egress(&i)
+        .map(|r| egress_docs(&r))
+        .unwrap_or_default();
+    let canonical: Vec<EgressRuleInput> = rules.iter().map(|r| r.to_input()).collect();
+    let json = serde_json::to_string(&canonical).map_err(ApiError::internal)?;
+    state
+        .store
+        .set_instance_egress(&i.id, &json, state.now())
+        .await?;
+    let after = egress_docs(&rules);
+    record(
+        &state,
+        &principal,
+        &client,
+        &i,
+        AuditEvent::InstanceEgressChanged,
+        json!({ "before": before, "after": after }),
+    )
+    .await?;
+    if let Some(manager) = state.instances.get() {
+        if let Err(e) = manager.set_egress(&i, &rules).await {
+            tracing::error!(instance = %i.name, error = %e.message, "applying an egress policy failed; stopping the instance");
+            manager.stop(&i.id).await?;
+            return Err(e);
+        }
+    }
+    Ok(Json(after))
 }

@@ -714,6 +714,23 @@ pub fn routes() -> Vec<Route> {
         .response(schema::<instances::InstanceView>()),
         needs(
             M::GET,
+            "/api/v1/teams/{team}/instances/{instance}/egress",
+            P::InstanceRead,
+            "The instance's egress policy: what it may reach beyond the outside network",
+            instances::get_egress,
+        )
+        .response(list_of::<instances::EgressDoc>()),
+        needs(
+            M::PUT,
+            "/api/v1/teams/{team}/instances/{instance}/egress",
+            P::InstanceEgressWrite,
+            "Replace the egress policy (applied at once; Owners only)",
+            instances::put_egress,
+        )
+        .request(list_of::<instances::EgressDoc>())
+        .response(list_of::<instances::EgressDoc>()),
+        needs(
+            M::GET,
             "/api/v1/teams/{team}/instances/{instance}/routes",
             P::InstanceRead,
             "The ordered route rules for the flows' endpoints",

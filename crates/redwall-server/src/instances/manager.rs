@@ -15,15 +15,17 @@ use axum::http::StatusCode;
 use rand::RngCore;
 use redwall_crypto::keyring::Keyring;
 use redwall_crypto::Secret;
+use redwall_policy::egress::{self, EgressRule, EgressRuleInput};
 use redwall_runtime::{
-    EnvVar, InstanceSpec, InstanceStatus, Limits, LogLine, NodeRedInstall, RuntimeError,
-    SandboxIdentity, Supervisor, SupervisorOptions,
+    EgressProtocol, EnvVar, InstanceSpec, InstanceStatus, Limits, LogLine, NetworkMode,
+    NodeRedInstall, RuntimeError, SandboxIdentity, Supervisor, SupervisorOptions,
 };
 use redwall_store::Instance;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
+use tokio::sync::OnceCell;
 
 /// The three per-instance keys, sealed together in `instances.secrets`.
 pub struct InstanceKeys {
@@ -83,6 +85,40 @@ pub struct InstanceManager {
     config: InstancesConfig,
     instances_dir: PathBuf,
     os_users: bool,
+    /// What keeps this host from isolating instances' networks, found once.
+    isolation_problems: OnceCell<Vec<String>>,
+}
+
+/// An instance's stored egress policy, validated again on the way out: a
+/// stored rule that no longer validates stops the start rather than open
+/// anything.
+pub fn stored_egress(instance: &Instance) -> ApiResult<Vec<EgressRule>> {
+    let inputs: Vec<EgressRuleInput> =
+        serde_json::from_str(&instance.egress).map_err(ApiError::internal)?;
+    egress::validate(&inputs).map_err(ApiError::internal)
+}
+
+/// The runtime's form of validated rules.
+pub fn runtime_egress(rules: &[EgressRule]) -> Vec<redwall_runtime::EgressRule> {
+    rules
+        .iter()
+        .map(|r| redwall_runtime::EgressRule {
+            network: r.network.network(),
+            prefix_len: r.network.prefix_len(),
+            protocol: match r.protocol {
+                egress::Protocol::Tcp => EgressProtocol::Tcp,
+                egress::Protocol::Udp => EgressProtocol::Udp,
+            },
+            ports: r.ports.map(|p| (p.start, p.end)),
+        })
+        .collect()
+}
+
+/// Exceptions Redwall itself opens for every isolated instance. The team's
+/// MQTT broker goes here once it exists (its address and port, for the
+/// instance's own team only); today there are none.
+fn platform_egress(_instance: &Instance) -> Vec<redwall_runtime::EgressRule> {
+    Vec::new()
 }
 
 fn runtime_error(e: RuntimeError) -> ApiError {
@@ -168,6 +204,7 @@ impl InstanceManager {
             config,
             instances_dir,
             os_users,
+            isolation_problems: OnceCell::new(),
         });
         if let Some(reason) = manager.unreachable(&manager.instances_dir) {
             tracing::error!("instances cannot start: {reason}");
@@ -285,6 +322,13 @@ impl InstanceManager {
             },
             identity,
             read_only_paths: install.sandbox_read_paths(),
+            network: if self.config.network_isolation {
+                let mut rules = platform_egress(instance);
+                rules.extend(runtime_egress(&stored_egress(instance)?));
+                NetworkMode::Isolated { egress: rules }
+            } else {
+                NetworkMode::Host
+            },
         })
     }
 
@@ -317,6 +361,26 @@ impl InstanceManager {
                 "sandbox_unavailable",
                 "this kernel lacks Landlock (ABI 4 or newer), so instances cannot be confined; see `redwall config check`",
             ));
+        }
+        if self.config.network_isolation {
+            let problems = self
+                .isolation_problems
+                .get_or_init(|| async {
+                    tokio::task::spawn_blocking(redwall_runtime::isolation_problems)
+                        .await
+                        .unwrap_or_else(|e| vec![e.to_string()])
+                })
+                .await;
+            if !problems.is_empty() {
+                return Err(ApiError::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "sandbox_unavailable",
+                    format!(
+                        "instances cannot be isolated from this host's network here ({}); see `redwall config check`",
+                        problems.join("; ")
+                    ),
+                ));
+            }
         }
         self.check_reachable(&instance.id, &[&self.instances_dir])?;
         if self.install.ready().is_none() && !self.install.adopts() {
@@ -394,6 +458,25 @@ impl InstanceManager {
     pub async fn restart(self: &Arc<Self>, state: &AppState, instance: &Instance) -> ApiResult<()> {
         self.stop(&instance.id).await?;
         self.start(state, instance).await
+    }
+
+    /// Applies an instance's new egress policy at once when it runs (and to
+    /// its restarts); a stopped instance gets it at its next start.
+    pub async fn set_egress(&self, instance: &Instance, rules: &[EgressRule]) -> ApiResult<()> {
+        if !self.config.network_isolation {
+            return Ok(());
+        }
+        let mut all = platform_egress(instance);
+        all.extend(runtime_egress(rules));
+        self.supervisor
+            .set_egress(&instance.id, all)
+            .await
+            .map_err(runtime_error)
+    }
+
+    /// What the sandbox of the instance's last start achieved.
+    pub fn sandbox_report(&self, instance_id: &str) -> Option<redwall_runtime::SandboxReport> {
+        self.supervisor.sandbox_report(instance_id)
     }
 
     pub fn status(&self, instance_id: &str) -> InstanceStatus {

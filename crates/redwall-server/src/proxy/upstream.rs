@@ -98,6 +98,9 @@ pub struct Upstream {
     idle: Arc<Idle>,
     /// Open connections per instance and client (`super::limits`).
     pub open: super::limits::OpenSockets,
+    /// Instances run in their own network namespaces, reached at their link
+    /// address (`redwall_runtime::instance_address`) instead of loopback.
+    isolated: bool,
 }
 
 /// A connection in use, until its answer was read whole.
@@ -177,6 +180,14 @@ pub async fn relay_body(body: Incoming, mut lease: Lease, buffer_up_to: u64) -> 
 }
 
 impl Upstream {
+    /// A pool for instances that run isolated (see the field) or on loopback.
+    pub fn new(isolated: bool) -> Self {
+        Self {
+            idle: Arc::default(),
+            isolated,
+        }
+    }
+
     /// Sends `request` to the instance on `port`. A request refused by a
     /// pooled connection before it was written (the connection had just
     /// closed) is sent again on a new one.
@@ -205,7 +216,8 @@ impl Upstream {
                 },
             }
         }
-        let mut connection = connect(port).await?;
+        let addr = redwall_runtime::instance_address(port, self.isolated);
+        let mut connection = connect(addr).await?;
         if upgrade {
             connection.driver.spawn();
         }
@@ -243,14 +255,11 @@ impl Upstream {
     }
 }
 
-async fn connect(port: u16) -> Result<Connection, Unreachable> {
-    let stream = tokio::time::timeout(
-        CONNECT_TIMEOUT,
-        tokio::net::TcpStream::connect(("127.0.0.1", port)),
-    )
-    .await
-    .map_err(|_| Unreachable)?
-    .map_err(|_| Unreachable)?;
+async fn connect(addr: std::net::SocketAddr) -> Result<Connection, Unreachable> {
+    let stream = tokio::time::timeout(CONNECT_TIMEOUT, tokio::net::TcpStream::connect(addr))
+        .await
+        .map_err(|_| Unreachable)?
+        .map_err(|_| Unreachable)?;
     let _ = stream.set_nodelay(true);
     let (sender, connection) = http1::Builder::new()
         .handshake(TokioIo::new(stream))
