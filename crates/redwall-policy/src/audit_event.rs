@@ -92,7 +92,7 @@ impl Outcome {
 }
 
 impl AuditEvent {
-    pub const ALL: [AuditEvent; 65] = [
+    pub const ALL: [AuditEvent; 66] = [
         AuditEvent::SetupCompleted,
         AuditEvent::SetupTokenRejected,
         AuditEvent::LoginSucceeded,

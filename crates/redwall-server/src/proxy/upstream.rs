@@ -184,6 +184,7 @@ impl Upstream {
     pub fn new(isolated: bool) -> Self {
         Self {
             idle: Arc::default(),
+            open: super::limits::OpenSockets::default(),
             isolated,
         }
     }
