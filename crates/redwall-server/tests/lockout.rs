@@ -205,6 +205,8 @@ async fn instance_server() -> TestServer {
         c.instances.port_max = base.saturating_add(9);
         c.instances.uid_base = 100_000 + u32::from(base);
         c.server.trusted_proxies = vec!["127.0.0.1/32".parse().unwrap()];
+        // Devices with basic credentials are machines: /i/{name}/.
+        c.instances.path_routing = true;
     })
     .await
     .expect("sqlite server")
@@ -268,10 +270,13 @@ async fn a_basic_route_flood_stops_neither_the_known_device_nor_console_login() 
     assert_eq!(r.status, 200, "{}", r.body);
 
     let anon = s.anonymous();
+    // A device with a cookie jar uses the instance's own host name.
+    let host = format!("plant.localhost:{}", s.running.addr.port());
     let basic = |ip: &str, jar: Option<&str>, user: &str, password: &str| {
         let mut req = anon
             .http
-            .get(s.url("/i/plant/hello"))
+            .get(s.url("/hello"))
+            .header("host", host.clone())
             .header("x-forwarded-for", ip)
             .basic_auth(user, Some(password));
         if let Some(jar) = jar.filter(|j| !j.is_empty()) {

@@ -387,6 +387,20 @@ fn processes_with(id: &str) -> Vec<u32> {
             pids.push(pid);
         }
     }
+    // An isolated instance is two processes: the supervisor's stand-in
+    // (the pid Redwall reports) and Node-RED, its child, as PID 1 of the
+    // instance's own PID namespace. Count the instance once, by its top.
+    let parent = |pid: u32| {
+        std::fs::read_to_string(format!("/proc/{pid}/status"))
+            .ok()
+            .and_then(|s| {
+                s.lines()
+                    .find_map(|l| l.strip_prefix("PPid:"))
+                    .and_then(|p| p.trim().parse::<u32>().ok())
+            })
+    };
+    let all = pids.clone();
+    pids.retain(|&pid| parent(pid).is_none_or(|pp| !all.contains(&pp)));
     pids
 }
 
