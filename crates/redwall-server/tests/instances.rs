@@ -1293,13 +1293,19 @@ async fn the_proxys_body_limit_answers_413_over_http2() {
     let mut seen = Vec::new();
     for protocol in ["--http2", "--http1.1"] {
         for _ in 0..3 {
-            let out = std::process::Command::new("curl")
-                .args(["-sk", protocol, "-H", "expect:", "-o", "/dev/null"])
-                .args(["-w", "%{http_code}", "--data-binary"])
-                .arg(format!("@{}", body.display()))
-                .arg(&url)
-                .output()
-                .expect("curl runs");
+            // curl blocks: off the runtime thread the server runs on.
+            let (body, url) = (body.clone(), url.clone());
+            let out = tokio::task::spawn_blocking(move || {
+                std::process::Command::new("curl")
+                    .args(["-sk", protocol, "-H", "expect:", "-o", "/dev/null"])
+                    .args(["-w", "%{http_code}", "--max-time", "60", "--data-binary"])
+                    .arg(format!("@{}", body.display()))
+                    .arg(&url)
+                    .output()
+                    .expect("curl runs")
+            })
+            .await
+            .unwrap();
             seen.push(format!(
                 "{protocol}: {}",
                 String::from_utf8_lossy(&out.stdout)
