@@ -4,6 +4,7 @@
 import { describe, it, before, after } from "node:test";
 import assert from "node:assert/strict";
 import { readFile } from "node:fs/promises";
+import { readdirSync } from "node:fs";
 import {
   startRedwall, launchBrowser, watchPage, saveScreenshot, screenshotOnFailure, api, apiLogin, PASSWORD,
   newContext, protocolOf, PROTOCOL,
@@ -197,6 +198,11 @@ describe("the Redwall console", () => {
       await admin.locator("[data-log-state]", { hasText: "live" }).waitFor();
       // The page's own script follows the status until Node-RED is up.
       await admin.locator('.team-head [data-status="running"]').waitFor({ timeout: 90_000 });
+      // As shipped, run as root: the instance has its own network namespace
+      // (whose links once made this browser abort with ERR_NETWORK_CHANGED).
+      if (process.getuid() === 0) {
+        assert.ok(readdirSync("/run/netns").some((n) => /^redwall-\d+$/.test(n)), "the instance is not network-isolated");
+      }
       await saveScreenshot(admin, "instance");
       await admin.getByTestId("open-editor").click();
       // The editor opens on the instance's own origin, never the console's.

@@ -40,7 +40,7 @@ mod token;
 
 pub use error::RuntimeError;
 pub use install::{Installer, NodeRedInstall, DEFAULT_NODE_RED_VERSION};
-pub use netns::isolation_problems;
+pub use netns::{isolation_problems, prepare_network};
 pub use reach::{blocked_on_the_way, Blocked};
 pub use sandbox::{landlock_abi, SandboxReport};
 pub use settings::render_settings;

@@ -42,8 +42,9 @@ pub enum NetworkMode {
     Host,
     /// Its own network, mount and PID namespaces (needs root): its own
     /// loopback, a private `/run`, `/tmp`, `/var/tmp` and `/dev/shm`, a
-    /// `/proc` showing only its own processes, and one veth link to the host
-    /// at [`isolated_addresses`]. nftables on the host refuse traffic from it
+    /// `/proc` showing only its own processes, and one veth link, at
+    /// [`isolated_addresses`], to Redwall's routing namespace (see the
+    /// `netns` module). nftables there and on the host refuse traffic from it
     /// to the host itself, to link-local and metadata addresses and to other
     /// instances, and masquerade the rest outward, except what `egress`
     /// allows.

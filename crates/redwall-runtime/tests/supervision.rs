@@ -138,6 +138,27 @@ async fn ports_and_ids_are_not_double_booked() {
     assert_eq!(h.sup.status("once"), InstanceStatus::Stopped);
 }
 
+/// A start whose caller gives up half-way (an HTTP client that disconnects
+/// drops its request's future) once left the instance claimed with no
+/// runner: every later stop waited forever (an API fuzz run hung on one).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_start_abandoned_by_its_caller_can_still_be_stopped() {
+    let h = Harness::new();
+    let spec = h.spec("abandoned", SandboxIdentity::Inherit);
+    // A zero timeout polls the start once, up to its first wait, then drops it.
+    let abandoned =
+        tokio::time::timeout(Duration::ZERO, h.sup.start(spec.clone(), &h.install)).await;
+    assert!(abandoned.is_err(), "the start finished at its first poll");
+    let stopped = tokio::time::timeout(Duration::from_secs(60), h.sup.stop("abandoned")).await;
+    assert!(stopped.is_ok(), "the stop hung");
+    stopped.unwrap().unwrap();
+    assert_eq!(h.sup.status("abandoned"), InstanceStatus::Stopped);
+    // Nothing of it runs, and it starts again normally.
+    assert!(std::net::TcpListener::bind(("127.0.0.1", spec.port)).is_ok());
+    h.start(&spec).await;
+    h.sup.stop("abandoned").await.unwrap();
+}
+
 /// Run by `orphans_of_a_killed_supervisor_are_reaped` in a child process:
 /// a supervisor that starts an instance (whose flow starts a long `sleep`)
 /// and then waits to be killed.
@@ -218,11 +239,31 @@ fn network_left(port: u16) -> Vec<&'static str> {
     if std::path::Path::new(&format!("/run/netns/redwall-{port}")).exists() {
         left.push("namespace");
     }
-    if host_has(&["ip", "link", "show", &format!("rwh{port}")]) {
+    if host_has(&[
+        "ip",
+        "-n",
+        "redwall-net",
+        "link",
+        "show",
+        &format!("rwh{port}"),
+    ]) {
         left.push("link");
     }
     if host_has(&["nft", "list", "table", "inet", &format!("redwall_{port}")]) {
         left.push("nftables table");
+    }
+    let hub_table = [
+        "ip",
+        "netns",
+        "exec",
+        "redwall-net",
+        "nft",
+        "list",
+        "table",
+        "inet",
+    ];
+    if host_has(&[&hub_table[..], &[&format!("redwall_{port}")]].concat()) {
+        left.push("the hub's nftables table");
     }
     left
 }
@@ -283,7 +324,7 @@ async fn orphans_are_reaped(isolated: bool) {
     helper.kill().unwrap();
     helper.wait().unwrap();
     if isolated {
-        assert_eq!(network_left(port).len(), 3, "the network was not set up");
+        assert_eq!(network_left(port).len(), 4, "the network was not set up");
     }
 
     let sup = Supervisor::new(dir.path().join("run"), reporter).unwrap();

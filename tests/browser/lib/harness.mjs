@@ -93,12 +93,6 @@ node = ${JSON.stringify(install.node)}
 port_min = ${base}
 port_max = ${base + 9}
 uid_base = ${200000 + base}
-# Known defect (issue 14, left open): each isolated instance adds a veth to
-# the host, and a browser on the same host aborts its requests with
-# ERR_NETWORK_CHANGED when that happens. Until instances sit behind one
-# link made once at start, the browser suite runs them on the host network;
-# the Rust suites test the isolation itself with real Node-RED.
-network_isolation = false
 `;
   }
   writeFileSync(join(dataDir, "redwall.toml"), config);

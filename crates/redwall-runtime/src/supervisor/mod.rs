@@ -67,6 +67,10 @@ struct Control {
     egress: Option<Vec<EgressRule>>,
 }
 
+/// How much longer than its grace periods a stop may take (tearing down
+/// the instance's network, flushing its output) before it is an error.
+const STOP_MARGIN: Duration = Duration::from_secs(30);
+
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     // A panic while holding one of these locks leaves plain data behind,
     // still consistent enough to read and overwrite.
@@ -156,23 +160,26 @@ impl Supervisor {
             control.last_start = Some((spec.clone(), install.clone()));
             control.egress = None;
         }
-        let first = match runner::spawn_instance(&self.shared, &slot, &spec, install).await {
-            Ok(child) => child,
-            Err(e) => {
-                lock(&slot.control).stop = None;
-                return Err(e);
-            }
-        };
-        runner::set_status(&self.shared, &slot, InstanceStatus::Starting);
-        tokio::spawn(runner::supervise(
-            self.shared.clone(),
-            slot,
-            spec,
-            install.clone(),
-            first,
-            stop_rx,
-        ));
-        Ok(())
+        let owner = runner::Owner::new(self.shared.clone(), slot);
+        let install = install.clone();
+        // On a task of its own: a caller that gives up half-way (a client
+        // that disconnects drops its request's future) must not leave the
+        // instance claimed with nobody to run or stop it.
+        tokio::spawn(async move {
+            let first =
+                match runner::spawn_instance(owner.shared(), owner.slot(), &spec, &install).await {
+                    Ok(child) => child,
+                    Err(e) => {
+                        owner.release();
+                        return Err(e);
+                    }
+                };
+            runner::set_status(owner.shared(), owner.slot(), InstanceStatus::Starting);
+            tokio::spawn(runner::supervise(owner, spec, install, first, stop_rx));
+            Ok(())
+        })
+        .await
+        .map_err(|e| RuntimeError::Sandbox(format!("starting the instance failed: {e}")))?
     }
 
     /// Stops an instance: SIGTERM to its process group, SIGKILL after the
@@ -186,8 +193,21 @@ impl Supervisor {
             Some(stop) => {
                 let _ = stop.send(true);
                 // The runner clears `stop` last, after the process is gone.
+                // Bounded all the same: the runner escalates to SIGKILL after
+                // the grace period, so waiting much longer means something
+                // is wrong, and the caller gets an error rather than a hang.
+                let deadline = tokio::time::Instant::now()
+                    + self.shared.options.stop_timeout * 2
+                    + STOP_MARGIN;
                 let mut rx = slot.status.subscribe();
                 while lock(&slot.control).stop.is_some() {
+                    if tokio::time::Instant::now() >= deadline {
+                        tracing::error!(instance = %id, "the instance did not stop in time");
+                        return Err(RuntimeError::Timeout {
+                            id: id.to_owned(),
+                            detail: "it did not stop in time".into(),
+                        });
+                    }
                     let _ = tokio::time::timeout(Duration::from_millis(100), rx.changed()).await;
                 }
             }

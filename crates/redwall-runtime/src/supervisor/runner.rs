@@ -139,14 +139,75 @@ enum Outcome {
     Exited(String),
 }
 
-pub(crate) async fn supervise(
+/// The claim a runner holds on its instance (the slot's `stop` sender).
+/// Whatever ends the runner gives the claim up, so a stop never waits for a
+/// runner that is gone: a task that panicked or was dropped leaves the
+/// instance in `CrashLoop` with the reason, never claimed forever.
+pub(crate) struct Owner {
     shared: Arc<Shared>,
     slot: Arc<Slot>,
+    done: bool,
+}
+
+impl Owner {
+    pub(crate) fn new(shared: Arc<Shared>, slot: Arc<Slot>) -> Self {
+        Self {
+            shared,
+            slot,
+            done: false,
+        }
+    }
+
+    pub(crate) fn shared(&self) -> &Arc<Shared> {
+        &self.shared
+    }
+
+    pub(crate) fn slot(&self) -> &Arc<Slot> {
+        &self.slot
+    }
+
+    /// Gives the claim up with the status the instance ended in. Under the
+    /// control lock, so that whoever sees the final status can start the
+    /// instance again at once, and a new start cannot be overwritten by it.
+    pub(crate) fn finish(mut self, status: InstanceStatus) {
+        self.done = true;
+        let mut control = lock(&self.slot.control);
+        control.stop = None;
+        set_status(&self.shared, &self.slot, status);
+    }
+
+    /// Gives the claim up without a status: the start failed and said why.
+    pub(crate) fn release(mut self) {
+        self.done = true;
+        lock(&self.slot.control).stop = None;
+    }
+}
+
+impl Drop for Owner {
+    fn drop(&mut self) {
+        if self.done {
+            return;
+        }
+        let reason = "its supervising task ended unexpectedly".to_owned();
+        tracing::error!(instance = %self.slot.id, "{reason}");
+        let mut control = lock(&self.slot.control);
+        control.stop = None;
+        set_status(
+            &self.shared,
+            &self.slot,
+            InstanceStatus::CrashLoop { reason },
+        );
+    }
+}
+
+pub(crate) async fn supervise(
+    owner: Owner,
     spec: InstanceSpec,
     install: NodeRedInstall,
     first: Child,
     mut stop_rx: watch::Receiver<bool>,
 ) {
+    let (shared, slot) = (owner.shared.clone(), owner.slot.clone());
     let mut crashes: VecDeque<Instant> = VecDeque::new();
     let mut restarts = 0u32;
     let mut next = Some(first);
@@ -194,12 +255,7 @@ pub(crate) async fn supervise(
             _ = stop_requested(&mut stop_rx) => break InstanceStatus::Stopped,
         }
     };
-    // Under the control lock, so that whoever sees the final status can
-    // start the instance again at once, and a new start cannot be
-    // overwritten by this status.
-    let mut control = lock(&slot.control);
-    control.stop = None;
-    set_status(&shared, &slot, final_status);
+    owner.finish(final_status);
 }
 
 async fn stop_requested(rx: &mut watch::Receiver<bool>) {

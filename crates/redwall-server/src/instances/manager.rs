@@ -196,6 +196,17 @@ impl InstanceManager {
                 "stopped instances left running by an earlier Redwall"
             );
         }
+        if config.network_isolation {
+            // The host's one link to the instances' network is made now,
+            // before anyone uses the console: a browser on this host aborts
+            // its requests when the host's links change.
+            // (Blocking for a few commands, once, while Redwall starts.)
+            if redwall_runtime::isolation_problems().is_empty() {
+                if let Err(e) = redwall_runtime::prepare_network() {
+                    tracing::error!(error = %e, "preparing the instances' network failed");
+                }
+            }
+        }
         tokio::spawn(forward_reports(state.clone(), rx));
         let manager = Arc::new(InstanceManager {
             supervisor,
