@@ -129,6 +129,69 @@ fn stale(port: u16) -> bool {
     out.status.success() && out.stdout.iter().all(u8::is_ascii_whitespace)
 }
 
+/// A veth pair from `outer_ns` (the host's when None) into `inner_ns`, a
+/// /31 between them, and the inner side's default route through the outer.
+fn veth_pair(
+    outer_ns: Option<&str>,
+    outer_if: &str,
+    outer_addr: Ipv4Addr,
+    inner_ns: &str,
+    inner_if: &str,
+    inner_addr: Ipv4Addr,
+) -> Result<(), String> {
+    let mut outer = vec!["-batch", "-"];
+    if let Some(ns) = outer_ns {
+        outer.splice(0..0, ["-n", ns]);
+    }
+    run(
+        "ip",
+        &outer,
+        Some(&format!(
+            "link add {outer_if} type veth peer name {inner_if} netns {inner_ns}\n\
+             addr add {outer_addr}/31 dev {outer_if}\n\
+             link set {outer_if} up\n"
+        )),
+    )?;
+    run(
+        "ip",
+        &["-n", inner_ns, "-batch", "-"],
+        Some(&format!(
+            "link set lo up\n\
+             addr add {inner_addr}/31 dev {inner_if}\n\
+             link set {inner_if} up\n\
+             route add default via {outer_addr}\n"
+        )),
+    )
+}
+
+/// What of the host already uses `addr`, which the instance's route would
+/// take over: a resolver in `/etc/resolv.conf` (one at 10.255.255.53 was
+/// seen), or a route of the host other than the default one.
+fn host_uses(addr: Ipv4Addr) -> Option<String> {
+    let resolv = std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default();
+    if resolv_names(&resolv, addr) {
+        return Some("the DNS resolver".into());
+    }
+    let routes = output(
+        "ip",
+        &["-4", "route", "show", "match", &addr.to_string()],
+        None,
+    )
+    .ok()?;
+    routes
+        .lines()
+        .map(str::trim)
+        .find(|r| !r.is_empty() && !r.starts_with("default") && !r.contains(HUB_HOST_LINK))
+        .map(|r| format!("routed by `{r}`"))
+}
+
+fn resolv_names(resolv: &str, addr: Ipv4Addr) -> bool {
+    resolv.lines().any(|line| {
+        let mut words = line.split_whitespace();
+        words.next() == Some("nameserver") && words.next() == Some(addr.to_string().as_str())
+    })
+}
+
 /// Serialises making the hub: instances start concurrently.
 static HUB_LOCK: Mutex<()> = Mutex::new(());
 
@@ -149,25 +212,7 @@ fn prepare_hub() -> Result<(), String> {
     if run("ip", &["link", "show", "dev", HUB_HOST_LINK], None).is_err() {
         // A hub without its link (the link was deleted by hand): its old
         // end went with it, so make both again.
-        run(
-            "ip",
-            &["-batch", "-"],
-            Some(&format!(
-                "link add {HUB_HOST_LINK} type veth peer name {HUB_UPLINK} netns {HUB}\n\
-                 addr add {host}/31 dev {HUB_HOST_LINK}\n\
-                 link set {HUB_HOST_LINK} up\n"
-            )),
-        )?;
-        run(
-            "ip",
-            &["-n", HUB, "-batch", "-"],
-            Some(&format!(
-                "link set lo up\n\
-                 addr add {hub}/31 dev {HUB_UPLINK}\n\
-                 link set {HUB_UPLINK} up\n\
-                 route add default via {host}\n"
-            )),
-        )?;
+        veth_pair(None, HUB_HOST_LINK, host, HUB, HUB_UPLINK, hub)?;
     }
     enable_hub_forwarding()?;
     run(
@@ -238,28 +283,20 @@ pub(crate) fn set_up(port: u16, egress: &[EgressRule]) -> Result<(), RuntimeErro
     prepare_network()?;
     let ns = netns_name(port);
     let (gateway, inner) = isolated_addresses(port);
+    if let Some(user) = host_uses(inner) {
+        return Err(err(format!(
+            "the instance's address {inner} (from its port {port}) is already {user} on this host; give the instance another port"
+        )));
+    }
     let result = (|| {
         run("ip", &["netns", "add", &ns], None)?;
-        let hub_if = hub_link(port);
-        let inner_if = instance_link(port);
-        run(
-            "ip",
-            &["-n", HUB, "-batch", "-"],
-            Some(&format!(
-                "link add {hub_if} type veth peer name {inner_if} netns {ns}\n\
-                 addr add {gateway}/31 dev {hub_if}\n\
-                 link set {hub_if} up\n"
-            )),
-        )?;
-        run(
-            "ip",
-            &["-n", &ns, "-batch", "-"],
-            Some(&format!(
-                "link set lo up\n\
-                 addr add {inner}/31 dev {inner_if}\n\
-                 link set {inner_if} up\n\
-                 route add default via {gateway}\n"
-            )),
+        veth_pair(
+            Some(HUB),
+            &hub_link(port),
+            gateway,
+            &ns,
+            &instance_link(port),
+            inner,
         )?;
         apply_rules(port, egress)?;
         // One host route per instance, not one for the whole block: the
@@ -521,6 +558,17 @@ mod tests {
         assert!(allow < refuse, "{text}");
         // The instance has no IPv6 route to the host.
         assert!(!text.contains("ip6"), "{text}");
+    }
+
+    #[test]
+    fn an_instance_address_that_is_the_hosts_resolver_is_noticed() {
+        let resolv = "# generated\nnameserver 10.255.255.53\nsearch example\n";
+        assert!(resolv_names(resolv, Ipv4Addr::new(10, 255, 255, 53)));
+        assert!(!resolv_names(resolv, Ipv4Addr::new(10, 255, 255, 5)));
+        assert!(!resolv_names(
+            "# nameserver 10.255.255.53",
+            Ipv4Addr::new(10, 255, 255, 53)
+        ));
     }
 
     #[test]
