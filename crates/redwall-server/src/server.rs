@@ -310,9 +310,6 @@ fn spawn_housekeeping(state: AppState) {
         let mut tick = tokio::time::interval(HOUSEKEEPING);
         loop {
             tick.tick().await;
-            if let Err(e) = state.oidc.refusals.flush(&state).await {
-                tracing::warn!(error = ?e.code, "could not record refused single sign-on requests");
-            }
             let now = state.now();
             let Ok(settings) = state.settings.get(&state.store, now).await else {
                 continue;

@@ -74,12 +74,7 @@ async fn refuse(
     reason: &'static str,
     extra: serde_json::Value,
 ) -> ApiError {
-    match state
-        .oidc
-        .refusals
-        .record(state, client, provider, reason, extra)
-        .await
-    {
+    match crate::sso::refusals::record(state, client, provider, reason, extra).await {
         Ok(()) => ApiError::new(
             StatusCode::UNAUTHORIZED,
             "sso_failed",
@@ -116,17 +111,14 @@ async fn throttle(state: &AppState, client: &ClientInfo, provider: &str) -> ApiR
         return Ok(());
     };
     state.metrics.login_throttled();
-    state
-        .oidc
-        .refusals
-        .record(
-            state,
-            client,
-            provider,
-            "throttled",
-            json!({ "retry_after_secs": wait }),
-        )
-        .await?;
+    crate::sso::refusals::record(
+        state,
+        client,
+        provider,
+        "throttled",
+        json!({ "retry_after_secs": wait }),
+    )
+    .await?;
     Err(ApiError::throttled(wait))
 }
 
@@ -351,17 +343,14 @@ async fn finish(
     headers: &HeaderMap,
 ) -> ApiResult<Response> {
     let Some(p) = provider(state, name) else {
-        state
-            .oidc
-            .refusals
-            .record(
-                state,
-                client,
-                "-",
-                "unknown_provider",
-                json!({ "name": shown(name) }),
-            )
-            .await?;
+        crate::sso::refusals::record(
+            state,
+            client,
+            "-",
+            "unknown_provider",
+            json!({ "name": shown(name) }),
+        )
+        .await?;
         return Err(ApiError::not_found());
     };
     throttle(state, client, &p.name).await?;

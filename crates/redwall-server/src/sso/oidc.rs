@@ -102,7 +102,6 @@ pub struct OidcState {
     /// Failed callbacks per client address (the login throttle's rules, its
     /// own records: OIDC refusals do not slow password logins).
     pub throttle: crate::auth::throttle::LoginThrottle,
-    pub refusals: crate::sso::refusals::RefusalTally,
 }
 
 /// What identifies a used state in the database: a keyed digest, so the
