@@ -604,6 +604,71 @@ async fn disk_full_refuses_security_actions_then_recovers_by_itself() {
     println!("{}", verified.trim());
 }
 
+// ------------------------------------------------------- SQLite read-only
+
+/// Makes the database and its write-ahead log immutable (`chattr +i`):
+/// every write to them fails, even through descriptors already open, as on
+/// a disk gone read-only. Not the `-shm` index: SQLite maps it into memory,
+/// and a write to a mapped page of an immutable file kills the process with
+/// SIGBUS (seen here; a read-only remount is refused while files are open
+/// for writing, so it cannot happen that way). Undone on drop.
+struct Immutable(Vec<PathBuf>);
+
+impl Immutable {
+    fn set(data: &Path) -> Immutable {
+        let files: Vec<PathBuf> = ["redwall.db", "redwall.db-wal"]
+            .iter()
+            .map(|f| data.join(f))
+            .filter(|p| p.exists())
+            .collect();
+        assert!(!files.is_empty(), "no database files in {}", data.display());
+        let status = Command::new("chattr")
+            .arg("+i")
+            .args(&files)
+            .status()
+            .unwrap();
+        assert!(status.success(), "chattr +i");
+        Immutable(files)
+    }
+}
+
+impl Drop for Immutable {
+    fn drop(&mut self) {
+        let _ = Command::new("chattr").arg("-i").args(&self.0).status();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_read_only_then_writable_again() {
+    if !can_inject("SQLite read-only (chattr +i)") {
+        return;
+    }
+    let data = tempfile::tempdir().unwrap();
+    let logs = tempfile::tempdir().unwrap();
+    let server = Server::start(data.path(), None, &logs.path().join("serve.log"));
+    let api = server.api();
+    api.setup(server.setup_token.as_deref().unwrap()).await;
+    let (_, admin) = api.login("admin").await;
+    let admin = admin.unwrap();
+    let mut acked = Vec::new();
+    assert!(security_actions_work(&api, &mut acked).await);
+
+    let frozen = Immutable::set(data.path());
+    // The kernel answers EPERM, which SQLite reports as an I/O error.
+    assert_refused_while_failing(&api, &admin, 5, "", "read-only").await;
+    drop(frozen);
+    let took = wait_for_recovery(&api, &mut acked, "read-only").await;
+    println!("SQLite read-only: security actions work again {took:?} after it was writable");
+    assert_fully_back(&api, &mut acked, "read-only").await;
+    assert_no_write_lost(&api, &acked, "read-only").await;
+    let log = server.log_text();
+    assert_eq!(count(&log, "audit log cannot be written"), 1, "{log}");
+    assert_eq!(count(&log, "audit log writable again"), 1, "{log}");
+    assert_eq!(count(&log, "non-zero transaction depth"), 0, "{log}");
+    let verified = server.stop_and_verify();
+    println!("{}", verified.trim());
+}
+
 // ------------------------------------------------------------ PostgreSQL
 
 /// A PostgreSQL cluster of the test's own: Debian's initdb and pg_ctl, run
