@@ -192,8 +192,30 @@ fn resolv_names(resolv: &str, addr: Ipv4Addr) -> bool {
     })
 }
 
-/// Serialises making the hub: instances start concurrently.
+/// Serialises making the hub: instances start concurrently, and so may
+/// several Redwalls (or test processes) on one host, hence a file lock
+/// besides the one for this process's threads.
 static HUB_LOCK: Mutex<()> = Mutex::new(());
+const HUB_LOCK_FILE: &str = "/run/redwall-net.lock";
+
+fn lock_hub_across_processes() -> Result<std::fs::File, String> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .mode(0o600)
+        .open(HUB_LOCK_FILE)
+        .map_err(|e| format!("opening {HUB_LOCK_FILE}: {e}"))?;
+    // SAFETY: flock on a descriptor we own; released when `file` closes.
+    if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX) } != 0 {
+        return Err(format!(
+            "locking {HUB_LOCK_FILE}: {}",
+            std::io::Error::last_os_error()
+        ));
+    }
+    Ok(file)
+}
 
 /// Makes the hub namespace, its link to the host
 /// and the host's common table, where missing; what exists is left alone,
@@ -201,7 +223,9 @@ static HUB_LOCK: Mutex<()> = Mutex::new(());
 /// start, before any browser is at work, and before each isolated start.
 pub fn prepare_network() -> Result<(), RuntimeError> {
     let _guard = HUB_LOCK.lock().unwrap_or_else(|p| p.into_inner());
-    prepare_hub().map_err(|e| RuntimeError::Sandbox(format!("network isolation: {e}")))
+    lock_hub_across_processes()
+        .and_then(|_held| prepare_hub())
+        .map_err(|e| RuntimeError::Sandbox(format!("network isolation: {e}")))
 }
 
 fn prepare_hub() -> Result<(), String> {
