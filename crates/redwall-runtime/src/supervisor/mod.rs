@@ -200,7 +200,12 @@ impl Supervisor {
                     + self.shared.options.stop_timeout * 2
                     + STOP_MARGIN;
                 let mut rx = slot.status.subscribe();
-                while lock(&slot.control).stop.is_some() {
+                // Until the runner that got this stop is gone (it holds the
+                // only receiver). Not until nobody claims the instance: a
+                // start that raced with this stop (the one queued behind
+                // Node-RED's install) claims it anew and would be waited
+                // for forever.
+                while !stop.is_closed() {
                     if tokio::time::Instant::now() >= deadline {
                         tracing::error!(instance = %id, "the instance did not stop in time");
                         return Err(RuntimeError::Timeout {
