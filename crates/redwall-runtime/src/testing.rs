@@ -55,12 +55,24 @@ pub fn shared_install() -> Result<NodeRedInstall, RuntimeError> {
 }
 
 /// A loopback port that was free a moment ago.
+///
+/// Chosen below the kernel's ephemeral range (32768 and up by default): a
+/// port the kernel handed out and took back could go at once to any
+/// client connection of a test running beside this one, which then held
+/// the instance's port (seen as rare `PortInUse` failures under load).
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind(("127.0.0.1", 0))
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
+    let mut seed = [0u8; 2];
+    let _ = std::fs::File::open("/dev/urandom").and_then(|mut f| f.read_exact(&mut seed));
+    let start = u16::from_le_bytes(seed) % FREE_PORTS.len() as u16;
+    (0..FREE_PORTS.len() as u16)
+        .map(|i| FREE_PORTS.start + (start + i) % FREE_PORTS.len() as u16)
+        .find(|&port| std::net::TcpListener::bind(("127.0.0.1", port)).is_ok())
         .unwrap_or(0)
 }
+
+/// Where [`free_port`] looks: below the ephemeral range, and apart from the
+/// browser suite's instance ports (20000 and up).
+const FREE_PORTS: std::ops::Range<u16> = 10_000..20_000;
 
 /// A fresh random secret (64 hex characters).
 pub fn random_secret() -> Secret {
