@@ -14,6 +14,7 @@ pub mod permission;
 pub mod route_policy;
 pub mod session_rules;
 pub mod sso_mapping;
+pub mod team_rules;
 pub mod throttle;
 pub mod username;
 

@@ -12,6 +12,7 @@ use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
 
 use crate::permission::TeamRole;
+use crate::team_rules::TeamRanges;
 
 /// The most rules one instance may hold; keeps matching cheap and reviewable.
 pub const MAX_RULES: usize = 100;
@@ -185,21 +186,26 @@ fn canonical(addr: IpAddr) -> IpAddr {
 
 /// Whether `addr` is in one of `ranges`; no ranges means any address.
 pub fn in_ranges(ranges: &[IpNet], addr: IpAddr) -> bool {
+    ranges.is_empty() || in_any(ranges, addr)
+}
+
+/// Whether `addr` (IPv4-mapped IPv6 read as IPv4) is in one of `ranges`.
+pub fn in_any(ranges: &[IpNet], addr: IpAddr) -> bool {
     let addr = canonical(addr);
-    ranges.is_empty() || ranges.iter().any(|n| n.contains(&addr))
+    ranges.iter().any(|n| n.contains(&addr))
 }
 
 /// Judges a matched rule (or none) against the request's facts.
 pub fn decide(
     rule: Option<&RouteRule>,
     client: IpAddr,
-    team_ranges: &[IpNet],
+    team_ranges: &TeamRanges,
     presented: Presented,
 ) -> RouteDecision {
     let Some(rule) = rule else {
         return RouteDecision::NoRule;
     };
-    if !in_ranges(team_ranges, client) || !in_ranges(&rule.client_ranges, client) {
+    if !team_ranges.admits(client) || !in_ranges(&rule.client_ranges, client) {
         return RouteDecision::AddressRefused;
     }
     let enough = |role: Option<TeamRole>, min: TeamRole| match role {
@@ -290,7 +296,7 @@ mod tests {
     #[test]
     fn no_rule_means_deny() {
         assert_eq!(
-            decide(None, HOME, &[], Presented::Nothing),
+            decide(None, HOME, &TeamRanges::Any, Presented::Nothing),
             RouteDecision::NoRule
         );
     }
@@ -304,7 +310,7 @@ mod tests {
                 min_role: TeamRole::Dashboard,
             },
         );
-        let d = |p| decide(Some(&r), HOME, &[], p);
+        let d = |p| decide(Some(&r), HOME, &TeamRanges::Any, p);
         assert_eq!(d(Presented::Nothing), RouteDecision::CredentialMissing);
         assert_eq!(d(Presented::Session(None)), RouteDecision::Forbidden);
         for role in TeamRole::ALL {
@@ -324,7 +330,12 @@ mod tests {
                 RouteDecision::Forbidden
             };
             assert_eq!(
-                decide(Some(&r), HOME, &[], Presented::Session(Some(role))),
+                decide(
+                    Some(&r),
+                    HOME,
+                    &TeamRanges::Any,
+                    Presented::Session(Some(role))
+                ),
                 want
             );
         }
@@ -333,7 +344,7 @@ mod tests {
     #[test]
     fn api_key_rules_refuse_invalid_and_out_of_path_keys() {
         let r = rule("/", &[], RoutePolicy::ApiKey);
-        let d = |p| decide(Some(&r), HOME, &[], p);
+        let d = |p| decide(Some(&r), HOME, &TeamRanges::Any, p);
         assert_eq!(d(Presented::Nothing), RouteDecision::CredentialMissing);
         assert_eq!(
             d(Presented::Session(Some(TeamRole::Owner))),
@@ -374,7 +385,7 @@ mod tests {
                 min_role: TeamRole::Viewer,
             },
         );
-        let d = |p| decide(Some(&r), HOME, &[], p);
+        let d = |p| decide(Some(&r), HOME, &TeamRanges::Any, p);
         assert_eq!(d(Presented::Basic(None)), RouteDecision::CredentialInvalid);
         assert_eq!(d(Presented::Basic(Some(None))), RouteDecision::Forbidden);
         assert_eq!(
@@ -394,27 +405,52 @@ mod tests {
         let one: IpNet = "10.0.0.5/32".parse().unwrap_or_else(|_| unreachable!());
         let outside = IpAddr::V4(std::net::Ipv4Addr::new(192, 168, 1, 1));
         assert_eq!(
-            decide(Some(&r), outside, &[lan], Presented::Nothing),
+            decide(
+                Some(&r),
+                outside,
+                &TeamRanges::Only(vec![lan]),
+                Presented::Nothing
+            ),
             RouteDecision::AddressRefused
         );
         assert_eq!(
-            decide(Some(&r), HOME, &[lan], Presented::Nothing),
+            decide(
+                Some(&r),
+                HOME,
+                &TeamRanges::Only(vec![lan]),
+                Presented::Nothing
+            ),
             RouteDecision::Allow
         );
         r.client_ranges = vec![one];
         assert_eq!(
-            decide(Some(&r), HOME, &[lan], Presented::Nothing),
+            decide(
+                Some(&r),
+                HOME,
+                &TeamRanges::Only(vec![lan]),
+                Presented::Nothing
+            ),
             RouteDecision::Allow
         );
         let other = IpAddr::V4(std::net::Ipv4Addr::new(10, 0, 0, 6));
         assert_eq!(
-            decide(Some(&r), other, &[lan], Presented::Nothing),
+            decide(
+                Some(&r),
+                other,
+                &TeamRanges::Only(vec![lan]),
+                Presented::Nothing
+            ),
             RouteDecision::AddressRefused
         );
         // An IPv4-mapped IPv6 peer is judged by its IPv4 address.
         let mapped: IpAddr = "::ffff:10.0.0.5".parse().unwrap_or_else(|_| unreachable!());
         assert_eq!(
-            decide(Some(&r), mapped, &[lan], Presented::Nothing),
+            decide(
+                Some(&r),
+                mapped,
+                &TeamRanges::Only(vec![lan]),
+                Presented::Nothing
+            ),
             RouteDecision::Allow
         );
     }
@@ -465,9 +501,9 @@ mod tests {
             let team: IpNet = "10.0.0.0/8".parse().unwrap_or_else(|_| unreachable!());
             let addr = IpAddr::V4(std::net::Ipv4Addr::new(a, b, 0, 1));
             let m = match_rule(&rules, "GET", &path).map(|m| m.1);
-            let d = decide(m, addr, &[team], Presented::Nothing);
+            let d = decide(m, addr, &TeamRanges::Only(vec![team]), Presented::Nothing);
             prop_assert_eq!(d == RouteDecision::Allow, a == 10);
-            prop_assert_eq!(decide(None, addr, &[], Presented::Nothing), RouteDecision::NoRule);
+            prop_assert_eq!(decide(None, addr, &TeamRanges::Any, Presented::Nothing), RouteDecision::NoRule);
         }
     }
 }

@@ -1,57 +1,19 @@
 //! Writing audit entries from request context.
 
 use crate::auth::principal::Principal;
-use crate::error::{ApiError, ApiResult};
+use crate::error::ApiResult;
 use crate::net::client::ClientInfo;
 use crate::state::AppState;
 use redwall_policy::audit_event::{AuditEvent, Outcome};
 use redwall_store::NewAuditEntry;
 
-/// Who acted, as recorded in the log.
-pub struct Actor {
-    pub id: Option<String>,
-    pub name: Option<String>,
-}
+pub use redwall_hub::audit::{printable, Actor};
 
-impl Actor {
-    pub fn of(p: &Principal) -> Actor {
-        Actor {
-            id: Some(p.user_id.clone()),
-            name: Some(p.username.clone()),
-        }
+impl Principal {
+    /// The principal as the log records an actor.
+    pub fn actor(&self) -> Actor {
+        Actor::user(&self.user_id, &self.username)
     }
-
-    pub fn user(id: &str, name: &str) -> Actor {
-        Actor {
-            id: Some(id.to_string()),
-            name: Some(name.to_string()),
-        }
-    }
-
-    pub fn user_id(id: &str) -> Actor {
-        Actor {
-            id: Some(id.to_string()),
-            name: None,
-        }
-    }
-
-    /// An attempted login for a name that may not exist: recorded as typed
-    /// (already validated or truncated) so admins can see what was tried.
-    pub fn attempted(name: &str) -> Actor {
-        Actor {
-            id: None,
-            name: Some(printable(name)),
-        }
-    }
-}
-
-/// At most 64 characters, control characters shown as U+FFFD, so a hostile
-/// name cannot forge log lines or break a database's text type.
-fn printable(s: &str) -> String {
-    s.chars()
-        .take(64)
-        .map(|c| if c.is_control() { '\u{fffd}' } else { c })
-        .collect()
 }
 
 /// Appends one entry and waits until it is committed. A request whose audit
@@ -85,13 +47,8 @@ pub async fn record_in_team(
     let entry = entry(
         state, team_id, actor, client, event, outcome, target, details,
     );
-    state.metrics.audit_appended();
-    state
-        .audit_writer
-        .append(entry)
-        .await
-        .map(|_| ())
-        .map_err(ApiError::from)
+    state.hub.record(entry).await.map(|_| ())?;
+    Ok(())
 }
 
 /// The entry [`record_in_team`] appends.
@@ -211,10 +168,11 @@ pub async fn flush_refusals(state: &AppState, all: bool) -> usize {
         return 0;
     }
     // All at once: the writer commits them in a few group transactions.
-    let results = futures::future::join_all(taken.iter().map(|(key, tally)| {
-        state.metrics.audit_appended();
-        state.audit_writer.append(aggregate_entry(key, tally))
-    }))
+    let results = futures::future::join_all(
+        taken
+            .iter()
+            .map(|(key, tally)| state.hub.record(aggregate_entry(key, tally))),
+    )
     .await;
     let mut unwritten = Vec::new();
     let mut written = 0;

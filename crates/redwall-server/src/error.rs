@@ -140,6 +140,28 @@ pub fn log_server_error(status: StatusCode, code: &str, cause: &str) {
     );
 }
 
+impl From<redwall_hub::HubError> for ApiError {
+    fn from(e: redwall_hub::HubError) -> Self {
+        use redwall_hub::{HubError, Refused};
+        match e {
+            HubError::NotFound => ApiError::not_found(),
+            HubError::Refused {
+                kind,
+                code,
+                message,
+            } => {
+                let status = match kind {
+                    Refused::Invalid => StatusCode::UNPROCESSABLE_ENTITY,
+                    Refused::Conflict => StatusCode::CONFLICT,
+                    Refused::Forbidden => StatusCode::FORBIDDEN,
+                };
+                ApiError::new(status, code, message)
+            }
+            HubError::Store(e) => e.into(),
+        }
+    }
+}
+
 impl From<StoreError> for ApiError {
     fn from(e: StoreError) -> Self {
         match e {

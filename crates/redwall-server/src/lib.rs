@@ -8,12 +8,10 @@ pub mod accounts;
 pub mod api;
 pub mod audit;
 pub mod auth;
-pub mod clock;
 pub mod config;
 pub mod console;
 pub mod error;
 pub mod files;
-pub mod ids;
 pub mod import;
 pub mod instances;
 pub mod keys;
@@ -25,7 +23,8 @@ pub mod server;
 pub mod settings;
 pub mod sso;
 pub mod state;
-pub mod ttl_cache;
 
+/// Moved to the hub; kept under these paths for the server's modules.
+pub use redwall_hub::{clock, ids, ttl_cache};
 pub use server::{open_state, start, RunningServer, StartOptions};
 pub use state::AppState;

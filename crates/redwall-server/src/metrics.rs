@@ -13,7 +13,6 @@ pub struct Metrics {
     logins_succeeded: AtomicU64,
     logins_failed: AtomicU64,
     logins_throttled: AtomicU64,
-    audit_entries: AtomicU64,
 }
 
 impl Metrics {
@@ -38,12 +37,9 @@ impl Metrics {
         self.logins_throttled.fetch_add(1, Ordering::Relaxed);
     }
 
-    pub fn audit_appended(&self) {
-        self.audit_entries.fetch_add(1, Ordering::Relaxed);
-    }
-
-    /// The counters, with the audit writer's from `audit`.
-    pub fn render(&self, audit: &AuditHealth) -> String {
+    /// The counters, with the audit writer's from `audit` and the number
+    /// of entries the hub recorded.
+    pub fn render(&self, audit: &AuditHealth, audit_entries: u64) -> String {
         let mut out = String::new();
         let mut counter = |name: &str, help: &str, samples: &[(&str, &AtomicU64)]| {
             let _ = writeln!(out, "# HELP {name} {help}");
@@ -73,7 +69,7 @@ impl Metrics {
         counter(
             "redwall_audit_entries_total",
             "Audit entries written by this process.",
-            &[("", &self.audit_entries)],
+            &[("", &AtomicU64::new(audit_entries))],
         );
         let refused = AtomicU64::new(audit.entries_refused());
         let attempts = AtomicU64::new(audit.attempts_failed());

@@ -7,24 +7,22 @@ use crate::clock::Clock;
 use crate::config::Config;
 use crate::instances::InstanceManager;
 use crate::metrics::Metrics;
-use crate::proxy::credentials::CachedKey;
 use crate::proxy::upstream::Upstream;
-use crate::proxy::ProxyTarget;
 use crate::settings::SettingsCache;
 use crate::ttl_cache::TtlCache;
 use redwall_crypto::chain::ChainKey;
 use redwall_crypto::keyring::Keyring;
 use redwall_crypto::password::PasswordHasher;
-use redwall_crypto::token::TokenDigest;
-use redwall_policy::permission::{Permission, TeamRole};
+use redwall_hub::Hub;
 use redwall_policy::{Micros, MICROS_PER_SECOND};
 use redwall_store::{AuditWriter, Store};
 use std::ops::Deref;
 use std::sync::{Arc, OnceLock};
 
-/// A grant may be served from memory for at most this long after a change
-/// made on another node.
-pub const GRANT_CACHE_MICROS: Micros = MICROS_PER_SECOND;
+pub use redwall_hub::caches::{
+    CachedKey, CachedSession, CachedTeam, CachedToken, CachedUser, InstanceTarget,
+    GRANT_CACHE_MICROS,
+};
 
 /// Password checks of unknown clients that may wait per core (a few tenths
 /// of a second of argon2 each); more are refused at once as busy.
@@ -53,13 +51,8 @@ pub struct Inner {
     pub hash_gate: HashGate,
     pub clock: Arc<dyn Clock>,
     pub settings: SettingsCache,
-    pub sessions: TtlCache<TokenDigest, CachedSession>,
-    pub tokens: TtlCache<TokenDigest, CachedToken>,
-    pub users: TtlCache<String, CachedUser>,
-    /// (team id, user id) -> role, or `None` for "not a member".
-    pub memberships: TtlCache<(String, String), Option<TeamRole>>,
-    /// team id -> what the guard needs of the team, or `None` for "no such team".
-    pub teams: TtlCache<String, Option<CachedTeam>>,
+    /// The hub's operations and the caches they clear.
+    pub hub: Hub,
     pub throttle: LoginThrottle,
     pub activity: ActivityBuffer,
     /// Refusals counted per source and minute (`audit::record_refusal`).
@@ -69,13 +62,6 @@ pub struct Inner {
     pub tls: bool,
     /// Set by `serve` only: offline commands never run instances.
     pub instances: OnceLock<Arc<InstanceManager>>,
-    /// instance name -> what the proxy needs, or `None` for "no such instance".
-    pub proxy_targets: TtlCache<String, Option<Arc<ProxyTarget>>>,
-    /// API key digest -> the key, or `None` for "unknown".
-    pub instance_keys: TtlCache<TokenDigest, Option<CachedKey>>,
-    /// Keyed digest of a verified basic credential -> user id, so argon2
-    /// runs once per credential a minute, not once per request.
-    pub basic_auth: TtlCache<[u8; 32], String>,
     pub upstream: Upstream,
     /// (instance, token kind, user) -> a token minted for the instance, reused for a minute.
     pub minted_tokens: TtlCache<String, String>,
@@ -83,38 +69,6 @@ pub struct Inner {
     pub used_handoff_codes: TtlCache<String, ()>,
     /// OpenID Connect: HTTP clients, cached discovery and keys, used states.
     pub oidc: crate::sso::oidc::OidcState,
-}
-
-#[derive(Clone, Debug)]
-pub struct CachedSession {
-    pub id: String,
-    pub user_id: String,
-    pub expires_at: Micros,
-    pub last_seen_at: Micros,
-}
-
-#[derive(Clone, Debug)]
-pub struct CachedToken {
-    pub id: String,
-    pub user_id: String,
-    pub scope: redwall_policy::access::TokenScope,
-    pub expires_at: Option<Micros>,
-    pub team_id: Option<String>,
-    /// When limited to some permissions.
-    pub permissions: Option<Vec<Permission>>,
-}
-
-#[derive(Clone, Debug)]
-pub struct CachedTeam {
-    pub require_mfa: bool,
-}
-
-#[derive(Clone, Debug)]
-pub struct CachedUser {
-    pub username: String,
-    pub is_admin: bool,
-    pub suspended: bool,
-    pub mfa_enabled: bool,
 }
 
 pub struct StateParts {
@@ -146,21 +100,14 @@ impl AppState {
             chain_key: ChainKey::from_keyring(&keyring),
             hasher,
             hash_gate: HashGate::new(permits, permits * UNKNOWN_HASHES_QUEUED_PER_CORE),
+            hub: Hub::new(store.clone(), audit_writer.clone(), clock.clone()),
             audit_writer,
             settings,
-            sessions: TtlCache::new(GRANT_CACHE_MICROS, 100_000),
-            tokens: TtlCache::new(GRANT_CACHE_MICROS, 100_000),
-            users: TtlCache::new(GRANT_CACHE_MICROS, 100_000),
-            memberships: TtlCache::new(GRANT_CACHE_MICROS, 100_000),
-            teams: TtlCache::new(GRANT_CACHE_MICROS, 100_000),
             throttle: LoginThrottle::default(),
             activity: ActivityBuffer::default(),
             refusals: crate::audit::refusals::RefusalTable::new(config.audit.refusal_sources),
             metrics: Metrics::default(),
             instances: OnceLock::new(),
-            proxy_targets: TtlCache::new(GRANT_CACHE_MICROS, 10_000),
-            instance_keys: TtlCache::new(GRANT_CACHE_MICROS, 100_000),
-            basic_auth: TtlCache::new(60 * MICROS_PER_SECOND, 10_000),
             upstream: Upstream::new(config.instances.network_isolation),
             minted_tokens: TtlCache::new(60 * MICROS_PER_SECOND, 100_000),
             used_handoff_codes: TtlCache::new(120 * MICROS_PER_SECOND, 100_000),
@@ -179,44 +126,34 @@ impl AppState {
 
     /// Forgets everything cached about a user (after suspend, delete, role or MFA change).
     pub fn forget_user(&self, user_id: &str) {
-        self.users.remove(&user_id.to_string());
-        self.sessions.retain(|_, s| s.user_id != user_id);
-        self.tokens.retain(|_, t| t.user_id != user_id);
-        self.memberships.retain(|(_, u), _| u != user_id);
-        self.basic_auth.retain(|_, u| u != user_id);
+        self.hub.caches.forget_user(user_id);
     }
 
     /// After an instance's rules change or it is deleted.
     pub fn forget_instance(&self, name: &str) {
-        self.proxy_targets.remove(&name.to_string());
+        self.hub.caches.forget_instance(name);
     }
 
-    /// After a key is revoked (rare; clearing all is simplest).
+    /// After a key is revoked.
     pub fn forget_instance_keys(&self) {
-        self.instance_keys.retain(|_, _| false);
+        self.hub.caches.forget_instance_keys();
     }
 
     /// After a role change, a removal, or a join.
     pub fn forget_membership(&self, team_id: &str, user_id: &str) {
-        self.memberships
-            .remove(&(team_id.to_string(), user_id.to_string()));
+        self.hub.caches.forget_membership(team_id, user_id);
     }
 
     /// After a settings change or deletion of a team.
     pub fn forget_team(&self, team_id: &str) {
-        self.teams.remove(&team_id.to_string());
-        self.proxy_targets
-            .retain(|_, t| t.as_ref().is_none_or(|t| t.team_id != team_id));
-        self.memberships.retain(|(t, _), _| t != team_id);
-        self.tokens
-            .retain(|_, tok| tok.team_id.as_deref() != Some(team_id));
+        self.hub.caches.forget_team(team_id);
     }
 
     pub fn forget_session(&self, session_id: &str) {
-        self.sessions.retain(|_, s| s.id != session_id);
+        self.hub.caches.forget_session(session_id);
     }
 
     pub fn forget_token(&self, token_id: &str) {
-        self.tokens.retain(|_, t| t.id != token_id);
+        self.hub.caches.forget_token(token_id);
     }
 }

@@ -626,7 +626,39 @@ async fn the_permission_table_is_published(s: &TestServer) {
     let _ = admin;
 }
 
+/// The console sends every field of the team form at once: a change the
+/// rules refuse must leave the whole team as it was, the name included, and
+/// nothing may change without its audit entry.
+async fn a_refused_team_change_changes_nothing(s: &TestServer) {
+    let admin = s.admin().await;
+    let owner = s.user(&admin, "olivia").await;
+    let team = create_team(&owner, "Ops").await;
+    let r = owner
+        .patch(
+            &format!("/api/v1/teams/{team}"),
+            json!({"name": "Renamed", "require_mfa": true, "allowed_cidrs": ["10.0.0.0/8"]}),
+        )
+        .await;
+    assert_eq!((r.status, r.code()), (422, "enrol_mfa_first"));
+    let t = owner.get(&format!("/api/v1/teams/{team}")).await;
+    assert_eq!(t.body["name"], "Ops", "the refused change renamed the team");
+    assert_eq!(t.body["require_mfa"], false);
+    assert_eq!(t.body["allowed_cidrs"], json!([]));
+    let log = owner.get(&format!("/api/v1/teams/{team}/audit")).await;
+    let events: Vec<&str> = log.body["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["event"].as_str().unwrap())
+        .collect();
+    assert!(
+        !events.contains(&"team.renamed") && !events.contains(&"team.settings_changed"),
+        "{events:?}"
+    );
+}
+
 on_both_backends!(
+    a_refused_team_change_changes_nothing,
     invitations_flow_from_invite_to_membership,
     invitations_expire_and_can_be_revoked,
     the_last_owner_can_neither_leave_nor_be_demoted,

@@ -450,15 +450,15 @@ impl Store {
     /// numbers, in order. The chain head is read inside the transaction,
     /// after taking the append lock (a PostgreSQL advisory lock, or SQLite's
     /// write lock), so concurrent writers, in this process or another, never
-    /// fork the chain. Prefer [`AuditWriter`] for per-request events.
+    /// fork the chain. Entries that changes committed as pending
+    /// ([`crate::Change`]) are chained first, in the same transaction; with
+    /// no `entries`, only those. Prefer [`AuditWriter`] for per-request
+    /// events.
     pub async fn append_audit(
         &self,
         key: &ChainKey,
         entries: &[NewAuditEntry],
     ) -> Result<Vec<i64>, StoreError> {
-        if entries.is_empty() {
-            return Ok(Vec::new());
-        }
         let details: Vec<String> = entries.iter().map(|e| canonical_json(&e.details)).collect();
         let mut attempt = 0;
         loop {
@@ -520,6 +520,18 @@ impl Store {
                 (seq, prev)
             }
         };
+        // Entries that changes committed with themselves come first: they
+        // happened before anything this group was asked to append.
+        let pending = crate::change::take_pending(&mut tx).await?;
+        let all: Vec<(&NewAuditEntry, &String)> = pending
+            .iter()
+            .map(|(_, e, d)| (e, d))
+            .chain(entries.iter().zip(details))
+            .collect();
+        if all.is_empty() {
+            tx.commit().await?;
+            return Ok(Vec::new());
+        }
         // Chain every entry first, then insert them several rows per
         // statement: one round trip per row is what makes inserts slow.
         struct Linked {
@@ -528,9 +540,9 @@ impl Store {
             prev: ChainHash,
             hash: ChainHash,
         }
-        let mut linked = Vec::with_capacity(entries.len());
+        let mut linked = Vec::with_capacity(all.len());
         let mut buf = Vec::with_capacity(1024);
-        for (e, details) in entries.iter().zip(details) {
+        for &(e, details) in &all {
             seq += 1;
             let id = time_ordered_id(e.at);
             write_canonical(
@@ -559,7 +571,7 @@ impl Store {
             });
             prev = hash;
         }
-        let rows: Vec<_> = entries.iter().zip(details).zip(&linked).collect();
+        let rows: Vec<_> = all.iter().copied().zip(&linked).collect();
         let mut rest = rows.as_slice();
         while !rest.is_empty() {
             let (sql, n) = insert_statement(self.backend, rest.len());
@@ -585,7 +597,8 @@ impl Store {
             }
             q.execute(&mut *tx).await?;
         }
-        let seqs = linked.iter().map(|l| l.seq).collect();
+        // The callers' entries are the last ones.
+        let seqs = linked.iter().skip(pending.len()).map(|l| l.seq).collect();
         tx.commit().await?;
         Ok(seqs)
     }
@@ -696,6 +709,10 @@ enum Job {
     Probe {
         done: oneshot::Sender<Result<(), FaultCause>>,
     },
+    /// Chain what changes committed as pending.
+    Flush {
+        done: oneshot::Sender<Result<(), StoreError>>,
+    },
 }
 
 impl AuditWriter {
@@ -720,6 +737,19 @@ impl AuditWriter {
                 entry: Box::new(e),
                 done,
             })
+            .await
+            .map_err(|_| StoreError::Database(sqlx::Error::WorkerCrashed))?;
+        wait.await
+            .map_err(|_| StoreError::Database(sqlx::Error::WorkerCrashed))?
+    }
+
+    /// Waits until every entry that changes committed before this call
+    /// ([`crate::Change::commit`]) is chained into the log. The entries are
+    /// safe either way; this makes them visible (and verified) now.
+    pub async fn flush(&self) -> Result<(), StoreError> {
+        let (done, wait) = oneshot::channel();
+        self.tx
+            .send(Job::Flush { done })
             .await
             .map_err(|_| StoreError::Database(sqlx::Error::WorkerCrashed))?;
         wait.await
@@ -774,6 +804,8 @@ async fn run_writer(
     health: Arc<AuditHealth>,
 ) {
     let mut jobs = Vec::with_capacity(WRITER_BATCH);
+    // Entries a killed process committed but did not chain.
+    let _ = append_retrying(&store, &key, &health, &[], Instant::now() + RETRY_FOR).await;
     loop {
         let received = if health.fault().is_some() {
             match tokio::time::timeout(PROBE_EVERY, rx.recv_many(&mut jobs, WRITER_BATCH)).await {
@@ -793,6 +825,7 @@ async fn run_writer(
         let mut entries = Vec::with_capacity(jobs.len());
         let mut dones = Vec::with_capacity(jobs.len());
         let mut probes = Vec::new();
+        let mut flushes = Vec::new();
         for job in jobs.drain(..) {
             match job {
                 Job::Append { entry, done } => {
@@ -800,13 +833,28 @@ async fn run_writer(
                     dones.push(done);
                 }
                 Job::Probe { done } => probes.push(done),
+                Job::Flush { done } => flushes.push(done),
             }
         }
-        let result = if entries.is_empty() {
-            probe(&store, &health).await
-        } else {
+        // Every group chains what is pending, so flushes ride along with
+        // appends; alone, they make an empty group.
+        let result = if !entries.is_empty() {
             write_group(&store, &key, &health, entries, dones).await
+        } else if !flushes.is_empty() {
+            let deadline = Instant::now() + RETRY_FOR;
+            match append_retrying(&store, &key, &health, &[], deadline).await {
+                Ok(_) => {
+                    health.succeeded();
+                    Ok(())
+                }
+                Err((_, cause)) => Err(cause),
+            }
+        } else {
+            probe(&store, &health).await
         };
+        for done in flushes {
+            let _ = done.send(result.map_err(StoreError::Unavailable));
+        }
         for done in probes {
             let _ = done.send(result);
         }

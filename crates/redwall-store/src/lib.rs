@@ -14,9 +14,11 @@
 //! bytes.
 
 mod audit;
+mod change;
 mod error;
 mod health;
 mod instances;
+mod memberships;
 mod retention;
 mod sessions;
 mod settings;
@@ -37,13 +39,15 @@ pub use audit::{
     canonical_entry_bytes, AuditFilter, AuditRecord, AuditWriter, ChainProblem, ChainProblemKind,
     ChainReport, NewAuditEntry,
 };
+pub use change::Change;
 pub use error::StoreError;
 pub use health::{AuditHealth, Fault, FaultCause};
 pub use instances::{EnvEntry, Instance, InstanceApiKey};
+pub use memberships::{MemberChange, MembershipWrite};
 pub use retention::{verify_export, AuditCut, ExportReport, PRUNED_EVENT};
 pub use sessions::Session;
-pub use sso::{MembershipWrite, OidcStateUse};
-pub use teams::{Invitation, Member, MemberChange, Team};
+pub use sso::OidcStateUse;
+pub use teams::{Invitation, Member, Team};
 pub use tokens::ApiToken;
 pub use users::{NewUser, User};
 

@@ -5,17 +5,6 @@ use sqlx::Row;
 
 use crate::{Micros, Store, StoreError};
 
-/// What a mapping-driven membership write did.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum MembershipWrite {
-    Unchanged,
-    Added,
-    Changed,
-    Removed,
-    /// Refused: the team would be left without an Owner.
-    LastOwner,
-}
-
 impl Store {
     /// The user linked to this subject of this provider.
     pub async fn find_external_identity(
@@ -113,72 +102,6 @@ impl Store {
                 .fetch_one(self.pool())
                 .await?,
         )
-    }
-
-    /// Sets the user's role in the team (`None`: not a member), keeping at
-    /// least one Owner, in one transaction.
-    pub async fn write_membership(
-        &self,
-        team_id: &str,
-        user_id: &str,
-        role: Option<&str>,
-        now: Micros,
-    ) -> Result<MembershipWrite, StoreError> {
-        let mut tx = self.begin_write().await?;
-        let current: Option<String> =
-            sqlx::query_scalar("SELECT role FROM memberships WHERE team_id = $1 AND user_id = $2")
-                .bind(team_id)
-                .bind(user_id)
-                .fetch_optional(&mut *tx)
-                .await?;
-        if current.as_deref() == role {
-            return Ok(MembershipWrite::Unchanged);
-        }
-        if current.as_deref() == Some("owner") {
-            let owners: i64 = sqlx::query_scalar(
-                "SELECT COUNT(*) FROM memberships WHERE team_id = $1 AND role = 'owner'",
-            )
-            .bind(team_id)
-            .fetch_one(&mut *tx)
-            .await?;
-            if owners <= 1 {
-                return Ok(MembershipWrite::LastOwner);
-            }
-        }
-        let done = match (current, role) {
-            (None, Some(r)) => {
-                sqlx::query(
-                    "INSERT INTO memberships (team_id, user_id, role, joined_at) VALUES ($1, $2, $3, $4)",
-                )
-                .bind(team_id)
-                .bind(user_id)
-                .bind(r)
-                .bind(now)
-                .execute(&mut *tx)
-                .await?;
-                MembershipWrite::Added
-            }
-            (Some(_), Some(r)) => {
-                sqlx::query("UPDATE memberships SET role = $3 WHERE team_id = $1 AND user_id = $2")
-                    .bind(team_id)
-                    .bind(user_id)
-                    .bind(r)
-                    .execute(&mut *tx)
-                    .await?;
-                MembershipWrite::Changed
-            }
-            (Some(_), None) => {
-                sqlx::query("DELETE FROM memberships WHERE team_id = $1 AND user_id = $2")
-                    .bind(team_id)
-                    .bind(user_id)
-                    .execute(&mut *tx)
-                    .await?;
-                MembershipWrite::Removed
-            }
-            (None, None) => MembershipWrite::Unchanged,
-        };
-        tx.commit().await?;
-        Ok(done)
     }
 
     /// Teams whose exact name is `name` (for mapping rules that name a team).

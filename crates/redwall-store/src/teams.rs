@@ -42,15 +42,6 @@ pub struct Invitation {
     pub expires_at: Micros,
 }
 
-/// The outcome of a change that must keep at least one Owner.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum MemberChange {
-    Done,
-    NotAMember,
-    /// Refused: the team would be left without an Owner.
-    LastOwner,
-}
-
 const OWNER: &str = "owner";
 
 #[derive(Clone, Copy)]
@@ -171,36 +162,6 @@ impl Store {
             .map_err(StoreError::from)
     }
 
-    pub async fn rename_team(&self, id: &str, name: &str, now: Micros) -> Result<bool, StoreError> {
-        let done = sqlx::query("UPDATE teams SET name = $2, updated_at = $3 WHERE id = $1")
-            .bind(id)
-            .bind(name)
-            .bind(now)
-            .execute(self.pool())
-            .await?;
-        Ok(done.rows_affected() == 1)
-    }
-
-    pub async fn set_team_settings(
-        &self,
-        id: &str,
-        require_mfa: bool,
-        allowed_cidrs: &[String],
-        now: Micros,
-    ) -> Result<bool, StoreError> {
-        let cidrs = serde_json::to_string(allowed_cidrs).unwrap_or_else(|_| "[]".into());
-        let done = sqlx::query(
-            "UPDATE teams SET require_mfa = $2, allowed_cidrs = $3, updated_at = $4 WHERE id = $1",
-        )
-        .bind(id)
-        .bind(i64::from(require_mfa))
-        .bind(cidrs)
-        .bind(now)
-        .execute(self.pool())
-        .await?;
-        Ok(done.rows_affected() == 1)
-    }
-
     /// Deletes the team, its memberships, invitations and team-limited tokens.
     pub async fn delete_team(&self, id: &str) -> Result<bool, StoreError> {
         let mut tx = self.begin_write().await?;
@@ -253,54 +214,6 @@ impl Store {
             .map_err(StoreError::from)
     }
 
-    /// Changes a member's role, refusing to demote the last Owner. The owner
-    /// count is read inside the write transaction, so two concurrent demotions
-    /// cannot both pass.
-    pub async fn set_member_role(
-        &self,
-        team_id: &str,
-        user_id: &str,
-        role: &str,
-    ) -> Result<MemberChange, StoreError> {
-        let mut tx = self.begin_write().await?;
-        let Some(current) = self.locked_role(&mut tx, team_id, user_id).await? else {
-            return Ok(MemberChange::NotAMember);
-        };
-        if current == OWNER && role != OWNER && owners(&mut tx, team_id).await? <= 1 {
-            return Ok(MemberChange::LastOwner);
-        }
-        sqlx::query("UPDATE memberships SET role = $3 WHERE team_id = $1 AND user_id = $2")
-            .bind(team_id)
-            .bind(user_id)
-            .bind(role)
-            .execute(&mut *tx)
-            .await?;
-        tx.commit().await?;
-        Ok(MemberChange::Done)
-    }
-
-    /// Removes a member (or lets one leave), refusing to remove the last Owner.
-    pub async fn remove_member(
-        &self,
-        team_id: &str,
-        user_id: &str,
-    ) -> Result<MemberChange, StoreError> {
-        let mut tx = self.begin_write().await?;
-        let Some(current) = self.locked_role(&mut tx, team_id, user_id).await? else {
-            return Ok(MemberChange::NotAMember);
-        };
-        if current == OWNER && owners(&mut tx, team_id).await? <= 1 {
-            return Ok(MemberChange::LastOwner);
-        }
-        sqlx::query("DELETE FROM memberships WHERE team_id = $1 AND user_id = $2")
-            .bind(team_id)
-            .bind(user_id)
-            .execute(&mut *tx)
-            .await?;
-        tx.commit().await?;
-        Ok(MemberChange::Done)
-    }
-
     /// Teams in which `user_id` is the only Owner (deleting the user would orphan them).
     pub async fn teams_solely_owned_by(&self, user_id: &str) -> Result<Vec<String>, StoreError> {
         let ids = sqlx::query_scalar::<_, String>(
@@ -311,39 +224,6 @@ impl Store {
         .fetch_all(self.pool())
         .await?;
         Ok(ids)
-    }
-
-    /// The member's role, read after taking the team's write lock.
-    async fn locked_role(
-        &self,
-        tx: &mut sqlx::Transaction<'static, sqlx::Any>,
-        team_id: &str,
-        user_id: &str,
-    ) -> Result<Option<String>, StoreError> {
-        self.lock_team(tx, team_id).await?;
-        Ok(sqlx::query_scalar::<_, String>(
-            "SELECT role FROM memberships WHERE team_id = $1 AND user_id = $2",
-        )
-        .bind(team_id)
-        .bind(user_id)
-        .fetch_optional(&mut **tx)
-        .await?)
-    }
-
-    /// Serializes membership changes of one team on PostgreSQL (SQLite's
-    /// `BEGIN IMMEDIATE` already serializes all writers).
-    async fn lock_team(
-        &self,
-        tx: &mut sqlx::Transaction<'static, sqlx::Any>,
-        team_id: &str,
-    ) -> Result<(), StoreError> {
-        if self.backend() == crate::Backend::Postgres {
-            sqlx::query("SELECT id FROM teams WHERE id = $1 FOR UPDATE")
-                .bind(team_id)
-                .fetch_optional(&mut **tx)
-                .await?;
-        }
-        Ok(())
     }
 
     /// Stores an invitation. `Conflict` when the person already has an open
@@ -498,16 +378,4 @@ impl Store {
         tx.commit().await?;
         Ok(Some(invitation))
     }
-}
-
-async fn owners(
-    tx: &mut sqlx::Transaction<'static, sqlx::Any>,
-    team_id: &str,
-) -> Result<i64, StoreError> {
-    Ok(sqlx::query_scalar::<_, i64>(
-        "SELECT COUNT(*) FROM memberships WHERE team_id = $1 AND role = 'owner'",
-    )
-    .bind(team_id)
-    .fetch_one(&mut **tx)
-    .await?)
 }

@@ -195,3 +195,51 @@ both_backends!(
         Ok(())
     }
 );
+
+/// SSO group mapping and the API both change memberships; a mapping's
+/// demotion must wait for the team's lock like the API's, or two concurrent
+/// demotions on PostgreSQL (read committed) both see two Owners and leave
+/// none.
+#[tokio::test]
+async fn a_mapped_demotion_waits_for_the_teams_lock_postgres() -> anyhow::Result<()> {
+    use sqlx::Connection as _;
+    let Some(db) = redwall_store::testing::TestDatabase::postgres().await? else {
+        return Ok(());
+    };
+    let store = redwall_store::Store::connect(&db.url).await?;
+    user(&store, "u1", "alice").await;
+    user(&store, "u2", "bob").await;
+    store.create_team("t1", "Ops", "u1", 10).await?;
+    store
+        .write_membership("t1", "u2", Some("owner"), 11)
+        .await?;
+
+    // The API's path demotes alice under the team's lock, not yet committed.
+    let mut api = sqlx::AnyConnection::connect(&db.url).await?;
+    let mut tx = api.begin().await?;
+    sqlx::query("SELECT id FROM teams WHERE id = $1 FOR UPDATE")
+        .bind("t1")
+        .fetch_optional(&mut *tx)
+        .await?;
+    sqlx::query("UPDATE memberships SET role = 'member' WHERE team_id = 't1' AND user_id = 'u1'")
+        .execute(&mut *tx)
+        .await?;
+    let mapping = {
+        let store = store.clone();
+        tokio::spawn(async move { store.write_membership("t1", "u2", Some("member"), 12).await })
+    };
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    tx.commit().await?;
+    let written = mapping.await??;
+    assert_eq!(written, redwall_store::MembershipWrite::LastOwner);
+    let owners = store
+        .list_members("t1")
+        .await?
+        .iter()
+        .filter(|m| m.role == "owner")
+        .count();
+    assert_eq!(owners, 1, "the team was left without an Owner");
+    store.close().await;
+    db.cleanup().await;
+    Ok(())
+}

@@ -1,7 +1,7 @@
 //! Reading and exporting the audit log.
 
 use crate::api::body::Query;
-use crate::audit::{self, Actor};
+use crate::audit;
 use crate::auth::principal::Principal;
 use crate::clock::{parse_rfc3339, rfc3339};
 use crate::error::{ApiError, ApiResult};
@@ -201,7 +201,7 @@ pub async fn verify(
     };
     audit::record(
         &state,
-        Some(&Actor::of(&principal)),
+        Some(&principal.actor()),
         &client,
         AuditEvent::AuditVerified,
         if check.ok { Outcome::Success } else { Outcome::Failure },
@@ -250,7 +250,7 @@ async fn export_filtered(
     audit::record_in_team(
         &state,
         f.team_id.as_deref(),
-        Some(&Actor::of(&principal)),
+        Some(&principal.actor()),
         &client,
         event,
         Outcome::Success,

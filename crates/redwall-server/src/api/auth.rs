@@ -466,7 +466,7 @@ pub(crate) async fn end_current_session(
     session::end(state, session_id).await?;
     audit::record(
         state,
-        Some(&Actor::of(principal)),
+        Some(&principal.actor()),
         client,
         AuditEvent::Logout,
         Outcome::Success,
@@ -497,7 +497,7 @@ pub async fn logout_everywhere(
     let ended = session::end_all_of_user(&state, &principal.user_id, None).await?;
     audit::record(
         &state,
-        Some(&Actor::of(&principal)),
+        Some(&principal.actor()),
         &client,
         AuditEvent::LogoutEverywhere,
         Outcome::Success,

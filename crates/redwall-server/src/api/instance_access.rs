@@ -177,11 +177,7 @@ pub async fn test_request(
         .get_team(&i.team_id)
         .await?
         .ok_or_else(ApiError::not_found)?;
-    let team_ranges: Vec<ipnet::IpNet> = team
-        .allowed_cidrs
-        .iter()
-        .filter_map(|c| c.parse().ok())
-        .collect();
+    let team_ranges = redwall_policy::team_rules::TeamRanges::from_stored(&team.allowed_cidrs);
     let rules = rules_from_json(&i.routes);
     let matched = match_rule(&rules, &method, &req.path);
     let decision = decide(matched.map(|m| m.1), ip, &team_ranges, presented);

@@ -2,7 +2,7 @@
 //! keys are in `instance_access.rs`.
 
 use crate::api::body::{Body, Query};
-use crate::audit::{self, Actor};
+use crate::audit;
 use crate::auth::principal::Principal;
 use crate::clock::rfc3339;
 use crate::error::{ApiError, ApiResult};
@@ -85,7 +85,7 @@ pub async fn record(
     audit::record_in_team(
         state,
         Some(&instance.team_id),
-        Some(&Actor::of(principal)),
+        Some(&principal.actor()),
         client,
         event,
         Outcome::Success,

@@ -2,7 +2,7 @@
 
 use crate::api::body::{Body, IdPath, TeamItemPath};
 use crate::api::teams::parse_role;
-use crate::audit::{self, Actor};
+use crate::audit;
 use crate::auth::principal::Principal;
 use crate::clock::rfc3339;
 use crate::error::{ApiError, ApiResult};
@@ -139,7 +139,7 @@ pub async fn create(
     audit::record_in_team(
         &state,
         Some(&access.team_id),
-        Some(&Actor::of(&principal)),
+        Some(&principal.actor()),
         &client,
         AuditEvent::MemberInvited,
         Outcome::Success,
@@ -163,7 +163,7 @@ pub async fn revoke(
     audit::record_in_team(
         &state,
         Some(&access.team_id),
-        Some(&Actor::of(&principal)),
+        Some(&principal.actor()),
         &client,
         AuditEvent::InvitationRevoked,
         Outcome::Success,
@@ -214,7 +214,7 @@ pub async fn accept(
     audit::record_in_team(
         &state,
         Some(&invitation.team_id),
-        Some(&Actor::of(&principal)),
+        Some(&principal.actor()),
         &client,
         AuditEvent::InvitationAccepted,
         Outcome::Success,
@@ -243,7 +243,7 @@ pub async fn decline(
     audit::record_in_team(
         &state,
         Some(&invitation.team_id),
-        Some(&Actor::of(&principal)),
+        Some(&principal.actor()),
         &client,
         AuditEvent::InvitationDeclined,
         Outcome::Success,
@@ -265,7 +265,7 @@ async fn refused(
 ) -> ApiError {
     let recorded = audit::record(
         state,
-        Some(&Actor::of(principal)),
+        Some(&principal.actor()),
         client,
         AuditEvent::AccessDenied,
         Outcome::Denied,

@@ -2,7 +2,7 @@
 
 use crate::accounts::{hash_password, validate_new_password, verify_password};
 use crate::api::body::{Body, IdPath};
-use crate::audit::{self, Actor};
+use crate::audit;
 use crate::auth::hash_gate::Priority;
 use crate::auth::principal::{Principal, Via};
 use crate::auth::session;
@@ -104,7 +104,7 @@ pub async fn change_password(
         state.throttle.record_failure(&attempt, now);
         audit::record(
             &state,
-            Some(&Actor::of(&principal)),
+            Some(&principal.actor()),
             &client,
             AuditEvent::PasswordChanged,
             Outcome::Failure,
@@ -123,7 +123,7 @@ pub async fn change_password(
     let ended = session::end_all_of_user(&state, &user.id, principal.session_id()).await?;
     audit::record(
         &state,
-        Some(&Actor::of(&principal)),
+        Some(&principal.actor()),
         &client,
         AuditEvent::PasswordChanged,
         Outcome::Success,
@@ -192,7 +192,7 @@ pub async fn end_session(
     session::end(&state, &id).await?;
     audit::record(
         &state,
-        Some(&Actor::of(&principal)),
+        Some(&principal.actor()),
         &client,
         AuditEvent::SessionEnded,
         Outcome::Success,

@@ -6,7 +6,7 @@
 
 use crate::accounts::verify_password;
 use crate::api::body::Body;
-use crate::audit::{self, Actor};
+use crate::audit;
 use crate::auth::hash_gate::Priority;
 use crate::auth::principal::Principal;
 use crate::auth::throttle::Attempt;
@@ -181,7 +181,7 @@ pub async fn enrol(
     let qr = qr_svg(&uri)?;
     audit::record(
         &state,
-        Some(&Actor::of(&principal)),
+        Some(&principal.actor()),
         &client,
         AuditEvent::MfaEnrolmentStarted,
         Outcome::Success,
@@ -219,7 +219,7 @@ pub async fn confirm(
     let Some(step) = secret.verify(&req.code, now_secs(&state), None) else {
         audit::record(
             &state,
-            Some(&Actor::of(&principal)),
+            Some(&principal.actor()),
             &client,
             AuditEvent::MfaVerifyFailed,
             Outcome::Failure,
@@ -257,7 +257,7 @@ pub async fn confirm(
     state.forget_user(&user.id);
     audit::record(
         &state,
-        Some(&Actor::of(&principal)),
+        Some(&principal.actor()),
         &client,
         AuditEvent::MfaEnabled,
         Outcome::Success,
@@ -305,7 +305,7 @@ pub async fn disable(
         state.throttle.record_failure(&attempt, now);
         audit::record(
             &state,
-            Some(&Actor::of(&principal)),
+            Some(&principal.actor()),
             &client,
             AuditEvent::MfaVerifyFailed,
             Outcome::Failure,
@@ -323,7 +323,7 @@ pub async fn disable(
     state.forget_user(&user.id);
     audit::record(
         &state,
-        Some(&Actor::of(&principal)),
+        Some(&principal.actor()),
         &client,
         AuditEvent::MfaDisabled,
         Outcome::Success,

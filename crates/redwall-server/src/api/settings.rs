@@ -1,7 +1,7 @@
 //! Platform settings.
 
 use crate::api::body::Body;
-use crate::audit::{self, Actor};
+use crate::audit;
 use crate::auth::principal::Principal;
 use crate::error::{ApiError, ApiResult};
 use crate::net::client::ClientInfo;
@@ -52,7 +52,7 @@ pub async fn update(
     state.settings.put(&state.store, after, now).await?;
     audit::record(
         &state,
-        Some(&Actor::of(&principal)),
+        Some(&principal.actor()),
         &client,
         AuditEvent::SettingChanged,
         Outcome::Success,

@@ -106,7 +106,9 @@ pub async fn readyz(State(state): State<AppState>) -> Response {
 pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
     (
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-        state.metrics.render(state.audit_writer.health()),
+        state
+            .metrics
+            .render(state.audit_writer.health(), state.hub.entries_recorded()),
     )
 }
 

@@ -1,7 +1,7 @@
 //! Teams: creation, settings, deletion, members and roles.
 
 use crate::api::body::{Body, TeamItemPath};
-use crate::audit::{self, Actor};
+use crate::audit;
 use crate::auth::principal::Principal;
 use crate::clock::rfc3339;
 use crate::error::{ApiError, ApiResult};
@@ -10,15 +10,15 @@ use crate::state::AppState;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::Json;
-use ipnet::IpNet;
+use redwall_hub::Who;
 use redwall_policy::audit_event::{AuditEvent, Outcome};
 use redwall_policy::permission::{team_permissions, TeamRole};
-use redwall_store::{MemberChange, Team};
+use redwall_policy::team_rules::team_name;
+use redwall_store::Team;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
 const MAX_TEAMS_PER_USER: usize = 100;
-const MAX_CIDRS: usize = 64;
 
 #[derive(Serialize, Deserialize, utoipa::ToSchema)]
 pub struct TeamView {
@@ -47,18 +47,6 @@ fn view(team: &Team, role: Option<TeamRole>) -> TeamView {
             .map(|r| team_permissions(r).map(|p| p.name().to_string()).collect())
             .unwrap_or_default(),
     }
-}
-
-fn validate_name(name: &str) -> ApiResult<String> {
-    let name = name.trim();
-    if name.is_empty() || name.chars().count() > 100 || name.chars().any(char::is_control) {
-        return Err(ApiError::new(
-            StatusCode::UNPROCESSABLE_ENTITY,
-            "invalid_name",
-            "the team name must be 1 to 100 printable characters",
-        ));
-    }
-    Ok(name.to_string())
 }
 
 pub fn parse_role(role: &str) -> ApiResult<TeamRole> {
@@ -91,7 +79,7 @@ pub async fn create(
     client: ClientInfo,
     Body(req): Body<NewTeam>,
 ) -> ApiResult<(StatusCode, Json<TeamView>)> {
-    let name = validate_name(&req.name)?;
+    let name = team_name(&req.name).map_err(redwall_hub::HubError::from)?;
     if state
         .store
         .list_teams_of_user(&principal.user_id)
@@ -112,7 +100,7 @@ pub async fn create(
     audit::record_in_team(
         &state,
         Some(&team.id),
-        Some(&Actor::of(&principal)),
+        Some(&principal.actor()),
         &client,
         AuditEvent::TeamCreated,
         Outcome::Success,
@@ -162,81 +150,25 @@ pub async fn update(
     Body(change): Body<TeamChange>,
 ) -> ApiResult<Json<TeamView>> {
     let access = principal.team()?;
-    let before = existing(&state, &access.team_id).await?;
-    let name = change.name.as_deref().map(validate_name).transpose()?;
-    let cidrs = match &change.allowed_cidrs {
-        Some(list) => Some(normalize_cidrs(list)?),
-        None => None,
-    };
-    let now = state.now();
-    if let Some(name) = &name {
-        state.store.rename_team(&before.id, name, now).await?;
-    }
-    let require_mfa = change.require_mfa.unwrap_or(before.require_mfa);
-    if require_mfa && !before.require_mfa && !principal.mfa_enabled {
-        return Err(ApiError::new(
-            StatusCode::UNPROCESSABLE_ENTITY,
-            "enrol_mfa_first",
-            "enrol in MFA yourself before requiring it for the team",
-        ));
-    }
-    let allowed = cidrs
-        .clone()
-        .unwrap_or_else(|| before.allowed_cidrs.clone());
-    state
-        .store
-        .set_team_settings(&before.id, require_mfa, &allowed, now)
+    let actor = principal.actor();
+    let origin = client.origin();
+    let team = state
+        .hub
+        .update_team(
+            Who {
+                actor: Some(&actor),
+                origin: &origin,
+            },
+            principal.mfa_enabled,
+            &access.team_id,
+            redwall_hub::teams::TeamChange {
+                name: change.name,
+                require_mfa: change.require_mfa,
+                allowed_cidrs: change.allowed_cidrs,
+            },
+        )
         .await?;
-    state.forget_team(&before.id);
-    let after = existing(&state, &before.id).await?;
-    let event = if name.is_some() && change.require_mfa.is_none() && cidrs.is_none() {
-        AuditEvent::TeamRenamed
-    } else {
-        AuditEvent::TeamSettingsChanged
-    };
-    audit::record_in_team(
-        &state,
-        Some(&before.id),
-        Some(&Actor::of(&principal)),
-        &client,
-        event,
-        Outcome::Success,
-        Some(format!("team:{}", before.id)),
-        json!({
-            "before": {"name": before.name, "require_mfa": before.require_mfa, "allowed_cidrs": before.allowed_cidrs},
-            "after": {"name": after.name, "require_mfa": after.require_mfa, "allowed_cidrs": after.allowed_cidrs},
-        }),
-    )
-    .await?;
-    Ok(Json(view(&after, access.role)))
-}
-
-fn normalize_cidrs(list: &[String]) -> ApiResult<Vec<String>> {
-    if list.len() > MAX_CIDRS {
-        return Err(ApiError::new(
-            StatusCode::UNPROCESSABLE_ENTITY,
-            "invalid_cidr",
-            format!("at most {MAX_CIDRS} ranges"),
-        ));
-    }
-    list.iter()
-        .map(|s| {
-            let s = s.trim();
-            s.parse::<IpNet>()
-                .or_else(|_| s.parse::<std::net::IpAddr>().map(IpNet::from))
-                .map(|n| n.trunc().to_string())
-                .map_err(|_| {
-                    ApiError::new(
-                        StatusCode::UNPROCESSABLE_ENTITY,
-                        "invalid_cidr",
-                        format!(
-                            "{:?} is not an address or CIDR range",
-                            s.chars().take(60).collect::<String>()
-                        ),
-                    )
-                })
-        })
-        .collect()
+    Ok(Json(view(&team, access.role)))
 }
 
 #[derive(Deserialize, utoipa::ToSchema)]
@@ -274,7 +206,7 @@ pub async fn delete(
     audit::record_in_team(
         &state,
         Some(&team.id),
-        Some(&Actor::of(&principal)),
+        Some(&principal.actor()),
         &client,
         AuditEvent::TeamDeleted,
         Outcome::Success,
@@ -328,31 +260,20 @@ pub async fn change_role(
 ) -> ApiResult<Json<serde_json::Value>> {
     let access = principal.team()?;
     let role = parse_role(&req.role)?;
-    let before = state
-        .store
-        .get_member_role(&access.team_id, &user_id)
+    let actor = principal.actor();
+    let origin = client.origin();
+    state
+        .hub
+        .change_member_role(
+            Who {
+                actor: Some(&actor),
+                origin: &origin,
+            },
+            &access.team_id,
+            &user_id,
+            role,
+        )
         .await?;
-    match state
-        .store
-        .set_member_role(&access.team_id, &user_id, role.name())
-        .await?
-    {
-        MemberChange::NotAMember => return Err(ApiError::not_found()),
-        MemberChange::LastOwner => return Err(last_owner()),
-        MemberChange::Done => {}
-    }
-    state.forget_membership(&access.team_id, &user_id);
-    audit::record_in_team(
-        &state,
-        Some(&access.team_id),
-        Some(&Actor::of(&principal)),
-        &client,
-        AuditEvent::MemberRoleChanged,
-        Outcome::Success,
-        Some(format!("user:{user_id}")),
-        json!({ "from": before, "to": role.name() }),
-    )
-    .await?;
     Ok(Json(json!({ "user_id": user_id, "role": role.name() })))
 }
 
@@ -391,29 +312,19 @@ async fn end_membership(
     event: AuditEvent,
 ) -> ApiResult<StatusCode> {
     let access = principal.team()?;
-    match state.store.remove_member(&access.team_id, user_id).await? {
-        MemberChange::NotAMember => return Err(ApiError::not_found()),
-        MemberChange::LastOwner => return Err(last_owner()),
-        MemberChange::Done => {}
-    }
-    state.forget_membership(&access.team_id, user_id);
-    audit::record_in_team(
-        state,
-        Some(&access.team_id),
-        Some(&Actor::of(principal)),
-        client,
-        event,
-        Outcome::Success,
-        Some(format!("user:{user_id}")),
-        json!({}),
-    )
-    .await?;
+    let actor = principal.actor();
+    let origin = client.origin();
+    state
+        .hub
+        .end_membership(
+            Who {
+                actor: Some(&actor),
+                origin: &origin,
+            },
+            &access.team_id,
+            user_id,
+            event,
+        )
+        .await?;
     Ok(StatusCode::NO_CONTENT)
-}
-
-fn last_owner() -> ApiError {
-    ApiError::conflict(
-        "last_owner",
-        "a team must keep at least one Owner: make someone else Owner first",
-    )
 }

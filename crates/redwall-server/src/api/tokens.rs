@@ -1,7 +1,7 @@
 //! Personal access tokens: shown once, stored as SHA-256, revocable.
 
 use crate::api::body::{Body, IdPath};
-use crate::audit::{self, Actor};
+use crate::audit;
 use crate::auth::principal::Principal;
 use crate::clock::rfc3339;
 use crate::error::{ApiError, ApiResult};
@@ -137,7 +137,7 @@ pub async fn create(
     state.store.create_api_token(&record).await?;
     audit::record(
         &state,
-        Some(&Actor::of(&principal)),
+        Some(&principal.actor()),
         &client,
         AuditEvent::TokenCreated,
         Outcome::Success,
@@ -233,7 +233,7 @@ pub async fn revoke(
     state.forget_token(&id);
     audit::record(
         &state,
-        Some(&Actor::of(&principal)),
+        Some(&principal.actor()),
         &client,
         AuditEvent::TokenRevoked,
         Outcome::Success,

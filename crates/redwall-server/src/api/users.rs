@@ -2,7 +2,7 @@
 
 use crate::accounts::{self, NewAccount};
 use crate::api::body::{Body, IdPath, Query};
-use crate::audit::{self, Actor};
+use crate::audit;
 use crate::auth::principal::Principal;
 use crate::auth::session;
 use crate::clock::rfc3339;
@@ -87,7 +87,7 @@ pub async fn create(
 ) -> ApiResult<(StatusCode, Json<UserView>)> {
     let user = accounts::create_user(
         &state,
-        Some(&Actor::of(&principal)),
+        Some(&principal.actor()),
         &client,
         NewAccount {
             username: &req.username,
@@ -136,7 +136,7 @@ pub async fn update(
         state.forget_user(&id);
         audit::record(
             &state,
-            Some(&Actor::of(&principal)),
+            Some(&principal.actor()),
             &client,
             AuditEvent::UserAdminChanged,
             Outcome::Success,
@@ -224,7 +224,7 @@ async fn set_suspended(
     };
     audit::record(
         state,
-        Some(&Actor::of(principal)),
+        Some(&principal.actor()),
         client,
         event,
         Outcome::Success,
@@ -259,7 +259,7 @@ pub async fn delete(
     state.forget_user(&id);
     audit::record(
         &state,
-        Some(&Actor::of(&principal)),
+        Some(&principal.actor()),
         &client,
         AuditEvent::UserDeleted,
         Outcome::Success,
@@ -283,7 +283,7 @@ pub async fn reset_mfa(
     state.forget_user(&id);
     audit::record(
         &state,
-        Some(&Actor::of(&principal)),
+        Some(&principal.actor()),
         &client,
         AuditEvent::MfaReset,
         Outcome::Success,

@@ -244,7 +244,7 @@ pub async fn authorize_any(
         audit::record_in_team(
             state,
             team_id.as_deref().filter(|_| team.is_some()),
-            Some(&Actor::of(&principal)),
+            Some(&principal.actor()),
             &client,
             AuditEvent::AccessDenied,
             Outcome::Denied,
@@ -266,7 +266,7 @@ pub async fn authorize_any(
         audit::record_in_team(
             state,
             team_id.as_deref(),
-            Some(&Actor::of(&principal)),
+            Some(&principal.actor()),
             &client,
             AuditEvent::AdminTeamAccess,
             Outcome::Success,
@@ -348,7 +348,7 @@ async fn authenticate_token(
 pub async fn load_user(state: &AppState, user_id: &str) -> ApiResult<Option<CachedUser>> {
     let now = state.now();
     let key = user_id.to_string();
-    if let Some(u) = state.users.get(&key, now) {
+    if let Some(u) = state.hub.caches.users.get(&key, now) {
         return Ok(Some(u));
     }
     let Some(user) = state.store.get_user(user_id).await? else {
@@ -360,7 +360,7 @@ pub async fn load_user(state: &AppState, user_id: &str) -> ApiResult<Option<Cach
         suspended: user.suspended,
         mfa_enabled: user.mfa_enabled,
     };
-    state.users.insert(key, cached.clone(), now);
+    state.hub.caches.users.insert(key, cached.clone(), now);
     Ok(Some(cached))
 }
 
@@ -371,7 +371,7 @@ pub async fn load_membership(
 ) -> ApiResult<Option<TeamRole>> {
     let now = state.now();
     let key = (team_id.to_string(), user_id.to_string());
-    if let Some(role) = state.memberships.get(&key, now) {
+    if let Some(role) = state.hub.caches.memberships.get(&key, now) {
         return Ok(role);
     }
     let role = state
@@ -379,19 +379,19 @@ pub async fn load_membership(
         .get_member_role(team_id, user_id)
         .await?
         .and_then(|r| TeamRole::parse(&r));
-    state.memberships.insert(key, role, now);
+    state.hub.caches.memberships.insert(key, role, now);
     Ok(role)
 }
 
 async fn load_team(state: &AppState, team_id: &str) -> ApiResult<Option<CachedTeam>> {
     let now = state.now();
     let key = team_id.to_string();
-    if let Some(t) = state.teams.get(&key, now) {
+    if let Some(t) = state.hub.caches.teams.get(&key, now) {
         return Ok(t);
     }
     let team = state.store.get_team(team_id).await?.map(|t| CachedTeam {
         require_mfa: t.require_mfa,
     });
-    state.teams.insert(key, team.clone(), now);
+    state.hub.caches.teams.insert(key, team.clone(), now);
     Ok(team)
 }

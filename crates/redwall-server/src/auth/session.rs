@@ -113,7 +113,7 @@ pub async fn lookup(
     };
     let digest = token::token_digest(valid);
     let now = state.now();
-    let cached = match state.sessions.get(&digest, now) {
+    let cached = match state.hub.caches.sessions.get(&digest, now) {
         Some(s) => s,
         None => match state.store.get_session_by_digest(&digest).await? {
             Some(s) => {
@@ -123,7 +123,7 @@ pub async fn lookup(
                     expires_at: s.expires_at,
                     last_seen_at: s.last_seen_at,
                 };
-                state.sessions.insert(digest, c.clone(), now);
+                state.hub.caches.sessions.insert(digest, c.clone(), now);
                 c
             }
             None => return Ok(None),

@@ -20,7 +20,7 @@ pub async fn lookup(state: &AppState, presented: &str) -> ApiResult<TokenCheck> 
     };
     let digest = token::token_digest(valid);
     let now = state.now();
-    let cached = match state.tokens.get(&digest, now) {
+    let cached = match state.hub.caches.tokens.get(&digest, now) {
         Some(t) => t,
         None => match state.store.get_api_token_by_digest(&digest).await? {
             Some(t) => {
@@ -35,7 +35,7 @@ pub async fn lookup(state: &AppState, presented: &str) -> ApiResult<TokenCheck> 
                     team_id: t.team_id,
                     permissions: t.permissions.as_deref().map(parse_permissions),
                 };
-                state.tokens.insert(digest, c.clone(), now);
+                state.hub.caches.tokens.insert(digest, c.clone(), now);
                 c
             }
             None => return Ok(TokenCheck::Invalid),

@@ -21,6 +21,16 @@ pub struct ClientInfo {
     pub https: bool,
 }
 
+impl ClientInfo {
+    /// Where the request came from, as the hub's audit entries record it.
+    pub fn origin(&self) -> redwall_hub::Origin {
+        redwall_hub::Origin {
+            ip: self.ip,
+            user_agent: self.user_agent.clone(),
+        }
+    }
+}
+
 #[derive(Clone)]
 pub struct ClientResolver {
     pub trusted_proxies: Arc<Vec<IpNet>>,

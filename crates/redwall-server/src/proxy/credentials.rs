@@ -11,7 +11,6 @@ use crate::error::ApiResult;
 use crate::state::AppState;
 use redwall_crypto::token::{self, INSTANCE_KEY_PREFIX};
 use redwall_policy::permission::TeamRole;
-use redwall_store::Micros;
 
 #[derive(Clone, Debug)]
 pub enum KeyCheck {
@@ -22,15 +21,7 @@ pub enum KeyCheck {
     Invalid,
 }
 
-/// A cached key: its instance, path limit and validity window.
-#[derive(Clone, Debug)]
-pub struct CachedKey {
-    pub id: String,
-    pub instance_id: String,
-    pub path_prefix: Option<String>,
-    pub expires_at: Option<Micros>,
-    pub revoked: bool,
-}
+pub use crate::state::CachedKey;
 
 pub async fn check_api_key(
     state: &AppState,
@@ -42,7 +33,7 @@ pub async fn check_api_key(
     };
     let digest = token::token_digest(valid);
     let now = state.now();
-    let cached = match state.instance_keys.get(&digest, now) {
+    let cached = match state.hub.caches.instance_keys.get(&digest, now) {
         Some(c) => c,
         None => {
             let found = state
@@ -56,7 +47,11 @@ pub async fn check_api_key(
                     expires_at: k.expires_at,
                     revoked: k.revoked_at.is_some(),
                 });
-            state.instance_keys.insert(digest, found.clone(), now);
+            state
+                .hub
+                .caches
+                .instance_keys
+                .insert(digest, found.clone(), now);
             found
         }
     };
@@ -108,7 +103,7 @@ pub async fn check_basic(
     material.push(0);
     material.extend_from_slice(password.as_bytes());
     let digest = state.keyring.keyed_digest("basic-auth", &material);
-    let cached = state.basic_auth.get(&digest, now);
+    let cached = state.hub.caches.basic_auth.get(&digest, now);
     let found = match &cached {
         Some(_) => None,
         None => state.store.find_user_by_username(username).await?,
@@ -143,7 +138,11 @@ pub async fn check_basic(
             let Some(user) = found.filter(|_| valid) else {
                 return Ok(BasicCheck::Invalid);
             };
-            state.basic_auth.insert(digest, user.id.clone(), now);
+            state
+                .hub
+                .caches
+                .basic_auth
+                .insert(digest, user.id.clone(), now);
             user.id
         }
     };

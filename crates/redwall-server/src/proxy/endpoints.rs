@@ -3,7 +3,7 @@
 use super::credentials::{check_api_key, check_basic, BasicCheck, KeyCheck};
 use super::forward::{self, forward, Forward, Recheck};
 use super::hygiene::{self, Authorization};
-use super::ProxyTarget;
+use super::InstanceTarget;
 use crate::audit::{self, Actor};
 use crate::auth::device::{self, Channel};
 use crate::auth::guard::load_membership;
@@ -71,7 +71,7 @@ fn basic_credentials(parts: &Parts) -> Option<(String, String)> {
 
 async fn judge(
     state: &AppState,
-    target: &ProxyTarget,
+    target: &InstanceTarget,
     client: &ClientInfo,
     path: &str,
     parts: &Parts,
@@ -238,7 +238,7 @@ async fn judge(
 /// A refused instance API key, for the aggregating recorder: a flood of
 /// wrong keys from many addresses becomes a bounded number of entries.
 fn key_refusal<'a>(
-    target: &'a ProxyTarget,
+    target: &'a InstanceTarget,
     reason: &'static str,
     details: serde_json::Value,
 ) -> audit::Refusal<'a> {
@@ -293,7 +293,7 @@ fn refusal(v: &Verdict) -> Response {
 
 pub async fn endpoint(
     state: &AppState,
-    target: Arc<ProxyTarget>,
+    target: Arc<InstanceTarget>,
     client: ClientInfo,
     mut fwd: Forward,
     path: &str,

@@ -26,11 +26,10 @@ use axum::extract::Request;
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Redirect, Response};
 use forward::{forward, Forward, Recheck};
-use ipnet::IpNet;
-use redwall_crypto::Secret;
 use redwall_policy::audit_event::AuditEvent;
 use redwall_policy::permission::Permission;
-use redwall_policy::route_policy::{is_clean_path, RouteRule};
+use redwall_policy::route_policy::is_clean_path;
+use redwall_policy::team_rules::TeamRanges;
 use redwall_runtime::{
     mint_admin_token, mint_endpoint_token, EditorPermission, ADMIN_TOKEN_HEADER,
 };
@@ -53,7 +52,7 @@ pub(crate) enum TokenKind {
 /// and a parse per request).
 pub(crate) fn minted_token(
     state: &AppState,
-    target: &ProxyTarget,
+    target: &InstanceTarget,
     kind: TokenKind,
     username: Option<&str>,
 ) -> String {
@@ -92,17 +91,7 @@ pub(crate) fn unix_now() -> i64 {
         .map_or(0, |d| d.as_secs() as i64)
 }
 
-/// What the proxy needs of an instance, cached for a second.
-pub struct ProxyTarget {
-    pub id: String,
-    pub name: String,
-    pub team_id: String,
-    pub port: u16,
-    pub rules: Vec<RouteRule>,
-    pub team_ranges: Vec<IpNet>,
-    pub admin_secret: Secret,
-    pub endpoint_secret: Secret,
-}
+pub use crate::state::InstanceTarget;
 
 /// Where a request is headed, when it is for an instance.
 pub struct Located {
@@ -185,9 +174,14 @@ pub async fn serve(state: &AppState, located: Located, mut request: Request) -> 
     answer
 }
 
-pub async fn load_target(state: &AppState, name: &str) -> ApiResult<Option<Arc<ProxyTarget>>> {
+pub async fn load_target(state: &AppState, name: &str) -> ApiResult<Option<Arc<InstanceTarget>>> {
     let now = state.now();
-    if let Some(t) = state.proxy_targets.get(&name.to_string(), now) {
+    if let Some(t) = state
+        .hub
+        .caches
+        .instance_targets
+        .get(&name.to_string(), now)
+    {
         return Ok(t);
     }
     let target = match state.store.get_instance_by_name(name).await? {
@@ -195,15 +189,11 @@ pub async fn load_target(state: &AppState, name: &str) -> ApiResult<Option<Arc<P
         Some(i) => {
             let keys = open_keys(&state.keyring, &i)?;
             let team = state.store.get_team(&i.team_id).await?;
-            Some(Arc::new(ProxyTarget {
-                team_ranges: team
-                    .map(|t| {
-                        t.allowed_cidrs
-                            .iter()
-                            .filter_map(|c| c.parse().ok())
-                            .collect()
-                    })
-                    .unwrap_or_default(),
+            Some(Arc::new(InstanceTarget {
+                // An instance whose team is gone admits no address.
+                team_ranges: team.map_or(TeamRanges::Only(Vec::new()), |t| {
+                    TeamRanges::from_stored(&t.allowed_cidrs)
+                }),
                 rules: rules_from_json(&i.routes),
                 id: i.id,
                 name: i.name,
@@ -215,7 +205,9 @@ pub async fn load_target(state: &AppState, name: &str) -> ApiResult<Option<Arc<P
         }
     };
     state
-        .proxy_targets
+        .hub
+        .caches
+        .instance_targets
         .insert(name.to_string(), target.clone(), now);
     Ok(target)
 }
@@ -285,14 +277,14 @@ async fn handle(state: &AppState, located: Located, mut request: Request) -> Api
 /// The editor and Node-RED's admin API: the caller's role decides.
 async fn editor(
     state: &AppState,
-    target: Arc<ProxyTarget>,
+    target: Arc<InstanceTarget>,
     client: ClientInfo,
     fwd: Forward,
     request: Request,
 ) -> ApiResult<Response> {
     let (mut parts, body) = request.into_parts();
     // The team's address ranges guard its instances' editors too.
-    if !redwall_policy::route_policy::in_ranges(&target.team_ranges, client.ip) {
+    if !target.team_ranges.admits(client.ip) {
         return Err(ApiError::forbidden(
             "your address is outside the ranges allowed here",
         ));
@@ -330,7 +322,7 @@ async fn editor(
             &target.name,
             &client,
             AuditEvent::InstanceEditorDenied,
-            Some(&crate::audit::Actor::of(&principal)),
+            Some(&principal.actor()),
             json!({ "path": parts.uri.path(), "method": parts.method.as_str(), "code": "editor_read_only" }),
         )
         .await?;
@@ -372,7 +364,7 @@ async fn editor(
 
 async fn editor_access(
     state: &AppState,
-    target: &ProxyTarget,
+    target: &InstanceTarget,
     parts: &axum::http::request::Parts,
 ) -> ApiResult<(crate::auth::principal::Principal, Permission)> {
     authorize_any(
@@ -408,7 +400,7 @@ pub(crate) fn parts_for_recheck(
 /// `/_redwall/...` on an instance host: Redwall's own pages, never Node-RED.
 fn redwall_path(
     state: &AppState,
-    target: &ProxyTarget,
+    target: &InstanceTarget,
     path: &str,
     path_and_query: &str,
     client: &ClientInfo,

@@ -1,0 +1,124 @@
+//! Who did what, from where: the audit entries of the hub's operations.
+
+use std::net::IpAddr;
+
+use redwall_policy::audit_event::{AuditEvent, Outcome};
+use redwall_store::{Change, NewAuditEntry};
+
+use crate::{Hub, HubResult};
+
+/// Who acted, as recorded in the log.
+#[derive(Clone, Debug)]
+pub struct Actor {
+    pub id: Option<String>,
+    pub name: Option<String>,
+}
+
+impl Actor {
+    pub fn user(id: &str, name: &str) -> Actor {
+        Actor {
+            id: Some(id.to_string()),
+            name: Some(name.to_string()),
+        }
+    }
+
+    pub fn user_id(id: &str) -> Actor {
+        Actor {
+            id: Some(id.to_string()),
+            name: None,
+        }
+    }
+
+    /// An attempted login for a name that may not exist: recorded as typed
+    /// (already validated or truncated) so admins can see what was tried.
+    pub fn attempted(name: &str) -> Actor {
+        Actor {
+            id: None,
+            name: Some(printable(name)),
+        }
+    }
+}
+
+/// Where a request came from: the client address Redwall trusts (the
+/// socket's, or a trusted proxy's word) and what it called itself.
+#[derive(Clone, Debug)]
+pub struct Origin {
+    pub ip: IpAddr,
+    pub user_agent: Option<String>,
+}
+
+/// The caller of an operation, as the log records it.
+#[derive(Clone, Copy, Debug)]
+pub struct Who<'a> {
+    pub actor: Option<&'a Actor>,
+    pub origin: &'a Origin,
+}
+
+/// At most 64 characters, control characters shown as U+FFFD, so a hostile
+/// name cannot forge log lines or break a database's text type.
+pub fn printable(s: &str) -> String {
+    s.chars()
+        .take(64)
+        .map(|c| if c.is_control() { '\u{fffd}' } else { c })
+        .collect()
+}
+
+/// What happened, for [`Hub::entry`].
+pub struct Event {
+    pub event: AuditEvent,
+    pub outcome: Outcome,
+    /// The team whose log shows it too.
+    pub team_id: Option<String>,
+    pub target: Option<String>,
+    pub details: serde_json::Value,
+}
+
+impl Event {
+    /// A successful action in a team.
+    pub fn in_team(
+        team_id: &str,
+        event: AuditEvent,
+        target: String,
+        details: serde_json::Value,
+    ) -> Event {
+        Event {
+            event,
+            outcome: Outcome::Success,
+            team_id: Some(team_id.to_string()),
+            target: Some(target),
+            details,
+        }
+    }
+}
+
+impl Hub {
+    /// The entry recording `what`, done by `who`, now.
+    pub fn entry(&self, who: Who<'_>, what: Event) -> NewAuditEntry {
+        NewAuditEntry {
+            at: self.now(),
+            actor_id: who.actor.and_then(|a| a.id.clone()),
+            actor_name: who.actor.and_then(|a| a.name.as_deref().map(printable)),
+            client_ip: Some(who.origin.ip.to_string()),
+            user_agent: who.origin.user_agent.clone(),
+            event: what.event.name().to_string(),
+            target: what.target,
+            outcome: what.outcome.name().to_string(),
+            details: what.details,
+            team_id: what.team_id,
+        }
+    }
+
+    /// Records `what` with `change`: stored only if the change is.
+    pub fn note(&self, change: &mut Change, who: Who<'_>, what: Event) {
+        change.record(self.entry(who, what));
+    }
+
+    /// Appends one entry that goes with no change of data (a refusal, a
+    /// sign-in) and waits until it is committed. An action whose entry
+    /// cannot be written fails: an unrecorded security action is worse than
+    /// a refused one.
+    pub async fn record(&self, entry: NewAuditEntry) -> HubResult<i64> {
+        self.count_recorded(1);
+        Ok(self.audit.append(entry).await?)
+    }
+}

@@ -1,0 +1,57 @@
+//! What a hub operation answers when it does not do what was asked.
+
+use redwall_store::StoreError;
+
+/// Why an operation refused, in the terms a shell maps to its own answer
+/// (the API: 422, 409, 403).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Refused {
+    /// The request breaks a rule of its input (a name, a range).
+    Invalid,
+    /// The request conflicts with what is stored (the last Owner).
+    Conflict,
+    /// The caller may not do this, whatever the input.
+    Forbidden,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum HubError {
+    /// Nothing by that name, or nothing the caller may know of: a stranger's
+    /// answer is the same as for something missing.
+    #[error("not found")]
+    NotFound,
+    #[error("{message}")]
+    Refused {
+        kind: Refused,
+        code: &'static str,
+        message: String,
+    },
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+pub type HubResult<T> = Result<T, HubError>;
+
+impl HubError {
+    pub fn invalid(code: &'static str, message: impl Into<String>) -> HubError {
+        HubError::Refused {
+            kind: Refused::Invalid,
+            code,
+            message: message.into(),
+        }
+    }
+
+    pub fn conflict(code: &'static str, message: impl Into<String>) -> HubError {
+        HubError::Refused {
+            kind: Refused::Conflict,
+            code,
+            message: message.into(),
+        }
+    }
+}
+
+impl From<redwall_policy::team_rules::TeamRuleError> for HubError {
+    fn from(e: redwall_policy::team_rules::TeamRuleError) -> Self {
+        HubError::invalid(e.code, e.message)
+    }
+}
