@@ -3,6 +3,7 @@
 
 use crate::audit::{self, Actor};
 use crate::auth::hash_gate::Priority;
+use crate::clock::rfc3339;
 use crate::error::{ApiError, ApiResult};
 use crate::net::client::ClientInfo;
 use crate::state::AppState;
@@ -12,6 +13,7 @@ use redwall_policy::audit_event::{AuditEvent, Outcome};
 use redwall_policy::password_policy::check_password;
 use redwall_policy::username::check_username;
 use redwall_store::{NewUser, StoreError, User};
+use serde::{Deserialize, Serialize};
 use serde_json::json;
 
 pub fn validate_username(username: &str) -> ApiResult<()> {
@@ -133,5 +135,30 @@ pub fn username_taken(e: StoreError) -> ApiError {
             ApiError::conflict("username_taken", "a user with this username already exists")
         }
         other => ApiError::from(other),
+    }
+}
+
+/// An account as the API shows it (no secret-derived field).
+/// Also read back by the console (`console/admin.rs`).
+#[derive(Serialize, Deserialize, utoipa::ToSchema)]
+pub struct UserView {
+    pub id: String,
+    pub username: String,
+    pub is_admin: bool,
+    pub suspended: bool,
+    pub mfa_enabled: bool,
+    pub created_at: String,
+}
+
+impl From<&User> for UserView {
+    fn from(u: &User) -> Self {
+        UserView {
+            id: u.id.clone(),
+            username: u.username.clone(),
+            is_admin: u.is_admin,
+            suspended: u.suspended,
+            mfa_enabled: u.mfa_enabled,
+            created_at: rfc3339(u.created_at),
+        }
     }
 }

@@ -1,6 +1,5 @@
 //! Writing audit entries from request context.
 
-use crate::auth::principal::Principal;
 use crate::error::ApiResult;
 use crate::net::client::ClientInfo;
 use crate::state::AppState;
@@ -8,13 +7,6 @@ use redwall_policy::audit_event::{AuditEvent, Outcome};
 use redwall_store::NewAuditEntry;
 
 pub use redwall_hub::audit::{printable, Actor};
-
-impl Principal {
-    /// The principal as the log records an actor.
-    pub fn actor(&self) -> Actor {
-        Actor::user(&self.user_id, &self.username)
-    }
-}
 
 /// Appends one entry and waits until it is committed. A request whose audit
 /// entry cannot be written fails: an unrecorded security action is worse
@@ -75,6 +67,29 @@ pub(crate) fn entry(
         details,
         team_id: team_id.map(str::to_string),
     }
+}
+
+/// A refused key or basic credential at the proxy, in the team's log.
+pub async fn record_instance_refusal(
+    state: &AppState,
+    team_id: &str,
+    instance_name: &str,
+    client: &ClientInfo,
+    event: AuditEvent,
+    actor: Option<&Actor>,
+    details: serde_json::Value,
+) -> ApiResult<()> {
+    record_in_team(
+        state,
+        Some(team_id),
+        actor,
+        client,
+        event,
+        Outcome::Failure,
+        Some(format!("instance:{instance_name}")),
+        details,
+    )
+    .await
 }
 
 pub mod refusals;

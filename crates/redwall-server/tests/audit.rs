@@ -143,6 +143,7 @@ async fn export_is_json_lines_oldest_first_and_audited(s: &TestServer) {
 }
 
 async fn the_chain_names_an_edited_a_deleted_and_an_inserted_entry(s: &TestServer) {
+    s.chain_broken_on_purpose();
     let admin = s.admin().await;
     for i in 0..4 {
         s.create_user(&admin, &format!("v{i}")).await;

@@ -75,6 +75,15 @@ impl Change {
     }
 }
 
+impl Store {
+    /// Entries committed with their changes and not chained yet.
+    pub async fn pending_audit_entries(&self) -> Result<i64, StoreError> {
+        Ok(sqlx::query_scalar("SELECT COUNT(*) FROM audit_pending")
+            .fetch_one(self.pool())
+            .await?)
+    }
+}
+
 /// Takes every pending entry, oldest first, inside the audit writer's
 /// transaction (under its lock): deleted here, chained by the caller in the
 /// same transaction. One statement, so an entry committed meanwhile by

@@ -6,32 +6,27 @@
 
 use crate::accounts::{hash_password, verify_password};
 use crate::api::body::Body;
-use crate::api::mfa::{verify_second_factor, SecondFactor};
-use crate::api::users::UserView;
 use crate::audit::{self, Actor};
 use crate::auth::device::{self, Channel, Device};
 use crate::auth::principal::Principal;
 use crate::auth::session;
 use crate::auth::throttle::{name_key, subject_key, Attempt};
-use crate::clock::rfc3339;
 use crate::error::{ApiError, ApiResult};
+use crate::login::{
+    challenge, finish_login_on, open_challenge, refuse_if_throttled, second_factor_step_on,
+};
 use crate::net::client::ClientInfo;
-use crate::sso::login::AfterSecondFactor;
 use crate::state::AppState;
 use axum::extract::State;
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use base64::Engine;
 use redwall_crypto::password::Verification;
-use redwall_crypto::token::MFA_CHALLENGE_PREFIX;
 use redwall_policy::audit_event::{AuditEvent, Outcome};
-use redwall_policy::{Micros, MICROS_PER_SECOND};
 use redwall_store::User;
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 use serde_json::json;
 
-const MFA_CHALLENGE_SECS: i64 = 300;
 const MAX_PASSWORD_BYTES: usize = 4096;
 
 #[derive(Deserialize, utoipa::ToSchema)]
@@ -51,23 +46,6 @@ pub struct MfaStepRequest {
     pub mfa_token: String,
     /// A TOTP code or a recovery code.
     pub code: String,
-}
-
-#[derive(Serialize, utoipa::ToSchema)]
-pub struct LoginResponse {
-    /// "ok" (a session cookie is set) or "mfa_required" (answer at /api/v1/auth/mfa).
-    pub status: &'static str,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub mfa_token: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub user: Option<UserView>,
-    /// Send this as X-CSRF-Token on state-changing requests made with the cookie.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub csrf_token: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub expires_at: Option<String>,
-    /// MFA is required on this platform and the user must enrol first.
-    pub mfa_enrolment_required: bool,
 }
 
 pub async fn login(
@@ -130,7 +108,7 @@ pub async fn login_mfa(
         return finish_login_on(&state, &client, device.as_ref(), &user, None).await;
     };
     // Only now may the SSO login change the user (roles, local password).
-    let user = sso.apply(&state, &client, user).await?;
+    let user = crate::sso::login::apply_after_second_factor(&sso, &state, &client, user).await?;
     finish_login_on(&state, &client, device.as_ref(), &user, Some(&sso.provider)).await
 }
 
@@ -204,36 +182,6 @@ async fn password_step(
     }
 }
 
-/// A 429 (audited) when `attempt` must wait; `provider` names the SSO
-/// provider the login went to, if any.
-pub(crate) async fn refuse_if_throttled(
-    state: &AppState,
-    client: &ClientInfo,
-    attempt: &Attempt,
-    attempted: &str,
-    provider: Option<&str>,
-) -> ApiResult<()> {
-    let Err(wait) = state.throttle.check(attempt, state.now()) else {
-        return Ok(());
-    };
-    state.metrics.login_throttled();
-    let details = match provider {
-        None => json!({ "retry_after_secs": wait }),
-        Some(p) => json!({ "retry_after_secs": wait, "provider": p }),
-    };
-    audit::record(
-        state,
-        Some(&Actor::attempted(attempted)),
-        client,
-        AuditEvent::LoginThrottled,
-        Outcome::Denied,
-        provider.map(|p| format!("provider:{p}")),
-        details,
-    )
-    .await?;
-    Err(ApiError::throttled(wait))
-}
-
 /// Imported (bcrypt) or outdated hashes become argon2id with current parameters.
 async fn rehash(
     state: &AppState,
@@ -260,194 +208,6 @@ async fn rehash(
         json!({ "from": if was_bcrypt { "bcrypt" } else { "argon2" } }),
     )
     .await
-}
-
-pub(crate) async fn second_factor_step(
-    state: &AppState,
-    client: &ClientInfo,
-    user: &User,
-    code: &str,
-) -> ApiResult<()> {
-    second_factor_step_on(state, client, None, user, code).await
-}
-
-/// The second factor, throttled on the Redwall account (a device known for
-/// it has its own allowance).
-pub(crate) async fn second_factor_step_on(
-    state: &AppState,
-    client: &ClientInfo,
-    device: Option<&Device>,
-    user: &User,
-    code: &str,
-) -> ApiResult<()> {
-    let now = state.now();
-    let mut attempt = Attempt::new(client.ip, subject_key(Channel::Console, "local", &user.id));
-    attempt.device = device.and_then(|d| d.known_for(&user.id));
-    if let Err(wait) = state.throttle.check(&attempt, now) {
-        return Err(ApiError::throttled(wait));
-    }
-    match verify_second_factor(state, user, code).await? {
-        Some(SecondFactor::Totp) => {
-            state.throttle.record_success(&attempt);
-            Ok(())
-        }
-        Some(SecondFactor::RecoveryCode { remaining }) => {
-            state.throttle.record_success(&attempt);
-            audit::record(
-                state,
-                Some(&Actor::user(&user.id, &user.username)),
-                client,
-                AuditEvent::MfaRecoveryCodeUsed,
-                Outcome::Success,
-                Some(format!("user:{}", user.id)),
-                json!({ "remaining": remaining }),
-            )
-            .await
-        }
-        None => {
-            state.throttle.record_failure(&attempt, now);
-            state.metrics.login_failed();
-            audit::record(
-                state,
-                Some(&Actor::user(&user.id, &user.username)),
-                client,
-                AuditEvent::MfaVerifyFailed,
-                Outcome::Failure,
-                Some(format!("user:{}", user.id)),
-                json!({ "step": "login" }),
-            )
-            .await?;
-            Err(ApiError::new(
-                StatusCode::UNAUTHORIZED,
-                "invalid_mfa_code",
-                "the code is incorrect or was already used",
-            ))
-        }
-    }
-}
-
-/// Starts the session of a user who passed every step (`provider`: the SSO
-/// provider that vouched for them, if any).
-pub(crate) async fn finish_login(
-    state: &AppState,
-    client: &ClientInfo,
-    user: &User,
-    provider: Option<&str>,
-) -> ApiResult<Response> {
-    finish_login_on(state, client, None, user, provider).await
-}
-
-/// [`finish_login`] for a client that presented `device`: its device cookie
-/// is renewed (same device id) when it is this user's; any other client gets
-/// a new one, so next time it is a known client for this account.
-pub(crate) async fn finish_login_on(
-    state: &AppState,
-    client: &ClientInfo,
-    device: Option<&Device>,
-    user: &User,
-    provider: Option<&str>,
-) -> ApiResult<Response> {
-    let started = session::start(state, user, client).await?;
-    state.metrics.login_succeeded();
-    audit::record(
-        state,
-        Some(&Actor::user(&user.id, &user.username)),
-        client,
-        AuditEvent::LoginSucceeded,
-        Outcome::Success,
-        Some(format!("session:{}", started.session.id)),
-        json!({ "mfa": user.mfa_enabled, "provider": provider }),
-    )
-    .await?;
-    let settings = state.settings.get(&state.store, state.now()).await?;
-    let max_age = (started.session.expires_at - state.now()) / MICROS_PER_SECOND;
-    let cookie = session::set_cookie(started.token.expose(), client.https, max_age)?;
-    let body = LoginResponse {
-        status: "ok",
-        mfa_token: None,
-        user: Some(UserView::from(user)),
-        csrf_token: Some(started.csrf_token),
-        expires_at: Some(rfc3339(started.session.expires_at)),
-        mfa_enrolment_required: settings.require_mfa && !user.mfa_enabled,
-    };
-    let mut headers = HeaderMap::new();
-    headers.insert(header::SET_COOKIE, cookie);
-    let now = state.now();
-    if let Some(c) = device::issue(state, Channel::Console, client.https, &user.id, device, now) {
-        headers.append(header::SET_COOKIE, c);
-    }
-    Ok((headers, Json(body)).into_response())
-}
-
-/// A sealed, short-lived statement "this user passed the password step":
-/// stateless, so any node can check it, and useless without the second factor.
-pub(crate) fn challenge(state: &AppState, user: &User) -> ApiResult<LoginResponse> {
-    sealed_challenge(state, user, None)
-}
-
-/// [`challenge`] for an SSO login, carrying what the login will change once
-/// the second factor succeeds.
-pub(crate) fn challenge_after_sso(
-    state: &AppState,
-    user: &User,
-    after: &AfterSecondFactor,
-) -> ApiResult<LoginResponse> {
-    sealed_challenge(state, user, Some(after))
-}
-
-fn sealed_challenge(
-    state: &AppState,
-    user: &User,
-    sso: Option<&AfterSecondFactor>,
-) -> ApiResult<LoginResponse> {
-    let expires = state.now() + MFA_CHALLENGE_SECS * MICROS_PER_SECOND;
-    let payload = json!({ "u": user.id, "e": expires, "s": sso }).to_string();
-    let sealed = state
-        .keyring
-        .sealer("mfa-challenge")
-        .seal(payload.as_bytes(), b"mfa-challenge");
-    let token = format!(
-        "{MFA_CHALLENGE_PREFIX}{}",
-        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(sealed)
-    );
-    Ok(LoginResponse {
-        status: "mfa_required",
-        mfa_token: Some(token),
-        user: None,
-        csrf_token: None,
-        expires_at: Some(rfc3339(expires)),
-        mfa_enrolment_required: false,
-    })
-}
-
-fn open_challenge(
-    state: &AppState,
-    token: &str,
-    now: Micros,
-) -> Option<(String, Option<AfterSecondFactor>)> {
-    let body = token.strip_prefix(MFA_CHALLENGE_PREFIX)?;
-    // Room for an SSO login's matched groups.
-    if body.len() > 3072 {
-        return None;
-    }
-    let sealed = base64::engine::general_purpose::URL_SAFE_NO_PAD
-        .decode(body)
-        .ok()?;
-    let plain = state
-        .keyring
-        .sealer("mfa-challenge")
-        .open(&sealed, b"mfa-challenge")
-        .ok()?;
-    let v: serde_json::Value = serde_json::from_slice(&plain).ok()?;
-    let expires = v.get("e")?.as_i64()?;
-    if now >= expires {
-        return None;
-    }
-    let sso = match v.get("s") {
-        None | Some(serde_json::Value::Null) => None,
-        Some(s) => Some(serde_json::from_value(s.clone()).ok()?),
-    };
-    Some((v.get("u")?.as_str()?.to_string(), sso))
 }
 
 /// Ends the caller's browser session, audited with `details`.

@@ -3,7 +3,6 @@
 
 use crate::api::body::Body;
 use crate::api::instances::{record, team_instance, InstancePath};
-use crate::audit::{self, Actor};
 use crate::auth::principal::Principal;
 use crate::clock::rfc3339;
 use crate::error::{ApiError, ApiResult};
@@ -15,7 +14,7 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::Json;
 use redwall_crypto::token::{self, INSTANCE_KEY_PREFIX};
-use redwall_policy::audit_event::{AuditEvent, Outcome};
+use redwall_policy::audit_event::AuditEvent;
 use redwall_policy::route_policy::{
     decide, is_clean_path, key_allows_path, match_rule, Presented, RouteDecision, RouteRule,
 };
@@ -342,27 +341,4 @@ pub async fn revoke_key(
     )
     .await?;
     Ok(StatusCode::NO_CONTENT)
-}
-
-/// A refused key or basic credential at the proxy, in the team's log.
-pub async fn record_refusal(
-    state: &AppState,
-    team_id: &str,
-    instance_name: &str,
-    client: &ClientInfo,
-    event: AuditEvent,
-    actor: Option<&Actor>,
-    details: serde_json::Value,
-) -> ApiResult<()> {
-    audit::record_in_team(
-        state,
-        Some(team_id),
-        actor,
-        client,
-        event,
-        Outcome::Failure,
-        Some(format!("instance:{instance_name}")),
-        details,
-    )
-    .await
 }

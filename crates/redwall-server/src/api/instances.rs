@@ -339,7 +339,7 @@ pub async fn create(
         // instance answers `installing` and starts when npm is done.
         manager.runtime().await?;
     }
-    let version = key_version(&state).await?;
+    let version = sealing::key_version(&state).await?;
     let now = state.now();
     let id = crate::ids::new_id();
     let mut instance = Instance {
@@ -406,15 +406,6 @@ pub async fn create(
         .await?;
     }
     Ok((StatusCode::CREATED, Json(view(&state, &instance))))
-}
-
-pub async fn key_version(state: &AppState) -> ApiResult<u32> {
-    Ok(state
-        .store
-        .get_setting(sealing::KEY_VERSION_SETTING)
-        .await?
-        .and_then(|v| v.trim().parse().ok())
-        .unwrap_or(1))
 }
 
 pub async fn list(
@@ -675,7 +666,7 @@ pub async fn put_env(
         ));
     }
     let before = state.store.list_instance_env(&i.id).await?;
-    let version = key_version(&state).await?;
+    let version = sealing::key_version(&state).await?;
     let now = state.now();
     let mut names = std::collections::BTreeSet::new();
     let mut entries = Vec::with_capacity(input.len());

@@ -11,6 +11,7 @@ use crate::auth::hash_gate::Priority;
 use crate::auth::principal::Principal;
 use crate::auth::throttle::Attempt;
 use crate::error::{ApiError, ApiResult};
+use crate::login::{now_secs, open_secret, seal_aad, verify_second_factor};
 use crate::net::client::ClientInfo;
 use crate::state::AppState;
 use axum::extract::State;
@@ -19,7 +20,6 @@ use axum::Json;
 use redwall_crypto::recovery::{new_recovery_codes, normalize_recovery_code};
 use redwall_crypto::totp::{qr_svg, TotpSecret};
 use redwall_policy::audit_event::{AuditEvent, Outcome};
-use redwall_policy::MICROS_PER_SECOND;
 use redwall_store::User;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
@@ -63,75 +63,6 @@ pub struct DisableRequest {
     pub password: String,
     /// A TOTP code or a recovery code.
     pub code: String,
-}
-
-pub enum SecondFactor {
-    Totp,
-    RecoveryCode { remaining: i64 },
-}
-
-fn seal_aad(user_id: &str) -> Vec<u8> {
-    format!("totp:{user_id}").into_bytes()
-}
-
-fn open_secret(state: &AppState, user_id: &str, sealed: &[u8]) -> ApiResult<TotpSecret> {
-    let plain = state
-        .keyring
-        .sealer("totp")
-        .open(sealed, &seal_aad(user_id))
-        .map_err(|_| {
-            ApiError::internal(format!("the TOTP secret of user {user_id} does not open"))
-        })?;
-    TotpSecret::from_bytes(plain.to_vec()).map_err(ApiError::from)
-}
-
-fn now_secs(state: &AppState) -> u64 {
-    u64::try_from(state.now() / MICROS_PER_SECOND).unwrap_or(0)
-}
-
-/// Checks a TOTP code (once per time step, atomically) or a recovery code
-/// (once each). `None` when neither matches.
-pub async fn verify_second_factor(
-    state: &AppState,
-    user: &User,
-    code: &str,
-) -> ApiResult<Option<SecondFactor>> {
-    if code.len() > 64 {
-        return Ok(None);
-    }
-    let Some(sealed) = user.mfa_secret_sealed.as_deref() else {
-        return Ok(None);
-    };
-    let compact: String = code.chars().filter(|c| !c.is_whitespace()).collect();
-    if compact.len() == 6 && compact.bytes().all(|b| b.is_ascii_digit()) {
-        let secret = open_secret(state, &user.id, sealed)?;
-        let last = user.mfa_last_step.and_then(|s| u64::try_from(s).ok());
-        let Some(step) = secret.verify(&compact, now_secs(state), last) else {
-            return Ok(None);
-        };
-        let step = i64::try_from(step).map_err(ApiError::internal)?;
-        // The compare-and-set refuses a code that a concurrent request just used.
-        return Ok(state
-            .store
-            .advance_mfa_step(&user.id, step)
-            .await?
-            .then_some(SecondFactor::Totp));
-    }
-    let Some(normalized) = normalize_recovery_code(code) else {
-        return Ok(None);
-    };
-    let digest = state
-        .keyring
-        .keyed_digest("recovery-code", normalized.as_bytes());
-    if state
-        .store
-        .use_recovery_code(&user.id, &digest, state.now())
-        .await?
-    {
-        let remaining = state.store.count_recovery_codes(&user.id).await?;
-        return Ok(Some(SecondFactor::RecoveryCode { remaining }));
-    }
-    Ok(None)
 }
 
 async fn current_user(state: &AppState, principal: &Principal) -> ApiResult<User> {

@@ -207,7 +207,7 @@ pub fn routes() -> Vec<Route> {
             auth::login,
         )
         .request(schema::<auth::LoginRequest>())
-        .response(schema::<auth::LoginResponse>()),
+        .response(schema::<crate::login::LoginResponse>()),
         public(
             M::POST,
             "/api/v1/auth/mfa",
@@ -215,7 +215,7 @@ pub fn routes() -> Vec<Route> {
             auth::login_mfa,
         )
         .request(schema::<auth::MfaStepRequest>())
-        .response(schema::<auth::LoginResponse>()),
+        .response(schema::<crate::login::LoginResponse>()),
         public(
             M::GET,
             "/api/v1/auth/providers",
@@ -230,7 +230,7 @@ pub fn routes() -> Vec<Route> {
             sso::ldap_login,
         )
         .request(schema::<sso::LdapLoginRequest>())
-        .response(schema::<auth::LoginResponse>()),
+        .response(schema::<crate::login::LoginResponse>()),
         public(
             M::GET,
             "/api/v1/auth/oidc/{provider}/start",

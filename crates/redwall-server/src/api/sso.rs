@@ -2,11 +2,11 @@
 //! provider list for the login page, and LDAP login (a form post, since a
 //! directory has no redirect flow).
 
-use crate::api::auth::refuse_if_throttled;
 use crate::api::body::Body;
 use crate::auth::device::{self, Channel};
 use crate::auth::throttle::{name_key, subject_key, Attempt};
 use crate::error::{ApiError, ApiResult};
+use crate::login::refuse_if_throttled;
 use crate::net::client::ClientInfo;
 use crate::sso;
 use crate::state::AppState;

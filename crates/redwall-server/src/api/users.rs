@@ -1,11 +1,11 @@
 //! User administration (platform admins).
 
+pub use crate::accounts::UserView;
 use crate::accounts::{self, NewAccount};
 use crate::api::body::{Body, IdPath, Query};
 use crate::audit;
 use crate::auth::principal::Principal;
 use crate::auth::session;
-use crate::clock::rfc3339;
 use crate::error::{ApiError, ApiResult};
 use crate::net::client::ClientInfo;
 use crate::state::AppState;
@@ -16,30 +16,6 @@ use redwall_policy::audit_event::{AuditEvent, Outcome};
 use redwall_store::User;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
-
-/// Also read back by the console (`console/admin.rs`).
-#[derive(Serialize, Deserialize, utoipa::ToSchema)]
-pub struct UserView {
-    pub id: String,
-    pub username: String,
-    pub is_admin: bool,
-    pub suspended: bool,
-    pub mfa_enabled: bool,
-    pub created_at: String,
-}
-
-impl From<&User> for UserView {
-    fn from(u: &User) -> Self {
-        UserView {
-            id: u.id.clone(),
-            username: u.username.clone(),
-            is_admin: u.is_admin,
-            suspended: u.suspended,
-            mfa_enabled: u.mfa_enabled,
-            created_at: rfc3339(u.created_at),
-        }
-    }
-}
 
 #[derive(Serialize, Deserialize, utoipa::ToSchema)]
 pub struct UserList {

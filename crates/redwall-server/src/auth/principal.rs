@@ -84,3 +84,10 @@ impl<S: Send + Sync> FromRequestParts<S> for ClientInfo {
             .ok_or_else(|| ApiError::internal("client information missing"))
     }
 }
+
+impl Principal {
+    /// The principal as the log records an actor.
+    pub fn actor(&self) -> crate::audit::Actor {
+        crate::audit::Actor::user(&self.user_id, &self.username)
+    }
+}

@@ -19,7 +19,7 @@ pub struct RotationReport {
 }
 
 pub async fn rotate(state: &AppState) -> anyhow::Result<RotationReport> {
-    let from = crate::api::instances::key_version(state)
+    let from = crate::instances::sealing::key_version(state)
         .await
         .map_err(|e| anyhow!(e.message))?;
     let to = from

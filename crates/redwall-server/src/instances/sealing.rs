@@ -80,6 +80,16 @@ pub fn reseal(keyring: &Keyring, sealed: &str, aad: &str, to: u32) -> Result<Str
     Ok(seal(keyring, to, &plain, aad))
 }
 
+/// The version of the instance-secret key that seals new secrets.
+pub async fn key_version(state: &crate::state::AppState) -> crate::error::ApiResult<u32> {
+    Ok(state
+        .store
+        .get_setting(KEY_VERSION_SETTING)
+        .await?
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(1))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

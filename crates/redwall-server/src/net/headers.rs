@@ -23,14 +23,16 @@ pub async fn security_headers(
     response
 }
 
+/// Marks answers that come from an instance, so the security-headers layer
+/// leaves Node-RED's own page policy alone.
+#[derive(Clone, Copy)]
+pub struct Proxied;
+
 impl HeaderPolicy {
     /// Adds the headers to an answer: all of them to Redwall's own, only
     /// those that cannot break a page to an instance's.
     pub fn apply(self, response: &mut Response) {
-        let proxied = response
-            .extensions()
-            .get::<crate::proxy::forward::Proxied>()
-            .is_some();
+        let proxied = response.extensions().get::<Proxied>().is_some();
         let h = response.headers_mut();
         if proxied {
             // Node-RED's pages set their own policy; ours (script-src 'self'

@@ -4,6 +4,5 @@ pub mod authority;
 pub mod client;
 pub mod cookies;
 pub mod drain;
-pub mod front_door;
 pub mod headers;
 pub mod tls;

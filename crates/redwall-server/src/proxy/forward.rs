@@ -7,6 +7,7 @@
 //! or the role changes, the socket is closed.
 
 use crate::error::ApiError;
+use crate::net::headers::Proxied;
 use axum::body::Body;
 use axum::extract::Request;
 use axum::http::{header, HeaderMap, HeaderName, HeaderValue, StatusCode, Uri};
@@ -26,11 +27,6 @@ const BUFFER_UP_TO: u64 = 64 * 1024;
 
 /// How often an open WebSocket's access is checked again.
 pub const RECHECK_EVERY: Duration = Duration::from_secs(1);
-
-/// Marks answers that come from an instance, so the security-headers layer
-/// leaves Node-RED's own page policy alone.
-#[derive(Clone, Copy)]
-pub struct Proxied;
 
 const HOP_BY_HOP: [&str; 8] = [
     "connection",

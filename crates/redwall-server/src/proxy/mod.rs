@@ -294,7 +294,7 @@ async fn editor(
         Ok(ok) => ok,
         Err(e) => {
             if e.status == StatusCode::FORBIDDEN || e.status == StatusCode::NOT_FOUND {
-                crate::api::instance_access::record_refusal(
+                crate::audit::record_instance_refusal(
                     state,
                     &target.team_id,
                     &target.name,
@@ -316,7 +316,7 @@ async fn editor(
     if perm == EditorPermission::Read && !parts.method.is_safe() {
         // Node-RED would refuse it too (as 401, which tells a read-only
         // user to log in again); say what it is, and record it.
-        crate::api::instance_access::record_refusal(
+        crate::audit::record_instance_refusal(
             state,
             &target.team_id,
             &target.name,

@@ -6,6 +6,7 @@
 
 use crate::audit::{self, Actor};
 use crate::error::{ApiError, ApiResult};
+pub use crate::login::AfterSecondFactor;
 use crate::net::client::ClientInfo;
 use crate::sso::config::ProviderPolicy;
 use crate::state::AppState;
@@ -14,7 +15,6 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use redwall_policy::audit_event::{AuditEvent, Outcome};
 use redwall_store::{NewUser, StoreError, User};
-use serde::{Deserialize, Serialize};
 use serde_json::json;
 
 /// Who the provider says logged in.
@@ -150,59 +150,45 @@ pub async fn complete(
     complete_with_code(state, client, policy, id, None).await
 }
 
-/// What an SSO login changes about the user, applied only once Redwall's
-/// second factor (when asked) has succeeded: until then the login has only
-/// shown the provider's credential, which must not change stored roles or
-/// the local password. Carried sealed in the MFA challenge.
-#[derive(Clone, Debug, Serialize, Deserialize)]
-pub struct AfterSecondFactor {
-    #[serde(rename = "p")]
-    pub provider: String,
-    /// Only the reported groups some mapping rule matches (the mapping's
-    /// outcome is the same), so the challenge stays small.
-    #[serde(rename = "g")]
-    pub groups: Vec<String>,
-    /// The provider is SSO-only: remove the user's local password.
-    #[serde(rename = "c")]
-    pub clear_password: bool,
+/// What this login will change once the second factor succeeds.
+fn after_second_factor(
+    state: &AppState,
+    policy: &ProviderPolicy,
+    id: &ExternalIdentity,
+) -> AfterSecondFactor {
+    AfterSecondFactor {
+        provider: id.provider.clone(),
+        groups: redwall_policy::sso_mapping::relevant_groups(
+            &state.config.sso.mappings,
+            &id.provider,
+            &id.groups,
+        ),
+        clear_password: policy.sso_only,
+    }
 }
 
-impl AfterSecondFactor {
-    fn of(state: &AppState, policy: &ProviderPolicy, id: &ExternalIdentity) -> AfterSecondFactor {
-        AfterSecondFactor {
-            provider: id.provider.clone(),
-            groups: redwall_policy::sso_mapping::relevant_groups(
-                &state.config.sso.mappings,
-                &id.provider,
-                &id.groups,
-            ),
-            clear_password: policy.sso_only,
-        }
-    }
-
-    /// Applies the login's changes; answers the user as now stored (the
-    /// mapping may have changed the admin flag).
-    pub async fn apply(
-        &self,
-        state: &AppState,
-        client: &ClientInfo,
-        user: User,
-    ) -> ApiResult<User> {
-        if self.clear_password
-            && state
-                .store
-                .clear_password_hash(&user.id, state.now())
-                .await?
-        {
-            state.forget_user(&user.id);
-        }
-        crate::sso::mapping::apply(state, client, &user, &self.provider, &self.groups).await?;
-        state
+/// Applies the login's changes; answers the user as now stored (the
+/// mapping may have changed the admin flag).
+pub async fn apply_after_second_factor(
+    after: &AfterSecondFactor,
+    state: &AppState,
+    client: &ClientInfo,
+    user: User,
+) -> ApiResult<User> {
+    if after.clear_password
+        && state
             .store
-            .get_user(&user.id)
+            .clear_password_hash(&user.id, state.now())
             .await?
-            .ok_or_else(ApiError::unauthenticated)
+    {
+        state.forget_user(&user.id);
     }
+    crate::sso::mapping::apply(state, client, &user, &after.provider, &after.groups).await?;
+    state
+        .store
+        .get_user(&user.id)
+        .await?
+        .ok_or_else(ApiError::unauthenticated)
 }
 
 /// [`complete`] for logins that can carry Redwall's second factor in the
@@ -224,16 +210,16 @@ pub async fn complete_with_code(
             return Err(fail(state, client, &id.provider, reason, Some(&id.username)).await)
         }
     };
-    let after = AfterSecondFactor::of(state, policy, &id);
+    let after = after_second_factor(state, policy, &id);
     if user.mfa_enabled && !policy.mfa_by_provider {
         match code {
             None => {
-                let challenge = crate::api::auth::challenge_after_sso(state, &user, &after)?;
+                let challenge = crate::login::challenge_after_sso(state, &user, &after)?;
                 return Ok(Json(challenge).into_response());
             }
-            Some(code) => crate::api::auth::second_factor_step(state, client, &user, code).await?,
+            Some(code) => crate::login::second_factor_step(state, client, &user, code).await?,
         }
     }
-    let user = after.apply(state, client, user).await?;
-    crate::api::auth::finish_login(state, client, &user, Some(&id.provider)).await
+    let user = apply_after_second_factor(&after, state, client, user).await?;
+    crate::login::finish_login(state, client, &user, Some(&id.provider)).await
 }

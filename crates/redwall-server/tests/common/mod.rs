@@ -45,6 +45,7 @@ where
         return;
     };
     scenario(&server).await;
+    server.assert_audit_intact().await;
     server.stop().await;
 }
 
@@ -54,6 +55,7 @@ pub struct TestServer {
     pub setup_token: Option<String>,
     pub data_dir: tempfile::TempDir,
     db: TestDatabase,
+    chain_broken_on_purpose: std::sync::atomic::AtomicBool,
 }
 
 impl TestServer {
@@ -101,7 +103,50 @@ impl TestServer {
             setup_token,
             data_dir,
             db,
+            chain_broken_on_purpose: Default::default(),
         })
+    }
+
+    /// Every scenario ends here, as Kanidm verifies its database after each
+    /// test: every change's entry is chained and the chain verifies.
+    pub async fn assert_audit_intact(&self) {
+        if self
+            .chain_broken_on_purpose
+            .load(std::sync::atomic::Ordering::Relaxed)
+        {
+            return;
+        }
+        let state = &self.running.state;
+        state
+            .audit_writer
+            .flush()
+            .await
+            .expect("pending audit entries chained");
+        assert_eq!(
+            state
+                .store
+                .pending_audit_entries()
+                .await
+                .expect("pending count"),
+            0,
+            "audit entries left unchained"
+        );
+        let report = state
+            .store
+            .verify_audit_chain(&state.chain_key)
+            .await
+            .expect("audit chain verification runs");
+        assert!(
+            report.is_intact(),
+            "audit chain broken: {:?}",
+            report.problem
+        );
+    }
+
+    /// For a scenario that alters the log itself: skip the closing check.
+    pub fn chain_broken_on_purpose(&self) {
+        self.chain_broken_on_purpose
+            .store(true, std::sync::atomic::Ordering::Relaxed);
     }
 
     pub async fn stop(self) {
