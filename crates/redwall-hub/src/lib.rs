@@ -6,6 +6,7 @@
 //! the CLI (and the broker and agent gateway to come) turn their requests
 //! into these calls and the results into their answers.
 
+pub mod accounts;
 pub mod audit;
 pub mod caches;
 pub mod clock;

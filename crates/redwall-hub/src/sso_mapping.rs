@@ -3,6 +3,7 @@
 //! the same locked membership writes as the API, never leaving a team
 //! without an Owner or the platform without an admin.
 
+use redwall_policy::admin_rules::{check_account_change, AdminStanding};
 use redwall_policy::audit_event::{AuditEvent, Outcome};
 use redwall_policy::sso_mapping::MappingOutcome;
 use redwall_store::{MembershipWrite, User};
@@ -82,8 +83,18 @@ impl Hub {
         let mut admin_changed = false;
         if let Some(admin) = outcome.admin {
             if admin != user.is_admin {
-                let last_admin = !admin && tx.locked_admin_count().await? <= 1;
-                if !last_admin {
+                let before = AdminStanding {
+                    is_admin: user.is_admin,
+                    suspended: user.suspended,
+                };
+                let after = AdminStanding {
+                    is_admin: admin,
+                    ..before
+                };
+                let admins = tx.locked_admin_count().await?;
+                // The mapping never takes the last admin: it is kept, as a
+                // team's last Owner is.
+                if check_account_change(None, &user.id, before, Some(after), admins).is_ok() {
                     tx.set_admin(&user.id, admin, now).await?;
                     self.note(
                         &mut tx,

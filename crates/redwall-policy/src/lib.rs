@@ -6,11 +6,13 @@
 //! one definition of who may do what.
 
 pub mod access;
+pub mod admin_rules;
 pub mod audit_event;
 pub mod egress;
 pub mod login_name;
 pub mod password_policy;
 pub mod permission;
+pub mod redirect;
 pub mod route_policy;
 pub mod session_rules;
 pub mod sso_mapping;

@@ -8,6 +8,28 @@ use redwall_store::NewAuditEntry;
 
 pub use redwall_hub::audit::{printable, Actor};
 
+/// The signed-in caller of a request, as the hub's operations record it.
+pub struct Caller {
+    actor: Actor,
+    origin: redwall_hub::Origin,
+}
+
+impl Caller {
+    pub fn of(principal: &crate::auth::principal::Principal, client: &ClientInfo) -> Caller {
+        Caller {
+            actor: principal.actor(),
+            origin: client.origin(),
+        }
+    }
+
+    pub fn who(&self) -> redwall_hub::Who<'_> {
+        redwall_hub::Who {
+            actor: Some(&self.actor),
+            origin: &self.origin,
+        }
+    }
+}
+
 /// Appends one entry and waits until it is committed. A request whose audit
 /// entry cannot be written fails: an unrecorded security action is worse
 /// than a refused one.

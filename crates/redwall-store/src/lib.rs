@@ -13,6 +13,7 @@
 //! No secret plaintext is stored here: only digests and sealed (encrypted)
 //! bytes.
 
+mod account_changes;
 mod audit;
 mod change;
 mod error;

@@ -156,36 +156,6 @@ impl Change {
         )
     }
 
-    /// Active platform admins, counted under a lock on their rows, so two
-    /// concurrent removals of the admin flag cannot both see another admin.
-    pub async fn locked_admin_count(&mut self) -> Result<i64, StoreError> {
-        let lock = match self.backend {
-            Backend::Postgres => " FOR UPDATE",
-            Backend::Sqlite => "",
-        };
-        let ids: Vec<String> = sqlx::query_scalar(&format!(
-            "SELECT id FROM users WHERE is_admin = 1 AND suspended = 0{lock}"
-        ))
-        .fetch_all(&mut **self.tx())
-        .await?;
-        Ok(i64::try_from(ids.len()).unwrap_or(i64::MAX))
-    }
-
-    pub async fn set_admin(
-        &mut self,
-        user_id: &str,
-        is_admin: bool,
-        now: Micros,
-    ) -> Result<bool, StoreError> {
-        let r = sqlx::query("UPDATE users SET is_admin = $2, updated_at = $3 WHERE id = $1")
-            .bind(user_id)
-            .bind(i64::from(is_admin))
-            .bind(now)
-            .execute(&mut **self.tx())
-            .await?;
-        Ok(r.rows_affected() > 0)
-    }
-
     /// Serializes membership changes of one team on PostgreSQL (SQLite's
     /// `BEGIN IMMEDIATE` already serializes all writers).
     async fn lock_team(&mut self, team_id: &str) -> Result<(), StoreError> {
@@ -196,6 +166,12 @@ impl Change {
                 .await?;
         }
         Ok(())
+    }
+
+    /// Owners of the team, counted under its lock.
+    pub(crate) async fn locked_owner_count(&mut self, team_id: &str) -> Result<i64, StoreError> {
+        self.lock_team(team_id).await?;
+        self.owners(team_id).await
     }
 
     async fn owners(&mut self, team_id: &str) -> Result<i64, StoreError> {

@@ -245,7 +245,7 @@ pub async fn login_handoff(
         return Err(ApiError::not_found());
     }
     let code = crate::proxy::handoff::mint_code(&state, &console_token, &q.instance);
-    let next = crate::proxy::handoff::safe_next(q.next.as_deref());
+    let next = redwall_policy::redirect::local_path_or(q.next.as_deref(), "/editor/");
     let url = format!(
         "{}{}?code={code}&next={}",
         base_url(&state, &q.instance),

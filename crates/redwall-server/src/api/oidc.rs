@@ -224,7 +224,7 @@ pub async fn start(
         return Err(bad_request(&state, &client, &p.name, "query").await);
     };
     let next = q.get("next").cloned().unwrap_or_else(|| "/".into());
-    if !oidc::safe_next(&next) {
+    if !redwall_policy::redirect::is_local_path(&next) {
         state
             .oidc
             .throttle

@@ -1,7 +1,7 @@
 //! Teams: creation, settings, deletion, members and roles.
 
 use crate::api::body::{Body, TeamItemPath};
-use crate::audit;
+use crate::audit::{self, Caller};
 use crate::auth::principal::Principal;
 use crate::clock::rfc3339;
 use crate::error::{ApiError, ApiResult};
@@ -10,7 +10,6 @@ use crate::state::AppState;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::Json;
-use redwall_hub::Who;
 use redwall_policy::audit_event::{AuditEvent, Outcome};
 use redwall_policy::permission::{team_permissions, TeamRole};
 use redwall_policy::team_rules::team_name;
@@ -150,15 +149,11 @@ pub async fn update(
     Body(change): Body<TeamChange>,
 ) -> ApiResult<Json<TeamView>> {
     let access = principal.team()?;
-    let actor = principal.actor();
-    let origin = client.origin();
+    let caller = Caller::of(&principal, &client);
     let team = state
         .hub
         .update_team(
-            Who {
-                actor: Some(&actor),
-                origin: &origin,
-            },
+            caller.who(),
             principal.mfa_enabled,
             &access.team_id,
             redwall_hub::teams::TeamChange {
@@ -260,19 +255,10 @@ pub async fn change_role(
 ) -> ApiResult<Json<serde_json::Value>> {
     let access = principal.team()?;
     let role = parse_role(&req.role)?;
-    let actor = principal.actor();
-    let origin = client.origin();
+    let caller = Caller::of(&principal, &client);
     state
         .hub
-        .change_member_role(
-            Who {
-                actor: Some(&actor),
-                origin: &origin,
-            },
-            &access.team_id,
-            &user_id,
-            role,
-        )
+        .change_member_role(caller.who(), &access.team_id, &user_id, role)
         .await?;
     Ok(Json(json!({ "user_id": user_id, "role": role.name() })))
 }
@@ -312,19 +298,10 @@ async fn end_membership(
     event: AuditEvent,
 ) -> ApiResult<StatusCode> {
     let access = principal.team()?;
-    let actor = principal.actor();
-    let origin = client.origin();
+    let caller = Caller::of(principal, client);
     state
         .hub
-        .end_membership(
-            Who {
-                actor: Some(&actor),
-                origin: &origin,
-            },
-            &access.team_id,
-            user_id,
-            event,
-        )
+        .end_membership(caller.who(), &access.team_id, user_id, event)
         .await?;
     Ok(StatusCode::NO_CONTENT)
 }

@@ -3,7 +3,7 @@
 pub use crate::accounts::UserView;
 use crate::accounts::{self, NewAccount};
 use crate::api::body::{Body, IdPath, Query};
-use crate::audit;
+use crate::audit::{self, Caller};
 use crate::auth::principal::Principal;
 use crate::auth::session;
 use crate::error::{ApiError, ApiResult};
@@ -100,61 +100,12 @@ pub async fn update(
     IdPath(id): IdPath,
     Body(change): Body<UserChange>,
 ) -> ApiResult<Json<UserView>> {
-    let target = existing(&state, &id).await?;
-    if target.is_admin && !change.is_admin {
-        refuse_self_or_last_admin(&state, &principal, &target).await?;
-    }
-    if target.is_admin != change.is_admin {
-        state
-            .store
-            .set_admin(&id, change.is_admin, state.now())
-            .await?;
-        state.forget_user(&id);
-        audit::record(
-            &state,
-            Some(&principal.actor()),
-            &client,
-            AuditEvent::UserAdminChanged,
-            Outcome::Success,
-            Some(format!("user:{id}")),
-            json!({ "username": target.username, "is_admin": change.is_admin }),
-        )
+    let caller = Caller::of(&principal, &client);
+    let user = state
+        .hub
+        .set_admin(caller.who(), &id, change.is_admin)
         .await?;
-    }
-    Ok(Json(UserView::from(&existing(&state, &id).await?)))
-}
-
-/// Admins cannot lock themselves out, and the last admin cannot go.
-async fn refuse_self_or_last_admin(
-    state: &AppState,
-    principal: &Principal,
-    target: &User,
-) -> ApiResult<()> {
-    if target.id == principal.user_id {
-        return Err(ApiError::conflict(
-            "cannot_target_self",
-            "you cannot suspend, delete or demote your own account",
-        ));
-    }
-    if target.is_admin && !target.suspended {
-        let mut active_admins = 0;
-        let mut after: Option<String> = None;
-        loop {
-            let page = state.store.list_users(after.as_deref(), 500).await?;
-            active_admins += page.iter().filter(|u| u.is_admin && !u.suspended).count();
-            match page.last() {
-                Some(last) if page.len() == 500 => after = Some(last.username.to_lowercase()),
-                _ => break,
-            }
-        }
-        if active_admins <= 1 {
-            return Err(ApiError::conflict(
-                "last_admin",
-                "this is the last active platform admin",
-            ));
-        }
-    }
-    Ok(())
+    Ok(Json(UserView::from(&user)))
 }
 
 pub async fn suspend(
@@ -184,31 +135,9 @@ async fn set_suspended(
     id: &str,
     suspended: bool,
 ) -> ApiResult<Json<UserView>> {
-    let target = existing(state, id).await?;
-    if suspended {
-        refuse_self_or_last_admin(state, principal, &target).await?;
-    }
-    state
-        .store
-        .set_suspended(id, suspended, state.now())
-        .await?;
-    state.forget_user(id);
-    let event = if suspended {
-        AuditEvent::UserSuspended
-    } else {
-        AuditEvent::UserReinstated
-    };
-    audit::record(
-        state,
-        Some(&principal.actor()),
-        client,
-        event,
-        Outcome::Success,
-        Some(format!("user:{id}")),
-        json!({ "username": target.username }),
-    )
-    .await?;
-    Ok(Json(UserView::from(&existing(state, id).await?)))
+    let caller = Caller::of(principal, client);
+    let user = state.hub.set_suspended(caller.who(), id, suspended).await?;
+    Ok(Json(UserView::from(&user)))
 }
 
 pub async fn delete(
@@ -217,32 +146,8 @@ pub async fn delete(
     client: ClientInfo,
     IdPath(id): IdPath,
 ) -> ApiResult<StatusCode> {
-    let target = existing(&state, &id).await?;
-    refuse_self_or_last_admin(&state, &principal, &target).await?;
-    let orphaned = state.store.teams_solely_owned_by(&id).await?;
-    if !orphaned.is_empty() {
-        return Err(ApiError::conflict(
-            "last_owner",
-            format!(
-                "this user is the only Owner of {} team(s); give each another Owner first: {}",
-                orphaned.len(),
-                orphaned.join(", ")
-            ),
-        ));
-    }
-    session::end_all_of_user(&state, &id, None).await?;
-    state.store.delete_user(&id).await?;
-    state.forget_user(&id);
-    audit::record(
-        &state,
-        Some(&principal.actor()),
-        &client,
-        AuditEvent::UserDeleted,
-        Outcome::Success,
-        Some(format!("user:{id}")),
-        json!({ "username": target.username }),
-    )
-    .await?;
+    let caller = Caller::of(&principal, &client);
+    state.hub.delete_user(caller.who(), &id).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 

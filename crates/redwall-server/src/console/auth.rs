@@ -3,12 +3,13 @@
 
 use super::client::{Caller, Failure};
 use super::form::{self, Form};
-use super::page::{render, render_status, safe_next, see_other, Ctx, Layout, Me};
+use super::page::{render, render_status, see_other, Ctx, Layout, Me};
 use super::submit::page_expired;
 use askama::Template;
 use axum::body::Bytes;
 use axum::http::{header, HeaderValue, Method, StatusCode};
 use axum::response::Response;
+use redwall_policy::redirect::local_path_or;
 use serde::Deserialize;
 use serde_json::json;
 
@@ -289,7 +290,7 @@ async fn login_view(v: LoginView<'_>) -> Response {
 }
 
 pub async fn login_page(ctx: Ctx) -> Response {
-    let next = safe_next(ctx.query_param("next"));
+    let next = local_path_or(ctx.query_param("next").as_deref(), "/");
     if ctx.api.get::<Me>("/api/v1/me").await.is_ok() {
         return see_other(&next);
     }
@@ -313,7 +314,7 @@ pub async fn login_page(ctx: Ctx) -> Response {
 
 pub async fn login_submit(ctx: Ctx, body: Bytes) -> Response {
     let form = Form::parse(&body);
-    let next = safe_next(form.optional("next"));
+    let next = local_path_or(form.optional("next").as_deref(), "/");
     if !pre_session_ok(&ctx, &form) {
         return login_view(LoginView {
             next,
@@ -404,7 +405,7 @@ pub async fn mfa_page(ctx: Ctx) -> Response {
     let mut response = with_cookie(
         render(&MfaStepPage {
             layout,
-            next: safe_next(next),
+            next: local_path_or(next.as_deref(), "/"),
             mfa_token: challenge,
             error: None,
         }),
@@ -419,7 +420,7 @@ pub async fn mfa_page(ctx: Ctx) -> Response {
 
 pub async fn mfa_submit(ctx: Ctx, body: Bytes) -> Response {
     let form = Form::parse(&body);
-    let next = safe_next(form.optional("next"));
+    let next = local_path_or(form.optional("next").as_deref(), "/");
     if !pre_session_ok(&ctx, &form) {
         return page_expired();
     }

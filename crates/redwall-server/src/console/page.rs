@@ -236,15 +236,3 @@ pub fn error_page(f: &Failure, me: Option<&Me>) -> Response {
         },
     )
 }
-
-/// Only a path on this site is a safe place to continue to after login.
-pub fn safe_next(next: Option<String>) -> String {
-    next.filter(|n| {
-        n.starts_with('/')
-            && !n.starts_with("//")
-            && !n.starts_with("/\\")
-            && n.len() <= 512
-            && n.bytes().all(|b| b.is_ascii_graphic())
-    })
-    .unwrap_or_else(|| "/".to_string())
-}

@@ -134,11 +134,3 @@ pub fn unwrap_pass(state: &AppState, headers: &mut HeaderMap, instance: &str, ht
 pub fn encode_component(s: &str) -> String {
     form_urlencoded::byte_serialize(s.as_bytes()).collect()
 }
-
-/// Where the handover sends the browser back to: a path on the instance.
-pub fn safe_next(next: Option<&str>) -> String {
-    match next {
-        Some(n) if n.starts_with('/') && !n.starts_with("//") && !n.contains('\\') => n.to_string(),
-        _ => "/editor/".to_string(),
-    }
-}

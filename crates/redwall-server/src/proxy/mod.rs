@@ -419,7 +419,7 @@ fn redwall_path(
         )
         .into_response();
     };
-    let next = handoff::safe_next(param("next").as_deref());
+    let next = redwall_policy::redirect::local_path_or(param("next").as_deref(), "/editor/");
     let mut r = Redirect::to(&next).into_response();
     if let Some(cookie) = handoff::pass_cookie(state, &console_token, &target.name, client.https) {
         r.headers_mut().insert(header::SET_COOKIE, cookie);
