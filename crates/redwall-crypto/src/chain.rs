@@ -41,7 +41,7 @@ impl ChainKey {
     /// ever append anything after the entry.
     pub fn link(&self, prev: &ChainHash, canonical_entry: &[u8]) -> ChainHash {
         let len = (canonical_entry.len() as u64).to_be_bytes();
-        hmac_sha256(&self.0, &[prev, &len, canonical_entry])
+        hmac_sha256(self.0.as_slice(), &[prev, &len, canonical_entry])
     }
 }
 
@@ -67,7 +67,10 @@ mod tests {
         let mut msg = prev.to_vec();
         msg.extend_from_slice(&5u64.to_be_bytes());
         msg.extend_from_slice(b"entry");
-        assert_eq!(k.link(&prev, b"entry"), hmac_sha256(&k.0, &[&msg]));
+        assert_eq!(
+            k.link(&prev, b"entry"),
+            hmac_sha256(k.0.as_slice(), &[&msg])
+        );
     }
 
     #[test]

@@ -93,7 +93,7 @@ impl Keyring {
     /// HMAC-SHA256(master, "redwall/v1/" + purpose): a key for one purpose.
     pub fn subkey(&self, purpose: &str) -> [u8; 32] {
         hmac_sha256(
-            &self.master,
+            self.master.as_slice(),
             &[SUBKEY_DOMAIN.as_bytes(), purpose.as_bytes()],
         )
     }
@@ -103,7 +103,7 @@ impl Keyring {
     /// that an unkeyed hash would expose to brute force.
     pub fn keyed_digest(&self, purpose: &str, data: &[u8]) -> [u8; 32] {
         let key = Zeroizing::new(self.subkey(purpose));
-        hmac_sha256(&key, &[data])
+        hmac_sha256(key.as_slice(), &[data])
     }
 
     /// An authenticated cipher keyed with `subkey(purpose)`.
@@ -246,7 +246,7 @@ mod tests {
         assert_ne!(k.subkey("a"), *k.master);
         assert_eq!(
             k.subkey("a"),
-            hmac_sha256(&k.master, &[b"redwall/v1/a".as_slice()])
+            hmac_sha256(k.master.as_slice(), &[b"redwall/v1/a".as_slice()])
         );
         assert_ne!(Keyring::generate().subkey("a"), k.subkey("a"));
     }
@@ -256,7 +256,10 @@ mod tests {
         let k = fixed();
         let d = k.keyed_digest("recovery-code", b"abc");
         assert_eq!(d, k.keyed_digest("recovery-code", b"abc"));
-        assert_eq!(d, hmac_sha256(&k.subkey("recovery-code"), &[b"abc"]));
+        assert_eq!(
+            d,
+            hmac_sha256(k.subkey("recovery-code").as_slice(), &[b"abc"])
+        );
         assert_ne!(d, k.keyed_digest("recovery-code", b"abd"));
         assert_ne!(d, k.keyed_digest("other", b"abc"));
         assert_ne!(d, Keyring::generate().keyed_digest("recovery-code", b"abc"));

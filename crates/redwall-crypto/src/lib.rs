@@ -11,16 +11,38 @@
 //! * [`totp`]: RFC 6238 one-time codes and the enrolment QR code.
 //! * [`recovery`]: MFA recovery codes.
 //! * [`chain`]: the keyed hash chain over audit log entries.
+//! * [`mac`]: HMAC-SHA256, the one implementation (keyring derivations, the
+//!   audit chain, the instances' editor and endpoint tokens).
+//! * [`versioned_seal`]: AES-256-GCM with versioned keys, for instance
+//!   secrets.
+//!
+//! # Which AEAD where, and why
+//!
+//! * **XChaCha20-Poly1305** ([`keyring::Sealer`]): TOTP secrets, the sealed
+//!   MFA challenge, device cookies, instance handover codes, the OIDC
+//!   login cookie, sealed SSO
+//!   client secrets. Its 192-bit nonces are drawn at random for every
+//!   message, with no limit worth counting on how many one key may seal,
+//!   and it is constant-time without AES instructions.
+//! * **AES-256-GCM** ([`versioned_seal`]): instance secrets. Each key
+//!   version is its own derived key and `rotate-instance-secrets` moves
+//!   every value to a new version, which keeps the number of random 96-bit
+//!   nonces per key far below GCM's 2^32 bound. Kept for the values already
+//!   stored that way; a future key version may move them to XChaCha20.
+//! * Nothing is encrypted without authentication, and every sealed value is
+//!   bound to where it belongs by its additional data (user id, instance id
+//!   and variable name, purpose), so a value copied elsewhere does not open.
 
 pub mod chain;
 mod error;
 pub mod keyring;
-mod mac;
+pub mod mac;
 pub mod password;
 pub mod recovery;
 pub mod secret;
 pub mod token;
 pub mod totp;
+pub mod versioned_seal;
 
 pub use error::CryptoError;
 pub use secret::Secret;

@@ -58,7 +58,7 @@ pub struct InstanceTarget {
     pub rules: Vec<RouteRule>,
     /// The team's allowed client ranges, failing closed.
     pub team_ranges: TeamRanges,
-    pub admin_secret: Secret,
+    pub editor_secret: Secret,
     pub endpoint_secret: Secret,
 }
 

@@ -50,8 +50,8 @@ impl HubError {
     }
 }
 
-impl From<redwall_policy::team_rules::TeamRuleError> for HubError {
-    fn from(e: redwall_policy::team_rules::TeamRuleError) -> Self {
+impl From<redwall_policy::RuleError> for HubError {
+    fn from(e: redwall_policy::RuleError) -> Self {
         HubError::invalid(e.code, e.message)
     }
 }

@@ -45,6 +45,18 @@ pub enum TokenTeam {
     Elsewhere,
 }
 
+impl TokenTeam {
+    /// How a token limited to `limited` (if to any team) relates to a
+    /// request that addresses `addressed` (if any team).
+    pub fn of(limited: Option<&str>, addressed: Option<&str>) -> TokenTeam {
+        match (limited, addressed) {
+            (None, _) => TokenTeam::Any,
+            (Some(l), Some(a)) if l == a => TokenTeam::ThisTeam,
+            (Some(_), _) => TokenTeam::Elsewhere,
+        }
+    }
+}
+
 /// How the caller proved who they are.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Credential<'a> {
@@ -368,5 +380,14 @@ mod tests {
                 prop_assert!(decide(&as_session, p).is_ok());
             }
         }
+    }
+
+    #[test]
+    fn a_team_limited_token_fits_only_its_team() {
+        assert_eq!(TokenTeam::of(None, None), TokenTeam::Any);
+        assert_eq!(TokenTeam::of(None, Some("t1")), TokenTeam::Any);
+        assert_eq!(TokenTeam::of(Some("t1"), Some("t1")), TokenTeam::ThisTeam);
+        assert_eq!(TokenTeam::of(Some("t1"), Some("t2")), TokenTeam::Elsewhere);
+        assert_eq!(TokenTeam::of(Some("t1"), None), TokenTeam::Elsewhere);
     }
 }

@@ -9,6 +9,7 @@ pub mod access;
 pub mod admin_rules;
 pub mod audit_event;
 pub mod egress;
+pub mod instance_rules;
 pub mod login_name;
 pub mod password_policy;
 pub mod permission;
@@ -24,3 +25,19 @@ pub mod username;
 pub type Micros = i64;
 
 pub const MICROS_PER_SECOND: Micros = 1_000_000;
+
+/// Why an input was refused by one of these rules; `code` is the API's
+/// error code (answered as 422) and `message` says what is allowed.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{message}")]
+pub struct RuleError {
+    pub code: &'static str,
+    pub message: String,
+}
+
+pub(crate) fn refused(code: &'static str, message: impl Into<String>) -> RuleError {
+    RuleError {
+        code,
+        message: message.into(),
+    }
+}

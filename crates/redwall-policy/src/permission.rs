@@ -158,19 +158,36 @@ const READERS: &[TeamRole] = &[Viewer, Member, Owner];
 const WRITERS: &[TeamRole] = &[Member, Owner];
 const OWNERS: &[TeamRole] = &[Owner];
 
+/// What a permission does to data: a read-scoped token may use only `Reads`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Effect {
+    Reads,
+    Writes,
+}
+
+/// Whether a user who must still enrol in MFA may use the permission.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum DuringEnrolment {
+    Usable,
+    Held,
+}
+
+use DuringEnrolment::{Held, Usable};
+use Effect::{Reads, Writes};
+
 const fn platform(
     permission: Permission,
     name: &'static str,
-    read_only: bool,
-    during_mfa_enrolment: bool,
+    effect: Effect,
+    enrolment: DuringEnrolment,
     roles: &'static [PlatformRole],
 ) -> PermissionRow {
     PermissionRow {
         permission,
         name,
         scope: Scope::Platform,
-        read_only,
-        during_mfa_enrolment,
+        read_only: matches!(effect, Reads),
+        during_mfa_enrolment: matches!(enrolment, Usable),
         platform_roles: roles,
         team_roles: &[],
     }
@@ -179,14 +196,14 @@ const fn platform(
 const fn team(
     permission: Permission,
     name: &'static str,
-    read_only: bool,
+    effect: Effect,
     roles: &'static [TeamRole],
 ) -> PermissionRow {
     PermissionRow {
         permission,
         name,
         scope: Scope::Team,
-        read_only,
+        read_only: matches!(effect, Reads),
         during_mfa_enrolment: false,
         platform_roles: &[],
         team_roles: roles,
@@ -198,138 +215,149 @@ pub const TABLE: &[PermissionRow] = &[
     platform(
         Permission::AccountRead,
         "account:read",
-        true,
-        true,
+        Reads,
+        Usable,
         EVERYONE,
     ),
     platform(
         Permission::AccountWrite,
         "account:write",
-        false,
-        false,
+        Writes,
+        Held,
         EVERYONE,
     ),
-    platform(Permission::AccountMfa, "account:mfa", false, true, EVERYONE),
+    platform(
+        Permission::AccountMfa,
+        "account:mfa",
+        Writes,
+        Usable,
+        EVERYONE,
+    ),
     platform(
         Permission::AccountLogout,
         "account:logout",
-        false,
-        true,
+        Writes,
+        Usable,
         EVERYONE,
     ),
-    platform(Permission::UsersRead, "users:read", true, false, ADMINS),
+    platform(Permission::UsersRead, "users:read", Reads, Held, ADMINS),
     platform(
         Permission::UsersManage,
         "users:manage",
-        false,
-        false,
+        Writes,
+        Held,
         ADMINS,
     ),
     platform(
         Permission::SettingsRead,
         "platform:settings:read",
-        true,
-        false,
+        Reads,
+        Held,
         ADMINS,
     ),
     platform(
         Permission::SettingsWrite,
         "platform:settings:write",
-        false,
-        false,
+        Writes,
+        Held,
         ADMINS,
     ),
     platform(
         Permission::AuditPlatformRead,
         "audit:platform:read",
-        true,
-        false,
+        Reads,
+        Held,
         ADMINS,
     ),
-    platform(Permission::MetricsRead, "metrics:read", true, false, ADMINS),
+    platform(Permission::MetricsRead, "metrics:read", Reads, Held, ADMINS),
     platform(
         Permission::TeamCreate,
         "team:create",
-        false,
-        false,
+        Writes,
+        Held,
         EVERYONE,
     ),
-    team(Permission::TeamRead, "team:read", true, ALL_MEMBERS),
+    team(Permission::TeamRead, "team:read", Reads, ALL_MEMBERS),
     team(
         Permission::TeamSettingsWrite,
         "team:settings:write",
-        false,
+        Writes,
         OWNERS,
     ),
-    team(Permission::TeamDelete, "team:delete", false, OWNERS),
+    team(Permission::TeamDelete, "team:delete", Writes, OWNERS),
     team(
         Permission::TeamMembersRead,
         "team:members:read",
-        true,
+        Reads,
         READERS,
     ),
     team(
         Permission::TeamMembersManage,
         "team:members:manage",
-        false,
+        Writes,
         OWNERS,
     ),
-    team(Permission::TeamLeave, "team:leave", false, ALL_MEMBERS),
-    team(Permission::AuditTeamRead, "audit:team:read", true, OWNERS),
+    team(Permission::TeamLeave, "team:leave", Writes, ALL_MEMBERS),
+    team(Permission::AuditTeamRead, "audit:team:read", Reads, OWNERS),
     team(
         Permission::InstanceCreate,
         "instance:create",
-        false,
+        Writes,
         WRITERS,
     ),
-    team(Permission::InstanceRead, "instance:read", true, READERS),
+    team(Permission::InstanceRead, "instance:read", Reads, READERS),
     team(
         Permission::InstanceControl,
         "instance:control",
-        false,
+        Writes,
         WRITERS,
     ),
-    team(Permission::InstanceDelete, "instance:delete", false, OWNERS),
+    team(
+        Permission::InstanceDelete,
+        "instance:delete",
+        Writes,
+        OWNERS,
+    ),
     team(
         Permission::InstanceEditorWrite,
         "instance:editor:write",
-        false,
+        Writes,
         WRITERS,
     ),
     team(
         Permission::InstanceEditorRead,
         "instance:editor:read",
-        true,
+        Reads,
         READERS,
     ),
     team(
         Permission::InstanceDashboard,
         "instance:dashboard",
-        true,
+        Reads,
         ALL_MEMBERS,
     ),
     team(
         Permission::InstanceEnvWrite,
         "instance:env:write",
-        false,
+        Writes,
         WRITERS,
     ),
     team(
         Permission::InstancePolicyWrite,
         "instance:policy:write",
-        false,
+        Writes,
         WRITERS,
     ),
     team(
         Permission::InstanceOptionsWrite,
         "instance:options:write",
-        false,
+        Writes,
         OWNERS,
     ),
     team(
         Permission::InstanceEgressWrite,
         "instance:egress:write",
-        false,
+        Writes,
         OWNERS,
     ),
 ];

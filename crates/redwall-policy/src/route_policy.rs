@@ -11,7 +11,7 @@ use std::net::IpAddr;
 use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
 
-use crate::permission::TeamRole;
+use crate::permission::{team_role_holds, Permission, TeamRole};
 use crate::team_rules::TeamRanges;
 
 /// The most rules one instance may hold; keeps matching cheap and reviewable.
@@ -208,8 +208,13 @@ pub fn decide(
     if !team_ranges.admits(client) || !in_ranges(&rule.client_ranges, client) {
         return RouteDecision::AddressRefused;
     }
+    // A member's session or Redwall password reaches an instance's pages
+    // only through `instance:dashboard` (every team role holds it), and then
+    // only from the rule's minimum role up.
     let enough = |role: Option<TeamRole>, min: TeamRole| match role {
-        Some(r) if r >= min => RouteDecision::Allow,
+        Some(r) if team_role_holds(r, Permission::InstanceDashboard) && r >= min => {
+            RouteDecision::Allow
+        }
         _ => RouteDecision::Forbidden,
     };
     match (&rule.policy, presented) {

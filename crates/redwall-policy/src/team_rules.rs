@@ -6,30 +6,16 @@ use std::net::IpAddr;
 use ipnet::IpNet;
 
 use crate::permission::TeamRole;
+use crate::{refused, RuleError};
 
 /// Longest team name, in characters.
 pub const MAX_TEAM_NAME_CHARS: usize = 100;
 /// Most address ranges a team may list.
 pub const MAX_TEAM_RANGES: usize = 64;
 
-/// Why a team's settings were refused; `code` is the API's error code.
-#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
-#[error("{message}")]
-pub struct TeamRuleError {
-    pub code: &'static str,
-    pub message: String,
-}
-
-fn refused(code: &'static str, message: impl Into<String>) -> TeamRuleError {
-    TeamRuleError {
-        code,
-        message: message.into(),
-    }
-}
-
 /// A team name as stored: trimmed, 1 to 100 characters, no control
 /// characters.
-pub fn team_name(name: &str) -> Result<String, TeamRuleError> {
+pub fn team_name(name: &str) -> Result<String, RuleError> {
     let name = name.trim();
     if name.is_empty()
         || name.chars().count() > MAX_TEAM_NAME_CHARS
@@ -45,7 +31,7 @@ pub fn team_name(name: &str) -> Result<String, TeamRuleError> {
 
 /// The ranges as stored: each an address or CIDR range, written as its
 /// network ("10.1.2.3/8" becomes "10.0.0.0/8", an address its /32 or /128).
-pub fn normalize_ranges(list: &[String]) -> Result<Vec<String>, TeamRuleError> {
+pub fn normalize_ranges(list: &[String]) -> Result<Vec<String>, RuleError> {
     if list.len() > MAX_TEAM_RANGES {
         return Err(refused(
             "invalid_cidr",

@@ -12,7 +12,7 @@
 //!   ([`NetworkMode::Isolated`]: own network, mount and PID namespaces,
 //!   nftables on the host; see `netns.rs`). Every admin request (the
 //!   editor under `/editor`, its static files included) needs an admin token in
-//!   [`ADMIN_TOKEN_HEADER`]; every endpoint request (`/` and websocket-in nodes)
+//!   [`EDITOR_TOKEN_HEADER`]; every endpoint request (`/` and websocket-in nodes)
 //!   needs an endpoint token in [`ENDPOINT_TOKEN_HEADER`]. Only Redwall's proxy
 //!   holds the keys that mint them, so a local process that reaches the port
 //!   directly gets 401.
@@ -52,6 +52,6 @@ pub use supervisor::{
     InstanceStatus, LogLine, LogStream, NodeRedAuditEvent, Reporter, Supervisor, SupervisorOptions,
 };
 pub use token::{
-    mint_admin_token, mint_endpoint_token, EditorPermission, ADMIN_TOKEN_HEADER,
+    mint_editor_token, mint_endpoint_token, EditorPermission, EDITOR_TOKEN_HEADER,
     ENDPOINT_TOKEN_HEADER, USER_HEADER,
 };

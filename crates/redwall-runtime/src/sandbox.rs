@@ -387,8 +387,8 @@ fn environment(spec: &InstanceSpec) -> Vec<(OsString, OsString)> {
         ("LANG".into(), "C.UTF-8".into()),
         ("NODE_ENV".into(), "production".into()),
         (
-            "REDWALL_ADMIN_SECRET".into(),
-            spec.admin_secret.expose().into(),
+            "REDWALL_EDITOR_SECRET".into(),
+            spec.editor_secret.expose().into(),
         ),
         (
             "REDWALL_ENDPOINT_SECRET".into(),

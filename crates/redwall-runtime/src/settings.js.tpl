@@ -8,10 +8,10 @@
 const crypto = require("crypto");
 
 const INSTANCE_ID = @@INSTANCE_ID@@;
-const ADMIN_HEADER = @@ADMIN_HEADER@@;
+const EDITOR_HEADER = @@EDITOR_HEADER@@;
 const ENDPOINT_HEADER = @@ENDPOINT_HEADER@@;
 const USER_HEADER = @@USER_HEADER@@;
-const SECRET_NAMES = ["REDWALL_ADMIN_SECRET", "REDWALL_ENDPOINT_SECRET", "REDWALL_CREDENTIAL_SECRET"];
+const SECRET_NAMES = ["REDWALL_EDITOR_SECRET", "REDWALL_ENDPOINT_SECRET", "REDWALL_CREDENTIAL_SECRET"];
 
 function takeSecret(name) {
     const value = process.env[name];
@@ -21,7 +21,7 @@ function takeSecret(name) {
     }
     return value;
 }
-const ADMIN_KEY = Buffer.from(takeSecret("REDWALL_ADMIN_SECRET"), "utf8");
+const EDITOR_KEY = Buffer.from(takeSecret("REDWALL_EDITOR_SECRET"), "utf8");
 const ENDPOINT_KEY = Buffer.from(takeSecret("REDWALL_ENDPOINT_SECRET"), "utf8");
 const CREDENTIAL_SECRET = takeSecret("REDWALL_CREDENTIAL_SECRET");
 
@@ -69,8 +69,8 @@ function checkToken(token, key, kind) {
     }
 }
 
-function adminUser(token) {
-    const claims = verifyToken(token, ADMIN_KEY, "admin");
+function editorUser(token) {
+    const claims = verifyToken(token, EDITOR_KEY, "admin");
     if (!claims || typeof claims.sub !== "string") return null;
     if (claims.perm !== "*" && claims.perm !== "read") return null;
     return { username: claims.sub, permissions: claims.perm };
@@ -131,15 +131,15 @@ module.exports = {
         type: "credentials",
         // Nobody logs in to Node-RED itself: identity comes from the token.
         users: [],
-        tokenHeader: ADMIN_HEADER,
+        tokenHeader: EDITOR_HEADER,
         tokens: function (token) {
-            return Promise.resolve(adminUser(token));
+            return Promise.resolve(editorUser(token));
         },
     },
     // Also guards the editor's static files, which Node-RED serves without
     // a permission check.
     httpAdminMiddleware: function (req, res, next) {
-        if (adminUser(req.headers[ADMIN_HEADER])) {
+        if (editorUser(req.headers[EDITOR_HEADER])) {
             next();
         } else {
             deny(res);

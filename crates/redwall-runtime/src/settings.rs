@@ -4,7 +4,7 @@
 //! `serde_json` so it is a valid, inert JS literal.
 
 use crate::spec::InstanceSpec;
-use crate::token::{ADMIN_TOKEN_HEADER, ENDPOINT_TOKEN_HEADER, USER_HEADER};
+use crate::token::{EDITOR_TOKEN_HEADER, ENDPOINT_TOKEN_HEADER, USER_HEADER};
 
 const TEMPLATE: &str = include_str!("settings.js.tpl");
 
@@ -15,7 +15,7 @@ pub fn render_settings(spec: &InstanceSpec) -> String {
     let js_bool = |b: bool| if b { "true" } else { "false" };
     TEMPLATE
         .replace("@@INSTANCE_ID@@", &js_string(&spec.id))
-        .replace("@@ADMIN_HEADER@@", &js_string(ADMIN_TOKEN_HEADER))
+        .replace("@@EDITOR_HEADER@@", &js_string(EDITOR_TOKEN_HEADER))
         .replace("@@ENDPOINT_HEADER@@", &js_string(ENDPOINT_TOKEN_HEADER))
         .replace("@@USER_HEADER@@", &js_string(USER_HEADER))
         .replace("@@PORT@@", &spec.port.to_string())
@@ -42,7 +42,7 @@ mod tests {
             id: "shop-floor-1".into(),
             port: 18080,
             dir: "/tmp/x".into(),
-            admin_secret: Secret::new("admin-secret-0123456789abcdef".into()),
+            editor_secret: Secret::new("admin-secret-0123456789abcdef".into()),
             endpoint_secret: Secret::new("endpoint-secret-0123456789abcd".into()),
             credential_secret: Secret::new("credential-secret-0123456789ab".into()),
             env: vec![],
@@ -62,7 +62,7 @@ mod tests {
         let s = spec();
         let js = render_settings(&s);
         assert!(!js.contains("@@"));
-        for secret in [&s.admin_secret, &s.endpoint_secret, &s.credential_secret] {
+        for secret in [&s.editor_secret, &s.endpoint_secret, &s.credential_secret] {
             assert!(!js.contains(secret.expose()));
         }
         assert!(js.contains("const INSTANCE_ID = \"shop-floor-1\";"));

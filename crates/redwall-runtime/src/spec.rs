@@ -17,8 +17,8 @@ pub struct InstanceSpec {
     /// `userdir/`, the only place the instance may write.
     pub dir: PathBuf,
     /// HMAC key for editor tokens.
-    pub admin_secret: Secret,
-    /// HMAC key for endpoint tokens; must differ from `admin_secret`.
+    pub editor_secret: Secret,
+    /// HMAC key for endpoint tokens; must differ from `editor_secret`.
     pub endpoint_secret: Secret,
     /// Node-RED's `credentialSecret`, which encrypts `flows_cred.json`.
     pub credential_secret: Secret,
@@ -183,7 +183,7 @@ impl InstanceSpec {
             )));
         }
         for (name, secret) in [
-            ("admin_secret", &self.admin_secret),
+            ("editor_secret", &self.editor_secret),
             ("endpoint_secret", &self.endpoint_secret),
             ("credential_secret", &self.credential_secret),
         ] {
@@ -193,9 +193,9 @@ impl InstanceSpec {
                 )));
             }
         }
-        if self.admin_secret.expose() == self.endpoint_secret.expose() {
+        if self.editor_secret.expose() == self.endpoint_secret.expose() {
             return Err(RuntimeError::InvalidSpec(
-                "admin_secret and endpoint_secret must differ".into(),
+                "editor_secret and endpoint_secret must differ".into(),
             ));
         }
         for var in &self.env {
@@ -255,7 +255,7 @@ mod tests {
             id: "a-1".into(),
             port: 20000,
             dir: PathBuf::from("/tmp/x"),
-            admin_secret: Secret::new("a".repeat(32)),
+            editor_secret: Secret::new("a".repeat(32)),
             endpoint_secret: Secret::new("e".repeat(32)),
             credential_secret: Secret::new("c".repeat(32)),
             env: vec![],
@@ -270,7 +270,7 @@ mod tests {
     #[test]
     fn user_env_cannot_override_redwall_variables() {
         for name in [
-            "REDWALL_ADMIN_SECRET",
+            "REDWALL_EDITOR_SECRET",
             "NODE_OPTIONS",
             "PATH",
             "LD_PRELOAD",
@@ -328,7 +328,7 @@ mod tests {
     #[test]
     fn keys_must_differ() {
         let mut s = spec();
-        s.endpoint_secret = s.admin_secret.clone();
+        s.endpoint_secret = s.editor_secret.clone();
         assert!(s.validate().is_err());
     }
 }

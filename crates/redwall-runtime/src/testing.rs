@@ -15,9 +15,9 @@ pub use crate::http::{request, HttpResponse};
 use crate::install::create_dir_0755;
 use crate::supervisor::{InstanceStatus, NodeRedAuditEvent, Reporter};
 use crate::{
-    mint_admin_token, mint_endpoint_token, EditorPermission, Installer, InstanceOptions,
-    InstanceSpec, Limits, NodeRedInstall, RuntimeError, SandboxIdentity, ADMIN_TOKEN_HEADER,
-    DEFAULT_NODE_RED_VERSION, ENDPOINT_TOKEN_HEADER,
+    mint_editor_token, mint_endpoint_token, EditorPermission, Installer, InstanceOptions,
+    InstanceSpec, Limits, NodeRedInstall, RuntimeError, SandboxIdentity, DEFAULT_NODE_RED_VERSION,
+    EDITOR_TOKEN_HEADER, ENDPOINT_TOKEN_HEADER,
 };
 
 /// Default cache for [`shared_install`]; `REDWALL_TEST_NODE_RED_CACHE`
@@ -96,7 +96,7 @@ pub fn spec(id: &str, parent: &Path, port: u16, identity: SandboxIdentity) -> In
         id: id.to_owned(),
         port,
         dir: parent.join(id),
-        admin_secret: random_secret(),
+        editor_secret: random_secret(),
         endpoint_secret: random_secret(),
         credential_secret: random_secret(),
         env: Vec::new(),
@@ -113,8 +113,8 @@ fn in_an_hour() -> i64 {
 }
 
 /// An admin token for `spec`, valid for an hour.
-pub fn admin_token(spec: &InstanceSpec, username: &str, perm: EditorPermission) -> String {
-    mint_admin_token(&spec.admin_secret, &spec.id, username, perm, in_an_hour())
+pub fn editor_token(spec: &InstanceSpec, username: &str, perm: EditorPermission) -> String {
+    mint_editor_token(&spec.editor_secret, &spec.id, username, perm, in_an_hour())
 }
 
 /// An endpoint token for `spec`, valid for an hour.
@@ -131,14 +131,14 @@ pub async fn deploy_flows(
     username: &str,
     flows: &serde_json::Value,
 ) -> std::io::Result<HttpResponse> {
-    let token = admin_token(spec, username, EditorPermission::Full);
+    let token = editor_token(spec, username, EditorPermission::Full);
     let body = flows.to_string();
     request(
         spec.address(),
         "POST",
         "/editor/flows",
         &[
-            (ADMIN_TOKEN_HEADER, &token),
+            (EDITOR_TOKEN_HEADER, &token),
             ("Content-Type", "application/json"),
             ("Node-RED-Deployment-Type", "full"),
         ],

@@ -8,8 +8,8 @@ use common::*;
 use redwall_crypto::Secret;
 use redwall_runtime::testing::{self, request};
 use redwall_runtime::{
-    mint_admin_token, mint_endpoint_token, EditorPermission, EnvVar, SandboxIdentity,
-    ADMIN_TOKEN_HEADER, ENDPOINT_TOKEN_HEADER, USER_HEADER,
+    mint_editor_token, mint_endpoint_token, EditorPermission, EnvVar, SandboxIdentity,
+    EDITOR_TOKEN_HEADER, ENDPOINT_TOKEN_HEADER, USER_HEADER,
 };
 use serde_json::json;
 use std::time::Duration;
@@ -42,12 +42,12 @@ async fn editor_and_endpoints_need_tokens_with_the_right_key_audience_and_rights
     }
 
     // A read token sees the flows but cannot deploy.
-    let read = testing::admin_token(&spec, "rita", EditorPermission::Read);
+    let read = testing::editor_token(&spec, "rita", EditorPermission::Read);
     let r = request(
         port,
         "GET",
         "/editor/flows",
-        &[(ADMIN_TOKEN_HEADER, &read)],
+        &[(EDITOR_TOKEN_HEADER, &read)],
         None,
         T,
     )
@@ -61,7 +61,7 @@ async fn editor_and_endpoints_need_tokens_with_the_right_key_audience_and_rights
         "POST",
         "/editor/flows",
         &[
-            (ADMIN_TOKEN_HEADER, &read),
+            (EDITOR_TOKEN_HEADER, &read),
             ("Content-Type", "application/json"),
             ("Node-RED-Deployment-Type", "full"),
         ],
@@ -74,21 +74,21 @@ async fn editor_and_endpoints_need_tokens_with_the_right_key_audience_and_rights
 
     // Tokens that are expired, for another instance or signed with another
     // key are refused.
-    let expired = mint_admin_token(
-        &spec.admin_secret,
+    let expired = mint_editor_token(
+        &spec.editor_secret,
         &spec.id,
         "eve",
         EditorPermission::Full,
         now() - 5,
     );
-    let other_instance = mint_admin_token(
-        &spec.admin_secret,
+    let other_instance = mint_editor_token(
+        &spec.editor_secret,
         "other",
         "eve",
         EditorPermission::Full,
         now() + 600,
     );
-    let wrong_key = mint_admin_token(
+    let wrong_key = mint_editor_token(
         &testing::random_secret(),
         &spec.id,
         "eve",
@@ -96,7 +96,7 @@ async fn editor_and_endpoints_need_tokens_with_the_right_key_audience_and_rights
         now() + 600,
     );
     let endpoint_as_admin =
-        mint_endpoint_token(&spec.admin_secret, &spec.id, Some("eve"), now() + 600);
+        mint_endpoint_token(&spec.editor_secret, &spec.id, Some("eve"), now() + 600);
     for (what, token) in [
         ("expired", expired.as_str()),
         ("other audience", other_instance.as_str()),
@@ -108,7 +108,7 @@ async fn editor_and_endpoints_need_tokens_with_the_right_key_audience_and_rights
             port,
             "GET",
             "/editor/flows",
-            &[(ADMIN_TOKEN_HEADER, token)],
+            &[(EDITOR_TOKEN_HEADER, token)],
             None,
             T,
         )
@@ -131,7 +131,7 @@ async fn editor_and_endpoints_need_tokens_with_the_right_key_audience_and_rights
     let expired = mint_endpoint_token(&spec.endpoint_secret, &spec.id, Some("bob"), now() - 1);
     let other_instance =
         mint_endpoint_token(&spec.endpoint_secret, "other", Some("bob"), now() + 600);
-    let admin_key = mint_endpoint_token(&spec.admin_secret, &spec.id, Some("bob"), now() + 600);
+    let admin_key = mint_endpoint_token(&spec.editor_secret, &spec.id, Some("bob"), now() + 600);
     for (what, token) in [
         ("expired", expired.as_str()),
         ("other audience", other_instance.as_str()),
@@ -217,7 +217,7 @@ async fn user_env_reaches_flows_but_redwall_secrets_do_not() {
             substituted: msg.substituted,
             secretSubstitution: msg.secretSubstitution,
             envGet: env.get('MY_VAR'),
-            secretEnvGet: ['REDWALL_ADMIN_SECRET', 'REDWALL_ENDPOINT_SECRET', 'REDWALL_CREDENTIAL_SECRET']
+            secretEnvGet: ['REDWALL_EDITOR_SECRET', 'REDWALL_ENDPOINT_SECRET', 'REDWALL_CREDENTIAL_SECRET']
                 .map(n => env.get(n)).filter(v => v !== undefined && v !== ''),
             processEnv: Object.keys(p.env).filter(k => k.startsWith('REDWALL_')),
         };
@@ -227,7 +227,7 @@ async fn user_env_reaches_flows_but_redwall_secrets_do_not() {
         {"id": "in1", "type": "http in", "z": "tab1", "url": "/env", "method": "get", "wires": [["ch1"]]},
         {"id": "ch1", "type": "change", "z": "tab1", "rules": [
             {"t": "set", "p": "substituted", "pt": "msg", "to": "${MY_VAR}", "tot": "str"},
-            {"t": "set", "p": "secretSubstitution", "pt": "msg", "to": "${REDWALL_ADMIN_SECRET}", "tot": "str"}
+            {"t": "set", "p": "secretSubstitution", "pt": "msg", "to": "${REDWALL_EDITOR_SECRET}", "tot": "str"}
          ], "wires": [["fn1"]]},
         {"id": "fn1", "type": "function", "z": "tab1", "func": func, "outputs": 1, "wires": [["out1"]]},
         {"id": "out1", "type": "http response", "z": "tab1", "wires": []}
@@ -239,11 +239,11 @@ async fn user_env_reaches_flows_but_redwall_secrets_do_not() {
     let seen = r.json().unwrap();
     assert_eq!(seen["substituted"], "hello \"world\"");
     assert_eq!(seen["envGet"], "hello \"world\"");
-    assert_eq!(seen["secretSubstitution"], "${REDWALL_ADMIN_SECRET}");
+    assert_eq!(seen["secretSubstitution"], "${REDWALL_EDITOR_SECRET}");
     assert_eq!(seen["secretEnvGet"], json!([]));
     assert_eq!(seen["processEnv"], json!([]));
     for secret in [
-        &spec.admin_secret,
+        &spec.editor_secret,
         &spec.endpoint_secret,
         &spec.credential_secret,
     ] {

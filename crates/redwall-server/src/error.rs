@@ -140,6 +140,12 @@ pub fn log_server_error(status: StatusCode, code: &str, cause: &str) {
     );
 }
 
+impl From<redwall_policy::RuleError> for ApiError {
+    fn from(e: redwall_policy::RuleError) -> Self {
+        ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, e.code, e.message)
+    }
+}
+
 impl From<redwall_hub::HubError> for ApiError {
     fn from(e: redwall_hub::HubError) -> Self {
         use redwall_hub::{HubError, Refused};

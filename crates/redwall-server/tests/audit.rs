@@ -512,6 +512,7 @@ async fn export_then_prune_keeps_the_rest_provable(s: &TestServer) {
     s.create_user(&admin, "latest").await;
 
     // Someone with database access edits a remaining entry: named.
+    s.chain_broken_on_purpose();
     let remaining = stored_seqs(s).await;
     disable_audit_guards(&store).await.unwrap();
     let victim = remaining[1];

@@ -71,7 +71,7 @@ fn echo_flow(path: &str) -> Value {
     json!([
         {"id": "t1", "type": "tab", "label": "T"},
         {"id": "h1", "type": "http in", "z": "t1", "url": path, "method": "get", "upload": false, "swaggerDoc": "", "wires": [["f1"]]},
-        {"id": "f1", "type": "function", "z": "t1", "func": "msg.payload = { headers: msg.req.headers, greeting: env.get('GREETING'), leaked: env.get('REDWALL_ADMIN_SECRET') || null }; msg.cookies = { redwall_session: { value: 'planted' }, theme: { value: 'dark' } }; return msg;", "outputs": 1, "wires": [["r1"]]},
+        {"id": "f1", "type": "function", "z": "t1", "func": "msg.payload = { headers: msg.req.headers, greeting: env.get('GREETING'), leaked: env.get('REDWALL_EDITOR_SECRET') || null }; msg.cookies = { redwall_session: { value: 'planted' }, theme: { value: 'dark' } }; return msg;", "outputs": 1, "wires": [["r1"]]},
         {"id": "r1", "type": "http response", "z": "t1", "statusCode": "", "headers": {}, "wires": []}
     ])
 }
@@ -924,7 +924,7 @@ async fn bad_requests_get_clear_errors() {
     assert_eq!(s.anonymous().get("/i/nope/editor/").await.status, 404);
     for (env, code) in [
         (
-            json!([{"name": "REDWALL_ADMIN_SECRET", "value": "x"}]),
+            json!([{"name": "REDWALL_EDITOR_SECRET", "value": "x"}]),
             "reserved_env_name",
         ),
         (

@@ -15,7 +15,7 @@ use super::types::{now_unix_ms, InstanceStatus, LogStream};
 use super::{lock, pidfile, Shared, Slot};
 use crate::install::NodeRedInstall;
 use crate::spec::{InstanceSpec, NetworkMode};
-use crate::token::{mint_admin_token, EditorPermission, ADMIN_TOKEN_HEADER};
+use crate::token::{mint_editor_token, EditorPermission, EDITOR_TOKEN_HEADER};
 use crate::{http, netns, sandbox, RuntimeError};
 
 pub(crate) fn set_status(shared: &Shared, slot: &Slot, status: InstanceStatus) {
@@ -380,8 +380,8 @@ async fn wait_ready(shared: &Shared, spec: &InstanceSpec) -> bool {
     let deadline = Instant::now() + options.ready_timeout;
     let expires =
         now_unix_ms() / 1000 + i64::try_from(options.ready_timeout.as_secs()).unwrap_or(60) + 60;
-    let token = mint_admin_token(
-        &spec.admin_secret,
+    let token = mint_editor_token(
+        &spec.editor_secret,
         &spec.id,
         "redwall-supervisor",
         EditorPermission::Read,
@@ -392,7 +392,7 @@ async fn wait_ready(shared: &Shared, spec: &InstanceSpec) -> bool {
             spec.address(),
             "GET",
             "/editor/",
-            &[(ADMIN_TOKEN_HEADER, &token)],
+            &[(EDITOR_TOKEN_HEADER, &token)],
             None,
             Duration::from_secs(5),
         )

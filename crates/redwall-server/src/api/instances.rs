@@ -7,7 +7,7 @@ use crate::auth::principal::Principal;
 use crate::clock::rfc3339;
 use crate::error::{ApiError, ApiResult};
 use crate::instances::manager::{env_aad, new_sealed_keys, Pending};
-use crate::instances::model::{validate_env_name, validate_name, InstanceOptions};
+use crate::instances::model::InstanceOptions;
 use crate::instances::{sealing, InstanceManager};
 use crate::net::client::ClientInfo;
 use crate::state::AppState;
@@ -18,15 +18,15 @@ use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::Json;
 use futures::Stream;
 use redwall_policy::audit_event::{AuditEvent, Outcome};
+use redwall_policy::instance_rules::{
+    env_name, env_value_fits, instance_name, MAX_ENV_VALUE_BYTES, MAX_ENV_VARS,
+    MAX_INSTANCES_PER_TEAM,
+};
 use redwall_runtime::{InstanceStatus, LogLine, LogStream};
 use redwall_store::{EnvEntry, Instance, StoreError};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 use std::sync::Arc;
-
-const MAX_INSTANCES_PER_TEAM: i64 = 100;
-const MAX_ENV_VARS: usize = 200;
-const MAX_ENV_VALUE: usize = 32 * 1024;
 
 /// The `{instance}` path parameter: an instance's id or name, looked up in
 /// the team the guard resolved only.
@@ -318,7 +318,7 @@ pub async fn create(
     Body(req): Body<NewInstance>,
 ) -> ApiResult<(StatusCode, Json<InstanceView>)> {
     let team = principal.team()?.team_id.clone();
-    validate_name(&req.name)?;
+    instance_name(&req.name).map_err(ApiError::from)?;
     let manager = manager(&state)?;
     if state.store.count_team_instances(&team).await? >= MAX_INSTANCES_PER_TEAM {
         return Err(ApiError::conflict(
@@ -378,7 +378,8 @@ pub async fn create(
         }
     }
     if start {
-        if let Err(e) = manager.start(&state, &instance).await {
+        let held = manager.control(&instance.id).await;
+        if let Err(e) = manager.start(&state, &instance, &held).await {
             // Nothing half-made stays behind: the caller may simply retry.
             state.store.delete_instance(&instance.id).await?;
             manager.remove_files(&instance.id);
@@ -449,7 +450,8 @@ pub async fn delete(
         ));
     }
     let manager = manager(&state)?;
-    manager.stop(&i.id).await?;
+    let held = manager.control(&i.id).await;
+    manager.stop(&i.id, &held).await?;
     state.store.delete_instance(&i.id).await?;
     state.forget_instance(&i.name);
     manager.remove_files(&i.id);
@@ -492,17 +494,20 @@ async fn control(
 ) -> ApiResult<Json<InstanceView>> {
     let mut i = team_instance(&state, &principal, &path).await?;
     let manager = manager(&state)?;
+    // Held until the desired state is stored: a concurrent stop of this
+    // instance waits, so the state stored is the one last acted on.
+    let held = manager.control(&i.id).await;
     let (desired, event) = match action {
         Control::Start => {
-            manager.start(&state, &i).await?;
+            manager.start(&state, &i, &held).await?;
             ("running", AuditEvent::InstanceStarted)
         }
         Control::Stop => {
-            manager.stop(&i.id).await?;
+            manager.stop(&i.id, &held).await?;
             ("stopped", AuditEvent::InstanceStopped)
         }
         Control::Restart => {
-            manager.restart(&state, &i).await?;
+            manager.restart(&state, &i, &held).await?;
             ("running", AuditEvent::InstanceRestarted)
         }
     };
@@ -671,7 +676,7 @@ pub async fn put_env(
     let mut names = std::collections::BTreeSet::new();
     let mut entries = Vec::with_capacity(input.len());
     for v in &input {
-        validate_env_name(&v.name)?;
+        env_name(&v.name).map_err(ApiError::from)?;
         if !names.insert(v.name.clone()) {
             return Err(ApiError::new(
                 StatusCode::UNPROCESSABLE_ENTITY,
@@ -680,12 +685,12 @@ pub async fn put_env(
             ));
         }
         let sealed = match &v.value {
-            Some(value) if value.len() > MAX_ENV_VALUE || value.contains('\0') => {
+            Some(value) if !env_value_fits(value) => {
                 return Err(ApiError::new(
                     StatusCode::UNPROCESSABLE_ENTITY,
                     "invalid_value",
                     format!(
-                        "{}: a value is at most {MAX_ENV_VALUE} bytes without NUL",
+                        "{}: a value is at most {MAX_ENV_VALUE_BYTES} bytes without NUL",
                         v.name
                     ),
                 ))
@@ -872,7 +877,8 @@ pub async fn put_egress(
     if let Some(manager) = state.instances.get() {
         if let Err(e) = manager.set_egress(&i, &rules).await {
             tracing::error!(instance = %i.name, error = %e.message, "applying an egress policy failed; stopping the instance");
-            manager.stop(&i.id).await?;
+            let held = manager.control(&i.id).await;
+            manager.stop(&i.id, &held).await?;
             return Err(e);
         }
     }

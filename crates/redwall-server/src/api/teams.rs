@@ -78,7 +78,7 @@ pub async fn create(
     client: ClientInfo,
     Body(req): Body<NewTeam>,
 ) -> ApiResult<(StatusCode, Json<TeamView>)> {
-    let name = team_name(&req.name).map_err(redwall_hub::HubError::from)?;
+    let name = team_name(&req.name).map_err(ApiError::from)?;
     if state
         .store
         .list_teams_of_user(&principal.user_id)

@@ -198,11 +198,7 @@ pub async fn authorize_any(
             ..
         } => Credential::Token {
             scope: *scope,
-            team: match (token_team, &team_id) {
-                (None, _) => TokenTeam::Any,
-                (Some(limited), Some(addressed)) if limited == addressed => TokenTeam::ThisTeam,
-                (Some(_), _) => TokenTeam::Elsewhere,
-            },
+            team: TokenTeam::of(token_team.as_deref(), team_id.as_deref()),
             permissions: token_permissions.as_deref(),
         },
     };

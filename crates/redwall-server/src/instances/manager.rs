@@ -29,7 +29,7 @@ use tokio::sync::OnceCell;
 
 /// The three per-instance keys, sealed together in `instances.secrets`.
 pub struct InstanceKeys {
-    pub admin: Secret,
+    pub editor: Secret,
     pub endpoint: Secret,
     pub credential: Secret,
 }
@@ -63,7 +63,7 @@ pub fn open_keys(keyring: &Keyring, instance: &Instance) -> ApiResult<InstanceKe
         return Err(ApiError::internal("instance keys have the wrong length"));
     }
     Ok(InstanceKeys {
-        admin: encode(&raw[..KEY_BYTES]),
+        editor: encode(&raw[..KEY_BYTES]),
         endpoint: encode(&raw[KEY_BYTES..KEY_BYTES * 2]),
         credential: encode(&raw[KEY_BYTES * 2..]),
     })
@@ -78,6 +78,10 @@ pub enum Pending {
     Failed(String),
 }
 
+/// Proof that the caller holds an instance's control lock
+/// ([`InstanceManager::control`]); released when dropped.
+pub struct ControlGuard(#[allow(dead_code)] tokio::sync::OwnedMutexGuard<()>);
+
 pub struct InstanceManager {
     supervisor: Supervisor,
     install: Arc<RuntimeInstall>,
@@ -87,6 +91,11 @@ pub struct InstanceManager {
     os_users: bool,
     /// What keeps this host from isolating instances' networks, found once.
     isolation_problems: OnceCell<Vec<String>>,
+    /// One lock per instance: a start (also one that waited for the npm
+    /// install) and a stop of the same instance never interleave, so a
+    /// stop cannot slip between a start's check and its spawn and leave the
+    /// instance running after the user stopped it.
+    controls: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
 }
 
 /// An instance's stored egress policy, validated again on the way out: a
@@ -212,6 +221,7 @@ impl InstanceManager {
             supervisor,
             install: RuntimeInstall::new(config.clone(), runtime_dir),
             pending: Mutex::new(HashMap::new()),
+            controls: Mutex::new(HashMap::new()),
             config,
             instances_dir,
             os_users,
@@ -321,7 +331,7 @@ impl InstanceManager {
             id: instance.id.clone(),
             port: instance.port,
             dir: self.instances_dir.join(&instance.id),
-            admin_secret: keys.admin,
+            editor_secret: keys.editor,
             endpoint_secret: keys.endpoint,
             credential_secret: keys.credential,
             env,
@@ -363,7 +373,12 @@ impl InstanceManager {
     /// Starts the instance, or, while npm installs Node-RED, marks it
     /// `installing` and starts it when the install is done (the caller
     /// does not wait for npm).
-    pub async fn start(self: &Arc<Self>, state: &AppState, instance: &Instance) -> ApiResult<()> {
+    pub async fn start(
+        self: &Arc<Self>,
+        state: &AppState,
+        instance: &Instance,
+        _held: &ControlGuard,
+    ) -> ApiResult<()> {
         if self.config.require_landlock
             && redwall_runtime::landlock_abi().is_none_or(|abi| abi < MIN_LANDLOCK_ABI)
         {
@@ -406,6 +421,20 @@ impl InstanceManager {
         self.start_now(state, instance).await
     }
 
+    /// The instance's control lock: held from a start's or stop's decision
+    /// to its end, including the caller's record of the desired state, so
+    /// two controls of one instance never interleave.
+    pub async fn control(&self, instance_id: &str) -> ControlGuard {
+        let lock = self
+            .controls
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .entry(instance_id.to_string())
+            .or_default()
+            .clone();
+        ControlGuard(lock.lock_owned().await)
+    }
+
     async fn start_now(&self, state: &AppState, instance: &Instance) -> ApiResult<()> {
         self.set_pending(&instance.id, None);
         let install = self.runtime().await?;
@@ -425,6 +454,10 @@ impl InstanceManager {
     /// its answer, so a failure becomes the instance's status.
     async fn start_after_install(&self, state: &AppState, instance_id: &str) {
         let installed = self.install.wait().await;
+        // Under the control lock from the check of the desired state to the
+        // spawn: a stop either comes first (and the check sees it) or waits
+        // and stops what this started.
+        let _control = self.control(instance_id).await;
         // Taken, not read: of two waiters for one instance (a restart during
         // the install), only one goes on.
         if !self.take_installing(instance_id) {
@@ -458,7 +491,7 @@ impl InstanceManager {
     }
 
     /// Stops the instance; one that is not running is already stopped.
-    pub async fn stop(&self, instance_id: &str) -> ApiResult<()> {
+    pub async fn stop(&self, instance_id: &str, _held: &ControlGuard) -> ApiResult<()> {
         self.set_pending(instance_id, None);
         match self.supervisor.stop(instance_id).await {
             Ok(()) | Err(RuntimeError::UnknownInstance(_)) => Ok(()),
@@ -466,9 +499,14 @@ impl InstanceManager {
         }
     }
 
-    pub async fn restart(self: &Arc<Self>, state: &AppState, instance: &Instance) -> ApiResult<()> {
-        self.stop(&instance.id).await?;
-        self.start(state, instance).await
+    pub async fn restart(
+        self: &Arc<Self>,
+        state: &AppState,
+        instance: &Instance,
+        held: &ControlGuard,
+    ) -> ApiResult<()> {
+        self.stop(&instance.id, held).await?;
+        self.start(state, instance, held).await
     }
 
     /// Applies an instance's new egress policy at once when it runs (and to
@@ -537,7 +575,8 @@ impl InstanceManager {
             return;
         };
         for instance in instances.iter().filter(|i| i.desired_state == "running") {
-            if let Err(e) = self.start(state, instance).await {
+            let held = self.control(&instance.id).await;
+            if let Err(e) = self.start(state, instance, &held).await {
                 tracing::warn!(instance = %instance.name, error = %e.message, "could not start an instance");
                 self.set_pending(&instance.id, Some(Pending::Failed(e.message)));
             }

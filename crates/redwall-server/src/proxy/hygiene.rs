@@ -296,7 +296,7 @@ pub fn filter_challenges(headers: &mut HeaderMap, instance_may_challenge: bool) 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use redwall_runtime::{ADMIN_TOKEN_HEADER, ENDPOINT_TOKEN_HEADER, USER_HEADER};
+    use redwall_runtime::{EDITOR_TOKEN_HEADER, ENDPOINT_TOKEN_HEADER, USER_HEADER};
     use std::net::IpAddr;
 
     fn headers(pairs: &[(&str, &[u8])]) -> HeaderMap {
@@ -329,7 +329,7 @@ mod tests {
     #[test]
     fn our_headers_and_cookies_never_reach_an_instance() {
         let mut h = headers(&[
-            (ADMIN_TOKEN_HEADER, b"forged"),
+            (EDITOR_TOKEN_HEADER, b"forged"),
             (ENDPOINT_TOKEN_HEADER, b"forged"),
             (USER_HEADER, b"admin"),
             ("x_redwall_user", b"admin"),

@@ -31,7 +31,7 @@ use redwall_policy::permission::Permission;
 use redwall_policy::route_policy::is_clean_path;
 use redwall_policy::team_rules::TeamRanges;
 use redwall_runtime::{
-    mint_admin_token, mint_endpoint_token, EditorPermission, ADMIN_TOKEN_HEADER,
+    mint_editor_token, mint_endpoint_token, EditorPermission, EDITOR_TOKEN_HEADER,
 };
 use serde_json::json;
 use std::sync::Arc;
@@ -43,7 +43,8 @@ const TOKEN_SECS: i64 = 300;
 
 #[derive(Clone, Copy)]
 pub(crate) enum TokenKind {
-    Admin(EditorPermission),
+    /// For `/editor/`: the editor token.
+    Editor(EditorPermission),
     Endpoint,
 }
 
@@ -57,8 +58,8 @@ pub(crate) fn minted_token(
     username: Option<&str>,
 ) -> String {
     let tag = match kind {
-        TokenKind::Admin(EditorPermission::Full) => "a*",
-        TokenKind::Admin(EditorPermission::Read) => "ar",
+        TokenKind::Editor(EditorPermission::Full) => "a*",
+        TokenKind::Editor(EditorPermission::Read) => "ar",
         TokenKind::Endpoint => "e",
     };
     let key = format!("{}\0{tag}\0{}", target.id, username.unwrap_or(""));
@@ -68,8 +69,8 @@ pub(crate) fn minted_token(
     }
     let exp = unix_now() + TOKEN_SECS;
     let token = match kind {
-        TokenKind::Admin(perm) => mint_admin_token(
-            &target.admin_secret,
+        TokenKind::Editor(perm) => mint_editor_token(
+            &target.editor_secret,
             &target.id,
             username.unwrap_or(""),
             perm,
@@ -199,7 +200,7 @@ pub async fn load_target(state: &AppState, name: &str) -> ApiResult<Option<Arc<I
                 name: i.name,
                 team_id: i.team_id,
                 port: i.port,
-                admin_secret: keys.admin,
+                editor_secret: keys.editor,
                 endpoint_secret: keys.endpoint,
             }))
         }
@@ -352,11 +353,11 @@ async fn editor(
     let token = minted_token(
         state,
         &target,
-        TokenKind::Admin(perm),
+        TokenKind::Editor(perm),
         Some(&principal.username),
     );
     if let Ok(v) = HeaderValue::from_str(&token) {
-        parts.headers.insert(ADMIN_TOKEN_HEADER, v);
+        parts.headers.insert(EDITOR_TOKEN_HEADER, v);
     }
     let request = Request::from_parts(parts, body);
     Ok(forward(&state.upstream, fwd, request, recheck).await)
