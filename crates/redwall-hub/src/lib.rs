@@ -11,6 +11,7 @@ pub mod audit;
 pub mod caches;
 pub mod clock;
 pub mod error;
+pub mod identity;
 pub mod ids;
 pub mod sso_mapping;
 pub mod teams;

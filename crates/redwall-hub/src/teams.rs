@@ -2,7 +2,7 @@
 
 use redwall_policy::audit_event::AuditEvent;
 use redwall_policy::permission::TeamRole;
-use redwall_policy::team_rules::{normalize_ranges, team_name};
+use redwall_policy::team_rules::{normalize_ranges, team_name, MAX_TEAMS_PER_USER};
 use redwall_store::{MemberChange, Team};
 use serde_json::json;
 
@@ -18,11 +18,16 @@ pub struct TeamChange {
     pub allowed_cidrs: Option<Vec<String>>,
 }
 
-fn last_owner() -> HubError {
-    HubError::conflict(
-        "last_owner",
-        "a team must keep at least one Owner: make someone else Owner first",
-    )
+/// A change to a member, as the caller's answer.
+fn done(change: MemberChange) -> HubResult<()> {
+    match change {
+        MemberChange::Done => Ok(()),
+        MemberChange::NotAMember => Err(HubError::NotFound),
+        MemberChange::LastOwner => Err(HubError::conflict(
+            "last_owner",
+            "a team must keep at least one Owner: make someone else Owner first",
+        )),
+    }
 }
 
 impl Hub {
@@ -31,6 +36,32 @@ impl Hub {
             .get_team(team_id)
             .await?
             .ok_or(HubError::NotFound)
+    }
+
+    /// Creates a team with `owner_id` (the caller) as its first Owner.
+    pub async fn create_team(&self, who: Who<'_>, owner_id: &str, name: &str) -> HubResult<Team> {
+        let name = team_name(name)?;
+        if self.store.list_teams_of_user(owner_id).await?.len() >= MAX_TEAMS_PER_USER {
+            return Err(HubError::conflict(
+                "too_many_teams",
+                format!("a user may belong to at most {MAX_TEAMS_PER_USER} teams"),
+            ));
+        }
+        let id = crate::ids::new_id();
+        let mut tx = self.begin().await?;
+        let team = tx.create_team(&id, &name, owner_id, self.now()).await?;
+        self.note(
+            &mut tx,
+            who,
+            Event::in_team(
+                &team.id,
+                AuditEvent::TeamCreated,
+                format!("team:{}", team.id),
+                json!({ "name": team.name }),
+            ),
+        );
+        self.commit(tx, 1).await?;
+        Ok(team)
     }
 
     /// Changes a team's name and settings, all or nothing. `caller_has_mfa`:
@@ -101,14 +132,10 @@ impl Hub {
     ) -> HubResult<()> {
         let mut tx = self.begin().await?;
         let before = tx.locked_role(team_id, user_id).await?;
-        match tx
-            .change_member(team_id, user_id, Some(role.name()), self.now())
-            .await?
-        {
-            MemberChange::NotAMember => return Err(HubError::NotFound),
-            MemberChange::LastOwner => return Err(last_owner()),
-            MemberChange::Done => {}
-        }
+        done(
+            tx.change_member(team_id, user_id, Some(role.name()), self.now())
+                .await?,
+        )?;
         self.note(
             &mut tx,
             who,
@@ -134,11 +161,7 @@ impl Hub {
         event: AuditEvent,
     ) -> HubResult<()> {
         let mut tx = self.begin().await?;
-        match tx.change_member(team_id, user_id, None, self.now()).await? {
-            MemberChange::NotAMember => return Err(HubError::NotFound),
-            MemberChange::LastOwner => return Err(last_owner()),
-            MemberChange::Done => {}
-        }
+        done(tx.change_member(team_id, user_id, None, self.now()).await?)?;
         self.note(
             &mut tx,
             who,

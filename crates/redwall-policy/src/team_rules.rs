@@ -10,6 +10,8 @@ use crate::{refused, RuleError};
 
 /// Longest team name, in characters.
 pub const MAX_TEAM_NAME_CHARS: usize = 100;
+/// Teams one user may belong to.
+pub const MAX_TEAMS_PER_USER: usize = 100;
 /// Most address ranges a team may list.
 pub const MAX_TEAM_RANGES: usize = 64;
 

@@ -114,10 +114,8 @@ impl Store {
         is_admin: bool,
         now: Micros,
     ) -> Result<bool, StoreError> {
-        let mut change = self.begin_change().await?;
-        let done = change.set_admin(user_id, is_admin, now).await?;
-        change.commit().await?;
-        Ok(done)
+        self.in_change(async |c| c.set_admin(user_id, is_admin, now).await)
+            .await
     }
 
     pub async fn set_suspended(
@@ -126,16 +124,11 @@ impl Store {
         suspended: bool,
         now: Micros,
     ) -> Result<bool, StoreError> {
-        let mut change = self.begin_change().await?;
-        let done = change.set_suspended(user_id, suspended, now).await?;
-        change.commit().await?;
-        Ok(done)
+        self.in_change(async |c| c.set_suspended(user_id, suspended, now).await)
+            .await
     }
 
     pub async fn delete_user(&self, user_id: &str) -> Result<bool, StoreError> {
-        let mut change = self.begin_change().await?;
-        let done = change.delete_user(user_id).await?;
-        change.commit().await?;
-        Ok(done)
+        self.in_change(async |c| c.delete_user(user_id).await).await
     }
 }

@@ -21,6 +21,18 @@ pub struct Change {
 }
 
 impl Store {
+    /// Runs `write` as a change of its own, recording nothing: for callers
+    /// without an actor to record (tests, set-up, migrations of data).
+    pub async fn in_change<T>(
+        &self,
+        write: impl AsyncFnOnce(&mut Change) -> Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
+        let mut change = self.begin_change().await?;
+        let done = write(&mut change).await?;
+        change.commit().await?;
+        Ok(done)
+    }
+
     /// Begins a change: a write transaction (on SQLite holding the write
     /// lock from the start, see [`Store::begin_write`]).
     pub async fn begin_change(&self) -> Result<Change, StoreError> {

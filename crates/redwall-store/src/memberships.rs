@@ -8,7 +8,7 @@
 use redwall_policy::permission::TeamRole;
 use redwall_policy::team_rules::leaves_no_owner;
 
-use crate::{Backend, Change, Micros, Store, StoreError};
+use crate::{Backend, Change, Micros, Store, StoreError, Team};
 
 /// What a membership write did.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -31,6 +31,43 @@ pub enum MemberChange {
 }
 
 impl Change {
+    /// Creates a team with `owner_id` as its first Owner.
+    pub async fn create_team(
+        &mut self,
+        id: &str,
+        name: &str,
+        owner_id: &str,
+        now: Micros,
+    ) -> Result<Team, StoreError> {
+        let tx = self.tx();
+        sqlx::query(
+            "INSERT INTO teams (id, name, require_mfa, allowed_cidrs, created_at, updated_at) \
+             VALUES ($1, $2, 0, '[]', $3, $3)",
+        )
+        .bind(id)
+        .bind(name)
+        .bind(now)
+        .execute(&mut **tx)
+        .await?;
+        sqlx::query(
+            "INSERT INTO memberships (team_id, user_id, role, joined_at) VALUES ($1, $2, $3, $4)",
+        )
+        .bind(id)
+        .bind(owner_id)
+        .bind(TeamRole::Owner.name())
+        .bind(now)
+        .execute(&mut **tx)
+        .await?;
+        Ok(Team {
+            id: id.to_owned(),
+            name: name.to_owned(),
+            require_mfa: false,
+            allowed_cidrs: Vec::new(),
+            created_at: now,
+            updated_at: now,
+        })
+    }
+
     pub async fn rename_team(
         &mut self,
         id: &str,
@@ -187,11 +224,20 @@ impl Change {
 /// The same writes, each its own change without audit entries: for callers
 /// that record nothing (tests, set-up).
 impl Store {
+    pub async fn create_team(
+        &self,
+        id: &str,
+        name: &str,
+        owner_id: &str,
+        now: Micros,
+    ) -> Result<Team, StoreError> {
+        self.in_change(async |c| c.create_team(id, name, owner_id, now).await)
+            .await
+    }
+
     pub async fn rename_team(&self, id: &str, name: &str, now: Micros) -> Result<bool, StoreError> {
-        let mut change = self.begin_change().await?;
-        let done = change.rename_team(id, name, now).await?;
-        change.commit().await?;
-        Ok(done)
+        self.in_change(async |c| c.rename_team(id, name, now).await)
+            .await
     }
 
     pub async fn set_team_settings(
@@ -201,12 +247,11 @@ impl Store {
         allowed_cidrs: &[String],
         now: Micros,
     ) -> Result<bool, StoreError> {
-        let mut change = self.begin_change().await?;
-        let done = change
-            .set_team_settings(id, require_mfa, allowed_cidrs, now)
-            .await?;
-        change.commit().await?;
-        Ok(done)
+        self.in_change(async |c| {
+            c.set_team_settings(id, require_mfa, allowed_cidrs, now)
+                .await
+        })
+        .await
     }
 
     pub async fn write_membership(
@@ -216,10 +261,8 @@ impl Store {
         role: Option<&str>,
         now: Micros,
     ) -> Result<MembershipWrite, StoreError> {
-        let mut change = self.begin_change().await?;
-        let done = change.write_membership(team_id, user_id, role, now).await?;
-        change.commit().await?;
-        Ok(done)
+        self.in_change(async |c| c.write_membership(team_id, user_id, role, now).await)
+            .await
     }
 
     /// Changes a member's role, refusing to demote the last Owner.
@@ -229,12 +272,8 @@ impl Store {
         user_id: &str,
         role: &str,
     ) -> Result<MemberChange, StoreError> {
-        let mut change = self.begin_change().await?;
-        let done = change
-            .change_member(team_id, user_id, Some(role), 0)
-            .await?;
-        change.commit().await?;
-        Ok(done)
+        self.in_change(async |c| c.change_member(team_id, user_id, Some(role), 0).await)
+            .await
     }
 
     /// Removes a member, refusing to remove the last Owner.
@@ -243,9 +282,7 @@ impl Store {
         team_id: &str,
         user_id: &str,
     ) -> Result<MemberChange, StoreError> {
-        let mut change = self.begin_change().await?;
-        let done = change.change_member(team_id, user_id, None, 0).await?;
-        change.commit().await?;
-        Ok(done)
+        self.in_change(async |c| c.change_member(team_id, user_id, None, 0).await)
+            .await
     }
 }

@@ -42,8 +42,6 @@ pub struct Invitation {
     pub expires_at: Micros,
 }
 
-const OWNER: &str = "owner";
-
 #[derive(Clone, Copy)]
 enum InvitationSide {
     Team,
@@ -81,44 +79,6 @@ fn invitation_from_row(row: &AnyRow) -> Result<Invitation, sqlx::Error> {
 }
 
 impl Store {
-    /// Creates a team with `owner_id` as its first Owner, in one transaction.
-    pub async fn create_team(
-        &self,
-        id: &str,
-        name: &str,
-        owner_id: &str,
-        now: Micros,
-    ) -> Result<Team, StoreError> {
-        let mut tx = self.begin_write().await?;
-        sqlx::query(
-            "INSERT INTO teams (id, name, require_mfa, allowed_cidrs, created_at, updated_at) \
-             VALUES ($1, $2, 0, '[]', $3, $3)",
-        )
-        .bind(id)
-        .bind(name)
-        .bind(now)
-        .execute(&mut *tx)
-        .await?;
-        sqlx::query(
-            "INSERT INTO memberships (team_id, user_id, role, joined_at) VALUES ($1, $2, $3, $4)",
-        )
-        .bind(id)
-        .bind(owner_id)
-        .bind(OWNER)
-        .bind(now)
-        .execute(&mut *tx)
-        .await?;
-        tx.commit().await?;
-        Ok(Team {
-            id: id.to_owned(),
-            name: name.to_owned(),
-            require_mfa: false,
-            allowed_cidrs: Vec::new(),
-            created_at: now,
-            updated_at: now,
-        })
-    }
-
     pub async fn get_team(&self, id: &str) -> Result<Option<Team>, StoreError> {
         let row = sqlx::query("SELECT * FROM teams WHERE id = $1")
             .bind(id)

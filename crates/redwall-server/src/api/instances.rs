@@ -239,8 +239,10 @@ pub async fn login_handoff(
     let Some(instance) = instance else {
         return Err(ApiError::not_found());
     };
-    let role =
-        crate::auth::guard::load_membership(&state, &instance.team_id, &principal.user_id).await?;
+    let role = state
+        .hub
+        .membership(&instance.team_id, &principal.user_id)
+        .await?;
     if role.is_none() {
         return Err(ApiError::not_found());
     }

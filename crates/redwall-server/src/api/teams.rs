@@ -12,12 +12,9 @@ use axum::http::StatusCode;
 use axum::Json;
 use redwall_policy::audit_event::{AuditEvent, Outcome};
 use redwall_policy::permission::{team_permissions, TeamRole};
-use redwall_policy::team_rules::team_name;
 use redwall_store::Team;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
-
-const MAX_TEAMS_PER_USER: usize = 100;
 
 #[derive(Serialize, Deserialize, utoipa::ToSchema)]
 pub struct TeamView {
@@ -78,35 +75,11 @@ pub async fn create(
     client: ClientInfo,
     Body(req): Body<NewTeam>,
 ) -> ApiResult<(StatusCode, Json<TeamView>)> {
-    let name = team_name(&req.name).map_err(ApiError::from)?;
-    if state
-        .store
-        .list_teams_of_user(&principal.user_id)
-        .await?
-        .len()
-        >= MAX_TEAMS_PER_USER
-    {
-        return Err(ApiError::conflict(
-            "too_many_teams",
-            format!("a user may belong to at most {MAX_TEAMS_PER_USER} teams"),
-        ));
-    }
-    let id = crate::ids::new_id();
+    let caller = Caller::of(&principal, &client);
     let team = state
-        .store
-        .create_team(&id, &name, &principal.user_id, state.now())
+        .hub
+        .create_team(caller.who(), &principal.user_id, &req.name)
         .await?;
-    audit::record_in_team(
-        &state,
-        Some(&team.id),
-        Some(&principal.actor()),
-        &client,
-        AuditEvent::TeamCreated,
-        Outcome::Success,
-        Some(format!("team:{}", team.id)),
-        json!({ "name": team.name }),
-    )
-    .await?;
     Ok((
         StatusCode::CREATED,
         Json(view(&team, Some(TeamRole::Owner))),

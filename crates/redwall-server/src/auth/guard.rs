@@ -8,7 +8,7 @@ use crate::auth::token::{bearer, invalid_token, TokenCheck};
 use crate::auth::{csrf, session, token};
 use crate::error::{ApiError, ApiResult};
 use crate::net::client::ClientInfo;
-use crate::state::{AppState, CachedTeam, CachedUser};
+use crate::state::AppState;
 use axum::extract::{FromRequestParts, RawPathParams, Request, State};
 use axum::http::request::Parts;
 use axum::http::{header, StatusCode};
@@ -16,7 +16,7 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use redwall_policy::access::{decide, Caller, Credential, Denial, TokenTeam};
 use redwall_policy::audit_event::{AuditEvent, Outcome};
-use redwall_policy::permission::{Permission, PlatformRole, TeamRole};
+use redwall_policy::permission::{Permission, PlatformRole};
 use serde_json::json;
 
 /// A platform admin reaches a team they are not in only by sending this
@@ -160,12 +160,9 @@ pub async fn authorize_any(
         via,
         token_permissions,
     } = authenticate(state, request, &client, csrf_mode).await?;
-    let Some(user) = load_user(state, &user_id).await? else {
+    let Some(user) = state.hub.active_user(&user_id).await? else {
         return Err(ApiError::unauthenticated());
     };
-    if user.suspended {
-        return Err(ApiError::unauthenticated());
-    }
     let settings = state.settings.get(&state.store, state.now()).await?;
     let role = if user.is_admin {
         PlatformRole::Admin
@@ -176,8 +173,8 @@ pub async fn authorize_any(
 
     let (team_role, team) = match &team_id {
         Some(t) => (
-            load_membership(state, t, &user_id).await?,
-            load_team(state, t).await?,
+            state.hub.membership(t, &user_id).await?,
+            state.hub.team_facts(t).await?,
         ),
         None => (None, None),
     };
@@ -339,55 +336,4 @@ async fn authenticate_token(
             Err(invalid_token())
         }
     }
-}
-
-pub async fn load_user(state: &AppState, user_id: &str) -> ApiResult<Option<CachedUser>> {
-    let now = state.now();
-    let key = user_id.to_string();
-    if let Some(u) = state.hub.caches.users.get(&key, now) {
-        return Ok(Some(u));
-    }
-    let Some(user) = state.store.get_user(user_id).await? else {
-        return Ok(None);
-    };
-    let cached = CachedUser {
-        username: user.username,
-        is_admin: user.is_admin,
-        suspended: user.suspended,
-        mfa_enabled: user.mfa_enabled,
-    };
-    state.hub.caches.users.insert(key, cached.clone(), now);
-    Ok(Some(cached))
-}
-
-pub async fn load_membership(
-    state: &AppState,
-    team_id: &str,
-    user_id: &str,
-) -> ApiResult<Option<TeamRole>> {
-    let now = state.now();
-    let key = (team_id.to_string(), user_id.to_string());
-    if let Some(role) = state.hub.caches.memberships.get(&key, now) {
-        return Ok(role);
-    }
-    let role = state
-        .store
-        .get_member_role(team_id, user_id)
-        .await?
-        .and_then(|r| TeamRole::parse(&r));
-    state.hub.caches.memberships.insert(key, role, now);
-    Ok(role)
-}
-
-async fn load_team(state: &AppState, team_id: &str) -> ApiResult<Option<CachedTeam>> {
-    let now = state.now();
-    let key = team_id.to_string();
-    if let Some(t) = state.hub.caches.teams.get(&key, now) {
-        return Ok(t);
-    }
-    let team = state.store.get_team(team_id).await?.map(|t| CachedTeam {
-        require_mfa: t.require_mfa,
-    });
-    state.hub.caches.teams.insert(key, team.clone(), now);
-    Ok(team)
 }

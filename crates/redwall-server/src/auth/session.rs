@@ -108,27 +108,10 @@ pub async fn lookup(
     cookie_value: &str,
     client: &ClientInfo,
 ) -> ApiResult<Option<CachedSession>> {
-    let Some(valid) = token::parse_token(SESSION_PREFIX, cookie_value) else {
+    let Some(cached) = state.hub.session_by_cookie(cookie_value).await? else {
         return Ok(None);
     };
-    let digest = token::token_digest(valid);
     let now = state.now();
-    let cached = match state.hub.caches.sessions.get(&digest, now) {
-        Some(s) => s,
-        None => match state.store.get_session_by_digest(&digest).await? {
-            Some(s) => {
-                let c = CachedSession {
-                    id: s.id,
-                    user_id: s.user_id,
-                    expires_at: s.expires_at,
-                    last_seen_at: s.last_seen_at,
-                };
-                state.hub.caches.sessions.insert(digest, c.clone(), now);
-                c
-            }
-            None => return Ok(None),
-        },
-    };
     let last_seen = state
         .activity
         .session_last_seen(&cached.id)

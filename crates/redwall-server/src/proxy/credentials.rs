@@ -5,7 +5,6 @@
 //! digest for a minute (a password change forgets it at once).
 
 use crate::auth::device::{Channel, Device};
-use crate::auth::guard::{load_membership, load_user};
 use crate::auth::throttle::{subject_key, Attempt};
 use crate::error::ApiResult;
 use crate::state::AppState;
@@ -146,14 +145,11 @@ pub async fn check_basic(
             user.id
         }
     };
-    let Some(user) = load_user(state, &user_id).await? else {
+    let Some(user) = state.hub.active_user(&user_id).await? else {
         return Ok(BasicCheck::Invalid);
     };
-    if user.suspended {
-        return Ok(BasicCheck::Invalid);
-    }
     Ok(BasicCheck::Valid(BasicUser {
-        role: load_membership(state, team_id, &user_id).await?,
+        role: state.hub.membership(team_id, &user_id).await?,
         user_id,
         username: user.username,
     }))

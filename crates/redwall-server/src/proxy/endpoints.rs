@@ -6,7 +6,6 @@ use super::hygiene::{self, Authorization};
 use super::InstanceTarget;
 use crate::audit::{self, Actor};
 use crate::auth::device::{self, Channel};
-use crate::auth::guard::load_membership;
 use crate::auth::session;
 use crate::auth::throttle::{name_key, Attempt};
 use crate::error::{ApiError, ApiResult};
@@ -48,11 +47,8 @@ fn bearer_or_header_key(parts: &Parts) -> Option<String> {
         .headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| {
-            v.strip_prefix("Bearer ")
-                .or_else(|| v.strip_prefix("bearer "))
-        })
-        .map(|k| k.trim().to_string())
+        .and_then(crate::auth::token::bearer)
+        .map(str::to_string)
 }
 
 fn basic_credentials(parts: &Parts) -> Option<(String, String)> {
@@ -96,18 +92,13 @@ async fn judge(
                     let _ = s;
                     Presented::Session(None)
                 }
-                Some(s) => {
-                    let user = crate::auth::guard::load_user(state, &s.user_id).await?;
-                    match user.filter(|u| !u.suspended) {
-                        None => Presented::Nothing,
-                        Some(u) => {
-                            username = Some(u.username);
-                            Presented::Session(
-                                load_membership(state, &target.team_id, &s.user_id).await?,
-                            )
-                        }
+                Some(s) => match state.hub.active_user(&s.user_id).await? {
+                    None => Presented::Nothing,
+                    Some(u) => {
+                        username = Some(u.username);
+                        Presented::Session(state.hub.membership(&target.team_id, &s.user_id).await?)
                     }
-                }
+                },
             },
         },
         Some(RoutePolicy::ApiKey) => match bearer_or_header_key(parts) {
