@@ -80,6 +80,11 @@ impl Server {
     /// `redwall serve` on `data` (and `database_url`, else SQLite in
     /// `data`), its log (stdout and stderr) appended to `log`.
     fn start(data: &Path, database_url: Option<&str>, log: &Path) -> Server {
+        Server::start_with(data, database_url, log, "")
+    }
+
+    /// [`Server::start`] with `extra` appended to its configuration file.
+    fn start_with(data: &Path, database_url: Option<&str>, log: &Path, extra: &str) -> Server {
         let open_log = || {
             std::fs::OpenOptions::new()
                 .create(true)
@@ -92,7 +97,7 @@ impl Server {
         let config = log.with_extension("toml");
         std::fs::write(
             &config,
-            "[passwords]\nmemory_kib = 1024\niterations = 1\nparallelism = 1\n",
+            format!("[passwords]\nmemory_kib = 1024\niterations = 1\nparallelism = 1\n{extra}"),
         )
         .unwrap();
         let mut child = redwall(data, database_url)
@@ -967,6 +972,72 @@ async fn audit_commit_slower_than_the_client_no_action_without_its_entry() {
 
 // ---------------------------------------------------------------- kill -9
 
+/// Instances from the shared Node-RED install (npm, once per machine), on
+/// ports of their own.
+fn instances_config() -> String {
+    let install = redwall_runtime::testing::shared_install().expect("Node-RED installs from npm");
+    let base = redwall_runtime::testing::free_port().clamp(10_000, 60_000);
+    format!(
+        "[instances]\nnode_red_path = {path:?}\nnode = {node:?}\nport_min = {base}\nport_max = {max}\nuid_base = {uid}\n",
+        path = install.package_dir.display().to_string(),
+        node = install.node.display().to_string(),
+        max = base + 4,
+        uid = 100_000 + u32::from(base),
+    )
+}
+
+/// Whether a process runs (a zombie waiting for its parent does not).
+fn alive(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
+        // The state follows the command name in parentheses.
+        stat.rsplit_once(')')
+            .is_some_and(|(_, rest)| !rest.trim_start().starts_with('Z'))
+    })
+}
+
+/// Kills every Node-RED it was told of, and its process group, when
+/// dropped, so a failing test leaves none behind (a killed Redwall does not
+/// stop its instances; the next start does).
+#[derive(Default)]
+struct NodeRedReaper(std::sync::Mutex<BTreeSet<u32>>);
+
+impl NodeRedReaper {
+    fn saw(&self, pid: u32) {
+        self.0.lock().unwrap().insert(pid);
+    }
+}
+
+impl Drop for NodeRedReaper {
+    fn drop(&mut self) {
+        for &pid in self.0.lock().unwrap_or_else(|p| p.into_inner()).iter() {
+            let pid = pid as libc::pid_t;
+            // SAFETY: kill has no memory preconditions; a process gone
+            // meanwhile is at worst ESRCH.
+            unsafe {
+                libc::kill(-pid, libc::SIGKILL);
+                libc::kill(pid, libc::SIGKILL);
+            }
+        }
+    }
+}
+
+/// Waits until the instance reports `running`; its state then and the pid
+/// of its Node-RED.
+async fn wait_running(api: &Api, s: &Session, path: &str) -> (String, Option<u32>) {
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let r = api.get(path, Some(s)).await;
+        let state = r.body["status"]["state"].as_str().unwrap_or("").to_string();
+        let pid = r.body["status"]["pid"]
+            .as_u64()
+            .and_then(|p| u32::try_from(p).ok());
+        if state == "running" || Instant::now() > deadline {
+            return (state, pid);
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
 /// Rounds of kill -9. The issue asks for 20; each round starts the server
 /// (a debug build on a busy 2-core machine) and runs a burst.
 const KILL_ROUNDS: usize = 20;
@@ -974,10 +1045,15 @@ const WRITERS: usize = 8;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_9_in_the_middle_of_write_bursts_loses_no_acknowledged_write() {
+    if !can_inject("kill -9 with an instance running (Node-RED under its own uid)") {
+        return;
+    }
     let data = tempfile::tempdir().unwrap();
     let logs = tempfile::tempdir().unwrap();
     let log = logs.path().join("serve.log");
-    let mut server = Server::start(data.path(), None, &log);
+    let with_instances = instances_config();
+    let reaper = NodeRedReaper::default();
+    let mut server = Server::start_with(data.path(), None, &log, &with_instances);
     let api = server.api();
     api.setup(server.setup_token.as_deref().unwrap()).await;
     let (_, admin) = api.login("admin").await;
@@ -994,11 +1070,46 @@ async fn kill_9_in_the_middle_of_write_bursts_loses_no_acknowledged_write() {
             .await;
         assert_eq!(r.status, 201, "{}", r.text);
     }
+    // One running instance, which must be running (once) after every kill.
+    let (_, w0) = api.login("w0").await;
+    let w0 = w0.unwrap();
+    let (_, fleet) = api.create_team(&w0, "fleet").await;
+    let plant = format!("/api/v1/teams/{}/instances/plant", fleet.unwrap());
+    let r = api
+        .send(
+            reqwest::Method::POST,
+            plant.trim_end_matches("/plant"),
+            Some(&w0),
+            Some(json!({"name": "plant", "start": true})),
+        )
+        .await;
+    assert_eq!(r.status, 201, "{}", r.text);
+    let (state, pid) = wait_running(&api, &w0, &plant).await;
+    assert_eq!(state, "running");
+    let pid = pid.expect("a running instance reports its pid");
+    reaper.saw(pid);
+    assert!(alive(pid), "the instance's Node-RED {pid} is not found");
+    let mut earlier_pids = vec![pid];
     let mut acked: Vec<(usize, String)> = Vec::new();
     let started = Instant::now();
     for round in 0..KILL_ROUNDS {
         if round > 0 {
-            server = Server::start(data.path(), None, &log);
+            server = Server::start_with(data.path(), None, &log, &with_instances);
+            // The killed Redwall's Node-RED is stopped (reaped) and the
+            // instance runs again, as one new process.
+            let api = server.api();
+            let (_, w0) = api.login("w0").await;
+            let (state, pid) = wait_running(&api, &w0.unwrap(), &plant).await;
+            assert_eq!(state, "running", "round {round}: the instance is back");
+            let pid = pid.expect("a running instance reports its pid");
+            reaper.saw(pid);
+            assert!(alive(pid), "round {round}: its Node-RED {pid} does not run");
+            let orphans: Vec<u32> = earlier_pids.iter().copied().filter(|p| alive(*p)).collect();
+            assert!(
+                orphans.is_empty(),
+                "round {round}: orphan Node-RED {orphans:?}"
+            );
+            earlier_pids.push(pid);
         }
         let api = server.api();
         let mut sessions = Vec::new();
@@ -1051,7 +1162,7 @@ async fn kill_9_in_the_middle_of_write_bursts_loses_no_acknowledged_write() {
         started.elapsed()
     );
     audit_verify(data.path(), None);
-    let server = Server::start(data.path(), None, &log);
+    let server = Server::start_with(data.path(), None, &log, &with_instances);
     let api = server.api();
     let (_, admin) = api.login("admin").await;
     let admin = admin.unwrap();
@@ -1077,6 +1188,23 @@ async fn kill_9_in_the_middle_of_write_bursts_loses_no_acknowledged_write() {
     // exist without its entry, whenever the kill came.
     println!("teams without their audit entry after the kills: {unaudited}");
     assert_eq!(unaudited, 0, "teams created without their audit entry");
+    // Stopped through the API, the instance leaves no process behind.
+    let (_, w0) = api.login("w0").await;
+    let w0 = w0.unwrap();
+    let r = api
+        .send(
+            reqwest::Method::POST,
+            &format!("{plant}/stop"),
+            Some(&w0),
+            None,
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    let running: Vec<u32> = earlier_pids.iter().copied().filter(|p| alive(*p)).collect();
+    assert!(
+        running.is_empty(),
+        "Node-RED {running:?} still runs after its instance was stopped"
+    );
     let verified = server.stop_and_verify();
     println!("{}", verified.trim());
 }

@@ -1,9 +1,9 @@
 //! The flows' own endpoints: the instance's ordered route rules decide.
 
 use super::credentials::{check_api_key, check_basic, BasicCheck, KeyCheck};
-use super::forward::{self, forward, Forward, Recheck};
-use super::hygiene::{self, Authorization};
-use super::InstanceTarget;
+use super::forward::{self, Recheck};
+use super::hygiene::Authorization;
+use super::{Admitted, InstanceTarget};
 use crate::audit::{self, Actor};
 use crate::auth::device::{self, Channel};
 use crate::auth::session;
@@ -11,7 +11,6 @@ use crate::auth::throttle::{name_key, Attempt};
 use crate::error::{ApiError, ApiResult};
 use crate::net::client::ClientInfo;
 use crate::state::AppState;
-use axum::extract::Request;
 use axum::http::request::Parts;
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -20,7 +19,6 @@ use redwall_policy::audit_event::AuditEvent;
 use redwall_policy::route_policy::{
     decide, key_allows_path, match_rule, Presented, RouteDecision, RoutePolicy,
 };
-use redwall_runtime::ENDPOINT_TOKEN_HEADER;
 use serde_json::json;
 use std::sync::Arc;
 
@@ -282,25 +280,26 @@ fn refusal(v: &Verdict) -> Response {
     r
 }
 
-pub async fn endpoint(
+/// The access phase of every request outside the editor: the instance's
+/// route rules and the credential the matched rule asks for. `Err` holds
+/// the refusal to answer.
+pub(crate) async fn admit(
     state: &AppState,
-    target: Arc<InstanceTarget>,
-    client: ClientInfo,
-    mut fwd: Forward,
+    target: &Arc<InstanceTarget>,
+    client: &ClientInfo,
     path: &str,
-    request: Request,
-) -> ApiResult<Response> {
-    let (mut parts, body) = request.into_parts();
-    let verdict = judge(state, &target, &client, path, &parts, true).await?;
+    parts: &Parts,
+) -> ApiResult<Result<Admitted, Response>> {
+    let verdict = judge(state, target, client, path, parts, true).await?;
     if verdict.decision != RouteDecision::Allow {
-        return Ok(refusal(&verdict));
+        return Ok(Err(refusal(&verdict)));
     }
-    let recheck = forward::is_websocket_parts(&parts).then(|| {
+    let recheck = forward::is_websocket_parts(parts).then(|| {
         let state = state.clone();
         let target = target.clone();
         let client = client.clone();
         let path = path.to_string();
-        let saved = super::parts_for_recheck(&parts);
+        let saved = super::parts_for_recheck(parts);
         let f: Recheck = Box::new(move || {
             let (state, target, client, path, saved) = (
                 state.clone(),
@@ -339,26 +338,12 @@ pub async fn endpoint(
     } else {
         Authorization::Foreign
     };
-    fwd.instance_may_challenge = verdict.public && !asks_passwords;
-    hygiene::prepare_request(&mut parts.headers, &client, authorization);
-    let token = super::minted_token(
-        state,
-        &target,
-        super::TokenKind::Endpoint,
-        verdict.username.as_deref(),
-    );
-    if let Ok(v) = HeaderValue::from_str(&token) {
-        parts.headers.insert(ENDPOINT_TOKEN_HEADER, v);
-    }
-    let mut response = forward(
-        &state.upstream,
-        fwd,
-        Request::from_parts(parts, body),
+    Ok(Ok(Admitted {
+        token: super::TokenKind::Endpoint,
+        username: verdict.username,
+        authorization,
+        instance_may_challenge: verdict.public && !asks_passwords,
         recheck,
-    )
-    .await;
-    if let Some(cookie) = verdict.device_cookie {
-        response.headers_mut().append(header::SET_COOKIE, cookie);
-    }
-    Ok(response)
+        set_cookie: verdict.device_cookie,
+    }))
 }

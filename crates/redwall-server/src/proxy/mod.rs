@@ -32,6 +32,7 @@ use redwall_policy::route_policy::is_clean_path;
 use redwall_policy::team_rules::TeamRanges;
 use redwall_runtime::{
     mint_editor_token, mint_endpoint_token, EditorPermission, EDITOR_TOKEN_HEADER,
+    ENDPOINT_TOKEN_HEADER,
 };
 use serde_json::json;
 use std::sync::Arc;
@@ -268,29 +269,86 @@ async fn handle(state: &AppState, located: Located, mut request: Request) -> Api
     if is_editor && by_host && wants_login(state, &request, client.https) {
         return Ok(login_redirect(state, &target.name, &located.path_and_query));
     }
-    if is_editor {
-        editor(state, target, client, fwd, request).await
+    // The access phase is the only one that differs between the editor and
+    // the endpoints.
+    let (parts, body) = request.into_parts();
+    let admitted = if is_editor {
+        admit_editor(state, &target, &client, &parts).await?
     } else {
-        endpoints::endpoint(state, target, client, fwd, &path, request).await
-    }
+        match endpoints::admit(state, &target, &client, &path, &parts).await? {
+            Ok(admitted) => admitted,
+            Err(refusal) => return Ok(refusal),
+        }
+    };
+    Ok(pass_on(state, &target, &client, fwd, parts, body, admitted).await)
 }
 
-/// The editor and Node-RED's admin API: the caller's role decides.
-async fn editor(
+/// What the access phase decided: how the request goes on to the instance.
+pub(crate) struct Admitted {
+    /// The token Redwall adds for the instance, and whom it names.
+    pub token: TokenKind,
+    pub username: Option<String>,
+    /// What of the client's `Authorization` the instance may see.
+    pub authorization: hygiene::Authorization,
+    /// The instance may answer with its own authentication challenge.
+    pub instance_may_challenge: bool,
+    /// For a WebSocket: judged again every second while it is open.
+    pub recheck: Option<Recheck>,
+    /// Added to the answer (a renewed device cookie).
+    pub set_cookie: Option<HeaderValue>,
+}
+
+/// The phases after access, the same for the editor and the endpoints:
+/// the upstream request (our headers and credentials stripped, forwarding
+/// headers set, the instance's token added), forwarding, then the answer.
+/// Counting and logging are the front door's, for every request alike.
+async fn pass_on(
     state: &AppState,
-    target: Arc<InstanceTarget>,
-    client: ClientInfo,
-    fwd: Forward,
-    request: Request,
-) -> ApiResult<Response> {
-    let (mut parts, body) = request.into_parts();
+    target: &InstanceTarget,
+    client: &ClientInfo,
+    mut fwd: Forward,
+    mut parts: axum::http::request::Parts,
+    body: axum::body::Body,
+    admitted: Admitted,
+) -> Response {
+    hygiene::prepare_request(&mut parts.headers, client, admitted.authorization);
+    let token = minted_token(state, target, admitted.token, admitted.username.as_deref());
+    let header_name = match admitted.token {
+        TokenKind::Editor(_) => EDITOR_TOKEN_HEADER,
+        TokenKind::Endpoint => ENDPOINT_TOKEN_HEADER,
+    };
+    if let Ok(v) = HeaderValue::from_str(&token) {
+        parts.headers.insert(header_name, v);
+    }
+    fwd.instance_may_challenge = admitted.instance_may_challenge;
+    let mut response = forward(
+        &state.upstream,
+        fwd,
+        Request::from_parts(parts, body),
+        admitted.recheck,
+    )
+    .await;
+    if let Some(cookie) = admitted.set_cookie {
+        response.headers_mut().append(header::SET_COOKIE, cookie);
+    }
+    response
+}
+
+/// The access phase of the editor and Node-RED's admin API: the caller's
+/// team role decides.
+async fn admit_editor(
+    state: &AppState,
+    target: &Arc<InstanceTarget>,
+    client: &ClientInfo,
+    parts: &axum::http::request::Parts,
+) -> ApiResult<Admitted> {
     // The team's address ranges guard its instances' editors too.
     if !target.team_ranges.admits(client.ip) {
         return Err(ApiError::forbidden(
             "your address is outside the ranges allowed here",
         ));
     }
-    let access = editor_access(state, &target, &parts).await;
+    let access = editor_access(state, target, parts).await;
     let (principal, permission) = match access {
         Ok(ok) => ok,
         Err(e) => {
@@ -299,7 +357,7 @@ async fn editor(
                     state,
                     &target.team_id,
                     &target.name,
-                    &client,
+                    client,
                     AuditEvent::InstanceEditorDenied,
                     None,
                     json!({ "path": parts.uri.path(), "code": e.code }),
@@ -321,7 +379,7 @@ async fn editor(
             state,
             &target.team_id,
             &target.name,
-            &client,
+            client,
             AuditEvent::InstanceEditorDenied,
             Some(&principal.actor()),
             json!({ "path": parts.uri.path(), "method": parts.method.as_str(), "code": "editor_read_only" }),
@@ -333,10 +391,10 @@ async fn editor(
             "your role gives read-only access to this editor",
         ));
     }
-    let recheck = forward::is_websocket_parts(&parts).then(|| {
+    let recheck = forward::is_websocket_parts(parts).then(|| {
         let state = state.clone();
         let target = target.clone();
-        let parts = parts_for_recheck(&parts);
+        let parts = parts_for_recheck(parts);
         let f: Recheck = Box::new(move || {
             let state = state.clone();
             let target = target.clone();
@@ -349,18 +407,14 @@ async fn editor(
     });
     // The credential is judged again later from the copy taken above; the
     // instance itself never sees it.
-    hygiene::prepare_request(&mut parts.headers, &client, hygiene::Authorization::Drop);
-    let token = minted_token(
-        state,
-        &target,
-        TokenKind::Editor(perm),
-        Some(&principal.username),
-    );
-    if let Ok(v) = HeaderValue::from_str(&token) {
-        parts.headers.insert(EDITOR_TOKEN_HEADER, v);
-    }
-    let request = Request::from_parts(parts, body);
-    Ok(forward(&state.upstream, fwd, request, recheck).await)
+    Ok(Admitted {
+        token: TokenKind::Editor(perm),
+        username: Some(principal.username),
+        authorization: hygiene::Authorization::Drop,
+        instance_may_challenge: false,
+        recheck,
+        set_cookie: None,
+    })
 }
 
 async fn editor_access(
