@@ -15,6 +15,7 @@ pub mod identity;
 pub mod ids;
 pub mod sso_mapping;
 pub mod teams;
+pub mod tokens;
 pub mod ttl_cache;
 
 use std::sync::atomic::{AtomicU64, Ordering};

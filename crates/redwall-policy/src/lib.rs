@@ -19,6 +19,7 @@ pub mod session_rules;
 pub mod sso_mapping;
 pub mod team_rules;
 pub mod throttle;
+pub mod token_rules;
 pub mod username;
 
 /// Microseconds since the Unix epoch; the one time unit of Redwall's rules and storage.

@@ -116,11 +116,24 @@ impl Store {
                 // A SQLite connection is a file handle in this process; the
                 // default ping before every acquire only doubles each query's
                 // round trips to sqlx's worker thread.
+                let file = url
+                    .trim_start_matches("sqlite://")
+                    .trim_start_matches("sqlite:");
+                let watch = std::sync::Arc::new(WritableWatch {
+                    file: file.split_once('?').map_or(file, |(p, _)| p).into(),
+                    last_unwritable: std::sync::atomic::AtomicU64::new(0),
+                });
+                let opened_watch = watch.clone();
                 let mut options = AnyPoolOptions::new()
                     .max_connections(size)
                     .test_before_acquire(false)
                     .acquire_timeout(Duration::from_secs(30))
-                    .after_connect(|conn, _meta| {
+                    .after_connect(move |conn, _meta| {
+                        if !in_memory {
+                            // Opened now: if the file is not writable, this
+                            // connection is read-only for good.
+                            opened_watch.keeps(Duration::ZERO);
+                        }
                         Box::pin(async move {
                             for pragma in SQLITE_PRAGMAS {
                                 sqlx::query(pragma).execute(&mut *conn).await?;
@@ -135,8 +148,10 @@ impl Store {
                         .idle_timeout(None)
                         .max_lifetime(None);
                 } else {
-                    options = options
-                        .before_acquire(|conn, _meta| Box::pin(async move { Ok(is_clean(conn)) }));
+                    options = options.before_acquire(move |conn, meta| {
+                        let keep = is_clean(conn) && watch.keeps(meta.age);
+                        Box::pin(async move { Ok(keep) })
+                    });
                 }
                 let pool = options.connect(&url).await?;
                 let store = Store { pool, backend };
@@ -242,6 +257,48 @@ impl Store {
 
     pub(crate) fn pool(&self) -> &AnyPool {
         &self.pool
+    }
+}
+
+/// SQLite opens a file it cannot open for writing (while it is immutable,
+/// or its file system read-only) read-only, silently, and such a connection
+/// refuses every write for its whole life: after the fault it would still
+/// fail one request in every few. So every acquire checks that the file
+/// opens for writing (one open(2), no I/O); while it does not, connections
+/// serve on and fail fast, and the time is noted; once it does again, any
+/// connection opened before that time is closed and replaced.
+#[derive(Debug)]
+struct WritableWatch {
+    file: std::path::PathBuf,
+    /// When the file was last found not writable (0: never).
+    last_unwritable: std::sync::atomic::AtomicU64,
+}
+
+impl WritableWatch {
+    fn now_ms() -> u64 {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+    }
+
+    /// Whether a connection of age `age` may serve.
+    fn keeps(&self, age: Duration) -> bool {
+        use std::sync::atomic::Ordering;
+        let now = Self::now_ms();
+        let writable = std::fs::OpenOptions::new()
+            .write(true)
+            .open(&self.file)
+            .is_ok();
+        if !writable {
+            self.last_unwritable.store(now, Ordering::Relaxed);
+            return true;
+        }
+        let opened = now.saturating_sub(u64::try_from(age.as_millis()).unwrap_or(u64::MAX));
+        let kept = opened > self.last_unwritable.load(Ordering::Relaxed);
+        if !kept {
+            tracing::info!("closing a database connection opened while the file was not writable");
+        }
+        kept
     }
 }
 

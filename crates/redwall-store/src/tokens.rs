@@ -3,7 +3,7 @@
 use sqlx::any::AnyRow;
 use sqlx::Row;
 
-use crate::{Micros, Store, StoreError};
+use crate::{Change, Micros, Store, StoreError};
 
 /// A personal API token.
 #[derive(Clone, Debug)]
@@ -44,29 +44,6 @@ fn token_from_row(row: &AnyRow) -> Result<ApiToken, sqlx::Error> {
 }
 
 impl Store {
-    /// Stores a new token. `Conflict` if the id or digest exists.
-    pub async fn create_api_token(&self, t: &ApiToken) -> Result<(), StoreError> {
-        sqlx::query(
-            "INSERT INTO api_tokens (id, user_id, name, token_digest, display_prefix, scope, \
-             team_id, permissions, created_at, expires_at, last_used_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
-        )
-        .bind(&t.id)
-        .bind(&t.user_id)
-        .bind(&t.name)
-        .bind(t.token_digest.as_slice())
-        .bind(&t.display_prefix)
-        .bind(&t.scope)
-        .bind(&t.team_id)
-        .bind(&t.permissions)
-        .bind(t.created_at)
-        .bind(t.expires_at)
-        .bind(t.last_used_at)
-        .execute(self.pool())
-        .await?;
-        Ok(())
-    }
-
     /// The token whose digest is `digest`, expired or not: the caller checks
     /// `expires_at` against its clock.
     pub async fn get_api_token_by_digest(
@@ -92,20 +69,6 @@ impl Store {
             .fetch_all(self.pool())
             .await?;
         Ok(rows.iter().map(token_from_row).collect::<Result<_, _>>()?)
-    }
-
-    /// Deletes the token, but only if `user_id` owns it. False otherwise.
-    pub async fn revoke_api_token(
-        &self,
-        user_id: &str,
-        token_id: &str,
-    ) -> Result<bool, StoreError> {
-        let r = sqlx::query("DELETE FROM api_tokens WHERE id = $1 AND user_id = $2")
-            .bind(token_id)
-            .bind(user_id)
-            .execute(self.pool())
-            .await?;
-        Ok(r.rows_affected() > 0)
     }
 
     /// Deletes all the user's tokens and returns their ids.
@@ -157,5 +120,60 @@ impl Store {
         }
         tx.commit().await?;
         Ok(())
+    }
+}
+
+impl Change {
+    /// Stores a new token. `Conflict` if the id or digest exists.
+    pub async fn create_api_token(&mut self, t: &ApiToken) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO api_tokens (id, user_id, name, token_digest, display_prefix, scope, \
+             team_id, permissions, created_at, expires_at, last_used_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
+        )
+        .bind(&t.id)
+        .bind(&t.user_id)
+        .bind(&t.name)
+        .bind(t.token_digest.as_slice())
+        .bind(&t.display_prefix)
+        .bind(&t.scope)
+        .bind(&t.team_id)
+        .bind(&t.permissions)
+        .bind(t.created_at)
+        .bind(t.expires_at)
+        .bind(t.last_used_at)
+        .execute(&mut **self.tx())
+        .await?;
+        Ok(())
+    }
+
+    /// Deletes the token, but only if `user_id` owns it. False otherwise.
+    pub async fn revoke_api_token(
+        &mut self,
+        user_id: &str,
+        token_id: &str,
+    ) -> Result<bool, StoreError> {
+        let r = sqlx::query("DELETE FROM api_tokens WHERE id = $1 AND user_id = $2")
+            .bind(token_id)
+            .bind(user_id)
+            .execute(&mut **self.tx())
+            .await?;
+        Ok(r.rows_affected() > 0)
+    }
+}
+
+/// The same writes, each its own change without audit entries.
+impl Store {
+    pub async fn create_api_token(&self, t: &ApiToken) -> Result<(), StoreError> {
+        self.in_change(async |c| c.create_api_token(t).await).await
+    }
+
+    pub async fn revoke_api_token(
+        &self,
+        user_id: &str,
+        token_id: &str,
+    ) -> Result<bool, StoreError> {
+        self.in_change(async |c| c.revoke_api_token(user_id, token_id).await)
+            .await
     }
 }
