@@ -267,6 +267,8 @@ impl Store {
 /// opens for writing (one open(2), no I/O); while it does not, connections
 /// serve on and fail fast, and the time is noted; once it does again, any
 /// connection opened before that time is closed and replaced.
+const UNWRITABLE_MARGIN_MS: u64 = 1_000;
+
 #[derive(Debug)]
 struct WritableWatch {
     file: std::path::PathBuf,
@@ -294,7 +296,10 @@ impl WritableWatch {
             return true;
         }
         let opened = now.saturating_sub(u64::try_from(age.as_millis()).unwrap_or(u64::MAX));
-        let kept = opened > self.last_unwritable.load(Ordering::Relaxed);
+        // A connection's age is counted from a moment close to its opening,
+        // not exact: one opened within a second of the last sighting is
+        // replaced too (a healthy one costs only a reconnect).
+        let kept = opened > self.last_unwritable.load(Ordering::Relaxed) + UNWRITABLE_MARGIN_MS;
         if !kept {
             tracing::info!("closing a database connection opened while the file was not writable");
         }
