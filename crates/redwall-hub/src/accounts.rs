@@ -2,7 +2,7 @@
 //! rules of `redwall_policy::admin_rules`.
 
 use redwall_policy::admin_rules::{check_account_change, AdminRefusal, AdminStanding};
-use redwall_policy::audit_event::{AuditEvent, Outcome};
+use redwall_policy::audit_event::AuditEvent;
 use redwall_store::{Change, User};
 use serde_json::json;
 
@@ -19,16 +19,6 @@ fn standing(u: &User) -> AdminStanding {
     AdminStanding {
         is_admin: u.is_admin,
         suspended: u.suspended,
-    }
-}
-
-fn account_event(event: AuditEvent, user_id: &str, details: serde_json::Value) -> Event {
-    Event {
-        event,
-        outcome: Outcome::Success,
-        team_id: None,
-        target: Some(format!("user:{user_id}")),
-        details,
     }
 }
 
@@ -82,9 +72,9 @@ impl Hub {
         self.note(
             &mut tx,
             who,
-            account_event(
+            Event::on_platform(
                 AuditEvent::UserAdminChanged,
-                user_id,
+                format!("user:{}", user_id),
                 json!({ "username": target.username, "is_admin": is_admin }),
             ),
         );
@@ -119,7 +109,11 @@ impl Hub {
         self.note(
             &mut tx,
             who,
-            account_event(event, user_id, json!({ "username": target.username })),
+            Event::on_platform(
+                event,
+                format!("user:{}", user_id),
+                json!({ "username": target.username }),
+            ),
         );
         self.commit(tx, 1).await?;
         self.caches.forget_user(user_id);
@@ -149,9 +143,9 @@ impl Hub {
         self.note(
             &mut tx,
             who,
-            account_event(
+            Event::on_platform(
                 AuditEvent::UserDeleted,
-                user_id,
+                format!("user:{}", user_id),
                 json!({ "username": target.username }),
             ),
         );

@@ -74,6 +74,17 @@ pub struct Event {
 }
 
 impl Event {
+    /// A successful action on the platform, in no team's log.
+    pub fn on_platform(event: AuditEvent, target: String, details: serde_json::Value) -> Event {
+        Event {
+            event,
+            outcome: Outcome::Success,
+            team_id: None,
+            target: Some(target),
+            details,
+        }
+    }
+
     /// A successful action in a team.
     pub fn in_team(
         team_id: &str,

@@ -4,7 +4,7 @@
 use redwall_crypto::token::{self, PERSONAL_ACCESS_PREFIX};
 use redwall_crypto::Secret;
 use redwall_policy::access::TokenScope;
-use redwall_policy::audit_event::{AuditEvent, Outcome};
+use redwall_policy::audit_event::AuditEvent;
 use redwall_policy::token_rules::{expiry_days, permission_limit, token_name, MAX_TOKENS_PER_USER};
 use redwall_policy::MICROS_PER_SECOND;
 use redwall_store::ApiToken;
@@ -23,16 +23,6 @@ pub struct TokenRequest {
     pub team_id: Option<String>,
     /// Limited to these permissions.
     pub permissions: Option<Vec<String>>,
-}
-
-fn token_event(event: AuditEvent, token_id: &str, details: serde_json::Value) -> Event {
-    Event {
-        event,
-        outcome: Outcome::Success,
-        team_id: None,
-        target: Some(format!("token:{token_id}")),
-        details,
-    }
 }
 
 impl Hub {
@@ -92,9 +82,7 @@ impl Hub {
         self.note(
             &mut tx,
             who,
-            token_event(
-                AuditEvent::TokenCreated,
-                &record.id,
+            Event::on_platform(AuditEvent::TokenCreated, format!("token:{}", &record.id),
                 json!({ "name": record.name, "scope": record.scope, "prefix": record.display_prefix, "team_id": record.team_id, "permissions": record.permissions }),
             ),
         );
@@ -111,7 +99,11 @@ impl Hub {
         self.note(
             &mut tx,
             who,
-            token_event(AuditEvent::TokenRevoked, token_id, json!({})),
+            Event::on_platform(
+                AuditEvent::TokenRevoked,
+                format!("token:{}", token_id),
+                json!({}),
+            ),
         );
         self.commit(tx, 1).await?;
         self.caches.forget_token(token_id);
