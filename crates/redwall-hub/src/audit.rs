@@ -47,6 +47,17 @@ pub struct Origin {
     pub user_agent: Option<String>,
 }
 
+impl Origin {
+    /// A process on this host acting on its own (the CLI, the supervisor),
+    /// named by its user agent.
+    pub fn local(agent: &str) -> Origin {
+        Origin {
+            ip: IpAddr::from([127, 0, 0, 1]),
+            user_agent: Some(agent.to_string()),
+        }
+    }
+}
+
 /// The caller of an operation, as the log records it.
 #[derive(Clone, Copy, Debug)]
 pub struct Who<'a> {
@@ -82,6 +93,14 @@ impl Event {
             team_id: None,
             target: Some(target),
             details,
+        }
+    }
+
+    /// A refused attempt, in the platform's log (it may be a probe).
+    pub fn refused(event: AuditEvent, target: String, details: serde_json::Value) -> Event {
+        Event {
+            outcome: Outcome::Denied,
+            ..Event::on_platform(event, target, details)
         }
     }
 
@@ -122,6 +141,12 @@ impl Hub {
     /// Records `what` with `change`: stored only if the change is.
     pub fn note(&self, change: &mut Change, who: Who<'_>, what: Event) {
         change.record(self.entry(who, what));
+    }
+
+    /// Records `what`, which changed nothing (a refusal, a sign-in), and
+    /// waits until it is committed.
+    pub async fn record_event(&self, who: Who<'_>, what: Event) -> HubResult<()> {
+        self.record(self.entry(who, what)).await.map(|_| ())
     }
 
     /// Appends one entry that goes with no change of data (a refusal, a

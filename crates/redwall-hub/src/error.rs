@@ -12,6 +12,9 @@ pub enum Refused {
     Conflict,
     /// The caller may not do this, whatever the input.
     Forbidden,
+    /// This host cannot do it now (no sandbox, Node-RED not installed):
+    /// the request was fine and may succeed later.
+    Unavailable,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -28,6 +31,10 @@ pub enum HubError {
     },
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// Something that should never happen (a stored value that does not
+    /// open); logged by the shell, never shown to the caller.
+    #[error("{0}")]
+    Internal(String),
 }
 
 pub type HubResult<T> = Result<T, HubError>;
@@ -46,6 +53,28 @@ impl HubError {
             kind: Refused::Conflict,
             code,
             message: message.into(),
+        }
+    }
+}
+
+impl HubError {
+    pub fn unavailable(code: &'static str, message: impl Into<String>) -> HubError {
+        HubError::Refused {
+            kind: Refused::Unavailable,
+            code,
+            message: message.into(),
+        }
+    }
+
+    pub fn internal(cause: impl std::fmt::Display) -> HubError {
+        HubError::Internal(cause.to_string())
+    }
+
+    /// The refusal's code, if it is one.
+    pub fn code(&self) -> Option<&'static str> {
+        match self {
+            HubError::Refused { code, .. } => Some(code),
+            _ => None,
         }
     }
 }

@@ -13,13 +13,17 @@ pub mod clock;
 pub mod error;
 pub mod identity;
 pub mod ids;
+pub mod instances;
+pub mod invitations;
 pub mod sso_mapping;
 pub mod teams;
 pub mod tokens;
 pub mod ttl_cache;
 
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
+
+use redwall_crypto::keyring::Keyring;
 
 use redwall_policy::Micros;
 use redwall_store::{AuditWriter, Change, Store};
@@ -28,26 +32,54 @@ pub use audit::{Actor, Origin, Who};
 pub use caches::Caches;
 pub use error::{HubError, HubResult, Refused};
 
-/// The hub's handle: the store, the audit writer, the clock and the caches
-/// of what requests resolve. Cheap to clone.
+/// The hub's handle: the store, the audit writer, the master keyring, the
+/// clock, the caches of what requests resolve and, in `redwall serve`, the
+/// instance manager. Cheap to clone.
 #[derive(Clone)]
 pub struct Hub {
     pub store: Store,
     pub audit: AuditWriter,
+    pub keyring: Keyring,
     pub clock: Arc<dyn clock::Clock>,
     pub caches: Arc<Caches>,
+    instances: Arc<OnceLock<Arc<instances::InstanceManager>>>,
     recorded: Arc<AtomicU64>,
 }
 
 impl Hub {
-    pub fn new(store: Store, audit: AuditWriter, clock: Arc<dyn clock::Clock>) -> Hub {
+    pub fn new(
+        store: Store,
+        audit: AuditWriter,
+        keyring: Keyring,
+        clock: Arc<dyn clock::Clock>,
+    ) -> Hub {
         Hub {
             store,
             audit,
+            keyring,
             clock,
             caches: Arc::new(Caches::new()),
+            instances: Arc::default(),
             recorded: Arc::default(),
         }
+    }
+
+    /// The instance manager, once `redwall serve` has started one (offline
+    /// commands never run instances).
+    pub fn instance_manager(&self) -> Option<&Arc<instances::InstanceManager>> {
+        self.instances.get()
+    }
+
+    /// Starts running instances in this process: takes the supervisor's
+    /// lock on `data_dir` and reaps what a killed Redwall left running.
+    pub fn run_instances(
+        &self,
+        config: instances::InstancesConfig,
+        data_dir: &std::path::Path,
+    ) -> anyhow::Result<Arc<instances::InstanceManager>> {
+        let manager = instances::InstanceManager::open(self, config, data_dir)?;
+        let _ = self.instances.set(manager.clone());
+        Ok(manager)
     }
 
     pub fn now(&self) -> Micros {

@@ -31,7 +31,7 @@ fn done(change: MemberChange) -> HubResult<()> {
 }
 
 impl Hub {
-    async fn existing_team(&self, team_id: &str) -> HubResult<Team> {
+    pub async fn team(&self, team_id: &str) -> HubResult<Team> {
         self.store
             .get_team(team_id)
             .await?
@@ -74,7 +74,7 @@ impl Hub {
         team_id: &str,
         change: TeamChange,
     ) -> HubResult<Team> {
-        let before = self.existing_team(team_id).await?;
+        let before = self.team(team_id).await?;
         let name = change.name.as_deref().map(team_name).transpose()?;
         let ranges = change
             .allowed_cidrs
@@ -119,7 +119,7 @@ impl Hub {
         );
         self.commit(tx, 1).await?;
         self.caches.forget_team(team_id);
-        self.existing_team(team_id).await
+        self.team(team_id).await
     }
 
     /// Gives a member another role; never demotes the team's last Owner.

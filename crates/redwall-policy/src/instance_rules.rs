@@ -61,7 +61,52 @@ pub fn env_value_fits(value: &str) -> bool {
     value.len() <= MAX_ENV_VALUE_BYTES && !value.contains('\0')
 }
 
+/// Live API keys one instance may hold.
+pub const MAX_INSTANCE_KEYS: usize = 100;
+/// Longest an instance API key may live, in days.
+pub const MAX_INSTANCE_KEY_DAYS: i64 = 3650;
+/// Longest path prefix a key may be limited to, in bytes.
+pub const MAX_KEY_PATH_PREFIX_BYTES: usize = 512;
+
+/// An instance API key's name as stored: trimmed, 1 to 100 printable
+/// characters.
+pub fn key_name(name: &str) -> Result<String, RuleError> {
+    let name = name.trim();
+    if name.is_empty() || name.chars().count() > 100 || name.chars().any(char::is_control) {
+        return Err(refused(
+            "invalid_name",
+            "the key name must be 1 to 100 printable characters",
+        ));
+    }
+    Ok(name.to_string())
+}
+
+/// An instance API key's lifetime: 1 to [`MAX_INSTANCE_KEY_DAYS`] days, or
+/// none.
+pub fn key_expiry_days(days: Option<i64>) -> Result<(), RuleError> {
+    match days {
+        Some(d) if !(1..=MAX_INSTANCE_KEY_DAYS).contains(&d) => Err(refused(
+            "invalid_expiry",
+            format!("expires_in_days must be between 1 and {MAX_INSTANCE_KEY_DAYS}"),
+        )),
+        _ => Ok(()),
+    }
+}
+
+/// The path a key may be limited to: a clean absolute path (see
+/// [`crate::route_policy::is_clean_path`]), at most 512 bytes.
+pub fn key_path_prefix(prefix: &str) -> Result<(), RuleError> {
+    if !crate::route_policy::is_clean_path(prefix) || prefix.len() > MAX_KEY_PATH_PREFIX_BYTES {
+        return Err(refused(
+            "invalid_path_prefix",
+            "path_prefix must be a clean absolute path",
+        ));
+    }
+    Ok(())
+}
+
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 
@@ -120,5 +165,41 @@ mod tests {
         assert!(env_value_fits(&"x".repeat(MAX_ENV_VALUE_BYTES)));
         assert!(!env_value_fits(&"x".repeat(MAX_ENV_VALUE_BYTES + 1)));
         assert!(!env_value_fits("a\0b"));
+    }
+
+    #[test]
+    fn key_names_are_trimmed_printable_and_bounded() {
+        assert_eq!(key_name("  ci ").unwrap(), "ci");
+        assert_eq!(key_name(&"k".repeat(100)).unwrap().len(), 100);
+        for bad in ["", "   ", "a\nb", "\u{7}"] {
+            assert_eq!(key_name(bad).unwrap_err().code, "invalid_name", "{bad:?}");
+        }
+        assert!(key_name(&"k".repeat(101)).is_err());
+    }
+
+    #[test]
+    fn key_lifetimes_are_bounded() {
+        assert!(key_expiry_days(None).is_ok());
+        for d in [1, 30, MAX_INSTANCE_KEY_DAYS] {
+            assert!(key_expiry_days(Some(d)).is_ok(), "{d}");
+        }
+        for d in [i64::MIN, -1, 0, MAX_INSTANCE_KEY_DAYS + 1, i64::MAX] {
+            assert_eq!(key_expiry_days(Some(d)).unwrap_err().code, "invalid_expiry");
+        }
+    }
+
+    #[test]
+    fn key_path_prefixes_are_clean_and_bounded() {
+        for ok in ["/", "/api", "/api/v1/"] {
+            assert!(key_path_prefix(ok).is_ok(), "{ok}");
+        }
+        let long = format!("/{}", "a".repeat(MAX_KEY_PATH_PREFIX_BYTES));
+        for bad in ["", "api", "/a/../b", "//x", "/a%2fb", long.as_str()] {
+            assert_eq!(
+                key_path_prefix(bad).unwrap_err().code,
+                "invalid_path_prefix",
+                "{bad:?}"
+            );
+        }
     }
 }

@@ -15,6 +15,34 @@ pub const MAX_TEAMS_PER_USER: usize = 100;
 /// Most address ranges a team may list.
 pub const MAX_TEAM_RANGES: usize = 64;
 
+/// Days an invitation stays open when the Owner does not say.
+pub const DEFAULT_INVITATION_DAYS: i64 = 7;
+/// Longest an invitation may stay open, in days.
+pub const MAX_INVITATION_DAYS: i64 = 30;
+
+/// A role by its name ("owner", "member", "viewer", "dashboard").
+pub fn team_role(name: &str) -> Result<TeamRole, RuleError> {
+    TeamRole::parse(name).ok_or_else(|| {
+        refused(
+            "invalid_role",
+            "the role must be one of owner, member, viewer, dashboard",
+        )
+    })
+}
+
+/// How many days an invitation stays open: 1 to [`MAX_INVITATION_DAYS`],
+/// [`DEFAULT_INVITATION_DAYS`] when not given.
+pub fn invitation_days(days: Option<i64>) -> Result<i64, RuleError> {
+    let days = days.unwrap_or(DEFAULT_INVITATION_DAYS);
+    if !(1..=MAX_INVITATION_DAYS).contains(&days) {
+        return Err(refused(
+            "invalid_expiry",
+            format!("expires_in_days must be between 1 and {MAX_INVITATION_DAYS}"),
+        ));
+    }
+    Ok(days)
+}
+
 /// A team name as stored: trimmed, 1 to 100 characters, no control
 /// characters.
 pub fn team_name(name: &str) -> Result<String, RuleError> {
@@ -101,6 +129,27 @@ pub fn leaves_no_owner(current: Option<TeamRole>, next: Option<TeamRole>, owners
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn roles_are_known_by_their_names_only() {
+        for role in TeamRole::ALL {
+            assert_eq!(team_role(role.name()), Ok(role));
+        }
+        for bad in ["", "Owner", "admin", " owner", "owner\0"] {
+            assert_eq!(team_role(bad).unwrap_err().code, "invalid_role", "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn invitations_stay_open_one_to_thirty_days() {
+        assert_eq!(invitation_days(None), Ok(DEFAULT_INVITATION_DAYS));
+        for d in 1..=MAX_INVITATION_DAYS {
+            assert_eq!(invitation_days(Some(d)), Ok(d));
+        }
+        for d in [i64::MIN, -1, 0, MAX_INVITATION_DAYS + 1, i64::MAX] {
+            assert_eq!(invitation_days(Some(d)).unwrap_err().code, "invalid_expiry");
+        }
+    }
 
     #[test]
     fn names_are_trimmed_and_bounded() {

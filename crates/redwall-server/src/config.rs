@@ -5,6 +5,7 @@
 
 use ipnet::IpNet;
 use redwall_crypto::password::Argon2Params;
+pub use redwall_hub::instances::InstancesConfig;
 use redwall_policy::session_rules::SessionLifetimes;
 use serde::Deserialize;
 use std::net::SocketAddr;
@@ -42,92 +43,6 @@ impl Default for AuditConfig {
     fn default() -> Self {
         AuditConfig {
             refusal_sources: 1_000,
-        }
-    }
-}
-
-/// Managed Node-RED instances and the proxy in front of them.
-#[derive(Clone, Debug, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct InstancesConfig {
-    /// Instances are reached at `{name}.{domain}`, each its own origin in
-    /// the browser. Empty: `localhost` when Redwall listens on loopback
-    /// (browsers resolve `*.localhost` there), none otherwise.
-    pub domain: String,
-    /// Opt-in: instances are also reached at `/i/{name}/` on the console's
-    /// own address, for machines only: no cookie is honoured there and every
-    /// answer is sandboxed (`Content-Security-Policy: sandbox`), so nothing
-    /// served there can act in the browser as the console's origin.
-    pub path_routing: bool,
-    /// Loopback ports handed to instances, inclusive.
-    pub port_min: u16,
-    pub port_max: u16,
-    /// The Node-RED version installed with npm on first use.
-    pub node_red_version: String,
-    /// Use this Node-RED package directory instead of installing one.
-    pub node_red_path: Option<PathBuf>,
-    /// `serve` begins the npm install at start, in the background, so the
-    /// first instance need not wait for it (off: at the first start of an
-    /// instance).
-    pub install_at_start: bool,
-    pub node: PathBuf,
-    pub npm: PathBuf,
-    /// Run each instance as its own OS user (needs root). Off: the instance
-    /// runs as Redwall's user, confined by Landlock only.
-    pub os_users: bool,
-    /// First uid/gid handed to instances (one per instance).
-    pub uid_base: u32,
-    pub memory_mb: u64,
-    pub max_processes: u64,
-    pub max_open_files: u64,
-    /// Largest request body the proxy forwards to an instance.
-    pub max_body_bytes: u64,
-    /// Slowest restart backoff after a crash, in seconds.
-    pub max_backoff_secs: u64,
-    /// Refuse to start instances on a kernel without Landlock (ABI 4 or
-    /// newer, which also confines TCP binds). Turning this off runs them
-    /// with only rlimits and, as root, a user of their own.
-    pub require_landlock: bool,
-    /// How long an instance may take to answer an upgrade (WebSocket)
-    /// request before Redwall answers 504 and closes the socket.
-    pub upgrade_answer_secs: u64,
-    /// Open connections to instances (requests in progress, streams,
-    /// WebSockets) at most per instance, and per client address.
-    pub max_upstream_per_instance: usize,
-    pub max_upstream_per_client: usize,
-    /// Run each instance in its own network, mount and PID namespaces (needs
-    /// root, `ip` and `nft`): it reaches the outside network but no service
-    /// of this host (loopback, Unix sockets, link-local and metadata
-    /// addresses) unless an Owner's egress policy allows it. When the host
-    /// cannot, instances do not start. Off: instances share the host's
-    /// network and can reach every loopback service, Redwall's included.
-    pub network_isolation: bool,
-}
-
-impl Default for InstancesConfig {
-    fn default() -> Self {
-        InstancesConfig {
-            domain: String::new(),
-            path_routing: false,
-            port_min: 41000,
-            port_max: 41999,
-            node_red_version: redwall_runtime::DEFAULT_NODE_RED_VERSION.to_string(),
-            node_red_path: None,
-            install_at_start: true,
-            node: PathBuf::from("node"),
-            npm: PathBuf::from("npm"),
-            os_users: true,
-            uid_base: 61000,
-            memory_mb: 1024,
-            max_processes: 256,
-            max_open_files: 4096,
-            max_body_bytes: 5 * 1024 * 1024,
-            max_backoff_secs: 30,
-            require_landlock: true,
-            upgrade_answer_secs: 10,
-            max_upstream_per_instance: 1024,
-            max_upstream_per_client: 256,
-            network_isolation: true,
         }
     }
 }
@@ -614,7 +529,7 @@ impl Config {
     pub fn sandbox_summary(&self) -> String {
         let landlock = redwall_runtime::landlock_abi()
             .map_or("no Landlock".to_string(), |a| format!("Landlock ABI {a}"));
-        let users = if self.instances.os_users && crate::instances::manager::running_as_root() {
+        let users = if self.instances.os_users && crate::instances::runner::running_as_root() {
             "one OS user per instance"
         } else {
             "Redwall's own user"
@@ -639,7 +554,7 @@ impl Config {
                 message,
             })
         };
-        if self.instances.os_users && !crate::instances::manager::running_as_root() {
+        if self.instances.os_users && !crate::instances::runner::running_as_root() {
             warn("Redwall is not running as root, so instances run as Redwall's own user: Landlock still confines them, but run as root for one OS user per instance".into());
         }
         if let Some(message) = self.data_dir_unreachable() {
@@ -657,12 +572,12 @@ impl Config {
             warn("instances.network_isolation is off: flows can reach every service of this host (databases on loopback, Unix sockets, Redwall itself, cloud metadata)".into());
         }
         match redwall_runtime::landlock_abi() {
-            Some(abi) if abi >= crate::instances::manager::MIN_LANDLOCK_ABI => {}
+            Some(abi) if abi >= crate::instances::runner::MIN_LANDLOCK_ABI => {}
             found => {
                 let found =
                     found.map_or("no Landlock".to_string(), |a| format!("Landlock ABI {a}"));
                 if self.instances.require_landlock {
-                    warn(format!("this kernel offers {found}; instances will not start (ABI {} or newer is needed, or set instances.require_landlock = false for weaker isolation)", crate::instances::manager::MIN_LANDLOCK_ABI));
+                    warn(format!("this kernel offers {found}; instances will not start (ABI {} or newer is needed, or set instances.require_landlock = false for weaker isolation)", crate::instances::runner::MIN_LANDLOCK_ABI));
                 } else {
                     warn(format!("this kernel offers {found}: instances run without filesystem and port confinement"));
                 }
@@ -677,7 +592,7 @@ impl Config {
     /// the data directory (which `serve` itself makes passable): one that
     /// only root may pass (`/root`, a 0700 temp dir) stops them all.
     pub fn data_dir_unreachable(&self) -> Option<String> {
-        if !(self.instances.os_users && crate::instances::manager::running_as_root()) {
+        if !(self.instances.os_users && crate::instances::runner::running_as_root()) {
             return None;
         }
         let dir = std::path::absolute(&self.data_dir).ok()?;

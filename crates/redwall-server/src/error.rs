@@ -160,10 +160,12 @@ impl From<redwall_hub::HubError> for ApiError {
                     Refused::Invalid => StatusCode::UNPROCESSABLE_ENTITY,
                     Refused::Conflict => StatusCode::CONFLICT,
                     Refused::Forbidden => StatusCode::FORBIDDEN,
+                    Refused::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
                 };
                 ApiError::new(status, code, message)
             }
             HubError::Store(e) => e.into(),
+            HubError::Internal(cause) => ApiError::internal(cause),
         }
     }
 }

@@ -14,7 +14,7 @@ pub mod error;
 pub mod files;
 pub mod front_door;
 pub mod import;
-pub mod instances;
+pub use redwall_hub::instances;
 pub mod keys;
 pub mod logging;
 pub mod login;

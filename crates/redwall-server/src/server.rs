@@ -57,7 +57,7 @@ impl RunningServer {
     pub async fn shutdown(self) {
         self.handle.graceful_shutdown(Some(Duration::from_secs(5)));
         let _ = self.task.await;
-        if let Some(m) = self.state.instances.get() {
+        if let Some(m) = self.state.hub.instance_manager() {
             m.shutdown().await;
         }
         let _ = self.state.activity.flush(&self.state.store).await;
@@ -74,7 +74,7 @@ impl RunningServer {
             handle.graceful_shutdown(Some(Duration::from_secs(10)));
         });
         self.task.await.context("server task")??;
-        if let Some(m) = state.instances.get() {
+        if let Some(m) = state.hub.instance_manager() {
             m.shutdown().await;
         }
         let _ = state.activity.flush(&state.store).await;
@@ -186,10 +186,11 @@ pub async fn start(options: StartOptions) -> anyhow::Result<RunningServer> {
     };
     spawn_housekeeping(state.clone());
     if options_run_instances {
-        let manager = crate::instances::InstanceManager::open(&state)?;
-        let _ = state.instances.set(manager.clone());
-        let boot_state = state.clone();
-        tokio::spawn(async move { manager.start_desired(&boot_state).await });
+        let manager = state
+            .hub
+            .run_instances(state.config.instances.clone(), &state.config.data_dir)?;
+        let hub = state.hub.clone();
+        tokio::spawn(async move { manager.start_desired(&hub).await });
     }
     let tls = rustls_config_is_some;
     tracing::info!(%addr, tls, "Redwall is listening");

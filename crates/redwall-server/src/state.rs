@@ -5,7 +5,6 @@ use crate::auth::hash_gate::HashGate;
 use crate::auth::throttle::LoginThrottle;
 use crate::clock::Clock;
 use crate::config::Config;
-use crate::instances::InstanceManager;
 use crate::metrics::Metrics;
 use crate::proxy::upstream::Upstream;
 use crate::settings::SettingsCache;
@@ -17,7 +16,7 @@ use redwall_hub::Hub;
 use redwall_policy::{Micros, MICROS_PER_SECOND};
 use redwall_store::{AuditWriter, Store};
 use std::ops::Deref;
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 
 pub use redwall_hub::caches::{
     CachedKey, CachedSession, CachedTeam, CachedToken, CachedUser, InstanceTarget,
@@ -60,8 +59,6 @@ pub struct Inner {
     pub metrics: Metrics,
     /// Clients reach us over TLS (ours, not a proxy's).
     pub tls: bool,
-    /// Set by `serve` only: offline commands never run instances.
-    pub instances: OnceLock<Arc<InstanceManager>>,
     pub upstream: Upstream,
     /// (instance, token kind, user) -> a token minted for the instance, reused for a minute.
     pub minted_tokens: TtlCache<String, String>,
@@ -100,14 +97,18 @@ impl AppState {
             chain_key: ChainKey::from_keyring(&keyring),
             hasher,
             hash_gate: HashGate::new(permits, permits * UNKNOWN_HASHES_QUEUED_PER_CORE),
-            hub: Hub::new(store.clone(), audit_writer.clone(), clock.clone()),
+            hub: Hub::new(
+                store.clone(),
+                audit_writer.clone(),
+                keyring.clone(),
+                clock.clone(),
+            ),
             audit_writer,
             settings,
             throttle: LoginThrottle::default(),
             activity: ActivityBuffer::default(),
             refusals: crate::audit::refusals::RefusalTable::new(config.audit.refusal_sources),
             metrics: Metrics::default(),
-            instances: OnceLock::new(),
             upstream: Upstream::new(config.instances.network_isolation),
             minted_tokens: TtlCache::new(60 * MICROS_PER_SECOND, 100_000),
             used_handoff_codes: TtlCache::new(120 * MICROS_PER_SECOND, 100_000),

@@ -1126,9 +1126,12 @@ async fn rotating_the_instance_secret_key_keeps_every_value() {
         .await;
     assert_eq!(r.status, 200);
     let state = &s.running.state;
-    let report = redwall_server::instances::rotation::rotate(state)
-        .await
-        .unwrap();
+    let cli = redwall_hub::Origin::local("redwall-cli");
+    let who = redwall_hub::Who {
+        actor: None,
+        origin: &cli,
+    };
+    let report = state.hub.rotate_instance_secrets(who).await.unwrap();
     assert_eq!(
         (report.from_version, report.to_version, report.resealed),
         (1, 2, 3)
@@ -1467,7 +1470,7 @@ async fn the_first_instances_answer_at_once_while_npm_installs_node_red() {
 /// the instance starting or crashing with Node's own words.
 #[tokio::test]
 async fn a_data_dir_the_instances_cannot_reach_is_explained() {
-    if !redwall_server::instances::manager::running_as_root() {
+    if !redwall_server::instances::runner::running_as_root() {
         eprintln!("skipped: instances run as their own uids only when Redwall is root");
         return;
     }

@@ -107,30 +107,6 @@ fn collect<T>(
 }
 
 impl Store {
-    /// Stores a new instance. `Conflict` when the name or port is taken.
-    pub async fn create_instance(&self, i: &Instance) -> Result<(), StoreError> {
-        sqlx::query(
-            "INSERT INTO instances (id, name, team_id, port, desired_state, options, routes, \
-             secrets, created_by, created_at, updated_at, egress) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
-        )
-        .bind(&i.id)
-        .bind(&i.name)
-        .bind(&i.team_id)
-        .bind(i64::from(i.port))
-        .bind(&i.desired_state)
-        .bind(&i.options)
-        .bind(&i.routes)
-        .bind(&i.secrets)
-        .bind(&i.created_by)
-        .bind(i.created_at)
-        .bind(i.updated_at)
-        .bind(&i.egress)
-        .execute(self.pool())
-        .await?;
-        Ok(())
-    }
-
     /// The team's instance named by id or name; `None` for another team's.
     pub async fn get_team_instance(
         &self,
@@ -198,177 +174,12 @@ impl Store {
             .collect())
     }
 
-    pub async fn set_instance_desired_state(
-        &self,
-        id: &str,
-        state: &str,
-        now: Micros,
-    ) -> Result<bool, StoreError> {
-        self.update_instance_column(id, "desired_state", state, now)
-            .await
-    }
-
-    pub async fn set_instance_routes(
-        &self,
-        id: &str,
-        routes_json: &str,
-        now: Micros,
-    ) -> Result<bool, StoreError> {
-        self.update_instance_column(id, "routes", routes_json, now)
-            .await
-    }
-
-    pub async fn set_instance_egress(
-        &self,
-        id: &str,
-        egress_json: &str,
-        now: Micros,
-    ) -> Result<bool, StoreError> {
-        self.update_instance_column(id, "egress", egress_json, now)
-            .await
-    }
-
-    pub async fn set_instance_options(
-        &self,
-        id: &str,
-        options_json: &str,
-        now: Micros,
-    ) -> Result<bool, StoreError> {
-        self.update_instance_column(id, "options", options_json, now)
-            .await
-    }
-
-    async fn update_instance_column(
-        &self,
-        id: &str,
-        column: &'static str,
-        value: &str,
-        now: Micros,
-    ) -> Result<bool, StoreError> {
-        // `column` is always one of the literals above, never user input.
-        let sql = format!("UPDATE instances SET {column} = $2, updated_at = $3 WHERE id = $1");
-        let done = sqlx::query(&sql)
-            .bind(id)
-            .bind(value)
-            .bind(now)
-            .execute(self.pool())
-            .await?;
-        Ok(done.rows_affected() == 1)
-    }
-
-    /// Deletes the instance with its environment and keys.
-    pub async fn delete_instance(&self, id: &str) -> Result<bool, StoreError> {
-        let done = sqlx::query("DELETE FROM instances WHERE id = $1")
-            .bind(id)
-            .execute(self.pool())
-            .await?;
-        Ok(done.rows_affected() == 1)
-    }
-
     pub async fn list_instance_env(&self, instance_id: &str) -> Result<Vec<EnvEntry>, StoreError> {
         let rows = sqlx::query("SELECT * FROM instance_env WHERE instance_id = $1 ORDER BY name")
             .bind(instance_id)
             .fetch_all(self.pool())
             .await?;
         collect(&rows, env_from_row)
-    }
-
-    /// Replaces the whole environment in one transaction, so a failed write
-    /// never leaves half a set.
-    pub async fn replace_instance_env(
-        &self,
-        instance_id: &str,
-        entries: &[EnvEntry],
-    ) -> Result<(), StoreError> {
-        let mut tx = self.begin_write().await?;
-        sqlx::query("DELETE FROM instance_env WHERE instance_id = $1")
-            .bind(instance_id)
-            .execute(&mut *tx)
-            .await?;
-        for e in entries {
-            sqlx::query(
-                "INSERT INTO instance_env (instance_id, name, secret, value, updated_at) \
-                 VALUES ($1, $2, $3, $4, $5)",
-            )
-            .bind(instance_id)
-            .bind(&e.name)
-            .bind(i64::from(e.secret))
-            .bind(&e.value)
-            .bind(e.updated_at)
-            .execute(&mut *tx)
-            .await?;
-        }
-        tx.commit().await?;
-        Ok(())
-    }
-
-    /// Re-seals every instance secret and environment value in one
-    /// transaction (key rotation). `reseal` gets each sealed text and returns
-    /// its replacement.
-    pub async fn reseal_instance_secrets(
-        &self,
-        reseal: &(dyn Fn(&str, &str) -> Result<String, String> + Sync),
-    ) -> Result<Result<u64, String>, StoreError> {
-        let mut tx = self.begin_write().await?;
-        let mut count = 0u64;
-        let rows = sqlx::query("SELECT id, secrets FROM instances")
-            .fetch_all(&mut *tx)
-            .await?;
-        for row in &rows {
-            let id: String = row.try_get("id")?;
-            let sealed: String = row.try_get("secrets")?;
-            let fresh = match reseal(&id, &sealed) {
-                Ok(s) => s,
-                Err(e) => return Ok(Err(e)),
-            };
-            sqlx::query("UPDATE instances SET secrets = $2 WHERE id = $1")
-                .bind(&id)
-                .bind(fresh)
-                .execute(&mut *tx)
-                .await?;
-            count += 1;
-        }
-        let rows = sqlx::query("SELECT instance_id, name, value FROM instance_env")
-            .fetch_all(&mut *tx)
-            .await?;
-        for row in &rows {
-            let id: String = row.try_get("instance_id")?;
-            let name: String = row.try_get("name")?;
-            let sealed: String = row.try_get("value")?;
-            let fresh = match reseal(&format!("{id}/{name}"), &sealed) {
-                Ok(s) => s,
-                Err(e) => return Ok(Err(e)),
-            };
-            sqlx::query("UPDATE instance_env SET value = $3 WHERE instance_id = $1 AND name = $2")
-                .bind(&id)
-                .bind(&name)
-                .bind(fresh)
-                .execute(&mut *tx)
-                .await?;
-            count += 1;
-        }
-        tx.commit().await?;
-        Ok(Ok(count))
-    }
-
-    pub async fn create_instance_api_key(&self, k: &InstanceApiKey) -> Result<(), StoreError> {
-        sqlx::query(
-            "INSERT INTO instance_api_keys (id, instance_id, name, key_digest, display_prefix, \
-             path_prefix, created_by, created_at, expires_at, revoked_at, last_used_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, NULL, NULL)",
-        )
-        .bind(&k.id)
-        .bind(&k.instance_id)
-        .bind(&k.name)
-        .bind(&k.key_digest)
-        .bind(&k.display_prefix)
-        .bind(&k.path_prefix)
-        .bind(&k.created_by)
-        .bind(k.created_at)
-        .bind(k.expires_at)
-        .execute(self.pool())
-        .await?;
-        Ok(())
     }
 
     pub async fn list_instance_api_keys(
@@ -394,23 +205,70 @@ impl Store {
             .await?;
         Ok(row.as_ref().map(key_from_row).transpose()?)
     }
+}
 
-    /// Marks the key revoked; false when it is not this instance's or already revoked.
-    pub async fn revoke_instance_api_key(
+impl crate::Change {
+    /// Re-seals every instance secret and environment value in one
+    /// transaction (key rotation). `reseal` gets each sealed text and returns
+    /// its replacement.
+    pub async fn reseal_instance_secrets(
+        &mut self,
+        reseal: &(dyn Fn(&str, &str) -> Result<String, String> + Sync),
+    ) -> Result<Result<u64, String>, StoreError> {
+        let tx = self.tx();
+        let mut count = 0u64;
+        let rows = sqlx::query("SELECT id, secrets FROM instances")
+            .fetch_all(&mut **tx)
+            .await?;
+        for row in &rows {
+            let id: String = row.try_get("id")?;
+            let sealed: String = row.try_get("secrets")?;
+            let fresh = match reseal(&id, &sealed) {
+                Ok(s) => s,
+                Err(e) => return Ok(Err(e)),
+            };
+            sqlx::query("UPDATE instances SET secrets = $2 WHERE id = $1")
+                .bind(&id)
+                .bind(fresh)
+                .execute(&mut **tx)
+                .await?;
+            count += 1;
+        }
+        let rows = sqlx::query("SELECT instance_id, name, value FROM instance_env")
+            .fetch_all(&mut **tx)
+            .await?;
+        for row in &rows {
+            let id: String = row.try_get("instance_id")?;
+            let name: String = row.try_get("name")?;
+            let sealed: String = row.try_get("value")?;
+            let fresh = match reseal(&format!("{id}/{name}"), &sealed) {
+                Ok(s) => s,
+                Err(e) => return Ok(Err(e)),
+            };
+            sqlx::query("UPDATE instance_env SET value = $3 WHERE instance_id = $1 AND name = $2")
+                .bind(&id)
+                .bind(&name)
+                .bind(fresh)
+                .execute(&mut **tx)
+                .await?;
+            count += 1;
+        }
+        Ok(Ok(count))
+    }
+}
+
+impl Store {
+    /// [`crate::Change::reseal_instance_secrets`] as a change of its own,
+    /// recording nothing; a value that does not re-seal changes nothing.
+    pub async fn reseal_instance_secrets(
         &self,
-        instance_id: &str,
-        key_id: &str,
-        now: Micros,
-    ) -> Result<bool, StoreError> {
-        let done = sqlx::query(
-            "UPDATE instance_api_keys SET revoked_at = $3 \
-             WHERE id = $1 AND instance_id = $2 AND revoked_at IS NULL",
-        )
-        .bind(key_id)
-        .bind(instance_id)
-        .bind(now)
-        .execute(self.pool())
-        .await?;
-        Ok(done.rows_affected() == 1)
+        reseal: &(dyn Fn(&str, &str) -> Result<String, String> + Sync),
+    ) -> Result<Result<u64, String>, StoreError> {
+        let mut change = self.begin_change().await?;
+        let done = change.reseal_instance_secrets(reseal).await?;
+        if done.is_ok() {
+            change.commit().await?;
+        }
+        Ok(done)
     }
 }

@@ -15,6 +15,18 @@ impl Store {
 
     /// Stores `json` under `key`, replacing what was there.
     pub async fn put_setting(&self, key: &str, json: &str, now: Micros) -> Result<(), StoreError> {
+        self.in_change(async |c| c.put_setting(key, json, now).await)
+            .await
+    }
+}
+
+impl crate::Change {
+    pub async fn put_setting(
+        &mut self,
+        key: &str,
+        json: &str,
+        now: Micros,
+    ) -> Result<(), StoreError> {
         sqlx::query(
             "INSERT INTO settings (key, value, updated_at) VALUES ($1, $2, $3) \
              ON CONFLICT (key) DO UPDATE SET value = excluded.value, \
@@ -23,7 +35,7 @@ impl Store {
         .bind(key)
         .bind(json)
         .bind(now)
-        .execute(self.pool())
+        .execute(&mut **self.tx())
         .await?;
         Ok(())
     }

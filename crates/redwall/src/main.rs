@@ -195,7 +195,15 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
 
 async fn rotate_instance_secrets(config: Config) -> anyhow::Result<ExitCode> {
     let state = admin::open(config, master_key()).await?;
-    let report = redwall_server::instances::rotation::rotate(&state)
+    let (actor, client) = admin::operator();
+    let origin = client.origin();
+    let who = redwall_hub::Who {
+        actor: Some(&actor),
+        origin: &origin,
+    };
+    let report = state
+        .hub
+        .rotate_instance_secrets(who)
         .await
         .context("rotating the instance secrets")?;
     println!(

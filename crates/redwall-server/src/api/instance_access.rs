@@ -2,30 +2,25 @@
 //! "test a request" call, and the instance's API keys.
 
 use crate::api::body::Body;
-use crate::api::instances::{record, team_instance, InstancePath};
+use crate::api::instances::{team_instance, InstancePath};
+use crate::audit::Caller;
 use crate::auth::principal::Principal;
 use crate::clock::rfc3339;
 use crate::error::{ApiError, ApiResult};
-use crate::instances::model::{check_rules, rules_from_json};
+use crate::instances::access::KeyRequest;
+use crate::instances::options::rules_from_json;
 use crate::net::client::ClientInfo;
 use crate::proxy::credentials::{check_api_key, KeyCheck};
 use crate::state::AppState;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::Json;
-use redwall_crypto::token::{self, INSTANCE_KEY_PREFIX};
-use redwall_policy::audit_event::AuditEvent;
 use redwall_policy::route_policy::{
     decide, is_clean_path, key_allows_path, match_rule, Presented, RouteDecision, RouteRule,
 };
-use redwall_policy::MICROS_PER_SECOND;
 use redwall_store::InstanceApiKey;
 use serde::{Deserialize, Serialize};
-use serde_json::json;
 use std::net::IpAddr;
-
-const MAX_KEYS: usize = 100;
-const MAX_KEY_DAYS: i64 = 3650;
 
 #[derive(Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -76,24 +71,14 @@ pub async fn put_routes(
     let i = team_instance(&state, &principal, &path).await?;
     let value = serde_json::to_value(&docs).map_err(ApiError::internal)?;
     let rules = parse_rules(value)?;
-    check_rules(&rules)?;
-    let json = serde_json::to_string(&rules).map_err(ApiError::internal)?;
-    state
-        .store
-        .set_instance_routes(&i.id, &json, state.now())
+    let caller = Caller::of(&principal, &client);
+    let rules = state
+        .hub
+        .set_instance_routes(caller.who(), &i, rules)
         .await?;
-    state.forget_instance(&i.name);
-    let stored = serde_json::to_value(&rules).map_err(ApiError::internal)?;
-    record(
-        &state,
-        &principal,
-        &client,
-        &i,
-        AuditEvent::InstanceRoutesChanged,
-        json!({ "before": rules_from_json(&i.routes), "after": stored }),
-    )
-    .await?;
-    Ok(Json(stored))
+    Ok(Json(
+        serde_json::to_value(&rules).map_err(ApiError::internal)?,
+    ))
 }
 
 #[derive(Deserialize, utoipa::ToSchema)]
@@ -143,7 +128,7 @@ pub async fn test_request(
         None => IpAddr::from([127, 0, 0, 1]),
     };
     let role = match &req.role {
-        Some(r) => Some(crate::api::teams::parse_role(r)?),
+        Some(r) => Some(redwall_policy::team_rules::team_role(r)?),
         None => None,
     };
     let method = req.method.to_ascii_uppercase();
@@ -171,11 +156,7 @@ pub async fn test_request(
             ))
         }
     };
-    let team = state
-        .store
-        .get_team(&i.team_id)
-        .await?
-        .ok_or_else(ApiError::not_found)?;
+    let team = state.hub.team(&i.team_id).await?;
     let team_ranges = redwall_policy::team_rules::TeamRanges::from_stored(&team.allowed_cidrs);
     let rules = rules_from_json(&i.routes);
     let matched = match_rule(&rules, &method, &req.path);
@@ -236,7 +217,7 @@ pub async fn list_keys(
     path: InstancePath,
 ) -> ApiResult<Json<Vec<KeyView>>> {
     let i = team_instance(&state, &principal, &path).await?;
-    let keys = state.store.list_instance_api_keys(&i.id).await?;
+    let keys = state.hub.instance_keys(&i.id).await?;
     Ok(Json(keys.iter().map(key_view).collect()))
 }
 
@@ -248,64 +229,20 @@ pub async fn create_key(
     Body(req): Body<NewKey>,
 ) -> ApiResult<(StatusCode, Json<CreatedKey>)> {
     let i = team_instance(&state, &principal, &path).await?;
-    let invalid = |code, msg: String| ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, code, msg);
-    let name = req.name.trim();
-    if name.is_empty() || name.chars().count() > 100 || name.chars().any(char::is_control) {
-        return Err(invalid(
-            "invalid_name",
-            "the key name must be 1 to 100 printable characters".into(),
-        ));
-    }
-    if let Some(d) = req.expires_in_days {
-        if !(1..=MAX_KEY_DAYS).contains(&d) {
-            return Err(invalid(
-                "invalid_expiry",
-                format!("expires_in_days must be between 1 and {MAX_KEY_DAYS}"),
-            ));
-        }
-    }
-    if let Some(p) = &req.path_prefix {
-        if !is_clean_path(p) || p.len() > 512 {
-            return Err(invalid(
-                "invalid_path_prefix",
-                "path_prefix must be a clean absolute path".into(),
-            ));
-        }
-    }
-    let existing = state.store.list_instance_api_keys(&i.id).await?;
-    if existing.iter().filter(|k| k.revoked_at.is_none()).count() >= MAX_KEYS {
-        return Err(ApiError::conflict(
-            "too_many_keys",
-            format!("an instance may hold at most {MAX_KEYS} keys"),
-        ));
-    }
-    let now = state.now();
-    let secret = token::new_token(INSTANCE_KEY_PREFIX);
-    let key = InstanceApiKey {
-        id: crate::ids::new_id(),
-        instance_id: i.id.clone(),
-        name: name.to_string(),
-        key_digest: token::token_digest(secret.expose()).to_vec(),
-        display_prefix: token::display_prefix(secret.expose()),
-        path_prefix: req.path_prefix.clone(),
-        created_by: Some(principal.user_id.clone()),
-        created_at: now,
-        expires_at: req
-            .expires_in_days
-            .map(|d| now + d * 86_400 * MICROS_PER_SECOND),
-        revoked_at: None,
-        last_used_at: None,
-    };
-    state.store.create_instance_api_key(&key).await?;
-    record(
-        &state,
-        &principal,
-        &client,
-        &i,
-        AuditEvent::InstanceKeyCreated,
-        json!({ "key_id": key.id, "name": key.name, "prefix": key.display_prefix, "path_prefix": key.path_prefix }),
-    )
-    .await?;
+    let caller = Caller::of(&principal, &client);
+    let (secret, key) = state
+        .hub
+        .create_instance_key(
+            caller.who(),
+            &i,
+            &principal.user_id,
+            KeyRequest {
+                name: req.name,
+                expires_in_days: req.expires_in_days,
+                path_prefix: req.path_prefix,
+            },
+        )
+        .await?;
     Ok((
         StatusCode::CREATED,
         Json(CreatedKey {
@@ -323,22 +260,10 @@ pub async fn revoke_key(
     axum::extract::Path((_, _, key_id)): axum::extract::Path<(String, String, String)>,
 ) -> ApiResult<StatusCode> {
     let i = team_instance(&state, &principal, &path).await?;
-    if !state
-        .store
-        .revoke_instance_api_key(&i.id, &key_id, state.now())
-        .await?
-    {
-        return Err(ApiError::not_found());
-    }
-    state.forget_instance_keys();
-    record(
-        &state,
-        &principal,
-        &client,
-        &i,
-        AuditEvent::InstanceKeyRevoked,
-        json!({ "key_id": key_id }),
-    )
-    .await?;
+    let caller = Caller::of(&principal, &client);
+    state
+        .hub
+        .revoke_instance_key(caller.who(), &i, &key_id)
+        .await?;
     Ok(StatusCode::NO_CONTENT)
 }

@@ -2,13 +2,13 @@
 //! keys are in `instance_access.rs`.
 
 use crate::api::body::{Body, Query};
-use crate::audit;
+use crate::audit::Caller;
 use crate::auth::principal::Principal;
 use crate::clock::rfc3339;
 use crate::error::{ApiError, ApiResult};
-use crate::instances::manager::{env_aad, new_sealed_keys, Pending};
-use crate::instances::model::InstanceOptions;
-use crate::instances::{sealing, InstanceManager};
+use crate::instances::operations::{Control, EnvInput as HubEnvInput};
+use crate::instances::options::InstanceOptions;
+use crate::instances::{InstanceManager, Pending};
 use crate::net::client::ClientInfo;
 use crate::state::AppState;
 use axum::extract::{FromRequestParts, State};
@@ -17,15 +17,10 @@ use axum::http::StatusCode;
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::Json;
 use futures::Stream;
-use redwall_policy::audit_event::{AuditEvent, Outcome};
-use redwall_policy::instance_rules::{
-    env_name, env_value_fits, instance_name, MAX_ENV_VALUE_BYTES, MAX_ENV_VARS,
-    MAX_INSTANCES_PER_TEAM,
-};
+use redwall_policy::egress::EgressRuleInput;
 use redwall_runtime::{InstanceStatus, LogLine, LogStream};
-use redwall_store::{EnvEntry, Instance, StoreError};
+use redwall_store::{EnvEntry, Instance};
 use serde::{Deserialize, Serialize};
-use serde_json::json;
 use std::sync::Arc;
 
 /// The `{instance}` path parameter: an instance's id or name, looked up in
@@ -51,13 +46,7 @@ impl<S: Send + Sync> FromRequestParts<S> for InstancePath {
 }
 
 pub fn manager(state: &AppState) -> ApiResult<&Arc<InstanceManager>> {
-    state.instances.get().ok_or_else(|| {
-        ApiError::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "instances_unavailable",
-            "this Redwall process does not run instances",
-        )
-    })
+    Ok(state.hub.manager()?)
 }
 
 /// The instance the path names, in the caller's team.
@@ -67,32 +56,7 @@ pub async fn team_instance(
     path: &InstancePath,
 ) -> ApiResult<Instance> {
     let team = principal.team()?;
-    state
-        .store
-        .get_team_instance(&team.team_id, &path.0)
-        .await?
-        .ok_or_else(ApiError::not_found)
-}
-
-pub async fn record(
-    state: &AppState,
-    principal: &Principal,
-    client: &ClientInfo,
-    instance: &Instance,
-    event: AuditEvent,
-    details: serde_json::Value,
-) -> ApiResult<()> {
-    audit::record_in_team(
-        state,
-        Some(&instance.team_id),
-        Some(&principal.actor()),
-        client,
-        event,
-        Outcome::Success,
-        Some(format!("instance:{}", instance.name)),
-        details,
-    )
-    .await
+    Ok(state.hub.team_instance(&team.team_id, &path.0).await?)
 }
 
 #[derive(Serialize, utoipa::ToSchema)]
@@ -268,7 +232,7 @@ fn pending_view(state: &'static str, reason: Option<String>) -> StatusView {
 }
 
 fn view(state: &AppState, i: &Instance) -> InstanceView {
-    let status = match state.instances.get() {
+    let status = match state.hub.instance_manager() {
         Some(m) => match m.pending(&i.id) {
             Some(Pending::Installing) => pending_view("installing", m.install_progress()),
             Some(Pending::Failed(reason)) => pending_view("failed", Some(reason)),
@@ -300,114 +264,24 @@ pub struct NewInstance {
     pub start: Option<bool>,
 }
 
-async fn free_port(state: &AppState) -> ApiResult<u16> {
-    let used = state.store.used_instance_ports().await?;
-    let c = &state.config.instances;
-    (c.port_min..=c.port_max)
-        .find(|p| !used.contains(p) && std::net::TcpListener::bind(("127.0.0.1", *p)).is_ok())
-        .ok_or_else(|| {
-            ApiError::conflict(
-                "no_free_port",
-                "every port of instances.port_min..port_max is taken",
-            )
-        })
-}
-
 pub async fn create(
     State(state): State<AppState>,
     principal: Principal,
     client: ClientInfo,
     Body(req): Body<NewInstance>,
 ) -> ApiResult<(StatusCode, Json<InstanceView>)> {
-    let team = principal.team()?.team_id.clone();
-    instance_name(&req.name).map_err(ApiError::from)?;
-    let manager = manager(&state)?;
-    if state.store.count_team_instances(&team).await? >= MAX_INSTANCES_PER_TEAM {
-        return Err(ApiError::conflict(
-            "too_many_instances",
-            format!("a team may have at most {MAX_INSTANCES_PER_TEAM} instances"),
-        ));
-    }
-    if state.store.get_instance_by_name(&req.name).await?.is_some() {
-        return Err(ApiError::conflict(
-            "name_taken",
-            "an instance with this name exists",
-        ));
-    }
-    let start = req.start.unwrap_or(true);
-    if start && manager.adopts_runtime() {
-        // A missing or unusable configured Node-RED is reported before
-        // anything is stored. One that npm installs is not waited for: the
-        // instance answers `installing` and starts when npm is done.
-        manager.runtime().await?;
-    }
-    let version = sealing::key_version(&state).await?;
-    let now = state.now();
-    let id = crate::ids::new_id();
-    let mut instance = Instance {
-        id: id.clone(),
-        name: req.name.clone(),
-        team_id: team,
-        port: 0,
-        desired_state: if start { "running" } else { "stopped" }.into(),
-        options: serde_json::to_string(&InstanceOptions::default()).unwrap_or_default(),
-        routes: "[]".into(),
-        egress: "[]".into(),
-        secrets: new_sealed_keys(&state.keyring, version, &id),
-        created_by: Some(principal.user_id.clone()),
-        created_at: now,
-        updated_at: now,
-    };
-    // Two creations may pick the same free port, or the same name; the
-    // unique indexes refuse the second. SQLite does not say which index, so
-    // the name is looked up: taken, it is the answer; free, the port was
-    // taken and the next one is tried.
-    let mut attempts = 0;
-    loop {
-        instance.port = free_port(&state).await?;
-        match state.store.create_instance(&instance).await {
-            Ok(()) => break,
-            Err(StoreError::Conflict(_))
-                if state.store.get_instance_by_name(&req.name).await?.is_some() =>
-            {
-                return Err(ApiError::conflict(
-                    "name_taken",
-                    "an instance with this name exists",
-                ))
-            }
-            Err(StoreError::Conflict(_)) if attempts < 5 => attempts += 1,
-            Err(e) => return Err(e.into()),
-        }
-    }
-    if start {
-        let held = manager.control(&instance.id).await;
-        if let Err(e) = manager.start(&state, &instance, &held).await {
-            // Nothing half-made stays behind: the caller may simply retry.
-            state.store.delete_instance(&instance.id).await?;
-            manager.remove_files(&instance.id);
-            return Err(e);
-        }
-    }
-    record(
-        &state,
-        &principal,
-        &client,
-        &instance,
-        AuditEvent::InstanceCreated,
-        json!({ "name": instance.name, "port": instance.port }),
-    )
-    .await?;
-    if start {
-        record(
-            &state,
-            &principal,
-            &client,
-            &instance,
-            AuditEvent::InstanceStarted,
-            json!({}),
+    let team = principal.team()?;
+    let caller = Caller::of(&principal, &client);
+    let instance = state
+        .hub
+        .create_instance(
+            caller.who(),
+            &team.team_id,
+            &principal.user_id,
+            &req.name,
+            req.start.unwrap_or(true),
         )
         .await?;
-    }
     Ok((StatusCode::CREATED, Json(view(&state, &instance))))
 }
 
@@ -416,7 +290,7 @@ pub async fn list(
     principal: Principal,
 ) -> ApiResult<Json<Vec<InstanceView>>> {
     let team = principal.team()?;
-    let list = state.store.list_team_instances(&team.team_id).await?;
+    let list = state.hub.team_instances(&team.team_id).await?;
     Ok(Json(list.iter().map(|i| view(&state, i)).collect()))
 }
 
@@ -444,47 +318,12 @@ pub async fn delete(
     Body(req): Body<DeleteInstance>,
 ) -> ApiResult<StatusCode> {
     let i = team_instance(&state, &principal, &path).await?;
-    if req.confirm_name != i.name {
-        return Err(ApiError::new(
-            StatusCode::UNPROCESSABLE_ENTITY,
-            "confirmation_mismatch",
-            "repeat the instance's exact name in confirm_name to delete it",
-        ));
-    }
-    let manager = manager(&state)?;
-    let held = manager.control(&i.id).await;
-    manager.stop(&i.id, &held).await?;
-    state.store.delete_instance(&i.id).await?;
-    state.forget_instance(&i.name);
-    manager.remove_files(&i.id);
-    record(
-        &state,
-        &principal,
-        &client,
-        &i,
-        AuditEvent::InstanceDeleted,
-        json!({ "name": i.name }),
-    )
-    .await?;
+    let caller = Caller::of(&principal, &client);
+    state
+        .hub
+        .delete_instance(caller.who(), &i, &req.confirm_name)
+        .await?;
     Ok(StatusCode::NO_CONTENT)
-}
-
-async fn set_desired(state: &AppState, i: &mut Instance, desired: &str) -> ApiResult<()> {
-    if i.desired_state != desired {
-        state
-            .store
-            .set_instance_desired_state(&i.id, desired, state.now())
-            .await?;
-        i.desired_state = desired.to_string();
-    }
-    Ok(())
-}
-
-#[derive(Clone, Copy)]
-enum Control {
-    Start,
-    Stop,
-    Restart,
 }
 
 async fn control(
@@ -494,27 +333,9 @@ async fn control(
     path: InstancePath,
     action: Control,
 ) -> ApiResult<Json<InstanceView>> {
-    let mut i = team_instance(&state, &principal, &path).await?;
-    let manager = manager(&state)?;
-    // Held until the desired state is stored: a concurrent stop of this
-    // instance waits, so the state stored is the one last acted on.
-    let held = manager.control(&i.id).await;
-    let (desired, event) = match action {
-        Control::Start => {
-            manager.start(&state, &i, &held).await?;
-            ("running", AuditEvent::InstanceStarted)
-        }
-        Control::Stop => {
-            manager.stop(&i.id, &held).await?;
-            ("stopped", AuditEvent::InstanceStopped)
-        }
-        Control::Restart => {
-            manager.restart(&state, &i, &held).await?;
-            ("running", AuditEvent::InstanceRestarted)
-        }
-    };
-    set_desired(&state, &mut i, desired).await?;
-    record(&state, &principal, &client, &i, event, json!({})).await?;
+    let i = team_instance(&state, &principal, &path).await?;
+    let caller = Caller::of(&principal, &client);
+    let i = state.hub.control_instance(caller.who(), i, action).await?;
     Ok(Json(view(&state, &i)))
 }
 
@@ -636,11 +457,7 @@ fn env_views(state: &AppState, instance_id: &str, entries: &[EnvEntry]) -> Vec<E
         .map(|e| EnvView {
             name: e.name.clone(),
             secret: e.secret,
-            value: (!e.secret).then(|| {
-                sealing::open(&state.keyring, &e.value, &env_aad(instance_id, &e.name))
-                    .map(|v| String::from_utf8_lossy(&v).into_owned())
-                    .unwrap_or_default()
-            }),
+            value: state.hub.env_value(instance_id, e),
             updated_at: rfc3339(e.updated_at),
         })
         .collect()
@@ -652,7 +469,7 @@ pub async fn get_env(
     path: InstancePath,
 ) -> ApiResult<Json<Vec<EnvView>>> {
     let i = team_instance(&state, &principal, &path).await?;
-    let entries = state.store.list_instance_env(&i.id).await?;
+    let entries = state.hub.instance_env(&i.id).await?;
     Ok(Json(env_views(&state, &i.id, &entries)))
 }
 
@@ -665,103 +482,16 @@ pub async fn put_env(
     Body(input): Body<Vec<EnvInput>>,
 ) -> ApiResult<Json<Vec<EnvView>>> {
     let i = team_instance(&state, &principal, &path).await?;
-    if input.len() > MAX_ENV_VARS {
-        return Err(ApiError::new(
-            StatusCode::UNPROCESSABLE_ENTITY,
-            "too_many_variables",
-            format!("at most {MAX_ENV_VARS} variables"),
-        ));
-    }
-    let before = state.store.list_instance_env(&i.id).await?;
-    let version = sealing::key_version(&state).await?;
-    let now = state.now();
-    let mut names = std::collections::BTreeSet::new();
-    let mut entries = Vec::with_capacity(input.len());
-    for v in &input {
-        env_name(&v.name).map_err(ApiError::from)?;
-        if !names.insert(v.name.clone()) {
-            return Err(ApiError::new(
-                StatusCode::UNPROCESSABLE_ENTITY,
-                "duplicate_name",
-                format!("{} is listed twice", v.name),
-            ));
-        }
-        let sealed = match &v.value {
-            Some(value) if !env_value_fits(value) => {
-                return Err(ApiError::new(
-                    StatusCode::UNPROCESSABLE_ENTITY,
-                    "invalid_value",
-                    format!(
-                        "{}: a value is at most {MAX_ENV_VALUE_BYTES} bytes without NUL",
-                        v.name
-                    ),
-                ))
-            }
-            Some(value) => sealing::seal(
-                &state.keyring,
-                version,
-                value.as_bytes(),
-                &env_aad(&i.id, &v.name),
-            ),
-            None => match before.iter().find(|b| b.name == v.name) {
-                // A secret stays write-only: turning it into a plain value
-                // must not reveal the stored one.
-                Some(b) if b.secret && !v.secret => {
-                    return Err(ApiError::new(
-                        StatusCode::UNPROCESSABLE_ENTITY,
-                        "missing_value",
-                        format!("{} is no longer secret and needs a new value", v.name),
-                    ))
-                }
-                Some(b) => b.value.clone(),
-                None => {
-                    return Err(ApiError::new(
-                        StatusCode::UNPROCESSABLE_ENTITY,
-                        "missing_value",
-                        format!("{} is new and needs a value", v.name),
-                    ))
-                }
-            },
-        };
-        let unchanged = v.value.is_none()
-            && before
-                .iter()
-                .any(|b| b.name == v.name && b.secret == v.secret);
-        entries.push(EnvEntry {
-            name: v.name.clone(),
+    let caller = Caller::of(&principal, &client);
+    let input = input
+        .into_iter()
+        .map(|v| HubEnvInput {
+            name: v.name,
+            value: v.value,
             secret: v.secret,
-            value: sealed,
-            updated_at: if unchanged {
-                before
-                    .iter()
-                    .find(|b| b.name == v.name)
-                    .map_or(now, |b| b.updated_at)
-            } else {
-                now
-            },
-        });
-    }
-    state.store.replace_instance_env(&i.id, &entries).await?;
-    let changed: Vec<&str> = entries
-        .iter()
-        .filter(|e| e.updated_at == now)
-        .map(|e| e.name.as_str())
+        })
         .collect();
-    let removed: Vec<&str> = before
-        .iter()
-        .filter(|b| !names.contains(&b.name))
-        .map(|b| b.name.as_str())
-        .collect();
-    // Names only: values (secret or not) never enter the log.
-    record(
-        &state,
-        &principal,
-        &client,
-        &i,
-        AuditEvent::InstanceEnvChanged,
-        json!({ "set": changed, "removed": removed }),
-    )
-    .await?;
+    let entries = state.hub.set_instance_env(caller.who(), &i, input).await?;
     Ok(Json(env_views(&state, &i.id, &entries)))
 }
 
@@ -772,22 +502,12 @@ pub async fn put_options(
     path: InstancePath,
     Body(options): Body<InstanceOptions>,
 ) -> ApiResult<Json<InstanceView>> {
-    let mut i = team_instance(&state, &principal, &path).await?;
-    let before = InstanceOptions::from_json(&i.options);
-    i.options = serde_json::to_string(&options).map_err(ApiError::internal)?;
-    state
-        .store
-        .set_instance_options(&i.id, &i.options, state.now())
+    let i = team_instance(&state, &principal, &path).await?;
+    let caller = Caller::of(&principal, &client);
+    let i = state
+        .hub
+        .set_instance_options(caller.who(), i, options)
         .await?;
-    record(
-        &state,
-        &principal,
-        &client,
-        &i,
-        AuditEvent::InstanceOptionsChanged,
-        json!({ "before": before, "after": options }),
-    )
-    .await?;
     Ok(Json(view(&state, &i)))
 }
 
@@ -826,7 +546,7 @@ pub async fn get_egress(
     path: InstancePath,
 ) -> ApiResult<Json<Vec<EgressDoc>>> {
     let i = team_instance(&state, &principal, &path).await?;
-    let rules = crate::instances::manager::stored_egress(&i)?;
+    let rules = crate::instances::runner::stored_egress(&i)?;
     Ok(Json(egress_docs(&rules)))
 }
 
@@ -840,7 +560,6 @@ pub async fn put_egress(
     path: InstancePath,
     Body(docs): Body<Vec<EgressDoc>>,
 ) -> ApiResult<Json<Vec<EgressDoc>>> {
-    use redwall_policy::egress::{self, EgressRuleInput};
     let i = team_instance(&state, &principal, &path).await?;
     let inputs: Vec<EgressRuleInput> = docs
         .into_iter()
@@ -850,39 +569,10 @@ pub async fn put_egress(
             ports: d.ports,
         })
         .collect();
-    let rules = egress::validate(&inputs).map_err(|e| {
-        ApiError::new(
-            StatusCode::UNPROCESSABLE_ENTITY,
-            "invalid_egress",
-            e.to_string(),
-        )
-    })?;
-    let before = crate::instances::manager::stored_egress(&i)
-        .map(|r| egress_docs(&r))
-        .unwrap_or_default();
-    let canonical: Vec<EgressRuleInput> = rules.iter().map(|r| r.to_input()).collect();
-    let json = serde_json::to_string(&canonical).map_err(ApiError::internal)?;
-    state
-        .store
-        .set_instance_egress(&i.id, &json, state.now())
+    let caller = Caller::of(&principal, &client);
+    let rules = state
+        .hub
+        .set_instance_egress(caller.who(), &i, &inputs)
         .await?;
-    let after = egress_docs(&rules);
-    record(
-        &state,
-        &principal,
-        &client,
-        &i,
-        AuditEvent::InstanceEgressChanged,
-        json!({ "before": before, "after": after }),
-    )
-    .await?;
-    if let Some(manager) = state.instances.get() {
-        if let Err(e) = manager.set_egress(&i, &rules).await {
-            tracing::error!(instance = %i.name, error = %e.message, "applying an egress policy failed; stopping the instance");
-            let held = manager.control(&i.id).await;
-            manager.stop(&i.id, &held).await?;
-            return Err(e);
-        }
-    }
-    Ok(Json(after))
+    Ok(Json(egress_docs(&rules)))
 }

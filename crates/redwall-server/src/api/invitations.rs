@@ -1,8 +1,7 @@
 //! Invitations: Owners invite by username; the invitee accepts or declines.
 
 use crate::api::body::{Body, IdPath, TeamItemPath};
-use crate::api::teams::parse_role;
-use crate::audit;
+use crate::audit::Caller;
 use crate::auth::principal::Principal;
 use crate::clock::rfc3339;
 use crate::error::{ApiError, ApiResult};
@@ -11,14 +10,11 @@ use crate::state::AppState;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::Json;
-use redwall_policy::audit_event::{AuditEvent, Outcome};
-use redwall_policy::MICROS_PER_SECOND;
-use redwall_store::{Invitation, StoreError};
+use redwall_hub::invitations::InvitationRequest;
+use redwall_hub::HubError;
+use redwall_store::Invitation;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
-
-pub const DEFAULT_EXPIRY_DAYS: i64 = 7;
-const MAX_EXPIRY_DAYS: i64 = 30;
 
 #[derive(Serialize, Deserialize, utoipa::ToSchema)]
 pub struct InvitationView {
@@ -75,79 +71,24 @@ pub async fn create(
     Body(req): Body<NewInvitation>,
 ) -> ApiResult<(StatusCode, Json<InvitationView>)> {
     let access = principal.team()?;
-    let role = parse_role(&req.role)?;
-    let days = req.expires_in_days.unwrap_or(DEFAULT_EXPIRY_DAYS);
-    if !(1..=MAX_EXPIRY_DAYS).contains(&days) {
-        return Err(ApiError::new(
-            StatusCode::UNPROCESSABLE_ENTITY,
-            "invalid_expiry",
-            format!("expires_in_days must be between 1 and {MAX_EXPIRY_DAYS}"),
-        ));
-    }
-    // Owners of a team are authenticated platform users who need to know
-    // whether the person they invite exists; the attempt is audited either way.
-    let invitee = match redwall_policy::username::check_username(&req.username) {
-        Ok(()) => state.store.find_user_by_username(&req.username).await?,
-        Err(_) => None,
-    };
-    let Some(invitee) = invitee.filter(|u| !u.suspended) else {
-        return Err(ApiError::new(
-            StatusCode::UNPROCESSABLE_ENTITY,
-            "unknown_user",
-            "no active user has this username",
-        ));
-    };
-    if state
-        .store
-        .get_member_role(&access.team_id, &invitee.id)
-        .await?
-        .is_some()
-    {
-        return Err(ApiError::conflict(
-            "already_member",
-            "this user is already in the team",
-        ));
-    }
-    let now = state.now();
-    state.store.delete_expired_invitations(now).await?;
-    let team = state
-        .store
-        .get_team(&access.team_id)
-        .await?
-        .ok_or_else(ApiError::not_found)?;
-    let invitation = Invitation {
-        id: crate::ids::new_id(),
-        team_id: access.team_id.clone(),
-        team_name: team.name,
-        invitee_id: invitee.id.clone(),
-        invitee_name: invitee.username.clone(),
-        role: role.name().to_string(),
-        invited_by: Some(principal.user_id.clone()),
-        created_at: now,
-        expires_at: now + days * 86_400 * MICROS_PER_SECOND,
-    };
-    match state.store.create_invitation(&invitation).await {
-        Ok(()) => {}
-        Err(StoreError::Conflict(_)) => {
-            return Err(ApiError::conflict(
-                "already_invited",
-                "this user already has an open invitation to the team; revoke it to send a new one",
-            ))
-        }
-        Err(e) => return Err(e.into()),
-    }
-    audit::record_in_team(
-        &state,
-        Some(&access.team_id),
-        Some(&principal.actor()),
-        &client,
-        AuditEvent::MemberInvited,
-        Outcome::Success,
-        Some(format!("user:{}", invitee.id)),
-        json!({ "invitation": invitation.id, "username": invitee.username, "role": invitation.role, "expires_at": rfc3339(invitation.expires_at) }),
-    )
-    .await?;
-    Ok((StatusCode::CREATED, Json(view(&invitation, now))))
+    let caller = Caller::of(&principal, &client);
+    let invitation = state
+        .hub
+        .invite(
+            caller.who(),
+            &access.team_id,
+            &principal.user_id,
+            InvitationRequest {
+                username: req.username,
+                role: req.role,
+                expires_in_days: req.expires_in_days,
+            },
+        )
+        .await?;
+    Ok((
+        StatusCode::CREATED,
+        Json(view(&invitation, invitation.created_at)),
+    ))
 }
 
 pub async fn revoke(
@@ -157,20 +98,11 @@ pub async fn revoke(
     TeamItemPath(id): TeamItemPath,
 ) -> ApiResult<StatusCode> {
     let access = principal.team()?;
-    let Some(invitation) = state.store.revoke_invitation(&access.team_id, &id).await? else {
-        return Err(ApiError::not_found());
-    };
-    audit::record_in_team(
-        &state,
-        Some(&access.team_id),
-        Some(&principal.actor()),
-        &client,
-        AuditEvent::InvitationRevoked,
-        Outcome::Success,
-        Some(format!("user:{}", invitation.invitee_id)),
-        json!({ "invitation": invitation.id }),
-    )
-    .await?;
+    let caller = Caller::of(&principal, &client);
+    state
+        .hub
+        .revoke_invitation(caller.who(), &access.team_id, &id)
+        .await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -192,36 +124,12 @@ pub async fn accept(
     client: ClientInfo,
     IdPath(id): IdPath,
 ) -> ApiResult<Json<serde_json::Value>> {
-    let now = state.now();
-    let accepted = match state
-        .store
-        .accept_invitation(&principal.user_id, &id, now)
+    let caller = Caller::of(&principal, &client);
+    let invitation = state
+        .hub
+        .accept_invitation(caller.who(), &principal.user_id, &id)
         .await
-    {
-        Ok(a) => a,
-        Err(StoreError::Conflict(_)) => {
-            return Err(ApiError::conflict(
-                "already_member",
-                "you are already in this team",
-            ))
-        }
-        Err(e) => return Err(e.into()),
-    };
-    let Some(invitation) = accepted else {
-        return Err(refused(&state, &principal, &client, &id, "accept").await);
-    };
-    state.forget_membership(&invitation.team_id, &principal.user_id);
-    audit::record_in_team(
-        &state,
-        Some(&invitation.team_id),
-        Some(&principal.actor()),
-        &client,
-        AuditEvent::InvitationAccepted,
-        Outcome::Success,
-        Some(format!("user:{}", principal.user_id)),
-        json!({ "invitation": invitation.id, "role": invitation.role }),
-    )
-    .await?;
+        .map_err(none_for_you)?;
     Ok(Json(
         json!({ "team_id": invitation.team_id, "role": invitation.role }),
     ))
@@ -233,52 +141,23 @@ pub async fn decline(
     client: ClientInfo,
     IdPath(id): IdPath,
 ) -> ApiResult<StatusCode> {
-    let Some(invitation) = state
-        .store
-        .decline_invitation(&principal.user_id, &id)
-        .await?
-    else {
-        return Err(refused(&state, &principal, &client, &id, "decline").await);
-    };
-    audit::record_in_team(
-        &state,
-        Some(&invitation.team_id),
-        Some(&principal.actor()),
-        &client,
-        AuditEvent::InvitationDeclined,
-        Outcome::Success,
-        Some(format!("user:{}", principal.user_id)),
-        json!({ "invitation": invitation.id }),
-    )
-    .await?;
+    let caller = Caller::of(&principal, &client);
+    state
+        .hub
+        .decline_invitation(caller.who(), &principal.user_id, &id)
+        .await
+        .map_err(none_for_you)?;
     Ok(StatusCode::NO_CONTENT)
 }
 
-/// Someone else's, expired, used or unknown: the same answer, and audited,
-/// since it may be an attempt to join a team uninvited.
-async fn refused(
-    state: &AppState,
-    principal: &Principal,
-    client: &ClientInfo,
-    id: &str,
-    action: &str,
-) -> ApiError {
-    let recorded = audit::record(
-        state,
-        Some(&principal.actor()),
-        client,
-        AuditEvent::AccessDenied,
-        Outcome::Denied,
-        Some(format!("invitation:{id}")),
-        json!({ "action": action, "reason": "no open invitation for this user" }),
-    )
-    .await;
-    match recorded {
-        Ok(()) => ApiError::new(
+/// Someone else's, expired, used or unknown: one answer (the hub audited it).
+fn none_for_you(e: HubError) -> ApiError {
+    match e {
+        HubError::NotFound => ApiError::new(
             StatusCode::NOT_FOUND,
             "not_found",
             "no open invitation with this id is addressed to you",
         ),
-        Err(e) => e,
+        e => e.into(),
     }
 }

@@ -710,7 +710,7 @@ pub fn routes() -> Vec<Route> {
             "What the instance may install (applied at the next start)",
             instances::put_options,
         )
-        .request(schema::<crate::instances::model::InstanceOptions>())
+        .request(schema::<crate::instances::options::InstanceOptions>())
         .response(schema::<instances::InstanceView>()),
         needs(
             M::GET,

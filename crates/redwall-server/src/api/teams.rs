@@ -12,6 +12,7 @@ use axum::http::StatusCode;
 use axum::Json;
 use redwall_policy::audit_event::{AuditEvent, Outcome};
 use redwall_policy::permission::{team_permissions, TeamRole};
+use redwall_policy::team_rules::team_role;
 use redwall_store::Team;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
@@ -43,16 +44,6 @@ fn view(team: &Team, role: Option<TeamRole>) -> TeamView {
             .map(|r| team_permissions(r).map(|p| p.name().to_string()).collect())
             .unwrap_or_default(),
     }
-}
-
-pub fn parse_role(role: &str) -> ApiResult<TeamRole> {
-    TeamRole::parse(role).ok_or_else(|| {
-        ApiError::new(
-            StatusCode::UNPROCESSABLE_ENTITY,
-            "invalid_role",
-            "the role must be one of owner, member, viewer, dashboard",
-        )
-    })
 }
 
 async fn existing(state: &AppState, team_id: &str) -> ApiResult<Team> {
@@ -227,7 +218,7 @@ pub async fn change_role(
     Body(req): Body<RoleChange>,
 ) -> ApiResult<Json<serde_json::Value>> {
     let access = principal.team()?;
-    let role = parse_role(&req.role)?;
+    let role = team_role(&req.role)?;
     let caller = Caller::of(&principal, &client);
     state
         .hub

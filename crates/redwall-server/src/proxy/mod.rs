@@ -18,8 +18,8 @@ pub mod upstream;
 
 use crate::auth::guard::{authorize_any, CsrfMode};
 use crate::error::{ApiError, ApiResult};
-use crate::instances::manager::open_keys;
-use crate::instances::model::rules_from_json;
+use crate::instances::keys::open_keys;
+use crate::instances::options::rules_from_json;
 use crate::net::client::ClientInfo;
 use crate::state::AppState;
 use axum::extract::Request;

@@ -1,13 +1,13 @@
-//! What the API stores about an instance, validated: its options and its
+//! What the hub stores about an instance, validated: its options and its
 //! route rules (names and variables: `redwall_policy::instance_rules`).
 
-use crate::error::{ApiError, ApiResult};
-use axum::http::StatusCode;
+use crate::{HubError, HubResult};
 use redwall_policy::route_policy::{validate_rules, RouteRule};
 use serde::{Deserialize, Serialize};
 
 /// What an instance may install, set by team Owners.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields, default)]
 pub struct InstanceOptions {
     /// Install nodes from the palette manager.
@@ -35,12 +35,6 @@ pub fn rules_from_json(s: &str) -> Vec<RouteRule> {
     serde_json::from_str(s).unwrap_or_default()
 }
 
-pub fn check_rules(rules: &[RouteRule]) -> ApiResult<()> {
-    validate_rules(rules).map_err(|e| {
-        ApiError::new(
-            StatusCode::UNPROCESSABLE_ENTITY,
-            "invalid_rules",
-            e.to_string(),
-        )
-    })
+pub fn check_rules(rules: &[RouteRule]) -> HubResult<()> {
+    validate_rules(rules).map_err(|e| HubError::invalid("invalid_rules", e.to_string()))
 }

@@ -3,17 +3,13 @@
 //! Only `redwall serve` builds a manager (it holds the supervisor's lock on
 //! the data directory); offline commands never start instances.
 
-use crate::config::InstancesConfig;
-use crate::error::{ApiError, ApiResult};
 use crate::instances::events::{forward_reports, ChannelReporter};
-use crate::instances::model::InstanceOptions;
-use crate::instances::runtime::{Phase, RuntimeInstall};
-use crate::instances::sealing;
-use crate::state::AppState;
+use crate::instances::install::{Phase, RuntimeInstall};
+use crate::instances::keys::{env_aad, open, open_keys};
+use crate::instances::options::InstanceOptions;
+use crate::instances::InstancesConfig;
+use crate::{Hub, HubError, HubResult};
 use anyhow::Context;
-use axum::http::StatusCode;
-use rand::RngCore;
-use redwall_crypto::keyring::Keyring;
 use redwall_crypto::Secret;
 use redwall_policy::egress::{self, EgressRule, EgressRuleInput};
 use redwall_runtime::{
@@ -26,48 +22,6 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::OnceCell;
-
-/// The three per-instance keys, sealed together in `instances.secrets`.
-pub struct InstanceKeys {
-    pub editor: Secret,
-    pub endpoint: Secret,
-    pub credential: Secret,
-}
-
-const KEY_BYTES: usize = 32;
-
-fn encode(bytes: &[u8]) -> Secret {
-    use base64::Engine;
-    Secret::new(base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes))
-}
-
-pub fn secrets_aad(instance_id: &str) -> String {
-    format!("instance/{instance_id}/keys")
-}
-
-pub fn env_aad(instance_id: &str, name: &str) -> String {
-    format!("instance/{instance_id}/env/{name}")
-}
-
-/// Fresh random keys for a new instance, sealed.
-pub fn new_sealed_keys(keyring: &Keyring, version: u32, instance_id: &str) -> String {
-    let mut raw = zeroize::Zeroizing::new([0u8; KEY_BYTES * 3]);
-    rand::rngs::OsRng.fill_bytes(raw.as_mut_slice());
-    sealing::seal(keyring, version, raw.as_slice(), &secrets_aad(instance_id))
-}
-
-pub fn open_keys(keyring: &Keyring, instance: &Instance) -> ApiResult<InstanceKeys> {
-    let raw = sealing::open(keyring, &instance.secrets, &secrets_aad(&instance.id))
-        .map_err(ApiError::internal)?;
-    if raw.len() != KEY_BYTES * 3 {
-        return Err(ApiError::internal("instance keys have the wrong length"));
-    }
-    Ok(InstanceKeys {
-        editor: encode(&raw[..KEY_BYTES]),
-        endpoint: encode(&raw[KEY_BYTES..KEY_BYTES * 2]),
-        credential: encode(&raw[KEY_BYTES * 2..]),
-    })
-}
 
 /// Why an instance is not (yet) with the supervisor, shown as its status.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -101,10 +55,10 @@ pub struct InstanceManager {
 /// An instance's stored egress policy, validated again on the way out: a
 /// stored rule that no longer validates stops the start rather than open
 /// anything.
-pub fn stored_egress(instance: &Instance) -> ApiResult<Vec<EgressRule>> {
+pub fn stored_egress(instance: &Instance) -> HubResult<Vec<EgressRule>> {
     let inputs: Vec<EgressRuleInput> =
-        serde_json::from_str(&instance.egress).map_err(ApiError::internal)?;
-    egress::validate(&inputs).map_err(ApiError::internal)
+        serde_json::from_str(&instance.egress).map_err(HubError::internal)?;
+    egress::validate(&inputs).map_err(HubError::internal)
 }
 
 /// The runtime's form of validated rules.
@@ -130,51 +84,41 @@ fn platform_egress(_instance: &Instance) -> Vec<redwall_runtime::EgressRule> {
     Vec::new()
 }
 
-fn runtime_error(e: RuntimeError) -> ApiError {
+fn runtime_error(e: RuntimeError) -> HubError {
     match e {
-        RuntimeError::PortInUse(port) => ApiError::conflict(
+        RuntimeError::PortInUse(port) => HubError::conflict(
             "port_in_use",
             format!("the instance's port {port} is taken by another program"),
         ),
         RuntimeError::AlreadyRunning(_) => {
-            ApiError::conflict("already_running", "the instance is already running")
+            HubError::conflict("already_running", "the instance is already running")
         }
-        RuntimeError::NodeVersion { .. } | RuntimeError::InvalidInstall { .. } => ApiError::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "runtime_unavailable",
-            e.to_string(),
-        ),
-        other => ApiError::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "runtime_failed",
-            other.to_string(),
-        ),
+        RuntimeError::NodeVersion { .. } | RuntimeError::InvalidInstall { .. } => {
+            HubError::unavailable("runtime_unavailable", e.to_string())
+        }
+        other => HubError::unavailable("runtime_failed", other.to_string()),
     }
 }
 
-fn install_error(phase: Phase) -> ApiError {
+fn install_error(phase: Phase) -> HubError {
     match phase {
         Phase::Failed {
             unavailable: true,
             message,
-        } => ApiError::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "runtime_unavailable",
-            message,
-        ),
-        Phase::Failed { message, .. } => {
-            ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "runtime_failed", message)
-        }
-        other => ApiError::internal(format!("the install ended as {other:?}")),
+        } => HubError::unavailable("runtime_unavailable", message),
+        Phase::Failed { message, .. } => HubError::unavailable("runtime_failed", message),
+        other => HubError::internal(format!("the install ended as {other:?}")),
     }
 }
 
 impl InstanceManager {
     /// Takes the supervisor lock, reaps what a killed Redwall left running,
     /// and starts forwarding supervisor reports to the audit log.
-    pub fn open(state: &AppState) -> anyhow::Result<Arc<InstanceManager>> {
-        let data_dir = &state.config.data_dir;
-        let config = state.config.instances.clone();
+    pub(crate) fn open(
+        hub: &Hub,
+        config: InstancesConfig,
+        data_dir: &Path,
+    ) -> anyhow::Result<Arc<InstanceManager>> {
         // Running as root lets each instance have its own uid; otherwise
         // Landlock alone confines it (`redwall doctor`-style checks warn).
         let os_users = config.os_users && running_as_root();
@@ -216,7 +160,7 @@ impl InstanceManager {
                 }
             }
         }
-        tokio::spawn(forward_reports(state.clone(), rx));
+        tokio::spawn(forward_reports(hub.clone(), rx));
         let manager = Arc::new(InstanceManager {
             supervisor,
             install: RuntimeInstall::new(config.clone(), runtime_dir),
@@ -238,7 +182,7 @@ impl InstanceManager {
     }
 
     /// Node-RED, installed with npm on first use: waits for the install.
-    pub async fn runtime(&self) -> ApiResult<NodeRedInstall> {
+    pub async fn runtime(&self) -> HubResult<NodeRedInstall> {
         self.install.wait().await.map_err(install_error)
     }
 
@@ -266,16 +210,12 @@ impl InstanceManager {
     }
 
     /// Refuses (and shows in the status) an instance its uid cannot reach.
-    fn check_reachable(&self, instance_id: &str, paths: &[&Path]) -> ApiResult<()> {
+    fn check_reachable(&self, instance_id: &str, paths: &[&Path]) -> HubResult<()> {
         match paths.iter().find_map(|p| self.unreachable(p)) {
             None => Ok(()),
             Some(reason) => {
                 self.set_pending(instance_id, Some(Pending::Failed(reason.clone())));
-                Err(ApiError::new(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "instances_unreachable",
-                    reason,
-                ))
+                Err(HubError::unavailable("instances_unreachable", reason))
             }
         }
     }
@@ -314,12 +254,12 @@ impl InstanceManager {
 
     pub fn spec(
         &self,
-        state: &AppState,
+        hub: &Hub,
         instance: &Instance,
         env: Vec<EnvVar>,
         install: &NodeRedInstall,
-    ) -> ApiResult<InstanceSpec> {
-        let keys = open_keys(&state.keyring, instance)?;
+    ) -> HubResult<InstanceSpec> {
+        let keys = open_keys(&hub.keyring, instance)?;
         let offset = u32::from(instance.port.saturating_sub(self.config.port_min));
         let identity = if self.os_users {
             let id = self.config.uid_base.saturating_add(offset);
@@ -354,14 +294,13 @@ impl InstanceManager {
     }
 
     /// The instance's environment, opened for its process.
-    pub async fn env(&self, state: &AppState, instance: &Instance) -> ApiResult<Vec<EnvVar>> {
-        let entries = state.store.list_instance_env(&instance.id).await?;
+    pub async fn env(&self, hub: &Hub, instance: &Instance) -> HubResult<Vec<EnvVar>> {
+        let entries = hub.store.list_instance_env(&instance.id).await?;
         entries
             .into_iter()
             .map(|e| {
-                let plain =
-                    sealing::open(&state.keyring, &e.value, &env_aad(&instance.id, &e.name))
-                        .map_err(ApiError::internal)?;
+                let plain = open(&hub.keyring, &e.value, &env_aad(&instance.id, &e.name))
+                    .map_err(HubError::internal)?;
                 Ok(EnvVar {
                     name: e.name,
                     value: Secret::new(String::from_utf8_lossy(&plain).into_owned()),
@@ -375,15 +314,14 @@ impl InstanceManager {
     /// does not wait for npm).
     pub async fn start(
         self: &Arc<Self>,
-        state: &AppState,
+        hub: &Hub,
         instance: &Instance,
         _held: &ControlGuard,
-    ) -> ApiResult<()> {
+    ) -> HubResult<()> {
         if self.config.require_landlock
             && redwall_runtime::landlock_abi().is_none_or(|abi| abi < MIN_LANDLOCK_ABI)
         {
-            return Err(ApiError::new(
-                StatusCode::SERVICE_UNAVAILABLE,
+            return Err(HubError::unavailable(
                 "sandbox_unavailable",
                 "this kernel lacks Landlock (ABI 4 or newer), so instances cannot be confined; see `redwall config check`",
             ));
@@ -398,8 +336,7 @@ impl InstanceManager {
                 })
                 .await;
             if !problems.is_empty() {
-                return Err(ApiError::new(
-                    StatusCode::SERVICE_UNAVAILABLE,
+                return Err(HubError::unavailable(
                     "sandbox_unavailable",
                     format!(
                         "instances cannot be isolated from this host's network here ({}); see `redwall config check`",
@@ -412,13 +349,13 @@ impl InstanceManager {
         if self.install.ready().is_none() && !self.install.adopts() {
             if self.pending(&instance.id) != Some(Pending::Installing) {
                 self.set_pending(&instance.id, Some(Pending::Installing));
-                let (me, state, id) = (self.clone(), state.clone(), instance.id.clone());
-                tokio::spawn(async move { me.start_after_install(&state, &id).await });
+                let (me, hub, id) = (self.clone(), hub.clone(), instance.id.clone());
+                tokio::spawn(async move { me.start_after_install(&hub, &id).await });
             }
             self.install.begin();
             return Ok(());
         }
-        self.start_now(state, instance).await
+        self.start_now(hub, instance).await
     }
 
     /// The instance's control lock: held from a start's or stop's decision
@@ -435,15 +372,15 @@ impl InstanceManager {
         ControlGuard(lock.lock_owned().await)
     }
 
-    async fn start_now(&self, state: &AppState, instance: &Instance) -> ApiResult<()> {
+    async fn start_now(&self, hub: &Hub, instance: &Instance) -> HubResult<()> {
         self.set_pending(&instance.id, None);
         let install = self.runtime().await?;
         let read = install.sandbox_read_paths();
         let mut needed: Vec<&Path> = read.iter().map(PathBuf::as_path).collect();
         needed.push(&install.node);
         self.check_reachable(&instance.id, &needed)?;
-        let env = self.env(state, instance).await?;
-        let spec = self.spec(state, instance, env, &install)?;
+        let env = self.env(hub, instance).await?;
+        let spec = self.spec(hub, instance, env, &install)?;
         self.supervisor
             .start(spec, &install)
             .await
@@ -452,7 +389,7 @@ impl InstanceManager {
 
     /// The rest of a start that waited for the install; nobody waits for
     /// its answer, so a failure becomes the instance's status.
-    async fn start_after_install(&self, state: &AppState, instance_id: &str) {
+    async fn start_after_install(&self, hub: &Hub, instance_id: &str) {
         let installed = self.install.wait().await;
         // Under the control lock from the check of the desired state to the
         // spawn: a stop either comes first (and the check sees it) or waits
@@ -463,7 +400,7 @@ impl InstanceManager {
         if !self.take_installing(instance_id) {
             return; // stopped, deleted or started meanwhile
         }
-        let instance = match state.store.get_instance_by_id(instance_id).await {
+        let instance = match hub.store.get_instance_by_id(instance_id).await {
             Ok(Some(i)) if i.desired_state == "running" => i,
             Ok(_) => return self.set_pending(instance_id, None),
             Err(e) => {
@@ -472,26 +409,23 @@ impl InstanceManager {
             }
         };
         let result = match installed {
-            Ok(_) => self.start_now(state, &instance).await,
+            Ok(_) => self.start_now(hub, &instance).await,
             Err(phase) => Err(install_error(phase)),
         };
         if let Err(e) = result {
-            tracing::warn!(instance = %instance.name, error = %e.message, "could not start an instance");
-            let reason = match e.code {
-                "runtime_failed" | "runtime_unavailable" => {
-                    format!(
-                        "installing Node-RED failed: {}; start the instance to try again",
-                        e.message
-                    )
+            tracing::warn!(instance = %instance.name, error = %e, "could not start an instance");
+            let reason = match e.code() {
+                Some("runtime_failed" | "runtime_unavailable") => {
+                    format!("installing Node-RED failed: {e}; start the instance to try again")
                 }
-                _ => e.message,
+                _ => e.to_string(),
             };
             self.set_pending(instance_id, Some(Pending::Failed(reason)));
         }
     }
 
     /// Stops the instance; one that is not running is already stopped.
-    pub async fn stop(&self, instance_id: &str, _held: &ControlGuard) -> ApiResult<()> {
+    pub async fn stop(&self, instance_id: &str, _held: &ControlGuard) -> HubResult<()> {
         self.set_pending(instance_id, None);
         match self.supervisor.stop(instance_id).await {
             Ok(()) | Err(RuntimeError::UnknownInstance(_)) => Ok(()),
@@ -501,17 +435,17 @@ impl InstanceManager {
 
     pub async fn restart(
         self: &Arc<Self>,
-        state: &AppState,
+        hub: &Hub,
         instance: &Instance,
         held: &ControlGuard,
-    ) -> ApiResult<()> {
+    ) -> HubResult<()> {
         self.stop(&instance.id, held).await?;
-        self.start(state, instance, held).await
+        self.start(hub, instance, held).await
     }
 
     /// Applies an instance's new egress policy at once when it runs (and to
     /// its restarts); a stopped instance gets it at its next start.
-    pub async fn set_egress(&self, instance: &Instance, rules: &[EgressRule]) -> ApiResult<()> {
+    pub async fn set_egress(&self, instance: &Instance, rules: &[EgressRule]) -> HubResult<()> {
         if !self.config.network_isolation {
             return Ok(());
         }
@@ -570,21 +504,26 @@ impl InstanceManager {
     }
 
     /// Starts every instance that was running when Redwall stopped.
-    pub async fn start_desired(self: &Arc<Self>, state: &AppState) {
-        let Ok(instances) = state.store.list_all_instances().await else {
+    pub async fn start_desired(self: &Arc<Self>, hub: &Hub) {
+        let Ok(instances) = hub.store.list_all_instances().await else {
             return;
         };
         for instance in instances.iter().filter(|i| i.desired_state == "running") {
             let held = self.control(&instance.id).await;
-            if let Err(e) = self.start(state, instance, &held).await {
-                tracing::warn!(instance = %instance.name, error = %e.message, "could not start an instance");
-                self.set_pending(&instance.id, Some(Pending::Failed(e.message)));
+            if let Err(e) = self.start(hub, instance, &held).await {
+                tracing::warn!(instance = %instance.name, error = %e, "could not start an instance");
+                self.set_pending(&instance.id, Some(Pending::Failed(e.to_string())));
             }
         }
     }
 
     pub async fn shutdown(&self) {
         self.supervisor.shutdown().await;
+    }
+
+    /// The loopback ports handed to instances, inclusive.
+    pub fn port_range(&self) -> (u16, u16) {
+        (self.config.port_min, self.config.port_max)
     }
 
     pub fn os_users(&self) -> bool {

@@ -9,7 +9,7 @@
 //! not in a request: a client that gives up cannot cancel it halfway, and
 //! two requests can never run two npm processes into the same directory.
 
-use crate::config::InstancesConfig;
+use crate::instances::InstancesConfig;
 use redwall_runtime::{Installer, LogLine, LogStream, NodeRedInstall, RuntimeError};
 use std::collections::VecDeque;
 use std::path::PathBuf;

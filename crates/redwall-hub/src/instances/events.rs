@@ -4,13 +4,11 @@
 //! block, so reports go through an unbounded channel to one task that
 //! resolves the instance's team and appends the audit entries.
 
-use crate::audit::{self, Actor};
-use crate::net::client::ClientInfo;
-use crate::state::AppState;
+use crate::audit::{Actor, Event, Origin, Who};
+use crate::Hub;
 use redwall_policy::audit_event::{AuditEvent, Outcome};
 use redwall_runtime::{InstanceStatus, NodeRedAuditEvent, Reporter};
 use serde_json::json;
-use std::net::{IpAddr, Ipv4Addr};
 use tokio::sync::mpsc;
 
 pub enum Report {
@@ -38,24 +36,16 @@ fn worth_recording(event: &str) -> bool {
     !(event.ends_with(".get") || event.ends_with(".list") || event.starts_with("comms."))
 }
 
-fn supervisor_client() -> ClientInfo {
-    ClientInfo {
-        ip: IpAddr::V4(Ipv4Addr::LOCALHOST),
-        user_agent: Some("redwall-supervisor".into()),
-        https: false,
-    }
-}
-
-pub async fn forward_reports(state: AppState, mut rx: mpsc::UnboundedReceiver<Report>) {
-    let client = supervisor_client();
+pub async fn forward_reports(hub: Hub, mut rx: mpsc::UnboundedReceiver<Report>) {
+    let origin = Origin::local("redwall-supervisor");
     while let Some(report) = rx.recv().await {
         let instance_id = match &report {
             Report::Status(id, _) | Report::NodeRed(id, _) => id.clone(),
         };
-        let Ok(Some(instance)) = state.store.get_instance_by_id(&instance_id).await else {
+        let Ok(Some(instance)) = hub.store.get_instance_by_id(&instance_id).await else {
             continue;
         };
-        let target = Some(format!("instance:{}", instance.name));
+        let target = format!("instance:{}", instance.name);
         let result = match report {
             Report::Status(
                 _,
@@ -72,45 +62,53 @@ pub async fn forward_reports(state: AppState, mut rx: mpsc::UnboundedReceiver<Re
                     }
                     _ => json!({}),
                 };
-                audit::record_in_team(
-                    &state,
-                    Some(&instance.team_id),
-                    None,
-                    &client,
-                    AuditEvent::InstanceCrashed,
-                    Outcome::Failure,
-                    target,
-                    details,
-                )
-                .await
+                let who = Who {
+                    actor: None,
+                    origin: &origin,
+                };
+                let event = Event {
+                    outcome: Outcome::Failure,
+                    ..Event::in_team(
+                        &instance.team_id,
+                        AuditEvent::InstanceCrashed,
+                        target,
+                        details,
+                    )
+                };
+                hub.record_event(who, event).await
             }
             Report::Status(..) => Ok(()),
             Report::NodeRed(_, e) if worth_recording(&e.event) => {
                 let actor = match &e.user {
-                    Some(name) => match state.store.find_user_by_username(name).await {
+                    Some(name) => match hub.store.find_user_by_username(name).await {
                         Ok(Some(u)) => Some(Actor::user(&u.id, &u.username)),
                         _ => Some(Actor::attempted(name)),
                     },
                     None => None,
                 };
-                audit::record_in_team(
-                    &state,
-                    Some(&instance.team_id),
-                    actor.as_ref(),
-                    &client,
-                    AuditEvent::InstanceNodeRedEvent,
-                    Outcome::Success,
-                    target,
-                    // Reported by the instance itself: as trustworthy as the
-                    // instance, and recorded as such.
-                    json!({ "node_red_event": e.event, "reported_by": "instance", "event": e.raw }),
+                let who = Who {
+                    actor: actor.as_ref(),
+                    origin: &origin,
+                };
+                // Reported by the instance itself: as trustworthy as the
+                // instance, and recorded as such.
+                let details =
+                    json!({ "node_red_event": e.event, "reported_by": "instance", "event": e.raw });
+                hub.record_event(
+                    who,
+                    Event::in_team(
+                        &instance.team_id,
+                        AuditEvent::InstanceNodeRedEvent,
+                        target,
+                        details,
+                    ),
                 )
                 .await
             }
             Report::NodeRed(..) => Ok(()),
         };
         if let Err(e) = result {
-            tracing::warn!(error = %e.message, "could not record an instance event");
+            tracing::warn!(error = %e, "could not record an instance event");
         }
     }
 }
