@@ -12,6 +12,8 @@ pub enum Refused {
     Conflict,
     /// The caller may not do this, whatever the input.
     Forbidden,
+    /// The credentials do not prove who the caller says they are.
+    Unauthenticated,
     /// This host cannot do it now (no sandbox, Node-RED not installed):
     /// the request was fine and may succeed later.
     Unavailable,
@@ -31,6 +33,13 @@ pub enum HubError {
     },
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// Too many failed attempts: the caller must wait this long.
+    #[error("too many failed attempts; try again in {retry_after_secs} seconds")]
+    Throttled { retry_after_secs: i64 },
+    /// Too many password checks are waiting (a flood): refused at once
+    /// rather than queued.
+    #[error("too many logins are being checked; try again in a second")]
+    Busy,
     /// Something that should never happen (a stored value that does not
     /// open); logged by the shell, never shown to the caller.
     #[error("{0}")]
@@ -64,6 +73,22 @@ impl HubError {
             code,
             message: message.into(),
         }
+    }
+
+    pub fn unauthenticated(code: &'static str, message: impl Into<String>) -> HubError {
+        HubError::Refused {
+            kind: Refused::Unauthenticated,
+            code,
+            message: message.into(),
+        }
+    }
+
+    /// The one answer to a failed password login, whatever failed.
+    pub fn invalid_credentials() -> HubError {
+        HubError::unauthenticated(
+            "invalid_credentials",
+            "the username or password is incorrect",
+        )
     }
 
     pub fn internal(cause: impl std::fmt::Display) -> HubError {

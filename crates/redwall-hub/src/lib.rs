@@ -7,16 +7,25 @@
 //! into these calls and the results into their answers.
 
 pub mod accounts;
+pub mod activity;
 pub mod audit;
 pub mod caches;
 pub mod clock;
 pub mod error;
+pub mod hash_gate;
 pub mod identity;
 pub mod ids;
 pub mod instances;
 pub mod invitations;
+pub mod metrics;
+pub mod mfa;
+pub mod passwords;
+pub mod sessions;
+pub mod settings;
+pub mod sign_in;
 pub mod sso_mapping;
 pub mod teams;
+pub mod throttle;
 pub mod tokens;
 pub mod ttl_cache;
 
@@ -24,6 +33,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 
 use redwall_crypto::keyring::Keyring;
+use redwall_crypto::password::{Argon2Params, PasswordHasher};
+use redwall_policy::session_rules::SessionLifetimes;
 
 use redwall_policy::Micros;
 use redwall_store::{AuditWriter, Change, Store};
@@ -32,9 +43,14 @@ pub use audit::{Actor, Origin, Who};
 pub use caches::Caches;
 pub use error::{HubError, HubResult, Refused};
 
+/// Password checks of unknown clients that may wait per core (a few tenths
+/// of a second of argon2 each); more are refused at once as busy.
+const UNKNOWN_HASHES_QUEUED_PER_CORE: usize = 16;
+
 /// The hub's handle: the store, the audit writer, the master keyring, the
-/// clock, the caches of what requests resolve and, in `redwall serve`, the
-/// instance manager. Cheap to clone.
+/// clock, the caches of what requests resolve, what sign-in needs (password
+/// hashing, its gate, the throttle, platform settings) and, in `redwall
+/// serve`, the instance manager. Cheap to clone.
 #[derive(Clone)]
 pub struct Hub {
     pub store: Store,
@@ -42,26 +58,56 @@ pub struct Hub {
     pub keyring: Keyring,
     pub clock: Arc<dyn clock::Clock>,
     pub caches: Arc<Caches>,
+    pub hasher: Arc<PasswordHasher>,
+    /// Password hashing is slow on purpose; at most one per core runs at
+    /// once, known clients first, so a flood of wrong passwords can neither
+    /// starve the other requests of CPU nor make the owner's login wait.
+    pub hash_gate: Arc<hash_gate::HashGate>,
+    pub throttle: Arc<throttle::LoginThrottle>,
+    /// Last-seen times of sessions and keys, written in batches.
+    pub activity: Arc<activity::ActivityBuffer>,
+    pub settings: Arc<settings::SettingsCache>,
+    pub metrics: Arc<metrics::Metrics>,
     instances: Arc<OnceLock<Arc<instances::InstanceManager>>>,
     recorded: Arc<AtomicU64>,
 }
 
+/// What the hub is built from besides its store.
+pub struct HubParts {
+    pub store: Store,
+    pub audit: AuditWriter,
+    pub keyring: Keyring,
+    pub clock: Arc<dyn clock::Clock>,
+    pub passwords: Argon2Params,
+    /// Session lifetimes until an admin sets others.
+    pub sessions: SessionLifetimes,
+}
+
 impl Hub {
-    pub fn new(
-        store: Store,
-        audit: AuditWriter,
-        keyring: Keyring,
-        clock: Arc<dyn clock::Clock>,
-    ) -> Hub {
-        Hub {
-            store,
-            audit,
-            keyring,
-            clock,
+    pub fn new(parts: HubParts) -> anyhow::Result<Hub> {
+        let permits = std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(2);
+        Ok(Hub {
+            store: parts.store,
+            audit: parts.audit,
+            keyring: parts.keyring,
+            clock: parts.clock,
             caches: Arc::new(Caches::new()),
+            hasher: Arc::new(PasswordHasher::new(parts.passwords)?),
+            hash_gate: Arc::new(hash_gate::HashGate::new(
+                permits,
+                permits * UNKNOWN_HASHES_QUEUED_PER_CORE,
+            )),
+            throttle: Arc::default(),
+            activity: Arc::default(),
+            settings: Arc::new(settings::SettingsCache::new(
+                settings::PlatformSettings::from_config(parts.sessions),
+            )),
+            metrics: Arc::default(),
             instances: Arc::default(),
             recorded: Arc::default(),
-        }
+        })
     }
 
     /// The instance manager, once `redwall serve` has started one (offline

@@ -161,11 +161,14 @@ impl From<redwall_hub::HubError> for ApiError {
                     Refused::Conflict => StatusCode::CONFLICT,
                     Refused::Forbidden => StatusCode::FORBIDDEN,
                     Refused::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+                    Refused::Unauthenticated => StatusCode::UNAUTHORIZED,
                 };
                 ApiError::new(status, code, message)
             }
             HubError::Store(e) => e.into(),
             HubError::Internal(cause) => ApiError::internal(cause),
+            HubError::Throttled { retry_after_secs } => ApiError::throttled(retry_after_secs),
+            HubError::Busy => ApiError::busy(),
         }
     }
 }

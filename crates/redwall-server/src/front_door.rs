@@ -115,7 +115,7 @@ where
                     }),
             };
             let status = answer.status().as_u16();
-            state.metrics.request_done(status);
+            state.hub.metrics.request_done(status);
             if let Some((method, path, client, started)) = debug {
                 let micros = started.elapsed().as_micros() as u64;
                 tracing::debug!(%method, path, status, micros, %client, "request");

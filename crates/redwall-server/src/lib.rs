@@ -18,11 +18,11 @@ pub use redwall_hub::instances;
 pub mod keys;
 pub mod logging;
 pub mod login;
-pub mod metrics;
+pub use redwall_hub::metrics;
 pub mod net;
 pub mod proxy;
 pub mod server;
-pub mod settings;
+pub use redwall_hub::settings;
 pub mod sso;
 pub mod state;
 

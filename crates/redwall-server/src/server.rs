@@ -60,7 +60,7 @@ impl RunningServer {
         if let Some(m) = self.state.hub.instance_manager() {
             m.shutdown().await;
         }
-        let _ = self.state.activity.flush(&self.state.store).await;
+        let _ = self.state.hub.activity.flush(&self.state.store).await;
         crate::audit::flush_refusals(&self.state, true).await;
     }
 
@@ -77,7 +77,7 @@ impl RunningServer {
         if let Some(m) = state.hub.instance_manager() {
             m.shutdown().await;
         }
-        let _ = state.activity.flush(&state.store).await;
+        let _ = state.hub.activity.flush(&state.store).await;
         crate::audit::flush_refusals(&state, true).await;
         Ok(())
     }
@@ -270,7 +270,7 @@ async fn count_requests(State(state): State<AppState>, request: Request, next: N
         .map(|c| c.ip);
     let response = next.run(request).await;
     let status = response.status();
-    state.metrics.request_done(status.as_u16());
+    state.hub.metrics.request_done(status.as_u16());
     tracing::debug!(
         %method,
         path,
@@ -301,7 +301,7 @@ fn spawn_housekeeping(state: AppState) {
         let mut tick = tokio::time::interval(ACTIVITY_FLUSH);
         loop {
             tick.tick().await;
-            if let Err(e) = flusher.activity.flush(&flusher.store).await {
+            if let Err(e) = flusher.hub.activity.flush(&flusher.store).await {
                 tracing::warn!(error = %e, "could not record session activity");
             }
             crate::audit::flush_refusals(&flusher, false).await;
@@ -312,7 +312,7 @@ fn spawn_housekeeping(state: AppState) {
         loop {
             tick.tick().await;
             let now = state.now();
-            let Ok(settings) = state.settings.get(&state.store, now).await else {
+            let Ok(settings) = state.hub.settings.get(&state.store, now).await else {
                 continue;
             };
             let idle_cutoff = now - settings.session_idle_secs * redwall_policy::MICROS_PER_SECOND;

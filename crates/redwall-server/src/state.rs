@@ -1,17 +1,11 @@
 //! What every request handler can reach.
 
-use crate::auth::activity::ActivityBuffer;
-use crate::auth::hash_gate::HashGate;
-use crate::auth::throttle::LoginThrottle;
 use crate::clock::Clock;
 use crate::config::Config;
-use crate::metrics::Metrics;
 use crate::proxy::upstream::Upstream;
-use crate::settings::SettingsCache;
 use crate::ttl_cache::TtlCache;
 use redwall_crypto::chain::ChainKey;
 use redwall_crypto::keyring::Keyring;
-use redwall_crypto::password::PasswordHasher;
 use redwall_hub::Hub;
 use redwall_policy::{Micros, MICROS_PER_SECOND};
 use redwall_store::{AuditWriter, Store};
@@ -22,10 +16,6 @@ pub use redwall_hub::caches::{
     CachedKey, CachedSession, CachedTeam, CachedToken, CachedUser, InstanceTarget,
     GRANT_CACHE_MICROS,
 };
-
-/// Password checks of unknown clients that may wait per core (a few tenths
-/// of a second of argon2 each); more are refused at once as busy.
-const UNKNOWN_HASHES_QUEUED_PER_CORE: usize = 16;
 
 #[derive(Clone)]
 pub struct AppState(Arc<Inner>);
@@ -43,20 +33,11 @@ pub struct Inner {
     pub audit_writer: AuditWriter,
     pub keyring: Keyring,
     pub chain_key: ChainKey,
-    pub hasher: PasswordHasher,
-    /// Password hashing is slow on purpose; at most one per core runs at
-    /// once, known clients first, so a flood of wrong passwords can neither
-    /// starve the other requests of CPU nor make the owner's login wait.
-    pub hash_gate: HashGate,
     pub clock: Arc<dyn Clock>,
-    pub settings: SettingsCache,
     /// The hub's operations and the caches they clear.
     pub hub: Hub,
-    pub throttle: LoginThrottle,
-    pub activity: ActivityBuffer,
     /// Refusals counted per source and minute (`audit::record_refusal`).
     pub refusals: crate::audit::refusals::RefusalTable,
-    pub metrics: Metrics,
     /// Clients reach us over TLS (ours, not a proxy's).
     pub tls: bool,
     pub upstream: Upstream,
@@ -85,30 +66,20 @@ impl AppState {
             clock,
             tls,
         } = parts;
-        let hasher = PasswordHasher::new(config.passwords)?;
         let audit_writer = AuditWriter::spawn(store.clone(), ChainKey::from_keyring(&keyring));
-        let settings = SettingsCache::new(crate::settings::PlatformSettings::from_config(
-            config.sessions,
-        ));
-        let permits = std::thread::available_parallelism()
-            .map(|n| n.get())
-            .unwrap_or(2);
+        let hub = Hub::new(redwall_hub::HubParts {
+            store: store.clone(),
+            audit: audit_writer.clone(),
+            keyring: keyring.clone(),
+            clock: clock.clone(),
+            passwords: config.passwords,
+            sessions: config.sessions,
+        })?;
         Ok(AppState(Arc::new(Inner {
             chain_key: ChainKey::from_keyring(&keyring),
-            hasher,
-            hash_gate: HashGate::new(permits, permits * UNKNOWN_HASHES_QUEUED_PER_CORE),
-            hub: Hub::new(
-                store.clone(),
-                audit_writer.clone(),
-                keyring.clone(),
-                clock.clone(),
-            ),
+            hub,
             audit_writer,
-            settings,
-            throttle: LoginThrottle::default(),
-            activity: ActivityBuffer::default(),
             refusals: crate::audit::refusals::RefusalTable::new(config.audit.refusal_sources),
-            metrics: Metrics::default(),
             upstream: Upstream::new(config.instances.network_isolation),
             minted_tokens: TtlCache::new(60 * MICROS_PER_SECOND, 100_000),
             used_handoff_codes: TtlCache::new(120 * MICROS_PER_SECOND, 100_000),

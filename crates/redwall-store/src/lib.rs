@@ -25,6 +25,7 @@ mod memberships;
 mod retention;
 mod sessions;
 mod settings;
+mod sign_in_changes;
 mod sso;
 mod teams;
 pub mod testing;

@@ -42,28 +42,6 @@ fn session_from_row(row: &AnyRow) -> Result<Session, sqlx::Error> {
 }
 
 impl Store {
-    /// Stores a new session. `Conflict` if the id or token digest exists.
-    pub async fn create_session(&self, s: &Session) -> Result<(), StoreError> {
-        sqlx::query(
-            "INSERT INTO sessions (id, token_digest, user_id, created_at, last_seen_at, \
-             expires_at, client_ip, user_agent, csrf_token_digest, mfa_verified) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
-        )
-        .bind(&s.id)
-        .bind(s.token_digest.as_slice())
-        .bind(&s.user_id)
-        .bind(s.created_at)
-        .bind(s.last_seen_at)
-        .bind(s.expires_at)
-        .bind(&s.client_ip)
-        .bind(&s.user_agent)
-        .bind(s.csrf_token_digest.as_slice())
-        .bind(i64::from(s.mfa_verified))
-        .execute(self.pool())
-        .await?;
-        Ok(())
-    }
-
     /// The session whose token digest is `digest`, expired or not: the
     /// caller checks `expires_at` and `last_seen_at` against its clock.
     pub async fn get_session_by_digest(
@@ -92,42 +70,6 @@ impl Store {
             .iter()
             .map(session_from_row)
             .collect::<Result<_, _>>()?)
-    }
-
-    /// False when there was no such session.
-    pub async fn delete_session(&self, session_id: &str) -> Result<bool, StoreError> {
-        let r = sqlx::query("DELETE FROM sessions WHERE id = $1")
-            .bind(session_id)
-            .execute(self.pool())
-            .await?;
-        Ok(r.rows_affected() > 0)
-    }
-
-    /// Deletes all the user's sessions but `except_session_id` and returns
-    /// the ids deleted.
-    pub async fn delete_sessions_of_user(
-        &self,
-        user_id: &str,
-        except_session_id: Option<&str>,
-    ) -> Result<Vec<String>, StoreError> {
-        let ids = match except_session_id {
-            Some(keep) => {
-                sqlx::query_scalar(
-                    "DELETE FROM sessions WHERE user_id = $1 AND id <> $2 RETURNING id",
-                )
-                .bind(user_id)
-                .bind(keep)
-                .fetch_all(self.pool())
-                .await?
-            }
-            None => {
-                sqlx::query_scalar("DELETE FROM sessions WHERE user_id = $1 RETURNING id")
-                    .bind(user_id)
-                    .fetch_all(self.pool())
-                    .await?
-            }
-        };
-        Ok(ids)
     }
 
     /// Batch update of `last_seen_at` (session id, time), in one transaction.

@@ -68,7 +68,7 @@ fn username_key(name: &str) -> String {
     name.to_lowercase()
 }
 
-fn user_from_new(u: NewUser) -> User {
+pub(crate) fn user_from_new(u: NewUser) -> User {
     let password_changed_at = u.password_hash.as_ref().map(|_| u.now);
     User {
         id: u.id,
@@ -86,7 +86,10 @@ fn user_from_new(u: NewUser) -> User {
     }
 }
 
-async fn insert_user(conn: &mut sqlx::AnyConnection, u: &User) -> Result<(), StoreError> {
+pub(crate) async fn insert_user(
+    conn: &mut sqlx::AnyConnection,
+    u: &User,
+) -> Result<(), StoreError> {
     sqlx::query(
         "INSERT INTO users (id, username, username_key, password_hash, is_admin, suspended, \
          mfa_enabled, created_at, updated_at, password_changed_at) \
@@ -109,15 +112,6 @@ async fn insert_user(conn: &mut sqlx::AnyConnection, u: &User) -> Result<(), Sto
 }
 
 impl Store {
-    /// Creates a user. `Conflict` when the username (compared
-    /// case-insensitively) or the id is taken.
-    pub async fn create_user(&self, u: NewUser) -> Result<User, StoreError> {
-        let user = user_from_new(u);
-        let mut conn = self.pool().acquire().await?;
-        insert_user(&mut conn, &user).await?;
-        Ok(user)
-    }
-
     pub async fn get_user(&self, id: &str) -> Result<Option<User>, StoreError> {
         let sql = format!("SELECT {USER_COLUMNS} FROM users WHERE id = $1");
         let row = sqlx::query(&sql)
@@ -176,77 +170,6 @@ impl Store {
             .await?)
     }
 
-    /// Sets the password hash and `password_changed_at`. False when there is
-    /// no such user.
-    pub async fn set_password_hash(
-        &self,
-        user_id: &str,
-        hash: &str,
-        now: Micros,
-    ) -> Result<bool, StoreError> {
-        let r = sqlx::query(
-            "UPDATE users SET password_hash = $2, password_changed_at = $3, updated_at = $3 \
-             WHERE id = $1",
-        )
-        .bind(user_id)
-        .bind(hash)
-        .bind(now)
-        .execute(self.pool())
-        .await?;
-        Ok(r.rows_affected() > 0)
-    }
-
-    /// Stores (or with `None` clears) the sealed secret of an MFA enrolment
-    /// in progress. False when there is no such user.
-    pub async fn set_mfa_pending(
-        &self,
-        user_id: &str,
-        sealed: Option<&[u8]>,
-        now: Micros,
-    ) -> Result<bool, StoreError> {
-        let r =
-            sqlx::query("UPDATE users SET mfa_pending_sealed = $2, updated_at = $3 WHERE id = $1")
-                .bind(user_id)
-                .bind(sealed)
-                .bind(now)
-                .execute(self.pool())
-                .await?;
-        Ok(r.rows_affected() > 0)
-    }
-
-    /// Completes an enrolment in one transaction: the sealed secret becomes
-    /// the active one, the pending one is cleared, `mfa_last_step` is set to
-    /// `step` (the step of the code that confirmed enrolment, so it cannot be
-    /// replayed) and the recovery codes are replaced by `recovery_code_digests`.
-    /// False when there is no such user.
-    pub async fn enable_mfa(
-        &self,
-        user_id: &str,
-        sealed_secret: &[u8],
-        recovery_code_digests: &[Vec<u8>],
-        step: i64,
-        now: Micros,
-    ) -> Result<bool, StoreError> {
-        let mut tx = self.begin_write().await?;
-        let r = sqlx::query(
-            "UPDATE users SET mfa_enabled = 1, mfa_secret_sealed = $2, mfa_pending_sealed = NULL, \
-             mfa_last_step = $3, updated_at = $4 WHERE id = $1",
-        )
-        .bind(user_id)
-        .bind(sealed_secret)
-        .bind(step)
-        .bind(now)
-        .execute(&mut *tx)
-        .await?;
-        if r.rows_affected() == 0 {
-            tx.rollback().await?;
-            return Ok(false);
-        }
-        replace_recovery_codes(&mut tx, user_id, recovery_code_digests, now).await?;
-        tx.commit().await?;
-        Ok(true)
-    }
-
     /// Replaces the user's recovery codes (e.g. "generate new codes").
     /// False when there is no such user.
     pub async fn replace_recovery_codes(
@@ -265,31 +188,6 @@ impl Store {
             return Ok(false);
         }
         replace_recovery_codes(&mut tx, user_id, recovery_code_digests, now).await?;
-        tx.commit().await?;
-        Ok(true)
-    }
-
-    /// Turns MFA off: clears the active and pending secrets, the last step and
-    /// the recovery codes, in one transaction. False when there is no such
-    /// user.
-    pub async fn disable_mfa(&self, user_id: &str, now: Micros) -> Result<bool, StoreError> {
-        let mut tx = self.begin_write().await?;
-        let r = sqlx::query(
-            "UPDATE users SET mfa_enabled = 0, mfa_secret_sealed = NULL, \
-             mfa_pending_sealed = NULL, mfa_last_step = NULL, updated_at = $2 WHERE id = $1",
-        )
-        .bind(user_id)
-        .bind(now)
-        .execute(&mut *tx)
-        .await?;
-        if r.rows_affected() == 0 {
-            tx.rollback().await?;
-            return Ok(false);
-        }
-        sqlx::query("DELETE FROM recovery_codes WHERE user_id = $1")
-            .bind(user_id)
-            .execute(&mut *tx)
-            .await?;
         tx.commit().await?;
         Ok(true)
     }
@@ -396,7 +294,7 @@ impl Store {
     }
 }
 
-async fn replace_recovery_codes(
+pub(crate) async fn replace_recovery_codes(
     tx: &mut sqlx::Transaction<'static, sqlx::Any>,
     user_id: &str,
     digests: &[Vec<u8>],

@@ -4,14 +4,13 @@
 use anyhow::{anyhow, bail, Context};
 use clap::Subcommand;
 use redwall_crypto::Secret;
-use redwall_policy::audit_event::{AuditEvent, Outcome};
-use redwall_server::accounts::{self, NewAccount};
-use redwall_server::audit::{self, Actor};
+use redwall_hub::passwords::NewAccount;
+use redwall_hub::{HubError, Who};
+use redwall_server::audit::Actor;
 use redwall_server::clock::SystemClock;
 use redwall_server::config::Config;
 use redwall_server::net::client::ClientInfo;
 use redwall_server::AppState;
-use redwall_store::NewUser;
 use std::io::BufRead;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -68,18 +67,23 @@ pub async fn run(
         } => {
             let password = read_password(password_stdin)?;
             let (actor, client) = operator();
-            let user = accounts::create_user(
-                &state,
-                Some(&actor),
-                &client,
-                NewAccount {
-                    username: &username,
-                    password: password.expose(),
-                    is_admin: admin,
-                },
-            )
-            .await
-            .map_err(|e| anyhow!("{}", e.message))?;
+            let origin = client.origin();
+            let who = Who {
+                actor: Some(&actor),
+                origin: &origin,
+            };
+            let user = state
+                .hub
+                .create_user(
+                    who,
+                    NewAccount {
+                        username: &username,
+                        password: password.expose(),
+                        is_admin: admin,
+                    },
+                )
+                .await
+                .map_err(|e| anyhow!("{e}"))?;
             println!(
                 "created {} {} (id {})",
                 if user.is_admin {
@@ -97,46 +101,32 @@ pub async fn run(
             let users = redwall_server::import::parse_users(&text)?;
             let (actor, client) = operator();
             let mut imported = 0;
+            let origin = client.origin();
+            let who = Who {
+                actor: Some(&actor),
+                origin: &origin,
+            };
             for u in users {
-                if let Err(e) = accounts::validate_username(&u.username) {
-                    println!("skipped {:?}: {}", u.username, e.message);
-                    continue;
-                }
-                if !redwall_crypto::password::is_bcrypt_hash(&u.password) {
-                    println!("skipped {}: the password is not a bcrypt hash", u.username);
-                    continue;
-                }
-                let created = state
-                    .store
-                    .create_user(NewUser {
-                        id: redwall_server::ids::new_id(),
-                        username: u.username.clone(),
-                        password_hash: Some(u.password.clone()),
-                        is_admin: false,
-                        now: state.now(),
-                    })
+                let imported_user = state
+                    .hub
+                    .import_user(who, &u.username, &u.password, &u.permissions)
                     .await;
-                match created {
+                match imported_user {
                     Ok(user) => {
-                        audit::record(
-                            &state,
-                            Some(&actor),
-                            &client,
-                            AuditEvent::UserImported,
-                            Outcome::Success,
-                            Some(format!("user:{}", user.id)),
-                            serde_json::json!({ "username": user.username, "source": "node-red", "node_red_permissions": u.permissions }),
-                        )
-                        .await
-                        .map_err(|e| anyhow!("{}", e.message))?;
                         imported += 1;
                         println!(
                             "imported {} (Node-RED permissions {})",
                             user.username, u.permissions
                         );
                     }
-                    Err(redwall_store::StoreError::Conflict(_)) => {
+                    Err(HubError::Refused {
+                        code: "username_taken",
+                        ..
+                    }) => {
                         println!("skipped {}: a user with this name exists", u.username);
+                    }
+                    Err(e @ HubError::Refused { .. }) => {
+                        println!("skipped {:?}: {e}", u.username);
                     }
                     Err(e) => return Err(e.into()),
                 }

@@ -1,20 +1,15 @@
 //! The caller's own account: profile, password, sessions.
 
-use crate::accounts::{hash_password, validate_new_password, verify_password};
 use crate::api::body::{Body, IdPath};
-use crate::audit;
-use crate::auth::hash_gate::Priority;
+use crate::audit::Caller;
 use crate::auth::principal::{Principal, Via};
-use crate::auth::session;
-use crate::auth::throttle::Attempt;
 use crate::clock::rfc3339;
-use crate::error::{ApiError, ApiResult};
+use crate::error::ApiResult;
 use crate::net::client::ClientInfo;
 use crate::state::AppState;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::Json;
-use redwall_policy::audit_event::{AuditEvent, Outcome};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
@@ -80,57 +75,17 @@ pub async fn change_password(
     client: ClientInfo,
     Body(req): Body<PasswordChange>,
 ) -> ApiResult<Json<serde_json::Value>> {
-    let now = state.now();
-    let attempt = Attempt::reauthentication(client.ip, &principal.user_id);
-    if let Err(wait) = state.throttle.check(&attempt, now) {
-        return Err(ApiError::throttled(wait));
-    }
-    let user = state
-        .store
-        .get_user(&principal.user_id)
-        .await?
-        .ok_or_else(ApiError::unauthenticated)?;
-    validate_new_password(&req.new_password, &user.username)?;
-    let current_ok = req.current_password.len() <= 4096
-        && verify_password(
-            &state,
+    let caller = Caller::of(&principal, &client);
+    let ended = state
+        .hub
+        .change_password(
+            caller.who(),
+            &principal.user_id,
+            principal.session_id(),
             &req.current_password,
-            user.password_hash.as_deref(),
-            Priority::Known,
-        )
-        .await?
-        .is_valid();
-    if !current_ok {
-        state.throttle.record_failure(&attempt, now);
-        audit::record(
-            &state,
-            Some(&principal.actor()),
-            &client,
-            AuditEvent::PasswordChanged,
-            Outcome::Failure,
-            Some(format!("user:{}", user.id)),
-            json!({ "reason": "wrong_current_password" }),
+            &req.new_password,
         )
         .await?;
-        return Err(ApiError::new(
-            StatusCode::UNAUTHORIZED,
-            "invalid_credentials",
-            "the current password is incorrect",
-        ));
-    }
-    let hash = hash_password(&state, &req.new_password).await?;
-    state.store.set_password_hash(&user.id, &hash, now).await?;
-    let ended = session::end_all_of_user(&state, &user.id, principal.session_id()).await?;
-    audit::record(
-        &state,
-        Some(&principal.actor()),
-        &client,
-        AuditEvent::PasswordChanged,
-        Outcome::Success,
-        Some(format!("user:{}", user.id)),
-        json!({ "other_sessions_ended": ended }),
-    )
-    .await?;
     Ok(Json(json!({ "other_sessions_ended": ended })))
 }
 
@@ -157,6 +112,7 @@ pub async fn list_sessions(
             .into_iter()
             .map(|s| {
                 let seen = state
+                    .hub
                     .activity
                     .session_last_seen(&s.id)
                     .map_or(s.last_seen_at, |t| t.max(s.last_seen_at));
@@ -180,25 +136,10 @@ pub async fn end_session(
     client: ClientInfo,
     IdPath(id): IdPath,
 ) -> ApiResult<StatusCode> {
-    let owned = state
-        .store
-        .list_sessions(&principal.user_id)
-        .await?
-        .iter()
-        .any(|s| s.id == id);
-    if !owned {
-        return Err(ApiError::not_found());
-    }
-    session::end(&state, &id).await?;
-    audit::record(
-        &state,
-        Some(&principal.actor()),
-        &client,
-        AuditEvent::SessionEnded,
-        Outcome::Success,
-        Some(format!("session:{id}")),
-        json!({}),
-    )
-    .await?;
+    let caller = Caller::of(&principal, &client);
+    state
+        .hub
+        .end_own_session(caller.who(), &principal.user_id, &id)
+        .await?;
     Ok(StatusCode::NO_CONTENT)
 }

@@ -110,7 +110,7 @@ async fn throttle(state: &AppState, client: &ClientInfo, provider: &str) -> ApiR
     let Err(wait) = state.oidc.throttle.check_client(client.ip, state.now()) else {
         return Ok(());
     };
-    state.metrics.login_throttled();
+    state.hub.metrics.login_throttled();
     crate::sso::refusals::record(
         state,
         client,

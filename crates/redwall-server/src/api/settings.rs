@@ -23,7 +23,9 @@ pub struct SettingsChange {
 }
 
 pub async fn get(State(state): State<AppState>) -> ApiResult<Json<PlatformSettings>> {
-    Ok(Json(state.settings.get(&state.store, state.now()).await?))
+    Ok(Json(
+        state.hub.settings.get(&state.store, state.now()).await?,
+    ))
 }
 
 pub async fn update(
@@ -33,7 +35,7 @@ pub async fn update(
     Body(change): Body<SettingsChange>,
 ) -> ApiResult<Json<PlatformSettings>> {
     let now = state.now();
-    let before = state.settings.get(&state.store, now).await?;
+    let before = state.hub.settings.get(&state.store, now).await?;
     let after = PlatformSettings {
         require_mfa: change.require_mfa.unwrap_or(before.require_mfa),
         session_idle_secs: change.session_idle_secs.unwrap_or(before.session_idle_secs),
@@ -49,7 +51,7 @@ pub async fn update(
             problems.join("; "),
         ));
     }
-    state.settings.put(&state.store, after, now).await?;
+    state.hub.settings.put(&state.store, after, now).await?;
     audit::record(
         &state,
         Some(&principal.actor()),

@@ -1,7 +1,6 @@
 //! First run: the one-time setup token printed at start creates the first
 //! platform admin. There is no default password.
 
-use crate::accounts::{self, hash_password};
 use crate::api::body::Body;
 use crate::api::users::UserView;
 use crate::audit::{self, Actor};
@@ -13,6 +12,7 @@ use axum::http::StatusCode;
 use axum::Json;
 use redwall_crypto::token::{self, SETUP_PREFIX};
 use redwall_crypto::Secret;
+use redwall_hub::passwords::{valid_new_password, valid_username};
 use redwall_policy::audit_event::{AuditEvent, Outcome};
 use redwall_store::NewUser;
 use serde::Deserialize;
@@ -49,7 +49,7 @@ pub async fn complete(
     Body(req): Body<SetupRequest>,
 ) -> ApiResult<(StatusCode, Json<UserView>)> {
     let now = state.now();
-    if let Err(wait) = state.throttle.check_client(client.ip, now) {
+    if let Err(wait) = state.hub.throttle.check_client(client.ip, now) {
         return Err(ApiError::throttled(wait));
     }
     let rejected = || {
@@ -62,9 +62,9 @@ pub async fn complete(
     let Some(valid) = token::parse_token(SETUP_PREFIX, req.setup_token.trim()) else {
         return Err(reject(&state, &client, now, rejected()).await);
     };
-    accounts::validate_username(&req.username)?;
-    accounts::validate_new_password(&req.password, &req.username)?;
-    let hash = hash_password(&state, &req.password).await?;
+    valid_username(&req.username)?;
+    valid_new_password(&req.password, &req.username)?;
+    let hash = state.hub.hash_password(&req.password).await?;
     let admin = NewUser {
         id: crate::ids::new_id(),
         username: req.username.clone(),
@@ -93,7 +93,7 @@ pub async fn complete(
 }
 
 async fn reject(state: &AppState, client: &ClientInfo, now: i64, error: ApiError) -> ApiError {
-    state.throttle.record_client_failure(client.ip, now);
+    state.hub.throttle.record_client_failure(client.ip, now);
     match audit::record(
         state,
         None,

@@ -143,7 +143,7 @@ pub async fn ldap_login(
         Ok(id) => id,
         Err(f) => {
             if f.is_credentials() {
-                state.throttle.record_failure(&attempt, now);
+                state.hub.throttle.record_failure(&attempt, now);
             } else {
                 // The directory or the configuration, not the user: say
                 // what in the server log (the client gets the generic 401).
@@ -159,7 +159,7 @@ pub async fn ldap_login(
             .await);
         }
     };
-    state.throttle.record_success(&attempt);
+    state.hub.throttle.record_success(&attempt);
     sso::login::complete_with_code(
         &state,
         &client,

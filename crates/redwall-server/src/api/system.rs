@@ -107,6 +107,7 @@ pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
     (
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
         state
+            .hub
             .metrics
             .render(state.audit_writer.health(), state.hub.entries_recorded()),
     )

@@ -1,21 +1,18 @@
 //! User administration (platform admins).
 
 pub use crate::accounts::UserView;
-use crate::accounts::{self, NewAccount};
 use crate::api::body::{Body, IdPath, Query};
-use crate::audit::{self, Caller};
+use crate::audit::Caller;
 use crate::auth::principal::Principal;
-use crate::auth::session;
 use crate::error::{ApiError, ApiResult};
 use crate::net::client::ClientInfo;
 use crate::state::AppState;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::Json;
-use redwall_policy::audit_event::{AuditEvent, Outcome};
+use redwall_hub::passwords::NewAccount;
 use redwall_store::User;
 use serde::{Deserialize, Serialize};
-use serde_json::json;
 
 #[derive(Serialize, Deserialize, utoipa::ToSchema)]
 pub struct UserList {
@@ -61,17 +58,18 @@ pub async fn create(
     client: ClientInfo,
     Body(req): Body<NewUserRequest>,
 ) -> ApiResult<(StatusCode, Json<UserView>)> {
-    let user = accounts::create_user(
-        &state,
-        Some(&principal.actor()),
-        &client,
-        NewAccount {
-            username: &req.username,
-            password: &req.password,
-            is_admin: req.is_admin,
-        },
-    )
-    .await?;
+    let caller = Caller::of(&principal, &client);
+    let user = state
+        .hub
+        .create_user(
+            caller.who(),
+            NewAccount {
+                username: &req.username,
+                password: &req.password,
+                is_admin: req.is_admin,
+            },
+        )
+        .await?;
     Ok((StatusCode::CREATED, Json(UserView::from(&user))))
 }
 
@@ -157,20 +155,7 @@ pub async fn reset_mfa(
     client: ClientInfo,
     IdPath(id): IdPath,
 ) -> ApiResult<StatusCode> {
-    let target = existing(&state, &id).await?;
-    state.store.disable_mfa(&id, state.now()).await?;
-    // Sessions that passed MFA with the old device end too.
-    session::end_all_of_user(&state, &id, None).await?;
-    state.forget_user(&id);
-    audit::record(
-        &state,
-        Some(&principal.actor()),
-        &client,
-        AuditEvent::MfaReset,
-        Outcome::Success,
-        Some(format!("user:{id}")),
-        json!({ "username": target.username }),
-    )
-    .await?;
+    let caller = Caller::of(&principal, &client);
+    state.hub.reset_mfa(caller.who(), &id).await?;
     Ok(StatusCode::NO_CONTENT)
 }

@@ -6,15 +6,11 @@
 //! foreign Origin.
 
 use axum::http::HeaderMap;
-use base64::Engine;
 use redwall_crypto::keyring::Keyring;
 
 pub const HEADER: &str = "x-csrf-token";
 
-pub fn token_for_session(keyring: &Keyring, session_token: &str) -> String {
-    let digest = keyring.keyed_digest("csrf", session_token.as_bytes());
-    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(digest)
-}
+pub use redwall_hub::sessions::csrf_token_for as token_for_session;
 
 /// True when the request carries the session's CSRF token and no foreign Origin.
 pub fn request_is_same_site(keyring: &Keyring, session_token: &str, headers: &HeaderMap) -> bool {

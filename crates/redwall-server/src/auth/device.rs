@@ -22,36 +22,20 @@ pub const LIFETIME_SECS: i64 = 30 * 24 * 3600;
 /// Longest cookie value read (a sealed payload is far shorter).
 const MAX_VALUE_BYTES: usize = 512;
 
-/// Where the login happened: the console and API login, or an instance's
-/// `basic` route. Each has its own cookie and its own throttle records, so
-/// one cannot lock out the other.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Channel {
-    Console,
-    Endpoint,
+pub use redwall_hub::throttle::Channel;
+
+/// Under HTTPS only the `__Host-` name counts (a sibling host cannot set it).
+fn cookie_name(channel: Channel, https: bool) -> &'static str {
+    match (channel, https) {
+        (Channel::Console, true) => "__Host-redwall_device",
+        (Channel::Console, false) => "redwall_device",
+        (Channel::Endpoint, true) => "__Host-redwall_endpoint_device",
+        (Channel::Endpoint, false) => "redwall_endpoint_device",
+    }
 }
 
-impl Channel {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Channel::Console => "console",
-            Channel::Endpoint => "endpoint",
-        }
-    }
-
-    /// Under HTTPS only the `__Host-` name counts (a sibling host cannot set it).
-    fn cookie_name(self, https: bool) -> &'static str {
-        match (self, https) {
-            (Channel::Console, true) => "__Host-redwall_device",
-            (Channel::Console, false) => "redwall_device",
-            (Channel::Endpoint, true) => "__Host-redwall_endpoint_device",
-            (Channel::Endpoint, false) => "redwall_endpoint_device",
-        }
-    }
-
-    fn purpose(self) -> String {
-        format!("device-cookie:{}", self.as_str())
-    }
+fn purpose(channel: Channel) -> String {
+    format!("device-cookie:{}", channel.as_str())
 }
 
 #[derive(Serialize, Deserialize)]
@@ -64,19 +48,7 @@ struct Payload {
     d: String,
 }
 
-/// A valid device cookie the client presented.
-#[derive(Clone, Debug)]
-pub struct Device {
-    user_id: String,
-    id: String,
-}
-
-impl Device {
-    /// The throttle's name for this device, when it is known for `user_id`.
-    pub fn known_for(&self, user_id: &str) -> Option<String> {
-        (self.user_id == user_id).then(|| format!("device:{}", self.id))
-    }
-}
+pub use redwall_hub::throttle::Device;
 
 /// The device cookie of `channel` in the request, if it opens and has not expired.
 pub fn read(
@@ -86,7 +58,7 @@ pub fn read(
     https: bool,
     now: Micros,
 ) -> Option<Device> {
-    let name = channel.cookie_name(https);
+    let name = cookie_name(channel, https);
     let value = headers
         .get_all(header::COOKIE)
         .iter()
@@ -102,17 +74,14 @@ pub fn read(
     let sealed = base64::engine::general_purpose::URL_SAFE_NO_PAD
         .decode(value)
         .ok()?;
-    let purpose = channel.purpose();
+    let purpose = purpose(channel);
     let plain = state
         .keyring
         .sealer(&purpose)
         .open(&sealed, purpose.as_bytes())
         .ok()?;
     let p: Payload = serde_json::from_slice(&plain).ok()?;
-    (now < p.e).then_some(Device {
-        user_id: p.u,
-        id: p.d,
-    })
+    (now < p.e).then_some(Device::new(p.u, p.d))
 }
 
 /// A fresh cookie for a client that just logged in as `user_id`; a device
@@ -125,8 +94,8 @@ pub fn issue(
     known: Option<&Device>,
     now: Micros,
 ) -> Option<HeaderValue> {
-    let id = match known.filter(|d| d.user_id == user_id) {
-        Some(d) => d.id.clone(),
+    let id = match known.filter(|d| d.user_id() == user_id) {
+        Some(d) => d.id().to_string(),
         None => {
             let mut raw = [0u8; 16];
             rand::rngs::OsRng.fill_bytes(&mut raw);
@@ -139,7 +108,7 @@ pub fn issue(
         d: id,
     };
     let plain = serde_json::to_vec(&payload).ok()?;
-    let purpose = channel.purpose();
+    let purpose = purpose(channel);
     let sealed = state
         .keyring
         .sealer(&purpose)
@@ -148,7 +117,7 @@ pub fn issue(
     let secure = if https { "; Secure" } else { "" };
     HeaderValue::from_str(&format!(
         "{}={value}; Path=/; Max-Age={LIFETIME_SECS}; HttpOnly; SameSite=Lax{secure}",
-        channel.cookie_name(https)
+        cookie_name(channel, https)
     ))
     .ok()
 }

@@ -163,7 +163,7 @@ pub async fn authorize_any(
     let Some(user) = state.hub.active_user(&user_id).await? else {
         return Err(ApiError::unauthenticated());
     };
-    let settings = state.settings.get(&state.store, state.now()).await?;
+    let settings = state.hub.settings.get(&state.store, state.now()).await?;
     let role = if user.is_admin {
         PlatformRole::Admin
     } else {
@@ -303,7 +303,7 @@ async fn authenticate_token(
     let now = state.now();
     // Wrong tokens count against the client address only, so guessing is
     // throttled without locking anyone else out.
-    if let Err(wait) = state.throttle.check_client(client.ip, now) {
+    if let Err(wait) = state.hub.throttle.check_client(client.ip, now) {
         return Err(ApiError::throttled(wait));
     }
     match token::lookup(state, presented).await? {
@@ -317,7 +317,7 @@ async fn authenticate_token(
             token_permissions: t.permissions,
         }),
         outcome => {
-            state.throttle.record_client_failure(client.ip, now);
+            state.hub.throttle.record_client_failure(client.ip, now);
             let reason = if matches!(outcome, TokenCheck::Expired) {
                 "expired"
             } else {

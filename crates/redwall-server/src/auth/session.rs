@@ -1,16 +1,10 @@
-//! Server-side sessions: an opaque 256-bit id in a cookie, stored only as its
-//! SHA-256 digest, with absolute and idle expiry.
+//! Session cookies: an opaque 256-bit id, stored only as its SHA-256
+//! digest; the sessions themselves are the hub's (`redwall_hub::sessions`).
 
-use crate::audit::{self, Actor};
 use crate::error::{ApiError, ApiResult};
 use crate::net::client::ClientInfo;
 use crate::state::{AppState, CachedSession};
 use axum::http::{HeaderMap, HeaderValue};
-use redwall_crypto::token::{self, SESSION_PREFIX};
-use redwall_crypto::Secret;
-use redwall_policy::audit_event::{AuditEvent, Outcome};
-use redwall_policy::session_rules::SessionState;
-use redwall_store::{Session, User};
 
 /// Under HTTPS the `__Host-` prefix makes browsers refuse the cookie unless it
 /// is Secure, host-only and for path `/`.
@@ -66,102 +60,17 @@ pub fn clear_cookie(https: bool) -> HeaderValue {
     }
 }
 
-pub struct StartedSession {
-    pub token: Secret,
-    pub session: Session,
-    pub csrf_token: String,
-}
-
-pub async fn start(
-    state: &AppState,
-    user: &User,
-    client: &ClientInfo,
-) -> ApiResult<StartedSession> {
-    let now = state.now();
-    let settings = state.settings.get(&state.store, now).await?;
-    let token = token::new_token(SESSION_PREFIX);
-    let csrf_token = crate::auth::csrf::token_for_session(&state.keyring, token.expose());
-    let session = Session {
-        id: crate::ids::new_id(),
-        token_digest: token::token_digest(token.expose()).to_vec(),
-        user_id: user.id.clone(),
-        created_at: now,
-        last_seen_at: now,
-        expires_at: settings.lifetimes().absolute_expiry(now),
-        client_ip: Some(client.ip.to_string()),
-        user_agent: client.user_agent.clone(),
-        csrf_token_digest: token::token_digest(&csrf_token).to_vec(),
-        mfa_verified: user.mfa_enabled,
-    };
-    state.store.create_session(&session).await?;
-    Ok(StartedSession {
-        token,
-        session,
-        csrf_token,
-    })
-}
-
 /// The live session for a cookie value, or `None` when it is unknown or
-/// expired (an expired one is deleted and the expiry audited).
+/// expired (an expired one is ended and the expiry audited).
 pub async fn lookup(
     state: &AppState,
     cookie_value: &str,
     client: &ClientInfo,
 ) -> ApiResult<Option<CachedSession>> {
-    let Some(cached) = state.hub.session_by_cookie(cookie_value).await? else {
-        return Ok(None);
+    let origin = client.origin();
+    let who = redwall_hub::Who {
+        actor: None,
+        origin: &origin,
     };
-    let now = state.now();
-    let last_seen = state
-        .activity
-        .session_last_seen(&cached.id)
-        .map_or(cached.last_seen_at, |t| t.max(cached.last_seen_at));
-    let lifetimes = state.settings.get(&state.store, now).await?.lifetimes();
-    match lifetimes.state(cached.expires_at, last_seen, now) {
-        SessionState::Active => {
-            state.activity.session_seen(&cached.id, now);
-            Ok(Some(cached))
-        }
-        ended => {
-            end(state, &cached.id).await?;
-            let reason = if ended == SessionState::IdleExpired {
-                "idle"
-            } else {
-                "absolute"
-            };
-            audit::record(
-                state,
-                Some(&Actor::user_id(&cached.user_id)),
-                client,
-                AuditEvent::SessionExpired,
-                Outcome::Success,
-                Some(format!("session:{}", cached.id)),
-                serde_json::json!({ "reason": reason }),
-            )
-            .await?;
-            Ok(None)
-        }
-    }
-}
-
-/// Ends one session everywhere it could be remembered.
-pub async fn end(state: &AppState, session_id: &str) -> ApiResult<bool> {
-    let deleted = state.store.delete_session(session_id).await?;
-    state.forget_session(session_id);
-    state.activity.forget_session(session_id);
-    Ok(deleted)
-}
-
-/// Ends all sessions of a user, except `keep` when given. Returns how many ended.
-pub async fn end_all_of_user(
-    state: &AppState,
-    user_id: &str,
-    keep: Option<&str>,
-) -> ApiResult<usize> {
-    let ended = state.store.delete_sessions_of_user(user_id, keep).await?;
-    for id in &ended {
-        state.forget_session(id);
-        state.activity.forget_session(id);
-    }
-    Ok(ended.len())
+    Ok(state.hub.live_session(who, cookie_value).await?)
 }

@@ -11,7 +11,7 @@ pub use redwall_hub::identity::{bearer, TokenCheck};
 pub async fn lookup(state: &AppState, presented: &str) -> ApiResult<TokenCheck> {
     let check = state.hub.token_by_bearer(presented).await?;
     if let TokenCheck::Valid(t) = &check {
-        state.activity.token_used(&t.id, state.now());
+        state.hub.activity.token_used(&t.id, state.now());
     }
     Ok(check)
 }

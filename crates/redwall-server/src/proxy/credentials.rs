@@ -60,7 +60,7 @@ pub async fn check_api_key(
                 && !k.revoked
                 && k.expires_at.is_none_or(|e| e > now) =>
         {
-            state.activity.instance_key_used(&k.id, now);
+            state.hub.activity.instance_key_used(&k.id, now);
             KeyCheck::Valid {
                 key_id: k.id,
                 path_prefix: k.path_prefix,
@@ -116,20 +116,17 @@ pub async fn check_basic(
             device.and_then(|d| d.known_for(id)),
         );
     }
-    if let Err(wait) = state.throttle.check(attempt, now) {
+    if let Err(wait) = state.hub.throttle.check(attempt, now) {
         return Ok(BasicCheck::Throttled(wait));
     }
     let user_id = match cached {
         Some(id) => id,
         None => {
             let stored = found.as_ref().and_then(|u| u.password_hash.clone());
-            let verdict = crate::accounts::verify_password(
-                state,
-                password,
-                stored.as_deref(),
-                attempt.priority(),
-            )
-            .await?;
+            let verdict = state
+                .hub
+                .verify_password(password, stored.as_deref(), attempt.priority())
+                .await?;
             let valid = matches!(
                 verdict,
                 redwall_crypto::password::Verification::Valid { .. }

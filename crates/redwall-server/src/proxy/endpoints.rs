@@ -104,7 +104,7 @@ async fn judge(
             Some(key) => {
                 consumed = true;
                 let now = state.now();
-                if let Err(wait) = state.throttle.check_client(client.ip, now) {
+                if let Err(wait) = state.hub.throttle.check_client(client.ip, now) {
                     if record_failures {
                         audit::record_refusal(
                             state,
@@ -127,7 +127,7 @@ async fn judge(
                         }
                     }
                     KeyCheck::Invalid => {
-                        state.throttle.record_client_failure(client.ip, now);
+                        state.hub.throttle.record_client_failure(client.ip, now);
                         if record_failures {
                             audit::record_refusal(
                                 state,
@@ -161,6 +161,7 @@ async fn judge(
                     Attempt::new(client.ip, name_key(Channel::Endpoint, "local", &user));
                 if device.is_none() {
                     state
+                        .hub
                         .throttle
                         .check(&attempt, now)
                         .map_err(ApiError::throttled)?;
@@ -177,7 +178,7 @@ async fn judge(
                 match checked {
                     BasicCheck::Throttled(wait) => return Err(ApiError::throttled(wait)),
                     BasicCheck::Valid(u) => {
-                        state.throttle.record_success(&attempt);
+                        state.hub.throttle.record_success(&attempt);
                         if !attempt.known() {
                             device_cookie = device::issue(
                                 state,
@@ -192,7 +193,7 @@ async fn judge(
                         Presented::Basic(Some(u.role))
                     }
                     BasicCheck::Invalid => {
-                        state.throttle.record_failure(&attempt, now);
+                        state.hub.throttle.record_failure(&attempt, now);
                         if record_failures {
                             audit::record_refusal(
                                 state,

@@ -57,7 +57,7 @@ pub async fn record_failure(
     attempted: Option<&str>,
     extra: serde_json::Value,
 ) -> ApiResult<()> {
-    state.metrics.login_failed();
+    state.hub.metrics.login_failed();
     let actor = attempted.map(Actor::attempted);
     let mut detail = json!({ "provider": provider, "reason": reason });
     if let (Some(d), serde_json::Value::Object(more)) = (detail.as_object_mut(), extra) {
@@ -214,12 +214,14 @@ pub async fn complete_with_code(
     if user.mfa_enabled && !policy.mfa_by_provider {
         match code {
             None => {
-                let challenge = crate::login::challenge_after_sso(state, &user, &after)?;
+                let challenge = crate::login::challenge(state, &user, Some(&after));
                 return Ok(Json(challenge).into_response());
             }
-            Some(code) => crate::login::second_factor_step(state, client, &user, code).await?,
+            Some(code) => {
+                crate::login::second_factor_step(state, client, None, &user, code).await?
+            }
         }
     }
     let user = apply_after_second_factor(&after, state, client, user).await?;
-    crate::login::finish_login(state, client, &user, Some(&id.provider)).await
+    crate::login::finish_login(state, client, None, &user, Some(&id.provider)).await
 }

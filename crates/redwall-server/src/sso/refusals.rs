@@ -21,7 +21,7 @@ pub async fn record(
     reason: &'static str,
     extra: serde_json::Value,
 ) -> ApiResult<()> {
-    state.metrics.login_failed();
+    state.hub.metrics.login_failed();
     let mut details = json!({ "provider": provider });
     if let (Some(d), serde_json::Value::Object(more)) = (details.as_object_mut(), extra) {
         d.extend(more);

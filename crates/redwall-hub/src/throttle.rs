@@ -13,7 +13,6 @@
 //! or Redis) with an atomic read-modify-write per failure. The device
 //! cookies themselves need nothing shared but the master keyring.
 
-use crate::auth::device::Channel;
 use redwall_policy::login_name::throttle_name;
 use redwall_policy::throttle::{attempt_wait, AttemptRecords, FailureRecord, ThrottlePolicy};
 use redwall_policy::Micros;
@@ -24,6 +23,51 @@ use std::sync::Mutex;
 const MAX_RECORDS: usize = 100_000;
 /// Longest normalised name kept as a key (no login name is longer).
 const MAX_NAME_CHARS: usize = 256;
+
+/// Where the login happened: the console and API login, or an instance's
+/// `basic` route. Each has its own cookie and its own throttle records, so
+/// one cannot lock out the other.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Channel {
+    Console,
+    Endpoint,
+}
+
+impl Channel {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Channel::Console => "console",
+            Channel::Endpoint => "endpoint",
+        }
+    }
+}
+
+/// A device cookie the client presented, opened and unexpired: the user it
+/// last signed in as, and its random id.
+#[derive(Clone, Debug)]
+pub struct Device {
+    user_id: String,
+    id: String,
+}
+
+impl Device {
+    pub fn new(user_id: String, id: String) -> Device {
+        Device { user_id, id }
+    }
+
+    pub fn user_id(&self) -> &str {
+        &self.user_id
+    }
+
+    pub fn id(&self) -> &str {
+        &self.id
+    }
+
+    /// The throttle's name for this device, when it is known for `user_id`.
+    pub fn known_for(&self, user_id: &str) -> Option<String> {
+        (self.user_id == user_id).then(|| format!("device:{}", self.id))
+    }
+}
 
 /// One login attempt, as the throttle counts it.
 #[derive(Clone, Debug)]
@@ -63,11 +107,11 @@ impl Attempt {
         self.device.is_some()
     }
 
-    pub fn priority(&self) -> crate::auth::hash_gate::Priority {
+    pub fn priority(&self) -> crate::hash_gate::Priority {
         if self.known() {
-            crate::auth::hash_gate::Priority::Known
+            crate::hash_gate::Priority::Known
         } else {
-            crate::auth::hash_gate::Priority::Unknown
+            crate::hash_gate::Priority::Unknown
         }
     }
 }

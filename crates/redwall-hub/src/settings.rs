@@ -1,7 +1,7 @@
 //! Platform settings that admins change at run time (kept in the database,
 //! read through a short cache so every node sees a change within seconds).
 
-use crate::error::ApiResult;
+use crate::{HubError, HubResult};
 use redwall_policy::session_rules::SessionLifetimes;
 use redwall_policy::Micros;
 use redwall_store::Store;
@@ -11,7 +11,8 @@ use std::sync::RwLock;
 const KEY: &str = "platform";
 const REFRESH_MICROS: Micros = 2_000_000;
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct PlatformSettings {
     /// Every user must use MFA; users without it must enrol before anything else.
     pub require_mfa: bool,
@@ -49,7 +50,7 @@ impl SettingsCache {
         }
     }
 
-    pub async fn get(&self, store: &Store, now: Micros) -> ApiResult<PlatformSettings> {
+    pub async fn get(&self, store: &Store, now: Micros) -> HubResult<PlatformSettings> {
         if let Ok(guard) = self.current.read() {
             if now.saturating_sub(guard.0) < REFRESH_MICROS && now >= guard.0 {
                 return Ok(guard.1);
@@ -65,8 +66,8 @@ impl SettingsCache {
         Ok(loaded)
     }
 
-    pub async fn put(&self, store: &Store, value: PlatformSettings, now: Micros) -> ApiResult<()> {
-        let json = serde_json::to_string(&value).map_err(crate::error::ApiError::internal)?;
+    pub async fn put(&self, store: &Store, value: PlatformSettings, now: Micros) -> HubResult<()> {
+        let json = serde_json::to_string(&value).map_err(HubError::internal)?;
         store.put_setting(KEY, &json, now).await?;
         if let Ok(mut guard) = self.current.write() {
             *guard = (now, value);
