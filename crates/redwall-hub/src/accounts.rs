@@ -154,3 +154,24 @@ impl Hub {
         Ok(())
     }
 }
+
+impl Hub {
+    /// One page of users ordered by name, after `after_username`.
+    pub async fn users_page(
+        &self,
+        after_username: Option<&str>,
+        limit: i64,
+    ) -> HubResult<Vec<User>> {
+        Ok(self.store.list_users(after_username, limit).await?)
+    }
+}
+
+impl Hub {
+    /// A user by id; `NotFound` when there is none.
+    pub async fn stored_user(&self, user_id: &str) -> HubResult<User> {
+        self.store
+            .get_user(user_id)
+            .await?
+            .ok_or(HubError::NotFound)
+    }
+}

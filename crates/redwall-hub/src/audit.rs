@@ -2,8 +2,10 @@
 
 use std::net::IpAddr;
 
+use futures::Stream;
+use redwall_crypto::chain::ChainKey;
 use redwall_policy::audit_event::{AuditEvent, Outcome};
-use redwall_store::{Change, NewAuditEntry};
+use redwall_store::{AuditFilter, AuditRecord, ChainReport, Change, NewAuditEntry, StoreError};
 
 use crate::{Hub, HubResult};
 
@@ -156,5 +158,66 @@ impl Hub {
     pub async fn record(&self, entry: NewAuditEntry) -> HubResult<i64> {
         self.count_recorded(1);
         Ok(self.audit.append(entry).await?)
+    }
+
+    /// One page of the log, as `f` selects.
+    pub async fn audit_page(&self, f: &AuditFilter) -> HubResult<Vec<AuditRecord>> {
+        Ok(self.store.list_audit(f).await?)
+    }
+
+    /// Recomputes the whole hash chain now (as `redwall audit verify`
+    /// does) and records that it was checked, with the result.
+    pub async fn verify_audit_log(&self, who: Who<'_>) -> HubResult<ChainReport> {
+        let key = ChainKey::from_keyring(&self.keyring);
+        let report = self.store.verify_audit_chain(&key).await?;
+        let first_problem = report.problem.as_ref().map(|p| p.seq);
+        self.record_event(
+            who,
+            Event {
+                event: AuditEvent::AuditVerified,
+                outcome: if first_problem.is_none() {
+                    Outcome::Success
+                } else {
+                    Outcome::Failure
+                },
+                team_id: None,
+                target: None,
+                details: serde_json::json!({
+                    "entries_checked": report.checked,
+                    "first_problem": first_problem,
+                }),
+            },
+        )
+        .await?;
+        Ok(report)
+    }
+
+    /// Records an export of the entries `f` selects (`event`: the
+    /// platform's or a team's export), then streams them oldest first, so
+    /// memory stays flat however long the log.
+    pub async fn export_audit(
+        &self,
+        who: Who<'_>,
+        f: AuditFilter,
+        event: AuditEvent,
+    ) -> HubResult<impl Stream<Item = Result<AuditRecord, StoreError>> + Send + 'static> {
+        let details = serde_json::json!({
+            "actor": f.actor,
+            "event": f.event,
+            "since": f.since.map(crate::clock::rfc3339),
+            "until": f.until.map(crate::clock::rfc3339),
+        });
+        self.record_event(
+            who,
+            Event {
+                event,
+                outcome: Outcome::Success,
+                team_id: f.team_id.clone(),
+                target: None,
+                details,
+            },
+        )
+        .await?;
+        Ok(self.store.stream_audit(f))
     }
 }

@@ -10,7 +10,11 @@ use redwall_crypto::token::{self, PERSONAL_ACCESS_PREFIX, SESSION_PREFIX};
 use redwall_policy::access::TokenScope;
 use redwall_policy::permission::{Permission, TeamRole};
 
-use crate::caches::{CachedSession, CachedTeam, CachedToken, CachedUser};
+use std::sync::Arc;
+
+use redwall_policy::team_rules::TeamRanges;
+
+use crate::caches::{CachedSession, CachedTeam, CachedToken, CachedUser, InstanceTarget};
 use crate::{Hub, HubResult};
 
 /// What a personal access token (`rwp_...`) turned out to be.
@@ -154,5 +158,44 @@ impl Hub {
         });
         self.caches.teams.insert(key, team.clone(), now);
         Ok(team)
+    }
+
+    /// What the proxy needs of the instance called `name`: where it
+    /// listens, who may reach it, and its keys (cached briefly; forgotten
+    /// when its rules change or it is deleted). `None`: no such instance.
+    pub async fn instance_target(&self, name: &str) -> HubResult<Option<Arc<InstanceTarget>>> {
+        let now = self.now();
+        if let Some(t) = self.caches.instance_targets.get(&name.to_string(), now) {
+            return Ok(t);
+        }
+        let target = match self.store.get_instance_by_name(name).await? {
+            None => None,
+            Some(i) => {
+                let keys = crate::instances::keys::open_keys(&self.keyring, &i)?;
+                let team = self.store.get_team(&i.team_id).await?;
+                Some(Arc::new(InstanceTarget {
+                    // An instance whose team is gone admits no address.
+                    team_ranges: team.map_or(TeamRanges::Only(Vec::new()), |t| {
+                        TeamRanges::from_stored(&t.allowed_cidrs)
+                    }),
+                    rules: crate::instances::options::rules_from_json(&i.routes),
+                    id: i.id,
+                    name: i.name,
+                    team_id: i.team_id,
+                    port: i.port,
+                    editor_secret: keys.editor,
+                    endpoint_secret: keys.endpoint,
+                }))
+            }
+        };
+        self.caches
+            .instance_targets
+            .insert(name.to_string(), target.clone(), now);
+        Ok(target)
+    }
+
+    /// A user by login name, for the proxy's `basic` routes.
+    pub async fn user_by_name(&self, username: &str) -> HubResult<Option<redwall_store::User>> {
+        Ok(self.store.find_user_by_username(username).await?)
     }
 }

@@ -212,3 +212,13 @@ impl Hub {
         }
     }
 }
+
+impl Hub {
+    /// The open invitations addressed to the user.
+    pub async fn invitations_for(&self, user_id: &str) -> HubResult<Vec<Invitation>> {
+        Ok(self
+            .store
+            .list_user_invitations(user_id, self.now())
+            .await?)
+    }
+}

@@ -251,3 +251,103 @@ impl Hub {
         self.commit(tx, 1).await
     }
 }
+
+/// The first-run setup's refusals: one answer whatever was wrong.
+fn setup_refused() -> HubError {
+    HubError::unauthenticated(
+        "invalid_setup_token",
+        "the setup token is invalid, expired or already used",
+    )
+}
+
+/// How long the first-run setup token is good for.
+pub const SETUP_TOKEN_LIFETIME_SECS: i64 = 3600;
+
+impl Hub {
+    /// On first start with no users: a fresh setup token, valid one hour,
+    /// replacing any earlier one. `None` when users exist.
+    pub async fn issue_setup_token_if_needed(&self) -> HubResult<Option<Secret>> {
+        use redwall_crypto::token::{self, SETUP_PREFIX};
+        if self.store.count_users().await? > 0 {
+            return Ok(None);
+        }
+        let t = token::new_token(SETUP_PREFIX);
+        let expires = self.now() + SETUP_TOKEN_LIFETIME_SECS * redwall_policy::MICROS_PER_SECOND;
+        self.store
+            .replace_setup_token(&token::token_digest(t.expose()), expires)
+            .await?;
+        Ok(Some(t))
+    }
+
+    /// First run: the one-time setup token (printed at start) creates the
+    /// first platform admin, with its audit entry, while no user exists.
+    /// Refusals are throttled per client address and audited.
+    pub async fn complete_setup(
+        &self,
+        origin: &crate::Origin,
+        setup_token: &str,
+        username: &str,
+        password: &str,
+    ) -> HubResult<User> {
+        use redwall_crypto::token::{self, SETUP_PREFIX};
+        let now = self.now();
+        self.throttle
+            .check_client(origin.ip, now)
+            .map_err(|retry_after_secs| HubError::Throttled { retry_after_secs })?;
+        let Some(valid) = token::parse_token(SETUP_PREFIX, setup_token.trim()) else {
+            return Err(self.setup_rejected(origin).await);
+        };
+        valid_username(username)?;
+        valid_new_password(password, username)?;
+        let hash = self.hash_password(password).await?;
+        let admin = NewUser {
+            id: crate::ids::new_id(),
+            username: username.to_string(),
+            password_hash: Some(hash),
+            is_admin: true,
+            now,
+        };
+        let mut tx = self.begin().await?;
+        let Some(user) = tx
+            .consume_setup_token_and_create_admin(&token::token_digest(valid), now, admin)
+            .await?
+        else {
+            drop(tx);
+            return Err(self.setup_rejected(origin).await);
+        };
+        let actor = crate::Actor::user(&user.id, &user.username);
+        self.note(
+            &mut tx,
+            Who {
+                actor: Some(&actor),
+                origin,
+            },
+            user_event(
+                &user.id,
+                AuditEvent::SetupCompleted,
+                json!({ "username": user.username }),
+            ),
+        );
+        self.commit(tx, 1).await?;
+        Ok(user)
+    }
+
+    async fn setup_rejected(&self, origin: &crate::Origin) -> HubError {
+        self.throttle.record_client_failure(origin.ip, self.now());
+        let who = Who {
+            actor: None,
+            origin,
+        };
+        let event = Event {
+            event: AuditEvent::SetupTokenRejected,
+            outcome: Outcome::Failure,
+            team_id: None,
+            target: None,
+            details: json!({}),
+        };
+        match self.record_event(who, event).await {
+            Ok(()) => setup_refused(),
+            Err(e) => e,
+        }
+    }
+}

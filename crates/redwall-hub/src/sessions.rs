@@ -199,11 +199,45 @@ impl Hub {
         Ok(ended.len())
     }
 
+    /// Housekeeping: removes the sessions past their lifetimes (their
+    /// expiry needs no entry: it is a rule, not an action). Returns how
+    /// many went.
+    pub async fn remove_expired_sessions(&self) -> HubResult<u64> {
+        let now = self.now();
+        let settings = self.platform_settings().await?;
+        let idle_cutoff = now - settings.session_idle_secs * redwall_policy::MICROS_PER_SECOND;
+        Ok(self.store.delete_expired_sessions(now, idle_cutoff).await?)
+    }
+
+    /// Writes the last-seen times gathered since the last flush.
+    pub async fn flush_activity(&self) -> HubResult<()> {
+        Ok(self.activity.flush(&self.store).await?)
+    }
+
     /// Forgets ended sessions everywhere they could be remembered.
     pub(crate) fn forget_sessions(&self, ids: &[String]) {
         for id in ids {
             self.caches.forget_session(id);
             self.activity.forget_session(id);
+        }
+    }
+}
+
+impl Hub {
+    /// The user's sessions, newest first.
+    pub async fn sessions_of(&self, user_id: &str) -> HubResult<Vec<Session>> {
+        Ok(self.store.list_sessions(user_id).await?)
+    }
+
+    /// Whether the database answers a read within `timeout`.
+    pub async fn database_check(
+        &self,
+        timeout: std::time::Duration,
+    ) -> Result<(), redwall_store::FaultCause> {
+        match tokio::time::timeout(timeout, self.store.count_users()).await {
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(e)) => Err(self.store.fault_cause(&e)),
+            Err(_) => Err(redwall_store::FaultCause::Timeout),
         }
     }
 }

@@ -1,11 +1,14 @@
 //! Platform settings that admins change at run time (kept in the database,
 //! read through a short cache so every node sees a change within seconds).
 
-use crate::{HubError, HubResult};
+use crate::audit::{Event, Who};
+use crate::{Hub, HubError, HubResult};
+use redwall_policy::audit_event::AuditEvent;
 use redwall_policy::session_rules::SessionLifetimes;
 use redwall_policy::Micros;
 use redwall_store::Store;
 use serde::{Deserialize, Serialize};
+use serde_json::json;
 use std::sync::RwLock;
 
 const KEY: &str = "platform";
@@ -66,12 +69,62 @@ impl SettingsCache {
         Ok(loaded)
     }
 
-    pub async fn put(&self, store: &Store, value: PlatformSettings, now: Micros) -> HubResult<()> {
-        let json = serde_json::to_string(&value).map_err(HubError::internal)?;
-        store.put_setting(KEY, &json, now).await?;
+    /// Remembers settings just stored, so this process sees them at once.
+    fn remember(&self, value: PlatformSettings, now: Micros) {
         if let Ok(mut guard) = self.current.write() {
             *guard = (now, value);
         }
-        Ok(())
+    }
+}
+
+/// What an admin changes of the platform settings; `None` keeps a value.
+#[derive(Debug, Default)]
+pub struct SettingsChange {
+    pub require_mfa: Option<bool>,
+    pub session_idle_secs: Option<i64>,
+    pub session_absolute_secs: Option<i64>,
+}
+
+impl Hub {
+    /// The platform settings as they stand (read through a short cache, so
+    /// every node sees a change within seconds).
+    pub async fn platform_settings(&self) -> HubResult<PlatformSettings> {
+        self.settings.get(&self.store, self.now()).await
+    }
+
+    /// Changes the platform settings, validated whole first.
+    pub async fn change_settings(
+        &self,
+        who: Who<'_>,
+        change: SettingsChange,
+    ) -> HubResult<PlatformSettings> {
+        let now = self.now();
+        let before = self.settings.get(&self.store, now).await?;
+        let after = PlatformSettings {
+            require_mfa: change.require_mfa.unwrap_or(before.require_mfa),
+            session_idle_secs: change.session_idle_secs.unwrap_or(before.session_idle_secs),
+            session_absolute_secs: change
+                .session_absolute_secs
+                .unwrap_or(before.session_absolute_secs),
+        };
+        let problems = after.lifetimes().problems();
+        if !problems.is_empty() {
+            return Err(HubError::invalid("invalid_settings", problems.join("; ")));
+        }
+        let json = serde_json::to_string(&after).map_err(HubError::internal)?;
+        let mut tx = self.begin().await?;
+        tx.put_setting(KEY, &json, now).await?;
+        self.note(
+            &mut tx,
+            who,
+            Event::on_platform(
+                AuditEvent::SettingChanged,
+                "platform".into(),
+                json!({ "before": before, "after": after }),
+            ),
+        );
+        self.commit(tx, 1).await?;
+        self.settings.remember(after, now);
+        Ok(after)
     }
 }

@@ -171,4 +171,59 @@ impl Hub {
         self.caches.forget_membership(team_id, user_id);
         Ok(())
     }
+
+    /// Deletes the team; `confirm_name` must repeat its name. Instances
+    /// hold flows and credentials: they are deleted one by one,
+    /// deliberately, before the team can go. Its audit entries stay.
+    pub async fn delete_team(
+        &self,
+        who: Who<'_>,
+        team_id: &str,
+        confirm_name: &str,
+    ) -> HubResult<()> {
+        let team = self.team(team_id).await?;
+        if confirm_name != team.name {
+            return Err(HubError::invalid(
+                "confirmation_mismatch",
+                "repeat the team's exact name in confirm_name to delete it",
+            ));
+        }
+        let mut tx = self.begin().await?;
+        if tx.locked_instance_count(team_id).await? > 0 {
+            return Err(HubError::conflict(
+                "team_has_instances",
+                "delete the team's instances first",
+            ));
+        }
+        tx.delete_team(team_id).await?;
+        self.note(
+            &mut tx,
+            who,
+            Event::in_team(
+                team_id,
+                AuditEvent::TeamDeleted,
+                format!("team:{team_id}"),
+                json!({ "name": team.name }),
+            ),
+        );
+        self.commit(tx, 1).await?;
+        self.caches.forget_team(team_id);
+        Ok(())
+    }
+
+    /// The teams the user belongs to, with their role in each.
+    pub async fn teams_of_user(&self, user_id: &str) -> HubResult<Vec<(Team, String)>> {
+        Ok(self.store.list_teams_of_user(user_id).await?)
+    }
+
+    pub async fn team_members(&self, team_id: &str) -> HubResult<Vec<redwall_store::Member>> {
+        Ok(self.store.list_members(team_id).await?)
+    }
+
+    pub async fn team_invitations(
+        &self,
+        team_id: &str,
+    ) -> HubResult<Vec<redwall_store::Invitation>> {
+        Ok(self.store.list_team_invitations(team_id).await?)
+    }
 }

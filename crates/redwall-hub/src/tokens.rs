@@ -110,3 +110,10 @@ impl Hub {
         Ok(())
     }
 }
+
+impl Hub {
+    /// The user's personal access tokens (never their secrets).
+    pub async fn tokens_of(&self, user_id: &str) -> HubResult<Vec<ApiToken>> {
+        Ok(self.store.list_api_tokens(user_id).await?)
+    }
+}

@@ -115,7 +115,7 @@ pub async fn record_instance_refusal(
 }
 
 pub mod refusals;
-pub mod retention;
+pub use redwall_hub::retention;
 
 /// A refused attempt (a wrong key or password, a failed sign-in callback, a
 /// denied page), for [`record_refusal`].

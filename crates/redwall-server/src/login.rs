@@ -94,7 +94,7 @@ pub(crate) async fn finish_login(
     };
     let started = state.hub.start_session(who, user, provider).await?;
     let now = state.now();
-    let settings = state.hub.settings.get(&state.store, now).await?;
+    let settings = state.hub.platform_settings().await?;
     let max_age = (started.session.expires_at - now) / MICROS_PER_SECOND;
     let cookie = session::set_cookie(started.token.expose(), client.https, max_age)?;
     let body = LoginResponse {

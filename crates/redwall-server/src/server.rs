@@ -60,7 +60,7 @@ impl RunningServer {
         if let Some(m) = self.state.hub.instance_manager() {
             m.shutdown().await;
         }
-        let _ = self.state.hub.activity.flush(&self.state.store).await;
+        let _ = self.state.hub.flush_activity().await;
         crate::audit::flush_refusals(&self.state, true).await;
     }
 
@@ -77,7 +77,7 @@ impl RunningServer {
         if let Some(m) = state.hub.instance_manager() {
             m.shutdown().await;
         }
-        let _ = state.hub.activity.flush(&state.store).await;
+        let _ = state.hub.flush_activity().await;
         crate::audit::flush_refusals(&state, true).await;
         Ok(())
     }
@@ -154,7 +154,7 @@ pub async fn start(options: StartOptions) -> anyhow::Result<RunningServer> {
             Some(crate::net::tls::server_config(&cert, &key)?)
         }
     };
-    let setup_token = crate::api::setup::issue_token_if_needed(&state).await?;
+    let setup_token = state.hub.issue_setup_token_if_needed().await?;
     let rustls_config_is_some = rustls_config.is_some();
     let front_doors = FrontDoors::new(state.clone(), app(state.clone()));
 
@@ -301,7 +301,7 @@ fn spawn_housekeeping(state: AppState) {
         let mut tick = tokio::time::interval(ACTIVITY_FLUSH);
         loop {
             tick.tick().await;
-            if let Err(e) = flusher.hub.activity.flush(&flusher.store).await {
+            if let Err(e) = flusher.hub.flush_activity().await {
                 tracing::warn!(error = %e, "could not record session activity");
             }
             crate::audit::flush_refusals(&flusher, false).await;
@@ -311,12 +311,7 @@ fn spawn_housekeeping(state: AppState) {
         let mut tick = tokio::time::interval(HOUSEKEEPING);
         loop {
             tick.tick().await;
-            let now = state.now();
-            let Ok(settings) = state.hub.settings.get(&state.store, now).await else {
-                continue;
-            };
-            let idle_cutoff = now - settings.session_idle_secs * redwall_policy::MICROS_PER_SECOND;
-            match state.store.delete_expired_sessions(now, idle_cutoff).await {
+            match state.hub.remove_expired_sessions().await {
                 Ok(n) if n > 0 => tracing::info!(sessions = n, "removed expired sessions"),
                 Ok(_) => {}
                 Err(e) => tracing::warn!(error = %e, "could not remove expired sessions"),

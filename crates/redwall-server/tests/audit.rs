@@ -384,6 +384,11 @@ async fn export_then_prune_keeps_the_rest_provable(s: &TestServer) {
     let state = &s.running.state;
     let store = state.store.clone();
     let (actor, client) = operator();
+    let origin = client.origin();
+    let who = redwall_hub::Who {
+        actor: Some(&actor),
+        origin: &origin,
+    };
     let admin = s.admin().await;
     for i in 0..3 {
         s.create_user(&admin, &format!("old{i}")).await;
@@ -401,9 +406,7 @@ async fn export_then_prune_keeps_the_rest_provable(s: &TestServer) {
     let old_count = before.len();
 
     // No export: refused, nothing removed.
-    let err = prune_before(state, &actor, &client, cutoff)
-        .await
-        .unwrap_err();
+    let err = prune_before(&state.hub, who, cutoff).await.unwrap_err();
     assert!(err.to_string().contains("were not exported"), "{err:#}");
     assert_eq!(stored_seqs(s).await, before);
     // The database refuses a delete, and a permit without its checkpoint.
@@ -427,7 +430,7 @@ async fn export_then_prune_keeps_the_rest_provable(s: &TestServer) {
     // Export: a file of JSON lines that verifies with the chain key alone.
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("audit-1.jsonl");
-    let exported = export_before(state, &actor, &client, cutoff, &file)
+    let exported = export_before(&state.hub, who, cutoff, &file)
         .await
         .unwrap()
         .expect("entries before the cutoff");
@@ -446,14 +449,12 @@ async fn export_then_prune_keeps_the_rest_provable(s: &TestServer) {
         "a changed exported entry is named"
     );
     assert!(
-        export_before(state, &actor, &client, cutoff, &file)
-            .await
-            .is_err(),
+        export_before(&state.hub, who, cutoff, &file).await.is_err(),
         "an export never overwrites a file"
     );
 
     // Prune: the exported prefix goes, a chained checkpoint names its end.
-    let pruned = prune_before(state, &actor, &client, cutoff)
+    let pruned = prune_before(&state.hub, who, cutoff)
         .await
         .unwrap()
         .expect("something to prune");
@@ -487,7 +488,7 @@ async fn export_then_prune_keeps_the_rest_provable(s: &TestServer) {
         s.clock.now() + 1
     };
     let file2 = dir.path().join("audit-2.jsonl");
-    let second = export_before(state, &actor, &client, cutoff2, &file2)
+    let second = export_before(&state.hub, who, cutoff2, &file2)
         .await
         .unwrap()
         .unwrap();
@@ -499,7 +500,7 @@ async fn export_then_prune_keeps_the_rest_provable(s: &TestServer) {
         report.starts_after.as_deref(),
         Some(cut.through_hash.as_str())
     );
-    let pruned2 = prune_before(state, &actor, &client, cutoff2)
+    let pruned2 = prune_before(&state.hub, who, cutoff2)
         .await
         .unwrap()
         .unwrap();

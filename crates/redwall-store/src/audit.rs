@@ -629,12 +629,14 @@ impl Store {
 
     /// Every entry matching `f` (ignoring `limit` and `before_seq`), oldest
     /// first, read in pages so memory stays flat however long the log is.
-    pub fn stream_audit<'a>(
-        &'a self,
+    pub fn stream_audit(
+        &self,
         f: AuditFilter,
-    ) -> impl Stream<Item = Result<AuditRecord, StoreError>> + 'a {
+    ) -> impl Stream<Item = Result<AuditRecord, StoreError>> + Send + 'static {
+        let store = self.clone();
         futures::stream::try_unfold(Some(i64::MIN), move |cursor| {
             let f = f.clone();
+            let store = store.clone();
             async move {
                 let Some(after) = cursor else {
                     return Ok::<_, StoreError>(None);
@@ -650,7 +652,7 @@ impl Store {
                     where_clause(&conds),
                     args.len()
                 );
-                let page = fetch_with_args(self, &sql, args).await?;
+                let page = fetch_with_args(&store, &sql, args).await?;
                 if page.is_empty() {
                     return Ok(None);
                 }

@@ -193,6 +193,32 @@ impl Change {
         )
     }
 
+    /// The team's instances, counted under the team's lock (so none is
+    /// created meanwhile: an instance's insert waits for the lock).
+    pub async fn locked_instance_count(&mut self, team_id: &str) -> Result<i64, StoreError> {
+        self.lock_team(team_id).await?;
+        Ok(
+            sqlx::query_scalar::<_, i64>("SELECT COUNT(*) FROM instances WHERE team_id = $1")
+                .bind(team_id)
+                .fetch_one(&mut **self.tx())
+                .await?,
+        )
+    }
+
+    /// Deletes the team, its memberships, invitations and team-limited
+    /// tokens.
+    pub async fn delete_team(&mut self, id: &str) -> Result<bool, StoreError> {
+        sqlx::query("DELETE FROM api_tokens WHERE team_id = $1")
+            .bind(id)
+            .execute(&mut **self.tx())
+            .await?;
+        let done = sqlx::query("DELETE FROM teams WHERE id = $1")
+            .bind(id)
+            .execute(&mut **self.tx())
+            .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
     /// Serializes membership changes of one team on PostgreSQL (SQLite's
     /// `BEGIN IMMEDIATE` already serializes all writers).
     async fn lock_team(&mut self, team_id: &str) -> Result<(), StoreError> {

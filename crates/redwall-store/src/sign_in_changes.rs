@@ -5,6 +5,39 @@ use crate::users::{insert_user, replace_recovery_codes, user_from_new};
 use crate::{Change, Micros, NewUser, Session, Store, StoreError, User};
 
 impl Change {
+    /// First-run bootstrap: consumes the setup token whose
+    /// digest is `digest` if it has not expired, and creates `admin` as an
+    /// administrator, but only while no user exists. `Ok(None)` (and nothing
+    /// changed) when the token is unknown, expired or already used, or when a
+    /// user already exists.
+    pub async fn consume_setup_token_and_create_admin(
+        &mut self,
+        digest: &[u8],
+        now: Micros,
+        admin: NewUser,
+    ) -> Result<Option<User>, StoreError> {
+        let r = sqlx::query("DELETE FROM setup_token WHERE token_digest = $1 AND expires_at > $2")
+            .bind(digest)
+            .bind(now)
+            .execute(&mut **self.tx())
+            .await?;
+        if r.rows_affected() == 0 {
+            return Ok(None);
+        }
+        let users: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM users")
+            .fetch_one(&mut **self.tx())
+            .await?;
+        if users > 0 {
+            return Ok(None);
+        }
+        let user = user_from_new(NewUser {
+            is_admin: true,
+            ..admin
+        });
+        insert_user(self.tx(), &user).await?;
+        Ok(Some(user))
+    }
+
     /// Creates a user. `Conflict` when the username (compared
     /// case-insensitively) or the id is taken.
     pub async fn create_user(&mut self, u: NewUser) -> Result<User, StoreError> {
@@ -209,6 +242,23 @@ impl Store {
     pub async fn disable_mfa(&self, user_id: &str, now: Micros) -> Result<bool, StoreError> {
         self.in_change(async |c| c.disable_mfa(user_id, now).await)
             .await
+    }
+
+    pub async fn consume_setup_token_and_create_admin(
+        &self,
+        digest: &[u8],
+        now: Micros,
+        admin: NewUser,
+    ) -> Result<Option<User>, StoreError> {
+        let mut change = self.begin_change().await?;
+        let user = change
+            .consume_setup_token_and_create_admin(digest, now, admin)
+            .await?;
+        // Nothing is kept of a refused attempt (not even the token's use).
+        if user.is_some() {
+            change.commit().await?;
+        }
+        Ok(user)
     }
 
     pub async fn create_session(&self, s: &Session) -> Result<(), StoreError> {

@@ -21,27 +21,6 @@ impl Store {
         .await?)
     }
 
-    /// Links a subject to a user. `Conflict` when the subject is linked already.
-    pub async fn link_external_identity(
-        &self,
-        provider: &str,
-        subject: &str,
-        user_id: &str,
-        now: Micros,
-    ) -> Result<(), StoreError> {
-        sqlx::query(
-            "INSERT INTO external_identities (provider, subject, user_id, created_at, last_login_at) \
-             VALUES ($1, $2, $3, $4, $4)",
-        )
-        .bind(provider)
-        .bind(subject)
-        .bind(user_id)
-        .bind(now)
-        .execute(self.pool())
-        .await?;
-        Ok(())
-    }
-
     pub async fn touch_external_identity(
         &self,
         provider: &str,
@@ -78,22 +57,6 @@ impl Store {
             })
             .collect::<Result<_, sqlx::Error>>()
             .map_err(StoreError::from)
-    }
-
-    /// Removes the local password: the user can then log in by SSO only.
-    pub async fn clear_password_hash(
-        &self,
-        user_id: &str,
-        now: Micros,
-    ) -> Result<bool, StoreError> {
-        let r = sqlx::query(
-            "UPDATE users SET password_hash = NULL, updated_at = $2 WHERE id = $1 AND password_hash IS NOT NULL",
-        )
-        .bind(user_id)
-        .bind(now)
-        .execute(self.pool())
-        .await?;
-        Ok(r.rows_affected() > 0)
     }
 
     pub async fn count_admins(&self) -> Result<i64, StoreError> {
@@ -174,6 +137,71 @@ impl Store {
         } else {
             OidcStateUse::Replayed
         })
+    }
+}
+
+impl crate::Change {
+    /// Links a subject to a user. `Conflict` when the subject is linked already.
+    pub async fn link_external_identity(
+        &mut self,
+        provider: &str,
+        subject: &str,
+        user_id: &str,
+        now: Micros,
+    ) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO external_identities (provider, subject, user_id, created_at, last_login_at) \
+             VALUES ($1, $2, $3, $4, $4)",
+        )
+        .bind(provider)
+        .bind(subject)
+        .bind(user_id)
+        .bind(now)
+        .execute(&mut **self.tx())
+        .await?;
+        Ok(())
+    }
+
+    /// Removes the local password: the user can then log in by SSO only.
+    pub async fn clear_password_hash(
+        &mut self,
+        user_id: &str,
+        now: Micros,
+    ) -> Result<bool, StoreError> {
+        let r = sqlx::query(
+            "UPDATE users SET password_hash = NULL, updated_at = $2 WHERE id = $1 AND password_hash IS NOT NULL",
+        )
+        .bind(user_id)
+        .bind(now)
+        .execute(&mut **self.tx())
+        .await?;
+        Ok(r.rows_affected() > 0)
+    }
+}
+
+/// The same writes, each its own change without audit entries.
+impl Store {
+    pub async fn link_external_identity(
+        &self,
+        provider: &str,
+        subject: &str,
+        user_id: &str,
+        now: Micros,
+    ) -> Result<(), StoreError> {
+        self.in_change(async |c| {
+            c.link_external_identity(provider, subject, user_id, now)
+                .await
+        })
+        .await
+    }
+
+    pub async fn clear_password_hash(
+        &self,
+        user_id: &str,
+        now: Micros,
+    ) -> Result<bool, StoreError> {
+        self.in_change(async |c| c.clear_password_hash(user_id, now).await)
+            .await
     }
 }
 

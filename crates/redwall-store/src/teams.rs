@@ -87,17 +87,7 @@ impl Store {
 
     /// Deletes the team, its memberships, invitations and team-limited tokens.
     pub async fn delete_team(&self, id: &str) -> Result<bool, StoreError> {
-        let mut tx = self.begin_write().await?;
-        sqlx::query("DELETE FROM api_tokens WHERE team_id = $1")
-            .bind(id)
-            .execute(&mut *tx)
-            .await?;
-        let done = sqlx::query("DELETE FROM teams WHERE id = $1")
-            .bind(id)
-            .execute(&mut *tx)
-            .await?;
-        tx.commit().await?;
-        Ok(done.rows_affected() == 1)
+        self.in_change(async |c| c.delete_team(id).await).await
     }
 
     /// The user's role in the team, or `None` when not a member (or no such team).

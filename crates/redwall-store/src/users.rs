@@ -255,43 +255,6 @@ impl Store {
         .await?;
         Ok(())
     }
-
-    /// First-run bootstrap, in one transaction: consumes the setup token whose
-    /// digest is `digest` if it has not expired, and creates `admin` as an
-    /// administrator, but only while no user exists. `Ok(None)` (and nothing
-    /// changed) when the token is unknown, expired or already used, or when a
-    /// user already exists.
-    pub async fn consume_setup_token_and_create_admin(
-        &self,
-        digest: &[u8],
-        now: Micros,
-        admin: NewUser,
-    ) -> Result<Option<User>, StoreError> {
-        let mut tx = self.begin_write().await?;
-        let r = sqlx::query("DELETE FROM setup_token WHERE token_digest = $1 AND expires_at > $2")
-            .bind(digest)
-            .bind(now)
-            .execute(&mut *tx)
-            .await?;
-        if r.rows_affected() == 0 {
-            tx.rollback().await?;
-            return Ok(None);
-        }
-        let users: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM users")
-            .fetch_one(&mut *tx)
-            .await?;
-        if users > 0 {
-            tx.rollback().await?;
-            return Ok(None);
-        }
-        let user = user_from_new(NewUser {
-            is_admin: true,
-            ..admin
-        });
-        insert_user(&mut tx, &user).await?;
-        tx.commit().await?;
-        Ok(Some(user))
-    }
 }
 
 pub(crate) async fn replace_recovery_codes(

@@ -293,7 +293,7 @@ async fn verify_audit(config: Config) -> anyhow::Result<ExitCode> {
 }
 
 fn parse_before(before: &str) -> anyhow::Result<i64> {
-    redwall_server::audit::retention::parse_date(before)
+    redwall_hub::retention::parse_date(before)
         .ok_or_else(|| anyhow::anyhow!("--before must be a date (2026-01-31) or an RFC 3339 time"))
 }
 
@@ -347,9 +347,12 @@ async fn export_audit(
     let before = parse_before(before)?;
     let state = admin::open(config, master_key()).await?;
     let (actor, client) = admin::operator();
-    let exported =
-        redwall_server::audit::retention::export_before(&state, &actor, &client, before, out)
-            .await?;
+    let origin = client.origin();
+    let who = redwall_hub::Who {
+        actor: Some(&actor),
+        origin: &origin,
+    };
+    let exported = redwall_hub::retention::export_before(&state.hub, who, before, out).await?;
     match exported {
         None => println!("no audit entries before that time: nothing exported"),
         Some(e) => println!(
@@ -368,8 +371,12 @@ async fn prune_audit(config: Config, before: &str) -> anyhow::Result<ExitCode> {
     let before = parse_before(before)?;
     let state = admin::open(config, master_key()).await?;
     let (actor, client) = admin::operator();
-    let pruned =
-        redwall_server::audit::retention::prune_before(&state, &actor, &client, before).await?;
+    let origin = client.origin();
+    let who = redwall_hub::Who {
+        actor: Some(&actor),
+        origin: &origin,
+    };
+    let pruned = redwall_hub::retention::prune_before(&state.hub, who, before).await?;
     match &pruned {
         None => println!("no audit entries before that time: nothing pruned"),
         Some(p) => println!(

@@ -7,7 +7,7 @@ use redwall_crypto::Secret;
 use redwall_server::config::Config;
 use redwall_server::sso::config::LdapProvider;
 use redwall_server::sso::ldap::Directory;
-use redwall_server::sso::{mapping, secrets};
+use redwall_server::sso::secrets;
 use std::process::ExitCode;
 
 #[derive(Subcommand)]
@@ -202,7 +202,15 @@ async fn resync(config: Config, master_key: Option<Secret>) -> anyhow::Result<Ex
                     continue;
                 }
             };
-            let outcome = mapping::apply(&state, &client, &user, &p.name, &groups)
+            let outcome = state
+                .hub
+                .map_sso_groups(
+                    &client.origin(),
+                    &user,
+                    &p.name,
+                    &groups,
+                    &state.config.sso.mappings,
+                )
                 .await
                 .map_err(|e| anyhow::anyhow!("applying the mapping to {}: {e:?}", user.username))?;
             let teams: Vec<String> = outcome

@@ -1,7 +1,7 @@
 //! Reading and exporting the audit log.
 
 use crate::api::body::Query;
-use crate::audit;
+use crate::audit::Caller;
 use crate::auth::principal::Principal;
 use crate::clock::{parse_rfc3339, rfc3339};
 use crate::error::{ApiError, ApiResult};
@@ -14,10 +14,9 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use base64::Engine;
 use futures::StreamExt;
-use redwall_policy::audit_event::{AuditEvent, Outcome};
+use redwall_policy::audit_event::AuditEvent;
 use redwall_store::{AuditFilter, AuditRecord};
 use serde::{Deserialize, Serialize};
-use serde_json::json;
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -148,7 +147,7 @@ pub async fn list_team(
 
 async fn page(state: &AppState, f: AuditFilter) -> ApiResult<Json<AuditPage>> {
     let limit = f.limit;
-    let records = state.store.list_audit(&f).await?;
+    let records = state.hub.audit_page(&f).await?;
     let next_cursor = (records.len() as i64 == limit)
         .then(|| records.last().map(|r| encode_cursor(r.seq)))
         .flatten();
@@ -183,7 +182,8 @@ pub async fn verify(
     principal: Principal,
     client: ClientInfo,
 ) -> ApiResult<Json<ChainCheck>> {
-    let report = state.store.verify_audit_chain(&state.chain_key).await?;
+    let caller = Caller::of(&principal, &client);
+    let report = state.hub.verify_audit_log(caller.who()).await?;
     let first_problem = report.problem.map(|p| ChainBreak {
         seq: p.seq,
         kind: match p.kind {
@@ -199,16 +199,6 @@ pub async fn verify(
         last_seq: report.last_seq,
         first_problem,
     };
-    audit::record(
-        &state,
-        Some(&principal.actor()),
-        &client,
-        AuditEvent::AuditVerified,
-        if check.ok { Outcome::Success } else { Outcome::Failure },
-        None,
-        json!({ "entries_checked": check.entries_checked, "first_problem": check.first_problem.as_ref().map(|p| p.seq) }),
-    )
-    .await?;
     Ok(Json(check))
 }
 
@@ -247,21 +237,10 @@ async fn export_filtered(
     f: AuditFilter,
     event: AuditEvent,
 ) -> ApiResult<Response> {
-    audit::record_in_team(
-        &state,
-        f.team_id.as_deref(),
-        Some(&principal.actor()),
-        &client,
-        event,
-        Outcome::Success,
-        None,
-        json!({ "actor": f.actor, "event": f.event, "since": f.since.map(rfc3339), "until": f.until.map(rfc3339) }),
-    )
-    .await?;
+    let caller = Caller::of(&principal, &client);
+    let stream = state.hub.export_audit(caller.who(), f, event).await?;
     let (tx, rx) = tokio::sync::mpsc::channel::<Result<String, std::io::Error>>(64);
-    let store = state.store.clone();
     tokio::spawn(async move {
-        let stream = store.stream_audit(f);
         futures::pin_mut!(stream);
         while let Some(item) = stream.next().await {
             let line = match item {

@@ -138,7 +138,7 @@ pub async fn test_request(
         "basic" => Presented::Basic(Some(role)),
         "api_key" => {
             let key = req.api_key.as_deref().unwrap_or("");
-            match check_api_key(&state, &i.id, key).await? {
+            match check_api_key(&state.hub, &i.id, key).await? {
                 KeyCheck::Valid { path_prefix, .. } => Presented::ApiKey {
                     valid: true,
                     path_allowed: key_allows_path(path_prefix.as_deref(), &req.path),

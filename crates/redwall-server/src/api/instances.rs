@@ -198,7 +198,7 @@ pub async fn login_handoff(
     // exactly the answer for an instance that does not exist.
     let instance = match state.config.instance_domain().is_none() {
         true => None,
-        false => state.store.get_instance_by_name(&q.instance).await?,
+        false => state.hub.instance_by_name(&q.instance).await?,
     };
     let Some(instance) = instance else {
         return Err(ApiError::not_found());

@@ -60,7 +60,7 @@ pub async fn list_for_team(
 ) -> ApiResult<Json<Vec<InvitationView>>> {
     let access = principal.team()?;
     let now = state.now();
-    let list = state.store.list_team_invitations(&access.team_id).await?;
+    let list = state.hub.team_invitations(&access.team_id).await?;
     Ok(Json(list.iter().map(|i| view(i, now)).collect()))
 }
 
@@ -111,10 +111,7 @@ pub async fn list_mine(
     principal: Principal,
 ) -> ApiResult<Json<Vec<InvitationView>>> {
     let now = state.now();
-    let list = state
-        .store
-        .list_user_invitations(&principal.user_id, now)
-        .await?;
+    let list = state.hub.invitations_for(&principal.user_id).await?;
     Ok(Json(list.iter().map(|i| view(i, now)).collect()))
 }
 

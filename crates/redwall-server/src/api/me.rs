@@ -105,7 +105,7 @@ pub async fn list_sessions(
     State(state): State<AppState>,
     principal: Principal,
 ) -> ApiResult<Json<Vec<SessionView>>> {
-    let sessions = state.store.list_sessions(&principal.user_id).await?;
+    let sessions = state.hub.sessions_of(&principal.user_id).await?;
     let current = principal.session_id();
     Ok(Json(
         sessions

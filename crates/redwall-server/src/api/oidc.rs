@@ -401,12 +401,11 @@ async fn finish(
     };
     // A code is accepted once per state, on whichever replica it arrives.
     let used = state
-        .store
+        .hub
         .use_oidc_state(
             &oidc::state_digest(&state.keyring, &pending.state),
             &oidc::client_key(client.ip),
             pending.expires,
-            now,
             USED_STATES_PER_CLIENT,
         )
         .await?;

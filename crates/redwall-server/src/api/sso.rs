@@ -120,8 +120,8 @@ pub async fn ldap_login(
             let known = match &device {
                 None => None,
                 Some(d) => state
-                    .store
-                    .find_external_identity(&provider.name, found.subject())
+                    .hub
+                    .linked_user(&provider.name, found.subject())
                     .await?
                     .and_then(|user_id| d.known_for(&user_id)),
             };

@@ -2,7 +2,7 @@
 
 use crate::auth::guard::Access;
 use crate::clock::rfc3339;
-use crate::error::ApiResult;
+use crate::error::{ApiError, ApiResult};
 use crate::state::AppState;
 use axum::extract::State;
 use axum::http::{header, StatusCode};
@@ -16,7 +16,11 @@ use serde_json::{json, Value};
 use std::time::Duration;
 
 pub async fn healthz(State(state): State<AppState>) -> ApiResult<Json<Value>> {
-    state.store.count_users().await?;
+    state
+        .hub
+        .database_check(CHECK_TIMEOUT)
+        .await
+        .map_err(|_| ApiError::internal_quiet())?;
     Ok(Json(json!({ "status": "ok" })))
 }
 
@@ -72,13 +76,7 @@ impl CheckView {
 }
 
 pub async fn readyz(State(state): State<AppState>) -> Response {
-    let read = async {
-        match tokio::time::timeout(CHECK_TIMEOUT, state.store.count_users()).await {
-            Ok(Ok(_)) => Ok(()),
-            Ok(Err(e)) => Err(state.store.fault_cause(&e)),
-            Err(_) => Err(FaultCause::Timeout),
-        }
-    };
+    let read = state.hub.database_check(CHECK_TIMEOUT);
     let (database, audit) = tokio::join!(read, state.audit_writer.check(CHECK_TIMEOUT));
     let since = state.audit_writer.health().fault().map(|f| f.since);
     let view = ReadinessView {

@@ -1,16 +1,16 @@
 //! Teams: creation, settings, deletion, members and roles.
 
 use crate::api::body::{Body, TeamItemPath};
-use crate::audit::{self, Caller};
+use crate::audit::Caller;
 use crate::auth::principal::Principal;
 use crate::clock::rfc3339;
-use crate::error::{ApiError, ApiResult};
+use crate::error::ApiResult;
 use crate::net::client::ClientInfo;
 use crate::state::AppState;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::Json;
-use redwall_policy::audit_event::{AuditEvent, Outcome};
+use redwall_policy::audit_event::AuditEvent;
 use redwall_policy::permission::{team_permissions, TeamRole};
 use redwall_policy::team_rules::team_role;
 use redwall_store::Team;
@@ -46,14 +46,6 @@ fn view(team: &Team, role: Option<TeamRole>) -> TeamView {
     }
 }
 
-async fn existing(state: &AppState, team_id: &str) -> ApiResult<Team> {
-    state
-        .store
-        .get_team(team_id)
-        .await?
-        .ok_or_else(ApiError::not_found)
-}
-
 #[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NewTeam {
@@ -81,7 +73,7 @@ pub async fn list_mine(
     State(state): State<AppState>,
     principal: Principal,
 ) -> ApiResult<Json<Vec<TeamView>>> {
-    let teams = state.store.list_teams_of_user(&principal.user_id).await?;
+    let teams = state.hub.teams_of_user(&principal.user_id).await?;
     Ok(Json(
         teams
             .iter()
@@ -92,7 +84,7 @@ pub async fn list_mine(
 
 pub async fn get(State(state): State<AppState>, principal: Principal) -> ApiResult<Json<TeamView>> {
     let access = principal.team()?;
-    let team = existing(&state, &access.team_id).await?;
+    let team = state.hub.team(&access.team_id).await?;
     Ok(Json(view(&team, access.role)))
 }
 
@@ -144,35 +136,11 @@ pub async fn delete(
     Body(req): Body<DeleteTeam>,
 ) -> ApiResult<StatusCode> {
     let access = principal.team()?;
-    let team = existing(&state, &access.team_id).await?;
-    if req.confirm_name != team.name {
-        return Err(ApiError::new(
-            StatusCode::UNPROCESSABLE_ENTITY,
-            "confirmation_mismatch",
-            "repeat the team's exact name in confirm_name to delete it",
-        ));
-    }
-    // Instances hold flows and credentials: they are deleted one by one,
-    // deliberately, before the team can go. The audit entries stay.
-    if state.store.count_team_instances(&team.id).await? > 0 {
-        return Err(ApiError::conflict(
-            "team_has_instances",
-            "delete the team's instances first",
-        ));
-    }
-    state.store.delete_team(&team.id).await?;
-    state.forget_team(&team.id);
-    audit::record_in_team(
-        &state,
-        Some(&team.id),
-        Some(&principal.actor()),
-        &client,
-        AuditEvent::TeamDeleted,
-        Outcome::Success,
-        Some(format!("team:{}", team.id)),
-        json!({ "name": team.name }),
-    )
-    .await?;
+    let caller = Caller::of(&principal, &client);
+    state
+        .hub
+        .delete_team(caller.who(), &access.team_id, &req.confirm_name)
+        .await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -189,7 +157,7 @@ pub async fn members(
     principal: Principal,
 ) -> ApiResult<Json<Vec<MemberView>>> {
     let access = principal.team()?;
-    let members = state.store.list_members(&access.team_id).await?;
+    let members = state.hub.team_members(&access.team_id).await?;
     Ok(Json(
         members
             .into_iter()

@@ -76,7 +76,7 @@ pub async fn list(
     State(state): State<AppState>,
     principal: Principal,
 ) -> ApiResult<Json<Vec<TokenView>>> {
-    let tokens = state.store.list_api_tokens(&principal.user_id).await?;
+    let tokens = state.hub.tokens_of(&principal.user_id).await?;
     Ok(Json(tokens.iter().map(|t| view(t, None)).collect()))
 }
 

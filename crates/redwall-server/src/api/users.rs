@@ -4,7 +4,7 @@ pub use crate::accounts::UserView;
 use crate::api::body::{Body, IdPath, Query};
 use crate::audit::Caller;
 use crate::auth::principal::Principal;
-use crate::error::{ApiError, ApiResult};
+use crate::error::ApiResult;
 use crate::net::client::ClientInfo;
 use crate::state::AppState;
 use axum::extract::State;
@@ -33,7 +33,7 @@ pub async fn list(
     Query(q): Query<ListQuery>,
 ) -> ApiResult<Json<UserList>> {
     let limit = q.limit.unwrap_or(100).clamp(1, 500);
-    let users = state.store.list_users(q.after.as_deref(), limit).await?;
+    let users = state.hub.users_page(q.after.as_deref(), limit).await?;
     let next = (users.len() as i64 == limit)
         .then(|| users.last().map(|u| u.username.to_lowercase()))
         .flatten();
@@ -74,11 +74,7 @@ pub async fn create(
 }
 
 async fn existing(state: &AppState, id: &str) -> ApiResult<User> {
-    state
-        .store
-        .get_user(id)
-        .await?
-        .ok_or_else(ApiError::not_found)
+    Ok(state.hub.stored_user(id).await?)
 }
 
 pub async fn get(State(state): State<AppState>, IdPath(id): IdPath) -> ApiResult<Json<UserView>> {

@@ -163,7 +163,7 @@ pub async fn authorize_any(
     let Some(user) = state.hub.active_user(&user_id).await? else {
         return Err(ApiError::unauthenticated());
     };
-    let settings = state.hub.settings.get(&state.store, state.now()).await?;
+    let settings = state.hub.platform_settings().await?;
     let role = if user.is_admin {
         PlatformRole::Admin
     } else {

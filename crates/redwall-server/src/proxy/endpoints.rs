@@ -115,7 +115,7 @@ async fn judge(
                     }
                     return Err(ApiError::throttled(wait));
                 }
-                match check_api_key(state, &target.id, &key).await? {
+                match check_api_key(&state.hub, &target.id, &key).await? {
                     KeyCheck::Valid {
                         key_id,
                         path_prefix,
@@ -167,7 +167,7 @@ async fn judge(
                         .map_err(ApiError::throttled)?;
                 }
                 let checked = check_basic(
-                    state,
+                    &state.hub,
                     &target.team_id,
                     &user,
                     &password,

@@ -8,7 +8,7 @@
 //! token. Anything the client sent in our header names is removed first,
 //! and so are Redwall's own credentials, which flows must never see.
 
-pub mod credentials;
+pub use redwall_hub::credentials;
 pub mod endpoints;
 pub mod forward;
 pub mod handoff;
@@ -18,8 +18,6 @@ pub mod upstream;
 
 use crate::auth::guard::{authorize_any, CsrfMode};
 use crate::error::{ApiError, ApiResult};
-use crate::instances::keys::open_keys;
-use crate::instances::options::rules_from_json;
 use crate::net::client::ClientInfo;
 use crate::state::AppState;
 use axum::extract::Request;
@@ -29,7 +27,6 @@ use forward::{forward, Forward, Recheck};
 use redwall_policy::audit_event::AuditEvent;
 use redwall_policy::permission::Permission;
 use redwall_policy::route_policy::is_clean_path;
-use redwall_policy::team_rules::TeamRanges;
 use redwall_runtime::{
     mint_editor_token, mint_endpoint_token, EditorPermission, EDITOR_TOKEN_HEADER,
     ENDPOINT_TOKEN_HEADER,
@@ -177,41 +174,7 @@ pub async fn serve(state: &AppState, located: Located, mut request: Request) -> 
 }
 
 pub async fn load_target(state: &AppState, name: &str) -> ApiResult<Option<Arc<InstanceTarget>>> {
-    let now = state.now();
-    if let Some(t) = state
-        .hub
-        .caches
-        .instance_targets
-        .get(&name.to_string(), now)
-    {
-        return Ok(t);
-    }
-    let target = match state.store.get_instance_by_name(name).await? {
-        None => None,
-        Some(i) => {
-            let keys = open_keys(&state.keyring, &i)?;
-            let team = state.store.get_team(&i.team_id).await?;
-            Some(Arc::new(InstanceTarget {
-                // An instance whose team is gone admits no address.
-                team_ranges: team.map_or(TeamRanges::Only(Vec::new()), |t| {
-                    TeamRanges::from_stored(&t.allowed_cidrs)
-                }),
-                rules: rules_from_json(&i.routes),
-                id: i.id,
-                name: i.name,
-                team_id: i.team_id,
-                port: i.port,
-                editor_secret: keys.editor,
-                endpoint_secret: keys.endpoint,
-            }))
-        }
-    };
-    state
-        .hub
-        .caches
-        .instance_targets
-        .insert(name.to_string(), target.clone(), now);
-    Ok(target)
+    Ok(state.hub.instance_target(name).await?)
 }
 
 async fn handle(state: &AppState, located: Located, mut request: Request) -> ApiResult<Response> {

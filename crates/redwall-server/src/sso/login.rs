@@ -4,7 +4,6 @@
 //! the clearing of an SSO-only user's local password, then the session.
 //! Never links by display name or an unverified email.
 
-use crate::audit::{self, Actor};
 use crate::error::{ApiError, ApiResult};
 pub use crate::login::AfterSecondFactor;
 use crate::net::client::ClientInfo;
@@ -13,20 +12,10 @@ use crate::state::AppState;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use redwall_policy::audit_event::{AuditEvent, Outcome};
-use redwall_store::{NewUser, StoreError, User};
+use redwall_store::User;
 use serde_json::json;
 
-/// Who the provider says logged in.
-#[derive(Clone, Debug)]
-pub struct ExternalIdentity {
-    pub provider: String,
-    /// OIDC: `{issuer}#{sub}`-like stable id; LDAP: DN or an immutable attribute.
-    pub subject: String,
-    /// The login name for a provisioned user.
-    pub username: String,
-    pub groups: Vec<String>,
-}
+pub use redwall_hub::sso_login::ExternalIdentity;
 
 /// Records a failed SSO login and gives the one answer every failure gets
 /// (the reason is in the audit log, not in the answer).
@@ -57,88 +46,10 @@ pub async fn record_failure(
     attempted: Option<&str>,
     extra: serde_json::Value,
 ) -> ApiResult<()> {
-    state.hub.metrics.login_failed();
-    let actor = attempted.map(Actor::attempted);
-    let mut detail = json!({ "provider": provider, "reason": reason });
-    if let (Some(d), serde_json::Value::Object(more)) = (detail.as_object_mut(), extra) {
-        d.extend(more);
-    }
-    audit::record(
-        state,
-        actor.as_ref(),
-        client,
-        AuditEvent::SsoLoginFailed,
-        Outcome::Failure,
-        Some(format!("provider:{provider}")),
-        detail,
-    )
-    .await
-}
-
-async fn find_or_provision(
-    state: &AppState,
-    client: &ClientInfo,
-    policy: &ProviderPolicy,
-    id: &ExternalIdentity,
-) -> ApiResult<Result<User, &'static str>> {
-    let now = state.now();
-    if let Some(user_id) = state
-        .store
-        .find_external_identity(&id.provider, &id.subject)
-        .await?
-    {
-        state
-            .store
-            .touch_external_identity(&id.provider, &id.subject, now)
-            .await?;
-        return Ok(state.store.get_user(&user_id).await?.ok_or("unknown_user"));
-    }
-    if !policy.provision {
-        return Ok(Err("not_linked"));
-    }
-    if redwall_policy::username::check_username(&id.username).is_err() {
-        return Ok(Err("unusable_username"));
-    }
-    // A local account with the same name is someone else until an admin
-    // links them: never merge accounts by name.
-    if state
-        .store
-        .find_user_by_username(&id.username)
-        .await?
-        .is_some()
-    {
-        return Ok(Err("username_taken"));
-    }
-    let user = match state
-        .store
-        .create_user(NewUser {
-            id: crate::ids::new_id(),
-            username: id.username.clone(),
-            password_hash: None,
-            is_admin: false,
-            now,
-        })
-        .await
-    {
-        Ok(u) => u,
-        Err(StoreError::Conflict(_)) => return Ok(Err("username_taken")),
-        Err(e) => return Err(e.into()),
-    };
-    state
-        .store
-        .link_external_identity(&id.provider, &id.subject, &user.id, now)
-        .await?;
-    audit::record(
-        state,
-        Some(&Actor::user(&user.id, &user.username)),
-        client,
-        AuditEvent::SsoUserProvisioned,
-        Outcome::Success,
-        Some(format!("user:{}", user.id)),
-        json!({ "provider": id.provider, "subject": id.subject }),
-    )
-    .await?;
-    Ok(Ok(user))
+    Ok(state
+        .hub
+        .record_sso_failure(&client.origin(), provider, reason, attempted, extra)
+        .await?)
 }
 
 pub async fn complete(
@@ -175,20 +86,10 @@ pub async fn apply_after_second_factor(
     client: &ClientInfo,
     user: User,
 ) -> ApiResult<User> {
-    if after.clear_password
-        && state
-            .store
-            .clear_password_hash(&user.id, state.now())
-            .await?
-    {
-        state.forget_user(&user.id);
-    }
-    crate::sso::mapping::apply(state, client, &user, &after.provider, &after.groups).await?;
-    state
-        .store
-        .get_user(&user.id)
-        .await?
-        .ok_or_else(ApiError::unauthenticated)
+    Ok(state
+        .hub
+        .apply_after_second_factor(&client.origin(), after, user, &state.config.sso.mappings)
+        .await?)
 }
 
 /// [`complete`] for logins that can carry Redwall's second factor in the
@@ -201,7 +102,11 @@ pub async fn complete_with_code(
     id: ExternalIdentity,
     code: Option<&str>,
 ) -> ApiResult<Response> {
-    let user = match find_or_provision(state, client, policy, &id).await? {
+    let found = state
+        .hub
+        .find_or_provision(&client.origin(), &id, policy.provision)
+        .await?;
+    let user = match found {
         Ok(u) if !u.suspended => u,
         Ok(_) => {
             return Err(fail(state, client, &id.provider, "suspended", Some(&id.username)).await)

@@ -6,7 +6,6 @@
 pub mod config;
 pub mod ldap;
 pub mod login;
-pub mod mapping;
 pub mod oidc;
 pub mod refusals;
 pub mod secrets;

@@ -13,13 +13,13 @@
 //! seq and hash) in the same transaction as the delete, the only delete the
 //! database triggers let through (see the store's `retention`).
 
-use super::Actor;
+use crate::audit::{Event, Who};
 use crate::clock::rfc3339;
-use crate::net::client::ClientInfo;
-use crate::state::AppState;
+use crate::Hub;
 use anyhow::{anyhow, bail, Context};
 use futures::TryStreamExt;
-use redwall_policy::audit_event::{AuditEvent, Outcome};
+use redwall_crypto::chain::ChainKey;
+use redwall_policy::audit_event::AuditEvent;
 use redwall_policy::Micros;
 use redwall_store::{AuditCut, AuditFilter};
 use std::io::{BufReader, BufWriter, Write};
@@ -67,13 +67,12 @@ pub fn parse_date(s: &str) -> Option<Micros> {
 /// key, then records the export. `out` must not exist. `None` when there is
 /// nothing before `before`.
 pub async fn export_before(
-    state: &AppState,
-    actor: &Actor,
-    client: &ClientInfo,
+    hub: &Hub,
+    who: Who<'_>,
     before: Micros,
     out: &Path,
 ) -> anyhow::Result<Option<Exported>> {
-    let Some(cut) = state.store.audit_cut_before(before).await? else {
+    let Some(cut) = hub.store.audit_cut_before(before).await? else {
         return Ok(None);
     };
     let file = std::fs::OpenOptions::new()
@@ -81,10 +80,11 @@ pub async fn export_before(
         .create_new(true)
         .open(out)
         .with_context(|| format!("creating {} (it must not exist)", out.display()))?;
-    let written = write_entries(state, &cut, file).await;
+    let written = write_entries(hub, &cut, file).await;
     let checked = written.and_then(|()| {
         let f = std::fs::File::open(out).with_context(|| format!("reading {}", out.display()))?;
-        let report = redwall_store::verify_export(&state.chain_key, BufReader::new(f))?;
+        let report =
+            redwall_store::verify_export(&ChainKey::from_keyring(&hub.keyring), BufReader::new(f))?;
         if let Some((line, why)) = report.problem {
             bail!(
                 "the exported entries do not verify (line {line}: {why}); run `redwall audit \
@@ -112,29 +112,17 @@ pub async fn export_before(
         "before": rfc3339(before),
         "file": out.display().to_string(),
     });
-    let entry = super::entry(
-        state,
-        None,
-        Some(actor),
-        client,
-        AuditEvent::AuditExported,
-        Outcome::Success,
-        Some("audit_log".into()),
-        details,
+    let entry = hub.entry(
+        who,
+        Event::on_platform(AuditEvent::AuditExported, "audit_log".into(), details),
     );
-    let recorded_seq = state.audit_writer.append(entry).await?;
+    let recorded_seq = hub.record(entry).await?;
     Ok(Some(Exported { cut, recorded_seq }))
 }
 
-async fn write_entries(
-    state: &AppState,
-    cut: &AuditCut,
-    file: std::fs::File,
-) -> anyhow::Result<()> {
+async fn write_entries(hub: &Hub, cut: &AuditCut, file: std::fs::File) -> anyhow::Result<()> {
     let mut w = BufWriter::new(file);
-    let mut entries = std::pin::pin!(state
-        .store
-        .stream_audit_range(cut.first_seq, cut.through_seq));
+    let mut entries = std::pin::pin!(hub.store.stream_audit_range(cut.first_seq, cut.through_seq));
     while let Some(r) = entries.try_next().await? {
         serde_json::to_writer(&mut w, &r)?;
         w.write_all(b"\n")?;
@@ -150,15 +138,17 @@ async fn write_entries(
 /// covers, behind a checkpoint entry. `None` when there is nothing before
 /// `before`.
 pub async fn prune_before(
-    state: &AppState,
-    actor: &Actor,
-    client: &ClientInfo,
+    hub: &Hub,
+    who: Who<'_>,
     before: Micros,
 ) -> anyhow::Result<Option<Pruned>> {
-    let Some(cut) = state.store.audit_cut_before(before).await? else {
+    let Some(cut) = hub.store.audit_cut_before(before).await? else {
         return Ok(None);
     };
-    let report = state.store.verify_audit_chain(&state.chain_key).await?;
+    let report = hub
+        .store
+        .verify_audit_chain(&ChainKey::from_keyring(&hub.keyring))
+        .await?;
     if let Some(p) = report.problem {
         bail!(
             "prune refused: the audit chain is broken at entry {} ({}); nothing was removed",
@@ -175,34 +165,30 @@ pub async fn prune_before(
             rfc3339(before)
         )
     };
-    let (export_seq, exported_through) = covering_export(state, &cut)
-        .await?
-        .ok_or_else(not_exported)?;
+    let (export_seq, exported_through) =
+        covering_export(hub, &cut).await?.ok_or_else(not_exported)?;
     // Only what an export holds goes: an export recorded before the date
     // is itself after the entries it holds.
     let wanted = cut.through_seq;
     let cut = if exported_through < cut.through_seq {
-        state
-            .store
+        hub.store
             .audit_cut_through(cut.first_seq, exported_through)
             .await?
             .ok_or_else(not_exported)?
     } else {
         cut
     };
-    let checkpoint = super::entry(
-        state,
-        None,
-        Some(actor),
-        client,
-        AuditEvent::AuditPruned,
-        Outcome::Success,
-        Some("audit_log".into()),
-        serde_json::json!({ "export_seq": export_seq, "before": rfc3339(before) }),
+    let checkpoint = hub.entry(
+        who,
+        Event::on_platform(
+            AuditEvent::AuditPruned,
+            "audit_log".into(),
+            serde_json::json!({ "export_seq": export_seq, "before": rfc3339(before) }),
+        ),
     );
-    let checkpoint_seq = state
+    let checkpoint_seq = hub
         .store
-        .prune_audit(&state.chain_key, &cut, checkpoint)
+        .prune_audit(&ChainKey::from_keyring(&hub.keyring), &cut, checkpoint)
         .await?;
     Ok(Some(Pruned {
         kept_unexported: wanted - cut.through_seq,
@@ -214,12 +200,12 @@ pub async fn prune_before(
 
 /// The recorded export that holds the oldest stored entries and reaches
 /// furthest: its `seq` and the last entry it holds.
-async fn covering_export(state: &AppState, cut: &AuditCut) -> anyhow::Result<Option<(i64, i64)>> {
+async fn covering_export(hub: &Hub, cut: &AuditCut) -> anyhow::Result<Option<(i64, i64)>> {
     let filter = AuditFilter {
         event: Some(AuditEvent::AuditExported.name().into()),
         ..AuditFilter::default()
     };
-    let mut exports = std::pin::pin!(state.store.stream_audit(filter));
+    let mut exports = std::pin::pin!(hub.store.stream_audit(filter));
     let mut best: Option<(i64, i64)> = None;
     while let Some(e) = exports.try_next().await? {
         let d = &e.details;

@@ -4,10 +4,8 @@
 //! credential is verified with argon2 once and then remembered under a keyed
 //! digest for a minute (a password change forgets it at once).
 
-use crate::auth::device::{Channel, Device};
-use crate::auth::throttle::{subject_key, Attempt};
-use crate::error::ApiResult;
-use crate::state::AppState;
+use crate::throttle::{subject_key, Attempt, Channel, Device};
+use crate::{Hub, HubResult};
 use redwall_crypto::token::{self, INSTANCE_KEY_PREFIX};
 use redwall_policy::permission::TeamRole;
 
@@ -20,22 +18,18 @@ pub enum KeyCheck {
     Invalid,
 }
 
-pub use crate::state::CachedKey;
+pub use crate::caches::CachedKey;
 
-pub async fn check_api_key(
-    state: &AppState,
-    instance_id: &str,
-    presented: &str,
-) -> ApiResult<KeyCheck> {
+pub async fn check_api_key(hub: &Hub, instance_id: &str, presented: &str) -> HubResult<KeyCheck> {
     let Some(valid) = token::parse_token(INSTANCE_KEY_PREFIX, presented) else {
         return Ok(KeyCheck::Invalid);
     };
     let digest = token::token_digest(valid);
-    let now = state.now();
-    let cached = match state.hub.caches.instance_keys.get(&digest, now) {
+    let now = hub.now();
+    let cached = match hub.caches.instance_keys.get(&digest, now) {
         Some(c) => c,
         None => {
-            let found = state
+            let found = hub
                 .store
                 .get_instance_api_key_by_digest(&digest)
                 .await?
@@ -46,11 +40,7 @@ pub async fn check_api_key(
                     expires_at: k.expires_at,
                     revoked: k.revoked_at.is_some(),
                 });
-            state
-                .hub
-                .caches
-                .instance_keys
-                .insert(digest, found.clone(), now);
+            hub.caches.instance_keys.insert(digest, found.clone(), now);
             found
         }
     };
@@ -60,7 +50,7 @@ pub async fn check_api_key(
                 && !k.revoked
                 && k.expires_at.is_none_or(|e| e > now) =>
         {
-            state.hub.activity.instance_key_used(&k.id, now);
+            hub.activity.instance_key_used(&k.id, now);
             KeyCheck::Valid {
                 key_id: k.id,
                 path_prefix: k.path_prefix,
@@ -89,23 +79,23 @@ pub enum BasicCheck {
 /// verified credentials or the user table) the throttle judges `attempt` by
 /// it, before any password is hashed; a device known for it goes first.
 pub async fn check_basic(
-    state: &AppState,
+    hub: &Hub,
     team_id: &str,
     username: &str,
     password: &str,
     attempt: &mut Attempt,
     device: Option<&Device>,
-) -> ApiResult<BasicCheck> {
-    let now = state.now();
+) -> HubResult<BasicCheck> {
+    let now = hub.now();
     let mut material = Vec::with_capacity(username.len() + password.len() + 1);
     material.extend_from_slice(username.as_bytes());
     material.push(0);
     material.extend_from_slice(password.as_bytes());
-    let digest = state.keyring.keyed_digest("basic-auth", &material);
-    let cached = state.hub.caches.basic_auth.get(&digest, now);
+    let digest = hub.keyring.keyed_digest("basic-auth", &material);
+    let cached = hub.caches.basic_auth.get(&digest, now);
     let found = match &cached {
         Some(_) => None,
-        None => state.store.find_user_by_username(username).await?,
+        None => hub.user_by_name(username).await?,
     };
     let account = cached
         .clone()
@@ -116,15 +106,14 @@ pub async fn check_basic(
             device.and_then(|d| d.known_for(id)),
         );
     }
-    if let Err(wait) = state.hub.throttle.check(attempt, now) {
+    if let Err(wait) = hub.throttle.check(attempt, now) {
         return Ok(BasicCheck::Throttled(wait));
     }
     let user_id = match cached {
         Some(id) => id,
         None => {
             let stored = found.as_ref().and_then(|u| u.password_hash.clone());
-            let verdict = state
-                .hub
+            let verdict = hub
                 .verify_password(password, stored.as_deref(), attempt.priority())
                 .await?;
             let valid = matches!(
@@ -134,19 +123,15 @@ pub async fn check_basic(
             let Some(user) = found.filter(|_| valid) else {
                 return Ok(BasicCheck::Invalid);
             };
-            state
-                .hub
-                .caches
-                .basic_auth
-                .insert(digest, user.id.clone(), now);
+            hub.caches.basic_auth.insert(digest, user.id.clone(), now);
             user.id
         }
     };
-    let Some(user) = state.hub.active_user(&user_id).await? else {
+    let Some(user) = hub.active_user(&user_id).await? else {
         return Ok(BasicCheck::Invalid);
     };
     Ok(BasicCheck::Valid(BasicUser {
-        role: state.hub.membership(team_id, &user_id).await?,
+        role: hub.membership(team_id, &user_id).await?,
         user_id,
         username: user.username,
     }))
