@@ -160,6 +160,23 @@ impl Hub {
         Ok(self.audit.append(entry).await?)
     }
 
+    /// The key the audit chain's hashes are made with.
+    pub fn chain_key(&self) -> ChainKey {
+        ChainKey::from_keyring(&self.keyring)
+    }
+
+    /// Recomputes the whole hash chain, recording nothing (the operator's
+    /// offline `redwall audit verify`).
+    pub async fn check_audit_chain(&self) -> HubResult<ChainReport> {
+        let key = ChainKey::from_keyring(&self.keyring);
+        Ok(self.store.verify_audit_chain(&key).await?)
+    }
+
+    /// Entries committed with their changes and not chained yet.
+    pub async fn pending_audit_entries(&self) -> HubResult<i64> {
+        Ok(self.store.pending_audit_entries().await?)
+    }
+
     /// One page of the log, as `f` selects.
     pub async fn audit_page(&self, f: &AuditFilter) -> HubResult<Vec<AuditRecord>> {
         Ok(self.store.list_audit(f).await?)
@@ -168,8 +185,7 @@ impl Hub {
     /// Recomputes the whole hash chain now (as `redwall audit verify`
     /// does) and records that it was checked, with the result.
     pub async fn verify_audit_log(&self, who: Who<'_>) -> HubResult<ChainReport> {
-        let key = ChainKey::from_keyring(&self.keyring);
-        let report = self.store.verify_audit_chain(&key).await?;
+        let report = self.check_audit_chain().await?;
         let first_problem = report.problem.as_ref().map(|p| p.seq);
         self.record_event(
             who,

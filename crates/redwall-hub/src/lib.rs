@@ -21,6 +21,7 @@ pub mod invitations;
 pub mod metrics;
 pub mod mfa;
 pub mod passwords;
+pub mod refusals;
 pub mod retention;
 pub mod sessions;
 pub mod settings;
@@ -71,6 +72,8 @@ pub struct Hub {
     pub activity: Arc<activity::ActivityBuffer>,
     pub settings: Arc<settings::SettingsCache>,
     pub metrics: Arc<metrics::Metrics>,
+    /// Refusals counted per source and minute ([`Hub::record_refusal`]).
+    pub refusals: Arc<refusals::RefusalTable>,
     instances: Arc<OnceLock<Arc<instances::InstanceManager>>>,
     recorded: Arc<AtomicU64>,
 }
@@ -84,6 +87,9 @@ pub struct HubParts {
     pub passwords: Argon2Params,
     /// Session lifetimes until an admin sets others.
     pub sessions: SessionLifetimes,
+    /// Sources of refusals counted apart each minute before they are
+    /// counted more coarsely.
+    pub refusal_sources: usize,
 }
 
 impl Hub {
@@ -108,6 +114,7 @@ impl Hub {
                 settings::PlatformSettings::from_config(parts.sessions),
             )),
             metrics: Arc::default(),
+            refusals: Arc::new(refusals::RefusalTable::new(parts.refusal_sources)),
             instances: Arc::default(),
             recorded: Arc::default(),
         })

@@ -205,3 +205,61 @@ impl Hub {
             .await?)
     }
 }
+
+impl Hub {
+    /// An operator links an existing user to a provider's subject (so the
+    /// provider's logins reach that account), in one change with its entry.
+    pub async fn link_identity(
+        &self,
+        who: Who<'_>,
+        provider: &str,
+        subject: &str,
+        username: &str,
+    ) -> HubResult<User> {
+        if subject.trim().is_empty() || subject.len() > 1024 {
+            return Err(crate::HubError::invalid(
+                "invalid_subject",
+                "the subject must be 1 to 1024 characters",
+            ));
+        }
+        let user = self
+            .store
+            .find_user_by_username(username)
+            .await?
+            .ok_or_else(|| {
+                crate::HubError::invalid("unknown_user", format!("no user is named {username:?}"))
+            })?;
+        if let Some(owner) = self.store.find_external_identity(provider, subject).await? {
+            let whose = if owner == user.id {
+                "this user"
+            } else {
+                "another user"
+            };
+            return Err(crate::HubError::conflict(
+                "already_linked",
+                format!("this subject is already linked to {whose}"),
+            ));
+        }
+        let mut tx = self.begin().await?;
+        tx.link_external_identity(provider, subject, &user.id, self.now())
+            .await?;
+        self.note(
+            &mut tx,
+            who,
+            Event::on_platform(
+                AuditEvent::SsoIdentityLinked,
+                format!("user:{}", user.id),
+                json!({ "provider": provider, "subject": subject }),
+            ),
+        );
+        self.commit(tx, 1).await?;
+        Ok(user)
+    }
+}
+
+impl Hub {
+    /// Every (provider, subject, user id) link, for re-syncing everyone.
+    pub async fn linked_identities(&self) -> HubResult<Vec<(String, String, String)>> {
+        Ok(self.store.list_external_identities().await?)
+    }
+}

@@ -11,7 +11,7 @@
 //! resident memory before and after, and the table's size.
 
 use redwall_policy::audit_event::AuditEvent;
-use redwall_server::audit::{self, Refusal};
+use redwall_server::audit::Refusal;
 use redwall_server::clock::ManualClock;
 use redwall_server::config::Config;
 use redwall_server::net::client::ClientInfo;
@@ -48,8 +48,9 @@ async fn main() -> anyhow::Result<()> {
     let state = redwall_server::open_state(config, Arc::new(clock.clone()), None).await?;
     let rows = || async {
         state
+            .hub
             .store
-            .verify_audit_chain(&state.chain_key)
+            .verify_audit_chain(&state.hub.chain_key())
             .await
             .map(|r| r.checked)
     };
@@ -64,27 +65,27 @@ async fn main() -> anyhow::Result<()> {
             user_agent: Some("flood".into()),
             https: true,
         };
-        audit::record_refusal(
-            &state,
-            &client,
-            Refusal {
-                event: AuditEvent::InstanceKeyRejected,
-                reason: "invalid_key",
-                team_id: Some("team-1"),
-                target: Some("instance:plant".into()),
-                actor: None,
-                details: serde_json::json!({ "path": "/hook" }),
-            },
-        )
-        .await
-        .map_err(|e| anyhow::anyhow!("{}", e.message))?;
+        state
+            .hub
+            .record_refusal(
+                &client.origin(),
+                Refusal {
+                    event: AuditEvent::InstanceKeyRejected,
+                    reason: "invalid_key",
+                    team_id: Some("team-1"),
+                    target: Some("instance:plant".into()),
+                    actor: None,
+                    details: serde_json::json!({ "path": "/hook" }),
+                },
+            )
+            .await?;
     }
     let took = started.elapsed();
     let rss_flood = rss_kib();
-    let table = state.refusals.len();
+    let table = state.hub.refusals.len();
     let immediate = rows().await? - rows_before;
     clock.advance_secs(61);
-    let flushed = audit::flush_refusals(&state, false).await;
+    let flushed = state.hub.flush_refusals(false).await;
     let total = rows().await? - rows_before;
     println!("refusals:            {refusals} from {refusals} addresses in {took:.2?}");
     println!("refusal_sources:     {sources}");

@@ -61,7 +61,7 @@ impl RunningServer {
             m.shutdown().await;
         }
         let _ = self.state.hub.flush_activity().await;
-        crate::audit::flush_refusals(&self.state, true).await;
+        self.state.hub.flush_refusals(true).await;
     }
 
     /// Runs until the server task ends (for `redwall serve`).
@@ -78,7 +78,7 @@ impl RunningServer {
             m.shutdown().await;
         }
         let _ = state.hub.flush_activity().await;
-        crate::audit::flush_refusals(&state, true).await;
+        state.hub.flush_refusals(true).await;
         Ok(())
     }
 }
@@ -304,7 +304,7 @@ fn spawn_housekeeping(state: AppState) {
             if let Err(e) = flusher.hub.flush_activity().await {
                 tracing::warn!(error = %e, "could not record session activity");
             }
-            crate::audit::flush_refusals(&flusher, false).await;
+            flusher.hub.flush_refusals(false).await;
         }
     });
     tokio::spawn(async move {

@@ -29,15 +29,10 @@ impl Deref for AppState {
 
 pub struct Inner {
     pub config: Config,
-    pub store: Store,
-    pub audit_writer: AuditWriter,
     pub keyring: Keyring,
-    pub chain_key: ChainKey,
     pub clock: Arc<dyn Clock>,
     /// The hub's operations and the caches they clear.
     pub hub: Hub,
-    /// Refusals counted per source and minute (`audit::record_refusal`).
-    pub refusals: crate::audit::refusals::RefusalTable,
     /// Clients reach us over TLS (ours, not a proxy's).
     pub tls: bool,
     pub upstream: Upstream,
@@ -74,18 +69,15 @@ impl AppState {
             clock: clock.clone(),
             passwords: config.passwords,
             sessions: config.sessions,
+            refusal_sources: config.audit.refusal_sources,
         })?;
         Ok(AppState(Arc::new(Inner {
-            chain_key: ChainKey::from_keyring(&keyring),
             hub,
-            audit_writer,
-            refusals: crate::audit::refusals::RefusalTable::new(config.audit.refusal_sources),
             upstream: Upstream::new(config.instances.network_isolation),
             minted_tokens: TtlCache::new(60 * MICROS_PER_SECOND, 100_000),
             used_handoff_codes: TtlCache::new(120 * MICROS_PER_SECOND, 100_000),
             oidc: crate::sso::oidc::OidcState::default(),
             config,
-            store,
             keyring,
             clock,
             tls,

@@ -150,15 +150,16 @@ async fn the_chain_names_an_edited_a_deleted_and_an_inserted_entry(s: &TestServe
     }
     let state = &s.running.state;
     let report = state
+        .hub
         .store
-        .verify_audit_chain(&state.chain_key)
+        .verify_audit_chain(&state.hub.chain_key())
         .await
         .unwrap();
     assert!(report.problem.is_none());
     let last = report.last_seq.unwrap();
     assert!(report.checked >= 5);
     // Someone with database access rewrites history.
-    let store = state.store.clone();
+    let store = state.hub.store.clone();
     disable_audit_guards(&store).await.unwrap();
     execute_raw(
         &store,
@@ -167,8 +168,9 @@ async fn the_chain_names_an_edited_a_deleted_and_an_inserted_entry(s: &TestServe
     .await
     .unwrap();
     let report = state
+        .hub
         .store
-        .verify_audit_chain(&state.chain_key)
+        .verify_audit_chain(&state.hub.chain_key())
         .await
         .unwrap();
     let p = report.problem.unwrap();
@@ -178,8 +180,9 @@ async fn the_chain_names_an_edited_a_deleted_and_an_inserted_entry(s: &TestServe
         .await
         .unwrap();
     let p = state
+        .hub
         .store
-        .verify_audit_chain(&state.chain_key)
+        .verify_audit_chain(&state.hub.chain_key())
         .await
         .unwrap()
         .problem
@@ -189,8 +192,9 @@ async fn the_chain_names_an_edited_a_deleted_and_an_inserted_entry(s: &TestServe
     // Put a forged row in the gap: it cannot carry a valid keyed hash.
     execute_raw(&store, "INSERT INTO audit_log SELECT 3, 'forged', at, actor_id, actor_name, client_ip, user_agent, event, target, outcome, details, team_id, prev_hash, hash FROM audit_log WHERE seq = 2").await.unwrap();
     let p = state
+        .hub
         .store
-        .verify_audit_chain(&state.chain_key)
+        .verify_audit_chain(&state.hub.chain_key())
         .await
         .unwrap()
         .problem
@@ -366,6 +370,7 @@ async fn stored_seqs(s: &TestServer) -> Vec<i64> {
     let mut all = std::pin::pin!(s
         .running
         .state
+        .hub
         .store
         .stream_audit(redwall_store::AuditFilter::default()));
     let mut seqs = Vec::new();
@@ -382,7 +387,7 @@ async fn stored_seqs(s: &TestServer) -> Vec<i64> {
 async fn export_then_prune_keeps_the_rest_provable(s: &TestServer) {
     use redwall_server::audit::retention::{export_before, prune_before};
     let state = &s.running.state;
-    let store = state.store.clone();
+    let store = state.hub.store.clone();
     let (actor, client) = operator();
     let origin = client.origin();
     let who = redwall_hub::Who {
@@ -439,11 +444,11 @@ async fn export_then_prune_keeps_the_rest_provable(s: &TestServer) {
     assert!(cut.through_seq >= 4 && cut.through_seq < head, "{cut:?}");
     let text = std::fs::read_to_string(&file).unwrap();
     assert_eq!(text.lines().count() as i64, cut.entries());
-    let report = redwall_store::verify_export(&state.chain_key, text.as_bytes()).unwrap();
+    let report = redwall_store::verify_export(&state.hub.chain_key(), text.as_bytes()).unwrap();
     assert_eq!(report.problem, None);
     assert_eq!(report.last_hash.as_deref(), Some(cut.through_hash.as_str()));
     let tampered = text.replacen("old1", "evil", 1);
-    let report = redwall_store::verify_export(&state.chain_key, tampered.as_bytes()).unwrap();
+    let report = redwall_store::verify_export(&state.hub.chain_key(), tampered.as_bytes()).unwrap();
     assert!(
         report.problem.is_some(),
         "a changed exported entry is named"
@@ -469,7 +474,10 @@ async fn export_then_prune_keeps_the_rest_provable(s: &TestServer) {
     assert_eq!(checkpoint[0]["details"]["through_seq"], cut.through_seq);
     assert_eq!(checkpoint[0]["details"]["through_hash"], cut.through_hash);
     assert_eq!(checkpoint[0]["actor_name"], "cli:test");
-    let report = store.verify_audit_chain(&state.chain_key).await.unwrap();
+    let report = store
+        .verify_audit_chain(&state.hub.chain_key())
+        .await
+        .unwrap();
     assert_eq!(report.problem, None, "{report:?}");
     assert_eq!(report.pruned_through, Some(cut.through_seq));
     assert_eq!(report.checked as usize, after.len());
@@ -494,7 +502,7 @@ async fn export_then_prune_keeps_the_rest_provable(s: &TestServer) {
         .unwrap();
     assert_eq!(second.cut.first_seq, cut.through_seq + 1);
     let text2 = std::fs::read_to_string(&file2).unwrap();
-    let report = redwall_store::verify_export(&state.chain_key, text2.as_bytes()).unwrap();
+    let report = redwall_store::verify_export(&state.hub.chain_key(), text2.as_bytes()).unwrap();
     assert_eq!(report.problem, None);
     assert_eq!(
         report.starts_after.as_deref(),
@@ -507,7 +515,10 @@ async fn export_then_prune_keeps_the_rest_provable(s: &TestServer) {
     // The export's own record is before the cutoff too, but no file holds it.
     assert_eq!(pruned2.cut, second.cut);
     assert_eq!(pruned2.kept_unexported, 1);
-    let report = store.verify_audit_chain(&state.chain_key).await.unwrap();
+    let report = store
+        .verify_audit_chain(&state.hub.chain_key())
+        .await
+        .unwrap();
     assert_eq!(report.problem, None, "{report:?}");
     assert_eq!(report.pruned_through, Some(pruned2.cut.through_seq));
     s.create_user(&admin, "latest").await;
@@ -524,7 +535,7 @@ async fn export_then_prune_keeps_the_rest_provable(s: &TestServer) {
     .await
     .unwrap();
     let p = store
-        .verify_audit_chain(&state.chain_key)
+        .verify_audit_chain(&state.hub.chain_key())
         .await
         .unwrap()
         .problem
@@ -538,7 +549,7 @@ async fn export_then_prune_keeps_the_rest_provable(s: &TestServer) {
     .await
     .unwrap();
     let p = store
-        .verify_audit_chain(&state.chain_key)
+        .verify_audit_chain(&state.hub.chain_key())
         .await
         .unwrap()
         .problem

@@ -132,6 +132,7 @@ async fn roles_rules_and_keys_decide_who_reaches_an_instance() {
     let port = s
         .running
         .state
+        .hub
         .store
         .get_instance_by_name("plant")
         .await
@@ -980,6 +981,7 @@ async fn bad_requests_get_clear_errors() {
     let port = s
         .running
         .state
+        .hub
         .store
         .get_instance_by_name("plant")
         .await
@@ -1137,13 +1139,14 @@ async fn rotating_the_instance_secret_key_keeps_every_value() {
         (1, 2, 3)
     );
     let stored = state
+        .hub
         .store
         .get_instance_by_name("plant")
         .await
         .unwrap()
         .unwrap();
     assert!(stored.secrets.starts_with("v2."), "{}", stored.secrets);
-    let env = state.store.list_instance_env(&stored.id).await.unwrap();
+    let env = state.hub.store.list_instance_env(&stored.id).await.unwrap();
     assert!(env
         .iter()
         .all(|e| e.value.starts_with("v2.") && !e.value.contains("t0p-secret")));
@@ -1157,7 +1160,7 @@ async fn rotating_the_instance_secret_key_keeps_every_value() {
         )
         .await;
     assert_eq!(r.status, 200, "{}", r.body);
-    let env = state.store.list_instance_env(&stored.id).await.unwrap();
+    let env = state.hub.store.list_instance_env(&stored.id).await.unwrap();
     assert!(env.iter().all(|e| e.value.starts_with("v2.")));
     assert_eq!(
         admin

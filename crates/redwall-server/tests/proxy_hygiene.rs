@@ -545,6 +545,7 @@ async fn hanging_upgrades_time_out_and_open_upstream_sockets_are_limited() {
     let port = s
         .running
         .state
+        .hub
         .store
         .get_instance_by_name("sock")
         .await

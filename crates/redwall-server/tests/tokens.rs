@@ -46,7 +46,7 @@ async fn a_token_is_shown_once_and_works_as_bearer(s: &TestServer) {
     // Last use is recorded: buffered, and written by the background flush
     // every few seconds (run here directly instead of waiting for it).
     let state = &s.running.state;
-    state.hub.activity.flush(&state.store).await.unwrap();
+    state.hub.activity.flush(&state.hub.store).await.unwrap();
     let listed = admin.get("/api/v1/me/tokens").await;
     assert!(
         listed.body[0]["last_used_at"].is_string(),

@@ -255,8 +255,8 @@ async fn verify_audit(config: Config) -> anyhow::Result<ExitCode> {
     let state = admin::open(config, master_key()).await?;
     let started = std::time::Instant::now();
     let report = state
-        .store
-        .verify_audit_chain(&state.chain_key)
+        .hub
+        .check_audit_chain()
         .await
         .context("reading the audit log")?;
     let took = started.elapsed();
@@ -273,7 +273,7 @@ async fn verify_audit(config: Config) -> anyhow::Result<ExitCode> {
                     "  entries 1 to {through} were pruned; the chain starts at their checkpoint"
                 );
             }
-            let pending = state.store.pending_audit_entries().await.unwrap_or(0);
+            let pending = state.hub.pending_audit_entries().await.unwrap_or(0);
             if pending > 0 {
                 println!(
                     "  {pending} entries committed with their changes are not chained yet; \

@@ -62,48 +62,25 @@ async fn link(
         eprintln!("error: no provider named {provider:?} is configured");
         return Ok(ExitCode::from(2));
     }
-    if subject.trim().is_empty() || subject.len() > 1024 {
-        eprintln!("error: the subject must be 1 to 1024 characters");
-        return Ok(ExitCode::from(2));
-    }
     let state = crate::admin::open(config, master_key).await?;
-    let Some(user) = state.store.find_user_by_username(username).await? else {
-        eprintln!("error: no user is named {username:?}");
-        return Ok(ExitCode::from(2));
-    };
-    if let Some(owner) = state
-        .store
-        .find_external_identity(provider, subject)
-        .await?
-    {
-        let same = owner == user.id;
-        eprintln!(
-            "error: this subject is already linked{}",
-            if same {
-                " to this user"
-            } else {
-                " to another user"
-            }
-        );
-        return Ok(ExitCode::from(2));
-    }
-    state
-        .store
-        .link_external_identity(provider, subject, &user.id, state.now())
-        .await
-        .context("linking")?;
     let (actor, client) = crate::admin::operator();
-    redwall_server::audit::record(
-        &state,
-        Some(&actor),
-        &client,
-        redwall_policy::audit_event::AuditEvent::SsoIdentityLinked,
-        redwall_policy::audit_event::Outcome::Success,
-        Some(format!("user:{}", user.id)),
-        serde_json::json!({ "provider": provider, "subject": subject }),
-    )
-    .await
-    .map_err(|e| anyhow::anyhow!(e.message))?;
+    let origin = client.origin();
+    let who = redwall_hub::Who {
+        actor: Some(&actor),
+        origin: &origin,
+    };
+    match state
+        .hub
+        .link_identity(who, provider, subject, username)
+        .await
+    {
+        Ok(_) => {}
+        Err(e @ redwall_hub::HubError::Refused { .. }) => {
+            eprintln!("error: {e}");
+            return Ok(ExitCode::from(2));
+        }
+        Err(e) => return Err(e.into()),
+    }
     println!("linked {username} to {provider} subject {subject}");
     Ok(ExitCode::SUCCESS)
 }
@@ -153,8 +130,8 @@ async fn resync(config: Config, master_key: Option<Secret>) -> anyhow::Result<Ex
     let state = crate::admin::open(config, master_key).await?;
     let (_, client) = crate::admin::operator();
     let identities = state
-        .store
-        .list_external_identities()
+        .hub
+        .linked_identities()
         .await
         .context("reading the linked identities")?;
     let (mut synced, mut gone, mut failed) = (0usize, 0usize, 0usize);
@@ -183,8 +160,10 @@ async fn resync(config: Config, master_key: Option<Secret>) -> anyhow::Result<Ex
             }
         };
         for (_, subject, user_id) in linked {
-            let Some(user) = state.store.get_user(user_id).await? else {
-                continue;
+            let user = match state.hub.stored_user(user_id).await {
+                Ok(user) => user,
+                Err(redwall_hub::HubError::NotFound) => continue,
+                Err(e) => return Err(e.into()),
             };
             let groups = match dir.find_subject(subject).await {
                 Ok(Some(entry)) => entry.groups,

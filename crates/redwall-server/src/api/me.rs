@@ -36,7 +36,7 @@ pub struct MeView {
 
 pub async fn get_me(State(state): State<AppState>, principal: Principal) -> Json<MeView> {
     let is_admin = principal.role == redwall_policy::permission::PlatformRole::Admin;
-    let service_alert = match state.audit_writer.health().fault() {
+    let service_alert = match state.hub.audit.health().fault() {
         Some(f) if is_admin => Some(format!(
             "Security actions are being refused: the audit log cannot be written because {} \
              (since {}).",

@@ -77,8 +77,8 @@ impl CheckView {
 
 pub async fn readyz(State(state): State<AppState>) -> Response {
     let read = state.hub.database_check(CHECK_TIMEOUT);
-    let (database, audit) = tokio::join!(read, state.audit_writer.check(CHECK_TIMEOUT));
-    let since = state.audit_writer.health().fault().map(|f| f.since);
+    let (database, audit) = tokio::join!(read, state.hub.audit.check(CHECK_TIMEOUT));
+    let since = state.hub.audit.health().fault().map(|f| f.since);
     let view = ReadinessView {
         status: if database.is_ok() && audit.is_ok() {
             "ok"
@@ -107,7 +107,7 @@ pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
         state
             .hub
             .metrics
-            .render(state.audit_writer.health(), state.hub.entries_recorded()),
+            .render(state.hub.audit.health(), state.hub.entries_recorded()),
     )
 }
 

@@ -106,12 +106,13 @@ async fn judge(
                 let now = state.now();
                 if let Err(wait) = state.hub.throttle.check_client(client.ip, now) {
                     if record_failures {
-                        audit::record_refusal(
-                            state,
-                            client,
-                            key_refusal(target, "throttled", json!({ "path": path })),
-                        )
-                        .await?;
+                        state
+                            .hub
+                            .record_refusal(
+                                &client.origin(),
+                                key_refusal(target, "throttled", json!({ "path": path })),
+                            )
+                            .await?;
                     }
                     return Err(ApiError::throttled(wait));
                 }
@@ -129,9 +130,7 @@ async fn judge(
                     KeyCheck::Invalid => {
                         state.hub.throttle.record_client_failure(client.ip, now);
                         if record_failures {
-                            audit::record_refusal(
-                                state,
-                                client,
+                            state.hub.record_refusal(&client.origin(),
                                 key_refusal(
                                     target,
                                     "invalid_key",
@@ -195,19 +194,20 @@ async fn judge(
                     BasicCheck::Invalid => {
                         state.hub.throttle.record_failure(&attempt, now);
                         if record_failures {
-                            audit::record_refusal(
-                                state,
-                                client,
-                                audit::Refusal {
-                                    event: AuditEvent::InstanceBasicRejected,
-                                    reason: "wrong_password",
-                                    team_id: Some(&target.team_id),
-                                    target: Some(format!("instance:{}", target.name)),
-                                    actor: Some(&Actor::attempted(&user)),
-                                    details: json!({ "path": path }),
-                                },
-                            )
-                            .await?;
+                            state
+                                .hub
+                                .record_refusal(
+                                    &client.origin(),
+                                    audit::Refusal {
+                                        event: AuditEvent::InstanceBasicRejected,
+                                        reason: "wrong_password",
+                                        team_id: Some(&target.team_id),
+                                        target: Some(format!("instance:{}", target.name)),
+                                        actor: Some(&Actor::attempted(&user)),
+                                        details: json!({ "path": path }),
+                                    },
+                                )
+                                .await?;
                         }
                         Presented::Basic(None)
                     }

@@ -5,7 +5,7 @@
 //! reason, the first refusal of each minute is written at once and the rest
 //! of that minute as one entry with their `count`.
 
-use crate::audit::{self, Refusal};
+use crate::audit::Refusal;
 use crate::error::ApiResult;
 use crate::net::client::ClientInfo;
 use crate::state::AppState;
@@ -26,17 +26,19 @@ pub async fn record(
     if let (Some(d), serde_json::Value::Object(more)) = (details.as_object_mut(), extra) {
         d.extend(more);
     }
-    audit::record_refusal(
-        state,
-        client,
-        Refusal {
-            event: AuditEvent::SsoLoginFailed,
-            reason,
-            team_id: None,
-            target: Some(format!("provider:{provider}")),
-            actor: None,
-            details,
-        },
-    )
-    .await
+    state
+        .hub
+        .record_refusal(
+            &client.origin(),
+            Refusal {
+                event: AuditEvent::SsoLoginFailed,
+                reason,
+                team_id: None,
+                target: Some(format!("provider:{provider}")),
+                actor: None,
+                details,
+            },
+        )
+        .await?;
+    Ok(())
 }

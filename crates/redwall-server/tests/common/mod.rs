@@ -118,12 +118,14 @@ impl TestServer {
         }
         let state = &self.running.state;
         state
-            .audit_writer
+            .hub
+            .audit
             .flush()
             .await
             .expect("pending audit entries chained");
         assert_eq!(
             state
+                .hub
                 .store
                 .pending_audit_entries()
                 .await
@@ -132,8 +134,9 @@ impl TestServer {
             "audit entries left unchained"
         );
         let report = state
+            .hub
             .store
-            .verify_audit_chain(&state.chain_key)
+            .verify_audit_chain(&state.hub.chain_key())
             .await
             .expect("audit chain verification runs");
         assert!(

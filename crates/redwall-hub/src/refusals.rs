@@ -14,6 +14,11 @@
 //! event and reason.
 
 use ipnet::IpNet;
+use redwall_policy::audit_event::Outcome;
+use redwall_store::NewAuditEntry;
+
+use crate::audit::{printable, Actor, Event, Origin, Who};
+use crate::{Hub, HubResult};
 use redwall_policy::audit_event::AuditEvent;
 use redwall_policy::{Micros, MICROS_PER_SECOND};
 use std::collections::HashMap;
@@ -243,6 +248,143 @@ impl Tally {
         self.count += 1;
         self.first_at = self.first_at.min(at);
         self.last_at = self.last_at.max(at);
+    }
+}
+
+/// A refused attempt (a wrong key or password, a failed sign-in callback, a
+/// denied page), for [`record_refusal`].
+pub struct Refusal<'a> {
+    pub event: AuditEvent,
+    /// Why, as a short fixed code ("invalid_key", "wrong_password",
+    /// "throttled", ...). Refusals are counted per reason.
+    pub reason: &'static str,
+    /// The team whose log shows it too.
+    pub team_id: Option<&'a str>,
+    /// What was tried ("instance:plant").
+    pub target: Option<String>,
+    /// The name the caller claimed, if any.
+    pub actor: Option<&'a Actor>,
+    /// Details of this attempt. Only the first refusal of a source in a
+    /// minute is written with them; the minute's entry carries the count.
+    pub details: serde_json::Value,
+}
+
+impl Hub {
+    /// Records a refusal without letting a flood of them flood the log.
+    ///
+    /// Refusals are counted per source (client address), event, reason, team,
+    /// target and claimed name, per minute. The first one of a source in a
+    /// minute is written at once, with its details and `"count": 1`, and this
+    /// waits for it like [`record`]; the others of that minute are only counted
+    /// and written as ONE entry (`"aggregated": true`, `"count"`, the window and
+    /// the first and last time) once the minute is over, by the housekeeping
+    /// loop or at shutdown. The sum of `count` over the entries is the number of
+    /// refusals. The table in memory is bounded: when full, new sources are
+    /// kept per network and then per event only (see [`refusals`]).
+    ///
+    /// Throttle before calling this: it records, it does not slow anyone down.
+    pub async fn record_refusal(&self, origin: &Origin, refusal: Refusal<'_>) -> HubResult<()> {
+        let at = self.now();
+        let actor_name = refusal.actor.and_then(|a| a.name.as_deref()).map(printable);
+        let noted = self.refusals.note(&Seen {
+            at,
+            ip: origin.ip,
+            event: refusal.event,
+            reason: refusal.reason,
+            team_id: refusal.team_id,
+            target: refusal.target.as_deref(),
+            actor_name: actor_name.as_deref(),
+        });
+        let Noted::First(key) = noted else {
+            return Ok(());
+        };
+        let mut details = match refusal.details {
+            serde_json::Value::Object(map) => map,
+            serde_json::Value::Null => serde_json::Map::new(),
+            other => {
+                let mut map = serde_json::Map::new();
+                map.insert("details".into(), other);
+                map
+            }
+        };
+        details.insert("reason".into(), refusal.reason.into());
+        details.insert("count".into(), 1.into());
+        let who = Who {
+            actor: refusal.actor,
+            origin,
+        };
+        let written = self
+            .record_event(
+                who,
+                Event {
+                    event: refusal.event,
+                    outcome: Outcome::Failure,
+                    team_id: refusal.team_id.map(str::to_string),
+                    target: refusal.target,
+                    details: serde_json::Value::Object(details),
+                },
+            )
+            .await;
+        if written.is_err() {
+            self.refusals.count_unwritten(&key, at);
+        }
+        written
+    }
+
+    /// Writes the counted refusals of every minute that is over (all of them
+    /// when `all`, at shutdown). Tallies whose entries cannot be written are
+    /// kept to try again. Returns the entries written.
+    pub async fn flush_refusals(&self, all: bool) -> usize {
+        let now = self.now();
+        let taken = self.refusals.take((!all).then_some(now));
+        if taken.is_empty() {
+            return 0;
+        }
+        // All at once: the writer commits them in a few group transactions.
+        let results = futures::future::join_all(
+            taken
+                .iter()
+                .map(|(key, tally)| self.record(aggregate_entry(key, tally))),
+        )
+        .await;
+        let mut unwritten = Vec::new();
+        let mut written = 0;
+        for (result, item) in results.into_iter().zip(taken) {
+            match result {
+                Ok(_) => written += 1,
+                Err(e) => {
+                    tracing::error!(error = %e, "could not write aggregated refusals; will retry");
+                    unwritten.push(item);
+                }
+            }
+        }
+        self.refusals.restore(unwritten);
+        written
+    }
+}
+
+fn aggregate_entry(key: &Key, tally: &Tally) -> NewAuditEntry {
+    use crate::clock::rfc3339;
+    NewAuditEntry {
+        at: tally.last_at,
+        actor_id: None,
+        actor_name: key.actor_name.clone(),
+        client_ip: key.source.client_ip(),
+        user_agent: None,
+        event: key.event.name().to_string(),
+        target: key.target.clone(),
+        outcome: Outcome::Failure.name().to_string(),
+        details: serde_json::json!({
+            "aggregated": true,
+            "reason": key.reason,
+            "count": tally.count,
+            "source": key.source.kind(),
+            "window_start": rfc3339(key.window),
+            "window_secs": WINDOW / redwall_policy::MICROS_PER_SECOND,
+            "first_at": rfc3339(tally.first_at),
+            "last_at": rfc3339(tally.last_at),
+        }),
+        team_id: key.team_id.clone(),
     }
 }
 
