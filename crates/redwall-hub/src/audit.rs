@@ -67,6 +67,16 @@ pub struct Who<'a> {
     pub origin: &'a Origin,
 }
 
+impl<'a> Who<'a> {
+    /// `actor`, acting from `origin`.
+    pub fn by(actor: &'a Actor, origin: &'a Origin) -> Who<'a> {
+        Who {
+            actor: Some(actor),
+            origin,
+        }
+    }
+}
+
 /// At most 64 characters, control characters shown as U+FFFD, so a hostile
 /// name cannot forge log lines or break a database's text type.
 pub fn printable(s: &str) -> String {
@@ -94,6 +104,22 @@ impl Event {
             outcome: Outcome::Success,
             team_id: None,
             target: Some(target),
+            details,
+        }
+    }
+
+    /// What happened on the platform, with its outcome and, if any, target.
+    pub fn platform(
+        event: AuditEvent,
+        outcome: Outcome,
+        target: Option<String>,
+        details: serde_json::Value,
+    ) -> Event {
+        Event {
+            event,
+            outcome,
+            team_id: None,
+            target,
             details,
         }
     }

@@ -152,10 +152,7 @@ impl Hub {
             .check(&attempt, now)
             .map_err(|retry_after_secs| HubError::Throttled { retry_after_secs })?;
         let actor = Actor::user(&user.id, &user.username);
-        let who = Who {
-            actor: Some(&actor),
-            origin: who.origin,
-        };
+        let who = Who::by(&actor, who.origin);
         match self.verify_second_factor(user, code).await? {
             Some(SecondFactor::Totp) => {
                 self.throttle.record_success(&attempt);

@@ -318,10 +318,7 @@ impl Hub {
         let actor = crate::Actor::user(&user.id, &user.username);
         self.note(
             &mut tx,
-            Who {
-                actor: Some(&actor),
-                origin,
-            },
+            Who::by(&actor, origin),
             user_event(
                 &user.id,
                 AuditEvent::SetupCompleted,
@@ -338,13 +335,12 @@ impl Hub {
             actor: None,
             origin,
         };
-        let event = Event {
-            event: AuditEvent::SetupTokenRejected,
-            outcome: Outcome::Failure,
-            team_id: None,
-            target: None,
-            details: json!({}),
-        };
+        let event = Event::platform(
+            AuditEvent::SetupTokenRejected,
+            Outcome::Failure,
+            None,
+            json!({}),
+        );
         match self.record_event(who, event).await {
             Ok(()) => setup_refused(),
             Err(e) => e,

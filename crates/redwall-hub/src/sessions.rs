@@ -70,10 +70,7 @@ impl Hub {
             mfa_verified: user.mfa_enabled,
         };
         let actor = Actor::user(&user.id, &user.username);
-        let signed_in = Who {
-            actor: Some(&actor),
-            origin: who.origin,
-        };
+        let signed_in = Who::by(&actor, who.origin);
         let mut tx = self.begin().await?;
         tx.create_session(&session).await?;
         self.note(
@@ -119,10 +116,7 @@ impl Hub {
             _ => "absolute",
         };
         let owner = Actor::user_id(&cached.user_id);
-        let who = Who {
-            actor: Some(&owner),
-            origin: who.origin,
-        };
+        let who = Who::by(&owner, who.origin);
         self.end_session_recorded(
             who,
             &cached.id,

@@ -69,19 +69,15 @@ impl Hub {
             Some(p) => json!({ "retry_after_secs": wait, "provider": p }),
         };
         let actor = Actor::attempted(attempted);
-        let who = Who {
-            actor: Some(&actor),
-            origin: who.origin,
-        };
+        let who = Who::by(&actor, who.origin);
         self.record_event(
             who,
-            Event {
-                event: AuditEvent::LoginThrottled,
-                outcome: Outcome::Denied,
-                team_id: None,
-                target: provider.map(|p| format!("provider:{p}")),
+            Event::platform(
+                AuditEvent::LoginThrottled,
+                Outcome::Denied,
+                provider.map(|p| format!("provider:{p}")),
                 details,
-            },
+            ),
         )
         .await?;
         Err(HubError::Throttled {
@@ -138,10 +134,7 @@ impl Hub {
             (Some(user), None) => {
                 if let Verification::Valid { needs_rehash: true } = verification {
                     let actor = Actor::user(&user.id, &user.username);
-                    let who = Who {
-                        actor: Some(&actor),
-                        origin: who.origin,
-                    };
+                    let who = Who::by(&actor, who.origin);
                     self.rehash_password(who, &user, password).await?;
                 }
                 Ok((user, attempt))
@@ -153,19 +146,15 @@ impl Hub {
                     Some(u) => Actor::user(&u.id, &u.username),
                     None => Actor::attempted(&account),
                 };
-                let who = Who {
-                    actor: Some(&actor),
-                    origin: who.origin,
-                };
+                let who = Who::by(&actor, who.origin);
                 self.record_event(
                     who,
-                    Event {
-                        event: AuditEvent::LoginFailed,
-                        outcome: Outcome::Failure,
-                        team_id: None,
-                        target: None,
-                        details: json!({ "reason": reason.unwrap_or("unknown") }),
-                    },
+                    Event::platform(
+                        AuditEvent::LoginFailed,
+                        Outcome::Failure,
+                        None,
+                        json!({ "reason": reason.unwrap_or("unknown") }),
+                    ),
                 )
                 .await?;
                 Err(HubError::invalid_credentials())

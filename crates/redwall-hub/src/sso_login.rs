@@ -48,13 +48,12 @@ impl Hub {
         };
         self.record_event(
             who,
-            Event {
-                event: AuditEvent::SsoLoginFailed,
-                outcome: Outcome::Failure,
-                team_id: None,
-                target: Some(format!("provider:{provider}")),
+            Event::platform(
+                AuditEvent::SsoLoginFailed,
+                Outcome::Failure,
+                Some(format!("provider:{provider}")),
                 details,
-            },
+            ),
         )
         .await
     }
@@ -115,10 +114,7 @@ impl Hub {
         let actor = Actor::user(&user.id, &user.username);
         self.note(
             &mut tx,
-            Who {
-                actor: Some(&actor),
-                origin,
-            },
+            Who::by(&actor, origin),
             Event::on_platform(
                 AuditEvent::SsoUserProvisioned,
                 format!("user:{}", user.id),
@@ -145,10 +141,7 @@ impl Hub {
                 let actor = Actor::user(&user.id, &user.username);
                 self.note(
                     &mut tx,
-                    Who {
-                        actor: Some(&actor),
-                        origin,
-                    },
+                    Who::by(&actor, origin),
                     Event::on_platform(
                         AuditEvent::PasswordChanged,
                         format!("user:{}", user.id),

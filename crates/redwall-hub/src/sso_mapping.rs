@@ -36,10 +36,7 @@ impl Hub {
         outcome: &MappingOutcome,
     ) -> HubResult<()> {
         let actor = Actor::user(&user.id, &user.username);
-        let who = Who {
-            actor: Some(&actor),
-            origin,
-        };
+        let who = Who::by(&actor, origin);
         // Teams are resolved before the change: a rule naming no single
         // team is skipped (and said so), not an error at sign-in.
         let mut teams = Vec::with_capacity(outcome.teams.len());
@@ -99,13 +96,12 @@ impl Hub {
                     self.note(
                         &mut tx,
                         who,
-                        Event {
-                            event: AuditEvent::UserAdminChanged,
-                            outcome: Outcome::Success,
-                            team_id: None,
-                            target: Some(format!("user:{}", user.id)),
-                            details: json!({ "is_admin": admin, "by": "sso_mapping", "provider": provider }),
-                        },
+                        Event::platform(
+                            AuditEvent::UserAdminChanged,
+                            Outcome::Success,
+                            Some(format!("user:{}", user.id)),
+                            json!({ "is_admin": admin, "by": "sso_mapping", "provider": provider }),
+                        ),
                     );
                     admin_changed = true;
                 }

@@ -87,37 +87,4 @@ impl AppState {
     pub fn now(&self) -> Micros {
         self.clock.now()
     }
-
-    /// Forgets everything cached about a user (after suspend, delete, role or MFA change).
-    pub fn forget_user(&self, user_id: &str) {
-        self.hub.caches.forget_user(user_id);
-    }
-
-    /// After an instance's rules change or it is deleted.
-    pub fn forget_instance(&self, name: &str) {
-        self.hub.caches.forget_instance(name);
-    }
-
-    /// After a key is revoked.
-    pub fn forget_instance_keys(&self) {
-        self.hub.caches.forget_instance_keys();
-    }
-
-    /// After a role change, a removal, or a join.
-    pub fn forget_membership(&self, team_id: &str, user_id: &str) {
-        self.hub.caches.forget_membership(team_id, user_id);
-    }
-
-    /// After a settings change or deletion of a team.
-    pub fn forget_team(&self, team_id: &str) {
-        self.hub.caches.forget_team(team_id);
-    }
-
-    pub fn forget_session(&self, session_id: &str) {
-        self.hub.caches.forget_session(session_id);
-    }
-
-    pub fn forget_token(&self, token_id: &str) {
-        self.hub.caches.forget_token(token_id);
-    }
 }
