@@ -68,6 +68,14 @@ pub struct Who<'a> {
 }
 
 impl<'a> Who<'a> {
+    /// Someone not signed in (yet), acting from `origin`.
+    pub fn anonymous(origin: &'a Origin) -> Who<'a> {
+        Who {
+            actor: None,
+            origin,
+        }
+    }
+
     /// `actor`, acting from `origin`.
     pub fn by(actor: &'a Actor, origin: &'a Origin) -> Who<'a> {
         Who {

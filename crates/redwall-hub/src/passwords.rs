@@ -331,10 +331,7 @@ impl Hub {
 
     async fn setup_rejected(&self, origin: &crate::Origin) -> HubError {
         self.throttle.record_client_failure(origin.ip, self.now());
-        let who = Who {
-            actor: None,
-            origin,
-        };
+        let who = Who::anonymous(origin);
         let event = Event::platform(
             AuditEvent::SetupTokenRejected,
             Outcome::Failure,

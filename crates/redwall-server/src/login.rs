@@ -48,10 +48,7 @@ pub(crate) async fn refuse_if_throttled(
     provider: Option<&str>,
 ) -> ApiResult<()> {
     let origin = client.origin();
-    let who = Who {
-        actor: None,
-        origin: &origin,
-    };
+    let who = Who::anonymous(&origin);
     Ok(state
         .hub
         .refuse_if_throttled(who, attempt, attempted, provider)
@@ -68,10 +65,7 @@ pub(crate) async fn second_factor_step(
     code: &str,
 ) -> ApiResult<()> {
     let origin = client.origin();
-    let who = Who {
-        actor: None,
-        origin: &origin,
-    };
+    let who = Who::anonymous(&origin);
     let known = device.and_then(|d| d.known_for(&user.id));
     Ok(state.hub.second_factor_step(who, known, user, code).await?)
 }
@@ -88,10 +82,7 @@ pub(crate) async fn finish_login(
     provider: Option<&str>,
 ) -> ApiResult<Response> {
     let origin = client.origin();
-    let who = Who {
-        actor: None,
-        origin: &origin,
-    };
+    let who = Who::anonymous(&origin);
     let started = state.hub.start_session(who, user, provider).await?;
     let now = state.now();
     let settings = state.hub.platform_settings().await?;

@@ -62,10 +62,7 @@ pub async fn forward_reports(hub: Hub, mut rx: mpsc::UnboundedReceiver<Report>) 
                     }
                     _ => json!({}),
                 };
-                let who = Who {
-                    actor: None,
-                    origin: &origin,
-                };
+                let who = Who::anonymous(&origin);
                 let event = Event {
                     outcome: Outcome::Failure,
                     ..Event::in_team(

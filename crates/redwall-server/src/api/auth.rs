@@ -6,7 +6,7 @@
 
 use crate::api::body::Body;
 use crate::audit::Caller;
-use crate::auth::device::{self, Channel};
+use crate::auth::device;
 use crate::auth::principal::Principal;
 use crate::auth::session;
 use crate::error::{ApiError, ApiResult};
@@ -47,18 +47,9 @@ pub async fn login(
     headers: HeaderMap,
     Body(req): Body<LoginRequest>,
 ) -> ApiResult<Response> {
-    let device = device::read(
-        &state,
-        &headers,
-        Channel::Console,
-        client.https,
-        state.now(),
-    );
+    let device = device::console(&state, &headers, &client);
     let origin = client.origin();
-    let who = Who {
-        actor: None,
-        origin: &origin,
-    };
+    let who = Who::anonymous(&origin);
     let (user, attempt) = state
         .hub
         .password_step(who, device.as_ref(), &req.username, &req.password)
@@ -80,13 +71,7 @@ pub async fn login_mfa(
     Body(req): Body<MfaStepRequest>,
 ) -> ApiResult<Response> {
     let (user, sso) = state.hub.challenged_user(&req.mfa_token).await?;
-    let device = device::read(
-        &state,
-        &headers,
-        Channel::Console,
-        client.https,
-        state.now(),
-    );
+    let device = device::console(&state, &headers, &client);
     second_factor_step(&state, &client, device.as_ref(), &user, &req.code).await?;
     let Some(sso) = sso else {
         return finish_login(&state, &client, device.as_ref(), &user, None).await;

@@ -10,6 +10,7 @@
 //! right to a separate failure count; a stolen one gets its thief just one
 //! device's allowance, for one account.
 
+use crate::net::client::ClientInfo;
 use crate::state::AppState;
 use axum::http::{header, HeaderMap, HeaderValue};
 use base64::Engine;
@@ -49,6 +50,11 @@ struct Payload {
 }
 
 pub use redwall_hub::throttle::Device;
+
+/// The console's device cookie in the request, if valid now.
+pub fn console(state: &AppState, headers: &HeaderMap, client: &ClientInfo) -> Option<Device> {
+    read(state, headers, Channel::Console, client.https, state.now())
+}
 
 /// The device cookie of `channel` in the request, if it opens and has not expired.
 pub fn read(

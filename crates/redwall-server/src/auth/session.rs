@@ -68,9 +68,6 @@ pub async fn lookup(
     client: &ClientInfo,
 ) -> ApiResult<Option<CachedSession>> {
     let origin = client.origin();
-    let who = redwall_hub::Who {
-        actor: None,
-        origin: &origin,
-    };
+    let who = redwall_hub::Who::anonymous(&origin);
     Ok(state.hub.live_session(who, cookie_value).await?)
 }
