@@ -11,6 +11,7 @@ pub mod audit_event;
 pub mod egress;
 pub mod instance_rules;
 pub mod login_name;
+pub mod mqtt_acl;
 pub mod password_policy;
 pub mod permission;
 pub mod redirect;
