@@ -6,26 +6,15 @@
 use redwall_policy::access::{decide, Caller, Credential, TokenScope, TokenTeam};
 use redwall_policy::permission::{Permission, PlatformRole, TeamRole};
 use std::hint::black_box;
-use std::time::Instant;
+
+mod timing;
 
 fn median_ns_per_call(caller: &Caller<'_>) -> f64 {
-    const CALLS: usize = 1_000_000;
-    let mut runs: Vec<f64> = (0..7)
-        .map(|_| {
-            let start = Instant::now();
-            let mut allowed = 0usize;
-            for i in 0..CALLS {
-                let p = Permission::ALL[i % Permission::ALL.len()];
-                if decide(black_box(caller), black_box(p)).is_ok() {
-                    allowed += 1;
-                }
-            }
-            black_box(allowed);
-            start.elapsed().as_nanos() as f64 / CALLS as f64
-        })
-        .collect();
-    runs.sort_by(f64::total_cmp);
-    runs[runs.len() / 2]
+    timing::median_ns_per_call(|i| {
+        let p = Permission::ALL[i % Permission::ALL.len()];
+        decide(black_box(caller), black_box(p)).is_ok()
+    })
+    .0
 }
 
 fn main() {

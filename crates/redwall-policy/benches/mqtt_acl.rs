@@ -5,7 +5,8 @@
 
 use redwall_policy::mqtt_acl::{decide, AclRule, Action, Actions, Effect};
 use std::hint::black_box;
-use std::time::Instant;
+
+mod timing;
 
 fn main() {
     let mut rules: Vec<AclRule> = (0..9)
@@ -26,24 +27,17 @@ fn main() {
         "plant/line1/sensors/flow",
         "plant/line9/sensors/temp/avg/1m",
     ];
-    const CALLS: usize = 1_000_000;
-    let mut runs: Vec<f64> = (0..7)
-        .map(|_| {
-            let start = Instant::now();
-            let mut allowed = 0usize;
-            for i in 0..CALLS {
-                let topic = topics[i % topics.len()];
-                if decide(black_box(&rules), Action::Publish, black_box(topic)) == Effect::Allow {
-                    allowed += 1;
-                }
-            }
-            assert_eq!(allowed, CALLS, "every topic is allowed by the last rule");
-            start.elapsed().as_nanos() as f64 / CALLS as f64
-        })
-        .collect();
-    runs.sort_by(f64::total_cmp);
+    let (ns, allowed) = timing::median_ns_per_call(|i| {
+        let topic = topics[i % topics.len()];
+        decide(black_box(&rules), Action::Publish, black_box(topic)) == Effect::Allow
+    });
+    assert_eq!(
+        allowed,
+        timing::CALLS,
+        "every topic is allowed by the last rule"
+    );
     println!(
         "mqtt acl decide, publish, 10 rules (allowed by the last): {:.1} ns per decision (median of 7 x 1,000,000)",
-        runs[runs.len() / 2]
+        ns
     );
 }

@@ -307,11 +307,9 @@ mod tests {
         }
     }
 
-    /// Every filter of 1 to 3 levels over a, b, $s (first level only), +
-    /// and # (last only).
-    fn all_filters() -> Vec<String> {
-        let mut out = Vec::new();
-        let levels = ["a", "b", "+", "#", "$s"];
+    /// Every path of 1 to `depth` levels over `levels`, `$s` only first,
+    /// nothing after a `#` level.
+    fn all_paths(levels: &[&'static str], depth: usize) -> Vec<String> {
         fn grow(
             prefix: Vec<&'static str>,
             depth: usize,
@@ -333,37 +331,20 @@ mod tests {
                 grow(next, depth - 1, levels, out);
             }
         }
-        grow(Vec::new(), 3, &levels, &mut out);
+        let mut out = Vec::new();
+        grow(Vec::new(), depth, levels, &mut out);
         out
     }
 
-    /// Every topic of 1 to 4 levels over a, b, c, the empty level and $s
-    /// (first level only): enough to tell any two filters above apart.
+    /// Every filter of 1 to 3 levels over a, b, $s, + and #.
+    fn all_filters() -> Vec<String> {
+        all_paths(&["a", "b", "+", "#", "$s"], 3)
+    }
+
+    /// Every topic of 1 to 4 levels over a, b, c, the empty level and $s:
+    /// enough to tell any two filters above apart.
     fn all_topics() -> Vec<String> {
-        let mut out = Vec::new();
-        let levels = ["a", "b", "c", "", "$s"];
-        fn grow(
-            prefix: Vec<&'static str>,
-            depth: usize,
-            levels: &[&'static str],
-            out: &mut Vec<String>,
-        ) {
-            if !prefix.is_empty() {
-                out.push(prefix.join("/"));
-            }
-            if depth == 0 {
-                return;
-            }
-            for l in levels {
-                if *l == "$s" && !prefix.is_empty() {
-                    continue;
-                }
-                let mut next = prefix.clone();
-                next.push(l);
-                grow(next, depth - 1, levels, out);
-            }
-        }
-        grow(Vec::new(), 4, &levels, &mut out);
+        let mut out = all_paths(&["a", "b", "c", "", "$s"], 4);
         out.retain(|t| !t.is_empty());
         out
     }
