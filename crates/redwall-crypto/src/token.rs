@@ -23,6 +23,8 @@ pub const SESSION_PREFIX: &str = "rwc_";
 pub const MFA_CHALLENGE_PREFIX: &str = "rwm_";
 /// Reserved for instance keys.
 pub const INSTANCE_KEY_PREFIX: &str = "rwk_";
+/// Passwords of the team MQTT broker's clients.
+pub const BROKER_CLIENT_PREFIX: &str = "rwb_";
 
 /// Random bytes per token: 256 bits, far beyond guessing range.
 const TOKEN_BYTES: usize = 32;

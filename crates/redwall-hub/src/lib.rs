@@ -9,6 +9,7 @@
 pub mod accounts;
 pub mod activity;
 pub mod audit;
+pub mod broker;
 pub mod caches;
 pub mod clock;
 pub mod credentials;
@@ -74,6 +75,8 @@ pub struct Hub {
     pub metrics: Arc<metrics::Metrics>,
     /// Refusals counted per source and minute ([`Hub::record_refusal`]).
     pub refusals: Arc<refusals::RefusalTable>,
+    /// Broker clients whose connections must close ([`Hub::broker_revocations`]).
+    revocations: tokio::sync::broadcast::Sender<String>,
     instances: Arc<OnceLock<Arc<instances::InstanceManager>>>,
     recorded: Arc<AtomicU64>,
 }
@@ -115,6 +118,7 @@ impl Hub {
             )),
             metrics: Arc::default(),
             refusals: Arc::new(refusals::RefusalTable::new(parts.refusal_sources)),
+            revocations: tokio::sync::broadcast::channel(1024).0,
             instances: Arc::default(),
             recorded: Arc::default(),
         })

@@ -6,38 +6,20 @@
 //! transaction, so this left changes with no entry.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use std::net::IpAddr;
-use std::sync::Arc;
+mod common;
 
-use redwall_crypto::chain::ChainKey;
-use redwall_crypto::keyring::Keyring;
-use redwall_crypto::password::Argon2Params;
+use std::net::IpAddr;
+
+use common::{chain_intact, hub};
 use redwall_hub::audit::{Actor, Origin, Who};
-use redwall_hub::clock::ManualClock;
 use redwall_hub::instances::keys::new_sealed_keys;
 use redwall_hub::instances::operations::EnvInput;
 use redwall_hub::invitations::InvitationRequest;
 use redwall_hub::settings::SettingsChange;
-use redwall_hub::{Hub, HubParts};
+use redwall_hub::Hub;
 use redwall_policy::audit_event::AuditEvent;
-use redwall_policy::session_rules::SessionLifetimes;
 use redwall_store::testing::execute_raw;
-use redwall_store::{both_backends, AuditWriter, Backend, Instance, NewUser, Session, Store};
-
-fn hub(store: &Store) -> Hub {
-    let keyring = Keyring::generate();
-    let audit = AuditWriter::spawn(store.clone(), ChainKey::from_keyring(&keyring));
-    Hub::new(HubParts {
-        store: store.clone(),
-        audit,
-        keyring,
-        clock: Arc::new(ManualClock::default()),
-        passwords: Argon2Params::default(),
-        sessions: SessionLifetimes::default(),
-        refusal_sources: 100,
-    })
-    .unwrap()
-}
+use redwall_store::{both_backends, Backend, Instance, NewUser, Session, Store};
 
 async fn refuse_audit_entries(store: &Store) {
     let statements: &[&str] = match store.backend() {
@@ -205,12 +187,7 @@ both_backends!(
         let after = stored(&store).await;
         assert!(after.0.is_some());
         assert_eq!((after.1, after.2, after.3, after.4), (1, 1, 0, 2));
-        hub.audit.flush().await?;
-        let report = store
-            .verify_audit_chain(&ChainKey::from_keyring(&hub.keyring))
-            .await?;
-        assert!(report.problem.is_none());
-        assert_eq!(report.checked, 5, "one entry per change");
+        assert_eq!(chain_intact(&hub).await, 5, "one entry per change");
         Ok(())
     }
 );

@@ -71,6 +71,10 @@ pub enum AuditEvent {
     SsoUserProvisioned,
     SsoIdentityLinked,
     SsoRolesMapped,
+    BrokerClientCreated,
+    BrokerClientRotated,
+    BrokerClientRevoked,
+    BrokerRulesChanged,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
@@ -92,7 +96,7 @@ impl Outcome {
 }
 
 impl AuditEvent {
-    pub const ALL: [AuditEvent; 66] = [
+    pub const ALL: [AuditEvent; 70] = [
         AuditEvent::SetupCompleted,
         AuditEvent::SetupTokenRejected,
         AuditEvent::LoginSucceeded,
@@ -159,6 +163,10 @@ impl AuditEvent {
         AuditEvent::SsoUserProvisioned,
         AuditEvent::SsoIdentityLinked,
         AuditEvent::SsoRolesMapped,
+        AuditEvent::BrokerClientCreated,
+        AuditEvent::BrokerClientRotated,
+        AuditEvent::BrokerClientRevoked,
+        AuditEvent::BrokerRulesChanged,
     ];
 
     /// The stable name stored in the log and used in filters ("auth.*").
@@ -231,6 +239,10 @@ impl AuditEvent {
             SsoUserProvisioned => "user.provisioned",
             SsoIdentityLinked => "user.identity_linked",
             SsoRolesMapped => "team.roles_mapped",
+            BrokerClientCreated => "broker.client_created",
+            BrokerClientRotated => "broker.client_rotated",
+            BrokerClientRevoked => "broker.client_revoked",
+            BrokerRulesChanged => "broker.rules_changed",
         }
     }
 }

@@ -16,12 +16,29 @@
 //! applies as soon as the two could match a topic in common: a subscription
 //! is never let through to anything a deny rule names.
 
+use serde::{Deserialize, Serialize};
+
 use crate::{refused, RuleError};
 
 /// The longest topic or filter MQTT can carry (a two-byte length).
 pub const MAX_TOPIC_BYTES: usize = 65_535;
 /// Most rules one client may hold.
 pub const MAX_RULES: usize = 100;
+/// Most broker clients one team may hold (instances' own included).
+pub const MAX_CLIENTS_PER_TEAM: usize = 1_000;
+
+/// A broker client's name as stored: trimmed, 1 to 100 printable
+/// characters, unique in its team.
+pub fn client_name(name: &str) -> Result<String, RuleError> {
+    let name = name.trim();
+    if name.is_empty() || name.chars().count() > 100 || name.chars().any(char::is_control) {
+        return Err(refused(
+            "invalid_name",
+            "the client name must be 1 to 100 printable characters",
+        ));
+    }
+    Ok(name.to_string())
+}
 
 /// What a client asks to do with a topic.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -31,7 +48,8 @@ pub enum Action {
 }
 
 /// Which actions a rule speaks for.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum Actions {
     Publish,
     Subscribe,
@@ -49,14 +67,16 @@ impl Actions {
     }
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum Effect {
     Allow,
     Deny,
 }
 
 /// One rule of a client: allow or deny some actions on a topic filter.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct AclRule {
     pub effect: Effect,
     pub actions: Actions,
@@ -550,6 +570,34 @@ mod tests {
         assert_eq!(decide(&team, Action::Subscribe, "$SYS/#"), Effect::Allow);
         assert_eq!(decide(&team, Action::Subscribe, "#"), Effect::Allow);
         assert!(check_rules(&team).is_ok());
+    }
+
+    #[test]
+    fn client_names_are_trimmed_printable_and_bounded() {
+        assert_eq!(client_name("  gateway 1 ").unwrap(), "gateway 1");
+        for bad in ["", "  ", "a\nb", &"x".repeat(101)] {
+            assert_eq!(
+                client_name(bad).unwrap_err().code,
+                "invalid_name",
+                "{bad:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn rules_are_stored_as_plain_json() {
+        let rules = vec![rule(Effect::Deny, Actions::Subscribe, "a/#")];
+        let json = serde_json::to_string(&rules).unwrap();
+        assert_eq!(
+            json,
+            r#"[{"effect":"deny","actions":"subscribe","filter":"a/#"}]"#
+        );
+        let back: Vec<AclRule> = serde_json::from_str(&json).unwrap();
+        assert_eq!(back, rules);
+        assert!(serde_json::from_str::<Vec<AclRule>>(
+            r#"[{"effect":"maybe","actions":"both","filter":"a"}]"#
+        )
+        .is_err());
     }
 
     #[test]

@@ -15,6 +15,7 @@
 
 mod account_changes;
 mod audit;
+mod broker_clients;
 mod change;
 mod error;
 mod health;
@@ -43,6 +44,7 @@ pub use audit::{
     canonical_entry_bytes, AuditFilter, AuditRecord, AuditWriter, ChainProblem, ChainProblemKind,
     ChainReport, NewAuditEntry,
 };
+pub use broker_clients::BrokerClient;
 pub use change::Change;
 pub use error::StoreError;
 pub use health::{AuditHealth, Fault, FaultCause};

@@ -1,0 +1,296 @@
+//! The team MQTT broker's clients, as the hub keeps them: created, rotated
+//! and revoked by Owners and Members, each with ordered topic rules
+//! (`redwall_policy::mqtt_acl`), and each instance's own identity, rotated
+//! at every start. The broker (and Mosquitto's manager) resolve a CONNECT
+//! through [`Hub::broker_login`] and are told of every revocation through
+//! [`Hub::broker_revocations`], so they can close its connections at once.
+//!
+//! A client's password is a random 256-bit token, shown once and stored as
+//! its SHA-256 digest: checking one is a digest lookup, never a slow hash.
+
+use redwall_crypto::token::{self, BROKER_CLIENT_PREFIX};
+use redwall_crypto::Secret;
+use redwall_policy::audit_event::AuditEvent;
+use redwall_policy::mqtt_acl::{
+    check_rules, client_name, whole_team_tree, AclRule, MAX_CLIENTS_PER_TEAM,
+};
+use redwall_store::{BrokerClient, Instance, StoreError};
+use serde_json::json;
+
+use crate::audit::{Event, Who};
+use crate::{Hub, HubError, HubResult};
+
+/// Who a broker connection is, once its credentials were checked.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BrokerIdentity {
+    pub client_id: String,
+    pub team_id: String,
+    /// Set for an instance's own identity.
+    pub instance_id: Option<String>,
+    pub rules: Vec<AclRule>,
+}
+
+fn client_event(c: &BrokerClient, event: AuditEvent, details: serde_json::Value) -> Event {
+    Event::in_team(
+        &c.team_id,
+        event,
+        format!("broker_client:{}", c.name),
+        details,
+    )
+}
+
+fn rules_json(rules: &[AclRule]) -> HubResult<String> {
+    check_rules(rules)?;
+    serde_json::to_string(rules).map_err(HubError::internal)
+}
+
+/// A client's stored rules; unreadable rules (never expected) allow nothing.
+pub fn stored_rules(c: &BrokerClient) -> Vec<AclRule> {
+    serde_json::from_str(&c.rules).unwrap_or_default()
+}
+
+fn new_secret() -> (Secret, Vec<u8>) {
+    let secret = token::new_token(BROKER_CLIENT_PREFIX);
+    let digest = token::token_digest(secret.expose()).to_vec();
+    (secret, digest)
+}
+
+impl Hub {
+    pub async fn broker_clients(&self, team_id: &str) -> HubResult<Vec<BrokerClient>> {
+        Ok(self.store.list_broker_clients(team_id).await?)
+    }
+
+    /// Creates an external client (a device, a script) with `rules`; with
+    /// none it may do nothing until an Owner or Member gives it some. The
+    /// password is returned once.
+    pub async fn create_broker_client(
+        &self,
+        who: Who<'_>,
+        team_id: &str,
+        creator_id: &str,
+        name: &str,
+        rules: Vec<AclRule>,
+    ) -> HubResult<(Secret, BrokerClient)> {
+        let name = client_name(name)?;
+        let rules = rules_json(&rules)?;
+        self.insert_broker_client(who, team_id, Some(creator_id), name, None, rules)
+            .await
+    }
+
+    async fn insert_broker_client(
+        &self,
+        who: Who<'_>,
+        team_id: &str,
+        creator_id: Option<&str>,
+        name: String,
+        instance_id: Option<String>,
+        rules: String,
+    ) -> HubResult<(Secret, BrokerClient)> {
+        if self.store.list_broker_clients(team_id).await?.len() >= MAX_CLIENTS_PER_TEAM {
+            return Err(HubError::conflict(
+                "too_many_clients",
+                format!("a team may hold at most {MAX_CLIENTS_PER_TEAM} broker clients"),
+            ));
+        }
+        let (secret, digest) = new_secret();
+        let now = self.now();
+        let client = BrokerClient {
+            id: crate::ids::new_id(),
+            team_id: team_id.to_string(),
+            name,
+            instance_id,
+            secret_digest: digest,
+            rules,
+            created_by: creator_id.map(str::to_string),
+            created_at: now,
+            updated_at: now,
+        };
+        let mut tx = self.begin().await?;
+        match tx.create_broker_client(&client).await {
+            Ok(()) => {}
+            Err(StoreError::Conflict(_)) => {
+                return Err(HubError::conflict(
+                    "name_taken",
+                    "the team has a broker client with this name",
+                ))
+            }
+            Err(e) => return Err(e.into()),
+        }
+        let details = json!({ "client_id": client.id, "instance": client.instance_id });
+        self.note(
+            &mut tx,
+            who,
+            client_event(&client, AuditEvent::BrokerClientCreated, details),
+        );
+        self.commit(tx, 1).await?;
+        Ok((secret, client))
+    }
+
+    async fn team_client(&self, team_id: &str, id: &str) -> HubResult<BrokerClient> {
+        self.store
+            .get_broker_client(team_id, id)
+            .await?
+            .ok_or(HubError::NotFound)
+    }
+
+    /// A new password for the client; the old one stops working now, and
+    /// its connections are closed.
+    pub async fn rotate_broker_client(
+        &self,
+        who: Who<'_>,
+        team_id: &str,
+        id: &str,
+    ) -> HubResult<Secret> {
+        let client = self.team_client(team_id, id).await?;
+        let (secret, digest) = new_secret();
+        let mut tx = self.begin().await?;
+        if !tx
+            .set_broker_secret(team_id, id, &digest, self.now())
+            .await?
+        {
+            return Err(HubError::NotFound);
+        }
+        self.note(
+            &mut tx,
+            who,
+            client_event(
+                &client,
+                AuditEvent::BrokerClientRotated,
+                json!({ "client_id": id }),
+            ),
+        );
+        self.commit(tx, 1).await?;
+        self.announce_revocation(id);
+        Ok(secret)
+    }
+
+    /// Replaces the client's ordered rules; open connections are closed, so
+    /// they come back under the new rules.
+    pub async fn set_broker_rules(
+        &self,
+        who: Who<'_>,
+        team_id: &str,
+        id: &str,
+        rules: Vec<AclRule>,
+    ) -> HubResult<BrokerClient> {
+        let before = self.team_client(team_id, id).await?;
+        let json = rules_json(&rules)?;
+        let mut tx = self.begin().await?;
+        if !tx.set_broker_rules(team_id, id, &json, self.now()).await? {
+            return Err(HubError::NotFound);
+        }
+        let details = json!({ "client_id": id, "before": stored_rules(&before), "after": rules });
+        self.note(
+            &mut tx,
+            who,
+            client_event(&before, AuditEvent::BrokerRulesChanged, details),
+        );
+        self.commit(tx, 1).await?;
+        self.announce_revocation(id);
+        self.team_client(team_id, id).await
+    }
+
+    /// Deletes the client; its connections are closed.
+    pub async fn revoke_broker_client(
+        &self,
+        who: Who<'_>,
+        team_id: &str,
+        id: &str,
+    ) -> HubResult<()> {
+        let mut tx = self.begin().await?;
+        let client = tx
+            .delete_broker_client(team_id, id)
+            .await?
+            .ok_or(HubError::NotFound)?;
+        self.note(
+            &mut tx,
+            who,
+            client_event(
+                &client,
+                AuditEvent::BrokerClientRevoked,
+                json!({ "client_id": id }),
+            ),
+        );
+        self.commit(tx, 1).await?;
+        self.announce_revocation(id);
+        Ok(())
+    }
+
+    /// The instance's own broker identity, with a fresh password: created
+    /// with the whole team tree the first time, rotated at every start
+    /// after. Returns the username and password the instance gets.
+    pub async fn instance_broker_identity(
+        &self,
+        who: Who<'_>,
+        instance: &Instance,
+    ) -> HubResult<(String, Secret)> {
+        let existing = self
+            .store
+            .list_broker_clients(&instance.team_id)
+            .await?
+            .into_iter()
+            .find(|c| c.instance_id.as_deref() == Some(instance.id.as_str()));
+        match existing {
+            Some(c) => {
+                let secret = self
+                    .rotate_broker_client(who, &instance.team_id, &c.id)
+                    .await?;
+                Ok((c.id, secret))
+            }
+            None => {
+                let rules = rules_json(&whole_team_tree())?;
+                let (secret, c) = self
+                    .insert_broker_client(
+                        who,
+                        &instance.team_id,
+                        None,
+                        format!("instance:{}", instance.name),
+                        Some(instance.id.clone()),
+                        rules,
+                    )
+                    .await?;
+                Ok((c.id, secret))
+            }
+        }
+    }
+
+    /// Resolves a CONNECT: `username` is the client's id, `password` its
+    /// secret. `None` for anything else, with no hint of which part was
+    /// wrong.
+    pub async fn broker_login(
+        &self,
+        username: &str,
+        password: &[u8],
+    ) -> HubResult<Option<BrokerIdentity>> {
+        let Some(valid) = std::str::from_utf8(password)
+            .ok()
+            .and_then(|p| token::parse_token(BROKER_CLIENT_PREFIX, p))
+        else {
+            return Ok(None);
+        };
+        let digest = token::token_digest(valid);
+        let Some(client) = self.store.broker_client_by_digest(&digest).await? else {
+            return Ok(None);
+        };
+        if !redwall_crypto::constant_time_eq(client.id.as_bytes(), username.as_bytes()) {
+            return Ok(None);
+        }
+        Ok(Some(BrokerIdentity {
+            rules: stored_rules(&client),
+            client_id: client.id,
+            team_id: client.team_id,
+            instance_id: client.instance_id,
+        }))
+    }
+
+    /// Client ids whose connections must close now (rotated, re-ruled or
+    /// revoked), for the broker of this process.
+    pub fn broker_revocations(&self) -> tokio::sync::broadcast::Receiver<String> {
+        self.revocations.subscribe()
+    }
+
+    fn announce_revocation(&self, client_id: &str) {
+        // No broker listening is fine: nothing is connected then.
+        let _ = self.revocations.send(client_id.to_string());
+    }
+}
