@@ -69,6 +69,11 @@ pub enum Permission {
     /// Change what an instance may reach on the network beyond the default
     /// (its egress policy): opening the host or metadata addresses to flows.
     InstanceEgressWrite,
+    /// See the team broker's clients and their topic rules (never their
+    /// passwords).
+    BrokerClientsRead,
+    /// Create, rotate, re-rule and revoke the team broker's clients.
+    BrokerClientsWrite,
 }
 
 /// A role at platform level.
@@ -360,10 +365,22 @@ pub const TABLE: &[PermissionRow] = &[
         Writes,
         OWNERS,
     ),
+    team(
+        Permission::BrokerClientsRead,
+        "broker:clients:read",
+        Reads,
+        READERS,
+    ),
+    team(
+        Permission::BrokerClientsWrite,
+        "broker:clients:write",
+        Writes,
+        WRITERS,
+    ),
 ];
 
 impl Permission {
-    pub const ALL: [Permission; 29] = [
+    pub const ALL: [Permission; 31] = [
         Permission::AccountRead,
         Permission::AccountWrite,
         Permission::AccountMfa,
@@ -393,6 +410,8 @@ impl Permission {
         Permission::InstancePolicyWrite,
         Permission::InstanceOptionsWrite,
         Permission::InstanceEgressWrite,
+        Permission::BrokerClientsRead,
+        Permission::BrokerClientsWrite,
     ];
 
     pub fn row(self) -> &'static PermissionRow {

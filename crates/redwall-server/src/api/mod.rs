@@ -6,6 +6,7 @@
 pub mod audit;
 pub mod auth;
 pub mod body;
+pub mod broker;
 pub mod instance_access;
 pub mod instances;
 pub mod invitations;
@@ -580,6 +581,49 @@ pub fn routes() -> Vec<Route> {
             P::TeamMembersManage,
             "Revoke an invitation",
             invitations::revoke,
+        )
+        .status(204),
+        needs(
+            M::GET,
+            "/api/v1/teams/{team}/broker/clients",
+            P::BrokerClientsRead,
+            "The team broker's clients and their topic rules (never their passwords)",
+            broker::list,
+        )
+        .response(list_of::<broker::BrokerClientView>()),
+        needs(
+            M::POST,
+            "/api/v1/teams/{team}/broker/clients",
+            P::BrokerClientsWrite,
+            "Create a broker client (its password is shown once)",
+            broker::create,
+        )
+        .status(201)
+        .request(schema::<broker::NewBrokerClient>())
+        .response(schema::<broker::BrokerCredentials>()),
+        needs(
+            M::PUT,
+            "/api/v1/teams/{team}/broker/clients/{id}/rules",
+            P::BrokerClientsWrite,
+            "Replace a broker client's ordered topic rules",
+            broker::set_rules,
+        )
+        .request(list_of::<redwall_policy::mqtt_acl::AclRule>())
+        .response(schema::<broker::BrokerClientView>()),
+        needs(
+            M::POST,
+            "/api/v1/teams/{team}/broker/clients/{id}/rotate",
+            P::BrokerClientsWrite,
+            "A new password for a broker client (shown once); the old one stops now",
+            broker::rotate,
+        )
+        .response(schema::<broker::BrokerCredentials>()),
+        needs(
+            M::DELETE,
+            "/api/v1/teams/{team}/broker/clients/{id}",
+            P::BrokerClientsWrite,
+            "Revoke a broker client",
+            broker::revoke,
         )
         .status(204),
         needs(
