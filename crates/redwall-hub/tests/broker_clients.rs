@@ -8,12 +8,11 @@ mod common;
 
 use std::net::IpAddr;
 
-use common::{chain_intact, hub};
+use common::{chain_intact, hub, plant_instance};
 use redwall_hub::audit::{Actor, Origin, Who};
-use redwall_hub::instances::keys::new_sealed_keys;
 use redwall_hub::HubError;
 use redwall_policy::mqtt_acl::{decide, AclRule, Action, Actions, Effect};
-use redwall_store::{both_backends, Instance, NewUser, Store};
+use redwall_store::{both_backends, NewUser, Store};
 
 fn rule(effect: Effect, actions: Actions, filter: &str) -> AclRule {
     AclRule {
@@ -166,20 +165,7 @@ both_backends!(
     |store: Store| async move {
         seed(&store).await;
         let hub = hub(&store);
-        let instance = Instance {
-            id: "i1".into(),
-            name: "plant".into(),
-            team_id: "t1".into(),
-            port: 41_000,
-            desired_state: "stopped".into(),
-            options: "{}".into(),
-            routes: "[]".into(),
-            egress: "[]".into(),
-            secrets: new_sealed_keys(&hub.keyring, 1, "i1"),
-            created_by: None,
-            created_at: 1,
-            updated_at: 1,
-        };
+        let instance = plant_instance(&hub, None);
         store.create_instance(&instance).await?;
         let origin = Origin {
             ip: IpAddr::from([127, 0, 0, 1]),

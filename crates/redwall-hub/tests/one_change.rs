@@ -10,9 +10,8 @@ mod common;
 
 use std::net::IpAddr;
 
-use common::{chain_intact, hub};
+use common::{chain_intact, hub, plant_instance};
 use redwall_hub::audit::{Actor, Origin, Who};
-use redwall_hub::instances::keys::new_sealed_keys;
 use redwall_hub::instances::operations::EnvInput;
 use redwall_hub::invitations::InvitationRequest;
 use redwall_hub::settings::SettingsChange;
@@ -65,20 +64,7 @@ async fn seed(store: &Store, hub: &Hub) -> Instance {
             .unwrap();
     }
     store.create_team("t1", "Ops", "u1", 1).await.unwrap();
-    let instance = Instance {
-        id: "i1".into(),
-        name: "plant".into(),
-        team_id: "t1".into(),
-        port: 41_000,
-        desired_state: "stopped".into(),
-        options: "{}".into(),
-        routes: "[]".into(),
-        egress: "[]".into(),
-        secrets: new_sealed_keys(&hub.keyring, 1, "i1"),
-        created_by: Some("u1".into()),
-        created_at: 1,
-        updated_at: 1,
-    };
+    let instance = plant_instance(hub, Some("u1"));
     store.create_instance(&instance).await.unwrap();
     store
         .create_session(&Session {

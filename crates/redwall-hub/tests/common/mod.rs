@@ -6,9 +6,10 @@ use redwall_crypto::chain::ChainKey;
 use redwall_crypto::keyring::Keyring;
 use redwall_crypto::password::Argon2Params;
 use redwall_hub::clock::ManualClock;
+use redwall_hub::instances::keys::new_sealed_keys;
 use redwall_hub::{Hub, HubParts};
 use redwall_policy::session_rules::SessionLifetimes;
-use redwall_store::{AuditWriter, Store};
+use redwall_store::{AuditWriter, Instance, Store};
 
 pub fn hub(store: &Store) -> Hub {
     let keyring = Keyring::generate();
@@ -35,4 +36,23 @@ pub async fn chain_intact(hub: &Hub) -> u64 {
         .unwrap();
     assert!(report.problem.is_none(), "{:?}", report.problem);
     report.checked
+}
+
+/// A stopped instance `i1` called "plant" in team `t1`, with keys sealed by
+/// the hub's keyring (not stored: the caller stores it).
+pub fn plant_instance(hub: &Hub, created_by: Option<&str>) -> Instance {
+    Instance {
+        id: "i1".into(),
+        name: "plant".into(),
+        team_id: "t1".into(),
+        port: 41_000,
+        desired_state: "stopped".into(),
+        options: "{}".into(),
+        routes: "[]".into(),
+        egress: "[]".into(),
+        secrets: new_sealed_keys(&hub.keyring, 1, "i1"),
+        created_by: created_by.map(str::to_string),
+        created_at: 1,
+        updated_at: 1,
+    }
 }
