@@ -126,7 +126,8 @@ impl Hub {
         Ok((secret, client))
     }
 
-    async fn team_client(&self, team_id: &str, id: &str) -> HubResult<BrokerClient> {
+    /// The team's client with this id; another team's is `NotFound`.
+    pub async fn broker_client(&self, team_id: &str, id: &str) -> HubResult<BrokerClient> {
         self.store
             .get_broker_client(team_id, id)
             .await?
@@ -141,7 +142,7 @@ impl Hub {
         team_id: &str,
         id: &str,
     ) -> HubResult<Secret> {
-        let client = self.team_client(team_id, id).await?;
+        let client = self.broker_client(team_id, id).await?;
         let (secret, digest) = new_secret();
         let mut tx = self.begin().await?;
         if !tx
@@ -173,7 +174,7 @@ impl Hub {
         id: &str,
         rules: Vec<AclRule>,
     ) -> HubResult<BrokerClient> {
-        let before = self.team_client(team_id, id).await?;
+        let before = self.broker_client(team_id, id).await?;
         let json = rules_json(&rules)?;
         let mut tx = self.begin().await?;
         if !tx.set_broker_rules(team_id, id, &json, self.now()).await? {
@@ -187,7 +188,7 @@ impl Hub {
         );
         self.commit(tx, 1).await?;
         self.announce_revocation(id);
-        self.team_client(team_id, id).await
+        self.broker_client(team_id, id).await
     }
 
     /// Deletes the client; its connections are closed.

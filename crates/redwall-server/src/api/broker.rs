@@ -123,13 +123,7 @@ pub async fn rotate(
         .hub
         .rotate_broker_client(caller.who(), &team.team_id, &id)
         .await?;
-    let rotated = state
-        .hub
-        .broker_clients(&team.team_id)
-        .await?
-        .into_iter()
-        .find(|c| c.id == id)
-        .ok_or_else(crate::error::ApiError::not_found)?;
+    let rotated = state.hub.broker_client(&team.team_id, &id).await?;
     Ok(Json(BrokerCredentials {
         username: rotated.id.clone(),
         password: secret.expose().to_string(),
