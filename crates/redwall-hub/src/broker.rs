@@ -225,13 +225,7 @@ impl Hub {
         who: Who<'_>,
         instance: &Instance,
     ) -> HubResult<(String, Secret)> {
-        let existing = self
-            .store
-            .list_broker_clients(&instance.team_id)
-            .await?
-            .into_iter()
-            .find(|c| c.instance_id.as_deref() == Some(instance.id.as_str()));
-        match existing {
+        match self.instance_broker_client(instance).await? {
             Some(c) => {
                 let secret = self
                     .rotate_broker_client(who, &instance.team_id, &c.id)
@@ -253,6 +247,19 @@ impl Hub {
                 Ok((c.id, secret))
             }
         }
+    }
+
+    /// The instance's own broker client, once it started with a broker.
+    pub(crate) async fn instance_broker_client(
+        &self,
+        instance: &Instance,
+    ) -> HubResult<Option<BrokerClient>> {
+        Ok(self
+            .store
+            .list_broker_clients(&instance.team_id)
+            .await?
+            .into_iter()
+            .find(|c| c.instance_id.as_deref() == Some(instance.id.as_str())))
     }
 
     /// Resolves a CONNECT: `username` is the client's id, `password` its
@@ -284,13 +291,41 @@ impl Hub {
         }))
     }
 
+    /// Records a refused CONNECT (wrong credentials, a client id that is
+    /// not the client's), aggregated per source and minute like every
+    /// refusal. `claimed` is the username as sent, cut to printable text.
+    pub async fn broker_connect_refused(
+        &self,
+        origin: &crate::Origin,
+        reason: &'static str,
+        claimed: &str,
+    ) {
+        crate::metrics::BrokerMetrics::add(&self.metrics.broker.connections_refused);
+        let claimed: String = claimed
+            .chars()
+            .filter(|c| !c.is_control())
+            .take(64)
+            .collect();
+        let refusal = crate::refusals::Refusal {
+            event: AuditEvent::BrokerConnectRefused,
+            reason,
+            team_id: None,
+            target: Some(format!("broker_client:{claimed}")),
+            actor: None,
+            details: serde_json::Value::Null,
+        };
+        if let Err(e) = self.record_refusal(origin, refusal).await {
+            tracing::warn!(error = %e, "a refused broker connection could not be recorded");
+        }
+    }
+
     /// Client ids whose connections must close now (rotated, re-ruled or
     /// revoked), for the broker of this process.
     pub fn broker_revocations(&self) -> tokio::sync::broadcast::Receiver<String> {
         self.revocations.subscribe()
     }
 
-    fn announce_revocation(&self, client_id: &str) {
+    pub(crate) fn announce_revocation(&self, client_id: &str) {
         // No broker listening is fine: nothing is connected then.
         let _ = self.revocations.send(client_id.to_string());
     }

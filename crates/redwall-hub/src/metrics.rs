@@ -13,6 +13,34 @@ pub struct Metrics {
     logins_succeeded: AtomicU64,
     logins_failed: AtomicU64,
     logins_throttled: AtomicU64,
+    /// The team broker (`redwall-broker`), when it runs in this process.
+    pub broker: BrokerMetrics,
+}
+
+/// The embedded broker's counters.
+#[derive(Default)]
+pub struct BrokerMetrics {
+    pub connections_accepted: AtomicU64,
+    pub connections_refused: AtomicU64,
+    pub connections_closed: AtomicU64,
+    pub messages_received: AtomicU64,
+    pub messages_delivered: AtomicU64,
+    pub publish_denied: AtomicU64,
+    pub subscribe_denied: AtomicU64,
+    pub revocation_kicks: AtomicU64,
+}
+
+impl BrokerMetrics {
+    pub fn add(counter: &AtomicU64) {
+        counter.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Connections open now: accepted and not yet closed.
+    pub fn open(&self) -> u64 {
+        self.connections_accepted
+            .load(Ordering::Relaxed)
+            .saturating_sub(self.connections_closed.load(Ordering::Relaxed))
+    }
 }
 
 impl Metrics {
@@ -66,6 +94,36 @@ impl Metrics {
                 ("{outcome=\"throttled\"}", &self.logins_throttled),
             ],
         );
+        let b = &self.broker;
+        counter(
+            "redwall_broker_connections_total",
+            "MQTT connections to the team broker, by outcome of their CONNECT.",
+            &[
+                ("{outcome=\"accepted\"}", &b.connections_accepted),
+                ("{outcome=\"refused\"}", &b.connections_refused),
+            ],
+        );
+        counter(
+            "redwall_broker_messages_total",
+            "MQTT messages: received from publishers, delivered to subscribers.",
+            &[
+                ("{direction=\"received\"}", &b.messages_received),
+                ("{direction=\"delivered\"}", &b.messages_delivered),
+            ],
+        );
+        counter(
+            "redwall_broker_acl_denials_total",
+            "Publishes and subscriptions the topic rules refused.",
+            &[
+                ("{action=\"publish\"}", &b.publish_denied),
+                ("{action=\"subscribe\"}", &b.subscribe_denied),
+            ],
+        );
+        counter(
+            "redwall_broker_revocation_disconnects_total",
+            "Connections closed because their client was revoked, rotated or re-ruled.",
+            &[("", &b.revocation_kicks)],
+        );
         counter(
             "redwall_audit_entries_total",
             "Audit entries written by this process.",
@@ -81,6 +139,12 @@ impl Metrics {
                 ("{kind=\"entry\"}", &refused),
                 ("{kind=\"attempt\"}", &attempts),
             ],
+        );
+        let _ = writeln!(
+            out,
+            "# HELP redwall_broker_connections_open MQTT connections open now.\n\
+             # TYPE redwall_broker_connections_open gauge\nredwall_broker_connections_open {}",
+            b.open()
         );
         let failing = u8::from(audit.fault().is_some());
         let _ = writeln!(

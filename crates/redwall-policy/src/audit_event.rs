@@ -75,6 +75,7 @@ pub enum AuditEvent {
     BrokerClientRotated,
     BrokerClientRevoked,
     BrokerRulesChanged,
+    BrokerConnectRefused,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
@@ -96,7 +97,7 @@ impl Outcome {
 }
 
 impl AuditEvent {
-    pub const ALL: [AuditEvent; 70] = [
+    pub const ALL: [AuditEvent; 71] = [
         AuditEvent::SetupCompleted,
         AuditEvent::SetupTokenRejected,
         AuditEvent::LoginSucceeded,
@@ -167,6 +168,7 @@ impl AuditEvent {
         AuditEvent::BrokerClientRotated,
         AuditEvent::BrokerClientRevoked,
         AuditEvent::BrokerRulesChanged,
+        AuditEvent::BrokerConnectRefused,
     ];
 
     /// The stable name stored in the log and used in filters ("auth.*").
@@ -243,6 +245,7 @@ impl AuditEvent {
             BrokerClientRotated => "broker.client_rotated",
             BrokerClientRevoked => "broker.client_revoked",
             BrokerRulesChanged => "broker.rules_changed",
+            BrokerConnectRefused => "broker.connect_refused",
         }
     }
 }

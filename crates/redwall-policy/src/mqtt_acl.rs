@@ -40,6 +40,43 @@ pub fn client_name(name: &str) -> Result<String, RuleError> {
     Ok(name.to_string())
 }
 
+/// Separators allowed between a client's username and the suffix of a
+/// client id.
+pub const CLIENT_ID_SEPARATORS: [char; 5] = ['-', '_', ':', '.', '/'];
+/// The longest client id the broker accepts.
+pub const MAX_CLIENT_ID_BYTES: usize = 256;
+
+/// The broker client a client id is reserved for, if any: an id (32
+/// lowercase hex digits, as every broker client's username is) alone or
+/// followed by one of [`CLIENT_ID_SEPARATORS`].
+pub fn client_id_owner(client_id: &str) -> Option<&str> {
+    let owner = client_id.get(..32)?;
+    let rest = &client_id[32..];
+    let is_id = owner
+        .bytes()
+        .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
+    (is_id && (rest.is_empty() || rest.starts_with(CLIENT_ID_SEPARATORS))).then_some(owner)
+}
+
+/// Whether a connection logged in as `username` may use `client_id`.
+///
+/// A client id that starts with a client's username (alone, or followed by
+/// a separator and a suffix) is that client's alone, so one client can hold
+/// several connections told apart by suffixes and no other client can ever
+/// take them over or resume their sessions. Any other id (say, the one
+/// Node-RED's mqtt node makes up) is free, at most [`MAX_CLIENT_ID_BYTES`];
+/// the broker still refuses it while another client holds a session under
+/// it, so free ids cannot be taken over either.
+pub fn client_id_allowed(username: &str, client_id: &str) -> bool {
+    if client_id.is_empty() || client_id.len() > MAX_CLIENT_ID_BYTES {
+        return false;
+    }
+    match client_id_owner(client_id) {
+        Some(owner) => owner == username,
+        None => true,
+    }
+}
+
 /// What a client asks to do with a topic.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Action {
@@ -321,6 +358,61 @@ pub fn unmount<'a>(prefix: &str, stored: &'a str) -> Option<&'a str> {
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_clients_own_ids_are_its_alone_and_the_rest_are_free() {
+        let user = "0123456789abcdef0123456789abcdef";
+        let other = "fedcba9876543210fedcba9876543210";
+        assert!(client_id_allowed(user, user));
+        assert!(!client_id_allowed(other, user));
+        for sep in CLIENT_ID_SEPARATORS {
+            let own = format!("{user}{sep}line-2");
+            assert_eq!(client_id_owner(&own), Some(user));
+            assert!(client_id_allowed(user, &own));
+            assert!(!client_id_allowed(other, &own), "{own}");
+        }
+        // Not id-shaped: free for anyone.
+        for free in [
+            "nodered_1234",
+            "0123456789abcdef0123456789abcde",
+            "0123456789abcdef0123456789abcdefX",
+            "0123456789ABCDEF0123456789ABCDEF",
+            "x0123456789abcdef0123456789abcdef",
+            "0123456789abcdef0123456789abcdef line",
+            "é",
+        ] {
+            assert_eq!(client_id_owner(free), None, "{free:?}");
+            assert!(client_id_allowed(user, free), "{free:?}");
+            assert!(client_id_allowed(other, free), "{free:?}");
+        }
+        assert!(!client_id_allowed(user, ""));
+        let long = format!("{user}-{}", "x".repeat(MAX_CLIENT_ID_BYTES));
+        assert!(!client_id_allowed(user, &long));
+        assert!(!client_id_allowed(
+            user,
+            &"x".repeat(MAX_CLIENT_ID_BYTES + 1)
+        ));
+    }
+
+    #[test]
+    fn no_reserved_client_id_is_allowed_for_two_usernames() {
+        // Usernames over a small alphabet, every separator and a few
+        // suffixes: a reserved id is allowed for its owner only.
+        let digits = ["0", "9", "a", "f"];
+        let ids: Vec<String> = digits
+            .iter()
+            .flat_map(|a| digits.map(|b| format!("{a}{b}").repeat(16)))
+            .collect();
+        let suffixes = ["", "-x", "_x", ":1", "./", "/a/b"];
+        for owner in &ids {
+            for suffix in suffixes {
+                let cid = format!("{owner}{suffix}");
+                let allowed: Vec<&String> =
+                    ids.iter().filter(|u| client_id_allowed(u, &cid)).collect();
+                assert_eq!(allowed, vec![owner], "{cid:?}");
+            }
+        }
+    }
 
     fn rule(effect: Effect, actions: Actions, filter: &str) -> AclRule {
         AclRule {

@@ -399,7 +399,7 @@ fn environment(spec: &InstanceSpec) -> Vec<(OsString, OsString)> {
             spec.credential_secret.expose().into(),
         ),
     ];
-    for var in &spec.env {
+    for var in spec.env.iter().chain(&spec.platform_env) {
         env.push((var.name.clone().into(), var.value.expose().into()));
     }
     env

@@ -46,6 +46,7 @@ mod tests {
             endpoint_secret: Secret::new("endpoint-secret-0123456789abcd".into()),
             credential_secret: Secret::new("credential-secret-0123456789ab".into()),
             env: vec![],
+            platform_env: Vec::new(),
             options: InstanceOptions {
                 allow_palette_install: true,
                 allow_function_modules: false,

@@ -24,6 +24,10 @@ pub struct InstanceSpec {
     pub credential_secret: Secret,
     /// User environment, visible to flows (`${VAR}`, `env.get`).
     pub env: Vec<EnvVar>,
+    /// Variables Redwall itself gives the flows, by `REDWALL_` names a user
+    /// may not set (the team broker's `REDWALL_MQTT_URL`, `_USERNAME`,
+    /// `_PASSWORD`); they come after, so they win.
+    pub platform_env: Vec<EnvVar>,
     pub options: InstanceOptions,
     pub limits: Limits,
     pub identity: SandboxIdentity,
@@ -224,6 +228,19 @@ impl InstanceSpec {
                 )));
             }
         }
+        for var in &self.platform_env {
+            let known = var.name.starts_with("REDWALL_MQTT_")
+                && var
+                    .name
+                    .bytes()
+                    .all(|b| b.is_ascii_uppercase() || b == b'_');
+            if !known || var.value.expose().contains('\0') {
+                return Err(RuntimeError::InvalidSpec(format!(
+                    "platform variable {} is not one Redwall gives",
+                    var.name
+                )));
+            }
+        }
         Ok(())
     }
 
@@ -259,6 +276,7 @@ mod tests {
             endpoint_secret: Secret::new("e".repeat(32)),
             credential_secret: Secret::new("c".repeat(32)),
             env: vec![],
+            platform_env: Vec::new(),
             options: InstanceOptions::default(),
             limits: Limits::default(),
             identity: SandboxIdentity::Inherit,

@@ -100,6 +100,7 @@ pub fn spec(id: &str, parent: &Path, port: u16, identity: SandboxIdentity) -> In
         endpoint_secret: random_secret(),
         credential_secret: random_secret(),
         env: Vec::new(),
+        platform_env: Vec::new(),
         options: InstanceOptions::default(),
         limits: Limits::default(),
         identity,

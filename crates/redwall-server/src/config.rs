@@ -26,6 +26,55 @@ pub struct Config {
     pub instances: InstancesConfig,
     pub sso: crate::sso::config::SsoConfig,
     pub audit: AuditConfig,
+    pub broker: BrokerConfig,
+}
+
+/// The team MQTT broker (`redwall-broker`), embedded in `redwall serve`.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct BrokerConfig {
+    /// Run the embedded broker.
+    pub enabled: bool,
+    /// Plain MQTT, for local instances and scripts: loopback only.
+    /// Isolated instances reach the same port on their link to the host.
+    pub plain_listen: SocketAddr,
+    /// MQTT over TLS with the hub's certificate (only when TLS is on).
+    /// `None` for no TLS listener; MQTT over WebSocket stays at `/mqtt`.
+    pub tls_listen: Option<SocketAddr>,
+    /// Largest MQTT packet, in bytes.
+    pub max_packet_bytes: u32,
+    /// Subscriptions one connection may hold.
+    pub max_subscriptions: usize,
+    /// Messages queued for one slow subscriber before new ones are dropped.
+    pub max_queue: usize,
+    pub max_connections: usize,
+}
+
+impl Default for BrokerConfig {
+    fn default() -> Self {
+        let limits = redwall_broker::Limits::default();
+        BrokerConfig {
+            enabled: true,
+            plain_listen: SocketAddr::from(([127, 0, 0, 1], 11883)),
+            tls_listen: Some(SocketAddr::from(([127, 0, 0, 1], 8883))),
+            max_packet_bytes: limits.max_packet_bytes,
+            max_subscriptions: limits.max_subscriptions,
+            max_queue: limits.max_queue,
+            max_connections: limits.max_connections,
+        }
+    }
+}
+
+impl BrokerConfig {
+    pub fn limits(&self) -> redwall_broker::Limits {
+        redwall_broker::Limits {
+            max_packet_bytes: self.max_packet_bytes,
+            max_subscriptions: self.max_subscriptions,
+            max_queue: self.max_queue,
+            max_connections: self.max_connections,
+            ..redwall_broker::Limits::default()
+        }
+    }
 }
 
 /// The audit log.
@@ -107,6 +156,7 @@ impl Default for Config {
             instances: InstancesConfig::default(),
             sso: Default::default(),
             audit: AuditConfig::default(),
+            broker: BrokerConfig::default(),
         }
     }
 }
@@ -312,6 +362,27 @@ impl Config {
                 }
             };
         }
+        if let Some(v) = env("REDWALL_BROKER") {
+            self.broker.enabled = match v.as_str() {
+                "on" => true,
+                "off" => false,
+                _ => {
+                    return Err(ConfigError::Env {
+                        name: "REDWALL_BROKER",
+                        message: "expected on or off".into(),
+                    })
+                }
+            };
+        }
+        if let Some(v) = env("REDWALL_MQTT_LISTEN") {
+            self.broker.plain_listen = parse("REDWALL_MQTT_LISTEN", &v)?;
+        }
+        if let Some(v) = env("REDWALL_MQTTS_LISTEN") {
+            self.broker.tls_listen = match v.trim() {
+                "off" => None,
+                addr => Some(parse("REDWALL_MQTTS_LISTEN", addr)?),
+            };
+        }
         if let Some(v) = env("REDWALL_TLS_CERT_FILE") {
             self.tls.cert_file = Some(PathBuf::from(v));
         }
@@ -434,6 +505,23 @@ impl Config {
             error(
                 "server.max_body_bytes",
                 "must be between 1 KiB and 16 MiB".into(),
+            );
+        }
+        let b = &self.broker;
+        if b.enabled && !b.plain_listen.ip().is_loopback() {
+            error(
+                "broker.plain_listen",
+                format!(
+                    "{} is reachable from other machines without TLS; plain MQTT listens on loopback only (use broker.tls_listen or /mqtt from elsewhere)",
+                    b.plain_listen
+                ),
+            );
+        }
+        if b.max_packet_bytes < 1024 || b.max_subscriptions == 0 || b.max_queue == 0 {
+            error(
+                "broker",
+                "max_packet_bytes >= 1024, max_subscriptions >= 1 and max_queue >= 1 are needed"
+                    .into(),
             );
         }
         let i = &self.instances;

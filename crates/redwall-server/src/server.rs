@@ -156,6 +156,7 @@ pub async fn start(options: StartOptions) -> anyhow::Result<RunningServer> {
     };
     let setup_token = state.hub.issue_setup_token_if_needed().await?;
     let rustls_config_is_some = rustls_config.is_some();
+    let rustls_for_mqtt = rustls_config.clone();
     let front_doors = FrontDoors::new(state.clone(), app(state.clone()));
 
     listener.set_nonblocking(true)?;
@@ -185,10 +186,19 @@ pub async fn start(options: StartOptions) -> anyhow::Result<RunningServer> {
         }
     };
     spawn_housekeeping(state.clone());
-    if options_run_instances {
-        let manager = state
-            .hub
-            .run_instances(state.config.instances.clone(), &state.config.data_dir)?;
+    let manager = if options_run_instances {
+        Some(
+            state
+                .hub
+                .run_instances(state.config.instances.clone(), &state.config.data_dir)?,
+        )
+    } else {
+        None
+    };
+    if state.config.broker.enabled {
+        start_broker(&state, manager.as_deref(), rustls_for_mqtt.clone()).await;
+    }
+    if let Some(manager) = manager {
         let hub = state.hub.clone();
         tokio::spawn(async move { manager.start_desired(&hub).await });
     }
@@ -202,6 +212,65 @@ pub async fn start(options: StartOptions) -> anyhow::Result<RunningServer> {
         handle,
         task,
     })
+}
+
+/// Starts the team MQTT broker: plain MQTT on loopback (and on the host's
+/// end of the isolated instances' link, on the same port), MQTT over TLS
+/// with the hub's certificate, and `/mqtt` on this port. A listener that
+/// cannot be bound leaves the hub running without the broker, said loudly:
+/// the rest of Redwall does not depend on it.
+async fn start_broker(
+    state: &AppState,
+    manager: Option<&redwall_hub::instances::InstanceManager>,
+    tls: Option<Arc<rustls::ServerConfig>>,
+) {
+    let config = &state.config.broker;
+    let loopback = config.plain_listen;
+    let isolated_ip = manager.and_then(|m| m.isolated_broker_address());
+    let tls = match (config.tls_listen, tls) {
+        (Some(addr), Some(tls)) => Some((addr, tls)),
+        _ => None,
+    };
+    let broker = match bind_broker(state, loopback, isolated_ip, tls).await {
+        Ok(broker) => broker,
+        Err(e) => {
+            tracing::error!(
+                error = format!("{e:#}"),
+                "the team MQTT broker could not start; see broker.* in the configuration"
+            );
+            return;
+        }
+    };
+    if let Some(m) = manager {
+        let plain = broker.plain_addrs();
+        m.set_broker(redwall_hub::instances::BrokerEndpoint {
+            loopback: plain[0],
+            isolated: plain.get(1).copied(),
+        });
+    }
+    let _ = state.broker.set(broker);
+}
+
+async fn bind_broker(
+    state: &AppState,
+    loopback: SocketAddr,
+    isolated_ip: Option<std::net::IpAddr>,
+    tls: Option<(SocketAddr, Arc<rustls::ServerConfig>)>,
+) -> anyhow::Result<redwall_broker::Broker> {
+    // Port 0 on the isolated link means the loopback listener's port.
+    let mut plain = vec![loopback];
+    if let Some(ip) = isolated_ip {
+        plain.push(SocketAddr::new(ip, 0));
+    }
+    redwall_broker::Broker::start(
+        state.hub.clone(),
+        redwall_broker::BrokerOptions {
+            plain,
+            tls,
+            limits: state.config.broker.limits(),
+        },
+    )
+    .await
 }
 
 /// A client must send its request headers within 10 seconds.

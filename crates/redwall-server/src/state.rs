@@ -42,6 +42,8 @@ pub struct Inner {
     pub used_handoff_codes: TtlCache<String, ()>,
     /// OpenID Connect: HTTP clients, cached discovery and keys, used states.
     pub oidc: crate::sso::oidc::OidcState,
+    /// The team MQTT broker, once `serve` started it (for `/mqtt`).
+    pub broker: std::sync::OnceLock<redwall_broker::Broker>,
 }
 
 pub struct StateParts {
@@ -77,6 +79,7 @@ impl AppState {
             minted_tokens: TtlCache::new(60 * MICROS_PER_SECOND, 100_000),
             used_handoff_codes: TtlCache::new(120 * MICROS_PER_SECOND, 100_000),
             oidc: crate::sso::oidc::OidcState::default(),
+            broker: std::sync::OnceLock::new(),
             config,
             keyring,
             clock,

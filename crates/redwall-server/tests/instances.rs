@@ -1678,3 +1678,112 @@ async fn only_an_owner_opens_the_network_and_only_what_the_rule_names() {
     assert_eq!(r.status, 200, "{}", r.body);
     assert_ne!(reach().await["metadata"], greeting);
 }
+
+/// A flow that talks to the team broker with the standard mqtt nodes and
+/// the credentials Redwall gives each instance (`${REDWALL_MQTT_*}`; the
+/// client id left for Node-RED to make up):
+/// publishes `payload` to `plant/ping` every 200 ms (when given), keeps the
+/// last message it received on `subscribe`, and serves it at `/last`.
+fn mqtt_flow(payload: Option<&str>, subscribe: &str) -> Value {
+    let mut flow = vec![
+        json!({"id": "t1", "type": "tab", "label": "T"}),
+        json!({"id": "b1", "type": "mqtt-broker", "name": "team",
+               "broker": "${REDWALL_MQTT_URL}", "port": "", "clientid": "",
+               "autoConnect": true, "usetls": false, "protocolVersion": "4", "keepalive": "60",
+               "cleansession": true, "autoUnsubscribe": true,
+               "credentials": {"user": "${REDWALL_MQTT_USERNAME}", "password": "${REDWALL_MQTT_PASSWORD}"}}),
+        json!({"id": "in1", "type": "mqtt in", "z": "t1", "topic": subscribe, "qos": "1", "datatype": "utf8",
+               "broker": "b1", "nl": false, "rap": true, "inputs": 0, "wires": [["keep"]]}),
+        json!({"id": "keep", "type": "function", "z": "t1",
+               "func": "flow.set('last', msg.topic + '=' + msg.payload); return null;", "outputs": 1, "wires": [[]]}),
+        json!({"id": "h1", "type": "http in", "z": "t1", "url": "/last", "method": "get", "upload": false, "swaggerDoc": "", "wires": [["f1"]]}),
+        json!({"id": "f1", "type": "function", "z": "t1",
+               "func": "msg.payload = { last: flow.get('last') || null, leaked: env.get('REDWALL_EDITOR_SECRET') || null }; return msg;",
+               "outputs": 1, "wires": [["r1"]]}),
+        json!({"id": "r1", "type": "http response", "z": "t1", "statusCode": "", "headers": {}, "wires": []}),
+    ];
+    if let Some(payload) = payload {
+        flow.push(json!({"id": "i1", "type": "inject", "z": "t1", "repeat": "0.2", "once": true, "onceDelay": "0.5",
+                         "topic": "", "payload": payload, "payloadType": "str", "wires": [["out1"]]}));
+        flow.push(
+            json!({"id": "out1", "type": "mqtt out", "z": "t1", "topic": "plant/ping", "qos": "1",
+                         "retain": "false", "broker": "b1", "wires": []}),
+        );
+    }
+    Value::Array(flow)
+}
+
+/// Two instances of a team exchange messages through the embedded broker
+/// with the standard mqtt nodes and `${REDWALL_MQTT_*}` credentials; an
+/// instance of another team subscribed to `#` sees only its own team's.
+#[tokio::test]
+async fn instances_talk_through_the_team_broker_and_never_across_teams() {
+    let s = instance_server().await;
+    let admin = s.admin().await;
+    let owner = s.user(&admin, "olivia").await;
+    let stranger = s.user(&admin, "sam").await;
+    let team = create_team(&owner, "Plant").await;
+    let other = create_team(&stranger, "Other").await;
+    create_running(&owner, &team, "sender").await;
+    create_running(&owner, &team, "receiver").await;
+    create_running(&stranger, &other, "spy").await;
+    let owner_ci = s.token_client(&owner, "full").await;
+    let stranger_ci = s.token_client(&stranger, "full").await;
+    for (ci, name, flow) in [
+        (
+            &owner_ci,
+            "sender",
+            mqtt_flow(Some("from-sender"), "unused/none"),
+        ),
+        (&owner_ci, "receiver", mqtt_flow(None, "plant/#")),
+        (&stranger_ci, "spy", mqtt_flow(Some("from-spy"), "#")),
+    ] {
+        let r = deploy(ci, name, flow).await;
+        assert!(r.status == 200 || r.status == 204, "{name}: {}", r.text);
+    }
+    for (c, team, name) in [(&owner, &team, "receiver"), (&stranger, &other, "spy")] {
+        let r = c
+            .put(
+                &format!("/api/v1/teams/{team}/instances/{name}/routes"),
+                json!([{"path_prefix": "/last", "policy": {"type": "public"}}]),
+            )
+            .await;
+        assert_eq!(r.status, 200, "{}", r.body);
+    }
+    let last = |c: &Client, name: &'static str| {
+        let c = c.clone();
+        async move {
+            for _ in 0..600 {
+                let r = c.get(&format!("/i/{name}/last")).await;
+                if r.status == 200 && !r.body["last"].is_null() {
+                    return r.body;
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            panic!("{name} received nothing in 60 s");
+        }
+    };
+    let got = tokio::time::timeout(Duration::from_secs(30), last(&owner, "receiver")).await;
+    let Ok(got) = got else {
+        let logs = owner
+            .get(&format!("/api/v1/teams/{team}/instances/sender/logs"))
+            .await;
+        let refused = admin.get("/api/v1/audit?event=broker.*").await;
+        panic!(
+            "nothing arrived; sender's log: {}\nbroker audit: {}",
+            logs.text, refused.text
+        );
+    };
+    assert_eq!(got["last"], "plant/ping=from-sender", "{got}");
+    assert_eq!(got["leaked"], Value::Null);
+    // The spy hears its own team's messages only, however long it listens.
+    let spied = last(&stranger, "spy").await;
+    assert_eq!(spied["last"], "plant/ping=from-spy", "{spied}");
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(last(&stranger, "spy").await["last"], "plant/ping=from-spy");
+    assert_eq!(
+        last(&owner, "receiver").await["last"],
+        "plant/ping=from-sender"
+    );
+    s.stop().await;
+}

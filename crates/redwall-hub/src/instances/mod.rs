@@ -21,7 +21,7 @@ use std::path::PathBuf;
 
 use serde::Deserialize;
 
-pub use runner::{ControlGuard, InstanceManager, Pending};
+pub use runner::{BrokerEndpoint, ControlGuard, InstanceManager, Pending};
 
 /// Managed Node-RED instances and the proxy in front of them.
 #[derive(Clone, Debug, Deserialize)]

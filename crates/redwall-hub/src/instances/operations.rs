@@ -209,6 +209,9 @@ impl Hub {
         let manager = self.manager()?;
         let held = manager.control(&instance.id).await;
         manager.stop(&instance.id, &held).await?;
+        // Its broker identity goes with it (the store cascades); whatever
+        // still speaks with it is disconnected after the commit.
+        let broker_identity = self.instance_broker_client(instance).await?;
         let mut tx = self.begin().await?;
         tx.delete_instance(&instance.id).await?;
         let details = json!({ "name": instance.name });
@@ -218,6 +221,9 @@ impl Hub {
             instance_event(instance, AuditEvent::InstanceDeleted, details),
         );
         self.commit(tx, 1).await?;
+        if let Some(client) = broker_identity {
+            self.announce_revocation(&client.id);
+        }
         self.caches.forget_instance(&instance.name);
         manager.remove_files(&instance.id);
         Ok(())

@@ -18,8 +18,9 @@ use redwall_runtime::{
 };
 use redwall_store::Instance;
 use std::collections::HashMap;
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 use tokio::sync::OnceCell;
 
@@ -45,6 +46,8 @@ pub struct InstanceManager {
     os_users: bool,
     /// What keeps this host from isolating instances' networks, found once.
     isolation_problems: OnceCell<Vec<String>>,
+    /// Set once the team broker listens ([`InstanceManager::set_broker`]).
+    broker: OnceLock<BrokerEndpoint>,
     /// One lock per instance: a start (also one that waited for the npm
     /// install) and a stop of the same instance never interleave, so a
     /// stop cannot slip between a start's check and its spawn and leave the
@@ -77,11 +80,28 @@ pub fn runtime_egress(rules: &[EgressRule]) -> Vec<redwall_runtime::EgressRule> 
         .collect()
 }
 
-/// Exceptions Redwall itself opens for every isolated instance. The team's
-/// MQTT broker goes here once it exists (its address and port, for the
-/// instance's own team only); today there are none.
-fn platform_egress(_instance: &Instance) -> Vec<redwall_runtime::EgressRule> {
-    Vec::new()
+/// Exceptions Redwall itself opens for every isolated instance: the team
+/// broker's plain listener on the host's end of the instances' link (every
+/// connection to it must still log in, and sees only its own team).
+fn platform_egress(broker: Option<SocketAddr>) -> Vec<redwall_runtime::EgressRule> {
+    broker
+        .map(|addr| redwall_runtime::EgressRule {
+            network: addr.ip(),
+            prefix_len: if addr.is_ipv4() { 32 } else { 128 },
+            protocol: EgressProtocol::Tcp,
+            ports: Some((addr.port(), addr.port())),
+        })
+        .into_iter()
+        .collect()
+}
+
+/// Where an instance reaches the team broker, once it runs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct BrokerEndpoint {
+    /// For instances on the host's network: a loopback listener.
+    pub loopback: SocketAddr,
+    /// For isolated instances: the listener on the host's end of their link.
+    pub isolated: Option<SocketAddr>,
 }
 
 fn runtime_error(e: RuntimeError) -> HubError {
@@ -170,6 +190,7 @@ impl InstanceManager {
             instances_dir,
             os_users,
             isolation_problems: OnceCell::new(),
+            broker: OnceLock::new(),
         });
         if let Some(reason) = manager.unreachable(&manager.instances_dir) {
             tracing::error!("instances cannot start: {reason}");
@@ -275,6 +296,7 @@ impl InstanceManager {
             endpoint_secret: keys.endpoint,
             credential_secret: keys.credential,
             env,
+            platform_env: Vec::new(),
             options: InstanceOptions::from_json(&instance.options).runtime(),
             limits: Limits {
                 memory_bytes: self.config.memory_mb.saturating_mul(1024 * 1024),
@@ -284,13 +306,56 @@ impl InstanceManager {
             identity,
             read_only_paths: install.sandbox_read_paths(),
             network: if self.config.network_isolation {
-                let mut rules = platform_egress(instance);
+                let mut rules = platform_egress(self.broker_for_isolated());
                 rules.extend(runtime_egress(&stored_egress(instance)?));
                 NetworkMode::Isolated { egress: rules }
             } else {
                 NetworkMode::Host
             },
         })
+    }
+
+    /// Tells the manager where instances reach the team broker; instances
+    /// started from now on get its address and their own credentials.
+    pub fn set_broker(&self, endpoint: BrokerEndpoint) {
+        let _ = self.broker.set(endpoint);
+    }
+
+    /// Whether the host's end of the instances' link exists, so a broker
+    /// can listen there: instances are isolated and the network is ready.
+    pub fn isolated_broker_address(&self) -> Option<std::net::IpAddr> {
+        (self.config.network_isolation && redwall_runtime::isolation_problems().is_empty())
+            .then(|| std::net::IpAddr::V4(redwall_runtime::isolated_addresses(0).0))
+    }
+
+    fn broker_for_isolated(&self) -> Option<SocketAddr> {
+        self.broker.get().and_then(|b| b.isolated)
+    }
+
+    /// `REDWALL_MQTT_URL`, `_USERNAME` and `_PASSWORD` for the instance's
+    /// own broker identity, with a password new at every start (the old one
+    /// stops working, and its connections close). None without a broker.
+    async fn broker_env(&self, hub: &Hub, instance: &Instance) -> HubResult<Vec<EnvVar>> {
+        let Some(endpoint) = self.broker.get() else {
+            return Ok(Vec::new());
+        };
+        let addr = match (self.config.network_isolation, endpoint.isolated) {
+            (true, Some(isolated)) => isolated,
+            _ => endpoint.loopback,
+        };
+        let origin = crate::Origin::local("redwall-supervisor");
+        let (username, password) = hub
+            .instance_broker_identity(crate::Who::anonymous(&origin), instance)
+            .await?;
+        let var = |name: &str, value: String| EnvVar {
+            name: name.to_string(),
+            value: Secret::new(value),
+        };
+        Ok(vec![
+            var("REDWALL_MQTT_URL", format!("mqtt://{addr}")),
+            var("REDWALL_MQTT_USERNAME", username),
+            var("REDWALL_MQTT_PASSWORD", password.expose().to_string()),
+        ])
     }
 
     /// The instance's environment, opened for its process.
@@ -380,7 +445,8 @@ impl InstanceManager {
         needed.push(&install.node);
         self.check_reachable(&instance.id, &needed)?;
         let env = self.env(hub, instance).await?;
-        let spec = self.spec(hub, instance, env, &install)?;
+        let mut spec = self.spec(hub, instance, env, &install)?;
+        spec.platform_env = self.broker_env(hub, instance).await?;
         self.supervisor
             .start(spec, &install)
             .await
@@ -449,7 +515,7 @@ impl InstanceManager {
         if !self.config.network_isolation {
             return Ok(());
         }
-        let mut all = platform_egress(instance);
+        let mut all = platform_egress(self.broker_for_isolated());
         all.extend(runtime_egress(rules));
         self.supervisor
             .set_egress(&instance.id, all)

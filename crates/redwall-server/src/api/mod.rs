@@ -12,6 +12,7 @@ pub mod instances;
 pub mod invitations;
 pub mod me;
 pub mod mfa;
+pub mod mqtt_ws;
 pub mod oidc;
 pub mod openapi;
 pub mod settings;
@@ -185,6 +186,14 @@ pub fn routes() -> Vec<Route> {
             "The permission table",
             system::permissions,
         ),
+        public(
+            M::GET,
+            "/mqtt",
+            "MQTT over WebSocket (subprotocol mqtt) to the team broker: every \
+             connection logs in with a broker client's credentials in its CONNECT",
+            mqtt_ws::upgrade,
+        )
+        .status(101),
         needs(
             M::GET,
             "/metrics",

@@ -78,6 +78,9 @@ impl TestServer {
         };
         config.server.listen = "127.0.0.1:0".parse().unwrap();
         config.tls.mode = TlsMode::Off;
+        // Every test server's broker on ports of its own.
+        config.broker.plain_listen = "127.0.0.1:0".parse().unwrap();
+        config.broker.tls_listen = Some("127.0.0.1:0".parse().unwrap());
         // No npm install behind every test server; the first-run test asks for it.
         config.instances.install_at_start = false;
         // Cheap hashing keeps the suite fast; the default parameters have their own test.

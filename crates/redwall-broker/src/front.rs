@@ -1,0 +1,137 @@
+//! The broker's own front: TLS terminated with the hub's certificate, and
+//! the way in for streams the hub accepted itself (`/mqtt` WebSockets).
+//! Each client becomes one TCP connection to the engine's internal
+//! listener, opened by a PROXY protocol v2 header that names the client's
+//! real address.
+
+use std::io;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use anyhow::Context;
+use proxy_protocol::version2::{ProxyAddresses, ProxyCommand, ProxyTransportProtocol};
+use proxy_protocol::ProxyHeader;
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::Semaphore;
+
+use crate::Limits;
+
+#[derive(Clone)]
+pub struct Front {
+    engine: SocketAddr,
+    handshakes: Arc<Semaphore>,
+    handshake_timeout: std::time::Duration,
+}
+
+fn header(peer: SocketAddr, local: SocketAddr) -> io::Result<Vec<u8>> {
+    let addresses = match (peer, local) {
+        (SocketAddr::V4(source), SocketAddr::V4(destination)) => ProxyAddresses::Ipv4 {
+            source,
+            destination,
+        },
+        (SocketAddr::V6(source), SocketAddr::V6(destination)) => ProxyAddresses::Ipv6 {
+            source,
+            destination,
+        },
+        (source, destination) => ProxyAddresses::Ipv6 {
+            source: v6(source),
+            destination: v6(destination),
+        },
+    };
+    let header = ProxyHeader::Version2 {
+        command: ProxyCommand::Proxy,
+        transport_protocol: ProxyTransportProtocol::Stream,
+        addresses,
+    };
+    proxy_protocol::encode(header)
+        .map(|b| b.to_vec())
+        .map_err(|e| io::Error::other(e.to_string()))
+}
+
+fn v6(addr: SocketAddr) -> std::net::SocketAddrV6 {
+    match addr {
+        SocketAddr::V6(a) => a,
+        SocketAddr::V4(a) => std::net::SocketAddrV6::new(a.ip().to_ipv6_mapped(), a.port(), 0, 0),
+    }
+}
+
+impl Front {
+    pub(crate) fn new(engine: SocketAddr, limits: &Limits) -> Front {
+        Front {
+            engine,
+            handshakes: Arc::new(Semaphore::new(limits.max_handshakes.max(1))),
+            handshake_timeout: limits.handshake_timeout,
+        }
+    }
+
+    /// A connection to the engine on behalf of `peer`, its PROXY header
+    /// already sent.
+    pub async fn open(&self, peer: SocketAddr) -> io::Result<TcpStream> {
+        let mut engine = TcpStream::connect(self.engine).await?;
+        engine.set_nodelay(true)?;
+        engine.write_all(&header(peer, self.engine)?).await?;
+        Ok(engine)
+    }
+
+    /// Carries `client`'s bytes to the engine and back until either side
+    /// closes.
+    pub async fn carry<S>(&self, mut client: S, peer: SocketAddr) -> io::Result<()>
+    where
+        S: AsyncRead + AsyncWrite + Unpin,
+    {
+        let mut engine = self.open(peer).await?;
+        tokio::io::copy_bidirectional(&mut client, &mut engine).await?;
+        Ok(())
+    }
+
+    /// Binds the MQTT-over-TLS listener and serves it in the background;
+    /// returns the bound address.
+    pub(crate) async fn listen_tls(
+        &self,
+        addr: SocketAddr,
+        config: Arc<rustls::ServerConfig>,
+    ) -> anyhow::Result<SocketAddr> {
+        let mut config = (*config).clone();
+        config.alpn_protocols.clear();
+        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+        let listener = TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("the MQTT over TLS listener on {addr}"))?;
+        let bound = listener.local_addr()?;
+        let front = self.clone();
+        tokio::spawn(async move {
+            loop {
+                let (socket, peer) = match listener.accept().await {
+                    Ok(accepted) => accepted,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "accepting an MQTT over TLS connection");
+                        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                        continue;
+                    }
+                };
+                let Ok(permit) = front.handshakes.clone().try_acquire_owned() else {
+                    continue; // too many handshakes at once: drop this one
+                };
+                let (front, acceptor) = (front.clone(), acceptor.clone());
+                tokio::spawn(async move {
+                    let _ = socket.set_nodelay(true);
+                    let tls =
+                        tokio::time::timeout(front.handshake_timeout, acceptor.accept(socket))
+                            .await;
+                    drop(permit);
+                    match tls {
+                        Ok(Ok(stream)) => {
+                            if let Err(e) = front.carry(stream, peer).await {
+                                tracing::debug!(%peer, error = %e, "MQTT over TLS ended");
+                            }
+                        }
+                        Ok(Err(e)) => tracing::debug!(%peer, error = %e, "TLS handshake failed"),
+                        Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
+                    }
+                });
+            }
+        });
+        Ok(bound)
+    }
+}
