@@ -5,6 +5,7 @@
 
 use std::sync::Arc;
 
+use redwall_hub::broker::EVERY_BROKER_CLIENT;
 use redwall_hub::metrics::BrokerMetrics;
 use redwall_hub::Hub;
 use rmqtt::context::ServerContext;
@@ -17,6 +18,10 @@ pub async fn watch(hub: Hub, scx: ServerContext, principals: Arc<Principals>) {
     let mut revocations = hub.broker_revocations();
     loop {
         let ids = match revocations.recv().await {
+            Ok(client_id) if client_id == EVERY_BROKER_CLIENT => {
+                tracing::warn!("revocations may have been missed; closing every connection");
+                principals.all()
+            }
             Ok(client_id) => principals.connections_of(&client_id),
             // Announcements were missed: close everything rather than keep
             // a revoked client connected. Every client logs in again.

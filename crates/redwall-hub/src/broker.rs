@@ -14,7 +14,12 @@ use redwall_policy::audit_event::AuditEvent;
 use redwall_policy::mqtt_acl::{
     check_rules, client_name, whole_team_tree, AclRule, MAX_CLIENTS_PER_TEAM,
 };
+use redwall_store::notify::BROKER_REVOCATIONS;
 use redwall_store::{BrokerClient, Instance, StoreError};
+
+/// A revocation that closes every connection of the broker (announcements
+/// may have been missed).
+pub const EVERY_BROKER_CLIENT: &str = "*";
 use serde_json::json;
 
 use crate::audit::{Event, Who};
@@ -161,7 +166,7 @@ impl Hub {
             ),
         );
         self.commit(tx, 1).await?;
-        self.announce_revocation(id);
+        self.announce_revocation(id).await;
         Ok(secret)
     }
 
@@ -187,7 +192,7 @@ impl Hub {
             client_event(&before, AuditEvent::BrokerRulesChanged, details),
         );
         self.commit(tx, 1).await?;
-        self.announce_revocation(id);
+        self.announce_revocation(id).await;
         self.broker_client(team_id, id).await
     }
 
@@ -213,7 +218,7 @@ impl Hub {
             ),
         );
         self.commit(tx, 1).await?;
-        self.announce_revocation(id);
+        self.announce_revocation(id).await;
         Ok(())
     }
 
@@ -325,8 +330,58 @@ impl Hub {
         self.revocations.subscribe()
     }
 
-    pub(crate) fn announce_revocation(&self, client_id: &str) {
+    /// Tells this process's broker, and (through PostgreSQL) every other
+    /// hub's, to close the client's connections. Returns once the other
+    /// hubs were told, so an answer to the API means it is under way
+    /// everywhere.
+    pub(crate) async fn announce_revocation(&self, client_id: &str) {
         // No broker listening is fine: nothing is connected then.
         let _ = self.revocations.send(client_id.to_string());
+        let payload = format!("{}:{client_id}", self.node);
+        if let Err(e) = self.store.notify(BROKER_REVOCATIONS, &payload).await {
+            // The change is committed; the other hubs' brokers close every
+            // connection when they lose their link to the database, and a
+            // revoked or rotated password is refused at the next login.
+            tracing::error!(error = %e, "other hubs could not be told of a broker revocation");
+        }
+    }
+
+    /// Relays revocations announced by the other hubs on this database into
+    /// this process's broker (PostgreSQL; returns at once on SQLite, where
+    /// this process is the only one). When the link to the database drops,
+    /// announcements may have been missed, so the broker is told to close
+    /// every connection ([`EVERY_BROKER_CLIENT`]); clients log in again.
+    pub async fn relay_revocations(&self) {
+        loop {
+            let mut listener = match self.store.listen(BROKER_REVOCATIONS).await {
+                Ok(Some(listener)) => listener,
+                Ok(None) => return,
+                Err(e) => {
+                    tracing::warn!(error = %e, "listening for other hubs' broker revocations");
+                    tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+                    continue;
+                }
+            };
+            loop {
+                match listener.next().await {
+                    Ok(Some(payload)) => {
+                        if let Some((node, client_id)) = payload.split_once(':') {
+                            if node != &*self.node {
+                                let _ = self.revocations.send(client_id.to_string());
+                            }
+                        }
+                    }
+                    Ok(None) => {
+                        let _ = self.revocations.send(EVERY_BROKER_CLIENT.to_string());
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, "the link for other hubs' broker revocations broke");
+                        let _ = self.revocations.send(EVERY_BROKER_CLIENT.to_string());
+                        break;
+                    }
+                }
+            }
+            tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+        }
     }
 }

@@ -77,6 +77,9 @@ pub struct Hub {
     pub refusals: Arc<refusals::RefusalTable>,
     /// Broker clients whose connections must close ([`Hub::broker_revocations`]).
     revocations: tokio::sync::broadcast::Sender<String>,
+    /// This process among the hubs sharing the database (revocations it
+    /// announced itself come back from PostgreSQL and are skipped).
+    node: Arc<str>,
     instances: Arc<OnceLock<Arc<instances::InstanceManager>>>,
     recorded: Arc<AtomicU64>,
 }
@@ -119,6 +122,7 @@ impl Hub {
             metrics: Arc::default(),
             refusals: Arc::new(refusals::RefusalTable::new(parts.refusal_sources)),
             revocations: tokio::sync::broadcast::channel(1024).0,
+            node: ids::new_id().into(),
             instances: Arc::default(),
             recorded: Arc::default(),
         })

@@ -249,6 +249,8 @@ async fn start_broker(
         });
     }
     let _ = state.broker.set(broker);
+    let hub = state.hub.clone();
+    tokio::spawn(async move { hub.relay_revocations().await });
 }
 
 async fn bind_broker(

@@ -331,3 +331,34 @@ async fn limits_end_one_client_and_spare_the_others() {
     );
     s.stop().await;
 }
+
+/// Two hubs on one PostgreSQL: a client connected to one hub's broker is
+/// cut off within a second when an Owner revokes it through the other.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_revocation_through_one_hub_closes_connections_on_another() {
+    let Some(first) = TestServer::start_with(Backend::Postgres, |_| {}).await else {
+        return; // no PostgreSQL outside CI
+    };
+    let admin = first.admin().await;
+    let team = create_team(&admin, "Plant").await;
+    let url = first.running.state.config.database_url.clone();
+    let second = TestServer::start_with(Backend::Postgres, |c| c.database_url = url)
+        .await
+        .unwrap();
+    let (id, pw) = broker_client(&admin, &team, "gateway", json!([allow("both", "#")])).await;
+    let mut conn = connect(&plain(&second), &id, &id, &pw).await.unwrap();
+    assert!(granted(conn.subscribe("a/#").await));
+
+    let r = admin
+        .delete(&format!("/api/v1/teams/{team}/broker/clients/{id}"))
+        .await;
+    assert_eq!(r.status, 204, "{}", r.body);
+    let took = conn
+        .closed(SOON)
+        .await
+        .expect("the other hub closed the connection");
+    assert!(took < Duration::from_secs(1), "closed after {took:?}");
+    assert!(connect(&plain(&second), &id, &id, &pw).await.is_err());
+    second.stop().await;
+    first.stop().await;
+}

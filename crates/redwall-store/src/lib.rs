@@ -23,6 +23,7 @@ mod instance_changes;
 mod instances;
 mod invitations;
 mod memberships;
+pub mod notify;
 mod retention;
 mod sessions;
 mod settings;
@@ -73,6 +74,8 @@ pub enum Backend {
 pub struct Store {
     pool: AnyPool,
     backend: Backend,
+    /// PostgreSQL's URL, for the connections LISTEN needs of its own.
+    url: Option<std::sync::Arc<str>>,
 }
 
 impl std::fmt::Debug for Store {
@@ -160,7 +163,11 @@ impl Store {
                     });
                 }
                 let pool = options.connect(&url).await?;
-                let store = Store { pool, backend };
+                let store = Store {
+                    pool,
+                    backend,
+                    url: None,
+                };
                 SQLITE_MIGRATOR.run(&store.pool).await?;
                 store
             }
@@ -171,7 +178,11 @@ impl Store {
                     .before_acquire(|conn, _meta| Box::pin(async move { Ok(is_clean(conn)) }))
                     .connect(url)
                     .await?;
-                let store = Store { pool, backend };
+                let store = Store {
+                    pool,
+                    backend,
+                    url: Some(url.into()),
+                };
                 POSTGRES_MIGRATOR.run(&store.pool).await?;
                 store
             }

@@ -1,0 +1,53 @@
+//! Messages between the hub processes that share one PostgreSQL database
+//! (LISTEN/NOTIFY): what one replica changed and the others must act on at
+//! once, such as a broker client's revocation. With SQLite there is one
+//! process, so there is nobody to tell.
+
+use sqlx::postgres::PgListener;
+
+use crate::{Backend, Store, StoreError};
+
+/// The channel of broker revocations (payload: `{node}:{client id}`).
+pub const BROKER_REVOCATIONS: &str = "redwall_broker_revocations";
+
+/// A subscription to one channel.
+pub struct Listener(PgListener);
+
+impl Listener {
+    /// The next payload; `None` when the connection to the database was
+    /// lost (it is opened again by the next call), so messages may have
+    /// been missed meanwhile.
+    pub async fn next(&mut self) -> Result<Option<String>, StoreError> {
+        Ok(self
+            .0
+            .try_recv()
+            .await
+            .map_err(StoreError::from)?
+            .map(|n| n.payload().to_string()))
+    }
+}
+
+impl Store {
+    /// Tells every process listening on `channel` (PostgreSQL only).
+    pub async fn notify(&self, channel: &str, payload: &str) -> Result<(), StoreError> {
+        if self.backend != Backend::Postgres {
+            return Ok(());
+        }
+        sqlx::query("SELECT pg_notify($1, $2)")
+            .bind(channel)
+            .bind(payload)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    /// Listens on `channel` with a connection of its own; `None` on SQLite.
+    pub async fn listen(&self, channel: &str) -> Result<Option<Listener>, StoreError> {
+        let Some(url) = &self.url else {
+            return Ok(None);
+        };
+        let mut listener = PgListener::connect(url).await?;
+        listener.listen(channel).await?;
+        Ok(Some(Listener(listener)))
+    }
+}
