@@ -24,6 +24,7 @@
 pub mod front;
 pub mod gate;
 pub mod limits;
+pub mod mosquitto;
 pub mod principals;
 pub mod revocation;
 

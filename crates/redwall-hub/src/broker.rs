@@ -25,6 +25,18 @@ use serde_json::json;
 use crate::audit::{Event, Who};
 use crate::{Hub, HubError, HubResult};
 
+/// A broker Redwall manages from outside its process (Mosquitto, through
+/// its dynamic-security plugin), told of every change as it commits. It
+/// gets a client's password only when the hub has it in the clear: at
+/// creation and at each rotation.
+#[async_trait::async_trait]
+pub trait ExternalBroker: Send + Sync {
+    /// The client exists with these rules, and this password when given.
+    async fn upsert(&self, client: &BrokerClient, password: Option<&Secret>) -> anyhow::Result<()>;
+    /// The client is gone: its connections close.
+    async fn remove(&self, client_id: &str) -> anyhow::Result<()>;
+}
+
 /// Who a broker connection is, once its credentials were checked.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct BrokerIdentity {
@@ -128,6 +140,7 @@ impl Hub {
             client_event(&client, AuditEvent::BrokerClientCreated, details),
         );
         self.commit(tx, 1).await?;
+        self.tell_external(&client, Some(&secret)).await;
         Ok((secret, client))
     }
 
@@ -167,6 +180,7 @@ impl Hub {
         );
         self.commit(tx, 1).await?;
         self.announce_revocation(id).await;
+        self.tell_external(&client, Some(&secret)).await;
         Ok(secret)
     }
 
@@ -193,7 +207,9 @@ impl Hub {
         );
         self.commit(tx, 1).await?;
         self.announce_revocation(id).await;
-        self.broker_client(team_id, id).await
+        let after = self.broker_client(team_id, id).await?;
+        self.tell_external(&after, None).await;
+        Ok(after)
     }
 
     /// Deletes the client; its connections are closed.
@@ -219,6 +235,7 @@ impl Hub {
         );
         self.commit(tx, 1).await?;
         self.announce_revocation(id).await;
+        self.tell_external_removed(id).await;
         Ok(())
     }
 
@@ -328,6 +345,30 @@ impl Hub {
     /// revoked), for the broker of this process.
     pub fn broker_revocations(&self) -> tokio::sync::broadcast::Receiver<String> {
         self.revocations.subscribe()
+    }
+
+    /// Sets the external broker every change is told to (once, at start).
+    pub fn manage_external_broker(&self, broker: std::sync::Arc<dyn ExternalBroker>) {
+        let _ = self.external_broker.set(broker);
+    }
+
+    async fn tell_external(&self, client: &BrokerClient, password: Option<&Secret>) {
+        if let Some(broker) = self.external_broker.get() {
+            if let Err(e) = broker.upsert(client, password).await {
+                // Committed here; the broker is reconciled when its link
+                // returns, and a password it missed is refused until the
+                // next rotation (said in the log).
+                tracing::error!(client = %client.id, error = format!("{e:#}"), "the external broker was not updated");
+            }
+        }
+    }
+
+    pub(crate) async fn tell_external_removed(&self, client_id: &str) {
+        if let Some(broker) = self.external_broker.get() {
+            if let Err(e) = broker.remove(client_id).await {
+                tracing::error!(client = %client_id, error = format!("{e:#}"), "the external broker still has a revoked client; it is removed when its link returns");
+            }
+        }
     }
 
     /// Tells this process's broker, and (through PostgreSQL) every other

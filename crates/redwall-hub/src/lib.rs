@@ -80,6 +80,8 @@ pub struct Hub {
     /// This process among the hubs sharing the database (revocations it
     /// announced itself come back from PostgreSQL and are skipped).
     node: Arc<str>,
+    /// Mosquitto, when Redwall manages it instead of embedding a broker.
+    external_broker: Arc<OnceLock<Arc<dyn broker::ExternalBroker>>>,
     instances: Arc<OnceLock<Arc<instances::InstanceManager>>>,
     recorded: Arc<AtomicU64>,
 }
@@ -123,6 +125,7 @@ impl Hub {
             refusals: Arc::new(refusals::RefusalTable::new(parts.refusal_sources)),
             revocations: tokio::sync::broadcast::channel(1024).0,
             node: ids::new_id().into(),
+            external_broker: Arc::default(),
             instances: Arc::default(),
             recorded: Arc::default(),
         })

@@ -33,8 +33,13 @@ pub struct Config {
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct BrokerConfig {
-    /// Run the embedded broker.
+    /// Run a team broker at all.
     pub enabled: bool,
+    /// `embedded` (the default: in this process, no other service) or
+    /// `mosquitto` (a Mosquitto 2 that Redwall manages through its
+    /// dynamic-security plugin; see `[broker.mosquitto]`).
+    pub mode: BrokerMode,
+    pub mosquitto: MosquittoConfig,
     /// Plain MQTT, for local instances and scripts: loopback only.
     /// Isolated instances reach the same port on their link to the host.
     pub plain_listen: SocketAddr,
@@ -50,11 +55,36 @@ pub struct BrokerConfig {
     pub max_connections: usize,
 }
 
+#[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum BrokerMode {
+    #[default]
+    Embedded,
+    Mosquitto,
+}
+
+/// A Mosquitto 2 managed by Redwall (`broker.mode = "mosquitto"`).
+#[derive(Clone, Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct MosquittoConfig {
+    /// `host:port` of the Mosquitto listener Redwall logs in to as the
+    /// dynamic-security admin, and clients and instances use.
+    pub address: String,
+    pub admin_username: String,
+    /// A file holding the admin's password (or REDWALL_MOSQUITTO_ADMIN_PASSWORD).
+    pub admin_password_file: Option<PathBuf>,
+    /// CA certificate (PEM) of Mosquitto's TLS listener; without it the
+    /// link is plain MQTT, allowed on loopback only.
+    pub ca_file: Option<PathBuf>,
+}
+
 impl Default for BrokerConfig {
     fn default() -> Self {
         let limits = redwall_broker::Limits::default();
         BrokerConfig {
             enabled: true,
+            mode: BrokerMode::Embedded,
+            mosquitto: MosquittoConfig::default(),
             plain_listen: SocketAddr::from(([127, 0, 0, 1], 11883)),
             tls_listen: Some(SocketAddr::from(([127, 0, 0, 1], 8883))),
             max_packet_bytes: limits.max_packet_bytes,
@@ -374,6 +404,18 @@ impl Config {
                 }
             };
         }
+        if let Some(v) = env("REDWALL_BROKER_MODE") {
+            self.broker.mode = match v.as_str() {
+                "embedded" => BrokerMode::Embedded,
+                "mosquitto" => BrokerMode::Mosquitto,
+                _ => {
+                    return Err(ConfigError::Env {
+                        name: "REDWALL_BROKER_MODE",
+                        message: "expected embedded or mosquitto".into(),
+                    })
+                }
+            };
+        }
         if let Some(v) = env("REDWALL_MQTT_LISTEN") {
             self.broker.plain_listen = parse("REDWALL_MQTT_LISTEN", &v)?;
         }
@@ -517,6 +559,53 @@ impl Config {
                 ),
             );
         }
+        if b.enabled && b.mode == BrokerMode::Mosquitto {
+            let m = &b.mosquitto;
+            match m.address.rsplit_once(':') {
+                Some((host, port))
+                    if !host.is_empty() && port.parse::<u16>().is_ok_and(|p| p > 0) =>
+                {
+                    let loopback = host == "localhost"
+                        || host
+                            .trim_matches(['[', ']'])
+                            .parse::<std::net::IpAddr>()
+                            .is_ok_and(|ip| ip.is_loopback());
+                    if m.ca_file.is_none() && !loopback {
+                        error(
+                            "broker.mosquitto.ca_file",
+                            format!("{} is not on loopback: the admin link to Mosquitto needs TLS (ca_file)", m.address),
+                        );
+                    }
+                }
+                _ => error(
+                    "broker.mosquitto.address",
+                    "broker.mode is \"mosquitto\": give Mosquitto's listener as host:port".into(),
+                ),
+            }
+            if m.admin_username.is_empty() {
+                error(
+                    "broker.mosquitto.admin_username",
+                    "the dynamic-security admin Redwall logs in as (mosquitto_ctrl dynsec init)"
+                        .into(),
+                );
+            }
+            if let Some(f) = &m.ca_file {
+                if !f.is_file() {
+                    error(
+                        "broker.mosquitto.ca_file",
+                        format!("{} does not exist", f.display()),
+                    );
+                }
+            }
+            if let Some(f) = &m.admin_password_file {
+                if !f.is_file() {
+                    error(
+                        "broker.mosquitto.admin_password_file",
+                        format!("{} does not exist", f.display()),
+                    );
+                }
+            }
+        }
         if b.max_packet_bytes < 1024 || b.max_subscriptions == 0 || b.max_queue == 0 {
             error(
                 "broker",
@@ -614,6 +703,34 @@ impl Config {
 
 impl Config {
     /// One line on what confines instances here, for `redwall config check`.
+    /// The broker this configuration runs, in words (`config check`).
+    pub fn broker_summary(&self) -> String {
+        let b = &self.broker;
+        if !b.enabled {
+            return "off (broker.enabled = false)".into();
+        }
+        match b.mode {
+            BrokerMode::Embedded => format!(
+                "embedded in this process: plain MQTT on {} (loopback; isolated instances reach the same port on their link to the host), MQTT over TLS on {} with this server's certificate, WebSocket at /mqtt on {}; packets up to {} bytes, {} subscriptions per connection, {} queued messages per subscriber",
+                b.plain_listen,
+                match (b.tls_listen, self.tls.mode) {
+                    (Some(addr), mode) if mode != TlsMode::Off => addr.to_string(),
+                    _ => "off".into(),
+                },
+                self.server.listen,
+                b.max_packet_bytes,
+                b.max_subscriptions,
+                b.max_queue,
+            ),
+            BrokerMode::Mosquitto => format!(
+                "Mosquitto at {} managed through its dynamic-security plugin as {:?} ({}); each broker client is a Mosquitto client with a role holding its rules; topics carry the team's prefix t/{{team}}/ in the clear (Mosquitto has no mount per client)",
+                b.mosquitto.address,
+                b.mosquitto.admin_username,
+                if b.mosquitto.ca_file.is_some() { "TLS" } else { "plain, loopback" },
+            ),
+        }
+    }
+
     pub fn sandbox_summary(&self) -> String {
         let landlock = redwall_runtime::landlock_abi()
             .map_or("no Landlock".to_string(), |a| format!("Landlock ABI {a}"));

@@ -196,7 +196,14 @@ pub async fn start(options: StartOptions) -> anyhow::Result<RunningServer> {
         None
     };
     if state.config.broker.enabled {
-        start_broker(&state, manager.as_deref(), rustls_for_mqtt.clone()).await;
+        match state.config.broker.mode {
+            crate::config::BrokerMode::Embedded => {
+                start_broker(&state, manager.as_deref(), rustls_for_mqtt.clone()).await
+            }
+            crate::config::BrokerMode::Mosquitto => {
+                manage_mosquitto(&state, manager.as_deref()).await?
+            }
+        }
     }
     if let Some(manager) = manager {
         let hub = state.hub.clone();
@@ -246,11 +253,75 @@ async fn start_broker(
         m.set_broker(redwall_hub::instances::BrokerEndpoint {
             loopback: plain[0],
             isolated: plain.get(1).copied(),
+            topic_prefix: false,
         });
     }
     let _ = state.broker.set(broker);
     let hub = state.hub.clone();
     tokio::spawn(async move { hub.relay_revocations().await });
+}
+
+/// Connects to the Mosquitto Redwall manages (reconciling it with the
+/// database) and has every broker client change told to it. Unlike the
+/// embedded broker this is required: a configured Mosquitto that cannot be
+/// reached stops the start, with the reason.
+async fn manage_mosquitto(
+    state: &AppState,
+    manager: Option<&redwall_hub::instances::InstanceManager>,
+) -> anyhow::Result<()> {
+    let m = &state.config.broker.mosquitto;
+    let password = match std::env::var("REDWALL_MOSQUITTO_ADMIN_PASSWORD") {
+        Ok(p) => p,
+        Err(_) => {
+            let file = m.admin_password_file.as_ref().ok_or_else(|| {
+                anyhow!(
+                    "broker.mosquitto: set REDWALL_MOSQUITTO_ADMIN_PASSWORD or admin_password_file"
+                )
+            })?;
+            std::fs::read_to_string(file)
+                .with_context(|| format!("reading {}", file.display()))?
+                .trim()
+                .to_string()
+        }
+    };
+    let (host, port) = m
+        .address
+        .rsplit_once(':')
+        .and_then(|(h, p)| Some((h.trim_matches(['[', ']']).to_string(), p.parse().ok()?)))
+        .ok_or_else(|| anyhow!("broker.mosquitto.address must be host:port"))?;
+    let ca_pem = match &m.ca_file {
+        Some(f) => Some(std::fs::read(f).with_context(|| format!("reading {}", f.display()))?),
+        None => None,
+    };
+    let mosquitto = redwall_broker::mosquitto::Mosquitto::connect(
+        state.hub.clone(),
+        redwall_broker::mosquitto::MosquittoOptions {
+            host: host.clone(),
+            port,
+            admin_username: m.admin_username.clone(),
+            admin_password: Secret::new(password),
+            ca_pem,
+        },
+    )
+    .await
+    .with_context(|| format!("managing Mosquitto at {}", m.address))?;
+    state.hub.manage_external_broker(mosquitto);
+    if let Some(manager) = manager {
+        let addr = tokio::net::lookup_host((host.as_str(), port))
+            .await?
+            .next()
+            .ok_or_else(|| anyhow!("{} has no address", m.address))?;
+        let isolated = (!addr.ip().is_loopback()).then_some(addr);
+        if isolated.is_none() && state.config.instances.network_isolation {
+            tracing::warn!(address = %addr, "isolated instances cannot reach a Mosquitto on loopback; have it listen on an address of this host");
+        }
+        manager.set_broker(redwall_hub::instances::BrokerEndpoint {
+            loopback: addr,
+            isolated,
+            topic_prefix: true,
+        });
+    }
+    Ok(())
 }
 
 async fn bind_broker(

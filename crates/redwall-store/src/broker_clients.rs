@@ -120,6 +120,16 @@ impl Change {
 
 impl Store {
     /// The team's clients, by name.
+    /// Every team's clients (for an external broker's reconciliation).
+    pub async fn all_broker_clients(&self) -> Result<Vec<BrokerClient>, StoreError> {
+        let rows = sqlx::query(&format!(
+            "SELECT {COLUMNS} FROM broker_clients ORDER BY team_id, name, id"
+        ))
+        .fetch_all(self.pool())
+        .await?;
+        Ok(rows.iter().map(client_from_row).collect::<Result<_, _>>()?)
+    }
+
     pub async fn list_broker_clients(
         &self,
         team_id: &str,

@@ -3,6 +3,7 @@
 //! `instance`, a client of the serving process's HTTP API.
 
 mod admin;
+mod broker_cmd;
 mod client;
 mod instance_cmd;
 mod sso_cmd;
@@ -58,6 +59,9 @@ enum Command {
     /// Manage a team's Node-RED instances on a running Redwall (its API,
     /// with a personal access token from REDWALL_TOKEN).
     Instance(instance_cmd::InstanceArgs),
+    /// Manage a team broker's MQTT clients on a running Redwall (its API,
+    /// with a personal access token from REDWALL_TOKEN).
+    Broker(broker_cmd::BrokerArgs),
 }
 
 #[derive(Subcommand)]
@@ -173,6 +177,9 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     if let Command::Instance(args) = cli.command {
         return Ok(instance_cmd::run(args).await);
     }
+    if let Command::Broker(args) = cli.command {
+        return Ok(broker_cmd::run(args).await);
+    }
     let config = load_config(&cli)?;
     match cli.command {
         Command::Serve => serve(config).await,
@@ -189,7 +196,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Sso(cmd) => sso_cmd::run(cmd, config, master_key()).await,
         Command::Keys(KeysCommand::RotateInstanceSecrets) => rotate_instance_secrets(config).await,
         // Handled above, before any configuration is read.
-        Command::Instance(_) => Ok(ExitCode::FAILURE),
+        Command::Instance(_) | Command::Broker(_) => Ok(ExitCode::FAILURE),
     }
 }
 
@@ -427,6 +434,7 @@ async fn check_config(config: &Config) -> ExitCode {
             config.server.listen, config.tls.mode
         );
         println!("  sandbox:  {}", config.sandbox_summary());
+        println!("  broker:   {}", config.broker_summary());
         return ExitCode::SUCCESS;
     }
     for p in &problems {

@@ -223,6 +223,7 @@ impl Hub {
         self.commit(tx, 1).await?;
         if let Some(client) = broker_identity {
             self.announce_revocation(&client.id).await;
+            self.tell_external_removed(&client.id).await;
         }
         self.caches.forget_instance(&instance.name);
         manager.remove_files(&instance.id);

@@ -102,6 +102,10 @@ pub struct BrokerEndpoint {
     pub loopback: SocketAddr,
     /// For isolated instances: the listener on the host's end of their link.
     pub isolated: Option<SocketAddr>,
+    /// Topics carry the team's prefix in the clear (a managed Mosquitto,
+    /// which cannot mount a tree per client): instances are told it in
+    /// `REDWALL_MQTT_TOPIC_PREFIX` (empty with the embedded broker).
+    pub topic_prefix: bool,
 }
 
 fn runtime_error(e: RuntimeError) -> HubError {
@@ -351,8 +355,14 @@ impl InstanceManager {
             name: name.to_string(),
             value: Secret::new(value),
         };
+        let prefix = if endpoint.topic_prefix {
+            redwall_policy::mqtt_acl::mount_prefix(&instance.team_id)
+        } else {
+            String::new()
+        };
         Ok(vec![
             var("REDWALL_MQTT_URL", format!("mqtt://{addr}")),
+            var("REDWALL_MQTT_TOPIC_PREFIX", prefix),
             var("REDWALL_MQTT_USERNAME", username),
             var("REDWALL_MQTT_PASSWORD", password.expose().to_string()),
         ])
