@@ -140,6 +140,7 @@ impl Hub {
         if !tx.delete_user(user_id).await? {
             return Err(HubError::NotFound);
         }
+        let rotated = self.rotate_created_by(&mut tx, who, None, user_id).await?;
         self.note(
             &mut tx,
             who,
@@ -149,8 +150,9 @@ impl Hub {
                 json!({ "username": target.username }),
             ),
         );
-        self.commit(tx, 1).await?;
+        self.commit(tx, 1 + rotated.len()).await?;
         self.caches.forget_user(user_id);
+        self.after_creator_left(rotated).await;
         Ok(())
     }
 }

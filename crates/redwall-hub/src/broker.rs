@@ -271,6 +271,62 @@ impl Hub {
         }
     }
 
+    /// In `tx`: every external client that `user_id` created (in `team_id`,
+    /// or in every team) gets a new password that nobody is shown: the
+    /// person leaving saw the old one. Returns the clients with their new
+    /// passwords, for [`Hub::after_creator_left`] once `tx` committed.
+    pub(crate) async fn rotate_created_by(
+        &self,
+        tx: &mut redwall_store::Change,
+        who: Who<'_>,
+        team_id: Option<&str>,
+        user_id: &str,
+    ) -> HubResult<Vec<(BrokerClient, Secret)>> {
+        let clients = match team_id {
+            Some(team) => self.store.list_broker_clients(team).await?,
+            None => self.store.all_broker_clients().await?,
+        };
+        let mut rotated = Vec::new();
+        for client in clients
+            .into_iter()
+            .filter(|c| c.created_by.as_deref() == Some(user_id))
+        {
+            let (secret, digest) = new_secret();
+            if tx
+                .set_broker_secret(&client.team_id, &client.id, &digest, self.now())
+                .await?
+            {
+                let details = json!({ "client_id": client.id, "reason": "creator_left" });
+                self.note(
+                    tx,
+                    who,
+                    client_event(&client, AuditEvent::BrokerClientRotated, details),
+                );
+                rotated.push((client, secret));
+            }
+        }
+        Ok(rotated)
+    }
+
+    /// After the change that rotated them committed: their connections
+    /// close, here and on every hub, and an external broker learns the
+    /// new passwords.
+    pub(crate) async fn after_creator_left(&self, rotated: Vec<(BrokerClient, Secret)>) {
+        for (client, secret) in rotated {
+            self.announce_revocation(&client.id).await;
+            self.tell_external(&client, Some(&secret)).await;
+        }
+    }
+
+    /// After a team's deletion committed (its clients went with it): their
+    /// connections close.
+    pub(crate) async fn after_clients_deleted(&self, clients: Vec<BrokerClient>) {
+        for client in clients {
+            self.announce_revocation(&client.id).await;
+            self.tell_external_removed(&client.id).await;
+        }
+    }
+
     /// The instance's own broker client, once it started with a broker.
     pub(crate) async fn instance_broker_client(
         &self,

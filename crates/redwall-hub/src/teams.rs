@@ -162,13 +162,17 @@ impl Hub {
     ) -> HubResult<()> {
         let mut tx = self.begin().await?;
         done(tx.change_member(team_id, user_id, None, self.now()).await?)?;
+        let rotated = self
+            .rotate_created_by(&mut tx, who, Some(team_id), user_id)
+            .await?;
         self.note(
             &mut tx,
             who,
             Event::in_team(team_id, event, format!("user:{user_id}"), json!({})),
         );
-        self.commit(tx, 1).await?;
+        self.commit(tx, 1 + rotated.len()).await?;
         self.caches.forget_membership(team_id, user_id);
+        self.after_creator_left(rotated).await;
         Ok(())
     }
 
@@ -195,6 +199,7 @@ impl Hub {
                 "delete the team's instances first",
             ));
         }
+        let clients = self.store.list_broker_clients(team_id).await?;
         tx.delete_team(team_id).await?;
         self.note(
             &mut tx,
@@ -208,6 +213,7 @@ impl Hub {
         );
         self.commit(tx, 1).await?;
         self.caches.forget_team(team_id);
+        self.after_clients_deleted(clients).await;
         Ok(())
     }
 

@@ -362,3 +362,58 @@ async fn a_revocation_through_one_hub_closes_connections_on_another() {
     second.stop().await;
     first.stop().await;
 }
+
+/// A member who leaves saw the passwords of the clients they made: those
+/// get new passwords nobody sees, their connections close, and deleting a
+/// team closes its clients' connections.
+async fn a_leaving_creator_and_a_deleted_team_take_their_connections(s: &TestServer) {
+    let admin = s.admin().await;
+    let owner = s.user(&admin, "olivia").await;
+    let member = s.user(&admin, "martin").await;
+    let team = create_team(&owner, "Plant").await;
+    join_team(&owner, &member, &team, "martin", "member").await;
+    let martin_id = member.get("/api/v1/me").await.body["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let via = plain(s);
+    let (made, made_pw) =
+        broker_client(&member, &team, "martins", json!([allow("both", "#")])).await;
+    let (kept, kept_pw) =
+        broker_client(&owner, &team, "olivias", json!([allow("both", "#")])).await;
+    let mut made_conn = connect(&via, &made, &made, &made_pw).await.unwrap();
+    let mut kept_conn = connect(&via, &kept, &kept, &kept_pw).await.unwrap();
+
+    let r = owner
+        .delete(&format!("/api/v1/teams/{team}/members/{martin_id}"))
+        .await;
+    assert!(r.status == 204 || r.status == 200, "{}", r.body);
+    let took = made_conn
+        .closed(SOON)
+        .await
+        .expect("the creator's client closed");
+    assert!(took < Duration::from_secs(1), "closed after {took:?}");
+    assert!(connect(&via, &made, &made, &made_pw).await.is_err());
+    assert_eq!(
+        kept_conn.message(QUIET).await,
+        None,
+        "the Owner's client stays"
+    );
+    let log = admin.get("/api/v1/audit?event=broker.client_rotated").await;
+    assert!(log.text.contains("creator_left"), "{}", log.text);
+
+    let r = owner
+        .delete_with(
+            &format!("/api/v1/teams/{team}"),
+            json!({"confirm_name": "Plant"}),
+        )
+        .await;
+    assert!(r.status == 204 || r.status == 200, "{}", r.body);
+    let took = kept_conn
+        .closed(SOON)
+        .await
+        .expect("the deleted team's client closed");
+    assert!(took < Duration::from_secs(1), "closed after {took:?}");
+}
+
+on_both_backends!(a_leaving_creator_and_a_deleted_team_take_their_connections);
