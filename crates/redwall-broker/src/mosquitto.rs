@@ -263,7 +263,7 @@ impl Mosquitto {
             &[],
         )
         .await?;
-        let clients = hub.store.all_broker_clients().await?;
+        let clients = hub.all_broker_clients().await?;
         let known: std::collections::HashSet<&str> =
             clients.iter().map(|c| c.id.as_str()).collect();
         // Clients Redwall no longer has (ids only: never the admin).

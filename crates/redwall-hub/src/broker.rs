@@ -73,6 +73,11 @@ fn new_secret() -> (Secret, Vec<u8>) {
 }
 
 impl Hub {
+    /// Every team's clients (for reconciling an external broker).
+    pub async fn all_broker_clients(&self) -> HubResult<Vec<BrokerClient>> {
+        Ok(self.store.all_broker_clients().await?)
+    }
+
     pub async fn broker_clients(&self, team_id: &str) -> HubResult<Vec<BrokerClient>> {
         Ok(self.store.list_broker_clients(team_id).await?)
     }
