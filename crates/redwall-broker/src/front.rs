@@ -1,8 +1,15 @@
-//! The broker's own front: TLS terminated with the hub's certificate, and
-//! the way in for streams the hub accepted itself (`/mqtt` WebSockets).
-//! Each client becomes one TCP connection to the engine's internal
-//! listener, opened by a PROXY protocol v2 header that names the client's
-//! real address.
+//! The broker's own front, before every client: plain MQTT, TLS terminated
+//! with the hub's certificate, and the streams the hub accepted itself
+//! (`/mqtt` WebSockets). Each client becomes one TCP connection to the
+//! engine's internal listener, opened by a PROXY protocol v2 header that
+//! names the client's real address.
+//!
+//! The front also holds a client to a deadline the engine does not: its
+//! first packet must show itself as an MQTT CONNECT within the handshake
+//! timeout (the engine waits for that without a limit, so a client sending
+//! nothing or half a packet would hold its connection for ever). Whether it
+//! does is decided by the engine's own codec (`VersionCodec`); the engine
+//! then bounds the rest of the CONNECT itself.
 
 use std::io;
 use std::net::SocketAddr;
@@ -11,9 +18,11 @@ use std::sync::Arc;
 use anyhow::Context;
 use proxy_protocol::version2::{ProxyAddresses, ProxyCommand, ProxyTransportProtocol};
 use proxy_protocol::ProxyHeader;
-use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
+use rmqtt::codec::version::VersionCodec;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
+use tokio_util::codec::Decoder;
 
 use crate::Limits;
 
@@ -56,6 +65,47 @@ fn v6(addr: SocketAddr) -> std::net::SocketAddrV6 {
     }
 }
 
+/// Whether `buf` starts as an MQTT CONNECT does (`Some(true)`), needs more
+/// bytes (`Some(false)`), or is not MQTT (`None`). Asked of the engine's
+/// own version codec, which reads without consuming.
+pub fn connect_begins(buf: &mut bytes::BytesMut) -> Option<bool> {
+    match VersionCodec.decode(buf) {
+        Ok(Some(_)) => Some(true),
+        Ok(None) => Some(false),
+        Err(_) => None,
+    }
+}
+
+/// The longest start of a CONNECT the front reads before deciding.
+const MAX_FIRST_BYTES: usize = 4096;
+
+/// Reads until the bytes show a CONNECT; they are returned to be passed on.
+async fn first_bytes<S: AsyncRead + Unpin>(client: &mut S) -> io::Result<bytes::BytesMut> {
+    let mut buf = bytes::BytesMut::with_capacity(256);
+    loop {
+        match connect_begins(&mut buf) {
+            Some(true) => return Ok(buf),
+            None => {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    "not an MQTT CONNECT",
+                ))
+            }
+            Some(false) if buf.len() >= MAX_FIRST_BYTES => {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    "CONNECT too long",
+                ))
+            }
+            Some(false) => {
+                if client.read_buf(&mut buf).await? == 0 {
+                    return Err(io::ErrorKind::UnexpectedEof.into());
+                }
+            }
+        }
+    }
+}
+
 impl Front {
     pub(crate) fn new(engine: SocketAddr, limits: &Limits) -> Front {
         Front {
@@ -74,15 +124,52 @@ impl Front {
         Ok(engine)
     }
 
+    pub fn handshake_timeout(&self) -> std::time::Duration {
+        self.handshake_timeout
+    }
+
     /// Carries `client`'s bytes to the engine and back until either side
-    /// closes.
+    /// closes, once its first packet shows itself as a CONNECT in time.
     pub async fn carry<S>(&self, mut client: S, peer: SocketAddr) -> io::Result<()>
     where
         S: AsyncRead + AsyncWrite + Unpin,
     {
+        let first = tokio::time::timeout(self.handshake_timeout, first_bytes(&mut client))
+            .await
+            .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "no CONNECT in time"))??;
         let mut engine = self.open(peer).await?;
+        engine.write_all(&first).await?;
         tokio::io::copy_bidirectional(&mut client, &mut engine).await?;
         Ok(())
+    }
+
+    /// Binds a plain MQTT listener and serves it in the background.
+    pub(crate) async fn listen_plain(&self, addr: SocketAddr) -> anyhow::Result<SocketAddr> {
+        let listener = TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("the MQTT listener on {addr}"))?;
+        let bound = listener.local_addr()?;
+        let front = self.clone();
+        tokio::spawn(async move {
+            loop {
+                let (socket, peer) = match listener.accept().await {
+                    Ok(accepted) => accepted,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "accepting an MQTT connection");
+                        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                        continue;
+                    }
+                };
+                let front = front.clone();
+                tokio::spawn(async move {
+                    let _ = socket.set_nodelay(true);
+                    if let Err(e) = front.carry(socket, peer).await {
+                        tracing::debug!(%peer, error = %e, "MQTT connection ended");
+                    }
+                });
+            }
+        });
+        Ok(bound)
     }
 
     /// Binds the MQTT-over-TLS listener and serves it in the background;

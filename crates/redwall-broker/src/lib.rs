@@ -16,10 +16,11 @@
 //! - MQTT over WebSocket at `/mqtt` on the hub's own HTTPS port: the server
 //!   upgrades the request and hands the stream to [`Broker::front_door`].
 //!
-//! TLS and WebSocket clients reach the engine through one internal loopback
-//! listener that reads a PROXY protocol header, so the engine (and the
-//! audit of refused connections) sees each client's real address. It still
-//! requires a login like every listener: no port is open without one.
+//! Every client reaches the engine through [`front`] and one internal
+//! loopback listener that reads a PROXY protocol header, so the engine (and
+//! the audit of refused connections) sees each client's real address, and a
+//! client that never sends its CONNECT is dropped in time. The internal
+//! listener requires a login like every other: no port is open without one.
 
 pub mod front;
 pub mod gate;
@@ -39,10 +40,6 @@ use rmqtt::net::Builder;
 use rmqtt::server::MqttServer;
 
 pub use limits::Limits;
-
-fn listener_id(n: usize) -> rmqtt::types::ListenerId {
-    rmqtt::types::ListenerId::try_from(n).unwrap_or(u16::MAX)
-}
 
 /// Where the broker listens.
 #[derive(Clone)]
@@ -97,23 +94,8 @@ impl Broker {
         }
         register.start().await;
 
-        let mut server = MqttServer::new(scx.clone());
-        let mut plain: Vec<SocketAddr> = Vec::new();
-        for addr in &options.plain {
-            let mut addr = *addr;
-            if let (0, Some(first)) = (addr.port(), plain.first()) {
-                addr.set_port(first.port());
-            }
-            let listener = options
-                .limits
-                .apply(Builder::new().name("plain").laddr(addr))
-                .bind()
-                .and_then(|l| l.tcp())
-                .with_context(|| format!("the MQTT listener on {addr}"))?;
-            plain.push(listener.local_addr()?);
-            server = server.listener_by_id(listener, listener_id(plain.len()));
-        }
-        // TLS and WebSocket clients enter here, behind a PROXY header.
+        // The engine listens on loopback only, behind the front: every
+        // client (plain, TLS, WebSocket) enters through `front.rs`.
         let internal = options
             .limits
             .apply(
@@ -126,9 +108,15 @@ impl Broker {
             .and_then(|l| l.tcp())
             .context("the broker's internal listener")?;
         let front = front::Front::new(internal.local_addr()?, &options.limits);
-        // The engine keys listeners by id (a port by default, and two of
-        // ours share one): number them instead.
-        server = server.listener_by_id(internal, 0);
+        let server = MqttServer::new(scx.clone()).listener_by_id(internal, 0);
+        let mut plain: Vec<SocketAddr> = Vec::new();
+        for addr in &options.plain {
+            let mut addr = *addr;
+            if let (0, Some(first)) = (addr.port(), plain.first()) {
+                addr.set_port(first.port());
+            }
+            plain.push(front.listen_plain(addr).await?);
+        }
         let tls = match &options.tls {
             Some((addr, config)) => Some(front.listen_tls(*addr, config.clone()).await?),
             None => None,

@@ -53,6 +53,8 @@ pub struct BrokerConfig {
     /// Messages queued for one slow subscriber before new ones are dropped.
     pub max_queue: usize,
     pub max_connections: usize,
+    /// Seconds a client has to send its CONNECT (and to finish TLS).
+    pub handshake_secs: u64,
 }
 
 #[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq, Default)]
@@ -91,6 +93,7 @@ impl Default for BrokerConfig {
             max_subscriptions: limits.max_subscriptions,
             max_queue: limits.max_queue,
             max_connections: limits.max_connections,
+            handshake_secs: limits.handshake_timeout.as_secs(),
         }
     }
 }
@@ -102,6 +105,7 @@ impl BrokerConfig {
             max_subscriptions: self.max_subscriptions,
             max_queue: self.max_queue,
             max_connections: self.max_connections,
+            handshake_timeout: std::time::Duration::from_secs(self.handshake_secs.max(1)),
             ..redwall_broker::Limits::default()
         }
     }

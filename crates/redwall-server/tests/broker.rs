@@ -287,6 +287,7 @@ async fn limits_end_one_client_and_spare_the_others() {
     let s = TestServer::start_with(Backend::Sqlite, |c| {
         c.broker.max_packet_bytes = 64 * 1024;
         c.broker.max_subscriptions = 50;
+        c.broker.handshake_secs = 2;
     })
     .await
     .unwrap();
@@ -296,6 +297,26 @@ async fn limits_end_one_client_and_spare_the_others() {
     let via = plain(&s);
     let mut bystander = connect(&via, &format!("{id}-b"), &id, &pw).await.unwrap();
     assert!(granted(bystander.subscribe("ok").await));
+
+    // Malformed packets: garbage instead of a CONNECT, a CONNECT whose
+    // length runs past what follows, and nothing at all; each connection
+    // is closed (the last two once the handshake time is up).
+    let addr = s.running.state.broker.get().unwrap().plain_addrs()[0];
+    for garbage in [
+        vec![0xffu8; 64],
+        vec![0x10, 0xff, 0xff, 0xff, 0x7f, 0x00],
+        vec![],
+    ] {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut raw = tokio::net::TcpStream::connect(addr).await.unwrap();
+        raw.write_all(&garbage).await.unwrap();
+        let mut buf = [0u8; 16];
+        let read = tokio::time::timeout(Duration::from_secs(6), raw.read(&mut buf)).await;
+        assert!(
+            matches!(read, Ok(Ok(0)) | Ok(Err(_))),
+            "the broker closed the malformed connection: {read:?}"
+        );
+    }
 
     // A topic of 100 KB (a packet over 64 KiB): that connection is closed.
     let mut big = connect(&via, &format!("{id}-big"), &id, &pw).await.unwrap();

@@ -45,14 +45,44 @@ pub async fn upgrade(
         .on_upgrade(move |socket| carry(front, socket, peer))
 }
 
+/// The first bytes, once they show an MQTT CONNECT (within the broker's
+/// handshake timeout); `None` for anything else.
+async fn first_bytes(
+    from_client: &mut futures::stream::SplitStream<WebSocket>,
+) -> Option<bytes::BytesMut> {
+    let mut buf = bytes::BytesMut::new();
+    loop {
+        match redwall_broker::front::connect_begins(&mut buf) {
+            Some(true) => return Some(buf),
+            None => return None,
+            Some(false) if buf.len() >= 4096 => return None,
+            Some(false) => {}
+        }
+        match from_client.next().await {
+            Some(Ok(Message::Binary(bytes))) => buf.extend_from_slice(&bytes),
+            Some(Ok(Message::Ping(_) | Message::Pong(_))) => {}
+            _ => return None,
+        }
+    }
+}
+
 /// Binary messages to the broker, the broker's bytes back as binary
 /// messages, until either side closes.
 async fn carry(front: redwall_broker::front::Front, socket: WebSocket, peer: SocketAddr) {
-    let Ok(engine) = front.open(peer).await else {
+    let (mut to_client, mut from_client) = socket.split();
+    let first =
+        tokio::time::timeout(front.handshake_timeout(), first_bytes(&mut from_client)).await;
+    let Ok(Some(first)) = first else {
+        let _ = to_client.close().await;
         return;
     };
+    let Ok(mut engine) = front.open(peer).await else {
+        return;
+    };
+    if engine.write_all(&first).await.is_err() {
+        return;
+    }
     let (mut from_engine, mut to_engine) = engine.into_split();
-    let (mut to_client, mut from_client) = socket.split();
     let up = async {
         while let Some(Ok(message)) = from_client.next().await {
             match message {
