@@ -12,6 +12,7 @@ pub mod egress;
 pub mod instance_rules;
 pub mod login_name;
 pub mod mqtt_acl;
+pub mod mqtt_view;
 pub mod password_policy;
 pub mod permission;
 pub mod redirect;

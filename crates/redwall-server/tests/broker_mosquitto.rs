@@ -85,9 +85,11 @@ fn start_mosquitto(admin_password: &str) -> Option<ManagedMosquitto> {
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
+    // Held at once, so it is killed and waited for on every path.
+    let managed = ManagedMosquitto { child, port, dir };
     for _ in 0..100 {
         if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
-            return Some(ManagedMosquitto { child, port, dir });
+            return Some(managed);
         }
         std::thread::sleep(Duration::from_millis(50));
     }

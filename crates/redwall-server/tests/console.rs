@@ -491,6 +491,422 @@ async fn a_platform_that_requires_mfa_sends_new_users_to_enrol(s: &TestServer) {
     assert!(page.text.contains("Set up an authenticator app"));
 }
 
+/// The password a broker page shows once, and the username beside it.
+fn shown_credentials(page: &str) -> Option<(String, String)> {
+    let field = |id: &str| {
+        page.split(&format!(r#"data-testid="{id}">"#))
+            .nth(1)
+            .and_then(|rest| rest.split('<').next())
+            .map(str::to_string)
+    };
+    Some((field("new-username")?, field("new-password")?))
+}
+
+/// The publishers and subscribers the who-may table lists for a filter.
+fn who_may(page: &str, filter: &str) -> Option<(String, String)> {
+    let row = page
+        .split(&format!(r#"<tr data-filter="{filter}">"#))
+        .nth(1)?
+        .split("</tr>")
+        .next()?;
+    let cell = |attr: &str| {
+        row.split(&format!("<td {attr}>"))
+            .nth(1)
+            .and_then(|c| c.split("</td>").next())
+            .map(str::to_string)
+    };
+    Some((cell("data-publishers")?, cell("data-subscribers")?))
+}
+
+/// A page with its per-render form ids blanked, to compare two answers.
+fn without_form_ids(text: &str) -> String {
+    text.split(r#"name="form_id" value=""#)
+        .enumerate()
+        .map(|(i, part)| {
+            if i == 0 {
+                part.to_string()
+            } else {
+                part.split_once('"')
+                    .map(|(_, rest)| rest.to_string())
+                    .unwrap_or_default()
+            }
+        })
+        .collect::<Vec<_>>()
+        .join("")
+}
+
+async fn broker_login_works(s: &TestServer, username: &str, password: &str) -> bool {
+    s.running
+        .state
+        .hub
+        .broker_login(username, password.as_bytes())
+        .await
+        .unwrap()
+        .is_some()
+}
+
+async fn broker_clients_are_managed_on_the_team_broker_page(s: &TestServer) {
+    let admin = s.admin().await;
+    let team = create_team(&admin, "Plant").await;
+    let member = s.user(&admin, "mira").await;
+    join_team(&admin, &member, &team, "mira", "member").await;
+    let page = format!("/teams/{team}/broker");
+    let clients_api = format!("/api/v1/teams/{team}/broker/clients");
+
+    let team_page = member.get(&format!("/teams/{team}")).await;
+    assert!(
+        team_page.text.contains(&format!(r#"href="{page}""#)),
+        "linked from the team page"
+    );
+    let r = member.get(&page).await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    assert!(r.text.contains("No clients yet"));
+    assert!(r
+        .text
+        .contains(&format!(r#"action="/teams/{team}/broker/clients""#)));
+    assert!(r.text.contains("/mqtt"), "says where to connect");
+
+    // A Member creates a client: its password is on the answer, once.
+    let csrf = member.csrf.clone().unwrap();
+    let fields = [
+        ("csrf", csrf.as_str()),
+        ("form_id", "broker-create-0123456789"),
+        ("name", "line 1 gateway"),
+        (
+            "rules",
+            "allow publish plant/#\r\ndeny both plant/secret/#\r\n\r\nallow subscribe +/temp\r\n",
+        ),
+    ];
+    let created = form_raw(&member, &format!("{page}/clients"), &fields, &member.base).await;
+    assert_eq!(created.status, 200, "{}", created.text);
+    let (username, password) = shown_credentials(&created.text).expect("the password is shown");
+    assert!(password.starts_with("rwb_"), "{password}");
+    assert!(broker_login_works(s, &username, &password).await);
+    let list = member.get(&clients_api).await;
+    assert_eq!(list.body.as_array().unwrap().len(), 1);
+    assert_eq!(list.body[0]["id"], username.as_str());
+    assert_eq!(list.body[0]["rules"][1]["filter"], "plant/secret/#");
+
+    // Not again: neither when the same form is sent again (no second
+    // client either) nor on a reload.
+    let again = form_raw(&member, &format!("{page}/clients"), &fields, &member.base).await;
+    assert!(!again.text.contains("rwb_"), "{}", again.text);
+    // The double-submit guard holds on team pages too (their paths are
+    // long): the resend lands where the first went, nothing is made twice.
+    assert_eq!(again.status, 303, "{}", again.text);
+    let reload = member.get(&page).await;
+    assert_eq!(reload.status, 200);
+    assert!(!reload.text.contains(&password) && !reload.text.contains("rwb_"));
+    assert!(!reload.text.contains("new-password"));
+    assert_eq!(
+        member
+            .get(&clients_api)
+            .await
+            .body
+            .as_array()
+            .unwrap()
+            .len(),
+        1
+    );
+
+    // The list: name, username, rules in order.
+    assert!(reload.text.contains("line 1 gateway"));
+    assert!(reload.text.contains(&username));
+    let at = |needle: &str| reload.text.find(needle).unwrap();
+    assert!(at("allow publish plant/#") < at("deny both plant/secret/#"));
+    assert!(at("deny both plant/secret/#") < at("allow subscribe +/temp"));
+
+    // Who may: by the first rule that applies, over the whole filter.
+    let (publishers, subscribers) = who_may(&reload.text, "plant/#").unwrap();
+    assert!(publishers.contains("line 1 gateway"), "{publishers}");
+    assert!(subscribers.contains("nobody"), "{subscribers}");
+    let (publishers, subscribers) = who_may(&reload.text, "+/temp").unwrap();
+    assert!(publishers.contains("nobody"), "{publishers}");
+    assert!(subscribers.contains("line 1 gateway"), "{subscribers}");
+    let (_, subscribers) = who_may(&reload.text, "plant/secret/#").unwrap();
+    assert!(subscribers.contains("nobody"), "{subscribers}");
+
+    // A line that is not a rule: named, what was typed kept, nothing stored.
+    let r = form(
+        &member,
+        &format!("{page}/clients"),
+        &[
+            ("name", "sensor 7"),
+            ("rules", "allow publish plant/7/#\npermit subscribe plant/#"),
+        ],
+    )
+    .await;
+    assert_eq!(r.status, 422, "{}", r.text);
+    assert!(r.text.contains("field-error"), "{}", r.text);
+    assert!(
+        r.text
+            .contains("Line 2: &quot;permit&quot; is not allow or deny")
+            || r.text
+                .contains("Line 2: &#34;permit&#34; is not allow or deny"),
+        "{}",
+        r.text
+    );
+    assert!(r.text.contains(r#"value="sensor 7""#), "the name is kept");
+    assert!(
+        r.text.contains("permit subscribe plant/#"),
+        "the rules are kept"
+    );
+    assert!(!r.text.contains("rwb_"));
+    // A filter the hub refuses: its line is named too.
+    let r = form(
+        &member,
+        &format!("{page}/clients"),
+        &[
+            ("name", "sensor 7"),
+            ("rules", "allow both plant/#\nallow publish a/#/b"),
+        ],
+    )
+    .await;
+    assert_eq!(r.status, 422, "{}", r.text);
+    assert!(
+        r.text.contains("Line 2: # may only be the last level"),
+        "{}",
+        r.text
+    );
+    assert_eq!(
+        member
+            .get(&clients_api)
+            .await
+            .body
+            .as_array()
+            .unwrap()
+            .len(),
+        1
+    );
+
+    // New rules; a bad line leaves the stored ones alone.
+    let rules_form = format!("{page}/clients/{username}/rules");
+    let r = form(
+        &member,
+        &rules_form,
+        &[("rules", "allow both  sensors/+/x ")],
+    )
+    .await;
+    assert_eq!(r.status, 303, "{}", r.text);
+    assert!(
+        location(&r).contains("done=rules_saved"),
+        "{}",
+        location(&r)
+    );
+    let list = member.get(&clients_api).await;
+    assert_eq!(
+        list.body[0]["rules"],
+        json!([{"effect": "allow", "actions": "both", "filter": "sensors/+/x"}])
+    );
+    let r = form(&member, &rules_form, &[("rules", "allow both")]).await;
+    assert_eq!(r.status, 422, "{}", r.text);
+    assert!(
+        r.text.contains(r#"data-testid="rules-error""#),
+        "{}",
+        r.text
+    );
+    assert!(
+        r.text.contains("Line 1: the rule names no topic filter"),
+        "{}",
+        r.text
+    );
+    assert_eq!(
+        member.get(&clients_api).await.body[0]["rules"],
+        list.body[0]["rules"]
+    );
+
+    // Rotate: a new password, once; the old one stops.
+    let r = form(&member, &format!("{page}/clients/{username}/rotate"), &[]).await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    let (same, fresh) = shown_credentials(&r.text).expect("the new password is shown");
+    assert_eq!(same, username);
+    assert_ne!(fresh, password);
+    assert!(!broker_login_works(s, &username, &password).await);
+    assert!(broker_login_works(s, &username, &fresh).await);
+    assert!(!member.get(&page).await.text.contains(&fresh));
+
+    // Revoke (the page asks first), then it is gone.
+    assert!(member
+        .get(&page)
+        .await
+        .text
+        .contains("data-confirm=\"Revoke line 1 gateway?"));
+    let r = form(&member, &format!("{page}/clients/{username}/revoke"), &[]).await;
+    assert_eq!(r.status, 303, "{}", r.text);
+    assert!(location(&r).contains("done=client_revoked"));
+    assert!(member
+        .get(&clients_api)
+        .await
+        .body
+        .as_array()
+        .unwrap()
+        .is_empty());
+    assert!(!broker_login_works(s, &username, &fresh).await);
+    let after = member.get(&location(&r)).await;
+    assert!(after.text.contains("No clients yet") && !after.text.contains(&username));
+
+    // Every change is the member's, in the log, and no password is.
+    let events = common::audit_events(&admin, "broker.*").await;
+    for name in [
+        "broker.client_created",
+        "broker.rules_changed",
+        "broker.client_rotated",
+        "broker.client_revoked",
+    ] {
+        let e = events
+            .iter()
+            .find(|e| e["event"] == name)
+            .unwrap_or_else(|| panic!("{name}"));
+        assert_eq!(e["actor_name"], "mira", "{e}");
+        assert!(e["client_ip"].is_string(), "{e}");
+    }
+    let log = serde_json::to_string(&events).unwrap();
+    assert!(!log.contains(&password) && !log.contains(&fresh) && !log.contains("rwb_"));
+}
+
+async fn the_broker_page_follows_the_team_role(s: &TestServer) {
+    let admin = s.admin().await;
+    let team = create_team(&admin, "Hall").await;
+    let viewer = s.user(&admin, "vito").await;
+    join_team(&admin, &viewer, &team, "vito", "viewer").await;
+    let stranger = s.user(&admin, "sven").await;
+    let page = format!("/teams/{team}/broker");
+    let r = admin
+        .post(
+            &format!("/api/v1/teams/{team}/broker/clients"),
+            json!({"name": "press", "rules": [
+                {"effect": "allow", "actions": "both", "filter": "hall/press/#"}
+            ]}),
+        )
+        .await;
+    assert_eq!(r.status, 201, "{}", r.body);
+    let id = r.body["username"].as_str().unwrap().to_string();
+
+    // An instance's own identity is listed by the instance's name, and
+    // Redwall, not the page, gives it passwords.
+    let instance = new_instance(&admin, &team, "hall-flows").await;
+    let hub = &s.running.state.hub;
+    let stored = hub.team_instance(&team, &instance).await.unwrap();
+    let origin = redwall_hub::Origin::local("console-test");
+    let (own, _) = hub
+        .instance_broker_identity(redwall_hub::Who::anonymous(&origin), &stored)
+        .await
+        .unwrap();
+    let owner_page = admin.get(&page).await;
+    assert_eq!(owner_page.status, 200, "{}", owner_page.text);
+    assert!(
+        owner_page.text.contains("instance: hall-flows"),
+        "{}",
+        owner_page.text
+    );
+    assert!(owner_page.text.contains(&format!("/clients/{id}/rotate")));
+    assert!(!owner_page.text.contains(&format!("/clients/{own}/rotate")));
+    assert!(!owner_page.text.contains(&format!("/clients/{own}/revoke")));
+    assert!(owner_page.text.contains(&format!("/clients/{own}/rules")));
+    let (publishers, subscribers) = who_may(&owner_page.text, "hall/press/#").unwrap();
+    assert!(
+        publishers.contains("instance: hall-flows, press"),
+        "{publishers}"
+    );
+    assert!(
+        subscribers.contains("instance: hall-flows, press"),
+        "{subscribers}"
+    );
+    let (publishers, _) = who_may(&owner_page.text, "#").unwrap();
+    assert_eq!(publishers, "instance: hall-flows");
+
+    // A Viewer reads it all, with no forms.
+    let r = viewer.get(&page).await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    assert!(r.text.contains("press") && r.text.contains("allow both hall/press/#"));
+    assert!(r.text.contains(&id));
+    assert!(who_may(&r.text, "hall/press/#").is_some());
+    for control in [
+        format!(r#"action="/teams/{team}/broker/clients""#),
+        "/rotate".to_string(),
+        "/revoke".to_string(),
+        "/rules".to_string(),
+        "Edit rules".to_string(),
+        "<textarea".to_string(),
+    ] {
+        assert!(!r.text.contains(&control), "a viewer sees {control}");
+    }
+    assert!(viewer
+        .get(&format!("/teams/{team}"))
+        .await
+        .text
+        .contains(&format!(r#"href="{page}""#)));
+
+    // A forced post is refused and changes nothing.
+    let r = form(
+        &viewer,
+        &format!("{page}/clients"),
+        &[("name", "mine"), ("rules", "allow both #")],
+    )
+    .await;
+    assert_eq!(r.status, 403, "{}", r.text);
+    assert!(!r.text.contains("rwb_"));
+    for action in ["rotate", "revoke"] {
+        let r = form(&viewer, &format!("{page}/clients/{id}/{action}"), &[]).await;
+        assert_eq!(r.status, 403, "{action}: {}", r.text);
+        assert!(!r.text.contains("rwb_"));
+    }
+    let r = form(
+        &viewer,
+        &format!("{page}/clients/{id}/rules"),
+        &[("rules", "allow both #")],
+    )
+    .await;
+    assert_eq!(r.status, 403, "{}", r.text);
+    let list = admin
+        .get(&format!("/api/v1/teams/{team}/broker/clients"))
+        .await;
+    assert_eq!(list.body.as_array().unwrap().len(), 2);
+    let press = list
+        .body
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["id"] == id.as_str())
+        .unwrap();
+    assert_eq!(press["rules"][0]["filter"], "hall/press/#");
+
+    // Someone outside the team gets what a team that does not exist gets.
+    let nowhere = "0123456789abcdef0123456789abcdef";
+    let theirs = stranger.get(&page).await;
+    let none = stranger.get(&format!("/teams/{nowhere}/broker")).await;
+    assert_eq!(theirs.status, 404, "{}", theirs.text);
+    assert_eq!(none.status, 404);
+    assert_eq!(without_form_ids(&theirs.text), without_form_ids(&none.text));
+    assert!(!theirs.text.contains("press"));
+    let theirs = form(&stranger, &format!("{page}/clients/{id}/rotate"), &[]).await;
+    let none = form(
+        &stranger,
+        &format!("/teams/{nowhere}/broker/clients/{id}/rotate"),
+        &[],
+    )
+    .await;
+    assert_eq!(theirs.status, 404, "{}", theirs.text);
+    assert_eq!(without_form_ids(&theirs.text), without_form_ids(&none.text));
+    let theirs = form(
+        &stranger,
+        &format!("{page}/clients"),
+        &[("name", "x"), ("rules", "")],
+    )
+    .await;
+    assert_eq!(theirs.status, 404, "{}", theirs.text);
+    assert_eq!(
+        admin
+            .get(&format!("/api/v1/teams/{team}/broker/clients"))
+            .await
+            .body
+            .as_array()
+            .unwrap()
+            .len(),
+        2
+    );
+}
+
 on_both_backends!(
     a_platform_that_requires_mfa_sends_new_users_to_enrol,
     account_forms_explain_refusals_and_show_new_secrets_once,
@@ -502,4 +918,6 @@ on_both_backends!(
     a_secret_is_never_shown_again_and_values_are_escaped,
     route_test_explains_which_rule_matched,
     login_form_says_what_went_wrong,
+    broker_clients_are_managed_on_the_team_broker_page,
+    the_broker_page_follows_the_team_role,
 );

@@ -177,12 +177,20 @@ impl Submissions {
 
 /// The key a submission is remembered by: the form's random id, bound to
 /// the session so one user's id means nothing in another session.
-pub fn submission_key(keyring: &Keyring, csrf_token: &str, form_id: &str) -> Option<[u8; 32]> {
+/// The key a submission is remembered by: the session's CSRF token, the
+/// rendered form's id (16 to 64 characters; checked alone, since the path
+/// of a team's page is long itself) and the path it was sent to.
+pub fn submission_key(
+    keyring: &Keyring,
+    csrf_token: &str,
+    form_id: &str,
+    path: &str,
+) -> Option<[u8; 32]> {
     if form_id.len() < 16 || form_id.len() > 64 {
         return None;
     }
     Some(keyring.keyed_digest(
         "console-submit",
-        format!("{csrf_token}\n{form_id}").as_bytes(),
+        format!("{csrf_token}\n{form_id}\n{path}").as_bytes(),
     ))
 }

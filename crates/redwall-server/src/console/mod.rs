@@ -12,6 +12,7 @@ pub mod admin;
 pub mod assets;
 pub mod audit_log;
 pub mod auth;
+pub mod broker;
 pub mod client;
 pub mod form;
 pub mod home;
@@ -77,6 +78,12 @@ pub fn router(app: AppState, api: Router) -> Router {
             post(teams::invitation_revoke),
         )
         .route("/teams/{team}/audit", get(teams::audit_page))
+        .route("/teams/{team}/broker", get(broker::page))
+        .route("/teams/{team}/broker/clients", post(broker::create))
+        .route(
+            "/teams/{team}/broker/clients/{id}/{action}",
+            post(broker::action),
+        )
         .route("/invitations", get(teams::my_invitations))
         .route("/invitations/{id}/accept", post(teams::invitation_accept))
         .route("/invitations/{id}/decline", post(teams::invitation_decline))

@@ -55,11 +55,7 @@ where
         return page_expired();
     }
     let now = ctx.console.app.now();
-    let key = form::submission_key(
-        keyring,
-        &csrf,
-        &format!("{}\n{}", form.text("form_id"), ctx.path),
-    );
+    let key = form::submission_key(keyring, &csrf, &form.text("form_id"), &ctx.path);
     if let Some(key) = key {
         match ctx.console.submissions.claim(key, now) {
             None => {}
