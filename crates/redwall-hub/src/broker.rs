@@ -66,6 +66,13 @@ pub fn stored_rules(c: &BrokerClient) -> Vec<AclRule> {
     serde_json::from_str(&c.rules).unwrap_or_default()
 }
 
+fn instance_identity() -> HubError {
+    HubError::conflict(
+        "instance_identity",
+        "an instance's own broker identity gets a new password at each start and goes with the instance; restart, stop or delete the instance instead",
+    )
+}
+
 fn new_secret() -> (Secret, Vec<u8>) {
     let secret = token::new_token(BROKER_CLIENT_PREFIX);
     let digest = token::token_digest(secret.expose()).to_vec();
@@ -165,7 +172,23 @@ impl Hub {
         team_id: &str,
         id: &str,
     ) -> HubResult<Secret> {
+        self.rotate(who, team_id, id, false).await
+    }
+
+    /// The rotation itself; `by_redwall` for an instance's own identity at
+    /// its start (nobody else rotates that: the instance could not log in
+    /// until its next start).
+    async fn rotate(
+        &self,
+        who: Who<'_>,
+        team_id: &str,
+        id: &str,
+        by_redwall: bool,
+    ) -> HubResult<Secret> {
         let client = self.broker_client(team_id, id).await?;
+        if client.instance_id.is_some() && !by_redwall {
+            return Err(instance_identity());
+        }
         let (secret, digest) = new_secret();
         let mut tx = self.begin().await?;
         if !tx
@@ -190,15 +213,25 @@ impl Hub {
     }
 
     /// Replaces the client's ordered rules; open connections are closed, so
-    /// they come back under the new rules.
+    /// they come back under the new rules. An instance's own identity takes
+    /// new rules only from a caller holding `broker:instance_rules:write`
+    /// (`may_rule_instances`: Owners): its flows are written by Members.
     pub async fn set_broker_rules(
         &self,
         who: Who<'_>,
         team_id: &str,
         id: &str,
         rules: Vec<AclRule>,
+        may_rule_instances: bool,
     ) -> HubResult<BrokerClient> {
         let before = self.broker_client(team_id, id).await?;
+        if before.instance_id.is_some() && !may_rule_instances {
+            return Err(HubError::Refused {
+                kind: crate::Refused::Forbidden,
+                code: "forbidden",
+                message: "only an Owner narrows or widens an instance's own broker rules".into(),
+            });
+        }
         let json = rules_json(&rules)?;
         let mut tx = self.begin().await?;
         if !tx.set_broker_rules(team_id, id, &json, self.now()).await? {
@@ -224,6 +257,9 @@ impl Hub {
         team_id: &str,
         id: &str,
     ) -> HubResult<()> {
+        if self.broker_client(team_id, id).await?.instance_id.is_some() {
+            return Err(instance_identity());
+        }
         let mut tx = self.begin().await?;
         let client = tx
             .delete_broker_client(team_id, id)
@@ -254,9 +290,7 @@ impl Hub {
     ) -> HubResult<(String, Secret)> {
         match self.instance_broker_client(instance).await? {
             Some(c) => {
-                let secret = self
-                    .rotate_broker_client(who, &instance.team_id, &c.id)
-                    .await?;
+                let secret = self.rotate(who, &instance.team_id, &c.id, true).await?;
                 Ok((c.id, secret))
             }
             None => {

@@ -101,6 +101,7 @@ both_backends!(
                 "t1",
                 &client.id,
                 vec![rule(Effect::Allow, Actions::Both, "a/#/b")],
+                false,
             )
             .await;
         assert!(matches!(
@@ -135,7 +136,7 @@ both_backends!(
             .await?
             .is_some());
 
-        hub.set_broker_rules(who, "t1", &client.id, Vec::new())
+        hub.set_broker_rules(who, "t1", &client.id, Vec::new(), false)
             .await?;
         assert_eq!(closed.recv().await?, client.id);
         let id = hub

@@ -74,6 +74,9 @@ pub enum Permission {
     BrokerClientsRead,
     /// Create, rotate, re-rule and revoke the team broker's clients.
     BrokerClientsWrite,
+    /// Narrow or widen an instance's own broker rules, or revoke its
+    /// identity: Owners only (a Member's flows must not widen their reach).
+    BrokerInstanceRulesWrite,
 }
 
 /// A role at platform level.
@@ -377,10 +380,16 @@ pub const TABLE: &[PermissionRow] = &[
         Writes,
         WRITERS,
     ),
+    team(
+        Permission::BrokerInstanceRulesWrite,
+        "broker:instance_rules:write",
+        Writes,
+        OWNERS,
+    ),
 ];
 
 impl Permission {
-    pub const ALL: [Permission; 31] = [
+    pub const ALL: [Permission; 32] = [
         Permission::AccountRead,
         Permission::AccountWrite,
         Permission::AccountMfa,
@@ -412,6 +421,7 @@ impl Permission {
         Permission::InstanceEgressWrite,
         Permission::BrokerClientsRead,
         Permission::BrokerClientsWrite,
+        Permission::BrokerInstanceRulesWrite,
     ];
 
     pub fn row(self) -> &'static PermissionRow {

@@ -438,3 +438,55 @@ async fn a_leaving_creator_and_a_deleted_team_take_their_connections(s: &TestSer
 }
 
 on_both_backends!(a_leaving_creator_and_a_deleted_team_take_their_connections);
+
+/// An instance's own identity: an Owner narrows its rules, a Member (who
+/// writes its flows) may not widen them, and nobody rotates or revokes it
+/// by hand (Redwall gives it a password at each start).
+async fn only_an_owner_rules_an_instances_identity(s: &TestServer) {
+    let admin = s.admin().await;
+    let owner = s.user(&admin, "olivia").await;
+    let member = s.user(&admin, "martin").await;
+    let team = create_team(&owner, "Plant").await;
+    join_team(&owner, &member, &team, "martin", "member").await;
+    let r = owner
+        .post(
+            &format!("/api/v1/teams/{team}/instances"),
+            json!({"name": "flows", "start": false}),
+        )
+        .await;
+    assert_eq!(r.status, 201, "{}", r.body);
+    let hub = &s.running.state.hub;
+    let instance = hub
+        .team_instance(&team, r.body["id"].as_str().unwrap())
+        .await
+        .unwrap();
+    let origin = redwall_hub::Origin::local("test");
+    let (own, _) = hub
+        .instance_broker_identity(redwall_hub::Who::anonymous(&origin), &instance)
+        .await
+        .unwrap();
+    let clients = format!("/api/v1/teams/{team}/broker/clients");
+    let narrow = json!([allow("publish", "plant/line1/#")]);
+    let widen = json!([allow("both", "#")]);
+
+    let r = member.put(&format!("{clients}/{own}/rules"), widen).await;
+    assert_eq!((r.status, r.code()), (403, "forbidden"), "{}", r.body);
+    let r = owner.put(&format!("{clients}/{own}/rules"), narrow).await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(r.body["rules"][0]["filter"], "plant/line1/#");
+    for r in [
+        owner
+            .post(&format!("{clients}/{own}/rotate"), json!({}))
+            .await,
+        owner.delete(&format!("{clients}/{own}")).await,
+    ] {
+        assert_eq!(
+            (r.status, r.code()),
+            (409, "instance_identity"),
+            "{}",
+            r.body
+        );
+    }
+}
+
+on_both_backends!(only_an_owner_rules_an_instances_identity);

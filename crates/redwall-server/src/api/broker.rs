@@ -104,9 +104,17 @@ pub async fn set_rules(
 ) -> ApiResult<Json<BrokerClientView>> {
     let team = principal.team()?;
     let caller = Caller::of(&principal, &client);
+    // Instances' own rules are for Owners (the permission table says who).
+    let may_rule_instances = team.admin_override
+        || team.role.is_some_and(|role| {
+            redwall_policy::permission::team_role_holds(
+                role,
+                redwall_policy::permission::Permission::BrokerInstanceRulesWrite,
+            )
+        });
     let changed = state
         .hub
-        .set_broker_rules(caller.who(), &team.team_id, &id, rules)
+        .set_broker_rules(caller.who(), &team.team_id, &id, rules, may_rule_instances)
         .await?;
     Ok(Json(view(&changed)))
 }
