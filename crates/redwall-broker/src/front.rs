@@ -128,23 +128,37 @@ impl Front {
         self.handshake_timeout
     }
 
-    /// Carries `client`'s bytes to the engine and back until either side
-    /// closes, once its first packet shows itself as a CONNECT in time.
-    pub async fn carry<S>(&self, mut client: S, peer: SocketAddr) -> io::Result<()>
+    /// The first bytes are written to the engine, then bytes go both ways
+    /// until either side closes.
+    async fn pass_on<S>(
+        &self,
+        mut client: S,
+        first: bytes::BytesMut,
+        peer: SocketAddr,
+    ) -> io::Result<()>
     where
         S: AsyncRead + AsyncWrite + Unpin,
     {
-        let first = tokio::time::timeout(self.handshake_timeout, first_bytes(&mut client))
-            .await
-            .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "no CONNECT in time"))??;
         let mut engine = self.open(peer).await?;
         engine.write_all(&first).await?;
         tokio::io::copy_bidirectional(&mut client, &mut engine).await?;
         Ok(())
     }
 
-    /// Binds a plain MQTT listener and serves it in the background.
-    pub(crate) async fn listen_plain(&self, addr: SocketAddr) -> anyhow::Result<SocketAddr> {
+    /// Binds a listener, plain or (with `tls`) MQTT over TLS, and serves
+    /// it in the background; returns the bound address. A client holds one
+    /// of the handshake places from its accept until its CONNECT shows
+    /// (TLS included), so slow starters cannot crowd out the others.
+    pub(crate) async fn listen(
+        &self,
+        addr: SocketAddr,
+        tls: Option<Arc<rustls::ServerConfig>>,
+    ) -> anyhow::Result<SocketAddr> {
+        let acceptor = tls.map(|config| {
+            let mut config = (*config).clone();
+            config.alpn_protocols.clear();
+            tokio_rustls::TlsAcceptor::from(Arc::new(config))
+        });
         let listener = TcpListener::bind(addr)
             .await
             .with_context(|| format!("the MQTT listener on {addr}"))?;
@@ -160,10 +174,27 @@ impl Front {
                         continue;
                     }
                 };
-                let front = front.clone();
+                let Ok(permit) = front.handshakes.clone().try_acquire_owned() else {
+                    continue; // too many handshakes at once: drop this one
+                };
+                let (front, acceptor) = (front.clone(), acceptor.clone());
                 tokio::spawn(async move {
                     let _ = socket.set_nodelay(true);
-                    if let Err(e) = front.carry(socket, peer).await {
+                    let ended = match acceptor {
+                        None => front.start(socket, peer, permit).await,
+                        Some(acceptor) => {
+                            let handshake = tokio::time::timeout(
+                                front.handshake_timeout,
+                                acceptor.accept(socket),
+                            );
+                            match handshake.await {
+                                Ok(Ok(stream)) => front.start(stream, peer, permit).await,
+                                Ok(Err(e)) => Err(e),
+                                Err(_) => Err(io::ErrorKind::TimedOut.into()),
+                            }
+                        }
+                    };
+                    if let Err(e) = ended {
                         tracing::debug!(%peer, error = %e, "MQTT connection ended");
                     }
                 });
@@ -172,53 +203,21 @@ impl Front {
         Ok(bound)
     }
 
-    /// Binds the MQTT-over-TLS listener and serves it in the background;
-    /// returns the bound address.
-    pub(crate) async fn listen_tls(
+    /// The first bytes within the handshake time, holding `permit`; then
+    /// the connection is passed on.
+    async fn start<S>(
         &self,
-        addr: SocketAddr,
-        config: Arc<rustls::ServerConfig>,
-    ) -> anyhow::Result<SocketAddr> {
-        let mut config = (*config).clone();
-        config.alpn_protocols.clear();
-        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
-        let listener = TcpListener::bind(addr)
+        mut client: S,
+        peer: SocketAddr,
+        permit: tokio::sync::OwnedSemaphorePermit,
+    ) -> io::Result<()>
+    where
+        S: AsyncRead + AsyncWrite + Unpin,
+    {
+        let first = tokio::time::timeout(self.handshake_timeout, first_bytes(&mut client))
             .await
-            .with_context(|| format!("the MQTT over TLS listener on {addr}"))?;
-        let bound = listener.local_addr()?;
-        let front = self.clone();
-        tokio::spawn(async move {
-            loop {
-                let (socket, peer) = match listener.accept().await {
-                    Ok(accepted) => accepted,
-                    Err(e) => {
-                        tracing::warn!(error = %e, "accepting an MQTT over TLS connection");
-                        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-                        continue;
-                    }
-                };
-                let Ok(permit) = front.handshakes.clone().try_acquire_owned() else {
-                    continue; // too many handshakes at once: drop this one
-                };
-                let (front, acceptor) = (front.clone(), acceptor.clone());
-                tokio::spawn(async move {
-                    let _ = socket.set_nodelay(true);
-                    let tls =
-                        tokio::time::timeout(front.handshake_timeout, acceptor.accept(socket))
-                            .await;
-                    drop(permit);
-                    match tls {
-                        Ok(Ok(stream)) => {
-                            if let Err(e) = front.carry(stream, peer).await {
-                                tracing::debug!(%peer, error = %e, "MQTT over TLS ended");
-                            }
-                        }
-                        Ok(Err(e)) => tracing::debug!(%peer, error = %e, "TLS handshake failed"),
-                        Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
-                    }
-                });
-            }
-        });
-        Ok(bound)
+            .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "no CONNECT in time"))??;
+        drop(permit);
+        self.pass_on(client, first, peer).await
     }
 }

@@ -115,10 +115,10 @@ impl Broker {
             if let (0, Some(first)) = (addr.port(), plain.first()) {
                 addr.set_port(first.port());
             }
-            plain.push(front.listen_plain(addr).await?);
+            plain.push(front.listen(addr, None).await?);
         }
         let tls = match &options.tls {
-            Some((addr, config)) => Some(front.listen_tls(*addr, config.clone()).await?),
+            Some((addr, config)) => Some(front.listen(*addr, Some(config.clone())).await?),
             None => None,
         };
         let server = server.build();

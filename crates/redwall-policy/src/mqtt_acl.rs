@@ -354,9 +354,56 @@ pub fn unmount<'a>(prefix: &str, stored: &'a str) -> Option<&'a str> {
     stored.strip_prefix(prefix)
 }
 
+/// Brute-force material for the tests of this module and of `mqtt_view`.
+#[cfg(test)]
+pub(crate) mod test_paths {
+    /// Every path of 1 to `depth` levels over `levels`, `$s` only first,
+    /// nothing after a `#` level.
+    pub(crate) fn all_paths(levels: &[&'static str], depth: usize) -> Vec<String> {
+        fn grow(
+            prefix: Vec<&'static str>,
+            depth: usize,
+            levels: &[&'static str],
+            out: &mut Vec<String>,
+        ) {
+            if !prefix.is_empty() {
+                out.push(prefix.join("/"));
+            }
+            if depth == 0 || prefix.last() == Some(&"#") {
+                return;
+            }
+            for l in levels {
+                if *l == "$s" && !prefix.is_empty() {
+                    continue;
+                }
+                let mut next = prefix.clone();
+                next.push(l);
+                grow(next, depth - 1, levels, out);
+            }
+        }
+        let mut out = Vec::new();
+        grow(Vec::new(), depth, levels, &mut out);
+        out
+    }
+
+    /// Every filter of 1 to 3 levels over a, b, $s, + and #.
+    pub(crate) fn all_filters() -> Vec<String> {
+        all_paths(&["a", "b", "+", "#", "$s"], 3)
+    }
+
+    /// Every topic of 1 to 4 levels over a, b, c, the empty level and $s:
+    /// enough to tell any two filters above apart.
+    pub(crate) fn all_topics() -> Vec<String> {
+        let mut out = all_paths(&["a", "b", "c", "", "$s"], 4);
+        out.retain(|t| !t.is_empty());
+        out
+    }
+}
+
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
+    use super::test_paths::{all_filters, all_topics};
     use super::*;
 
     #[test]
@@ -420,48 +467,6 @@ mod tests {
             actions,
             filter: filter.to_string(),
         }
-    }
-
-    /// Every path of 1 to `depth` levels over `levels`, `$s` only first,
-    /// nothing after a `#` level.
-    fn all_paths(levels: &[&'static str], depth: usize) -> Vec<String> {
-        fn grow(
-            prefix: Vec<&'static str>,
-            depth: usize,
-            levels: &[&'static str],
-            out: &mut Vec<String>,
-        ) {
-            if !prefix.is_empty() {
-                out.push(prefix.join("/"));
-            }
-            if depth == 0 || prefix.last() == Some(&"#") {
-                return;
-            }
-            for l in levels {
-                if *l == "$s" && !prefix.is_empty() {
-                    continue;
-                }
-                let mut next = prefix.clone();
-                next.push(l);
-                grow(next, depth - 1, levels, out);
-            }
-        }
-        let mut out = Vec::new();
-        grow(Vec::new(), depth, levels, &mut out);
-        out
-    }
-
-    /// Every filter of 1 to 3 levels over a, b, $s, + and #.
-    fn all_filters() -> Vec<String> {
-        all_paths(&["a", "b", "+", "#", "$s"], 3)
-    }
-
-    /// Every topic of 1 to 4 levels over a, b, c, the empty level and $s:
-    /// enough to tell any two filters above apart.
-    fn all_topics() -> Vec<String> {
-        let mut out = all_paths(&["a", "b", "c", "", "$s"], 4);
-        out.retain(|t| !t.is_empty());
-        out
     }
 
     #[test]

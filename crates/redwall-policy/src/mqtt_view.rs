@@ -209,6 +209,7 @@ fn line_error(line: usize, message: String) -> RuleError {
 mod tests {
     use super::*;
     use crate::mqtt_acl::matches;
+    use crate::mqtt_acl::test_paths::{all_filters as targets, all_paths, all_topics as topics};
 
     fn rule(effect: Effect, actions: Actions, filter: &str) -> AclRule {
         AclRule {
@@ -216,50 +217,6 @@ mod tests {
             actions,
             filter: filter.to_string(),
         }
-    }
-
-    /// Every path of 1 to `depth` levels over `levels`, `$s` only first,
-    /// nothing after a `#` level (as in mqtt_acl's tests).
-    fn all_paths(levels: &[&'static str], depth: usize) -> Vec<String> {
-        fn grow(
-            prefix: Vec<&'static str>,
-            depth: usize,
-            levels: &[&'static str],
-            out: &mut Vec<String>,
-        ) {
-            if !prefix.is_empty() {
-                out.push(prefix.join("/"));
-            }
-            if depth == 0 || prefix.last() == Some(&"#") {
-                return;
-            }
-            for l in levels {
-                if *l == "$s" && !prefix.is_empty() {
-                    continue;
-                }
-                let mut next = prefix.clone();
-                next.push(l);
-                grow(next, depth - 1, levels, out);
-            }
-        }
-        let mut out = Vec::new();
-        grow(Vec::new(), depth, levels, &mut out);
-        out
-    }
-
-    /// Every filter of 1 to 3 levels over a, b, $s, + and #: the filters a
-    /// row can be about.
-    fn targets() -> Vec<String> {
-        all_paths(&["a", "b", "+", "#", "$s"], 3)
-    }
-
-    /// Every topic of 1 to 4 levels over a, b, c, the empty level and $s:
-    /// enough to tell any two filters above apart (mqtt_acl's tests show
-    /// `covers` and `overlaps` agree with them).
-    fn topics() -> Vec<String> {
-        let mut out = all_paths(&["a", "b", "c", "", "$s"], 4);
-        out.retain(|t| !t.is_empty());
-        out
     }
 
     const EFFECTS: [Effect; 2] = [Effect::Allow, Effect::Deny];

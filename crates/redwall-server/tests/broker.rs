@@ -7,33 +7,12 @@
 mod common;
 mod mqtt_kit;
 use common::*;
-use mqtt_kit::{connect, v5_round_trip, Via};
-use rumqttc::SubscribeReasonCode;
+use mqtt_kit::{allow, broker_client, connect, granted, v5_round_trip, Via};
 use serde_json::json;
 use std::time::Duration;
 
 const QUIET: Duration = Duration::from_millis(300);
 const SOON: Duration = Duration::from_secs(5);
-
-/// A broker client of `team` with `rules`: (username, password).
-async fn broker_client(
-    owner: &Client,
-    team: &str,
-    name: &str,
-    rules: serde_json::Value,
-) -> (String, String) {
-    let r = owner
-        .post(
-            &format!("/api/v1/teams/{team}/broker/clients"),
-            json!({"name": name, "rules": rules}),
-        )
-        .await;
-    assert_eq!(r.status, 201, "{}", r.body);
-    (
-        r.body["username"].as_str().unwrap().to_string(),
-        r.body["password"].as_str().unwrap().to_string(),
-    )
-}
 
 fn plain(s: &TestServer) -> Via {
     Via::Tcp(
@@ -44,14 +23,6 @@ fn plain(s: &TestServer) -> Via {
             .expect("broker runs")
             .plain_addrs()[0],
     )
-}
-
-fn allow(actions: &str, filter: &str) -> serde_json::Value {
-    json!({"effect": "allow", "actions": actions, "filter": filter})
-}
-
-fn granted(code: SubscribeReasonCode) -> bool {
-    matches!(code, SubscribeReasonCode::Success(_))
 }
 
 async fn teams_share_names_but_never_traffic(s: &TestServer) {
@@ -280,6 +251,64 @@ async fn mqtt_3_and_5_over_tls_and_websocket() {
     s.stop().await;
 }
 
+/// MQTT's variable byte integer (section 1.5.5).
+fn remaining_length(mut n: usize, out: &mut Vec<u8>) {
+    loop {
+        let mut byte = (n % 128) as u8;
+        n /= 128;
+        if n > 0 {
+            byte |= 0x80;
+        }
+        out.push(byte);
+        if n == 0 {
+            return;
+        }
+    }
+}
+
+fn string(s: &str, out: &mut Vec<u8>) {
+    out.extend_from_slice(&(s.len() as u16).to_be_bytes());
+    out.extend_from_slice(s.as_bytes());
+}
+
+fn packet(first: u8, body: Vec<u8>) -> Vec<u8> {
+    let mut out = vec![first];
+    remaining_length(body.len(), &mut out);
+    out.extend(body);
+    out
+}
+
+/// A subscriber written by hand (MQTT 3.1.1 CONNECT and SUBSCRIBE) that
+/// then never reads again: the slowest reader there is.
+async fn raw_subscriber(
+    addr: std::net::SocketAddr,
+    client_id: &str,
+    user: &str,
+    pass: &str,
+    filter: &str,
+) -> tokio::net::TcpStream {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut connect = Vec::new();
+    string("MQTT", &mut connect);
+    connect.extend_from_slice(&[4, 0xc2, 0, 60]);
+    for field in [client_id, user, pass] {
+        string(field, &mut connect);
+    }
+    let mut subscribe = vec![0, 1];
+    string(filter, &mut subscribe);
+    subscribe.push(0);
+    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    stream.write_all(&packet(0x10, connect)).await.unwrap();
+    let mut connack = [0u8; 4];
+    stream.read_exact(&mut connack).await.unwrap();
+    assert_eq!(connack, [0x20, 2, 0, 0], "CONNACK accepted");
+    stream.write_all(&packet(0x82, subscribe)).await.unwrap();
+    let mut suback = [0u8; 5];
+    stream.read_exact(&mut suback).await.unwrap();
+    assert_eq!(suback, [0x90, 3, 0, 1, 0], "SUBACK granted QoS 0");
+    stream
+}
+
 /// What one client may cost: a packet over the limit and too many
 /// subscriptions end cleanly, and the other clients go on.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -344,12 +373,26 @@ async fn limits_end_one_client_and_spare_the_others() {
     }
     assert!(refused >= 10, "{refused} of 60 refused");
 
+    // A slow reader: subscribed, then never reads, while 20 MB are
+    // published to it. Its queue is bounded (messages beyond it are
+    // dropped) and the others are served as before.
+    let slow = raw_subscriber(addr, &format!("{id}-slow"), &id, &pw, "flood").await;
+    let flooder = connect(&via, &format!("{id}-f"), &id, &pw).await.unwrap();
+    let chunk = vec![b'x'; 4096];
+    for _ in 0..5_000 {
+        flooder
+            .client
+            .publish("flood", rumqttc::QoS::AtMostOnce, false, chunk.clone())
+            .await
+            .unwrap();
+    }
     let sender = connect(&via, &format!("{id}-s"), &id, &pw).await.unwrap();
     sender.publish("ok", "still here").await;
     assert_eq!(
         bystander.message(SOON).await,
         Some(("ok".into(), "still here".into()))
     );
+    drop(slow);
     s.stop().await;
 }
 

@@ -7,8 +7,7 @@
 mod common;
 mod mqtt_kit;
 use common::*;
-use mqtt_kit::{connect, Via};
-use rumqttc::SubscribeReasonCode;
+use mqtt_kit::{allow, broker_client, connect, granted, Via};
 use serde_json::json;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
@@ -108,33 +107,6 @@ async fn managed_server(m: &ManagedMosquitto, password: &str) -> TestServer {
     })
     .await
     .unwrap()
-}
-
-async fn broker_client(
-    owner: &Client,
-    team: &str,
-    name: &str,
-    rules: serde_json::Value,
-) -> (String, String) {
-    let r = owner
-        .post(
-            &format!("/api/v1/teams/{team}/broker/clients"),
-            json!({"name": name, "rules": rules}),
-        )
-        .await;
-    assert_eq!(r.status, 201, "{}", r.body);
-    (
-        r.body["username"].as_str().unwrap().to_string(),
-        r.body["password"].as_str().unwrap().to_string(),
-    )
-}
-
-fn allow(actions: &str, filter: &str) -> serde_json::Value {
-    json!({"effect": "allow", "actions": actions, "filter": filter})
-}
-
-fn granted(code: SubscribeReasonCode) -> bool {
-    matches!(code, SubscribeReasonCode::Success(_))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -4,7 +4,9 @@
 //! A client's password is printed once, when it is created or rotated;
 //! nothing else this command prints is secret.
 
-use crate::client::{finish, items, table, text, ApiClient, Connection, Failure, Outcome};
+use crate::client::{
+    finish, items, print_json_or, table, text, ApiClient, Connection, Failure, Outcome,
+};
 use clap::{Arg, ArgAction, ArgMatches, Args, Subcommand};
 use redwall_policy::mqtt_acl::{AclRule, Actions, Effect};
 use reqwest::Method;
@@ -257,14 +259,7 @@ impl Ctx {
 
     /// The raw JSON with --json, else `human`.
     fn print(&self, value: &Value, human: impl FnOnce(&Value)) {
-        if self.json {
-            println!(
-                "{}",
-                serde_json::to_string_pretty(value).unwrap_or_default()
-            );
-        } else {
-            human(value);
-        }
+        print_json_or(self.json, value, human);
     }
 }
 

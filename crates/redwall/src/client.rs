@@ -240,6 +240,18 @@ pub fn finish(outcome: Outcome<()>) -> std::process::ExitCode {
     }
 }
 
+/// The raw JSON with `--json`, else what `human` prints.
+pub fn print_json_or(json: bool, value: &Value, human: impl FnOnce(&Value)) {
+    if json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(value).unwrap_or_default()
+        );
+    } else {
+        human(value);
+    }
+}
+
 /// The elements of a JSON list (none for anything else).
 pub fn items(v: &Value) -> &[Value] {
     v.as_array().map(Vec::as_slice).unwrap_or_default()

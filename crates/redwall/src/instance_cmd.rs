@@ -1,7 +1,9 @@
 //! `redwall instance ...`: a thin client of `/api/v1/teams/{team}/instances`
 //! on the serving Redwall (the instances live in that process).
 
-use crate::client::{ApiClient, Connection, Failure, Outcome};
+use crate::client::{
+    finish, items, print_json_or, table, text, ApiClient, Connection, Failure, Outcome,
+};
 use clap::{Args, Subcommand};
 use futures::StreamExt;
 use reqwest::Method;
@@ -184,21 +186,7 @@ enum KeysCommand {
 const INSTANCE_KEY_ENV: &str = "REDWALL_INSTANCE_KEY";
 
 pub async fn run(args: InstanceArgs) -> ExitCode {
-    match execute(args).await {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(Failure::Api { code, message }) => {
-            eprintln!("error: {message} ({code})");
-            ExitCode::from(2)
-        }
-        Err(Failure::Usage(message)) => {
-            eprintln!("error: {message}");
-            ExitCode::from(2)
-        }
-        Err(Failure::Other(e)) => {
-            eprintln!("error: {e:#}");
-            ExitCode::FAILURE
-        }
-    }
+    finish(execute(args).await)
 }
 
 struct Ctx {
@@ -232,14 +220,7 @@ impl Ctx {
 
     /// The raw JSON with --json, else `human`.
     fn print(&self, value: &Value, human: impl FnOnce(&Value)) {
-        if self.json {
-            println!(
-                "{}",
-                serde_json::to_string_pretty(value).unwrap_or_default()
-            );
-        } else {
-            human(value);
-        }
+        print_json_or(self.json, value, human);
     }
 }
 
@@ -675,44 +656,8 @@ async fn keys(ctx: &Ctx, cmd: KeysCommand) -> Outcome<()> {
     Ok(())
 }
 
-fn items(v: &Value) -> &[Value] {
-    v.as_array().map(Vec::as_slice).unwrap_or_default()
-}
-
-fn text(v: &Value) -> String {
-    match v {
-        Value::Null => "-".to_string(),
-        Value::String(s) => s.clone(),
-        other => other.to_string(),
-    }
-}
-
 fn state(i: &Value) -> String {
     text(&i["status"]["state"])
-}
-
-fn table(headers: &[&str], rows: Vec<Vec<String>>) {
-    let mut widths: Vec<usize> = headers.iter().map(|h| h.len()).collect();
-    for row in &rows {
-        for (w, cell) in widths.iter_mut().zip(row) {
-            *w = (*w).max(cell.chars().count());
-        }
-    }
-    let line = |cells: Vec<String>| {
-        let mut s = String::new();
-        for (i, (cell, w)) in cells.iter().zip(&widths).enumerate() {
-            if i + 1 == cells.len() {
-                s.push_str(cell);
-            } else {
-                s.push_str(&format!("{cell:<w$}  "));
-            }
-        }
-        println!("{}", s.trim_end());
-    };
-    line(headers.iter().map(|h| h.to_string()).collect());
-    for row in rows {
-        line(row);
-    }
 }
 
 #[cfg(test)]

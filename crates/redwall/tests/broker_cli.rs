@@ -8,249 +8,11 @@
 )]
 
 use serde_json::{json, Value};
-use std::io::{BufRead, BufReader, Write};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
-use std::time::{Duration, Instant};
+use std::io::Write;
+use std::process::{Command, Output, Stdio};
 
-const BIN: &str = env!("CARGO_BIN_EXE_redwall");
-const PASSWORD: &str = "violet-harbor-copper-9";
-
-/// A data directory with a config file: TLS off, loopback, cheap hashing.
-struct DataDir {
-    dir: tempfile::TempDir,
-}
-
-impl DataDir {
-    fn new() -> DataDir {
-        let dir = tempfile::tempdir().unwrap();
-        let config = format!(
-            r#"data_dir = {data:?}
-
-[server]
-listen = "127.0.0.1:0"
-
-[tls]
-mode = "off"
-
-[passwords]
-memory_kib = 1024
-iterations = 1
-parallelism = 1
-
-[log]
-level = "info"
-"#,
-            data = dir.path().display().to_string(),
-        );
-        std::fs::write(dir.path().join("redwall.toml"), config).unwrap();
-        DataDir { dir }
-    }
-
-    fn path(&self) -> &Path {
-        self.dir.path()
-    }
-
-    /// Starts `redwall serve` and waits for its address.
-    fn serve(&self) -> Serving {
-        let log = self.path().join("serve.log");
-        let mut c = Command::new(BIN);
-        c.arg("--config").arg(self.path().join("redwall.toml"));
-        for var in [
-            "REDWALL_MASTER_KEY",
-            "REDWALL_DATABASE_URL",
-            "REDWALL_LISTEN",
-            "REDWALL_TLS_MODE",
-            "REDWALL_TOKEN",
-            "REDWALL_URL",
-            "REDWALL_TEAM",
-        ] {
-            c.env_remove(var);
-        }
-        let mut child = c
-            .arg("serve")
-            // Tests run in parallel: no fixed broker port, no TLS listener.
-            .env("REDWALL_MQTT_LISTEN", "127.0.0.1:0")
-            .env("REDWALL_MQTTS_LISTEN", "off")
-            // No instances here: no npm install behind them.
-            .env("REDWALL_INSTALL_AT_START", "false")
-            .stdout(Stdio::piped())
-            .stderr(std::fs::File::create(&log).unwrap())
-            .spawn()
-            .unwrap();
-        let stdout = child.stdout.take().unwrap();
-        let (tx, rx) = std::sync::mpsc::channel();
-        // Reads the banner, then keeps draining so the pipe never fills.
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines() {
-                let Ok(line) = line else { break };
-                let _ = tx.send(line);
-            }
-        });
-        let mut serving = Serving {
-            child,
-            base: String::new(),
-            setup_token: None,
-            log,
-        };
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            let line = rx.recv_timeout(left).unwrap_or_else(|_| {
-                panic!(
-                    "redwall serve printed no address; its log:\n{}",
-                    serving.log_text()
-                )
-            });
-            if let Some((_, rest)) = line.split_once(r#""setup_token":""#) {
-                serving.setup_token = rest.split('"').next().map(str::to_string);
-            }
-            if let Some(url) = line.strip_prefix("Redwall is listening on ") {
-                serving.base = url.trim().to_string();
-                return serving;
-            }
-        }
-    }
-}
-
-struct Serving {
-    child: Child,
-    base: String,
-    setup_token: Option<String>,
-    log: PathBuf,
-}
-
-impl Serving {
-    fn log_text(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-}
-
-impl Drop for Serving {
-    fn drop(&mut self) {
-        if std::thread::panicking() {
-            eprintln!("--- redwall serve log ---\n{}", self.log_text());
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// The HTTP API as the admin's session (set-up, team, token) or a token.
-struct Api {
-    base: String,
-    http: reqwest::Client,
-    cookie: Option<String>,
-    csrf: Option<String>,
-    bearer: Option<String>,
-}
-
-impl Api {
-    fn anonymous(base: &str) -> Api {
-        Api {
-            base: base.to_string(),
-            http: reqwest::Client::new(),
-            cookie: None,
-            csrf: None,
-            bearer: None,
-        }
-    }
-
-    async fn login(base: &str, username: &str) -> Api {
-        let mut api = Api::anonymous(base);
-        let resp = api
-            .http
-            .post(format!("{base}/api/v1/auth/login"))
-            .json(&json!({"username": username, "password": PASSWORD}))
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(resp.status(), 200, "login {username}");
-        let cookie = resp
-            .headers()
-            .get("set-cookie")
-            .and_then(|v| v.to_str().ok())
-            .unwrap();
-        api.cookie = Some(cookie.split(';').next().unwrap().to_string());
-        let body: Value = resp.json().await.unwrap();
-        api.csrf = body["csrf_token"].as_str().map(str::to_string);
-        api
-    }
-
-    fn bearer(base: &str, token: &str) -> Api {
-        let mut api = Api::anonymous(base);
-        api.bearer = Some(token.to_string());
-        api
-    }
-
-    async fn send(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> (u16, Value) {
-        let mut req = self
-            .http
-            .request(method, format!("{}{path}", self.base))
-            .header("accept", "application/json");
-        if let Some(c) = &self.cookie {
-            req = req.header("cookie", c);
-        }
-        if let Some(c) = &self.csrf {
-            req = req.header("x-csrf-token", c);
-        }
-        if let Some(t) = &self.bearer {
-            req = req.header("authorization", format!("Bearer {t}"));
-        }
-        if let Some(b) = body {
-            req = req.json(&b);
-        }
-        let resp = req.send().await.unwrap();
-        let status = resp.status().as_u16();
-        let text = resp.text().await.unwrap();
-        (
-            status,
-            serde_json::from_str(&text).unwrap_or(Value::String(text)),
-        )
-    }
-
-    async fn get(&self, path: &str) -> Value {
-        let (status, v) = self.send(reqwest::Method::GET, path, None).await;
-        assert_eq!(status, 200, "GET {path}: {v}");
-        v
-    }
-
-    async fn post(&self, path: &str, body: Value) -> Value {
-        let (status, v) = self.send(reqwest::Method::POST, path, Some(body)).await;
-        assert!((200..300).contains(&status), "POST {path}: {status} {v}");
-        v
-    }
-}
-
-/// Creates the admin with the setup token, a team it owns, and a full
-/// personal access token: (team id, token).
-async fn bootstrap(s: &Serving) -> (String, String) {
-    let token = s
-        .setup_token
-        .clone()
-        .expect("a fresh server prints a setup token");
-    Api::anonymous(&s.base)
-        .post(
-            "/api/v1/setup",
-            json!({"setup_token": token, "username": "admin", "password": PASSWORD}),
-        )
-        .await;
-    let admin = Api::login(&s.base, "admin").await;
-    let team = admin.post("/api/v1/teams", json!({"name": "Plant"})).await["id"]
-        .as_str()
-        .unwrap()
-        .to_string();
-    let pat = admin
-        .post(
-            "/api/v1/me/tokens",
-            json!({"name": "cli broker", "scope": "full"}),
-        )
-        .await["token"]
-        .as_str()
-        .unwrap()
-        .to_string();
-    (team, pat)
-}
+mod serve_kit;
+use serve_kit::*;
 
 /// `redwall broker <args>` against `s` with `token` and `--team team`,
 /// `input` on its standard input.
@@ -279,26 +41,6 @@ fn broker(s: &Serving, token: &str, team: &str, args: &[&str], input: Option<&st
             .unwrap();
     }
     child.wait_with_output().unwrap()
-}
-
-fn stdout(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stdout).into_owned()
-}
-
-fn stderr(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stderr).into_owned()
-}
-
-/// Requires success; returns stdout.
-fn ok(o: Output) -> String {
-    assert!(
-        o.status.success(),
-        "command failed ({:?}):\nstdout: {}\nstderr: {}",
-        o.status.code(),
-        stdout(&o),
-        stderr(&o)
-    );
-    stdout(&o)
 }
 
 /// Requires the API's refusal (exit 2, `error: <message> (<code>)` on
@@ -339,9 +81,9 @@ fn row<'a>(out: &'a str, name: &str) -> Option<&'a str> {
 
 #[tokio::test]
 async fn the_cli_manages_broker_clients_end_to_end() {
-    let data = DataDir::new();
+    let data = DataDir::without_instances();
     let s = data.serve();
-    let (team, pat) = bootstrap(&s).await;
+    let (_, team, pat) = bootstrap(&s).await;
     let api = Api::bearer(&s.base, &pat);
     let run = |args: &[&str]| broker(&s, &pat, &team, args, None);
     let clients_path = format!("/api/v1/teams/{team}/broker/clients");
@@ -373,7 +115,8 @@ async fn the_cli_manages_broker_clients_end_to_end() {
     assert!(password.starts_with("rwb_"), "{password}");
     assert!(notice.contains("will not be shown again"), "{notice}");
     assert!(!notice.contains(&password), "{notice}");
-    let stored = api.get(&clients_path).await;
+    let (status, stored) = api.get(&clients_path).await;
+    assert_eq!(status, 200, "{stored}");
     assert_eq!(stored[0]["id"], username.as_str(), "{stored}");
     assert_eq!(
         stored[0]["rules"],

@@ -8,7 +8,39 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS, SubscribeReasonCode, Transport};
+use serde_json::json;
 use tokio::sync::mpsc;
+
+use crate::common::Client;
+
+/// A broker client of `team` with `rules`, made through the API by
+/// `owner`: (username, password).
+pub async fn broker_client(
+    owner: &Client,
+    team: &str,
+    name: &str,
+    rules: serde_json::Value,
+) -> (String, String) {
+    let r = owner
+        .post(
+            &format!("/api/v1/teams/{team}/broker/clients"),
+            json!({"name": name, "rules": rules}),
+        )
+        .await;
+    assert_eq!(r.status, 201, "{}", r.body);
+    (
+        r.body["username"].as_str().unwrap().to_string(),
+        r.body["password"].as_str().unwrap().to_string(),
+    )
+}
+
+pub fn allow(actions: &str, filter: &str) -> serde_json::Value {
+    json!({"effect": "allow", "actions": actions, "filter": filter})
+}
+
+pub fn granted(code: SubscribeReasonCode) -> bool {
+    matches!(code, SubscribeReasonCode::Success(_))
+}
 
 /// How to reach the broker.
 #[derive(Clone)]
