@@ -290,6 +290,12 @@ impl Mosquitto {
                     "password": unusable, "roles": [{"rolename": role(&client.id)}]}));
             }
             commands.push(Self::give_role(client));
+            let state = if client.disabled_at.is_some() {
+                "disableClient"
+            } else {
+                "enableClient"
+            };
+            commands.push(json!({"command": state, "username": client.id}));
             self.run_all(commands, &["not found", "already"]).await?;
         }
         tracing::info!(
@@ -351,6 +357,10 @@ impl ExternalBroker for Mosquitto {
                 commands.push(json!({"command": "enableClient", "username": client.id}));
             }
         }
+        if client.disabled_at.is_some() {
+            // Disabled: refused at login, connections closed, until enabled.
+            commands.retain(|c| c["command"] != "enableClient");
+        }
         self.run_all(commands, &["not found", "already"]).await
     }
 
@@ -386,6 +396,7 @@ mod tests {
             created_by: None,
             created_at: 0,
             updated_at: 0,
+            disabled_at: None,
         };
         let seen: Vec<(String, String, u64, bool)> = acls(&client)
             .iter()

@@ -133,6 +133,7 @@ impl Hub {
             created_by: creator_id.map(str::to_string),
             created_at: now,
             updated_at: now,
+            disabled_at: None,
         };
         let mut tx = self.begin().await?;
         match tx.create_broker_client(&client).await {
@@ -245,6 +246,51 @@ impl Hub {
         );
         self.commit(tx, 1).await?;
         self.announce_revocation(id).await;
+        let after = self.broker_client(team_id, id).await?;
+        self.tell_external(&after, None).await;
+        Ok(after)
+    }
+
+    /// Disables the client (kept with its rules; refused at login, its
+    /// connections closed) or enables it again. An instance's identity
+    /// follows its instance instead.
+    pub async fn set_broker_client_enabled(
+        &self,
+        who: Who<'_>,
+        team_id: &str,
+        id: &str,
+        enabled: bool,
+    ) -> HubResult<BrokerClient> {
+        let client = self.broker_client(team_id, id).await?;
+        if client.instance_id.is_some() {
+            return Err(instance_identity());
+        }
+        if client.disabled_at.is_none() == enabled {
+            return Ok(client); // already so: nothing to record
+        }
+        let now = self.now();
+        let mut tx = self.begin().await?;
+        let disabled_at = (!enabled).then_some(now);
+        if !tx
+            .set_broker_disabled(team_id, id, disabled_at, now)
+            .await?
+        {
+            return Err(HubError::NotFound);
+        }
+        let event = if enabled {
+            AuditEvent::BrokerClientEnabled
+        } else {
+            AuditEvent::BrokerClientDisabled
+        };
+        self.note(
+            &mut tx,
+            who,
+            client_event(&client, event, json!({ "client_id": id })),
+        );
+        self.commit(tx, 1).await?;
+        if !enabled {
+            self.announce_revocation(id).await;
+        }
         let after = self.broker_client(team_id, id).await?;
         self.tell_external(&after, None).await;
         Ok(after)
@@ -397,6 +443,9 @@ impl Hub {
         let Some(client) = self.store.broker_client_by_digest(&digest).await? else {
             return Ok(None);
         };
+        if client.disabled_at.is_some() {
+            return Ok(None);
+        }
         if !redwall_crypto::constant_time_eq(client.id.as_bytes(), username.as_bytes()) {
             return Ok(None);
         }

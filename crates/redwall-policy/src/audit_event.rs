@@ -76,6 +76,8 @@ pub enum AuditEvent {
     BrokerClientRevoked,
     BrokerRulesChanged,
     BrokerConnectRefused,
+    BrokerClientDisabled,
+    BrokerClientEnabled,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
@@ -97,7 +99,7 @@ impl Outcome {
 }
 
 impl AuditEvent {
-    pub const ALL: [AuditEvent; 71] = [
+    pub const ALL: [AuditEvent; 73] = [
         AuditEvent::SetupCompleted,
         AuditEvent::SetupTokenRejected,
         AuditEvent::LoginSucceeded,
@@ -169,6 +171,8 @@ impl AuditEvent {
         AuditEvent::BrokerClientRevoked,
         AuditEvent::BrokerRulesChanged,
         AuditEvent::BrokerConnectRefused,
+        AuditEvent::BrokerClientDisabled,
+        AuditEvent::BrokerClientEnabled,
     ];
 
     /// The stable name stored in the log and used in filters ("auth.*").
@@ -246,6 +250,8 @@ impl AuditEvent {
             BrokerClientRevoked => "broker.client_revoked",
             BrokerRulesChanged => "broker.rules_changed",
             BrokerConnectRefused => "broker.connect_refused",
+            BrokerClientDisabled => "broker.client_disabled",
+            BrokerClientEnabled => "broker.client_enabled",
         }
     }
 }

@@ -182,6 +182,37 @@ async fn revoked_rotated_and_reruled_clients_are_cut_off_within_a_second(s: &Tes
     let mut conn = connect(&via, &id, &id, &new_pw).await.unwrap();
     assert!(!granted(conn.subscribe("a/b").await));
 
+    // Disabled: closed and refused until enabled again, rules kept.
+    let r = alice
+        .post(&format!("{clients}/{id}/disable"), json!({}))
+        .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(r.body["disabled"], true);
+    let took = conn.closed(SOON).await.expect("closed when disabled");
+    assert!(took < Duration::from_secs(1), "closed after {took:?}");
+    assert!(connect(&via, &id, &id, &new_pw).await.is_err());
+    let r = alice
+        .post(&format!("{clients}/{id}/enable"), json!({}))
+        .await;
+    assert_eq!(
+        (r.status, &r.body["disabled"]),
+        (200, &json!(false)),
+        "{}",
+        r.body
+    );
+    let mut conn = connect(&via, &id, &id, &new_pw).await.unwrap();
+    assert!(!granted(conn.subscribe("a/b").await), "the rules were kept");
+    let log = alice
+        .get(&format!(
+            "/api/v1/teams/{plant}/audit?event=broker.client_*"
+        ))
+        .await;
+    assert!(
+        log.text.contains("broker.client_disabled") && log.text.contains("broker.client_enabled"),
+        "{}",
+        log.text
+    );
+
     // Revoked: closed, and the password stops working.
     let r = alice.delete(&format!("{clients}/{id}")).await;
     assert_eq!(r.status, 204, "{}", r.body);

@@ -199,6 +199,20 @@ async fn a_managed_mosquitto_keeps_teams_apart_and_cuts_off_revoked_clients() {
     assert!(!granted(dashboard.subscribe(&ours("plant/#")).await));
     assert!(granted(dashboard.subscribe(&ours("plant/line1/#")).await));
 
+    // Disabled: cut off and refused until enabled again.
+    let r = alice
+        .post(&format!("{clients}/{board}/disable"), json!({}))
+        .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    let took = dashboard.closed(SOON).await.expect("closed when disabled");
+    assert!(took < Duration::from_secs(1), "closed after {took:?}");
+    assert!(connect(&via, &board, &board, &new_pw).await.is_err());
+    let r = alice
+        .post(&format!("{clients}/{board}/enable"), json!({}))
+        .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    let mut dashboard = connect(&via, &board, &board, &new_pw).await.unwrap();
+
     // Revoked: cut off within a second, and the password stops working.
     let r = alice.delete(&format!("{clients}/{board}")).await;
     assert_eq!(r.status, 204, "{}", r.body);

@@ -725,6 +725,26 @@ async fn broker_clients_are_managed_on_the_team_broker_page(s: &TestServer) {
     assert!(broker_login_works(s, &username, &fresh).await);
     assert!(!member.get(&page).await.text.contains(&fresh));
 
+    // Disable (refused at login, marked on the page), then enable again.
+    let r = form(&member, &format!("{page}/clients/{username}/disable"), &[]).await;
+    assert_eq!(r.status, 303, "{}", r.text);
+    assert!(location(&r).contains("done=client_disabled"));
+    assert!(!broker_login_works(s, &username, &fresh).await);
+    let disabled = member.get(&page).await;
+    assert!(
+        disabled.text.contains(r#"data-testid="disabled""#),
+        "{}",
+        disabled.text
+    );
+    let r = form(&member, &format!("{page}/clients/{username}/enable"), &[]).await;
+    assert_eq!(r.status, 303, "{}", r.text);
+    assert!(broker_login_works(s, &username, &fresh).await);
+    assert!(!member
+        .get(&page)
+        .await
+        .text
+        .contains(r#"data-testid="disabled""#));
+
     // Revoke (the page asks first), then it is gone.
     assert!(member
         .get(&page)

@@ -21,10 +21,12 @@ pub struct BrokerClient {
     pub created_by: Option<String>,
     pub created_at: Micros,
     pub updated_at: Micros,
+    /// Set while the client is disabled: refused at login.
+    pub disabled_at: Option<Micros>,
 }
 
 const COLUMNS: &str = "id, team_id, name, instance_id, secret_digest, rules, created_by, \
-     created_at, updated_at";
+     created_at, updated_at, disabled_at";
 
 fn client_from_row(row: &AnyRow) -> Result<BrokerClient, sqlx::Error> {
     Ok(BrokerClient {
@@ -37,6 +39,7 @@ fn client_from_row(row: &AnyRow) -> Result<BrokerClient, sqlx::Error> {
         created_by: row.try_get("created_by")?,
         created_at: row.try_get("created_at")?,
         updated_at: row.try_get("updated_at")?,
+        disabled_at: row.try_get("disabled_at")?,
     })
 }
 
@@ -44,7 +47,7 @@ impl Change {
     /// Stores a new client. `Conflict` when the team has one by that name.
     pub async fn create_broker_client(&mut self, c: &BrokerClient) -> Result<(), StoreError> {
         sqlx::query(&format!(
-            "INSERT INTO broker_clients ({COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)"
+            "INSERT INTO broker_clients ({COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)"
         ))
         .bind(&c.id)
         .bind(&c.team_id)
@@ -55,6 +58,7 @@ impl Change {
         .bind(&c.created_by)
         .bind(c.created_at)
         .bind(c.updated_at)
+        .bind(c.disabled_at)
         .execute(&mut **self.tx())
         .await?;
         Ok(())
@@ -95,6 +99,28 @@ impl Change {
         .bind(team_id)
         .bind(id)
         .bind(rules_json)
+        .bind(now)
+        .execute(&mut **self.tx())
+        .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    /// Disables (`Some(now)`) or enables (`None`) the team's client;
+    /// whether it exists.
+    pub async fn set_broker_disabled(
+        &mut self,
+        team_id: &str,
+        id: &str,
+        disabled_at: Option<Micros>,
+        now: Micros,
+    ) -> Result<bool, StoreError> {
+        let done = sqlx::query(
+            "UPDATE broker_clients SET disabled_at = $3, updated_at = $4 \
+             WHERE team_id = $1 AND id = $2",
+        )
+        .bind(team_id)
+        .bind(id)
+        .bind(disabled_at)
         .bind(now)
         .execute(&mut **self.tx())
         .await?;

@@ -63,6 +63,17 @@ enum BrokerCommand {
         #[arg(value_name = "CLIENT_ID")]
         id: String,
     },
+    /// Disable a client: refused at login and disconnected, its password
+    /// and rules kept until it is enabled again.
+    Disable {
+        #[arg(value_name = "CLIENT_ID")]
+        id: String,
+    },
+    /// Enable a disabled client again.
+    Enable {
+        #[arg(value_name = "CLIENT_ID")]
+        id: String,
+    },
     /// Revoke a client: its password stops working and its connections are
     /// closed.
     Revoke {
@@ -342,6 +353,18 @@ async fn execute(args: BrokerArgs) -> Outcome<()> {
                 text(&v["client"]["name"])
             );
         }
+        C::Disable { id } => {
+            let v = ctx
+                .on_client(Method::POST, &id, &["disable"], Some(&json!({})))
+                .await?;
+            ctx.print(&v, |_| println!("disabled broker client {id}"));
+        }
+        C::Enable { id } => {
+            let v = ctx
+                .on_client(Method::POST, &id, &["enable"], Some(&json!({})))
+                .await?;
+            ctx.print(&v, |_| println!("enabled broker client {id}"));
+        }
         C::Revoke { id } => {
             ctx.on_client(Method::DELETE, &id, &[], None).await?;
             if !ctx.json {
@@ -386,15 +409,21 @@ fn print_clients(v: &Value, instance_names: &HashMap<String, String>) {
                     .unwrap_or_else(|| id.to_string()),
                 None => "-".to_string(),
             };
+            let state = if c["disabled"] == true {
+                "disabled"
+            } else {
+                "enabled"
+            };
             vec![
                 text(&c["name"]),
                 text(&c["id"]),
                 instance,
+                state.to_string(),
                 rules_summary(items(&c["rules"])),
             ]
         })
         .collect();
-    table(&["NAME", "USERNAME", "INSTANCE", "RULES"], rows);
+    table(&["NAME", "USERNAME", "INSTANCE", "STATE", "RULES"], rows);
 }
 
 /// `allow publish plant/#`

@@ -218,6 +218,24 @@ async fn the_cli_manages_broker_clients_end_to_end() {
     assert!(notice.contains("will not be shown again"), "{notice}");
     assert!(!ok(run(&["clients"])).contains("rwb_"));
 
+    // Disable and enable: the list says which.
+    let out = ok(run(&["disable", &username]));
+    assert!(
+        out.contains(&format!("disabled broker client {username}")),
+        "{out}"
+    );
+    let out = ok(run(&["clients"]));
+    assert!(
+        row(&out, "sensor-1").unwrap().contains(" disabled "),
+        "{out}"
+    );
+    ok(run(&["enable", &username]));
+    let out = ok(run(&["clients"]));
+    assert!(
+        row(&out, "sensor-1").unwrap().contains(" enabled "),
+        "{out}"
+    );
+
     // Revoke: gone from the list; then every command on it is a clear
     // not-found, as is an id that never was.
     let out = ok(run(&["revoke", &username]));

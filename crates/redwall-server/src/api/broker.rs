@@ -28,6 +28,8 @@ pub struct BrokerClientView {
     pub rules: Vec<AclRule>,
     pub created_at: String,
     pub updated_at: String,
+    /// Disabled clients are refused at login until enabled again.
+    pub disabled: bool,
 }
 
 fn view(c: &BrokerClient) -> BrokerClientView {
@@ -38,6 +40,7 @@ fn view(c: &BrokerClient) -> BrokerClientView {
         rules: stored_rules(c),
         created_at: rfc3339(c.created_at),
         updated_at: rfc3339(c.updated_at),
+        disabled: c.disabled_at.is_some(),
     }
 }
 
@@ -152,4 +155,38 @@ pub async fn revoke(
         .revoke_broker_client(caller.who(), &team.team_id, &id)
         .await?;
     Ok(StatusCode::NO_CONTENT)
+}
+
+async fn set_enabled(
+    state: AppState,
+    principal: Principal,
+    client: ClientInfo,
+    id: String,
+    enabled: bool,
+) -> ApiResult<Json<BrokerClientView>> {
+    let team = principal.team()?;
+    let caller = Caller::of(&principal, &client);
+    let changed = state
+        .hub
+        .set_broker_client_enabled(caller.who(), &team.team_id, &id, enabled)
+        .await?;
+    Ok(Json(view(&changed)))
+}
+
+pub async fn disable(
+    State(state): State<AppState>,
+    principal: Principal,
+    client: ClientInfo,
+    TeamItemPath(id): TeamItemPath,
+) -> ApiResult<Json<BrokerClientView>> {
+    set_enabled(state, principal, client, id, false).await
+}
+
+pub async fn enable(
+    State(state): State<AppState>,
+    principal: Principal,
+    client: ClientInfo,
+    TeamItemPath(id): TeamItemPath,
+) -> ApiResult<Json<BrokerClientView>> {
+    set_enabled(state, principal, client, id, true).await
 }

@@ -628,6 +628,22 @@ pub fn routes() -> Vec<Route> {
         )
         .response(schema::<broker::BrokerCredentials>()),
         needs(
+            M::POST,
+            "/api/v1/teams/{team}/broker/clients/{id}/disable",
+            P::BrokerClientsWrite,
+            "Disable a broker client: refused at login and disconnected, rules kept",
+            broker::disable,
+        )
+        .response(schema::<broker::BrokerClientView>()),
+        needs(
+            M::POST,
+            "/api/v1/teams/{team}/broker/clients/{id}/enable",
+            P::BrokerClientsWrite,
+            "Enable a disabled broker client again",
+            broker::enable,
+        )
+        .response(schema::<broker::BrokerClientView>()),
+        needs(
             M::DELETE,
             "/api/v1/teams/{team}/broker/clients/{id}",
             P::BrokerClientsWrite,

@@ -37,6 +37,8 @@ pub struct ClientRow {
     pub rules_text: String,
     /// Why saving its rules was refused.
     pub error: Option<String>,
+    /// Refused at login until enabled again.
+    pub disabled: bool,
 }
 
 /// A password shown this once.
@@ -94,6 +96,8 @@ fn notice(code: Option<&str>) -> Option<&'static str> {
     Some(match code? {
         "rules_saved" => "The rules were saved. The client's open connections were closed; they apply when it connects again.",
         "client_revoked" => "The client was revoked and its connections were closed.",
+        "client_disabled" => "The client was disabled: it is refused at login and its connections were closed.",
+        "client_enabled" => "The client was enabled again.",
         other => return super::home::notice(Some(other)),
     })
 }
@@ -192,6 +196,7 @@ async fn broker_page(ctx: &Ctx, team_id: &str, extra: Extra, status: StatusCode)
                 rules,
                 rules_text,
                 error,
+                disabled: c.disabled,
             }
         })
         .collect();
@@ -312,7 +317,7 @@ pub async fn create(ctx: Ctx, Path(team): Path<String>, body: Bytes) -> Response
     .await
 }
 
-/// The forms on one client: `rules`, `rotate`, `revoke`.
+/// The forms on one client: `rules`, `rotate`, `disable`, `enable`, `revoke`.
 pub async fn action(
     ctx: Ctx,
     Path((team, id, action)): Path<(String, String, String)>,
@@ -397,6 +402,13 @@ pub async fn action(
                             then: format!("{here}#client-{id}"),
                         }
                     }
+                    Err(f) => refused(f).await,
+                }
+            }
+            "disable" | "enable" => {
+                let path = format!("{client}/{action}");
+                match p.api.act(Method::POST, &path, Some(&json!({}))).await {
+                    Ok(_) => Done::Redirect(format!("{here}?done=client_{action}d#client-{id}")),
                     Err(f) => refused(f).await,
                 }
             }
