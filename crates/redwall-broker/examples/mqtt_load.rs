@@ -11,9 +11,13 @@
 //!     [--topic bench] [--label redwall]
 //! mqtt_load idle --host 127.0.0.1 --port 11883 --username U --password P \
 //!     --clients 10000 --batch 200 --hold 30 [--keepalive 60] [--label redwall]
-//! mqtt_load bare --port 47303
-//! mqtt_load relay --port 47304 --to 47303
+//! mqtt_load bare --port 47303 [--workers 1]
+//! mqtt_load relay --port 47304 --to 47303 [--workers 1]
 //! ```
+//!
+//! `--workers N` sets the Tokio runtime's worker threads (default: one per
+//! core). `redwall serve` runs on half the cores (at least one;
+//! `REDWALL_WORKER_THREADS`), so a like-for-like bare engine takes as many.
 //!
 //! Throughput: M subscribers each subscribe to `{topic}/+`, then N
 //! publishers each publish to `{topic}/{n}` (so every message is delivered
@@ -109,6 +113,7 @@ struct Args {
     keepalive: u64,
     // relay
     to: u16,
+    workers: usize,
 }
 
 fn parse_args() -> Result<Args> {
@@ -143,6 +148,7 @@ fn parse_args() -> Result<Args> {
         hold: 30.0,
         keepalive: 60,
         to: 0,
+        workers: 0,
     };
     while let Some(key) = raw.next() {
         let value = raw.next().ok_or_else(|| format!("{key} needs a value"))?;
@@ -170,6 +176,7 @@ fn parse_args() -> Result<Args> {
             "--hold" => a.hold = value.parse().map_err(|e| bad(&e))?,
             "--keepalive" => a.keepalive = value.parse().map_err(|e| bad(&e))?,
             "--to" => a.to = value.parse().map_err(|e| bad(&e))?,
+            "--workers" => a.workers = value.parse().map_err(|e| bad(&e))?,
             _ => return Err(format!("unknown option {key}").into()),
         }
     }
@@ -777,9 +784,12 @@ async fn relay(a: Args) -> Result<()> {
 fn main() {
     epoch();
     let result = parse_args().and_then(|a| {
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .enable_all()
-            .build()?;
+        let mut builder = tokio::runtime::Builder::new_multi_thread();
+        builder.enable_all();
+        if a.workers > 0 {
+            builder.worker_threads(a.workers);
+        }
+        let runtime = builder.build()?;
         runtime.block_on(async move {
             match a.mode.as_str() {
                 "idle" => idle(a).await,

@@ -25,6 +25,16 @@ pub enum CryptoError {
     #[error("sealed data could not be opened")]
     Open,
 
+    /// A signature that does not verify: wrong key, wrong context or
+    /// message, malformed, or not a canonical (strict) Ed25519 signature.
+    #[error("signature is not valid")]
+    BadSignature,
+
+    /// An argument outside what the function accepts (e.g. an empty
+    /// passphrase, or a file kind with characters it may not contain).
+    #[error("invalid input: {0}")]
+    InvalidInput(String),
+
     /// A TOTP secret that is too short.
     #[error("invalid TOTP secret: {0}")]
     InvalidTotpSecret(String),

@@ -133,6 +133,14 @@ impl std::fmt::Debug for Sealer {
 }
 
 impl Sealer {
+    /// A sealer keyed with raw key bytes rather than a keyring sub-key: for
+    /// per-object data keys (see [`crate::data_key`]). Same sealed format.
+    pub(crate) fn from_key(key: &[u8; 32]) -> Self {
+        Self {
+            cipher: XChaCha20Poly1305::new(key.into()),
+        }
+    }
+
     /// Encrypts `plaintext` under a fresh random nonce.
     ///
     /// The AEAD refuses plaintexts over about 256 GiB. Rather than panic,

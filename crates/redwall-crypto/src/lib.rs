@@ -15,6 +15,11 @@
 //!   audit chain, the instances' editor and endpoint tokens).
 //! * [`versioned_seal`]: AES-256-GCM with versioned keys, for instance
 //!   secrets.
+//! * [`signing`]: the hub's Ed25519 signing key (sealed at rest with the
+//!   keyring) and public keys, for signed snapshots.
+//! * [`data_key`]: envelope encryption, each object under its own data key.
+//! * [`passphrase_box`]: files sealed under a passphrase (Argon2id), for
+//!   snapshot exports.
 //!
 //! # Which AEAD where, and why
 //!
@@ -24,6 +29,12 @@
 //!   client secrets. Its 192-bit nonces are drawn at random for every
 //!   message, with no limit worth counting on how many one key may seal,
 //!   and it is constant-time without AES instructions.
+//! * **XChaCha20-Poly1305 under a per-object data key** ([`data_key`]):
+//!   objects too large to reseal when keys change (snapshots); only the
+//!   data key is sealed with the keyring's [`keyring::Sealer`].
+//! * **XChaCha20-Poly1305 under an Argon2id key** ([`passphrase_box`]):
+//!   exported files that must open without the keyring; random nonces for
+//!   the same reason as above, and the file's header as additional data.
 //! * **AES-256-GCM** ([`versioned_seal`]): instance secrets. Each key
 //!   version is its own derived key and `rotate-instance-secrets` moves
 //!   every value to a new version, which keeps the number of random 96-bit
@@ -34,12 +45,15 @@
 //!   and variable name, purpose), so a value copied elsewhere does not open.
 
 pub mod chain;
+pub mod data_key;
 mod error;
 pub mod keyring;
 pub mod mac;
+pub mod passphrase_box;
 pub mod password;
 pub mod recovery;
 pub mod secret;
+pub mod signing;
 pub mod token;
 pub mod totp;
 pub mod versioned_seal;

@@ -27,6 +27,7 @@ pub mod retention;
 pub mod sessions;
 pub mod settings;
 pub mod sign_in;
+pub mod snapshots;
 pub mod sso_login;
 pub mod sso_mapping;
 pub mod teams;

@@ -78,6 +78,13 @@ pub enum AuditEvent {
     BrokerConnectRefused,
     BrokerClientDisabled,
     BrokerClientEnabled,
+    SnapshotCreated,
+    SnapshotDeployed,
+    SnapshotDeployFailed,
+    SnapshotExported,
+    SnapshotImported,
+    SnapshotRefused,
+    SnapshotsPruned,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
@@ -99,7 +106,7 @@ impl Outcome {
 }
 
 impl AuditEvent {
-    pub const ALL: [AuditEvent; 73] = [
+    pub const ALL: [AuditEvent; 80] = [
         AuditEvent::SetupCompleted,
         AuditEvent::SetupTokenRejected,
         AuditEvent::LoginSucceeded,
@@ -173,6 +180,13 @@ impl AuditEvent {
         AuditEvent::BrokerConnectRefused,
         AuditEvent::BrokerClientDisabled,
         AuditEvent::BrokerClientEnabled,
+        AuditEvent::SnapshotCreated,
+        AuditEvent::SnapshotDeployed,
+        AuditEvent::SnapshotDeployFailed,
+        AuditEvent::SnapshotExported,
+        AuditEvent::SnapshotImported,
+        AuditEvent::SnapshotRefused,
+        AuditEvent::SnapshotsPruned,
     ];
 
     /// The stable name stored in the log and used in filters ("auth.*").
@@ -252,6 +266,13 @@ impl AuditEvent {
             BrokerConnectRefused => "broker.connect_refused",
             BrokerClientDisabled => "broker.client_disabled",
             BrokerClientEnabled => "broker.client_enabled",
+            SnapshotCreated => "snapshot.created",
+            SnapshotDeployed => "snapshot.deployed",
+            SnapshotDeployFailed => "snapshot.deploy_failed",
+            SnapshotExported => "snapshot.exported",
+            SnapshotImported => "snapshot.imported",
+            SnapshotRefused => "snapshot.refused",
+            SnapshotsPruned => "snapshot.pruned",
         }
     }
 }

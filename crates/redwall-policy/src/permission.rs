@@ -77,6 +77,17 @@ pub enum Permission {
     /// Narrow or widen an instance's own broker rules, or revoke its
     /// identity: Owners only (a Member's flows must not widen their reach).
     BrokerInstanceRulesWrite,
+    /// See the team's snapshots, their contents (never their credentials)
+    /// and diffs, and which snapshot each instance runs.
+    SnapshotsRead,
+    /// Take a snapshot by hand, with a note, or import one.
+    SnapshotsCreate,
+    /// Deploy a snapshot to an instance: rollback, and undoing one. Owners
+    /// only: it replaces what runs.
+    SnapshotsDeploy,
+    /// Export a snapshot with its credentials, sealed under a passphrase the
+    /// exporter chooses: Owners only, since it takes credentials out.
+    SnapshotsExport,
 }
 
 /// A role at platform level.
@@ -386,10 +397,29 @@ pub const TABLE: &[PermissionRow] = &[
         Writes,
         OWNERS,
     ),
+    team(Permission::SnapshotsRead, "snapshot:read", Reads, WRITERS),
+    team(
+        Permission::SnapshotsCreate,
+        "snapshot:create",
+        Writes,
+        WRITERS,
+    ),
+    team(
+        Permission::SnapshotsDeploy,
+        "snapshot:deploy",
+        Writes,
+        OWNERS,
+    ),
+    team(
+        Permission::SnapshotsExport,
+        "snapshot:export",
+        Writes,
+        OWNERS,
+    ),
 ];
 
 impl Permission {
-    pub const ALL: [Permission; 32] = [
+    pub const ALL: [Permission; 36] = [
         Permission::AccountRead,
         Permission::AccountWrite,
         Permission::AccountMfa,
@@ -422,6 +452,10 @@ impl Permission {
         Permission::BrokerClientsRead,
         Permission::BrokerClientsWrite,
         Permission::BrokerInstanceRulesWrite,
+        Permission::SnapshotsRead,
+        Permission::SnapshotsCreate,
+        Permission::SnapshotsDeploy,
+        Permission::SnapshotsExport,
     ];
 
     pub fn row(self) -> &'static PermissionRow {

@@ -48,6 +48,18 @@ pub enum RuntimeError {
     SpawnerGone,
     #[error("instance {id} did not reach the expected state: {detail}")]
     Timeout { id: String, detail: String },
+    /// A file of an instance's userdir that Redwall will not read (a
+    /// symlink, not a regular file, too large) or cannot make sense of
+    /// (invalid JSON, an invalid module name or version).
+    #[error("{path}: {reason}")]
+    UserdirFile { path: PathBuf, reason: String },
+    /// Node-RED's `flows_cred.json` could not be decrypted or re-encrypted.
+    /// Never carries any of the credentials.
+    #[error("the instance's credentials: {0}")]
+    Credentials(String),
+    /// Node-RED answered a deploy with an error status.
+    #[error("Node-RED refused the deploy (HTTP {status}): {body}")]
+    DeployRefused { status: u16, body: String },
     #[error("{context}: {source}")]
     Io {
         context: String,

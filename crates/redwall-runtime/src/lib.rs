@@ -27,6 +27,7 @@
 //!   the instance uid.
 
 mod error;
+mod flows;
 mod http;
 mod install;
 mod netns;
@@ -39,6 +40,10 @@ pub mod testing;
 mod token;
 
 pub use error::RuntimeError;
+pub use flows::{
+    decrypt_credentials, deploy_flows, encrypt_credentials, installed_modules, read_flow_files,
+    with_credentials, FlowFiles,
+};
 pub use install::{Installer, NodeRedInstall, DEFAULT_NODE_RED_VERSION};
 pub use netns::{isolation_problems, prepare_network};
 pub use reach::{blocked_on_the_way, Blocked};

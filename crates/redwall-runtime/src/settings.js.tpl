@@ -107,14 +107,28 @@ function admitEndpointRequest(req) {
     return true;
 }
 
+function reportAudit(msg) {
+    try {
+        process.stdout.write("\u001eredwall-audit " + JSON.stringify(msg) + "\n");
+    } catch (e) {
+        // An unserialisable event must not take the runtime down.
+    }
+}
+
 function auditHandler() {
-    return function (msg) {
-        try {
-            process.stdout.write("\u001eredwall-audit " + JSON.stringify(msg) + "\n");
-        } catch (e) {
-            // An unserialisable event must not take the runtime down.
+    return reportAudit;
+}
+
+// Node-RED logs "flows.set" before it saves the flows; Redwall snapshots a
+// deploy once the flows and credentials are saved, which is when Node-RED
+// answers the deploy request.
+function reportSavedDeploy(req, res, user) {
+    if (req.method !== "POST" || req.path !== "/flows") return;
+    res.on("finish", function () {
+        if (res.statusCode >= 200 && res.statusCode < 300) {
+            reportAudit({ event: "redwall.flows_saved", user: { username: user.username } });
         }
-    };
+    });
 }
 
 module.exports = {
@@ -139,7 +153,9 @@ module.exports = {
     // Also guards the editor's static files, which Node-RED serves without
     // a permission check.
     httpAdminMiddleware: function (req, res, next) {
-        if (editorUser(req.headers[EDITOR_HEADER])) {
+        const user = editorUser(req.headers[EDITOR_HEADER]);
+        if (user) {
+            reportSavedDeploy(req, res, user);
             next();
         } else {
             deny(res);

@@ -27,6 +27,9 @@ pub struct Instance {
     pub created_by: Option<String>,
     pub created_at: Micros,
     pub updated_at: Micros,
+    /// The snapshot it runs, as Redwall last recorded (a deploy from the
+    /// editor, a rollback); written only by snapshot operations.
+    pub running_snapshot_id: Option<String>,
 }
 
 #[derive(Clone, Debug)]
@@ -68,6 +71,7 @@ fn instance_from_row(row: &AnyRow) -> Result<Instance, sqlx::Error> {
         created_by: row.try_get("created_by")?,
         created_at: row.try_get("created_at")?,
         updated_at: row.try_get("updated_at")?,
+        running_snapshot_id: row.try_get("running_snapshot_id")?,
     })
 }
 

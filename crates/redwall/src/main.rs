@@ -6,6 +6,7 @@ mod admin;
 mod broker_cmd;
 mod client;
 mod instance_cmd;
+mod snapshot_cmd;
 mod sso_cmd;
 
 use anyhow::Context;
@@ -62,6 +63,10 @@ enum Command {
     /// Manage a team broker's MQTT clients on a running Redwall (its API,
     /// with a personal access token from REDWALL_TOKEN).
     Broker(broker_cmd::BrokerArgs),
+    /// Signed snapshots of a team's instances: list, take, compare, roll
+    /// back, export and import, on a running Redwall (its API, with a
+    /// personal access token from REDWALL_TOKEN).
+    Snapshot(snapshot_cmd::SnapshotArgs),
 }
 
 #[derive(Subcommand)]
@@ -180,6 +185,9 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     if let Command::Broker(args) = cli.command {
         return Ok(broker_cmd::run(args).await);
     }
+    if let Command::Snapshot(args) = cli.command {
+        return Ok(snapshot_cmd::run(args).await);
+    }
     let config = load_config(&cli)?;
     match cli.command {
         Command::Serve => serve(config).await,
@@ -196,7 +204,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Sso(cmd) => sso_cmd::run(cmd, config, master_key()).await,
         Command::Keys(KeysCommand::RotateInstanceSecrets) => rotate_instance_secrets(config).await,
         // Handled above, before any configuration is read.
-        Command::Instance(_) | Command::Broker(_) => Ok(ExitCode::FAILURE),
+        Command::Instance(_) | Command::Broker(_) | Command::Snapshot(_) => Ok(ExitCode::FAILURE),
     }
 }
 

@@ -36,6 +36,12 @@ fn worth_recording(event: &str) -> bool {
     !(event.ends_with(".get") || event.ends_with(".list") || event.starts_with("comms."))
 }
 
+/// Redwall's settings.js reports a deploy (from the editor or the admin
+/// API) once Node-RED answered it: the flows and credentials are saved, so
+/// a snapshot can be taken of them. (Node-RED's own `flows.set` comes
+/// before it saves anything.)
+const FLOWS_SAVED: &str = "redwall.flows_saved";
+
 pub async fn forward_reports(hub: Hub, mut rx: mpsc::UnboundedReceiver<Report>) {
     let origin = Origin::local("redwall-supervisor");
     while let Some(report) = rx.recv().await {
@@ -75,6 +81,25 @@ pub async fn forward_reports(hub: Hub, mut rx: mpsc::UnboundedReceiver<Report>) 
                 hub.record_event(who, event).await
             }
             Report::Status(..) => Ok(()),
+            Report::NodeRed(_, e) if e.event == FLOWS_SAVED => {
+                let by = match &e.user {
+                    Some(name) => hub.store.find_user_by_username(name).await.ok().flatten(),
+                    None => None,
+                };
+                let actor = by.as_ref().map(|u| Actor::user(&u.id, &u.username));
+                let who = Who {
+                    actor: actor.as_ref(),
+                    origin: &origin,
+                };
+                let by = by.as_ref().map(|u| u.id.as_str());
+                match hub.snapshot_after_deploy(who, &instance, by).await {
+                    Ok(_) => Ok(()),
+                    Err(e) => {
+                        tracing::warn!(instance = %instance.name, error = %e, "no snapshot after a deploy");
+                        Ok(())
+                    }
+                }
+            }
             Report::NodeRed(_, e) if worth_recording(&e.event) => {
                 let actor = match &e.user {
                     Some(name) => match hub.store.find_user_by_username(name).await {
@@ -91,16 +116,18 @@ pub async fn forward_reports(hub: Hub, mut rx: mpsc::UnboundedReceiver<Report>) 
                 // instance, and recorded as such.
                 let details =
                     json!({ "node_red_event": e.event, "reported_by": "instance", "event": e.raw });
-                hub.record_event(
-                    who,
-                    Event::in_team(
-                        &instance.team_id,
-                        AuditEvent::InstanceNodeRedEvent,
-                        target,
-                        details,
-                    ),
-                )
-                .await
+                let recorded = hub
+                    .record_event(
+                        who,
+                        Event::in_team(
+                            &instance.team_id,
+                            AuditEvent::InstanceNodeRedEvent,
+                            target,
+                            details,
+                        ),
+                    )
+                    .await;
+                recorded
             }
             Report::NodeRed(..) => Ok(()),
         };

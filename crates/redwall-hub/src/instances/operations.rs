@@ -131,6 +131,7 @@ impl Hub {
             created_by: Some(creator_id.to_string()),
             created_at: now,
             updated_at: now,
+            running_snapshot_id: None,
         };
         // Two creations may pick the same free port, or the same name; the
         // unique indexes refuse the second. SQLite does not say which index,

@@ -534,6 +534,17 @@ impl InstanceManager {
     }
 
     /// What the sandbox of the instance's last start achieved.
+    /// The instance's own directory of Node-RED files (flows, credentials,
+    /// modules), written by the instance.
+    pub fn userdir(&self, instance_id: &str) -> PathBuf {
+        self.instances_dir.join(instance_id).join("userdir")
+    }
+
+    /// Where Redwall reaches the instance.
+    pub fn address(&self, instance: &Instance) -> SocketAddr {
+        redwall_runtime::instance_address(instance.port, self.config.network_isolation)
+    }
+
     pub fn sandbox_report(&self, instance_id: &str) -> Option<redwall_runtime::SandboxReport> {
         self.supervisor.sandbox_report(instance_id)
     }

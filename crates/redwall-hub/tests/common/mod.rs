@@ -54,5 +54,6 @@ pub fn plant_instance(hub: &Hub, created_by: Option<&str>) -> Instance {
         created_by: created_by.map(str::to_string),
         created_at: 1,
         updated_at: 1,
+        running_snapshot_id: None,
     }
 }

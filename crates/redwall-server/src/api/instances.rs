@@ -132,6 +132,9 @@ pub struct InstanceView {
     pub editor_url: String,
     pub options: InstanceOptions,
     pub created_at: String,
+    /// The snapshot it runs (taken at its last deploy from the editor, or
+    /// deployed by a rollback); none before its first deploy.
+    pub running_snapshot: Option<String>,
 }
 
 /// Where the instance is reached: its own host name when a domain is set
@@ -251,6 +254,7 @@ fn view(state: &AppState, i: &Instance) -> InstanceView {
         url: format!("{url}/"),
         options: InstanceOptions::from_json(&i.options),
         created_at: rfc3339(i.created_at),
+        running_snapshot: i.running_snapshot_id.clone(),
     }
 }
 

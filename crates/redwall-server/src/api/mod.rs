@@ -17,6 +17,7 @@ pub mod oidc;
 pub mod openapi;
 pub mod settings;
 pub mod setup;
+pub mod snapshots;
 pub mod sso;
 pub mod system;
 pub mod teams;
@@ -651,6 +652,82 @@ pub fn routes() -> Vec<Route> {
             broker::revoke,
         )
         .status(204),
+        needs(
+            M::GET,
+            "/api/v1/teams/{team}/snapshots",
+            P::SnapshotsRead,
+            "The team's snapshots, newest first (one instance's with ?instance=)",
+            snapshots::list,
+        )
+        .query(&[("instance", "string", "an instance's name or id")])
+        .response(list_of::<snapshots::SnapshotView>()),
+        needs(
+            M::GET,
+            "/api/v1/teams/{team}/snapshots/{id}",
+            P::SnapshotsRead,
+            "A snapshot's flows, variable names, options and modules, checked whole \
+             (hashes and the hub's signature; refused with 409 if it fails)",
+            snapshots::get,
+        )
+        .response(schema::<snapshots::SnapshotDetail>()),
+        needs(
+            M::GET,
+            "/api/v1/teams/{team}/snapshots/{id}/diff",
+            P::SnapshotsRead,
+            "What changed from this snapshot to another: per tab, nodes added, \
+             removed and changed, function code as a line diff",
+            snapshots::diff,
+        )
+        .query(&[("to", "string", "the other snapshot's id")])
+        .response(schema::<snapshots::DiffView>()),
+        needs(
+            M::POST,
+            "/api/v1/teams/{team}/snapshots/{id}/export",
+            P::SnapshotsExport,
+            "The snapshot with its credentials in one file sealed under a passphrase \
+             (Argon2id and XChaCha20-Poly1305)",
+            snapshots::export,
+        )
+        .request(schema::<snapshots::ExportRequest>()),
+        needs(
+            M::POST,
+            "/api/v1/teams/{team}/instances/{instance}/snapshots",
+            P::SnapshotsCreate,
+            "Take a snapshot of the instance now, with a note",
+            snapshots::create,
+        )
+        .status(201)
+        .request(schema::<snapshots::NewSnapshot>())
+        .response(schema::<snapshots::SnapshotView>()),
+        needs(
+            M::POST,
+            "/api/v1/teams/{team}/instances/{instance}/snapshots/import",
+            P::SnapshotsCreate,
+            "Import a sealed export or a Node-RED flows file as a snapshot of the \
+             instance (credentials in the clear refused unless accepted)",
+            snapshots::import,
+        )
+        .status(201)
+        .request(schema::<snapshots::ImportBody>())
+        .response(schema::<snapshots::ImportView>()),
+        needs(
+            M::POST,
+            "/api/v1/teams/{team}/instances/{instance}/rollback",
+            P::SnapshotsDeploy,
+            "Load a snapshot into the running instance through Node-RED's deploy API \
+             (no restart); what ran before is kept as a snapshot, so it can be undone",
+            snapshots::rollback,
+        )
+        .request(schema::<snapshots::Rollback>())
+        .response(schema::<snapshots::DeploymentView>()),
+        needs(
+            M::GET,
+            "/api/v1/teams/{team}/instances/{instance}/deployments",
+            P::SnapshotsRead,
+            "The instance's deployments of snapshots, newest first, with their progress",
+            snapshots::deployments,
+        )
+        .response(list_of::<snapshots::DeploymentView>()),
         needs(
             M::GET,
             "/api/v1/teams/{team}/audit",

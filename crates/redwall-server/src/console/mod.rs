@@ -19,6 +19,7 @@ pub mod home;
 pub mod instances;
 pub mod models;
 pub mod page;
+pub mod snapshots;
 pub mod submit;
 pub mod teams;
 
@@ -90,6 +91,14 @@ pub fn router(app: AppState, api: Router) -> Router {
         .route("/teams/{team}/instances", post(instances::create))
         .route("/teams/{team}/instances/new", get(instances::new_page))
         .route(INSTANCE, get(instances::page))
+        .route(
+            "/teams/{team}/instances/{instance}/snapshots",
+            get(snapshots::page).post(snapshots::create),
+        )
+        .route(
+            "/teams/{team}/instances/{instance}/snapshots/{id}/rollback",
+            post(snapshots::rollback),
+        )
         .route(
             "/teams/{team}/instances/{instance}/{action}",
             post(instances::action),

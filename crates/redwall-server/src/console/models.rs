@@ -57,6 +57,9 @@ pub struct Instance {
     pub editor_url: String,
     pub options: Options,
     pub created_at: String,
+    /// The snapshot it runs; none before its first deploy.
+    #[serde(default)]
+    pub running_snapshot: Option<String>,
 }
 
 impl Instance {

@@ -1,0 +1,326 @@
+//! Signed snapshots end to end, with a real Node-RED from npm: a deploy from
+//! the editor is snapshotted, a rollback restores the flows and credentials
+//! exactly (and can be undone), a snapshot changed in the database is
+//! refused, and exports round-trip under their passphrase only.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod common;
+
+use base64::Engine as _;
+use common::*;
+use serde_json::{json, Value};
+use std::time::Duration;
+
+async fn instance_server() -> TestServer {
+    let install = redwall_runtime::testing::shared_install().expect("Node-RED installs from npm");
+    let base = redwall_runtime::testing::free_port();
+    TestServer::start_with(Backend::Sqlite, move |c| {
+        c.instances.node_red_path = Some(install.package_dir.clone());
+        c.instances.node = install.node.clone();
+        c.instances.port_min = base;
+        c.instances.port_max = base.saturating_add(9);
+        c.instances.uid_base = 100_000 + u32::from(base);
+    })
+    .await
+    .expect("sqlite server")
+}
+
+async fn create_running(c: &Client, team: &str, name: &str) {
+    let r = c
+        .post(
+            &format!("/api/v1/teams/{team}/instances"),
+            json!({"name": name}),
+        )
+        .await;
+    assert_eq!(r.status, 201, "{}", r.body);
+    for _ in 0..600 {
+        let r = c
+            .get(&format!("/api/v1/teams/{team}/instances/{name}"))
+            .await;
+        match r.body["status"]["state"].as_str() {
+            Some("running") => return,
+            Some("crash_loop") => panic!("instance gave up: {}", r.body),
+            _ => tokio::time::sleep(Duration::from_millis(100)).await,
+        }
+    }
+    panic!("instance did not start in 60 s");
+}
+
+/// A flow with function code and a config node holding credentials (the
+/// mqtt-broker node registers `user` and `password` as credentials).
+fn flows(greeting: &str) -> Value {
+    json!([
+        {"id": "t1", "type": "tab", "label": "Main"},
+        {"id": "h1", "type": "http in", "z": "t1", "url": "/hello", "method": "get", "upload": false, "swaggerDoc": "", "wires": [["f1"]]},
+        {"id": "f1", "type": "function", "z": "t1", "name": "greet", "func": format!("const who = 'world';\nmsg.payload = '{greeting}, ' + who;\nreturn msg;"), "outputs": 1, "wires": [["r1"]]},
+        {"id": "r1", "type": "http response", "z": "t1", "statusCode": "", "headers": {}, "wires": []},
+        {"id": "b1", "type": "mqtt-broker", "name": "plant", "broker": "127.0.0.1", "port": "1", "autoConnect": false, "credentials": {"user": "plc", "password": format!("pw-{greeting}")}}
+    ])
+}
+
+/// Deploys through the editor, on the instance's own host name, as a
+/// browser would.
+async fn deploy_from_editor(s: &TestServer, c: &Client, name: &str, flows: Value) {
+    let mut editor = on_host(s, c, name).await;
+    let host = editor
+        .headers
+        .iter()
+        .find(|(k, _)| *k == "host")
+        .map(|(_, v)| v.clone())
+        .unwrap();
+    editor.headers.push(("origin", format!("http://{host}")));
+    editor
+        .headers
+        .push(("node-red-deployment-type", "full".into()));
+    let r = editor.post("/editor/flows", flows).await;
+    assert!(r.status == 200 || r.status == 204, "deploy: {}", r.text);
+}
+
+/// Waits until the instance has `count` snapshots; returns them, newest first.
+async fn snapshots(c: &Client, team: &str, name: &str, count: usize) -> Vec<Value> {
+    let mut last = Value::Null;
+    for _ in 0..300 {
+        let r = c
+            .get(&format!("/api/v1/teams/{team}/snapshots?instance={name}"))
+            .await;
+        assert_eq!(r.status, 200, "{}", r.body);
+        if r.body.as_array().unwrap().len() >= count {
+            return r.body.as_array().unwrap().clone();
+        }
+        last = r.body;
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("expected {count} snapshots, have {last}");
+}
+
+/// The flows the instance serves now, through its editor API.
+async fn live_flows(s: &TestServer, c: &Client, name: &str) -> Value {
+    let editor = on_host(s, c, name).await;
+    let r = editor.get("/editor/flows").await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    r.body
+}
+
+fn running_snapshot(v: &Value) -> Option<String> {
+    v["running_snapshot"].as_str().map(str::to_string)
+}
+
+#[tokio::test]
+async fn an_editor_deploy_is_snapshotted_and_a_rollback_restores_it_exactly() {
+    let s = instance_server().await;
+    let admin = s.admin().await;
+    let owner = s.user(&admin, "olivia").await;
+    let member = s.user(&admin, "mia").await;
+    let team = create_team(&owner, "Plant").await;
+    join_team(&owner, &member, &team, "mia", "member").await;
+    create_running(&owner, &team, "line").await;
+
+    deploy_from_editor(&s, &owner, "line", flows("hello")).await;
+    let first = snapshots(&owner, &team, "line", 1).await[0].clone();
+    assert_eq!(first["kind"], "automatic", "{first}");
+    let v1 = first["id"].as_str().unwrap().to_string();
+    let instance = owner
+        .get(&format!("/api/v1/teams/{team}/instances/line"))
+        .await;
+    assert_eq!(
+        running_snapshot(&instance.body).as_deref(),
+        Some(v1.as_str())
+    );
+
+    let detail = member
+        .get(&format!("/api/v1/teams/{team}/snapshots/{v1}"))
+        .await;
+    assert_eq!(detail.status, 200, "{}", detail.body);
+    assert_eq!(detail.body["nodes_with_credentials"], json!(["b1"]));
+    assert!(!detail.text.contains("pw-hello"), "credentials shown");
+    assert!(detail.body["signed_by"]
+        .as_str()
+        .unwrap()
+        .starts_with("SHA256:"));
+
+    deploy_from_editor(&s, &member, "line", flows("goodbye")).await;
+    // The test clock stands still, so both have the same time: find the new one.
+    let v2 = snapshots(&owner, &team, "line", 2)
+        .await
+        .iter()
+        .map(|s| s["id"].as_str().unwrap().to_string())
+        .find(|id| *id != v1)
+        .unwrap();
+
+    let diff = member
+        .get(&format!("/api/v1/teams/{team}/snapshots/{v1}/diff?to={v2}"))
+        .await;
+    assert_eq!(diff.status, 200, "{}", diff.body);
+    let text = diff.body["text"].as_str().unwrap();
+    assert!(text.contains("msg.payload = 'hello, ' + who;"), "{text}");
+    assert!(text.contains("msg.payload = 'goodbye, ' + who;"), "{text}");
+    assert_eq!(diff.body["credentials_changed"], true);
+
+    // Members take snapshots but do not roll back.
+    let r = member
+        .post(
+            &format!("/api/v1/teams/{team}/instances/line/rollback"),
+            json!({"snapshot": v1}),
+        )
+        .await;
+    assert_eq!(r.status, 403, "{}", r.body);
+
+    let r = owner
+        .post(
+            &format!("/api/v1/teams/{team}/instances/line/rollback"),
+            json!({"snapshot": v1}),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(r.body["status"], "done", "{}", r.body);
+    assert_eq!(r.body["previous_snapshot_id"], v2.as_str());
+
+    // The instance serves exactly the snapshot's flows...
+    let live = live_flows(&s, &owner, "line").await;
+    assert_eq!(
+        redwall_hub::snapshots::content::flows_sha256(&live),
+        first["flows_sha256"].as_str().unwrap()
+    );
+    let instance = owner
+        .get(&format!("/api/v1/teams/{team}/instances/line"))
+        .await;
+    assert_eq!(
+        running_snapshot(&instance.body).as_deref(),
+        Some(v1.as_str())
+    );
+    // ...and its credentials: a snapshot taken now holds the same content.
+    let now = owner
+        .post(
+            &format!("/api/v1/teams/{team}/instances/line/snapshots"),
+            json!({"note": "after rollback"}),
+        )
+        .await;
+    assert_eq!(now.status, 201, "{}", now.body);
+    assert_eq!(now.body["content_sha256"], first["content_sha256"]);
+    // The rollback's own deploy took no automatic snapshot.
+    let all = snapshots(&owner, &team, "line", 3).await;
+    assert_eq!(
+        all.iter().filter(|s| s["kind"] == "automatic").count(),
+        2,
+        "{all:?}"
+    );
+
+    // Undo: back to what ran before.
+    let r = owner
+        .post(
+            &format!("/api/v1/teams/{team}/instances/line/rollback"),
+            json!({"snapshot": v2}),
+        )
+        .await;
+    assert_eq!(r.body["status"], "done", "{}", r.body);
+    let live = live_flows(&s, &owner, "line").await;
+    assert!(live.to_string().contains("goodbye"));
+
+    let deployments = owner
+        .get(&format!("/api/v1/teams/{team}/instances/line/deployments"))
+        .await;
+    assert_eq!(deployments.body.as_array().unwrap().len(), 2);
+    assert!(!audit_events(&admin, "snapshot.deployed").await.is_empty());
+    assert_eq!(audit_events(&admin, "snapshot.created").await.len(), 3);
+    s.assert_audit_intact().await;
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn tampered_snapshots_are_refused_and_exports_open_with_their_passphrase_only() {
+    let s = instance_server().await;
+    let admin = s.admin().await;
+    let owner = s.user(&admin, "olivia").await;
+    let team = create_team(&owner, "Plant").await;
+    create_running(&owner, &team, "line").await;
+    deploy_from_editor(&s, &owner, "line", flows("hello")).await;
+    let original = snapshots(&owner, &team, "line", 1).await[0].clone();
+    let v1 = original["id"].as_str().unwrap().to_string();
+
+    // Export, then import into the same instance: signed by this hub, same
+    // content.
+    let passphrase = "correct horse battery staple";
+    let answer = owner
+        .http
+        .post(s.url(&format!("/api/v1/teams/{team}/snapshots/{v1}/export")))
+        .header("cookie", owner.cookie.clone().unwrap())
+        .header("x-csrf-token", owner.csrf.clone().unwrap())
+        .json(&json!({ "passphrase": passphrase }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(answer.status(), 200);
+    let file = answer.bytes().await.unwrap().to_vec();
+    assert!(!String::from_utf8_lossy(&file).contains("pw-hello"));
+    let import = |file: Vec<u8>, passphrase: Option<&str>, accept: bool| {
+        let owner = owner.clone();
+        let team = team.clone();
+        let passphrase = passphrase.map(str::to_string);
+        async move {
+            owner
+                .post(
+                    &format!("/api/v1/teams/{team}/instances/line/snapshots/import"),
+                    json!({
+                        "file": base64::engine::general_purpose::STANDARD.encode(file),
+                        "passphrase": passphrase,
+                        "accept_plaintext_credentials": accept,
+                    }),
+                )
+                .await
+        }
+    };
+    let r = import(file.clone(), Some(passphrase), false).await;
+    assert_eq!(r.status, 201, "{}", r.body);
+    assert_eq!(r.body["provenance"], "this_hub");
+    assert_eq!(
+        r.body["snapshot"]["content_sha256"],
+        original["content_sha256"]
+    );
+    let r = import(file.clone(), Some("a wrong passphrase"), false).await;
+    assert_eq!(r.status, 422, "{}", r.body);
+    assert_eq!(r.code(), "wrong_passphrase");
+    let mut damaged = file.clone();
+    let last = damaged.len() - 5;
+    damaged[last] ^= 1;
+    let r = import(damaged, Some(passphrase), false).await;
+    assert_eq!(r.status, 422, "{}", r.body);
+
+    // A plain flows file with credentials in the clear: refused unless accepted.
+    let plain = serde_json::to_vec(&flows("plain")).unwrap();
+    let r = import(plain.clone(), None, false).await;
+    assert_eq!(r.status, 422, "{}", r.body);
+    assert_eq!(r.code(), "plaintext_credentials");
+    let r = import(plain, None, true).await;
+    assert_eq!(r.status, 201, "{}", r.body);
+    assert_eq!(r.body["provenance"], "unsigned");
+
+    // One byte changed behind Redwall's back: refused, and the refusal audited.
+    let store = &s.running.state.hub.store;
+    redwall_store::testing::execute_raw(store, "DROP TRIGGER snapshots_immutable")
+        .await
+        .unwrap();
+    redwall_store::testing::execute_raw(
+        store,
+        &format!(
+            "UPDATE snapshots SET content = replace(content, 'hello, ', 'hellp, ') WHERE id = '{v1}'"
+        ),
+    )
+    .await
+    .unwrap();
+    let r = owner
+        .get(&format!("/api/v1/teams/{team}/snapshots/{v1}"))
+        .await;
+    assert_eq!(r.status, 409, "{}", r.body);
+    assert_eq!(r.code(), "snapshot_invalid");
+    let r = owner
+        .post(
+            &format!("/api/v1/teams/{team}/instances/line/rollback"),
+            json!({"snapshot": v1}),
+        )
+        .await;
+    assert_eq!(r.status, 409, "{}", r.body);
+    let refused = audit_events(&admin, "snapshot.refused").await;
+    assert!(refused.len() >= 2, "{refused:?}");
+    s.assert_audit_intact().await;
+    s.stop().await;
+}
