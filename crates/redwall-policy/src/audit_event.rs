@@ -85,6 +85,14 @@ pub enum AuditEvent {
     SnapshotImported,
     SnapshotRefused,
     SnapshotsPruned,
+    InstanceGroupChanged,
+    PipelineChanged,
+    PromotionRequested,
+    PromotionApproved,
+    DeploymentScheduled,
+    GitSettingsChanged,
+    GitPushed,
+    GitPulled,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
@@ -106,7 +114,7 @@ impl Outcome {
 }
 
 impl AuditEvent {
-    pub const ALL: [AuditEvent; 80] = [
+    pub const ALL: [AuditEvent; 88] = [
         AuditEvent::SetupCompleted,
         AuditEvent::SetupTokenRejected,
         AuditEvent::LoginSucceeded,
@@ -187,6 +195,14 @@ impl AuditEvent {
         AuditEvent::SnapshotImported,
         AuditEvent::SnapshotRefused,
         AuditEvent::SnapshotsPruned,
+        AuditEvent::InstanceGroupChanged,
+        AuditEvent::PipelineChanged,
+        AuditEvent::PromotionRequested,
+        AuditEvent::PromotionApproved,
+        AuditEvent::DeploymentScheduled,
+        AuditEvent::GitSettingsChanged,
+        AuditEvent::GitPushed,
+        AuditEvent::GitPulled,
     ];
 
     /// The stable name stored in the log and used in filters ("auth.*").
@@ -273,6 +289,14 @@ impl AuditEvent {
             SnapshotImported => "snapshot.imported",
             SnapshotRefused => "snapshot.refused",
             SnapshotsPruned => "snapshot.pruned",
+            InstanceGroupChanged => "group.changed",
+            PipelineChanged => "pipeline.changed",
+            PromotionRequested => "pipeline.promotion_requested",
+            PromotionApproved => "pipeline.promotion_approved",
+            DeploymentScheduled => "snapshot.deploy_scheduled",
+            GitSettingsChanged => "git.settings_changed",
+            GitPushed => "git.pushed",
+            GitPulled => "git.pulled",
         }
     }
 }

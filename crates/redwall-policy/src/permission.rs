@@ -88,6 +88,14 @@ pub enum Permission {
     /// Export a snapshot with its credentials, sealed under a passphrase the
     /// exporter chooses: Owners only, since it takes credentials out.
     SnapshotsExport,
+    /// Define the team's pipelines (ordered stages, each a target) and
+    /// instance groups, and promote a snapshot from one stage to the next.
+    PipelinesWrite,
+    /// Approve a promotion into a stage that requires it (never one's own).
+    PipelinesApprove,
+    /// Set the team's git repository, and push snapshots to it or pull
+    /// flows from it.
+    SnapshotsGitWrite,
 }
 
 /// A role at platform level.
@@ -416,10 +424,28 @@ pub const TABLE: &[PermissionRow] = &[
         Writes,
         OWNERS,
     ),
+    team(
+        Permission::PipelinesWrite,
+        "pipeline:write",
+        Writes,
+        OWNERS,
+    ),
+    team(
+        Permission::PipelinesApprove,
+        "pipeline:approve",
+        Writes,
+        OWNERS,
+    ),
+    team(
+        Permission::SnapshotsGitWrite,
+        "snapshot:git:write",
+        Writes,
+        OWNERS,
+    ),
 ];
 
 impl Permission {
-    pub const ALL: [Permission; 36] = [
+    pub const ALL: [Permission; 39] = [
         Permission::AccountRead,
         Permission::AccountWrite,
         Permission::AccountMfa,
@@ -456,6 +482,9 @@ impl Permission {
         Permission::SnapshotsCreate,
         Permission::SnapshotsDeploy,
         Permission::SnapshotsExport,
+        Permission::PipelinesWrite,
+        Permission::PipelinesApprove,
+        Permission::SnapshotsGitWrite,
     ];
 
     pub fn row(self) -> &'static PermissionRow {

@@ -15,8 +15,10 @@ pub mod mfa;
 pub mod mqtt_ws;
 pub mod oidc;
 pub mod openapi;
+pub mod pipelines;
 pub mod settings;
 pub mod setup;
+pub mod snapshot_git;
 pub mod snapshots;
 pub mod sso;
 pub mod system;
@@ -146,7 +148,7 @@ fn public<H: Handler<T, AppState>, T: 'static>(
     Route::new(m, path, Access::Public, summary, h)
 }
 
-fn needs<H: Handler<T, AppState>, T: 'static>(
+pub(crate) fn needs<H: Handler<T, AppState>, T: 'static>(
     m: Method,
     path: &'static str,
     p: Permission,
@@ -158,6 +160,13 @@ fn needs<H: Handler<T, AppState>, T: 'static>(
 
 /// Every route of the API.
 pub fn routes() -> Vec<Route> {
+    let mut all = core_routes();
+    all.extend(pipelines::routes());
+    all.extend(snapshot_git::routes());
+    all
+}
+
+fn core_routes() -> Vec<Route> {
     use Method as M;
     use Permission as P;
     vec![
