@@ -22,6 +22,7 @@ pub mod invitations;
 pub mod metrics;
 pub mod mfa;
 pub mod passwords;
+pub mod pipelines;
 pub mod refusals;
 pub mod retention;
 pub mod sessions;

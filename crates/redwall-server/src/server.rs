@@ -208,6 +208,7 @@ pub async fn start(options: StartOptions) -> anyhow::Result<RunningServer> {
     if let Some(manager) = manager {
         let hub = state.hub.clone();
         tokio::spawn(async move { manager.start_desired(&hub).await });
+        spawn_deploy_scheduler(state.hub.clone());
     }
     let tls = rustls_config_is_some;
     tracing::info!(%addr, tls, "Redwall is listening");
@@ -435,6 +436,21 @@ async fn count_requests(State(state): State<AppState>, request: Request, next: N
         .into_response();
     }
     response
+}
+
+/// Carries out deployments held for their window once it opens (checked
+/// every second: one indexed query while nothing waits).
+fn spawn_deploy_scheduler(hub: redwall_hub::Hub) {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_secs(1));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            if let Err(e) = hub.run_due_deployments().await {
+                tracing::warn!(error = %e, "could not check the scheduled deployments");
+            }
+        }
+    });
 }
 
 fn spawn_housekeeping(state: AppState) {

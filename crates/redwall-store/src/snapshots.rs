@@ -71,6 +71,10 @@ pub struct Deployment {
     pub requested_by: Option<String>,
     pub created_at: Micros,
     pub updated_at: Micros,
+    /// `redwall_policy::deploy_window::DeployWindow` as JSON (`{}`: now).
+    pub schedule: String,
+    /// The promotion it carries out, if any.
+    pub promotion_id: Option<String>,
 }
 
 const SNAPSHOT_COLUMNS: &str = "id, team_id, instance_id, kind, note, content_sha256, \
@@ -81,7 +85,7 @@ const SUMMARY_COLUMNS: &str =
     "id, team_id, instance_id, kind, note, content_sha256, flows_sha256, created_by, created_at";
 
 const DEPLOYMENT_COLUMNS: &str = "id, team_id, instance_id, snapshot_id, previous_snapshot_id, \
-     reason, status, step, error, requested_by, created_at, updated_at";
+     reason, status, step, error, requested_by, created_at, updated_at, schedule, promotion_id";
 
 fn snapshot_from_row(row: &AnyRow) -> Result<SnapshotRow, sqlx::Error> {
     Ok(SnapshotRow {
@@ -131,6 +135,8 @@ fn deployment_from_row(row: &AnyRow) -> Result<Deployment, sqlx::Error> {
         requested_by: row.try_get("requested_by")?,
         created_at: row.try_get("created_at")?,
         updated_at: row.try_get("updated_at")?,
+        schedule: row.try_get("schedule")?,
+        promotion_id: row.try_get("promotion_id")?,
     })
 }
 
@@ -200,7 +206,7 @@ impl Change {
     pub async fn create_deployment(&mut self, d: &Deployment) -> Result<(), StoreError> {
         sqlx::query(&format!(
             "INSERT INTO deployments ({DEPLOYMENT_COLUMNS}) VALUES \
-             ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)"
+             ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)"
         ))
         .bind(&d.id)
         .bind(&d.team_id)
@@ -214,8 +220,24 @@ impl Change {
         .bind(&d.requested_by)
         .bind(d.created_at)
         .bind(d.updated_at)
+        .bind(&d.schedule)
+        .bind(&d.promotion_id)
         .execute(&mut **self.tx())
         .await?;
+        Ok(())
+    }
+
+    /// Records what ran before a deployment started.
+    pub async fn set_deployment_previous(
+        &mut self,
+        id: &str,
+        previous: Option<&str>,
+    ) -> Result<(), StoreError> {
+        sqlx::query("UPDATE deployments SET previous_snapshot_id = $2 WHERE id = $1")
+            .bind(id)
+            .bind(previous)
+            .execute(&mut **self.tx())
+            .await?;
         Ok(())
     }
 
@@ -301,7 +323,7 @@ impl Store {
             "SELECT running_snapshot_id AS id FROM instances \
              WHERE team_id = $1 AND running_snapshot_id IS NOT NULL \
              UNION SELECT snapshot_id AS id FROM deployments \
-             WHERE team_id = $1 AND status NOT IN ('done', 'failed')",
+             WHERE team_id = $1 AND status NOT IN ('done', 'failed', 'cancelled')",
         )
         .bind(team_id)
         .fetch_all(self.pool())
@@ -358,6 +380,52 @@ impl Store {
         .execute(self.pool())
         .await?;
         Ok(())
+    }
+
+    /// Takes a waiting deployment for this process: false when another
+    /// took it first (replicas race on the same row).
+    pub async fn claim_deployment(&self, id: &str, now: Micros) -> Result<bool, StoreError> {
+        let done = sqlx::query(
+            "UPDATE deployments SET status = 'deploying', step = 'starting', updated_at = $2 \
+             WHERE id = $1 AND status = 'waiting'",
+        )
+        .bind(id)
+        .bind(now)
+        .execute(self.pool())
+        .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    /// Every deployment still waiting for its window, oldest first.
+    pub async fn waiting_deployments(&self) -> Result<Vec<Deployment>, StoreError> {
+        let rows = sqlx::query(&format!(
+            "SELECT {DEPLOYMENT_COLUMNS} FROM deployments WHERE status = 'waiting' \
+             ORDER BY created_at, id"
+        ))
+        .fetch_all(self.pool())
+        .await?;
+        Ok(rows
+            .iter()
+            .map(deployment_from_row)
+            .collect::<Result<_, _>>()?)
+    }
+
+    /// The promotion's deployments.
+    pub async fn promotion_deployments(
+        &self,
+        promotion_id: &str,
+    ) -> Result<Vec<Deployment>, StoreError> {
+        let rows = sqlx::query(&format!(
+            "SELECT {DEPLOYMENT_COLUMNS} FROM deployments WHERE promotion_id = $1 \
+             ORDER BY created_at, id"
+        ))
+        .bind(promotion_id)
+        .fetch_all(self.pool())
+        .await?;
+        Ok(rows
+            .iter()
+            .map(deployment_from_row)
+            .collect::<Result<_, _>>()?)
     }
 
     pub async fn get_deployment(

@@ -23,6 +23,8 @@ use crate::{Hub, HubError, HubResult};
 /// How long Node-RED may take to load the flows.
 const DEPLOY_TIMEOUT: Duration = Duration::from_secs(60);
 
+/// Held until its window opens.
+pub const STATUS_WAITING: &str = "waiting";
 pub const STATUS_DEPLOYING: &str = "deploying";
 pub const STATUS_DONE: &str = "done";
 pub const STATUS_FAILED: &str = "failed";
@@ -31,12 +33,19 @@ pub const STATUS_FAILED: &str = "failed";
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Reason {
     Rollback,
+    /// A deploy to a target (an instance, a group, a subset), maybe held
+    /// for a window.
+    Deploy,
+    /// A pipeline's promotion into a stage.
+    Promotion,
 }
 
 impl Reason {
-    fn as_str(self) -> &'static str {
+    pub fn as_str(self) -> &'static str {
         match self {
             Reason::Rollback => "rollback",
+            Reason::Deploy => "deploy",
+            Reason::Promotion => "promotion",
         }
     }
 }
@@ -49,9 +58,9 @@ fn not_running() -> HubError {
 }
 
 impl Hub {
-    /// Deploys the team's snapshot `snapshot_id` to the instance and waits
-    /// until Node-RED has loaded it (or refused). `as_user` is the name
-    /// Node-RED records for the deploy.
+    /// Deploys the team's snapshot `snapshot_id` to the instance now and
+    /// waits until Node-RED has loaded it (or refused). `as_user` is the
+    /// name Node-RED records for the deploy.
     pub async fn deploy_snapshot(
         &self,
         who: Who<'_>,
@@ -66,6 +75,64 @@ impl Hub {
             .load_snapshot(who, &instance.team_id, snapshot_id)
             .await?;
         let _held = manager.control(&instance.id).await;
+        let current = self.ready_for(instance, &target).await?;
+        let previous = self
+            .keep_what_runs(who, instance, current, requested_by)
+            .await?;
+        let deployment = self
+            .start_deployment(instance, &target, previous.as_deref(), requested_by, reason)
+            .await?;
+        self.load_into_node_red(who, instance, &target, deployment, previous, as_user)
+            .await
+    }
+
+    /// Carries out a deployment that was scheduled (its row exists, claimed
+    /// by this process): a refusal ends it as failed, with its reason.
+    pub(crate) async fn carry_out(
+        &self,
+        who: Who<'_>,
+        deployment: Deployment,
+        as_user: &str,
+    ) -> HubResult<Deployment> {
+        let manager = self.manager()?.clone();
+        let instance = self
+            .store
+            .get_instance_by_id(&deployment.instance_id)
+            .await?
+            .ok_or(HubError::NotFound)?;
+        let target = match self
+            .load_snapshot(who, &deployment.team_id, &deployment.snapshot_id)
+            .await
+        {
+            Ok(t) => t,
+            Err(e) => return self.fail_unstarted(who, &instance, deployment, e).await,
+        };
+        let _held = manager.control(&instance.id).await;
+        let current = match self.ready_for(&instance, &target).await {
+            Ok(c) => c,
+            Err(e) => return self.fail_unstarted(who, &instance, deployment, e).await,
+        };
+        let previous = self
+            .keep_what_runs(who, &instance, current, deployment.requested_by.as_deref())
+            .await?;
+        let mut tx = self.begin().await?;
+        tx.set_deployment_previous(&deployment.id, previous.as_deref())
+            .await?;
+        tx.set_running_snapshot(&instance.team_id, &instance.id, Some(&target.row.id))
+            .await?;
+        tx.commit().await?;
+        let deployment = Deployment {
+            previous_snapshot_id: previous.clone(),
+            ..deployment
+        };
+        self.load_into_node_red(who, &instance, &target, deployment, previous, as_user)
+            .await
+    }
+
+    /// The instance can take the snapshot now: it runs, and it has the
+    /// snapshot's modules. Returns what it holds now.
+    async fn ready_for(&self, instance: &Instance, target: &Loaded) -> HubResult<CurrentState> {
+        let manager = self.manager()?;
         if !manager.status(&instance.id).is_running() {
             return Err(not_running());
         }
@@ -76,12 +143,20 @@ impl Hub {
                 "the snapshot was taken with other modules than the instance has installed; install the same module versions first",
             ));
         }
-        let previous = self
-            .keep_what_runs(who, instance, current, requested_by)
-            .await?;
-        let deployment = self
-            .start_deployment(instance, &target, previous.as_deref(), requested_by, reason)
-            .await?;
+        Ok(current)
+    }
+
+    /// Node-RED's deploy API, then a read-back of the saved flows.
+    async fn load_into_node_red(
+        &self,
+        who: Who<'_>,
+        instance: &Instance,
+        target: &Loaded,
+        deployment: Deployment,
+        previous: Option<String>,
+        as_user: &str,
+    ) -> HubResult<Deployment> {
+        let manager = self.manager()?;
         let keys = open_keys(&self.keyring, instance)?;
         let flows = redwall_runtime::with_credentials(&target.content.flows, &target.credentials);
         let outcome = redwall_runtime::deploy_flows(
@@ -95,11 +170,42 @@ impl Hub {
         .await
         .map_err(|e| e.to_string());
         let outcome = match outcome {
-            Ok(_) => self.check_loaded(instance, &target).await,
+            Ok(_) => self.check_loaded(instance, target).await,
             Err(e) => Err(e),
         };
-        self.end_deployment(who, instance, &target, deployment, previous, outcome)
-            .await
+        self.end_deployment(
+            who,
+            instance,
+            &target.row.id,
+            &target.row.flows_sha256,
+            deployment,
+            previous,
+            outcome,
+        )
+        .await
+    }
+
+    /// A scheduled deployment that could not start: failed, nothing changed.
+    async fn fail_unstarted(
+        &self,
+        who: Who<'_>,
+        instance: &Instance,
+        deployment: Deployment,
+        cause: HubError,
+    ) -> HubResult<Deployment> {
+        // Nothing was changed: what it runs stays recorded as it is.
+        let previous = self.store.running_snapshot(&instance.id).await?;
+        let snapshot = deployment.snapshot_id.clone();
+        self.end_deployment(
+            who,
+            instance,
+            &snapshot,
+            "",
+            deployment,
+            previous,
+            Err(cause.to_string()),
+        )
+        .await
     }
 
     /// The id of the snapshot the instance runs now, taking one first if
@@ -159,6 +265,8 @@ impl Hub {
             requested_by: requested_by.map(str::to_string),
             created_at: now,
             updated_at: now,
+            schedule: "{}".to_string(),
+            promotion_id: None,
         };
         let mut tx = self.begin().await?;
         tx.create_deployment(&deployment).await?;
@@ -181,11 +289,13 @@ impl Hub {
         Ok(())
     }
 
+    #[allow(clippy::too_many_arguments)]
     async fn end_deployment(
         &self,
         who: Who<'_>,
         instance: &Instance,
-        target: &Loaded,
+        snapshot_id: &str,
+        flows_sha256: &str,
         mut deployment: Deployment,
         previous: Option<String>,
         outcome: Result<(), String>,
@@ -194,10 +304,11 @@ impl Hub {
         let mut tx = self.begin().await?;
         let details = json!({
             "deployment": deployment.id,
-            "snapshot": target.row.id,
+            "snapshot": snapshot_id,
             "previous": previous,
             "reason": deployment.reason,
-            "flows_sha256": target.row.flows_sha256,
+            "flows_sha256": flows_sha256,
+            "promotion": deployment.promotion_id,
         });
         let target_name = format!("instance:{}", instance.name);
         match &outcome {

@@ -12,6 +12,7 @@
 pub mod capture;
 pub mod content;
 pub mod deploy;
+pub mod schedule;
 pub mod signing;
 pub mod transfer;
 

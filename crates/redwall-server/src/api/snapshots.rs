@@ -195,7 +195,7 @@ pub struct DeploymentView {
     pub updated_at: String,
 }
 
-fn deployment_view(d: &Deployment) -> DeploymentView {
+pub fn deployment_view(d: &Deployment) -> DeploymentView {
     DeploymentView {
         id: d.id.clone(),
         instance_id: d.instance_id.clone(),
