@@ -339,7 +339,8 @@ impl Hub {
             .ok()
             .and_then(|i| p.stages.get(i))
             .ok_or_else(|| HubError::internal("a promotion names a missing stage"))?;
-        let window: DeployWindow = serde_json::from_str(&promotion.schedule).unwrap_or_default();
+        let window: DeployWindow =
+            serde_json::from_str(&promotion.schedule).map_err(HubError::internal)?;
         let deployments = self
             .deploy_to_target(
                 who,

@@ -365,11 +365,14 @@ pub fn app(state: AppState) -> Router {
     let headers = HeaderPolicy { hsts: state.tls };
     let max_body = state.config.server.max_body_bytes;
     let api = api::router(&state).with_state(state.clone());
-    let console = crate::console::router(state.clone(), api.clone());
+    // The console's forms take the usual limit; the API's routes each have
+    // theirs (imports more), under the largest as the outermost limit.
+    let console = crate::console::router(state.clone(), api.clone())
+        .layer(RequestBodyLimitLayer::new(max_body));
     api.merge(console)
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
-        .layer(RequestBodyLimitLayer::new(max_body))
+        .layer(RequestBodyLimitLayer::new(api::largest_body_limit(max_body)))
         .layer(middleware::from_fn_with_state(
             state.clone(),
             count_requests,

@@ -18,6 +18,7 @@ mod audit;
 mod broker_clients;
 mod change;
 mod error;
+mod git_settings;
 mod health;
 mod instance_changes;
 mod instances;
@@ -50,6 +51,7 @@ pub use audit::{
 pub use broker_clients::BrokerClient;
 pub use change::Change;
 pub use error::StoreError;
+pub use git_settings::GitSettingsRow;
 pub use health::{AuditHealth, Fault, FaultCause};
 pub use instances::{EnvEntry, Instance, InstanceApiKey};
 pub use invitations::{Invitation, InvitationSide};

@@ -1,7 +1,8 @@
-//! `redwall snapshot ...`: a thin client of `/api/v1/teams/{team}/snapshots`
-//! and of the instances' `snapshots`, `rollback` and `deployments` on the
-//! serving Redwall (the instances, and the keys that sign snapshots, live
-//! in that process).
+//! `redwall snapshot ...`: a thin client of `/api/v1/teams/{team}/snapshots`,
+//! of the instances' `snapshots`, `rollback` and `deployments`, and of the
+//! team's git repository (`/api/v1/teams/{team}/git`, `.../git/push`,
+//! `.../git/pull`) on the serving Redwall (the instances, and the keys that
+//! sign snapshots, live in that process).
 //!
 //! Nothing this command prints is secret: a snapshot's credentials never
 //! leave the server except in an export, which is sealed under a passphrase
@@ -121,6 +122,39 @@ enum SnapshotCommand {
         /// standard input.
         #[arg(long)]
         passphrase_stdin: bool,
+    },
+    /// Show the team's git repository for snapshots, or set it (Owners).
+    /// Snapshots are pushed to one branch for review; what is merged into
+    /// the other is pulled. Options left out keep their current values.
+    GitSettings {
+        /// https://, ssh:// or git:// (no user or password in it).
+        #[arg(long, value_name = "URL")]
+        url: Option<String>,
+        /// Where snapshots are pushed (first time: redwall/snapshots).
+        #[arg(long, value_name = "BRANCH")]
+        push_branch: Option<String>,
+        /// Where reviewed flows are pulled from (first time: main).
+        #[arg(long, value_name = "BRANCH")]
+        pull_branch: Option<String>,
+        /// Read an HTTPS token from the first line of standard input (it is
+        /// stored sealed and never shown; a new URL drops the old token).
+        #[arg(long)]
+        token_stdin: bool,
+        /// Remove the stored token.
+        #[arg(long, conflicts_with = "token_stdin")]
+        clear_token: bool,
+    },
+    /// Push a snapshot to the team's push branch (Owners): one directory per
+    /// tab, function bodies as .js files, credentials sealed for this team.
+    Push {
+        #[arg(value_name = "ID")]
+        id: String,
+    },
+    /// Pull the team's pull branch as a new snapshot of the instance
+    /// (Owners). It is not deployed: roll back to it for that.
+    Pull {
+        #[arg(value_name = "INSTANCE")]
+        instance: String,
     },
 }
 
@@ -337,8 +371,213 @@ async fn execute(args: SnapshotArgs) -> Outcome<()> {
                 );
             });
         }
+        C::GitSettings {
+            url,
+            push_branch,
+            pull_branch,
+            token_stdin,
+            clear_token,
+        } => {
+            let change = GitChange {
+                url,
+                push_branch,
+                pull_branch,
+                token: if token_stdin {
+                    Some(read_token()?)
+                } else {
+                    None
+                },
+                clear_token,
+            };
+            git_settings(&ctx, change).await?
+        }
+        C::Push { id } => {
+            let v = match ctx
+                .on_snapshot(
+                    Method::POST,
+                    ctx.url(&["snapshots", &id, "git", "push"]),
+                    &id,
+                    None,
+                )
+                .await
+            {
+                Err(Failure::Api { code, message }) => {
+                    return Err(git_refusal(&ctx, "push a snapshot", code, message))
+                }
+                other => other?,
+            };
+            ctx.print(&v, |v| {
+                if v["changed"] == true {
+                    println!(
+                        "pushed snapshot {id} to branch {} of {}: commit {}",
+                        text(&v["branch"]),
+                        text(&v["repository_url"]),
+                        text(&v["commit"])
+                    );
+                } else {
+                    println!(
+                        "branch {} of {} already holds snapshot {id} (commit {}); nothing pushed",
+                        text(&v["branch"]),
+                        text(&v["repository_url"]),
+                        text(&v["commit"])
+                    );
+                }
+            });
+        }
+        C::Pull { instance } => {
+            let v = match ctx
+                .on_instance(Method::POST, &instance, &["git", "pull"], None)
+                .await
+            {
+                Err(Failure::Api { code, message }) => {
+                    return Err(git_refusal(&ctx, "pull from git", code, message))
+                }
+                other => other?,
+            };
+            ctx.print(&v, |v| {
+                let id = text(&v["snapshot"]["id"]);
+                let credentials = match v["credentials"].as_str() {
+                    Some("sealed") => "credentials from the repository",
+                    _ => "the instance's own credentials",
+                };
+                println!(
+                    "pulled commit {} of branch {} as snapshot {id} of instance {instance} \
+                     ({credentials}); it is not deployed: `redwall snapshot rollback {instance} \
+                     {id}` loads it",
+                    text(&v["commit"]),
+                    text(&v["branch"]),
+                );
+            });
+        }
     }
     Ok(())
+}
+
+/// What `git-settings` was asked to change.
+struct GitChange {
+    url: Option<String>,
+    push_branch: Option<String>,
+    pull_branch: Option<String>,
+    token: Option<Secret>,
+    clear_token: bool,
+}
+
+impl GitChange {
+    fn is_empty(&self) -> bool {
+        self.url.is_none()
+            && self.push_branch.is_none()
+            && self.pull_branch.is_none()
+            && self.token.is_none()
+            && !self.clear_token
+    }
+}
+
+/// The refusal of a git call, said for this command.
+fn git_refusal(ctx: &Ctx, what: &str, code: String, message: String) -> Failure {
+    let message = match code.as_str() {
+        "forbidden" => format!("only an Owner of team {} may {what} ({message})", ctx.team),
+        "git_not_configured" => format!(
+            "team {} has no git repository; an Owner sets one with `redwall snapshot \
+             git-settings --url URL`",
+            ctx.team
+        ),
+        _ => message,
+    };
+    Failure::Api { code, message }
+}
+
+/// Shows the team's git settings, or changes them: options left out keep
+/// what is stored (or take the first-time defaults).
+async fn git_settings(ctx: &Ctx, change: GitChange) -> Outcome<()> {
+    let url = ctx.url(&["git"]);
+    let current = match ctx.api.call(Method::GET, url.clone(), None).await {
+        Err(Failure::Api { code, message }) => {
+            return Err(git_refusal(
+                ctx,
+                "read or set the git settings",
+                code,
+                message,
+            ))
+        }
+        other => other?,
+    };
+    if change.is_empty() {
+        ctx.print(&current, print_git_settings);
+        return Ok(());
+    }
+    let pick = |given: Option<String>, key: &str, default: Option<&str>| {
+        given
+            .or_else(|| current[key].as_str().map(str::to_string))
+            .or_else(|| default.map(str::to_string))
+    };
+    let Some(repository_url) = pick(change.url, "repository_url", None) else {
+        return Err(Failure::usage(
+            "the team has no git repository yet: give --url (https://, ssh:// or git://)",
+        ));
+    };
+    let mut body = json!({
+        "repository_url": repository_url,
+        "push_branch": pick(change.push_branch, "push_branch", Some("redwall/snapshots")),
+        "pull_branch": pick(change.pull_branch, "pull_branch", Some("main")),
+        "clear_token": change.clear_token,
+    });
+    if let Some(token) = &change.token {
+        body["token"] = json!(token.expose());
+    }
+    let v = match ctx.api.call(Method::PUT, url, Some(&body)).await {
+        Err(Failure::Api { code, message }) => {
+            return Err(git_refusal(ctx, "set the git settings", code, message))
+        }
+        other => other?,
+    };
+    ctx.print(&v, |v| {
+        println!("the team's git settings are now:");
+        print_git_settings(v);
+        if current["has_token"] == true && v["has_token"] != true && !change.clear_token {
+            println!("(the token was dropped with the old URL; give --token-stdin to set one)");
+        }
+    });
+    Ok(())
+}
+
+fn print_git_settings(v: &Value) {
+    if v["configured"] != true {
+        println!(
+            "no git repository is set; an Owner sets one with `redwall snapshot git-settings \
+             --url URL [--push-branch B] [--pull-branch B] [--token-stdin]`"
+        );
+        return;
+    }
+    for (label, value) in [
+        ("repository", text(&v["repository_url"])),
+        ("push branch", text(&v["push_branch"])),
+        ("pull branch", text(&v["pull_branch"])),
+        (
+            "token",
+            if v["has_token"] == true {
+                "set (never shown)".to_string()
+            } else {
+                "none".to_string()
+            },
+        ),
+        ("updated", text(&v["updated_at"])),
+    ] {
+        println!("{:<13} {value}", format!("{label}:"));
+    }
+}
+
+/// An HTTPS token from the first line of standard input.
+fn read_token() -> Outcome<Secret> {
+    let mut line = String::new();
+    let read = std::io::stdin().lock().read_line(&mut line);
+    // Wiped when dropped, whatever happens next.
+    let line = Secret::new(line);
+    read.map_err(|e| Failure::Other(anyhow::anyhow!("reading standard input: {e}")))?;
+    let token = line.expose().trim_end_matches(['\r', '\n']);
+    if token.is_empty() {
+        return Err(Failure::usage("no token on standard input"));
+    }
+    Ok(Secret::new(token.to_string()))
 }
 
 async fn list(ctx: &Ctx, instance: Option<&str>) -> Outcome<()> {
@@ -878,6 +1117,45 @@ mod tests {
         };
         assert!(accept_plaintext_credentials);
         assert_eq!(note, "from staging");
+    }
+
+    #[test]
+    fn git_commands_parse() {
+        let Ok(SnapshotCommand::GitSettings {
+            url,
+            push_branch,
+            pull_branch,
+            token_stdin,
+            clear_token,
+        }) = parse(&[
+            "git-settings",
+            "--url",
+            "https://git.example.com/plant/flows.git",
+            "--pull-branch",
+            "main",
+            "--token-stdin",
+        ])
+        else {
+            panic!("parses");
+        };
+        assert_eq!(
+            url.as_deref(),
+            Some("https://git.example.com/plant/flows.git")
+        );
+        assert_eq!(push_branch, None);
+        assert_eq!(pull_branch.as_deref(), Some("main"));
+        assert!(token_stdin && !clear_token);
+        assert!(parse(&["git-settings", "--token-stdin", "--clear-token"]).is_err());
+        assert!(parse(&["git-settings", "--token", "secret"]).is_err());
+        assert!(matches!(
+            parse(&["git-settings"]),
+            Ok(SnapshotCommand::GitSettings { .. })
+        ));
+        assert!(matches!(parse(&["push", "abc"]), Ok(SnapshotCommand::Push { id }) if id == "abc"));
+        assert!(parse(&["push"]).is_err());
+        assert!(
+            matches!(parse(&["pull", "press"]), Ok(SnapshotCommand::Pull { instance }) if instance == "press")
+        );
     }
 
     #[test]

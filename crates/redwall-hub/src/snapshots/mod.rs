@@ -12,6 +12,7 @@
 pub mod capture;
 pub mod content;
 pub mod deploy;
+pub mod git;
 pub mod schedule;
 pub mod signing;
 pub mod transfer;
@@ -192,94 +193,27 @@ impl Hub {
             .get_snapshot(team_id, id)
             .await?
             .ok_or(HubError::NotFound)?;
-        match self.check_snapshot(row).await {
+        // A database that fails to answer is not a snapshot that fails
+        // its check: that error goes back as it is.
+        let keys = self.signing_public_keys().await?;
+        let id = row.id.clone();
+        match check_snapshot(&self.keyring, &keys, row) {
             Ok(loaded) => Ok(loaded),
-            Err((row, reason)) => {
+            Err(reason) => {
                 let event = Event {
                     outcome: Outcome::Failure,
                     ..Event::in_team(
                         team_id,
                         AuditEvent::SnapshotRefused,
-                        snapshot_target(&row),
-                        json!({ "snapshot": row.id, "reason": reason }),
+                        format!("snapshot:{id}"),
+                        json!({ "snapshot": id, "reason": reason }),
                     )
                 };
                 self.record_event(who, event).await?;
-                tracing::error!(snapshot = %row.id, reason, "a stored snapshot failed its integrity check");
+                tracing::error!(snapshot = %id, reason, "a stored snapshot failed its integrity check");
                 Err(refused(reason))
             }
         }
-    }
-
-    /// Every check of a stored snapshot; the reason it fails, if it does.
-    async fn check_snapshot(
-        &self,
-        row: SnapshotRow,
-    ) -> Result<Loaded, (SnapshotRow, &'static str)> {
-        let Ok(statement) = serde_json::from_str::<Statement>(&row.statement) else {
-            return Err((row, "unreadable statement"));
-        };
-        let matches_row = statement.v == 1
-            && statement.id == row.id
-            && statement.team_id == row.team_id
-            && statement.instance_id == row.instance_id
-            && statement.kind == row.kind
-            && statement.note == row.note
-            && statement.created_by == row.created_by
-            && statement.created_at == row.created_at
-            && statement.content_sha256 == row.content_sha256
-            && statement.flows_sha256 == row.flows_sha256;
-        if !matches_row {
-            return Err((row, "the row differs from its signed statement"));
-        }
-        let keys = match self.signing_public_keys().await {
-            Ok(keys) => keys,
-            Err(_) => return Err((row, "the hub's keys could not be read")),
-        };
-        let Some(key) = keys.iter().find(|k| k.to_base64() == row.signing_key) else {
-            return Err((row, "not signed by this hub"));
-        };
-        if key
-            .verify(
-                content::STATEMENT_CONTEXT,
-                row.statement.as_bytes(),
-                &row.signature,
-            )
-            .is_err()
-        {
-            return Err((row, "bad signature"));
-        }
-        let Ok(content) = serde_json::from_str::<Content>(&row.content) else {
-            return Err((row, "unreadable content"));
-        };
-        if content::flows_sha256(&content.flows) != statement.flows_sha256 {
-            return Err((row, "the flows do not match their digest"));
-        }
-        let sealed = Enveloped {
-            sealed_key: row.sealed_data_key.clone(),
-            ciphertext: row.sealed_credentials.clone(),
-        };
-        let Ok(plain) = open_enveloped(
-            &self.keyring,
-            DATA_KEY_PURPOSE,
-            &sealed,
-            &credentials_aad(&row.id),
-        ) else {
-            return Err((row, "the credentials do not open"));
-        };
-        let Ok(Value::Object(credentials)) = serde_json::from_slice::<Value>(&plain) else {
-            return Err((row, "unreadable credentials"));
-        };
-        match content::content_sha256(&content, &credentials) {
-            Ok(digest) if digest == statement.content_sha256 => {}
-            _ => return Err((row, "the content does not match its digest")),
-        }
-        Ok(Loaded {
-            row,
-            statement,
-            content,
-            credentials,
-        })
     }
 
     /// What changed from snapshot `from` to snapshot `to`.
@@ -294,6 +228,74 @@ impl Hub {
         let b = self.load_snapshot(who, team_id, to).await?;
         diff_loaded(&a, &b)
     }
+}
+
+/// Every check of a stored snapshot; the reason it fails, if it does.
+fn check_snapshot(
+    keyring: &redwall_crypto::keyring::Keyring,
+    keys: &[redwall_crypto::signing::PublicKey],
+    row: SnapshotRow,
+) -> Result<Loaded, &'static str> {
+    let Ok(statement) = serde_json::from_str::<Statement>(&row.statement) else {
+        return Err("unreadable statement");
+    };
+    let matches_row = statement.v == 1
+        && statement.id == row.id
+        && statement.team_id == row.team_id
+        && statement.instance_id == row.instance_id
+        && statement.kind == row.kind
+        && statement.note == row.note
+        && statement.created_by == row.created_by
+        && statement.created_at == row.created_at
+        && statement.content_sha256 == row.content_sha256
+        && statement.flows_sha256 == row.flows_sha256;
+    if !matches_row {
+        return Err("the row differs from its signed statement");
+    }
+    let Some(key) = keys.iter().find(|k| k.to_base64() == row.signing_key) else {
+        return Err("not signed by this hub");
+    };
+    if key
+        .verify(
+            content::STATEMENT_CONTEXT,
+            row.statement.as_bytes(),
+            &row.signature,
+        )
+        .is_err()
+    {
+        return Err("bad signature");
+    }
+    let Ok(content) = serde_json::from_str::<Content>(&row.content) else {
+        return Err("unreadable content");
+    };
+    if content::flows_sha256(&content.flows) != statement.flows_sha256 {
+        return Err("the flows do not match their digest");
+    }
+    let sealed = Enveloped {
+        sealed_key: row.sealed_data_key.clone(),
+        ciphertext: row.sealed_credentials.clone(),
+    };
+    let Ok(plain) = open_enveloped(
+        keyring,
+        DATA_KEY_PURPOSE,
+        &sealed,
+        &credentials_aad(&row.id),
+    ) else {
+        return Err("the credentials do not open");
+    };
+    let Ok(Value::Object(credentials)) = serde_json::from_slice::<Value>(&plain) else {
+        return Err("unreadable credentials");
+    };
+    match content::content_sha256(&content, &credentials) {
+        Ok(digest) if digest == statement.content_sha256 => {}
+        _ => return Err("the content does not match its digest"),
+    }
+    Ok(Loaded {
+        row,
+        statement,
+        content,
+        credentials,
+    })
 }
 
 pub(crate) fn diff_loaded(a: &Loaded, b: &Loaded) -> HubResult<SnapshotDiff> {

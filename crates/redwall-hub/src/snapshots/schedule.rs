@@ -190,7 +190,11 @@ impl Hub {
         let origin = Origin::local("redwall-scheduler");
         let mut done = 0;
         for d in self.store.waiting_deployments().await? {
-            let window: DeployWindow = serde_json::from_str(&d.schedule).unwrap_or_default();
+            // An unreadable schedule (never written so) is never due.
+            let Ok(window) = serde_json::from_str::<DeployWindow>(&d.schedule) else {
+                tracing::error!(deployment = %d.id, "a deployment's schedule is unreadable");
+                continue;
+            };
             if earliest_start(&window, now) > now {
                 continue;
             }

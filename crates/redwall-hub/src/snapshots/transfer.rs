@@ -24,6 +24,8 @@ use crate::{Hub, HubError, HubResult};
 const EXPORT_KIND: &str = "snapshot";
 /// The most an import may be: a sealed export or a flows file.
 pub const MAX_IMPORT_BYTES: usize = 32 * 1024 * 1024;
+/// An import's API body: the file in base64 (4/3 of it) and a little JSON.
+pub const MAX_IMPORT_BODY_BYTES: usize = MAX_IMPORT_BYTES / 3 * 4 + 64 * 1024;
 
 /// What an export file holds, once opened.
 #[derive(Serialize, Deserialize)]

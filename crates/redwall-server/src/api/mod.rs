@@ -72,6 +72,9 @@ pub struct Route {
     pub query: &'static [(&'static str, &'static str, &'static str)],
     /// The success status: 200, 201 (created) or 204 (no body).
     pub status: u16,
+    /// The largest body it takes, when more than `server.max_body_bytes`
+    /// (imports of whole flows).
+    pub body_limit: Option<usize>,
     handler: MethodRouter<AppState>,
 }
 
@@ -97,6 +100,7 @@ impl Route {
             response: None,
             query: &[],
             status: 200,
+            body_limit: None,
             handler: on(filter, handler),
         }
     }
@@ -113,6 +117,12 @@ impl Route {
 
     pub fn status(mut self, status: u16) -> Route {
         self.status = status;
+        self
+    }
+
+    /// Takes bodies up to `bytes`, beyond the server's usual limit.
+    pub fn body_limit(mut self, bytes: usize) -> Route {
+        self.body_limit = Some(bytes);
         self
     }
 
@@ -716,6 +726,7 @@ fn core_routes() -> Vec<Route> {
              instance (credentials in the clear refused unless accepted)",
             snapshots::import,
         )
+        .body_limit(redwall_hub::snapshots::transfer::MAX_IMPORT_BODY_BYTES)
         .status(201)
         .request(schema::<snapshots::ImportBody>())
         .response(schema::<snapshots::ImportView>()),
@@ -962,12 +973,29 @@ fn core_routes() -> Vec<Route> {
     ]
 }
 
-/// The API router with each route behind its guard.
+/// The API router with each route behind its guard and its body limit
+/// (the server's, or the route's own larger one).
 pub fn router(state: &AppState) -> axum::Router<AppState> {
+    let usual = state.config.server.max_body_bytes;
     let mut router = axum::Router::new();
     for route in routes() {
         let guard = axum::middleware::from_fn_with_state((state.clone(), route.access), enforce);
-        router = router.route(route.path, route.handler.layer(guard));
+        let limit = route.body_limit.unwrap_or(usual).max(usual);
+        // The outermost limit (the largest) cuts bodies by their length
+        // first; the extractors stop at the route's own.
+        let handler: MethodRouter<AppState> = route
+            .handler
+            .layer::<_, std::convert::Infallible>(guard)
+            .layer(axum::extract::DefaultBodyLimit::max(limit));
+        router = router.route(route.path, handler);
     }
     router
+}
+
+/// The largest body any route takes: what the outermost limit allows.
+pub fn largest_body_limit(usual: usize) -> usize {
+    routes()
+        .iter()
+        .filter_map(|r| r.body_limit)
+        .fold(usual, usize::max)
 }

@@ -49,7 +49,7 @@ impl<S: Send + Sync, const GROUP: bool> FromRequestParts<S> for Named<GROUP> {
 type GroupPath = Named<true>;
 type PipelinePath = Named<false>;
 
-#[derive(Serialize, utoipa::ToSchema)]
+#[derive(Serialize, Deserialize, utoipa::ToSchema)]
 pub struct GroupView {
     pub id: String,
     pub name: String,
@@ -189,7 +189,7 @@ pub async fn deploy(
     Ok(Json(deployments.iter().map(deployment_view).collect()))
 }
 
-#[derive(Serialize, utoipa::ToSchema)]
+#[derive(Serialize, Deserialize, utoipa::ToSchema)]
 pub struct PipelineView {
     pub id: String,
     pub name: String,
@@ -261,7 +261,7 @@ pub async fn delete_pipeline(
     Ok(StatusCode::NO_CONTENT)
 }
 
-#[derive(Serialize, utoipa::ToSchema)]
+#[derive(Serialize, Deserialize, utoipa::ToSchema)]
 pub struct PromotionView {
     pub id: String,
     pub pipeline_id: String,
@@ -272,8 +272,31 @@ pub struct PromotionView {
     pub state: String,
     pub promoted_by: String,
     pub approved_by: Option<String>,
+    /// The deploy window its deployments wait for (UTC); none when it
+    /// deploys at once.
+    pub window: Option<WindowView>,
     pub deployments: Vec<DeploymentView>,
     pub created_at: String,
+}
+
+/// A deploy window as shown: UTC throughout.
+#[derive(Serialize, Deserialize, utoipa::ToSchema)]
+pub struct WindowView {
+    /// RFC 3339, UTC.
+    pub not_before: Option<String>,
+    /// "HH:MM-HH:MM", UTC.
+    pub daily: Option<String>,
+}
+
+fn window_view(schedule: &str) -> Option<WindowView> {
+    let w: DeployWindow = serde_json::from_str(schedule).ok()?;
+    if w.not_before.is_none() && w.daily.is_none() {
+        return None;
+    }
+    Some(WindowView {
+        not_before: w.not_before.map(rfc3339),
+        daily: w.daily.map(|d| d.to_string()),
+    })
 }
 
 fn promotion_view(p: &PromotionState) -> PromotionView {
@@ -285,6 +308,7 @@ fn promotion_view(p: &PromotionState) -> PromotionView {
         state: p.state.to_string(),
         promoted_by: p.promotion.promoted_by.clone(),
         approved_by: p.promotion.approved_by.clone(),
+        window: window_view(&p.promotion.schedule),
         deployments: p.deployments.iter().map(deployment_view).collect(),
         created_at: rfc3339(p.promotion.created_at),
     }
