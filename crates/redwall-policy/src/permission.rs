@@ -424,12 +424,7 @@ pub const TABLE: &[PermissionRow] = &[
         Writes,
         OWNERS,
     ),
-    team(
-        Permission::PipelinesWrite,
-        "pipeline:write",
-        Writes,
-        OWNERS,
-    ),
+    team(Permission::PipelinesWrite, "pipeline:write", Writes, OWNERS),
     team(
         Permission::PipelinesApprove,
         "pipeline:approve",

@@ -372,7 +372,9 @@ pub fn app(state: AppState) -> Router {
     api.merge(console)
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
-        .layer(RequestBodyLimitLayer::new(api::largest_body_limit(max_body)))
+        .layer(RequestBodyLimitLayer::new(api::largest_body_limit(
+            max_body,
+        )))
         .layer(middleware::from_fn_with_state(
             state.clone(),
             count_requests,

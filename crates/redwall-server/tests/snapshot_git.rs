@@ -10,8 +10,8 @@ mod common;
 mod snapshot_kit;
 
 use common::*;
-use snapshot_kit::*;
 use serde_json::{json, Value};
+use snapshot_kit::*;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;

@@ -6,6 +6,7 @@ mod admin;
 mod broker_cmd;
 mod client;
 mod instance_cmd;
+mod pipeline_cmd;
 mod snapshot_cmd;
 mod sso_cmd;
 
@@ -67,6 +68,19 @@ enum Command {
     /// back, export and import, on a running Redwall (its API, with a
     /// personal access token from REDWALL_TOKEN).
     Snapshot(snapshot_cmd::SnapshotArgs),
+    /// A team's instance groups (deploy targets): list, set, delete, on a
+    /// running Redwall (its API, with a personal access token from
+    /// REDWALL_TOKEN).
+    Group(pipeline_cmd::GroupArgs),
+    /// Deploy a snapshot to an instance or a group (or some of its
+    /// instances), now or held for a deploy window (UTC), on a running
+    /// Redwall (its API, with a personal access token from REDWALL_TOKEN).
+    Deploy(pipeline_cmd::DeployArgs),
+    /// Pipelines of stages a snapshot is promoted through, with approval
+    /// by a second Owner: list, create, delete, promote, promotions,
+    /// approve, on a running Redwall (its API, with a personal access
+    /// token from REDWALL_TOKEN).
+    Pipeline(pipeline_cmd::PipelineArgs),
 }
 
 #[derive(Subcommand)]
@@ -188,6 +202,15 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     if let Command::Snapshot(args) = cli.command {
         return Ok(snapshot_cmd::run(args).await);
     }
+    if let Command::Group(args) = cli.command {
+        return Ok(pipeline_cmd::run_group(args).await);
+    }
+    if let Command::Deploy(args) = cli.command {
+        return Ok(pipeline_cmd::run_deploy(args).await);
+    }
+    if let Command::Pipeline(args) = cli.command {
+        return Ok(pipeline_cmd::run_pipeline(args).await);
+    }
     let config = load_config(&cli)?;
     match cli.command {
         Command::Serve => serve(config).await,
@@ -204,7 +227,12 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Sso(cmd) => sso_cmd::run(cmd, config, master_key()).await,
         Command::Keys(KeysCommand::RotateInstanceSecrets) => rotate_instance_secrets(config).await,
         // Handled above, before any configuration is read.
-        Command::Instance(_) | Command::Broker(_) | Command::Snapshot(_) => Ok(ExitCode::FAILURE),
+        Command::Instance(_)
+        | Command::Broker(_)
+        | Command::Snapshot(_)
+        | Command::Group(_)
+        | Command::Deploy(_)
+        | Command::Pipeline(_) => Ok(ExitCode::FAILURE),
     }
 }
 

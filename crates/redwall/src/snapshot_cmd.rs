@@ -366,7 +366,7 @@ async fn execute(args: SnapshotArgs) -> Outcome<()> {
                     "imported snapshot {} into instance {instance} ({}); it is not deployed: \
                      `redwall snapshot rollback {instance} {}` loads it",
                     text(&v["snapshot"]["id"]),
-                    provenance(&v["provenance"]),
+                    provenance(v),
                     text(&v["snapshot"]["id"]),
                 );
             });
@@ -783,15 +783,13 @@ fn print_deployments(v: &Value, members: &HashMap<String, String>) {
     );
 }
 
+/// An import's answer in words: who signed what was imported.
 fn provenance(v: &Value) -> String {
-    match v {
-        Value::String(s) if s == "this_hub" => "signed by this hub".to_string(),
-        Value::String(s) if s == "unsigned" => "unsigned flows file".to_string(),
-        Value::Object(m) => match m.get("other_hub") {
-            Some(fp) => format!("signed by another hub, key {}", text(fp)),
-            None => v.to_string(),
-        },
-        other => text(other),
+    match v["provenance"].as_str() {
+        Some("this_hub") => "signed by this hub".to_string(),
+        Some("unsigned") => "unsigned flows file".to_string(),
+        Some("other_hub") => format!("signed by another hub, key {}", text(&v["signed_by"])),
+        _ => text(&v["provenance"]),
     }
 }
 
@@ -1160,11 +1158,17 @@ mod tests {
 
     #[test]
     fn provenance_reads_as_words() {
-        assert_eq!(provenance(&json!("this_hub")), "signed by this hub");
-        assert_eq!(provenance(&json!("unsigned")), "unsigned flows file");
         assert_eq!(
-            provenance(&json!({"other_hub": "ab:cd"})),
-            "signed by another hub, key ab:cd"
+            provenance(&json!({"provenance": "this_hub"})),
+            "signed by this hub"
+        );
+        assert_eq!(
+            provenance(&json!({"provenance": "unsigned"})),
+            "unsigned flows file"
+        );
+        assert_eq!(
+            provenance(&json!({"provenance": "other_hub", "signed_by": "SHA256:ab"})),
+            "signed by another hub, key SHA256:ab"
         );
     }
 

@@ -55,8 +55,8 @@ fn view(s: &SnapshotSummary) -> SnapshotView {
 #[derive(Serialize, utoipa::ToSchema)]
 pub struct SnapshotDetail {
     pub snapshot: SnapshotView,
-    /// The Node-RED flows.
-    #[schema(value_type = Object)]
+    /// The Node-RED flows: an array of nodes.
+    #[schema(value_type = Vec<Object>)]
     pub flows: serde_json::Value,
     /// The instance's environment variable names (values stay with it).
     pub env_names: Vec<String>,
@@ -305,9 +305,11 @@ pub struct ImportBody {
 #[derive(Serialize, utoipa::ToSchema)]
 pub struct ImportView {
     pub snapshot: SnapshotView,
-    /// this_hub, other_hub (with the signer's fingerprint) or unsigned.
-    #[schema(value_type = Object)]
-    pub provenance: Provenance,
+    /// this_hub, other_hub (signed_by names its key) or unsigned (a
+    /// flows file).
+    pub provenance: &'static str,
+    /// The fingerprint of the other hub's key that signed the export.
+    pub signed_by: Option<String>,
 }
 
 pub async fn import(
@@ -346,7 +348,15 @@ pub async fn import(
         StatusCode::CREATED,
         Json(ImportView {
             snapshot: view(&s),
-            provenance,
+            provenance: match provenance {
+                Provenance::ThisHub => "this_hub",
+                Provenance::OtherHub(_) => "other_hub",
+                Provenance::Unsigned => "unsigned",
+            },
+            signed_by: match provenance {
+                Provenance::OtherHub(fingerprint) => Some(fingerprint),
+                _ => None,
+            },
         }),
     ))
 }

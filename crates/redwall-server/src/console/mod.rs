@@ -19,6 +19,7 @@ pub mod home;
 pub mod instances;
 pub mod models;
 pub mod page;
+pub mod pipelines;
 pub mod snapshots;
 pub mod submit;
 pub mod teams;
@@ -84,6 +85,23 @@ pub fn router(app: AppState, api: Router) -> Router {
         .route(
             "/teams/{team}/broker/clients/{id}/{action}",
             post(broker::action),
+        )
+        .route(
+            "/teams/{team}/pipelines",
+            get(pipelines::page).post(pipelines::create),
+        )
+        .route("/teams/{team}/pipelines/groups", post(pipelines::group_set))
+        .route(
+            "/teams/{team}/pipelines/groups/{group}/delete",
+            post(pipelines::group_delete),
+        )
+        .route(
+            "/teams/{team}/pipelines/promotions/{id}/approve",
+            post(pipelines::approve),
+        )
+        .route(
+            "/teams/{team}/pipelines/{pipeline}/{action}",
+            post(pipelines::action),
         )
         .route("/invitations", get(teams::my_invitations))
         .route("/invitations/{id}/accept", post(teams::invitation_accept))
