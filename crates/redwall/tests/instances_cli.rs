@@ -416,28 +416,7 @@ async fn node_red_admin_works_through_the_proxy_by_role() {
     let s = data.serve();
     let (admin, team, pat) = bootstrap(&s).await;
     for (user, role) in [("martin", "member"), ("vera", "viewer")] {
-        admin
-            .post(
-                "/api/v1/users",
-                json!({"username": user, "password": PASSWORD}),
-            )
-            .await;
-        let invite = admin
-            .post(
-                &format!("/api/v1/teams/{team}/invitations"),
-                json!({"username": user, "role": role}),
-            )
-            .await;
-        let session = Api::login(&s.base, user).await;
-        session
-            .post(
-                &format!(
-                    "/api/v1/me/invitations/{}/accept",
-                    invite["id"].as_str().unwrap()
-                ),
-                json!({}),
-            )
-            .await;
+        join(&admin, &s, &team, user, role).await;
     }
     let member = Api::login(&s.base, "martin").await;
     let viewer = Api::login(&s.base, "vera").await;

@@ -12,42 +12,17 @@
 
 use base64::Engine as _;
 use serde_json::{json, Value};
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Output};
 
 mod serve_kit;
 use serve_kit::*;
 
 /// `redwall <command> <args>` against `s` with `token` and `--team team`.
 fn cli(s: &Serving, token: &str, team: &str, command: &str, args: &[&str]) -> Output {
-    Command::new(BIN)
-        .arg(command)
-        .args(args)
-        .args(["--team", team])
-        .env("REDWALL_URL", &s.base)
-        .env("REDWALL_TOKEN", token)
-        .env_remove("REDWALL_TEAM")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .stdin(Stdio::null())
-        .output()
-        .unwrap()
-}
-
-/// Requires the API's refusal (exit 2, `error: <message> (<code>)` on
-/// stderr); returns stderr.
-fn refused(o: Output, code: &str) -> String {
-    let err = stderr(&o);
-    assert_eq!(
-        o.status.code(),
-        Some(2),
-        "stdout: {}\nstderr: {err}",
-        stdout(&o)
-    );
-    assert!(
-        err.starts_with("error: ") && err.trim_end().ends_with(&format!("({code})")),
-        "{err}"
-    );
-    err
+    let words: Vec<&str> = std::iter::once(command)
+        .chain(args.iter().copied())
+        .collect();
+    team_cli(s, token, team, &words, &[], None)
 }
 
 /// Requires a usage error (exit 2, no API code); returns stderr.
@@ -60,29 +35,7 @@ fn usage(o: Output) -> String {
 
 /// A user with `role` in the team and a full token of theirs.
 async fn member_token(admin: &Api, s: &Serving, team: &str, user: &str, role: &str) -> String {
-    admin
-        .post(
-            "/api/v1/users",
-            json!({"username": user, "password": PASSWORD}),
-        )
-        .await;
-    let invite = admin
-        .post(
-            &format!("/api/v1/teams/{team}/invitations"),
-            json!({"username": user, "role": role}),
-        )
-        .await;
-    let session = Api::login(&s.base, user).await;
-    session
-        .post(
-            &format!(
-                "/api/v1/me/invitations/{}/accept",
-                invite["id"].as_str().unwrap()
-            ),
-            json!({}),
-        )
-        .await;
-    session.token("full").await.0
+    join(admin, s, team, user, role).await.token("full").await.0
 }
 
 /// The table row that starts with `first` (its first column).

@@ -10,9 +10,8 @@
 )]
 
 use serde_json::{json, Value};
-use std::io::Write;
 use std::path::Path;
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Output};
 
 mod serve_kit;
 use serve_kit::*;
@@ -29,49 +28,10 @@ fn snapshot(
     env: &[(&str, &str)],
     input: Option<&str>,
 ) -> Output {
-    let mut c = Command::new(BIN);
-    c.arg("snapshot")
-        .args(args)
-        .args(["--team", team])
-        .env("REDWALL_URL", &s.base)
-        .env("REDWALL_TOKEN", token)
-        .env_remove("REDWALL_TEAM")
-        .env_remove("REDWALL_SNAPSHOT_PASSPHRASE")
-        .envs(env.iter().copied())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .stdin(if input.is_some() {
-            Stdio::piped()
-        } else {
-            Stdio::null()
-        });
-    let mut child = c.spawn().unwrap();
-    if let Some(input) = input {
-        child
-            .stdin
-            .take()
-            .unwrap()
-            .write_all(input.as_bytes())
-            .unwrap();
-    }
-    child.wait_with_output().unwrap()
-}
-
-/// Requires the API's refusal (exit 2, `error: <message> (<code>)` on
-/// stderr); returns stderr.
-fn refused(o: Output, code: &str) -> String {
-    let err = stderr(&o);
-    assert_eq!(
-        o.status.code(),
-        Some(2),
-        "stdout: {}\nstderr: {err}",
-        stdout(&o)
-    );
-    assert!(
-        err.starts_with("error: ") && err.trim_end().ends_with(&format!("({code})")),
-        "{err}"
-    );
-    err
+    let words: Vec<&str> = std::iter::once("snapshot")
+        .chain(args.iter().copied())
+        .collect();
+    team_cli(s, token, team, &words, env, input)
 }
 
 /// The id in `imported snapshot <id> into ...`.
@@ -103,29 +63,7 @@ fn write_flows(dir: &Path, name: &str, func: &str, with_debug: bool) -> String {
 
 /// A user with `role` in the team and a full token of theirs.
 async fn member_token(admin: &Api, s: &Serving, team: &str, user: &str, role: &str) -> String {
-    admin
-        .post(
-            "/api/v1/users",
-            json!({"username": user, "password": PASSWORD}),
-        )
-        .await;
-    let invite = admin
-        .post(
-            &format!("/api/v1/teams/{team}/invitations"),
-            json!({"username": user, "role": role}),
-        )
-        .await;
-    let session = Api::login(&s.base, user).await;
-    session
-        .post(
-            &format!(
-                "/api/v1/me/invitations/{}/accept",
-                invite["id"].as_str().unwrap()
-            ),
-            json!({}),
-        )
-        .await;
-    session.token("full").await.0
+    join(admin, s, team, user, role).await.token("full").await.0
 }
 
 #[test]

@@ -339,3 +339,84 @@ pub fn ok(o: Output) -> String {
     );
     stdout(&o)
 }
+
+/// `redwall <words...> --team team` against `s` with `token` (and nothing
+/// of the caller's own REDWALL_TEAM), the environment `env` added and
+/// `input` on its standard input.
+pub fn team_cli(
+    s: &Serving,
+    token: &str,
+    team: &str,
+    words: &[&str],
+    env: &[(&str, &str)],
+    input: Option<&str>,
+) -> Output {
+    use std::io::Write;
+    let mut c = Command::new(BIN);
+    c.args(words)
+        .args(["--team", team])
+        .env("REDWALL_URL", &s.base)
+        .env("REDWALL_TOKEN", token)
+        .env_remove("REDWALL_TEAM")
+        .env_remove("REDWALL_SNAPSHOT_PASSPHRASE")
+        .envs(env.iter().copied())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .stdin(if input.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        });
+    let mut child = c.spawn().expect("the redwall binary runs");
+    if let (Some(input), Some(mut stdin)) = (input, child.stdin.take()) {
+        stdin
+            .write_all(input.as_bytes())
+            .expect("input reaches the command");
+    }
+    child.wait_with_output().expect("the command ends")
+}
+
+/// Requires the API's refusal (exit 2, `error: <message> (<code>)` on
+/// stderr); returns stderr.
+pub fn refused(o: Output, code: &str) -> String {
+    let err = stderr(&o);
+    assert_eq!(
+        o.status.code(),
+        Some(2),
+        "stdout: {}\nstderr: {err}",
+        stdout(&o)
+    );
+    assert!(
+        err.starts_with("error: ") && err.trim_end().ends_with(&format!("({code})")),
+        "{err}"
+    );
+    err
+}
+
+/// Makes `user` a member of the team with `role` (created, invited by the
+/// admin, accepted); returns their session.
+pub async fn join(admin: &Api, s: &Serving, team: &str, user: &str, role: &str) -> Api {
+    admin
+        .post(
+            "/api/v1/users",
+            json!({"username": user, "password": PASSWORD}),
+        )
+        .await;
+    let invite = admin
+        .post(
+            &format!("/api/v1/teams/{team}/invitations"),
+            json!({"username": user, "role": role}),
+        )
+        .await;
+    let session = Api::login(&s.base, user).await;
+    session
+        .post(
+            &format!(
+                "/api/v1/me/invitations/{}/accept",
+                invite["id"].as_str().expect("an invitation id")
+            ),
+            json!({}),
+        )
+        .await;
+    session
+}
