@@ -249,6 +249,52 @@ pub async fn deploy_flows(
         .unwrap_or_default())
 }
 
+/// Installs `module` at exactly `version` through Node-RED's own palette
+/// API (`POST /editor/nodes`), which runs npm inside the instance's sandbox
+/// and loads the new node types without a restart. Node-RED refuses it
+/// unless the instance may install from the palette.
+pub async fn install_module(
+    addr: SocketAddr,
+    editor_secret: &Secret,
+    instance_id: &str,
+    as_user: &str,
+    module: &str,
+    version: &str,
+    timeout: Duration,
+) -> Result<(), RuntimeError> {
+    let expires = unix_now().saturating_add(DEPLOY_TOKEN_LIFETIME.as_secs() as i64);
+    let token = mint_editor_token(
+        editor_secret,
+        instance_id,
+        as_user,
+        EditorPermission::Full,
+        expires,
+    );
+    let body = serde_json::json!({ "module": module, "version": version }).to_string();
+    let response = request(
+        addr,
+        "POST",
+        "/editor/nodes",
+        &[
+            (EDITOR_TOKEN_HEADER, &token),
+            ("Content-Type", "application/json"),
+        ],
+        Some(body.as_bytes()),
+        timeout,
+    )
+    .await
+    .map_err(RuntimeError::io(format!(
+        "installing {module}@{version} into instance {instance_id}"
+    )))?;
+    if !(200..300).contains(&response.status) {
+        return Err(RuntimeError::DeployRefused {
+            status: response.status,
+            body: error_excerpt(&response.text()),
+        });
+    }
+    Ok(())
+}
+
 fn node_with_credentials(node: &Value, creds: &Map<String, Value>) -> Option<Value> {
     let id = node.get("id")?.as_str()?;
     let node_creds = creds.get(id)?;

@@ -41,8 +41,8 @@ mod token;
 
 pub use error::RuntimeError;
 pub use flows::{
-    decrypt_credentials, deploy_flows, encrypt_credentials, installed_modules, read_flow_files,
-    with_credentials, FlowFiles,
+    decrypt_credentials, deploy_flows, encrypt_credentials, install_module, installed_modules,
+    read_flow_files, with_credentials, FlowFiles,
 };
 pub use install::{Installer, NodeRedInstall, DEFAULT_NODE_RED_VERSION};
 pub use netns::{isolation_problems, prepare_network};

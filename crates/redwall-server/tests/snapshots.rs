@@ -231,3 +231,110 @@ async fn tampered_snapshots_are_refused_and_exports_open_with_their_passphrase_o
     s.assert_audit_intact().await;
     s.stop().await;
 }
+
+/// A module Node-RED's palette installs from npm: tiny, no dependencies.
+const MODULE: &str = "node-red-node-random";
+const MODULE_VERSION: &str = "0.4.1";
+
+#[tokio::test]
+async fn a_rollback_installs_the_modules_its_snapshot_needs_where_the_palette_is_allowed() {
+    // The instances reach npm's registry over the host's network.
+    let s = instance_server_with(|c| c.instances.network_isolation = false).await;
+    let admin = s.admin().await;
+    let owner = s.user(&admin, "olivia").await;
+    let team = create_team(&owner, "Plant").await;
+    for name in ["source", "target", "locked"] {
+        create_running(&owner, &team, name).await;
+    }
+    for name in ["source", "target"] {
+        let r = owner
+            .put(
+                &format!("/api/v1/teams/{team}/instances/{name}/options"),
+                json!({"allow_palette_install": true}),
+            )
+            .await;
+        assert_eq!(r.status, 200, "{}", r.body);
+        let r = owner
+            .post(
+                &format!("/api/v1/teams/{team}/instances/{name}/restart"),
+                json!({}),
+            )
+            .await;
+        assert_eq!(r.status, 200, "{}", r.body);
+        wait_running(&owner, &team, name).await;
+    }
+    let mut editor = on_host(&s, &owner, "source").await;
+    let host = editor
+        .headers
+        .iter()
+        .find(|(k, _)| *k == "host")
+        .map(|(_, v)| v.clone())
+        .unwrap();
+    editor.headers.push(("origin", format!("http://{host}")));
+    let r = editor
+        .post(
+            "/editor/nodes",
+            json!({"module": MODULE, "version": MODULE_VERSION}),
+        )
+        .await;
+    assert_eq!(r.status, 200, "palette install: {}", r.text);
+    let mut with_random = flows("hello");
+    with_random.as_array_mut().unwrap().push(json!({
+        "id": "rnd1", "type": "random", "z": "t1", "low": 1, "high": 6,
+        "inte": "true", "property": "payload", "wires": [[]]
+    }));
+    deploy_from_editor(&s, &owner, "source", with_random).await;
+    let snapshot = snapshots(&owner, &team, "source", 1).await[0].clone();
+    let id = snapshot["id"].as_str().unwrap();
+    let detail = owner
+        .get(&format!("/api/v1/teams/{team}/snapshots/{id}"))
+        .await;
+    assert_eq!(
+        detail.body["modules"][MODULE], MODULE_VERSION,
+        "{}",
+        detail.body
+    );
+
+    // Where the palette is off, the rollback says what is missing and changes nothing.
+    let r = owner
+        .post(
+            &format!("/api/v1/teams/{team}/instances/locked/rollback"),
+            json!({"snapshot": id}),
+        )
+        .await;
+    assert_eq!(r.status, 409, "{}", r.body);
+    assert_eq!(r.code(), "modules_differ");
+    assert!(r.text.contains(MODULE), "{}", r.text);
+
+    // Where it is on, the module is installed first, then the flows load.
+    let r = owner
+        .post(
+            &format!("/api/v1/teams/{team}/instances/target/rollback"),
+            json!({"snapshot": id}),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(r.body["status"], "done", "{}", r.body);
+    let live = live_flows(&s, &owner, "target").await;
+    assert_eq!(
+        redwall_hub::snapshots::content::flows_sha256(&live),
+        snapshot["flows_sha256"].as_str().unwrap()
+    );
+    let now = owner
+        .post(
+            &format!("/api/v1/teams/{team}/instances/target/snapshots"),
+            json!({}),
+        )
+        .await;
+    let now_id = now.body["id"].as_str().unwrap();
+    let detail = owner
+        .get(&format!("/api/v1/teams/{team}/snapshots/{now_id}"))
+        .await;
+    assert_eq!(
+        detail.body["modules"][MODULE], MODULE_VERSION,
+        "{}",
+        detail.body
+    );
+    s.assert_audit_intact().await;
+    s.stop().await;
+}

@@ -22,6 +22,22 @@ use crate::{Hub, HubError, HubResult};
 
 /// How long Node-RED may take to load the flows.
 const DEPLOY_TIMEOUT: Duration = Duration::from_secs(60);
+/// How long one module's install (npm, inside the sandbox) may take.
+const INSTALL_TIMEOUT: Duration = Duration::from_secs(300);
+
+/// The snapshot's modules the instance lacks at that exact version. A
+/// module that was not installed when the snapshot was taken ("unresolved:")
+/// was not loaded then either, so it is not asked for now.
+fn missing_modules(current: &CurrentState, target: &Loaded) -> Vec<(String, String)> {
+    target
+        .content
+        .modules
+        .iter()
+        .filter(|(_, version)| !version.starts_with("unresolved:"))
+        .filter(|(name, version)| current.content.modules.get(*name) != Some(version))
+        .map(|(n, v)| (n.clone(), v.clone()))
+        .collect()
+}
 
 /// Held until its window opens.
 pub const STATUS_WAITING: &str = "waiting";
@@ -130,20 +146,85 @@ impl Hub {
     }
 
     /// The instance can take the snapshot now: it runs, and it has the
-    /// snapshot's modules. Returns what it holds now.
+    /// snapshot's modules or may install them (Node-RED's palette, which an
+    /// Owner allows per instance). Returns what it holds now.
     async fn ready_for(&self, instance: &Instance, target: &Loaded) -> HubResult<CurrentState> {
         let manager = self.manager()?;
         if !manager.status(&instance.id).is_running() {
             return Err(not_running());
         }
         let current = self.current_state(instance).await?;
-        if current.content.modules != target.content.modules {
+        let missing = missing_modules(&current, target);
+        if !missing.is_empty()
+            && !crate::instances::options::InstanceOptions::from_json(&instance.options)
+                .allow_palette_install
+        {
             return Err(HubError::conflict(
                 "modules_differ",
-                "the snapshot was taken with other modules than the instance has installed; install the same module versions first",
+                format!(
+                    "the snapshot needs {} which the instance does not have; an Owner can allow palette installs for the instance (Redwall then installs them before loading the flows), or install them first",
+                    missing
+                        .iter()
+                        .map(|(m, v)| format!("{m}@{v}"))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
             ));
         }
         Ok(current)
+    }
+
+    /// Installs what the snapshot needs and the instance lacks, through
+    /// Node-RED's palette (no restart), saying so in the deployment's step.
+    async fn install_missing(
+        &self,
+        instance: &Instance,
+        target: &Loaded,
+        deployment: &Deployment,
+        as_user: &str,
+    ) -> Result<(), String> {
+        let current = self
+            .current_state(instance)
+            .await
+            .map_err(|e| e.to_string())?;
+        let missing = missing_modules(&current, target);
+        if missing.is_empty() {
+            return Ok(());
+        }
+        let manager = self.manager().map_err(|e| e.to_string())?;
+        let keys = open_keys(&self.keyring, instance).map_err(|e| e.to_string())?;
+        for (module, version) in &missing {
+            self.set_step(deployment, &format!("installing {module}@{version}"))
+                .await
+                .map_err(|e| e.to_string())?;
+            redwall_runtime::install_module(
+                manager.address(instance),
+                &keys.editor,
+                &instance.id,
+                as_user,
+                module,
+                version,
+                INSTALL_TIMEOUT,
+            )
+            .await
+            .map_err(|e| format!("installing {module}@{version}: {e}"))?;
+        }
+        let after = self
+            .current_state(instance)
+            .await
+            .map_err(|e| e.to_string())?;
+        match missing_modules(&after, target).first() {
+            None => Ok(()),
+            Some((m, v)) => Err(format!("{m}@{v} is still not installed")),
+        }
+    }
+
+    async fn set_step(&self, deployment: &Deployment, step: &str) -> HubResult<()> {
+        let mut tx = self.begin().await?;
+        tx.update_deployment(&deployment.id, STATUS_DEPLOYING, step, None, self.now())
+            .await?;
+        tx.commit().await?;
+        Ok(())
     }
 
     /// Node-RED's deploy API, then a read-back of the saved flows.
@@ -158,6 +239,24 @@ impl Hub {
     ) -> HubResult<Deployment> {
         let manager = self.manager()?;
         let keys = open_keys(&self.keyring, instance)?;
+        if let Err(cause) = self
+            .install_missing(instance, target, &deployment, as_user)
+            .await
+        {
+            return self
+                .end_deployment(
+                    who,
+                    instance,
+                    &target.row.id,
+                    &target.row.flows_sha256,
+                    deployment,
+                    previous,
+                    Err(cause),
+                )
+                .await;
+        }
+        self.set_step(&deployment, "loading the flows into Node-RED")
+            .await?;
         let flows = redwall_runtime::with_credentials(&target.content.flows, &target.credentials);
         let outcome = redwall_runtime::deploy_flows(
             manager.address(instance),

@@ -8,6 +8,13 @@ use serde_json::{json, Value};
 use std::time::Duration;
 
 pub async fn instance_server() -> TestServer {
+    instance_server_with(|_| {}).await
+}
+
+/// The same, with a change to its configuration.
+pub async fn instance_server_with(
+    tweak: impl FnOnce(&mut redwall_server::config::Config),
+) -> TestServer {
     let install = redwall_runtime::testing::shared_install().expect("Node-RED installs from npm");
     let base = redwall_runtime::testing::free_port();
     TestServer::start_with(Backend::Sqlite, move |c| {
@@ -16,6 +23,7 @@ pub async fn instance_server() -> TestServer {
         c.instances.port_min = base;
         c.instances.port_max = base.saturating_add(9);
         c.instances.uid_base = 100_000 + u32::from(base);
+        tweak(c);
     })
     .await
     .expect("sqlite server")
@@ -29,6 +37,11 @@ pub async fn create_running(c: &Client, team: &str, name: &str) {
         )
         .await;
     assert_eq!(r.status, 201, "{}", r.body);
+    wait_running(c, team, name).await;
+}
+
+/// Waits until the instance runs.
+pub async fn wait_running(c: &Client, team: &str, name: &str) {
     for _ in 0..600 {
         let r = c
             .get(&format!("/api/v1/teams/{team}/instances/{name}"))
