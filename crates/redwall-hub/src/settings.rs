@@ -21,6 +21,14 @@ pub struct PlatformSettings {
     pub require_mfa: bool,
     pub session_idle_secs: i64,
     pub session_absolute_secs: i64,
+    /// How many automatic snapshots (taken at each deploy) each instance
+    /// keeps; manual and imported ones are always kept.
+    #[serde(default = "default_keep_automatic")]
+    pub snapshot_keep_automatic: usize,
+}
+
+fn default_keep_automatic() -> usize {
+    redwall_policy::snapshot_rules::DEFAULT_KEEP_AUTOMATIC
 }
 
 impl PlatformSettings {
@@ -29,6 +37,7 @@ impl PlatformSettings {
             require_mfa: false,
             session_idle_secs: sessions.idle_secs,
             session_absolute_secs: sessions.absolute_secs,
+            snapshot_keep_automatic: default_keep_automatic(),
         }
     }
 
@@ -83,6 +92,7 @@ pub struct SettingsChange {
     pub require_mfa: Option<bool>,
     pub session_idle_secs: Option<i64>,
     pub session_absolute_secs: Option<i64>,
+    pub snapshot_keep_automatic: Option<usize>,
 }
 
 impl Hub {
@@ -106,7 +116,11 @@ impl Hub {
             session_absolute_secs: change
                 .session_absolute_secs
                 .unwrap_or(before.session_absolute_secs),
+            snapshot_keep_automatic: change
+                .snapshot_keep_automatic
+                .unwrap_or(before.snapshot_keep_automatic),
         };
+        redwall_policy::snapshot_rules::check_keep_automatic(after.snapshot_keep_automatic)?;
         let problems = after.lifetimes().problems();
         if !problems.is_empty() {
             return Err(HubError::invalid("invalid_settings", problems.join("; ")));

@@ -543,7 +543,182 @@ async fn a_member_sees_the_pipelines_but_no_form_and_is_refused(s: &TestServer) 
     assert!(location(&r).starts_with("/login?next="), "{}", location(&r));
 }
 
+async fn owners_deploy_and_set_git_on_the_page(s: &TestServer) {
+    let admin = s.admin().await;
+    let team = create_team(&admin, "Foundry").await;
+    new_instance(&admin, &team, "dev").await;
+    let member = s.user(&admin, "milo").await;
+    join_team(&admin, &member, &team, "milo", "member").await;
+    let page = format!("/teams/{team}/pipelines");
+    let git_api = format!("/api/v1/teams/{team}/git");
+    let snapshot = import(&admin, &team, "dev").await;
+
+    // The Owner has the deploy form and the git section (nothing set
+    // yet); the Member neither.
+    let r = admin.get(&page).await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    assert!(
+        r.text.contains(r#"data-testid="deploy-form""#),
+        "{}",
+        r.text
+    );
+    assert!(
+        r.text.contains(r#"<option value="instance:dev""#),
+        "{}",
+        r.text
+    );
+    assert!(r.text.contains(r#"data-testid="git-settings""#));
+    assert!(r.text.contains(r#"data-testid="git-unset""#));
+    assert!(r.text.contains(&format!(r#"action="{page}/git""#)));
+    let r = member.get(&page).await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    assert!(
+        !r.text.contains(r#"data-testid="deploy-form""#),
+        "{}",
+        r.text
+    );
+    assert!(!r.text.contains(r#"data-testid="git-settings""#));
+    assert!(!r.text.contains(&format!(r#"action="{page}/git""#)));
+
+    // A deploy to the (stopped) instance: its deployment, with its status,
+    // shown once; a second submit of the same form goes back to the page.
+    let deploys = format!("/api/v1/teams/{team}/instances/dev/deployments");
+    let before = count(&admin, &deploys).await;
+    let r = form(
+        &admin,
+        &format!("{page}/deploy"),
+        &[
+            ("snapshot", &snapshot),
+            ("target", "instance:dev"),
+            ("only", ""),
+        ],
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    let card = part(&r.text, r#"data-testid="deploy-result""#, "</section>");
+    assert!(card.contains(r#"data-deployed="dev""#), "{card}");
+    assert!(card.contains("data-status="), "{card}");
+    assert_eq!(count(&admin, &deploys).await, before + 1);
+    // A target that is not one: refused on the form, as typed.
+    let r = form(
+        &admin,
+        &format!("{page}/deploy"),
+        &[("snapshot", &snapshot), ("target", "<b>x</b>")],
+    )
+    .await;
+    assert_eq!(r.status, 422, "{}", r.text);
+    assert!(r.text.contains(r#"data-testid="deploy-error""#));
+    // An unknown snapshot: said so.
+    let r = form(
+        &admin,
+        &format!("{page}/deploy"),
+        &[
+            ("snapshot", "0123456789abcdef0123456789abcdef"),
+            ("target", "instance:dev"),
+        ],
+    )
+    .await;
+    assert_eq!(r.status, 404, "{}", r.text);
+    assert!(
+        r.text.contains("No such snapshot in this team"),
+        "{}",
+        r.text
+    );
+    // A Member's forced deploy is refused by the API, deploys nothing.
+    let r = form(
+        &member,
+        &format!("{page}/deploy"),
+        &[("snapshot", &snapshot), ("target", "instance:dev")],
+    )
+    .await;
+    assert_eq!(r.status, 403, "{}", r.text);
+    assert!(r.text.contains("Owners may deploy snapshots"), "{}", r.text);
+    assert_eq!(count(&admin, &deploys).await, before + 1);
+
+    // The git settings form saves; the token is stored, never shown back.
+    let token = "ghp_s3cretTokenValue42";
+    let r = form(
+        &admin,
+        &format!("{page}/git"),
+        &[
+            (
+                "repository_url",
+                "https://git.example.com/foundry/flows.git",
+            ),
+            ("push_branch", "review"),
+            ("pull_branch", "main"),
+            ("token", token),
+        ],
+    )
+    .await;
+    assert_eq!(r.status, 303, "{}", r.text);
+    assert_eq!(location(&r), format!("{page}?done=git_saved#git"));
+    let r = admin.get(&location(&r)).await;
+    assert!(r.text.contains("git settings were saved"), "{}", r.text);
+    let section = part(&r.text, r#"data-testid="git-settings""#, "</section>");
+    assert!(
+        section.contains("https://git.example.com/foundry/flows.git"),
+        "{section}"
+    );
+    assert!(section.contains("stored (never shown)"), "{section}");
+    assert!(section.contains(r#"value="review""#), "{section}");
+    assert!(!r.text.contains(token));
+    let got = admin.get(&git_api).await;
+    assert_eq!(got.status, 200, "{}", got.body);
+    assert_eq!(got.body["has_token"], true);
+    assert_eq!(got.body["pull_branch"], "main");
+
+    // Hostile input is refused, shown escaped, and changes nothing.
+    let hostile = r#"https://x/"><script>alert(1)</script>"#;
+    let r = form(
+        &admin,
+        &format!("{page}/git"),
+        &[
+            ("repository_url", hostile),
+            ("push_branch", "review"),
+            ("pull_branch", "main"),
+            ("token", token),
+        ],
+    )
+    .await;
+    assert!(r.status >= 400, "{}", r.text);
+    assert!(r.text.contains(r#"data-testid="git-error""#), "{}", r.text);
+    assert!(!r.text.contains("<script>alert(1)"), "{}", r.text);
+    assert!(!r.text.contains(token));
+    let got = admin.get(&git_api).await;
+    assert_eq!(
+        got.body["repository_url"],
+        "https://git.example.com/foundry/flows.git"
+    );
+
+    // A Member's forced save is refused by the API.
+    let r = form(
+        &member,
+        &format!("{page}/git"),
+        &[
+            ("repository_url", "https://evil.example.com/x.git"),
+            ("push_branch", "a"),
+            ("pull_branch", "b"),
+        ],
+    )
+    .await;
+    assert_eq!(r.status, 403, "{}", r.text);
+    assert!(
+        r.text.contains("Owners may set the team's git repository")
+            || r.text
+                .contains("Owners may set the team&#39;s git repository"),
+        "{}",
+        r.text
+    );
+    let got = admin.get(&git_api).await;
+    assert_eq!(
+        got.body["repository_url"],
+        "https://git.example.com/foundry/flows.git"
+    );
+}
+
 on_both_backends!(
     owners_manage_groups_and_pipelines_on_the_page,
     a_member_sees_the_pipelines_but_no_form_and_is_refused,
+    owners_deploy_and_set_git_on_the_page,
 );

@@ -295,3 +295,157 @@ async fn the_snapshots_page_follows_the_team_role(s: &TestServer) {
 }
 
 on_both_backends!(the_snapshots_page_follows_the_team_role);
+
+async fn git_and_import_forms_on_the_snapshots_page(s: &TestServer) {
+    let admin = s.admin().await;
+    let team = create_team(&admin, "Forge").await;
+    // Stopped: an import does not need Node-RED.
+    let instance = new_instance(&admin, &team, "forge-flows").await;
+    let member = s.user(&admin, "maya").await;
+    join_team(&admin, &member, &team, "maya", "member").await;
+    let viewer = s.user(&admin, "val").await;
+    join_team(&admin, &viewer, &team, "val", "viewer").await;
+    let page = format!("/teams/{team}/instances/{instance}/snapshots");
+    let listed = format!("/api/v1/teams/{team}/snapshots?instance={instance}");
+    let a = import(&admin, &team, &instance, "return msg;\n", "first").await;
+
+    // The Owner has "Pull from git", "Push to git" per snapshot and the
+    // import form; the Member only the import form. Export stays CLI/API.
+    let r = admin.get(&page).await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    assert!(r.text.contains(r#"data-testid="git-pull""#), "{}", r.text);
+    assert!(r.text.contains(&format!(r#"action="{page}/git-pull""#)));
+    assert!(r.text.contains(&format!(r#"action="{page}/{a}/push""#)));
+    assert!(r.text.contains(r#"data-testid="import-form""#));
+    assert!(r.text.contains("redwall snapshot import"));
+    assert!(r.text.contains("redwall snapshot export"));
+    let r = member.get(&page).await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    assert!(
+        r.text.contains(r#"data-testid="import-form""#),
+        "{}",
+        r.text
+    );
+    assert!(!r.text.contains(r#"data-testid="git-pull""#));
+    assert!(!r.text.contains(r#"data-testid="git-push""#));
+    assert!(!r.text.contains("/push\""));
+
+    // No repository set: the Owner's pull and push show the API's reason.
+    let api_pull = admin
+        .post(
+            &format!("/api/v1/teams/{team}/instances/{instance}/git/pull"),
+            json!({}),
+        )
+        .await;
+    assert_eq!(api_pull.status, 409, "{}", api_pull.body);
+    assert_eq!(api_pull.body["error"]["code"], "git_not_configured");
+    let why = api_pull.body["error"]["message"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let said: String = why.chars().skip(1).take(20).collect();
+    let r = form(&admin, &format!("{page}/git-pull"), &[]).await;
+    assert_eq!(r.status, api_pull.status, "{}", r.text);
+    assert!(r.text.contains(&said), "{said} in {}", r.text);
+    let r = form(&admin, &format!("{page}/{a}/push"), &[]).await;
+    assert!(r.status >= 400, "{}", r.text);
+    assert_eq!(r.status, 409, "{}", r.text);
+    assert!(
+        r.text.contains("The team has no git repository"),
+        "{}",
+        r.text
+    );
+
+    // A Member's forced pull or push is refused by the API.
+    let r = form(&member, &format!("{page}/git-pull"), &[]).await;
+    assert_eq!(r.status, 403, "{}", r.text);
+    assert!(
+        r.text.contains("Owners may pull snapshots from git"),
+        "{}",
+        r.text
+    );
+    let r = form(&member, &format!("{page}/{a}/push"), &[]).await;
+    assert_eq!(r.status, 403, "{}", r.text);
+    assert!(r.text.contains("Owners may push snapshots to git"));
+    let r = form(&member, &format!("{page}/not-an-id/push"), &[]).await;
+    assert_eq!(r.status, 404);
+
+    // A pasted flows file with credentials in the clear: refused with the
+    // API's reason, as typed (escaped), unless the box is ticked.
+    let flows = json!([
+        {"id": "t1", "type": "tab", "label": "</textarea><script>alert(1)</script>"},
+        {"id": "n1", "type": "mqtt-broker", "z": "t1", "broker": "localhost",
+         "credentials": {"user": "u", "password": "hunter2"}}
+    ])
+    .to_string();
+    s.clock.advance_secs(1);
+    let before = member.get(&listed).await.body.as_array().unwrap().len();
+    let r = form(
+        &member,
+        &format!("{page}/import"),
+        &[("flows", &flows), ("import_note", "from the bench")],
+    )
+    .await;
+    assert_eq!(r.status, 422, "{}", r.text);
+    assert!(
+        r.text.contains("The file holds credentials in the clear"),
+        "{}",
+        r.text
+    );
+    assert!(r.text.contains(r#"data-testid="import-error""#));
+    assert!(!r.text.contains("</textarea><script>"), "{}", r.text);
+    assert!(r.text.contains("from the bench"));
+    assert_eq!(
+        member.get(&listed).await.body.as_array().unwrap().len(),
+        before
+    );
+    let r = form(
+        &member,
+        &format!("{page}/import"),
+        &[
+            ("flows", &flows),
+            ("accept_plaintext_credentials", "yes"),
+            ("import_note", "from the bench"),
+        ],
+    )
+    .await;
+    assert_eq!(r.status, 303, "{}", r.text);
+    let got = member.get(&listed).await;
+    assert_eq!(got.body.as_array().unwrap().len(), before + 1);
+    let imported = got.body[0]["id"].as_str().unwrap().to_string();
+    assert_eq!(got.body[0]["kind"], "imported");
+    assert_eq!(got.body[0]["note"], "from the bench");
+    assert_eq!(
+        location(&r),
+        format!("{page}?done=snapshot_imported#snapshot-{imported}")
+    );
+    let r = member.get(&location(&r)).await;
+    assert!(r.text.contains("imported as a new snapshot"), "{}", r.text);
+
+    // Not JSON, hostile: refused next to the field, escaped; an empty
+    // paste is refused before the API.
+    let hostile = "</textarea><img src=x onerror=alert(1)>";
+    let r = form(&member, &format!("{page}/import"), &[("flows", hostile)]).await;
+    assert_eq!(r.status, 422, "{}", r.text);
+    assert!(!r.text.contains(hostile), "{}", r.text);
+    assert!(r.text.contains("&#60;img src=x"), "{}", r.text);
+    let r = form(&member, &format!("{page}/import"), &[("flows", "  ")]).await;
+    assert_eq!(r.status, 422, "{}", r.text);
+    assert!(r.text.contains("Paste a Node-RED flows file"));
+
+    // A Viewer's forced import is refused and imports nothing.
+    let count = admin.get(&listed).await.body.as_array().unwrap().len();
+    let r = form(
+        &viewer,
+        &format!("{page}/import"),
+        &[("flows", &flows), ("accept_plaintext_credentials", "yes")],
+    )
+    .await;
+    assert_eq!(r.status, 403, "{}", r.text);
+    assert_eq!(
+        admin.get(&listed).await.body.as_array().unwrap().len(),
+        count
+    );
+}
+
+on_both_backends!(git_and_import_forms_on_the_snapshots_page);

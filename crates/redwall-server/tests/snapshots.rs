@@ -11,6 +11,7 @@ use base64::Engine as _;
 use common::*;
 use serde_json::json;
 use snapshot_kit::*;
+use std::time::Duration;
 
 #[tokio::test]
 async fn an_editor_deploy_is_snapshotted_and_a_rollback_restores_it_exactly() {
@@ -335,6 +336,72 @@ async fn a_rollback_installs_the_modules_its_snapshot_needs_where_the_palette_is
         "{}",
         detail.body
     );
+    s.assert_audit_intact().await;
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn automatic_snapshots_beyond_the_retention_go_and_manual_ones_stay() {
+    let s = instance_server().await;
+    let admin = s.admin().await;
+    let owner = s.user(&admin, "olivia").await;
+    let team = create_team(&owner, "Plant").await;
+    create_running(&owner, &team, "line").await;
+    let r = admin
+        .patch("/api/v1/settings", json!({"snapshot_keep_automatic": 0}))
+        .await;
+    assert_eq!(r.status, 422, "{}", r.body);
+    let r = admin
+        .patch("/api/v1/settings", json!({"snapshot_keep_automatic": 2}))
+        .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    deploy_from_editor(&s, &owner, "line", flows("one")).await;
+    snapshots(&owner, &team, "line", 1).await;
+    let manual = owner
+        .post(
+            &format!("/api/v1/teams/{team}/instances/line/snapshots"),
+            json!({"note": "keep me"}),
+        )
+        .await;
+    assert_eq!(manual.status, 201, "{}", manual.body);
+    for (i, greeting) in ["two", "three", "four"].iter().enumerate() {
+        // The test clock stands still: move it so "newest" means something.
+        s.clock.advance_secs(1);
+        deploy_from_editor(&s, &owner, "line", flows(greeting)).await;
+        snapshots(&owner, &team, "line", (3 + i).min(4)).await;
+    }
+    // Once the fourth deploy's snapshot pruned: the one it runs, the two
+    // newest automatic ones besides it, and the manual one.
+    for _ in 0..100 {
+        if !audit_events(&admin, "snapshot.pruned").await.is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let list = owner
+        .get(&format!("/api/v1/teams/{team}/snapshots?instance=line"))
+        .await;
+    let mut kinds: Vec<String> = list
+        .body
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["kind"].as_str().unwrap().to_string())
+        .collect();
+    kinds.sort();
+    assert_eq!(kinds, ["automatic", "automatic", "automatic", "manual"]);
+    let list = owner
+        .get(&format!("/api/v1/teams/{team}/snapshots?instance=line"))
+        .await;
+    let notes: Vec<&str> = list
+        .body
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["note"].as_str().unwrap())
+        .collect();
+    assert!(notes.contains(&"keep me"));
+    assert_eq!(audit_events(&admin, "snapshot.pruned").await.len(), 1);
     s.assert_audit_intact().await;
     s.stop().await;
 }

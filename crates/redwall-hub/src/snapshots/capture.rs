@@ -7,9 +7,7 @@
 //! anything but bounded regular files.
 
 use redwall_policy::audit_event::AuditEvent;
-use redwall_policy::snapshot_rules::{
-    automatic_to_prune, RetentionEntry, SnapshotKind, DEFAULT_KEEP_AUTOMATIC,
-};
+use redwall_policy::snapshot_rules::{automatic_to_prune, RetentionEntry, SnapshotKind};
 use redwall_store::{Instance, SnapshotSummary};
 use serde_json::{json, Map, Value};
 
@@ -170,7 +168,8 @@ impl Hub {
                 })
             })
             .collect();
-        let prune: Vec<String> = automatic_to_prune(&entries, DEFAULT_KEEP_AUTOMATIC)
+        let keep = self.platform_settings().await?.snapshot_keep_automatic;
+        let prune: Vec<String> = automatic_to_prune(&entries, keep)
             .into_iter()
             .map(str::to_string)
             .collect();
@@ -186,7 +185,7 @@ impl Hub {
                 &instance.team_id,
                 AuditEvent::SnapshotsPruned,
                 format!("instance:{}", instance.name),
-                json!({ "deleted": gone, "snapshots": prune, "kept_automatic": DEFAULT_KEEP_AUTOMATIC }),
+                json!({ "deleted": gone, "snapshots": prune, "kept_automatic": keep }),
             ),
         );
         self.commit(tx, 1).await

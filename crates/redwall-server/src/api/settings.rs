@@ -17,6 +17,8 @@ pub struct SettingsChange {
     pub require_mfa: Option<bool>,
     pub session_idle_secs: Option<i64>,
     pub session_absolute_secs: Option<i64>,
+    /// Automatic snapshots kept per instance (1 to 1000).
+    pub snapshot_keep_automatic: Option<usize>,
 }
 
 pub async fn get(State(state): State<AppState>) -> ApiResult<Json<PlatformSettings>> {
@@ -38,6 +40,7 @@ pub async fn update(
                 require_mfa: change.require_mfa,
                 session_idle_secs: change.session_idle_secs,
                 session_absolute_secs: change.session_absolute_secs,
+                snapshot_keep_automatic: change.snapshot_keep_automatic,
             },
         )
         .await?;

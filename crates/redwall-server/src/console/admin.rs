@@ -21,6 +21,7 @@ pub struct Settings {
     pub require_mfa: bool,
     pub session_idle_secs: i64,
     pub session_absolute_secs: i64,
+    pub snapshot_keep_automatic: usize,
 }
 
 #[derive(Deserialize)]
@@ -218,6 +219,12 @@ pub async fn settings_save(ctx: Ctx, body: Bytes) -> Response {
         let mut errors = FieldErrors::default();
         let idle = minutes(&p.form.text("idle_minutes"));
         let absolute = minutes(&p.form.text("absolute_minutes"));
+        let keep = p.form.text("keep_automatic").trim().parse::<usize>().ok();
+        if keep.is_none() {
+            errors
+                .fields
+                .push(("keep_automatic", "Enter a whole number.".into()));
+        }
         if idle.is_none() {
             errors
                 .fields
@@ -236,6 +243,7 @@ pub async fn settings_save(ctx: Ctx, body: Bytes) -> Response {
             "require_mfa": p.form.checked("require_mfa"),
             "session_idle_secs": idle,
             "session_absolute_secs": absolute,
+            "snapshot_keep_automatic": keep,
         });
         match p
             .api
@@ -245,7 +253,13 @@ pub async fn settings_save(ctx: Ctx, body: Bytes) -> Response {
             Ok(_) => Done::Redirect("/admin/settings?done=settings_saved".into()),
             Err(f) if f.needs_login() => Done::Again(ctx.refused(&f, None)),
             Err(f) => {
-                let errors = FieldErrors::from_failure(&f, &[("enrol_mfa_first", "require_mfa")]);
+                let errors = FieldErrors::from_failure(
+                    &f,
+                    &[
+                        ("enrol_mfa_first", "require_mfa"),
+                        ("invalid_retention", "keep_automatic"),
+                    ],
+                );
                 Done::Again(settings_view(ctx, errors, refused_status(f.status)).await)
             }
         }

@@ -91,6 +91,8 @@ pub fn router(app: AppState, api: Router) -> Router {
             get(pipelines::page).post(pipelines::create),
         )
         .route("/teams/{team}/pipelines/groups", post(pipelines::group_set))
+        .route("/teams/{team}/pipelines/deploy", post(pipelines::deploy))
+        .route("/teams/{team}/pipelines/git", post(pipelines::git_set))
         .route(
             "/teams/{team}/pipelines/groups/{group}/delete",
             post(pipelines::group_delete),
@@ -116,6 +118,18 @@ pub fn router(app: AppState, api: Router) -> Router {
         .route(
             "/teams/{team}/instances/{instance}/snapshots/{id}/rollback",
             post(snapshots::rollback),
+        )
+        .route(
+            "/teams/{team}/instances/{instance}/snapshots/{id}/push",
+            post(snapshots::push),
+        )
+        .route(
+            "/teams/{team}/instances/{instance}/snapshots/git-pull",
+            post(snapshots::git_pull),
+        )
+        .route(
+            "/teams/{team}/instances/{instance}/snapshots/import",
+            post(snapshots::import),
         )
         .route(
             "/teams/{team}/instances/{instance}/{action}",

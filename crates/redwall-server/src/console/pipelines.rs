@@ -6,7 +6,12 @@
 //! (`pipeline:approve`; the API refuses the Owner who promoted it, and the
 //! page shows why). Everything goes through the API's
 //! `/api/v1/teams/{team}/groups`, `.../pipelines` and `.../promotions`
-//! like every console form. Deploy windows are UTC, here as in the API.
+//! like every console form. Owners also deploy a snapshot straight to a
+//! target (`snapshot:deploy`, the API's `/api/v1/teams/{team}/deploys`),
+//! and see and set the team's git repository for snapshots
+//! (`snapshot:git:write`; the section is hidden when the API refuses to
+//! show it; the token is write-only). Deploy windows are UTC, here as in
+//! the API.
 
 use super::auth::{describe, sentence, FieldErrors};
 use super::client::Failure;
@@ -15,7 +20,8 @@ use super::page::{error_page, refused_status, render_status, Ctx, Layout};
 use super::snapshots::short_id;
 use super::submit::{self, Done, Posted};
 use crate::api::pipelines::{GroupView, PipelineView, PromotionView, WindowView};
-use crate::api::snapshots::SnapshotView;
+use crate::api::snapshot_git::GitSettingsView;
+use crate::api::snapshots::{DeploymentView, SnapshotView};
 use askama::Template;
 use axum::body::Bytes;
 use axum::extract::Path;
@@ -123,6 +129,45 @@ pub struct PipelineRow {
     pub promote: PromoteForm,
 }
 
+/// The deploy form, as typed when it was refused.
+#[derive(Default)]
+pub struct DeployForm {
+    pub snapshot: String,
+    /// "instance:NAME" or "group:NAME".
+    pub target: String,
+    pub only: String,
+    pub not_before: String,
+    pub daily: String,
+    pub error: Option<String>,
+}
+
+/// A target the deploy form offers.
+pub struct TargetChoice {
+    /// "instance:NAME" or "group:NAME".
+    pub value: String,
+    pub label: String,
+    pub selected: bool,
+}
+
+/// The git settings form, as typed when it was refused (never the token).
+#[derive(Default)]
+pub struct GitForm {
+    pub repository_url: String,
+    pub push_branch: String,
+    pub pull_branch: String,
+    pub error: Option<String>,
+}
+
+/// The team's git settings as the page shows them.
+pub struct GitShown {
+    pub configured: bool,
+    pub repository_url: String,
+    pub push_branch: String,
+    pub pull_branch: String,
+    pub has_token: bool,
+    pub updated: String,
+}
+
 /// A snapshot the promote form suggests.
 pub struct SnapshotChoice {
     pub id: String,
@@ -144,6 +189,13 @@ struct PipelinesPage {
     group_list: String,
     new_name: String,
     new_stages: String,
+    targets: Vec<TargetChoice>,
+    deploy: DeployForm,
+    /// The deployments a deploy just made, shown once.
+    deployed: Option<Vec<DeploymentLine>>,
+    /// None when the API refuses to show the team's git settings.
+    git: Option<GitShown>,
+    git_form: GitForm,
 }
 
 /// What a form's answer adds to the page.
@@ -159,6 +211,12 @@ struct Extra {
     promote: Option<(String, PromoteForm)>,
     /// A refused approval: the promotion and why.
     approve: Option<(String, String)>,
+    /// The deploy form as typed (with why it was refused).
+    deploy: DeployForm,
+    /// What a deploy just made.
+    deployed: Option<Vec<DeploymentView>>,
+    /// A refused git settings form.
+    git_form: Option<GitForm>,
 }
 
 fn api(team: &str, rest: &str) -> String {
@@ -180,6 +238,7 @@ fn notice(code: Option<&str>) -> Option<&'static str> {
         "promotion_done" => "The promotion is deployed: every instance of the stage runs the snapshot.",
         "promotion_failed" => "The promotion's deploy failed on at least one instance, which keeps what it ran. Its deployments below say why.",
         "promotion_deploying" => "The promotion is deploying.",
+        "git_saved" => "The team's git settings were saved.",
         other => return super::home::notice(Some(other)),
     })
 }
@@ -439,34 +498,97 @@ async fn pipelines_page(ctx: &Ctx, team_id: &str, extra: Extra, status: StatusCo
     if let Some((_, why)) = extra.approve.filter(|_| !approval_shown) {
         errors.form = errors.form.or(Some(why));
     }
-    // Suggestions for the promote form, for those who may promote.
-    let snapshots = if team.can("pipeline:write") && !pipelines.is_empty() {
-        ctx.api
-            .get::<Vec<SnapshotView>>(&api(team_id, "snapshots"))
-            .await
-            .unwrap_or_default()
-            .iter()
-            .take(SUGGESTED_SNAPSHOTS)
-            .map(|s| SnapshotChoice {
-                id: s.id.clone(),
-                label: format!(
-                    "{} · {} · {}{}",
-                    short_id(&s.id),
-                    s.instance_id
-                        .as_deref()
-                        .map(&instance_name)
-                        .unwrap_or_default(),
-                    short_time(&s.created_at),
-                    if s.note.is_empty() {
-                        String::new()
-                    } else {
-                        format!(" · {}", s.note.chars().take(60).collect::<String>())
-                    }
-                ),
+    // Suggestions for the promote and deploy forms, for those who may use them.
+    let snapshots =
+        if (team.can("pipeline:write") && !pipelines.is_empty()) || team.can("snapshot:deploy") {
+            ctx.api
+                .get::<Vec<SnapshotView>>(&api(team_id, "snapshots"))
+                .await
+                .unwrap_or_default()
+                .iter()
+                .take(SUGGESTED_SNAPSHOTS)
+                .map(|s| SnapshotChoice {
+                    id: s.id.clone(),
+                    label: format!(
+                        "{} · {} · {}{}",
+                        short_id(&s.id),
+                        s.instance_id
+                            .as_deref()
+                            .map(&instance_name)
+                            .unwrap_or_default(),
+                        short_time(&s.created_at),
+                        if s.note.is_empty() {
+                            String::new()
+                        } else {
+                            format!(" · {}", s.note.chars().take(60).collect::<String>())
+                        }
+                    ),
+                })
+                .collect()
+        } else {
+            Vec::new()
+        };
+    // The deploy form: its targets, and what a deploy just made.
+    let mut deploy = extra.deploy;
+    if !team.can("snapshot:deploy") {
+        if let Some(why) = deploy.error.take() {
+            errors.form = errors.form.or(Some(why));
+        }
+    }
+    let mut targets: Vec<TargetChoice> = listed_instances
+        .iter()
+        .map(|i| format!("instance:{}", i.name))
+        .chain(listed_groups.iter().map(|g| format!("group:{}", g.name)))
+        .map(|value| TargetChoice {
+            label: value.replacen(':', " ", 1),
+            selected: value == deploy.target,
+            value,
+        })
+        .collect();
+    targets.sort_by(|a, b| a.value.cmp(&b.value));
+    let deployed = extra.deployed.map(|list| {
+        list.iter()
+            .map(|d| DeploymentLine {
+                instance: instance_name(&d.instance_id),
+                status: d.status.clone(),
+                step: d.step.clone(),
+                error: d.error.clone(),
             })
             .collect()
-    } else {
-        Vec::new()
+    });
+    // The git settings, for those the API shows them to.
+    let git = ctx
+        .api
+        .get::<GitSettingsView>(&api(team_id, "git"))
+        .await
+        .ok()
+        .map(|g| GitShown {
+            configured: g.configured,
+            repository_url: g.repository_url.unwrap_or_default(),
+            push_branch: g.push_branch.unwrap_or_default(),
+            pull_branch: g.pull_branch.unwrap_or_default(),
+            has_token: g.has_token,
+            updated: match (&g.updated_at, &g.updated_by) {
+                (Some(at), Some(by)) => {
+                    format!("{} by {}", short_time(at), user_name(by, &members))
+                }
+                (Some(at), None) => short_time(at),
+                _ => String::new(),
+            },
+        });
+    let git_form = match (extra.git_form, &git) {
+        (Some(mut typed), None) => {
+            errors.form = errors.form.or(typed.error.take());
+            typed
+        }
+        (Some(typed), Some(_)) => typed,
+        (None, Some(g)) => GitForm {
+            repository_url: g.repository_url.clone(),
+            push_branch: g.push_branch.clone(),
+            pull_branch: g.pull_branch.clone(),
+            error: None,
+        },
+        (None, None) => GitForm::default(),
     };
     let layout = Layout::new(
         format!("{} · Pipelines and deploy targets", team.name),
@@ -488,6 +610,11 @@ async fn pipelines_page(ctx: &Ctx, team_id: &str, extra: Extra, status: StatusCo
             group_list: extra.group_list,
             new_name: extra.new_name,
             new_stages: extra.new_stages,
+            targets,
+            deploy,
+            deployed,
+            git,
+            git_form,
         },
     )
 }
@@ -692,12 +819,8 @@ pub async fn action(
                     error: None,
                 };
                 let mut request = json!({ "snapshot": typed.snapshot, "stage": typed.stage });
-                if !typed.not_before.is_empty() || !typed.daily.is_empty() {
-                    request["window"] = json!({
-                        "not_before": Some(not_before_utc(&typed.not_before))
-                            .filter(|t| !t.is_empty()),
-                        "daily": Some(typed.daily.clone()).filter(|d| !d.is_empty()),
-                    });
+                if let Some(w) = window_json(&typed.not_before, &typed.daily) {
+                    request["window"] = w;
                 }
                 match p
                     .api
@@ -739,6 +862,134 @@ pub async fn action(
                 }
             }
             _ => Done::Again(error_page(&Failure::not_found(), None)),
+        }
+    })
+    .await
+}
+
+/// The window a form typed, as the API takes it; none when both are empty.
+fn window_json(not_before: &str, daily: &str) -> Option<Value> {
+    if not_before.is_empty() && daily.is_empty() {
+        return None;
+    }
+    Some(json!({
+        "not_before": Some(not_before_utc(not_before)).filter(|t| !t.is_empty()),
+        "daily": Some(daily.to_string()).filter(|d| !d.is_empty()),
+    }))
+}
+
+/// "Deploy": a snapshot to an instance or a group (or a subset of it), now
+/// or held for a window; then the deployments it made, shown once.
+pub async fn deploy(ctx: Ctx, Path(team): Path<String>, body: Bytes) -> Response {
+    let ctx = &ctx;
+    let team = team.as_str();
+    let here = page_path(team);
+    submit::signed_in(ctx, body, |p: Posted| async move {
+        let typed = DeployForm {
+            snapshot: p.form.text("snapshot"),
+            target: p.form.text("target"),
+            only: p.form.text("only"),
+            not_before: p.form.text("not_before"),
+            daily: p.form.text("daily"),
+            error: None,
+        };
+        let refused = |why: String, status: StatusCode, typed: DeployForm| async move {
+            let extra = Extra {
+                deploy: DeployForm {
+                    error: Some(why),
+                    ..typed
+                },
+                ..Extra::default()
+            };
+            Done::Again(pipelines_page(ctx, team, extra, refused_status(status)).await)
+        };
+        let target = match typed.target.split_once(':') {
+            Some(("instance", name)) if !name.is_empty() => json!({"kind": "instance", "name": name}),
+            Some(("group", name)) if !name.is_empty() => json!({"kind": "group", "name": name}),
+            _ => {
+                let why = "Choose an instance or a group to deploy to.".to_string();
+                return refused(why, StatusCode::UNPROCESSABLE_ENTITY, typed).await;
+            }
+        };
+        let only: Vec<&str> = typed
+            .only
+            .split([',', ' '])
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .collect();
+        let mut request = json!({ "snapshot": typed.snapshot, "target": target, "only": only });
+        if let Some(w) = window_json(&typed.not_before, &typed.daily) {
+            request["window"] = w;
+        }
+        match p
+            .api
+            .post::<Vec<DeploymentView>>(Method::POST, &api(team, "deploys"), &request)
+            .await
+        {
+            Ok(made) => {
+                let extra = Extra {
+                    deployed: Some(made),
+                    ..Extra::default()
+                };
+                Done::ShownOnce {
+                    page: pipelines_page(ctx, team, extra, StatusCode::OK).await,
+                    then: format!("{here}#deploy"),
+                }
+            }
+            Err(f) if f.needs_login() => Done::Again(ctx.refused(&f, None)),
+            Err(f) => {
+                let why = if f.is("not_found") {
+                    "No such snapshot in this team, or no such target: give the id of one of the team's snapshots.".to_string()
+                } else {
+                    refusal(&f, "deploy snapshots")
+                };
+                refused(why, f.status, typed).await
+            }
+        }
+    })
+    .await
+}
+
+/// "Save git settings": the repository, its branches and (write-only) its
+/// HTTPS token.
+pub async fn git_set(ctx: Ctx, Path(team): Path<String>, body: Bytes) -> Response {
+    let ctx = &ctx;
+    let team = team.as_str();
+    let here = page_path(team);
+    submit::signed_in(ctx, body, |p: Posted| async move {
+        let typed = GitForm {
+            repository_url: p.form.text("repository_url"),
+            push_branch: p.form.text("push_branch"),
+            pull_branch: p.form.text("pull_branch"),
+            error: None,
+        };
+        let token = p.form.raw("token");
+        let mut request = json!({
+            "repository_url": typed.repository_url,
+            "push_branch": typed.push_branch,
+            "pull_branch": typed.pull_branch,
+            "clear_token": p.form.checked("clear_token"),
+        });
+        if !token.is_empty() {
+            request["token"] = json!(token);
+        }
+        match p
+            .api
+            .act(Method::PUT, &api(team, "git"), Some(&request))
+            .await
+        {
+            Ok(_) => Done::Redirect(format!("{here}?done=git_saved#git")),
+            Err(f) if f.needs_login() => Done::Again(ctx.refused(&f, None)),
+            Err(f) => {
+                let extra = Extra {
+                    git_form: Some(GitForm {
+                        error: Some(refusal(&f, "set the team's git repository")),
+                        ..typed
+                    }),
+                    ..Extra::default()
+                };
+                Done::Again(pipelines_page(ctx, team, extra, refused_status(f.status)).await)
+            }
         }
     })
     .await

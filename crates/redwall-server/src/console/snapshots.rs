@@ -6,8 +6,12 @@
 //! deployment (Owners); and the instance's recent deployments with their
 //! status, step and error. Everything goes through the API's
 //! `/api/v1/teams/{team}/snapshots` and the instance's `snapshots`,
-//! `rollback` and `deployments`, like every console page; export and
-//! import are for the CLI and the API.
+//! `rollback` and `deployments`, like every console page. Owners also
+//! push a snapshot to the team's git repository and pull its pull branch
+//! as a new snapshot (`snapshot:git:write`); Members and Owners import a
+//! pasted Node-RED flows file (`snapshot:create`; larger files and sealed
+//! exports go through `redwall snapshot import`). Export, a file sealed
+//! under a passphrase, stays with the CLI and the API.
 
 use super::auth::{describe, FieldErrors};
 use super::client::Failure;
@@ -139,6 +143,30 @@ struct SnapshotsPage {
     compared: Option<Compared>,
     errors: FieldErrors,
     note: String,
+    git: Option<GitResult>,
+    import: ImportForm,
+}
+
+/// What a push to git or a pull from it answered, shown once.
+pub struct GitResult {
+    /// "pushed" or "pulled".
+    pub action: &'static str,
+    pub snapshot: String,
+    pub snapshot_short: String,
+    pub branch: String,
+    pub commit: String,
+    /// A push that found the branch already holding the snapshot.
+    pub unchanged: bool,
+    /// A pull: where its credentials came from.
+    pub credentials: String,
+}
+
+/// The import form, as typed when it was refused.
+#[derive(Default)]
+pub struct ImportForm {
+    pub flows: String,
+    pub accept: bool,
+    pub note: String,
 }
 
 /// What a form's answer adds to the page.
@@ -146,6 +174,8 @@ struct SnapshotsPage {
 struct Extra {
     errors: FieldErrors,
     note: String,
+    git: Option<GitResult>,
+    import: ImportForm,
 }
 
 // ---- the API's diff, read back ----
@@ -356,6 +386,7 @@ fn notice(code: Option<&str>) -> Option<&'static str> {
         "snapshot_taken" => "The snapshot was taken.",
         "rolled_back" => "The rollback is done: the instance runs the snapshot. What ran before is kept as a snapshot; Undo on the deployment rolls back to it.",
         "rollback_failed" => "The rollback failed; the instance keeps what it ran. The deployment below says why.",
+        "snapshot_imported" => "The flows file was imported as a new snapshot. It is not deployed: roll back to it to deploy it.",
         other => return super::home::notice(Some(other)),
     })
 }
@@ -565,6 +596,8 @@ async fn snapshots_page(
             compared,
             errors: extra.errors,
             note: extra.note,
+            git: extra.git,
+            import: extra.import,
         },
     )
 }
@@ -606,7 +639,11 @@ pub async fn create(
                 if errors.form.is_some() {
                     errors.form = Some(refusal(&f, "take snapshots"));
                 }
-                let extra = Extra { errors, note };
+                let extra = Extra {
+                    errors,
+                    note,
+                    ..Extra::default()
+                };
                 Done::Again(
                     snapshots_page(ctx, team, instance, extra, refused_status(f.status)).await,
                 )
@@ -656,6 +693,195 @@ pub async fn rollback(
                 Done::Again(
                     snapshots_page(ctx, team, instance, extra, refused_status(f.status)).await,
                 )
+            }
+        }
+    })
+    .await
+}
+
+/// The page again with a message for the whole page.
+async fn again(ctx: &Ctx, team: &str, instance: &str, f: Failure, what: &str) -> Done {
+    if f.needs_login() {
+        return Done::Again(ctx.refused(&f, None));
+    }
+    let extra = Extra {
+        errors: FieldErrors {
+            form: Some(refusal(&f, what)),
+            fields: Vec::new(),
+        },
+        ..Extra::default()
+    };
+    Done::Again(snapshots_page(ctx, team, instance, extra, refused_status(f.status)).await)
+}
+
+/// The answer of a push or pull, as the page shows it once.
+#[derive(Deserialize)]
+struct GitAnswer {
+    #[serde(default)]
+    snapshot_id: Option<String>,
+    #[serde(default)]
+    snapshot: Option<SnapshotView>,
+    branch: String,
+    commit: String,
+    #[serde(default = "yes")]
+    changed: bool,
+    #[serde(default)]
+    credentials: String,
+}
+
+fn yes() -> bool {
+    true
+}
+
+fn git_result(action: &'static str, a: GitAnswer) -> GitResult {
+    let snapshot = a
+        .snapshot_id
+        .or(a.snapshot.map(|s| s.id))
+        .unwrap_or_default();
+    GitResult {
+        action,
+        snapshot_short: short_id(&snapshot),
+        snapshot,
+        branch: a.branch,
+        commit: a.commit,
+        unchanged: !a.changed,
+        credentials: match a.credentials.as_str() {
+            "sealed" => "the repository's, sealed for this team".to_string(),
+            "kept_from_instance" => "kept from the instance (the repository has none)".to_string(),
+            _ => String::new(),
+        },
+    }
+}
+
+/// Shows a git push or pull once; a second submit goes back to the list.
+async fn git_done(ctx: &Ctx, team: &str, instance: &str, result: GitResult) -> Done {
+    let extra = Extra {
+        git: Some(result),
+        ..Extra::default()
+    };
+    Done::ShownOnce {
+        page: snapshots_page(ctx, team, instance, extra, StatusCode::OK).await,
+        then: format!("{}#snapshots", page_path(team, instance)),
+    }
+}
+
+/// "Push to git": the snapshot, checked whole, to the team's push branch.
+pub async fn push(
+    ctx: Ctx,
+    Path((team, instance, id)): Path<(String, String, String)>,
+    body: Bytes,
+) -> Response {
+    let ctx = &ctx;
+    let (team, instance) = (team.as_str(), instance.as_str());
+    if !crate::ids::looks_like_id(&id) {
+        return error_page(&Failure::not_found(), None);
+    }
+    submit::signed_in(ctx, body, |p: Posted| async move {
+        let path = format!("/api/v1/teams/{team}/snapshots/{id}/git/push");
+        match p
+            .api
+            .post::<GitAnswer>(Method::POST, &path, &json!({}))
+            .await
+        {
+            Ok(a) => git_done(ctx, team, instance, git_result("pushed", a)).await,
+            Err(f) => again(ctx, team, instance, f, "push snapshots to git").await,
+        }
+    })
+    .await
+}
+
+/// "Pull from git": the pull branch's head as a new snapshot (not deployed).
+pub async fn git_pull(
+    ctx: Ctx,
+    Path((team, instance)): Path<(String, String)>,
+    body: Bytes,
+) -> Response {
+    let ctx = &ctx;
+    let (team, instance) = (team.as_str(), instance.as_str());
+    submit::signed_in(ctx, body, |p: Posted| async move {
+        let path = format!("{}/git/pull", instance_api(team, instance));
+        match p
+            .api
+            .post::<GitAnswer>(Method::POST, &path, &json!({}))
+            .await
+        {
+            Ok(a) => git_done(ctx, team, instance, git_result("pulled", a)).await,
+            Err(f) => again(ctx, team, instance, f, "pull snapshots from git").await,
+        }
+    })
+    .await
+}
+
+/// "Import": a pasted Node-RED flows file (JSON), base64 as the API takes
+/// it, with the box for credentials in the clear and a note.
+pub async fn import(
+    ctx: Ctx,
+    Path((team, instance)): Path<(String, String)>,
+    body: Bytes,
+) -> Response {
+    use base64::Engine as _;
+    let ctx = &ctx;
+    let (team, instance) = (team.as_str(), instance.as_str());
+    let here = page_path(team, instance);
+    submit::signed_in(ctx, body, |p: Posted| async move {
+        let typed = ImportForm {
+            flows: p.form.raw("flows"),
+            accept: p.form.checked("accept_plaintext_credentials"),
+            note: p.form.raw("import_note").trim().replace("\r\n", "\n"),
+        };
+        let refused = |errors: FieldErrors, status: StatusCode, typed: ImportForm| async move {
+            let extra = Extra {
+                errors,
+                import: typed,
+                ..Extra::default()
+            };
+            Done::Again(snapshots_page(ctx, team, instance, extra, refused_status(status)).await)
+        };
+        if typed.flows.trim().is_empty() {
+            let errors = FieldErrors {
+                form: None,
+                fields: vec![(
+                    "flows",
+                    "Paste a Node-RED flows file (JSON), as the editor's Export gives it."
+                        .to_string(),
+                )],
+            };
+            return refused(errors, StatusCode::UNPROCESSABLE_ENTITY, typed).await;
+        }
+        let request = json!({
+            "file": base64::engine::general_purpose::STANDARD.encode(typed.flows.as_bytes()),
+            "accept_plaintext_credentials": typed.accept,
+            "note": typed.note,
+        });
+        let path = format!("{}/snapshots/import", instance_api(team, instance));
+        match p
+            .api
+            .post::<serde_json::Value>(Method::POST, &path, &request)
+            .await
+        {
+            Ok(answer) => {
+                let anchor = answer["snapshot"]["id"]
+                    .as_str()
+                    .filter(|id| crate::ids::looks_like_id(id))
+                    .map(|id| format!("snapshot-{id}"))
+                    .unwrap_or_else(|| "snapshots".to_string());
+                Done::Redirect(format!("{here}?done=snapshot_imported#{anchor}"))
+            }
+            Err(f) if f.needs_login() => Done::Again(ctx.refused(&f, None)),
+            Err(f) => {
+                let mut errors = FieldErrors::from_failure(
+                    &f,
+                    &[
+                        ("plaintext_credentials", "flows"),
+                        ("invalid_import", "flows"),
+                        ("invalid_flows", "flows"),
+                        ("invalid_note", "import_note"),
+                    ],
+                );
+                if errors.form.is_some() {
+                    errors.form = Some(refusal(&f, "import snapshots"));
+                }
+                refused(errors, f.status, typed).await
             }
         }
     })
@@ -773,6 +999,20 @@ mod tests {
             }),
             errors: FieldErrors::default(),
             note: String::new(),
+            git: Some(GitResult {
+                action: "pushed",
+                snapshot: OTHER.to_string(),
+                snapshot_short: short_id(OTHER),
+                branch: "<b>review</b>".to_string(),
+                commit: "0123abcd".to_string(),
+                unchanged: false,
+                credentials: String::new(),
+            }),
+            import: ImportForm {
+                flows: "[{\"id\":\"</textarea><script>x</script>\"}]".to_string(),
+                accept: false,
+                note: "<i>imported".to_string(),
+            },
         };
         page.render().unwrap()
     }
@@ -780,10 +1020,23 @@ mod tests {
     #[test]
     fn the_page_escapes_the_diff_and_offers_rollback_to_owners_only() {
         let owner = render_page(
-            &["snapshot:read", "snapshot:create", "snapshot:deploy"],
+            &[
+                "snapshot:read",
+                "snapshot:create",
+                "snapshot:deploy",
+                "snapshot:git:write",
+            ],
             true,
         );
-        for hostile in ["<script>alert(1)", "<img src=x>", "<b>Line", "<i>note"] {
+        for hostile in [
+            "<script>alert(1)",
+            "<img src=x>",
+            "<b>Line",
+            "<i>note",
+            "<b>review",
+            "</textarea><script>",
+            "<i>imported",
+        ] {
             assert!(!owner.contains(hostile), "{hostile} unescaped");
         }
         assert!(owner.contains("&#60;script&#62;alert(1)"), "{owner}");
@@ -796,6 +1049,10 @@ mod tests {
         assert!(owner.contains(r#"data-testid="running""#));
         assert!(owner.contains("Roll back to this"));
         assert!(owner.contains("Compare with running"));
+        assert!(owner.contains(r#"data-testid="git-pull""#));
+        assert!(owner.contains(r#"data-testid="git-push""#));
+        assert!(owner.contains(r#"data-testid="git-commit">0123abcd<"#));
+        assert!(owner.contains(r#"data-testid="import-form""#));
 
         let member = render_page(&["snapshot:read", "snapshot:create"], false);
         assert!(!member.contains("/rollback"), "{member}");
@@ -803,8 +1060,13 @@ mod tests {
         assert!(!member.contains(r#"data-testid="undo""#));
         assert!(member.contains(r#"data-testid="take-snapshot""#));
         assert!(member.contains(r#"data-testid="compare""#));
+        assert!(member.contains(r#"data-testid="import-form""#));
+        assert!(!member.contains(r#"data-testid="git-pull""#));
+        assert!(!member.contains(r#"data-testid="git-push""#));
+        assert!(!member.contains("/push\""));
         let reader = render_page(&["snapshot:read"], false);
         assert!(!reader.contains(r#"data-testid="take-snapshot""#));
+        assert!(!reader.contains(r#"data-testid="import-form""#));
     }
 
     #[test]
