@@ -318,7 +318,7 @@ async fn git_and_import_forms_on_the_snapshots_page(s: &TestServer) {
     assert!(r.text.contains(&format!(r#"action="{page}/{a}/push""#)));
     assert!(r.text.contains(r#"data-testid="import-form""#));
     assert!(r.text.contains("redwall snapshot import"));
-    assert!(r.text.contains("redwall snapshot export"));
+    assert!(r.text.contains(r#"data-testid="export-form""#));
     let r = member.get(&page).await;
     assert_eq!(r.status, 200, "{}", r.text);
     assert!(
@@ -329,6 +329,47 @@ async fn git_and_import_forms_on_the_snapshots_page(s: &TestServer) {
     assert!(!r.text.contains(r#"data-testid="git-pull""#));
     assert!(!r.text.contains(r#"data-testid="git-push""#));
     assert!(!r.text.contains("/push\""));
+    assert!(!r.text.contains(r#"data-testid="export-form""#));
+
+    // Export: the Owner downloads the sealed file; a weak passphrase is
+    // refused on the page; a Member's forced export is refused.
+    let r = form(
+        &admin,
+        &format!("{page}/export"),
+        &[
+            ("snapshot", &a),
+            ("passphrase", "correct horse battery staple"),
+        ],
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    assert!(
+        r.headers["content-disposition"]
+            .to_str()
+            .unwrap()
+            .starts_with("attachment;"),
+        "{:?}",
+        r.headers
+    );
+    assert!(r.text.starts_with("redwall-sealed-file"), "{}", r.text);
+    assert!(!r.text.contains("return msg;"), "sealed");
+    let r = form(
+        &admin,
+        &format!("{page}/export"),
+        &[("snapshot", &a), ("passphrase", "short")],
+    )
+    .await;
+    assert_eq!(r.status, 422, "{}", r.text);
+    let r = form(
+        &member,
+        &format!("{page}/export"),
+        &[
+            ("snapshot", &a),
+            ("passphrase", "correct horse battery staple"),
+        ],
+    )
+    .await;
+    assert_eq!(r.status, 403, "{}", r.text);
 
     // No repository set: the Owner's pull and push show the API's reason.
     let api_pull = admin

@@ -132,6 +132,10 @@ pub fn router(app: AppState, api: Router) -> Router {
             post(snapshots::import),
         )
         .route(
+            "/teams/{team}/instances/{instance}/snapshots/export",
+            post(snapshots::export),
+        )
+        .route(
             "/teams/{team}/instances/{instance}/{action}",
             post(instances::action),
         )

@@ -790,6 +790,52 @@ pub async fn push(
     .await
 }
 
+/// "Download the sealed export": the API's file, handed to the browser as
+/// a download (once: a second submit of the form goes back to the page).
+pub async fn export(
+    ctx: Ctx,
+    Path((team, instance)): Path<(String, String)>,
+    body: Bytes,
+) -> Response {
+    let ctx = &ctx;
+    let (team, instance) = (team.as_str(), instance.as_str());
+    submit::signed_in(ctx, body, |p: Posted| async move {
+        let id = p.form.text("snapshot");
+        if !crate::ids::looks_like_id(&id) {
+            return Done::Again(error_page(&Failure::not_found(), None));
+        }
+        let path = format!("/api/v1/teams/{team}/snapshots/{id}/export");
+        let passphrase = p.form.raw("passphrase");
+        match p
+            .api
+            .act(
+                Method::POST,
+                &path,
+                Some(&json!({ "passphrase": passphrase })),
+            )
+            .await
+        {
+            Ok(reply) => {
+                let mut download = Response::new(axum::body::Body::from(reply.body.clone()));
+                for name in [
+                    axum::http::header::CONTENT_TYPE,
+                    axum::http::header::CONTENT_DISPOSITION,
+                ] {
+                    if let Some(v) = reply.headers.get(&name) {
+                        download.headers_mut().insert(name, v.clone());
+                    }
+                }
+                Done::ShownOnce {
+                    page: download,
+                    then: format!("{}#snapshots", page_path(team, instance)),
+                }
+            }
+            Err(f) => again(ctx, team, instance, f, "export snapshots").await,
+        }
+    })
+    .await
+}
+
 /// "Pull from git": the pull branch's head as a new snapshot (not deployed).
 pub async fn git_pull(
     ctx: Ctx,
