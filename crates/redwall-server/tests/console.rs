@@ -5,47 +5,8 @@
 
 mod common;
 
-use common::{create_team, join_team, Client, Resp, TestServer, USER_PASSWORD};
+use common::{create_team, form, form_raw, join_team, location, Client, TestServer, USER_PASSWORD};
 use serde_json::json;
-
-/// Posts a console form the way a browser does: urlencoded, with the
-/// session cookie, the page's CSRF token and form id, and our own Origin.
-async fn form(c: &Client, path: &str, fields: &[(&str, &str)]) -> Resp {
-    let form_id = format!("{:032x}", rand_id());
-    let csrf = c.csrf.clone().unwrap_or_default();
-    let mut all: Vec<(&str, &str)> = vec![("csrf", &csrf), ("form_id", &form_id)];
-    all.extend_from_slice(fields);
-    form_raw(c, path, &all, &c.base).await
-}
-
-async fn form_raw(c: &Client, path: &str, fields: &[(&str, &str)], origin: &str) -> Resp {
-    let mut req = c
-        .http
-        .post(format!("{}{}", c.base, path))
-        .header("origin", origin)
-        .form(fields);
-    if let Some(cookie) = &c.cookie {
-        req = req.header("cookie", cookie);
-    }
-    c.raw(req).await
-}
-
-fn rand_id() -> u128 {
-    use std::time::{SystemTime, UNIX_EPOCH};
-    let t = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_nanos();
-    t ^ (u128::from(std::process::id()) << 64) ^ 0x5eed_5eed_5eed_5eed_5eed
-}
-
-fn location(r: &Resp) -> String {
-    r.headers
-        .get("location")
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("")
-        .to_string()
-}
 
 async fn new_instance(owner: &Client, team: &str, name: &str) -> String {
     let r = owner

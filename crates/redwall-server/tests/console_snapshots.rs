@@ -7,40 +7,8 @@
 mod common;
 
 use base64::Engine as _;
-use common::{create_team, join_team, Client, Resp, TestServer};
+use common::{create_team, form, join_team, location, Client, TestServer};
 use serde_json::json;
-
-/// Posts a console form the way a browser does: urlencoded, with the
-/// session cookie, the page's CSRF token, a fresh form id and our Origin.
-async fn form(c: &Client, path: &str, fields: &[(&str, &str)]) -> Resp {
-    use std::sync::atomic::{AtomicU64, Ordering};
-    static NEXT: AtomicU64 = AtomicU64::new(1);
-    let form_id = format!(
-        "snapshots-{:016x}-{}",
-        NEXT.fetch_add(1, Ordering::Relaxed),
-        std::process::id()
-    );
-    let csrf = c.csrf.clone().unwrap_or_default();
-    let mut all: Vec<(&str, &str)> = vec![("csrf", &csrf), ("form_id", &form_id)];
-    all.extend_from_slice(fields);
-    let mut req = c
-        .http
-        .post(format!("{}{}", c.base, path))
-        .header("origin", &c.base)
-        .form(&all);
-    if let Some(cookie) = &c.cookie {
-        req = req.header("cookie", cookie);
-    }
-    c.raw(req).await
-}
-
-fn location(r: &Resp) -> String {
-    r.headers
-        .get("location")
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("")
-        .to_string()
-}
 
 async fn new_instance(owner: &Client, team: &str, name: &str) -> String {
     let r = owner

@@ -451,3 +451,46 @@ pub async fn on_host(s: &TestServer, c: &Client, name: &str) -> Client {
         .await
         .expect("the console hands the session over")
 }
+
+/// Posts a console form the way a browser does: urlencoded, with the
+/// session cookie, the page's CSRF token, a fresh form id and our own
+/// Origin.
+pub async fn form(c: &Client, path: &str, fields: &[(&str, &str)]) -> Resp {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static NEXT: AtomicU64 = AtomicU64::new(1);
+    let form_id = format!(
+        "{:016x}{:08x}{:08x}",
+        NEXT.fetch_add(1, Ordering::Relaxed),
+        std::process::id(),
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.subsec_nanos())
+            .unwrap_or(0)
+    );
+    let csrf = c.csrf.clone().unwrap_or_default();
+    let mut all: Vec<(&str, &str)> = vec![("csrf", &csrf), ("form_id", &form_id)];
+    all.extend_from_slice(fields);
+    form_raw(c, path, &all, &c.base).await
+}
+
+/// Posts exactly these fields with this Origin (a forged or stale form).
+pub async fn form_raw(c: &Client, path: &str, fields: &[(&str, &str)], origin: &str) -> Resp {
+    let mut req = c
+        .http
+        .post(format!("{}{}", c.base, path))
+        .header("origin", origin)
+        .form(fields);
+    if let Some(cookie) = &c.cookie {
+        req = req.header("cookie", cookie);
+    }
+    c.raw(req).await
+}
+
+/// Where a redirect answer points ("" when none).
+pub fn location(r: &Resp) -> String {
+    r.headers
+        .get("location")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_string()
+}
