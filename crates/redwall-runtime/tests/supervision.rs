@@ -126,12 +126,23 @@ async fn ports_and_ids_are_not_double_booked() {
         "{err}"
     );
     assert!(h.sup.status("once").is_running());
-    // Logs were captured.
-    assert!(h
+    // Logs were captured. Node-RED answers its readiness probe before it
+    // prints "Started flows", and the line reaches the buffer through the
+    // output pump: wait for it (CI once looked too early).
+    let deadline = std::time::Instant::now() + BOOT;
+    while !h
         .sup
         .logs("once", 1000)
         .iter()
-        .any(|l| l.text.contains("Started flows")));
+        .any(|l| l.text.contains("Started flows"))
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no \"Started flows\" in the captured log: {:?}",
+            h.sup.logs("once", 1000)
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
     h.sup.restart("once").await.unwrap();
     h.sup.wait_until_running("once", BOOT).await.unwrap();
     h.sup.stop_all().await;
