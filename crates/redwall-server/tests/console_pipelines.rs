@@ -288,8 +288,8 @@ async fn owners_manage_groups_and_pipelines_on_the_page(s: &TestServer) {
         "{card}"
     );
 
-    // A stage that needs approval: the promoter sees Approve, and the
-    // API's refusal when using it; another Owner approves.
+    // A stage that needs approval: the promoter is offered no Approve (only
+    // why), and a forced approval is refused; another Owner approves.
     let r = form(
         &admin,
         &page,
@@ -325,7 +325,7 @@ async fn owners_manage_groups_and_pipelines_on_the_page(s: &TestServer) {
     );
     assert!(row.contains(r#"data-status="awaiting_approval""#), "{row}");
     assert!(row.contains("promoted by admin"), "{row}");
-    assert!(row.contains(r#"data-testid="approve""#), "{row}");
+    assert!(!row.contains(r#"data-testid="approve""#), "{row}");
     assert!(row.contains("You promoted it"), "{row}");
     let approve = format!("{page}/promotions/{promotion}/approve");
     let r = form(&admin, &approve, &[]).await;

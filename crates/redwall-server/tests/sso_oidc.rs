@@ -238,20 +238,50 @@ impl Idp {
 
 async fn spawn_provider(cfg: &Value) -> tokio::process::Child {
     let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/oidc/provider.mjs");
+    let started = std::time::Instant::now();
     let mut child = tokio::process::Command::new("node")
         .arg(script)
         .arg(cfg.to_string())
         .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
         .kill_on_drop(true)
         .spawn()
         .expect("node runs");
+    // Everything the provider says, so a provider that never gets ready
+    // says why instead of a bare timeout.
+    let said = Arc::new(Mutex::new(String::new()));
+    let stderr = child.stderr.take().unwrap();
+    let heard = said.clone();
+    tokio::spawn(async move {
+        let mut lines = tokio::io::BufReader::new(stderr).lines();
+        while let Ok(Some(line)) = lines.next_line().await {
+            let mut all = heard.lock().unwrap();
+            all.push_str(&line);
+            all.push('\n');
+        }
+    });
     let stdout = child.stdout.take().unwrap();
     let mut lines = tokio::io::BufReader::new(stdout).lines();
-    let ready = tokio::time::timeout(Duration::from_secs(30), lines.next_line())
-        .await
-        .expect("the provider starts within 30 s")
-        .unwrap();
-    assert_eq!(ready.as_deref(), Some("listening"));
+    let ready = async {
+        while let Some(line) = lines.next_line().await.unwrap() {
+            if line == "listening" {
+                return true;
+            }
+            said.lock().unwrap().push_str(&format!("stdout: {line}\n"));
+        }
+        false
+    };
+    let ready = tokio::time::timeout(Duration::from_secs(30), ready).await;
+    let status = child.try_wait().unwrap();
+    assert!(
+        matches!(ready, Ok(true)),
+        "the provider did not start ({:?} after {:?}; exit status {status:?}); it said:\n{}",
+        ready,
+        started.elapsed(),
+        said.lock().unwrap()
+    );
+    // Keep draining stdout so the provider never blocks on a full pipe.
+    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
     child
 }
 
