@@ -84,6 +84,53 @@ impl HubSigningKey {
     }
 }
 
+/// A remote agent's own Ed25519 key: made on the agent, kept in a file
+/// only the agent reads (its 32-byte seed), never sent anywhere. The hub
+/// stores the public half at enrolment and checks the agent's answers to
+/// its challenges with it. Signs like the hub's key (context, NUL,
+/// message). Wiped on drop; `Debug` shows only the public fingerprint.
+pub struct AgentKey(SigningKey);
+
+impl std::fmt::Debug for AgentKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "AgentKey([redacted], public {})",
+            self.public_key().fingerprint()
+        )
+    }
+}
+
+impl AgentKey {
+    /// A new random key from the OS RNG.
+    pub fn generate() -> Self {
+        Self(SigningKey::generate(&mut OsRng))
+    }
+
+    /// The seed to keep on disk (32 bytes).
+    pub fn seed(&self) -> Zeroizing<[u8; 32]> {
+        Zeroizing::new(self.0.to_bytes())
+    }
+
+    /// The key from a seed read back from disk.
+    pub fn from_seed(seed: &[u8]) -> Result<Self, CryptoError> {
+        let seed: Zeroizing<[u8; 32]> = Zeroizing::new(
+            seed.try_into()
+                .map_err(|_| CryptoError::InvalidKey("an agent key is 32 bytes".into()))?,
+        );
+        Ok(Self(SigningKey::from_bytes(&seed)))
+    }
+
+    pub fn public_key(&self) -> PublicKey {
+        PublicKey(self.0.verifying_key().to_bytes())
+    }
+
+    /// Signs `context || 0x00 || message`, as [`HubSigningKey::sign`].
+    pub fn sign(&self, context: &str, message: &[u8]) -> [u8; 64] {
+        self.0.sign(&signed_bytes(context, message)).to_bytes()
+    }
+}
+
 /// What is actually signed: the context, a NUL separator, the message.
 fn signed_bytes(context: &str, message: &[u8]) -> Vec<u8> {
     let mut out = Vec::with_capacity(context.len() + 1 + message.len());
@@ -163,6 +210,23 @@ mod tests {
     use super::*;
 
     const CTX: &str = "redwall-snapshot/v1";
+
+    #[test]
+    fn an_agent_key_survives_its_seed_and_signs_like_the_hub() {
+        let key = AgentKey::generate();
+        let again = AgentKey::from_seed(key.seed().as_slice()).unwrap();
+        assert_eq!(key.public_key(), again.public_key());
+        let sig = again.sign("redwall-agent-hello/v1", b"nonce");
+        let public = PublicKey::from_base64(&key.public_key().to_base64()).unwrap();
+        assert!(public
+            .verify("redwall-agent-hello/v1", b"nonce", &sig)
+            .is_ok());
+        assert!(public
+            .verify("redwall-snapshot/v1", b"nonce", &sig)
+            .is_err());
+        assert!(AgentKey::from_seed(&[0u8; 31]).is_err());
+        assert!(!format!("{key:?}").contains(&hex::encode(key.seed().as_slice())));
+    }
 
     #[test]
     fn sign_and_verify_round_trip() {

@@ -25,6 +25,8 @@ pub const MFA_CHALLENGE_PREFIX: &str = "rwm_";
 pub const INSTANCE_KEY_PREFIX: &str = "rwk_";
 /// Passwords of the team MQTT broker's clients.
 pub const BROKER_CLIENT_PREFIX: &str = "rwb_";
+/// One-time tokens that enrol a remote agent.
+pub const AGENT_ENROL_PREFIX: &str = "rwe_";
 
 /// Random bytes per token: 256 bits, far beyond guessing range.
 const TOKEN_BYTES: usize = 32;
@@ -92,7 +94,9 @@ mod tests {
     use super::*;
     use proptest::prelude::*;
 
-    const PREFIXES: [&str; 5] = [
+    const PREFIXES: [&str; 7] = [
+        BROKER_CLIENT_PREFIX,
+        AGENT_ENROL_PREFIX,
         PERSONAL_ACCESS_PREFIX,
         SETUP_PREFIX,
         SESSION_PREFIX,

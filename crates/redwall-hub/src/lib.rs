@@ -8,6 +8,7 @@
 
 pub mod accounts;
 pub mod activity;
+pub mod agents;
 pub mod audit;
 pub mod broker;
 pub mod caches;
@@ -79,6 +80,8 @@ pub struct Hub {
     pub refusals: Arc<refusals::RefusalTable>,
     /// Broker clients whose connections must close ([`Hub::broker_revocations`]).
     revocations: tokio::sync::broadcast::Sender<String>,
+    /// Agent connections to close or to send commands to ([`Hub::agent_events`]).
+    agent_events: tokio::sync::broadcast::Sender<agents::AgentEvent>,
     /// This process among the hubs sharing the database (revocations it
     /// announced itself come back from PostgreSQL and are skipped).
     node: Arc<str>,
@@ -126,6 +129,7 @@ impl Hub {
             metrics: Arc::default(),
             refusals: Arc::new(refusals::RefusalTable::new(parts.refusal_sources)),
             revocations: tokio::sync::broadcast::channel(1024).0,
+            agent_events: tokio::sync::broadcast::channel(4096).0,
             node: ids::new_id().into(),
             external_broker: Arc::default(),
             instances: Arc::default(),

@@ -93,6 +93,12 @@ pub enum AuditEvent {
     GitSettingsChanged,
     GitPushed,
     GitPulled,
+    AgentTokenCreated,
+    AgentEnrolled,
+    AgentEnrolRefused,
+    AgentConnectRefused,
+    AgentRevoked,
+    AgentCommandSent,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
@@ -114,7 +120,7 @@ impl Outcome {
 }
 
 impl AuditEvent {
-    pub const ALL: [AuditEvent; 88] = [
+    pub const ALL: [AuditEvent; 94] = [
         AuditEvent::SetupCompleted,
         AuditEvent::SetupTokenRejected,
         AuditEvent::LoginSucceeded,
@@ -203,6 +209,12 @@ impl AuditEvent {
         AuditEvent::GitSettingsChanged,
         AuditEvent::GitPushed,
         AuditEvent::GitPulled,
+        AuditEvent::AgentTokenCreated,
+        AuditEvent::AgentEnrolled,
+        AuditEvent::AgentEnrolRefused,
+        AuditEvent::AgentConnectRefused,
+        AuditEvent::AgentRevoked,
+        AuditEvent::AgentCommandSent,
     ];
 
     /// The stable name stored in the log and used in filters ("auth.*").
@@ -297,6 +309,12 @@ impl AuditEvent {
             GitSettingsChanged => "git.settings_changed",
             GitPushed => "git.pushed",
             GitPulled => "git.pulled",
+            AgentTokenCreated => "agent.provisioning_token_created",
+            AgentEnrolled => "agent.enrolled",
+            AgentEnrolRefused => "agent.enrol_refused",
+            AgentConnectRefused => "agent.connect_refused",
+            AgentRevoked => "agent.revoked",
+            AgentCommandSent => "agent.command",
         }
     }
 }

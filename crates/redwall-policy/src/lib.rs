@@ -7,6 +7,7 @@
 
 pub mod access;
 pub mod admin_rules;
+pub mod agent_protocol;
 pub mod audit_event;
 pub mod deploy_window;
 pub mod egress;

@@ -96,6 +96,14 @@ pub enum Permission {
     /// Set the team's git repository, and push snapshots to it or pull
     /// flows from it.
     SnapshotsGitWrite,
+    /// See the team's remote agents: names, keys' fingerprints, online or
+    /// not, what they run.
+    AgentsRead,
+    /// Make provisioning tokens, revoke and delete agents: Owners only
+    /// (an agent runs the team's flows on someone's network).
+    AgentsManage,
+    /// Send an agent a command (ping, restart its Node-RED).
+    AgentsControl,
 }
 
 /// A role at platform level.
@@ -437,10 +445,13 @@ pub const TABLE: &[PermissionRow] = &[
         Writes,
         OWNERS,
     ),
+    team(Permission::AgentsRead, "agent:read", Reads, WRITERS),
+    team(Permission::AgentsManage, "agent:manage", Writes, OWNERS),
+    team(Permission::AgentsControl, "agent:control", Writes, WRITERS),
 ];
 
 impl Permission {
-    pub const ALL: [Permission; 39] = [
+    pub const ALL: [Permission; 42] = [
         Permission::AccountRead,
         Permission::AccountWrite,
         Permission::AccountMfa,
@@ -480,6 +491,9 @@ impl Permission {
         Permission::PipelinesWrite,
         Permission::PipelinesApprove,
         Permission::SnapshotsGitWrite,
+        Permission::AgentsRead,
+        Permission::AgentsManage,
+        Permission::AgentsControl,
     ];
 
     pub fn row(self) -> &'static PermissionRow {

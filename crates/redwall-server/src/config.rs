@@ -27,6 +27,24 @@ pub struct Config {
     pub sso: crate::sso::config::SsoConfig,
     pub audit: AuditConfig,
     pub broker: BrokerConfig,
+    pub agents: AgentsConfig,
+}
+
+/// Remote agents, which dial in to this hub's HTTPS port.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AgentsConfig {
+    /// Seconds between an agent's heartbeats; an agent is offline once two
+    /// are missed.
+    pub heartbeat_secs: u64,
+}
+
+impl Default for AgentsConfig {
+    fn default() -> Self {
+        AgentsConfig {
+            heartbeat_secs: redwall_policy::agent_protocol::DEFAULT_HEARTBEAT_SECS,
+        }
+    }
 }
 
 /// The team MQTT broker (`redwall-broker`), embedded in `redwall serve`.
@@ -191,6 +209,7 @@ impl Default for Config {
             sso: Default::default(),
             audit: AuditConfig::default(),
             broker: BrokerConfig::default(),
+            agents: AgentsConfig::default(),
         }
     }
 }
@@ -499,6 +518,11 @@ impl Config {
                 message,
             })
         };
+        if let Err(e) =
+            redwall_policy::agent_protocol::check_heartbeat_secs(self.agents.heartbeat_secs)
+        {
+            error("agents.heartbeat_secs", e.message);
+        }
         let loopback = self.server.listen.ip().is_loopback();
         if self.tls.mode == TlsMode::Off && !loopback && self.server.trusted_proxies.is_empty() {
             error(

@@ -146,6 +146,9 @@ pub async fn start(options: StartOptions) -> anyhow::Result<RunningServer> {
         TlsMode::Off => None,
         TlsMode::SelfSigned => {
             let (cert, key) = crate::net::tls::ensure_self_signed(&state.config.data_dir)?;
+            let _ = state
+                .tls_pin
+                .set(crate::net::tls::certificate_sha256(&cert)?);
             Some(crate::net::tls::server_config(&cert, &key)?)
         }
         TlsMode::Files => {
@@ -186,6 +189,8 @@ pub async fn start(options: StartOptions) -> anyhow::Result<RunningServer> {
         }
     };
     spawn_housekeeping(state.clone());
+    let hub = state.hub.clone();
+    tokio::spawn(async move { hub.relay_agent_events().await });
     let manager = if options_run_instances {
         Some(
             state

@@ -44,6 +44,9 @@ pub struct Inner {
     pub oidc: crate::sso::oidc::OidcState,
     /// The team MQTT broker, once `serve` started it (for `/mqtt`).
     pub broker: std::sync::OnceLock<redwall_broker::Broker>,
+    /// SHA-256 (hex) of the self-signed certificate `serve` made, which
+    /// agents' provisioning bundles pin; unset with a CA's certificate.
+    pub tls_pin: std::sync::OnceLock<String>,
 }
 
 pub struct StateParts {
@@ -80,6 +83,7 @@ impl AppState {
             used_handoff_codes: TtlCache::new(120 * MICROS_PER_SECOND, 100_000),
             oidc: crate::sso::oidc::OidcState::default(),
             broker: std::sync::OnceLock::new(),
+            tls_pin: std::sync::OnceLock::new(),
             config,
             keyring,
             clock,

@@ -279,7 +279,7 @@ async fn walk(s: &TestServer, everyone: &[Who], require_mfa: bool) {
             );
             assert!(r.status < 500, "{what}");
             // A route naming one thing may answer 404 for a thing that is not there.
-            let has_id = ["{id}", "{instance}", "{group}", "{pipeline}"]
+            let has_id = ["{id}", "{instance}", "{group}", "{pipeline}", "{agent}"]
                 .iter()
                 .any(|p| route.path.contains(p));
             match expected(who, route.access, route.path) {

@@ -14,6 +14,7 @@
 //! bytes.
 
 mod account_changes;
+mod agents;
 mod audit;
 mod broker_clients;
 mod change;
@@ -44,6 +45,7 @@ use sqlx::any::{AnyPoolOptions, AnyRow};
 use sqlx::pool::PoolConnection;
 use sqlx::{Any, AnyPool, Connection, Row};
 
+pub use agents::{Agent, AgentCommandRow, AgentToken};
 pub use audit::{
     canonical_entry_bytes, AuditFilter, AuditRecord, AuditWriter, ChainProblem, ChainProblemKind,
     ChainReport, NewAuditEntry,

@@ -10,6 +10,10 @@ use crate::{Backend, Store, StoreError};
 /// The channel of broker revocations (payload: `{node}:{client id}`).
 pub const BROKER_REVOCATIONS: &str = "redwall_broker_revocations";
 
+/// The channel of remote agents' news for the hub holding their connection
+/// (payload: `{node}:{kind}:{agent id}`, kind `revoked` or `command`).
+pub const AGENT_EVENTS: &str = "redwall_agent_events";
+
 /// A subscription to one channel.
 pub struct Listener(PgListener);
 

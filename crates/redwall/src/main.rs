@@ -3,6 +3,7 @@
 //! `instance`, a client of the serving process's HTTP API.
 
 mod admin;
+mod agent_cmd;
 mod broker_cmd;
 mod client;
 mod instance_cmd;
@@ -81,6 +82,10 @@ enum Command {
     /// approve, on a running Redwall (its API, with a personal access
     /// token from REDWALL_TOKEN).
     Pipeline(pipeline_cmd::PipelineArgs),
+    /// A team's remote agents: provision (a one-time enrolment bundle),
+    /// list, show, ping, restart, revoke, delete, on a running Redwall (its
+    /// API, with a personal access token from REDWALL_TOKEN).
+    Agent(agent_cmd::AgentArgs),
 }
 
 #[derive(Subcommand)]
@@ -211,6 +216,9 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     if let Command::Pipeline(args) = cli.command {
         return Ok(pipeline_cmd::run_pipeline(args).await);
     }
+    if let Command::Agent(args) = cli.command {
+        return Ok(agent_cmd::run(args).await);
+    }
     let config = load_config(&cli)?;
     match cli.command {
         Command::Serve => serve(config).await,
@@ -232,7 +240,8 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         | Command::Snapshot(_)
         | Command::Group(_)
         | Command::Deploy(_)
-        | Command::Pipeline(_) => Ok(ExitCode::FAILURE),
+        | Command::Pipeline(_)
+        | Command::Agent(_) => Ok(ExitCode::FAILURE),
     }
 }
 

@@ -3,6 +3,8 @@
 //! The router, the OpenAPI document and the route-matrix test are all built
 //! from `routes()`, so a route cannot exist without a declared permission.
 
+pub mod agent_gateway;
+pub mod agents;
 pub mod audit;
 pub mod auth;
 pub mod body;
@@ -149,7 +151,7 @@ const USERS_QUERY: &[(&str, &str, &str)] = &[
     ("limit", "integer", "1 to 500, default 100"),
 ];
 
-fn public<H: Handler<T, AppState>, T: 'static>(
+pub(crate) fn public<H: Handler<T, AppState>, T: 'static>(
     m: Method,
     path: &'static str,
     summary: &'static str,
@@ -172,6 +174,7 @@ pub(crate) fn needs<H: Handler<T, AppState>, T: 'static>(
 pub fn routes() -> Vec<Route> {
     let mut all = core_routes();
     all.extend(pipelines::routes());
+    all.extend(agents::routes());
     all.extend(snapshot_git::routes());
     all
 }

@@ -38,6 +38,19 @@ fn load_certs(path: &Path) -> anyhow::Result<Vec<CertificateDer<'static>>> {
     Ok(certs)
 }
 
+/// SHA-256 of the first certificate in a PEM file (its DER), lowercase
+/// hex: what an agent's provisioning bundle pins for a self-signed hub.
+pub fn certificate_sha256(cert_pem: &Path) -> anyhow::Result<String> {
+    let pem = std::fs::read(cert_pem).with_context(|| format!("reading {}", cert_pem.display()))?;
+    let cert = rustls_pemfile::certs(&mut pem.as_slice())
+        .next()
+        .ok_or_else(|| anyhow!("{} holds no PEM certificate", cert_pem.display()))?
+        .with_context(|| format!("parsing {}", cert_pem.display()))?;
+    Ok(hex::encode(<sha2::Sha256 as sha2::Digest>::digest(
+        cert.as_ref(),
+    )))
+}
+
 fn load_key(path: &Path) -> anyhow::Result<PrivateKeyDer<'static>> {
     let pem = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
     rustls_pemfile::private_key(&mut pem.as_slice())

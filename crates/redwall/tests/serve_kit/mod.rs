@@ -74,6 +74,26 @@ uid_base = {uid}
         DataDir { dir }
     }
 
+    /// A hub for remote agents: HTTPS with its self-signed certificate (as
+    /// shipped) on `listen`, no instances, agents' heartbeats every
+    /// `heartbeat_secs`, and the database at `database_url` (else SQLite in
+    /// the directory).
+    pub fn for_agents(listen: &str, database_url: Option<&str>, heartbeat_secs: u64) -> DataDir {
+        let dir = tempfile::tempdir().unwrap();
+        let database = database_url
+            .map(|u| format!("database_url = {u:?}\n"))
+            .unwrap_or_default();
+        let config = format!(
+            "data_dir = {:?}\n{database}\n[server]\nlisten = {listen:?}\n\n\
+             [passwords]\nmemory_kib = 1024\niterations = 1\nparallelism = 1\n\n\
+             [log]\nlevel = \"info\"\n\n\
+             [instances]\ninstall_at_start = false\n\n[agents]\nheartbeat_secs = {heartbeat_secs}\n",
+            dir.path().display().to_string()
+        );
+        std::fs::write(dir.path().join("redwall.toml"), config).unwrap();
+        DataDir { dir }
+    }
+
     pub fn path(&self) -> &Path {
         self.dir.path()
     }
@@ -208,7 +228,11 @@ impl Api {
     pub fn anonymous(base: &str) -> Api {
         Api {
             base: base.to_string(),
-            http: reqwest::Client::new(),
+            // Test servers with TLS have their self-signed certificate.
+            http: reqwest::Client::builder()
+                .danger_accept_invalid_certs(true)
+                .build()
+                .unwrap(),
             cookie: None,
             csrf: None,
             bearer: None,

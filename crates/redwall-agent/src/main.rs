@@ -1,0 +1,113 @@
+//! `redwall-agent`: the command line over the library. Exit statuses:
+//! 0 done (or stopped by SIGTERM/SIGINT), 1 failed, 2 bad usage (clap),
+//! 3 revoked by the hub, 4 key refused by the hub.
+
+use std::io::IsTerminal as _;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use redwall_agent::{enrol, read_bundle_arg, run_dir, RunOptions, DEFAULT_DIR};
+use tracing_subscriber::EnvFilter;
+
+/// The Redwall agent: enrols with a Redwall hub, then keeps an outbound
+/// connection to it.
+#[derive(Parser)]
+#[command(version)]
+struct Cli {
+    /// The agent's state directory (agent.key, agent.json).
+    #[arg(long, global = true, env = "REDWALL_AGENT_DIR", default_value = DEFAULT_DIR)]
+    dir: PathBuf,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Enrol this agent with a hub, once, with the provisioning bundle
+    /// `redwall agent provision` printed.
+    Enrol {
+        /// The bundle line (rwbundle1....), or @FILE to read it from a file
+        /// (keeps the one-time token out of shell history and `ps`).
+        #[arg(long, env = "REDWALL_AGENT_BUNDLE", hide_env_values = true)]
+        bundle: String,
+        /// The agent's name in its team: 2 to 40 of a-z, 0-9 and '-'.
+        #[arg(long)]
+        name: String,
+    },
+    /// Connect to the hub and stay connected (what the systemd unit runs).
+    Run,
+}
+
+fn main() -> ExitCode {
+    init_logging();
+    redwall_agent::tls::install_crypto_provider();
+    // One thread is plenty for one connection, and keeps the agent small.
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let cli = Cli::parse();
+    runtime.block_on(async move {
+        match cli.command {
+            Command::Enrol { bundle, name } => {
+                let enrolled = match read_bundle_arg(&bundle) {
+                    Ok(b) => enrol(&b, &name, &cli.dir).await,
+                    Err(e) => Err(e),
+                };
+                match enrolled {
+                    Ok(e) => {
+                        println!("enrolled as {} (agent {})", e.name, e.agent_id);
+                        ExitCode::SUCCESS
+                    }
+                    Err(e) => {
+                        eprintln!("error: {e}");
+                        ExitCode::FAILURE
+                    }
+                }
+            }
+            Command::Run => match run_dir(&cli.dir, &RunOptions::default(), stop_signal()).await {
+                Ok(outcome) => ExitCode::from(outcome.exit_code()),
+                Err(e) => {
+                    tracing::error!("cannot start: {e}");
+                    ExitCode::FAILURE
+                }
+            },
+        }
+    })
+}
+
+/// Logs go to stderr (the journal, under systemd); `REDWALL_AGENT_LOG`
+/// filters them like `RUST_LOG` (default `info`).
+fn init_logging() {
+    let filter =
+        EnvFilter::try_from_env("REDWALL_AGENT_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
+        .init();
+}
+
+/// Completes on SIGTERM (systemd stopping the unit) or SIGINT (Ctrl-C).
+async fn stop_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = match signal(SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::warn!("cannot listen for SIGTERM: {e}");
+            let _ = tokio::signal::ctrl_c().await;
+            return;
+        }
+    };
+    tokio::select! {
+        _ = term.recv() => tracing::info!("SIGTERM: closing the connection"),
+        _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT: closing the connection"),
+    }
+}

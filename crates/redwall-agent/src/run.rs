@@ -1,0 +1,134 @@
+//! The agent's main loop: keep one connection to the hub, dialling again
+//! with a growing, jittered delay whenever it drops, until the hub revokes
+//! the agent, refuses its key, or the agent is told to stop.
+
+use std::future::Future;
+use std::path::Path;
+
+use redwall_policy::agent_protocol::reconnect_delay_ms;
+use tracing::{error, warn};
+
+use crate::hub_url::{BadHubUrl, HubEndpoint};
+use crate::session::{session, Dialer, SessionEnd};
+use crate::state::{Agent, StateError};
+use crate::tls::{self, HubTrust, TlsSetupError};
+
+/// Why [`run`] returned; each maps to the binary's exit status.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RunOutcome {
+    /// Told to stop (SIGTERM, SIGINT): the hub was told with code 1000.
+    Shutdown,
+    /// The hub revoked (or deleted) this agent: it must never dial again.
+    Revoked,
+    /// The hub did not accept the agent's answer: wrong key, or an agent
+    /// the hub no longer knows. Dialling again cannot help.
+    Unauthenticated,
+}
+
+impl RunOutcome {
+    /// The process exit status: 0, 3 (revoked) or 4 (unauthenticated). The
+    /// systemd unit names 3 and 4 in `RestartPreventExitStatus=`.
+    pub fn exit_code(self) -> u8 {
+        match self {
+            Self::Shutdown => 0,
+            Self::Revoked => 3,
+            Self::Unauthenticated => 4,
+        }
+    }
+}
+
+/// How the reconnect delay grows (milliseconds).
+#[derive(Clone, Debug)]
+pub struct RunOptions {
+    pub reconnect_base_ms: u64,
+    pub reconnect_max_ms: u64,
+}
+
+impl Default for RunOptions {
+    fn default() -> Self {
+        Self {
+            reconnect_base_ms: 500,
+            reconnect_max_ms: 30_000,
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    #[error(transparent)]
+    State(#[from] StateError),
+    #[error("agent.json: {0}")]
+    HubUrl(#[from] BadHubUrl),
+    #[error("agent.json: {0}")]
+    Tls(#[from] TlsSetupError),
+}
+
+/// Loads the agent from `dir` and runs it (see [`run`]). Fails only if the
+/// agent cannot start at all (not enrolled, exposed key, broken files).
+pub async fn run_dir(
+    dir: &Path,
+    options: &RunOptions,
+    shutdown: impl Future<Output = ()>,
+) -> Result<RunOutcome, RunError> {
+    let agent = Agent::load(dir)?;
+    run(&agent, options, shutdown).await
+}
+
+/// Keeps the agent connected until the hub revokes or refuses it, or
+/// `shutdown` completes. Connection failures are never returned: they are
+/// logged and the agent dials again.
+/// How long a connection must have lasted for the next dial to start
+/// from the shortest delay again.
+const STABLE_CONNECTION: std::time::Duration = std::time::Duration::from_secs(30);
+
+pub async fn run(
+    agent: &Agent,
+    options: &RunOptions,
+    shutdown: impl Future<Output = ()>,
+) -> Result<RunOutcome, RunError> {
+    let hub = HubEndpoint::parse(&agent.config.hub_url)?;
+    let dialer = Dialer::new(hub, tls::client_config(&HubTrust::of(&agent.config))?);
+    tokio::pin!(shutdown);
+    // Failed dials in a row since the last connection that held.
+    let mut attempt: u32 = 0;
+    loop {
+        let started = std::time::Instant::now();
+        match session(agent, &dialer, &mut shutdown).await {
+            SessionEnd::Shutdown => return Ok(RunOutcome::Shutdown),
+            SessionEnd::Revoked => {
+                error!(
+                    "revoked by the hub: agent {} ({}) will not connect again; enrol it anew to bring it back",
+                    agent.config.name, agent.config.agent_id
+                );
+                return Ok(RunOutcome::Revoked);
+            }
+            SessionEnd::Unauthenticated => {
+                error!(
+                    "the hub refused this agent's key: agent {} ({}) is unknown to the hub (deleted?) or agent.key is not the key it enrolled with; enrol it anew",
+                    agent.config.name, agent.config.agent_id
+                );
+                return Ok(RunOutcome::Unauthenticated);
+            }
+            SessionEnd::Lost { welcomed, why } => {
+                // Only a connection that held a while starts the delays
+                // afresh: one welcomed and closed at once (a copy of this
+                // agent taking over, a hub that drops it) keeps backing off.
+                if welcomed && started.elapsed() >= STABLE_CONNECTION {
+                    attempt = 0;
+                }
+                let delay = reconnect_delay_ms(
+                    attempt,
+                    options.reconnect_base_ms,
+                    options.reconnect_max_ms,
+                    rand::random::<f64>(),
+                );
+                attempt = attempt.saturating_add(1);
+                warn!("{why}; dialling again in {delay} ms");
+                tokio::select! {
+                    () = tokio::time::sleep(std::time::Duration::from_millis(delay)) => {}
+                    () = shutdown.as_mut() => return Ok(RunOutcome::Shutdown),
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,552 @@
+//! One connection to the hub, from dial to hang-up:
+//!
+//! 1. TCP, TLS (the agent's own trust, see [`crate::tls`]), then the
+//!    WebSocket upgrade on [`CONNECT_PATH`].
+//! 2. The hub speaks first with a challenge; the agent answers `hello`,
+//!    signed with its key over [`hello_message`].
+//! 3. After `welcome`: a heartbeat at once and every `heartbeat_secs`
+//!    (with a WebSocket ping, so a quiet hub still answers something), and
+//!    the answers to the hub's commands.
+//!
+//! How it ends ([`SessionEnd`]) decides what the reconnect loop does: a
+//! revoked or unknown agent stops for good, anything else dials again.
+//!
+//! [`CONNECT_PATH`]: redwall_policy::agent_protocol::CONNECT_PATH
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use base64::engine::general_purpose::STANDARD;
+use base64::Engine as _;
+use futures::{SinkExt as _, StreamExt as _};
+use redwall_policy::agent_protocol::{
+    close, hello_message, AgentCommand, AgentMessage, AgentStatus, HubMessage,
+    HEARTBEAT_SECS_RANGE, HELLO_CONTEXT, HELLO_TIMEOUT_SECS, MAX_FRAME_BYTES, PROTOCOL_VERSION,
+};
+use tokio::net::TcpStream;
+use tokio::time::{sleep_until, timeout, Instant, MissedTickBehavior};
+use tokio_rustls::client::TlsStream;
+use tokio_rustls::TlsConnector;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_tungstenite::tungstenite::protocol::{CloseFrame, WebSocketConfig};
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::WebSocketStream;
+use tracing::{debug, info, warn};
+
+use crate::error_chain;
+use crate::hub_url::HubEndpoint;
+use crate::state::Agent;
+
+/// TCP, TLS and the WebSocket upgrade together.
+const DIAL_TIMEOUT: Duration = Duration::from_secs(30);
+/// From the upgrade to `welcome`. The hub itself gives the agent
+/// `HELLO_TIMEOUT_SECS` to answer; this only bounds a hub that says nothing.
+const GREETING_TIMEOUT: Duration = Duration::from_secs(30);
+/// The link is dead when nothing at all came from the hub for this many
+/// heartbeat intervals.
+const SILENT_INTERVALS: u32 = 3;
+/// Shortest time a frame may take to leave before the link counts as dead.
+const MIN_SEND_TIMEOUT: Duration = Duration::from_secs(10);
+/// A refusal of the hello that comes at least this long after the
+/// challenge is taken for the hub's hello timeout, not a verdict on the key.
+const LATE_REFUSAL: Duration = Duration::from_secs(HELLO_TIMEOUT_SECS / 2);
+/// How long a closing handshake may take before the socket is just dropped.
+const CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
+/// What heartbeats report until the agent runs Node-RED.
+const NODE_RED_NONE: &str = "none";
+/// The answer to `restart` until the agent runs Node-RED.
+const NO_NODE_RED: &str = "this agent runs no Node-RED yet";
+
+type HubSocket = WebSocketStream<TlsStream<TcpStream>>;
+
+/// How one connection ended.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) enum SessionEnd {
+    /// The hub closed with [`close::REVOKED`]: never dial again.
+    Revoked,
+    /// The hub closed with [`close::UNAUTHENTICATED`]: the hub does not
+    /// know this key (wrong key, agent deleted); dialling again cannot help.
+    Unauthenticated,
+    /// The caller asked the agent to stop; the hub was told (code 1000).
+    Shutdown,
+    /// Anything else; dial again. `welcomed` says whether the hub had
+    /// accepted the agent on this connection (which resets the backoff).
+    Lost { welcomed: bool, why: String },
+}
+
+fn lost(welcomed: bool, why: impl Into<String>) -> SessionEnd {
+    SessionEnd::Lost {
+        welcomed,
+        why: why.into(),
+    }
+}
+
+/// Dials the hub; made once per run, used for every connection.
+pub(crate) struct Dialer {
+    hub: HubEndpoint,
+    connector: TlsConnector,
+}
+
+impl Dialer {
+    pub(crate) fn new(hub: HubEndpoint, tls: rustls::ClientConfig) -> Self {
+        Self {
+            hub,
+            connector: TlsConnector::from(Arc::new(tls)),
+        }
+    }
+
+    async fn dial(&self) -> Result<HubSocket, String> {
+        let authority = self.hub.authority();
+        let tcp = TcpStream::connect((self.hub.dial_host(), self.hub.port()))
+            .await
+            .map_err(|e| format!("cannot reach the hub at {authority}: {e}"))?;
+        let _ = tcp.set_nodelay(true);
+        let tls = self
+            .connector
+            .connect(self.hub.server_name(), tcp)
+            .await
+            .map_err(|e| {
+                format!(
+                    "TLS with the hub at {authority} failed: {}",
+                    error_chain(&e)
+                )
+            })?;
+        let config = WebSocketConfig::default()
+            .max_message_size(Some(MAX_FRAME_BYTES))
+            .max_frame_size(Some(MAX_FRAME_BYTES))
+            // Frames are small and rare; the 128 KiB default is for bulk.
+            .read_buffer_size(16 * 1024);
+        let (ws, _) =
+            tokio_tungstenite::client_async_with_config(self.hub.connect_url(), tls, Some(config))
+                .await
+                .map_err(|e| format!("the hub at {authority} refused the WebSocket: {e}"))?;
+        Ok(ws)
+    }
+}
+
+/// One connection: dial, answer the challenge, then heartbeats and
+/// commands until it ends. `shutdown` is polled throughout; once it fires
+/// the session closes with 1000 and returns [`SessionEnd::Shutdown`].
+pub(crate) async fn session<F: Future<Output = ()>>(
+    agent: &Agent,
+    dialer: &Dialer,
+    shutdown: &mut Pin<&mut F>,
+) -> SessionEnd {
+    let mut ws = tokio::select! {
+        dialled = timeout(DIAL_TIMEOUT, dialer.dial()) => match dialled {
+            Ok(Ok(ws)) => ws,
+            Ok(Err(why)) => return lost(false, why),
+            Err(_) => return lost(false, format!("dialling the hub at {} timed out", dialer.hub.authority())),
+        },
+        () = shutdown.as_mut() => return SessionEnd::Shutdown,
+    };
+    let greeted = tokio::select! {
+        greeted = timeout(GREETING_TIMEOUT, greet(&mut ws, agent)) => greeted,
+        () = shutdown.as_mut() => {
+            close_normally(&mut ws).await;
+            return SessionEnd::Shutdown;
+        }
+    };
+    let heartbeat_secs = match greeted {
+        Ok(Ok(secs)) => secs,
+        Ok(Err(end)) => return end,
+        Err(_) => return lost(false, "the hub did not welcome the agent in time"),
+    };
+    info!(
+        "connected to {} as {} (heartbeat every {heartbeat_secs} s)",
+        agent.config.hub_url, agent.config.name
+    );
+    connected(&mut ws, heartbeat_secs, shutdown).await
+}
+
+/// The challenge, the signed hello, the welcome. Returns the heartbeat
+/// interval the hub asked for.
+async fn greet(ws: &mut HubSocket, agent: &Agent) -> Result<u64, SessionEnd> {
+    let nonce = loop {
+        match next_hub_message(ws, None).await? {
+            HubMessage::Challenge { nonce } => break nonce,
+            other => debug!("ignored {} before the challenge", kind(&other)),
+        }
+    };
+    let challenged_at = Instant::now();
+    let agent_id = &agent.config.agent_id;
+    let signature = agent
+        .key
+        .sign(HELLO_CONTEXT, &hello_message(agent_id, &nonce));
+    let hello = AgentMessage::Hello {
+        agent_id: agent_id.clone(),
+        signature: STANDARD.encode(signature),
+        protocol: PROTOCOL_VERSION,
+        version: env!("CARGO_PKG_VERSION").to_owned(),
+    };
+    send(ws, &hello, MIN_SEND_TIMEOUT, false).await?;
+    welcome(ws, agent_id, challenged_at).await
+}
+
+/// Waits for `welcome` after the hello; the heartbeat interval it sets.
+async fn welcome(
+    ws: &mut HubSocket,
+    agent_id: &str,
+    challenged_at: Instant,
+) -> Result<u64, SessionEnd> {
+    loop {
+        match next_hub_message(ws, Some(challenged_at)).await? {
+            HubMessage::Welcome {
+                agent_id: welcomed_id,
+                heartbeat_secs,
+            } => {
+                if welcomed_id != agent_id {
+                    return Err(lost(
+                        false,
+                        format!(
+                            "the hub welcomed agent {welcomed_id}, not this agent ({agent_id})"
+                        ),
+                    ));
+                }
+                // A zero would make a busy loop (and tokio's interval panics
+                // on it); keep within what a hub may set.
+                return Ok(heartbeat_secs
+                    .clamp(*HEARTBEAT_SECS_RANGE.start(), *HEARTBEAT_SECS_RANGE.end()));
+            }
+            other => debug!("ignored {} before the welcome", kind(&other)),
+        }
+    }
+}
+
+/// The next frame from the hub that is a message we can read, during the
+/// greeting (control frames and unreadable frames are skipped).
+/// `challenged_at`: when the challenge came, once it has.
+async fn next_hub_message(
+    ws: &mut HubSocket,
+    challenged_at: Option<Instant>,
+) -> Result<HubMessage, SessionEnd> {
+    loop {
+        match ws.next().await {
+            None => return Err(lost(false, "the hub hung up")),
+            Some(Err(e)) => return Err(lost(false, format!("the connection failed: {e}"))),
+            Some(Ok(Message::Close(frame))) => {
+                // Judged on arrival: finishing the close takes time.
+                let end = late_refusal_is_a_timeout(close_meaning(frame, false), challenged_at);
+                finish_close(ws).await;
+                return Err(end);
+            }
+            Some(Ok(Message::Text(text))) => match serde_json::from_str::<HubMessage>(&text) {
+                Ok(message) => return Ok(message),
+                Err(e) => warn!("ignored a frame from the hub that is not a message: {e}"),
+            },
+            Some(Ok(_)) => {}
+        }
+    }
+}
+
+/// After the welcome: heartbeats, pings, commands, until the link ends.
+async fn connected<F: Future<Output = ()>>(
+    ws: &mut HubSocket,
+    heartbeat_secs: u64,
+    shutdown: &mut Pin<&mut F>,
+) -> SessionEnd {
+    let period = Duration::from_secs(heartbeat_secs);
+    let silence_limit = period * SILENT_INTERVALS;
+    let send_limit = silence_limit.max(MIN_SEND_TIMEOUT);
+    // The first tick is immediate: the hub sees a heartbeat right away.
+    let mut beat = tokio::time::interval(period);
+    beat.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    let mut last_heard = Instant::now();
+    loop {
+        let outcome = tokio::select! {
+            () = shutdown.as_mut() => {
+                close_normally(ws).await;
+                return SessionEnd::Shutdown;
+            }
+            () = sleep_until(last_heard + silence_limit) => {
+                return lost(true, format!(
+                    "nothing heard from the hub for {} s, the link is dead",
+                    silence_limit.as_secs()
+                ));
+            }
+            _ = beat.tick() => heartbeat(ws, send_limit).await,
+            frame = ws.next() => {
+                last_heard = Instant::now();
+                match frame {
+                    None => Err(lost(true, "the hub hung up")),
+                    Some(Err(e)) => Err(lost(true, format!("the connection failed: {e}"))),
+                    Some(Ok(Message::Close(frame))) => {
+                        let end = close_meaning(frame, true);
+                        finish_close(ws).await;
+                        Err(end)
+                    }
+                    Some(Ok(Message::Text(text))) => on_text(ws, &text, send_limit).await,
+                    // Pongs (and the hub's pings, answered by tungstenite)
+                    // only matter as signs of life.
+                    Some(Ok(_)) => Ok(()),
+                }
+            }
+        };
+        if let Err(end) = outcome {
+            return end;
+        }
+    }
+}
+
+async fn heartbeat(ws: &mut HubSocket, limit: Duration) -> Result<(), SessionEnd> {
+    let beat = AgentMessage::Heartbeat {
+        status: AgentStatus {
+            node_red: NODE_RED_NONE.to_owned(),
+            running_snapshot: None,
+        },
+    };
+    send(ws, &beat, limit, true).await?;
+    // The hub answers a ping with a pong even when it has nothing to say,
+    // which is what keeps a healthy but quiet link from looking dead.
+    send_frame(ws, Message::Ping(Default::default()), limit, true).await
+}
+
+/// A text frame after the welcome: a command gets its answer; anything
+/// else is logged and ignored, so a newer hub cannot crash an older agent.
+async fn on_text(ws: &mut HubSocket, text: &str, limit: Duration) -> Result<(), SessionEnd> {
+    let (id, ok, message) = match serde_json::from_str::<HubMessage>(text) {
+        Ok(HubMessage::Command { id, command }) => {
+            info!("command {id}: {}", command.name());
+            let (ok, message) = run_command(&command);
+            (id, ok, message.to_owned())
+        }
+        Ok(other) => {
+            debug!("ignored {} after the welcome", kind(&other));
+            return Ok(());
+        }
+        Err(e) => match unknown_command(text) {
+            // A command of a kind this agent does not know still gets an
+            // answer, so the hub does not wait for one in vain.
+            Some((id, kind)) => {
+                warn!("command {id}: unknown kind {kind:?}");
+                (
+                    id,
+                    false,
+                    format!(
+                        "this agent (version {}) does not know the command {kind:?}",
+                        env!("CARGO_PKG_VERSION")
+                    ),
+                )
+            }
+            None => {
+                warn!("ignored a frame from the hub that is not a message: {e}");
+                return Ok(());
+            }
+        },
+    };
+    send(
+        ws,
+        &AgentMessage::CommandDone { id, ok, message },
+        limit,
+        true,
+    )
+    .await
+}
+
+/// What a command does, and what the agent answers.
+fn run_command(command: &AgentCommand) -> (bool, &'static str) {
+    match command {
+        AgentCommand::Ping => (true, "pong"),
+        AgentCommand::Restart => (false, NO_NODE_RED),
+    }
+}
+
+/// `{"type":"command","id":...,"command":{"kind":...}}` whose kind (or
+/// other detail) this agent cannot read: its id and kind.
+fn unknown_command(text: &str) -> Option<(String, String)> {
+    let value: serde_json::Value = serde_json::from_str(text).ok()?;
+    if value.get("type")?.as_str()? != "command" {
+        return None;
+    }
+    let id = value.get("id")?.as_str()?.to_owned();
+    let kind = value
+        .get("command")
+        .and_then(|c| c.get("kind"))
+        .and_then(|k| k.as_str())
+        .unwrap_or("?")
+        .chars()
+        .take(64)
+        .collect();
+    Some((id, kind))
+}
+
+/// The hub closed the connection: finish the closing handshake briefly.
+async fn finish_close(ws: &mut HubSocket) {
+    // tungstenite queued our reply to the close; reading on sends it and
+    // then sees the hub hang up.
+    let _ = timeout(CLOSE_TIMEOUT, async {
+        while let Some(Ok(_)) = ws.next().await {}
+    })
+    .await;
+}
+
+/// What the hub's close code means for the agent.
+fn close_meaning(frame: Option<CloseFrame>, welcomed: bool) -> SessionEnd {
+    let Some(frame) = frame else {
+        return lost(welcomed, "the hub closed the connection without a code");
+    };
+    let reason: String = frame
+        .reason
+        .chars()
+        .filter(|c| !c.is_control())
+        .take(200)
+        .collect();
+    match u16::from(frame.code) {
+        close::REVOKED => SessionEnd::Revoked,
+        close::UNAUTHENTICATED => SessionEnd::Unauthenticated,
+        close::REPLACED => lost(
+            welcomed,
+            format!("another connection of this agent took over (is it running twice?): {reason}"),
+        ),
+        code => lost(
+            welcomed,
+            format!("the hub closed the connection (code {code}): {reason}"),
+        ),
+    }
+}
+
+/// The hub also closes with UNAUTHENTICATED when the hello came too late
+/// (after `HELLO_TIMEOUT_SECS`). A refusal of the key comes right after
+/// the hello; one this long after the challenge is far more likely that
+/// timeout, which says nothing about the key, so the agent must not give
+/// up for good over a slow link: it dials again instead.
+fn late_refusal_is_a_timeout(end: SessionEnd, challenged_at: Option<Instant>) -> SessionEnd {
+    match (end, challenged_at) {
+        (SessionEnd::Unauthenticated, Some(at)) if at.elapsed() >= LATE_REFUSAL => lost(
+            false,
+            format!(
+                "the hub refused the agent {} s after its challenge, probably because the answer came too late",
+                at.elapsed().as_secs()
+            ),
+        ),
+        (end, _) => end,
+    }
+}
+
+/// Tells the hub the agent is going away (1000), briefly waiting for its
+/// answer.
+async fn close_normally(ws: &mut HubSocket) {
+    let frame = CloseFrame {
+        code: CloseCode::Normal,
+        reason: "agent stopping".into(),
+    };
+    let _ = timeout(CLOSE_TIMEOUT, async {
+        if ws.close(Some(frame)).await.is_ok() {
+            while let Some(Ok(_)) = ws.next().await {}
+        }
+    })
+    .await;
+}
+
+async fn send(
+    ws: &mut HubSocket,
+    message: &AgentMessage,
+    limit: Duration,
+    welcomed: bool,
+) -> Result<(), SessionEnd> {
+    let json = serde_json::to_string(message)
+        .map_err(|e| lost(welcomed, format!("cannot encode a message: {e}")))?;
+    send_frame(ws, Message::Text(json.into()), limit, welcomed).await
+}
+
+/// Sends one frame, giving up (the link is dead) if it cannot leave in
+/// `limit`: a hub that stopped reading must not block the agent forever.
+async fn send_frame(
+    ws: &mut HubSocket,
+    frame: Message,
+    limit: Duration,
+    welcomed: bool,
+) -> Result<(), SessionEnd> {
+    match timeout(limit, ws.send(frame)).await {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(e)) => Err(lost(welcomed, format!("sending to the hub failed: {e}"))),
+        Err(_) => Err(lost(
+            welcomed,
+            "sending to the hub timed out, the link is dead",
+        )),
+    }
+}
+
+fn kind(message: &HubMessage) -> &'static str {
+    match message {
+        HubMessage::Challenge { .. } => "a challenge",
+        HubMessage::Welcome { .. } => "a welcome",
+        HubMessage::Command { .. } => "a command",
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn commands_get_their_answers() {
+        assert_eq!(run_command(&AgentCommand::Ping), (true, "pong"));
+        assert_eq!(run_command(&AgentCommand::Restart), (false, NO_NODE_RED));
+    }
+
+    #[test]
+    fn close_codes_decide_whether_to_dial_again() {
+        let frame = |code: u16| {
+            Some(CloseFrame {
+                code: code.into(),
+                reason: "r".into(),
+            })
+        };
+        assert_eq!(
+            close_meaning(frame(close::REVOKED), true),
+            SessionEnd::Revoked
+        );
+        assert_eq!(
+            close_meaning(frame(close::UNAUTHENTICATED), false),
+            SessionEnd::Unauthenticated
+        );
+        for code in [close::REPLACED, close::PROTOCOL, 1000, 1001, 1012] {
+            assert!(
+                matches!(
+                    close_meaning(frame(code), true),
+                    SessionEnd::Lost { welcomed: true, .. }
+                ),
+                "{code}"
+            );
+        }
+        assert!(matches!(
+            close_meaning(None, false),
+            SessionEnd::Lost { .. }
+        ));
+    }
+
+    #[test]
+    fn only_a_prompt_refusal_is_a_verdict_on_the_key() {
+        let now = Instant::now();
+        assert_eq!(
+            late_refusal_is_a_timeout(SessionEnd::Unauthenticated, Some(now)),
+            SessionEnd::Unauthenticated
+        );
+        let Some(long_ago) = now.checked_sub(LATE_REFUSAL) else {
+            return;
+        };
+        assert!(matches!(
+            late_refusal_is_a_timeout(SessionEnd::Unauthenticated, Some(long_ago)),
+            SessionEnd::Lost { .. }
+        ));
+        assert_eq!(
+            late_refusal_is_a_timeout(SessionEnd::Revoked, Some(long_ago)),
+            SessionEnd::Revoked
+        );
+    }
+
+    #[test]
+    fn a_command_of_an_unknown_kind_is_recognised() {
+        assert_eq!(
+            unknown_command(r#"{"type":"command","id":"c9","command":{"kind":"deploy","x":1}}"#),
+            Some(("c9".into(), "deploy".into()))
+        );
+        assert_eq!(unknown_command(r#"{"type":"welcome","id":"c9"}"#), None);
+        assert_eq!(unknown_command(r#"{"type":"command"}"#), None);
+        assert_eq!(unknown_command("not json"), None);
+    }
+}

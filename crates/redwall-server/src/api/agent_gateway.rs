@@ -1,0 +1,249 @@
+//! The agents' way in: one WebSocket per agent on the hub's HTTPS port.
+//!
+//! The route is public because the agent proves itself on the connection:
+//! the hub speaks first with a fresh challenge and the agent answers with
+//! its id and its key's signature over it (`redwall_policy::agent_protocol`).
+//! Then heartbeats (each one also re-checks that the agent is not revoked),
+//! command answers, and the commands the hub hands it. The hub's own
+//! announcements close the connection at once when the agent is revoked on
+//! any replica, and hand it commands queued on any replica. Every decision
+//! is a hub call; this module only carries frames.
+
+use std::time::Duration;
+
+use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
+use axum::extract::State;
+use axum::response::{IntoResponse, Response};
+use futures::{SinkExt, StreamExt};
+use redwall_hub::agents::{new_challenge, AgentEvent};
+use redwall_hub::Origin;
+use redwall_policy::agent_protocol::{
+    close, AgentMessage, HubMessage, HELLO_TIMEOUT_SECS, MAX_FRAME_BYTES, PROTOCOL_VERSION,
+};
+use tokio::sync::broadcast::error::RecvError;
+
+use crate::error::ApiError;
+use crate::net::client::ClientInfo;
+use crate::state::AppState;
+
+/// Missed heartbeats after which a silent connection is dropped.
+const SILENT_HEARTBEATS: u64 = 3;
+
+pub async fn connect(
+    State(state): State<AppState>,
+    client: ClientInfo,
+    ws: Result<WebSocketUpgrade, axum::extract::ws::rejection::WebSocketUpgradeRejection>,
+) -> Response {
+    let Ok(ws) = ws else {
+        return ApiError::bad_request(
+            "websocket_required",
+            "this is where remote agents connect, with a WebSocket",
+        )
+        .into_response();
+    };
+    let origin = client.origin();
+    ws.max_message_size(MAX_FRAME_BYTES)
+        .max_frame_size(MAX_FRAME_BYTES)
+        .on_upgrade(move |socket| session(state, origin, socket))
+}
+
+/// Why a connection ended, as the close frame says it.
+struct Ending {
+    code: u16,
+    reason: &'static str,
+}
+
+impl Ending {
+    const fn new(code: u16, reason: &'static str) -> Self {
+        Ending { code, reason }
+    }
+}
+
+async fn send(socket: &mut WebSocket, message: &HubMessage) -> Result<(), ()> {
+    let text = serde_json::to_string(message).map_err(|_| ())?;
+    socket
+        .send(Message::Text(text.into()))
+        .await
+        .map_err(|_| ())
+}
+
+async fn close_with(socket: &mut WebSocket, ending: Ending) {
+    let _ = socket
+        .send(Message::Close(Some(CloseFrame {
+            code: ending.code,
+            reason: ending.reason.into(),
+        })))
+        .await;
+    let _ = socket.close().await;
+}
+
+/// The first text frame, as a message; `None` on anything else.
+async fn next_message(socket: &mut WebSocket) -> Option<Result<AgentMessage, ()>> {
+    loop {
+        match socket.next().await? {
+            Ok(Message::Text(text)) => {
+                return Some(serde_json::from_str::<AgentMessage>(&text).map_err(|_| ()))
+            }
+            Ok(Message::Ping(_) | Message::Pong(_)) => {}
+            Ok(Message::Binary(_)) => return Some(Err(())),
+            Ok(Message::Close(_)) | Err(_) => return None,
+        }
+    }
+}
+
+async fn session(state: AppState, origin: Origin, mut socket: WebSocket) {
+    let hub = &state.hub;
+    let nonce = new_challenge();
+    if send(
+        &mut socket,
+        &HubMessage::Challenge {
+            nonce: nonce.clone(),
+        },
+    )
+    .await
+    .is_err()
+    {
+        return;
+    }
+    let hello = tokio::time::timeout(
+        Duration::from_secs(HELLO_TIMEOUT_SECS),
+        next_message(&mut socket),
+    )
+    .await;
+    let (agent_id, signature) = match hello {
+        Ok(Some(Ok(AgentMessage::Hello {
+            agent_id,
+            signature,
+            protocol,
+            ..
+        }))) if protocol == PROTOCOL_VERSION => (agent_id, signature),
+        Ok(Some(_)) => {
+            return close_with(&mut socket, Ending::new(close::PROTOCOL, "expected hello")).await
+        }
+        Ok(None) => return,
+        Err(_) => return close_with(&mut socket, Ending::new(close::TOO_SLOW, "too slow")).await,
+    };
+    // Listen before the last check, so a revocation right after it is
+    // still heard.
+    let mut events = hub.agent_events();
+    let agent = match hub
+        .authenticate_agent(&origin, &agent_id, &nonce, &signature)
+        .await
+    {
+        Ok(agent) => agent,
+        Err(_) => {
+            return close_with(
+                &mut socket,
+                Ending::new(close::UNAUTHENTICATED, "not recognised"),
+            )
+            .await
+        }
+    };
+    let heartbeat = state.config.agents.heartbeat_secs;
+    let welcome = HubMessage::Welcome {
+        agent_id: agent.id.clone(),
+        heartbeat_secs: heartbeat,
+    };
+    if send(&mut socket, &welcome).await.is_err() {
+        return;
+    }
+    tracing::info!(agent = %agent.name, team = %agent.team_id, ip = %origin.ip, "an agent connected");
+    let connection = new_challenge();
+    hub.agent_connected(&agent.id, &connection).await;
+    let this = This {
+        agent_id: &agent.id,
+        connection: &connection,
+    };
+    let ending = carry(&state, this, &mut socket, &mut events, heartbeat).await;
+    if let Some(ending) = ending {
+        close_with(&mut socket, ending).await;
+    }
+    hub.agent_disconnected(&agent.id).await;
+    tracing::info!(agent = %agent.name, team = %agent.team_id, "an agent disconnected");
+}
+
+/// The connection being carried: whose, and which one.
+#[derive(Clone, Copy)]
+struct This<'a> {
+    agent_id: &'a str,
+    connection: &'a str,
+}
+
+/// Carries one authenticated connection until it ends; the close frame to
+/// send, if the hub ends it.
+async fn carry(
+    state: &AppState,
+    this: This<'_>,
+    socket: &mut WebSocket,
+    events: &mut tokio::sync::broadcast::Receiver<AgentEvent>,
+    heartbeat_secs: u64,
+) -> Option<Ending> {
+    let hub = &state.hub;
+    let agent_id = this.agent_id;
+    if send_commands(state, agent_id, socket).await.is_err() {
+        return None;
+    }
+    let silence = Duration::from_secs(heartbeat_secs.saturating_mul(SILENT_HEARTBEATS));
+    let revoked = Some(Ending::new(close::REVOKED, "revoked"));
+    loop {
+        tokio::select! {
+            frame = tokio::time::timeout(silence, next_message(socket)) => match frame {
+                Err(_) => return Some(Ending::new(1001, "silent")),
+                Ok(None) => return None,
+                Ok(Some(Err(()))) => return Some(Ending::new(close::PROTOCOL, "unreadable frame")),
+                Ok(Some(Ok(AgentMessage::Heartbeat { status }))) => {
+                    match hub.agent_heartbeat(agent_id, &status).await {
+                        Ok(true) => {}
+                        Ok(false) => return revoked,
+                        Err(e) => {
+                            tracing::warn!(agent = agent_id, error = %e, "an agent's heartbeat was not recorded");
+                        }
+                    }
+                }
+                Ok(Some(Ok(AgentMessage::CommandDone { id, ok, message }))) => {
+                    if let Err(e) = hub.agent_command_done(agent_id, &id, ok, &message).await {
+                        tracing::warn!(agent = agent_id, error = %e, "an agent's answer was not recorded");
+                    }
+                }
+                Ok(Some(Ok(AgentMessage::Hello { .. }))) => {
+                    return Some(Ending::new(close::PROTOCOL, "hello twice"))
+                }
+            },
+            event = events.recv() => match event {
+                Ok(AgentEvent::Revoked(id)) if id == agent_id => return revoked,
+                Ok(AgentEvent::Command(id)) if id == agent_id => {
+                    if send_commands(state, agent_id, socket).await.is_err() {
+                        return None;
+                    }
+                }
+                Ok(AgentEvent::Connected { agent_id: id, connection })
+                    if id == agent_id && connection != this.connection =>
+                {
+                    return Some(Ending::new(close::REPLACED, "replaced by a newer connection"));
+                }
+                Ok(AgentEvent::CloseAll) | Err(RecvError::Lagged(_)) => {
+                    // Announcements may have been missed: the agent dials
+                    // again and is checked afresh.
+                    return Some(Ending::new(1012, "reconnect"));
+                }
+                Ok(_) => {}
+                Err(RecvError::Closed) => return Some(Ending::new(1001, "going away")),
+            },
+        }
+    }
+}
+
+/// Hands the agent the commands waiting for it.
+async fn send_commands(state: &AppState, agent_id: &str, socket: &mut WebSocket) -> Result<(), ()> {
+    let commands = match state.hub.claim_agent_commands(agent_id).await {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::warn!(agent = agent_id, error = %e, "an agent's commands could not be read");
+            return Ok(());
+        }
+    };
+    for (id, command) in commands {
+        send(socket, &HubMessage::Command { id, command }).await?;
+    }
+    Ok(())
+}

@@ -1,0 +1,434 @@
+//! Remote agents through the API and the agents' WebSocket, with a
+//! protocol-speaking client in the test (the real agent binary has its
+//! own tests in the `redwall` crate): provisioning tokens that work once
+//! and expire, enrolment that spends nothing on a refused request,
+//! answers that tell a stranger nothing, who may do what, the challenge,
+//! heartbeats and online state, commands and revocation.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod common;
+
+use common::*;
+use futures::{SinkExt, StreamExt};
+use redwall_crypto::signing::AgentKey;
+use redwall_policy::agent_protocol::{hello_message, HELLO_CONTEXT};
+use serde_json::{json, Value};
+use std::time::{Duration, Instant};
+use tokio_tungstenite::tungstenite::Message;
+
+type Ws =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+async fn new_token(owner: &Client, team: &str, body: Value) -> Resp {
+    owner
+        .post(&format!("/api/v1/teams/{team}/agent-tokens"), body)
+        .await
+}
+
+async fn token(owner: &Client, team: &str) -> String {
+    let r = new_token(
+        owner,
+        team,
+        json!({ "hub_url": "https://hub.example:8443" }),
+    )
+    .await;
+    assert_eq!(r.status, 201, "{}", r.body);
+    r.body["token"].as_str().unwrap().to_string()
+}
+
+fn enrolment(token: &str, name: &str, key: &AgentKey) -> Value {
+    json!({
+        "provisioning_token": token,
+        "name": name,
+        "public_key": key.public_key().to_base64(),
+        "platform": "linux-x86_64",
+        "version": "0.1.0",
+    })
+}
+
+async fn enrol(s: &TestServer, token: &str, name: &str, key: &AgentKey) -> Resp {
+    s.anonymous()
+        .post("/api/v1/agent/enrol", enrolment(token, name, key))
+        .await
+}
+
+/// Opens the agents' WebSocket and reads the challenge.
+async fn open(s: &TestServer) -> (Ws, String) {
+    let url = s.url("/api/v1/agent/connect").replace("http://", "ws://");
+    let (mut ws, _) = tokio_tungstenite::connect_async(url).await.unwrap();
+    let first = next_json(&mut ws).await.expect("a challenge");
+    assert_eq!(first["type"], "challenge", "{first}");
+    let nonce = first["nonce"].as_str().unwrap().to_string();
+    (ws, nonce)
+}
+
+async fn next_json(ws: &mut Ws) -> Option<Value> {
+    loop {
+        match tokio::time::timeout(Duration::from_secs(10), ws.next())
+            .await
+            .ok()??
+        {
+            Ok(Message::Text(t)) => return Some(serde_json::from_str(&t).unwrap()),
+            Ok(Message::Ping(_) | Message::Pong(_)) => {}
+            _ => return None,
+        }
+    }
+}
+
+/// The close code the hub ends the connection with.
+async fn close_code(ws: &mut Ws) -> Option<u16> {
+    loop {
+        match tokio::time::timeout(Duration::from_secs(10), ws.next())
+            .await
+            .ok()??
+        {
+            Ok(Message::Close(frame)) => return frame.map(|f| u16::from(f.code)),
+            Ok(_) => {}
+            Err(_) => return None,
+        }
+    }
+}
+
+async fn send(ws: &mut Ws, v: Value) {
+    ws.send(Message::Text(v.to_string().into())).await.unwrap();
+}
+
+fn hello(agent_id: &str, nonce: &str, key: &AgentKey) -> Value {
+    use base64::Engine as _;
+    let sig = key.sign(HELLO_CONTEXT, &hello_message(agent_id, nonce));
+    json!({
+        "type": "hello",
+        "agent_id": agent_id,
+        "signature": base64::engine::general_purpose::STANDARD.encode(sig),
+        "protocol": 1,
+        "version": "0.1.0",
+    })
+}
+
+/// Connects as the agent: challenge, hello, welcome.
+async fn connect(s: &TestServer, agent_id: &str, key: &AgentKey) -> Ws {
+    let (mut ws, nonce) = open(s).await;
+    send(&mut ws, hello(agent_id, &nonce, key)).await;
+    let welcome = next_json(&mut ws).await.expect("a welcome");
+    assert_eq!(welcome["type"], "welcome", "{welcome}");
+    assert_eq!(welcome["agent_id"], agent_id);
+    ws
+}
+
+async fn heartbeat(ws: &mut Ws) {
+    send(
+        ws,
+        json!({"type": "heartbeat", "status": {"node_red": "running"}}),
+    )
+    .await;
+}
+
+async fn agent(owner: &Client, team: &str, name: &str) -> Value {
+    let r = owner
+        .get(&format!("/api/v1/teams/{team}/agents/{name}"))
+        .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    r.body
+}
+
+/// A token works once, for one team, until it expires; a refused
+/// enrolment spends nothing; a stranger learns nothing from the answers.
+async fn provisioning_tokens_work_once_and_tell_strangers_nothing(s: &TestServer) {
+    let admin = s.admin().await;
+    let owner = s.user(&admin, "olivia").await;
+    let member = s.user(&admin, "martin").await;
+    let team = create_team(&owner, "Plant").await;
+    join_team(&owner, &member, &team, "martin", "member").await;
+
+    // Only Owners provision; Members see the list.
+    let r = new_token(&member, &team, json!({"hub_url": "https://hub.example"})).await;
+    assert_eq!(r.status, 403, "{}", r.body);
+    assert_eq!(
+        member
+            .get(&format!("/api/v1/teams/{team}/agents"))
+            .await
+            .status,
+        200
+    );
+    // Bad requests are refused before anything is made.
+    for (body, code) in [
+        (json!({"hub_url": "http://hub.example"}), "invalid_hub_url"),
+        (
+            json!({"hub_url": "https://user@hub.example"}),
+            "invalid_hub_url",
+        ),
+        (
+            json!({"hub_url": "https://hub.example/x"}),
+            "invalid_hub_url",
+        ),
+        (
+            json!({"hub_url": "https://hub.example", "hours": 0}),
+            "invalid_expiry",
+        ),
+        (
+            json!({"hub_url": "https://hub.example", "group": "Bad Group"}),
+            "invalid_agent_group",
+        ),
+        (
+            json!({"hub_url": "https://hub.example", "ca_pem": "not a cert"}),
+            "invalid_ca",
+        ),
+    ] {
+        let r = new_token(&owner, &team, body.clone()).await;
+        assert_eq!(r.status, 422, "{body}: {}", r.body);
+        assert_eq!(r.code(), code, "{body}");
+    }
+    let r = new_token(
+        &owner,
+        &team,
+        json!({"hub_url": "https://hub.example:8443/", "group": "line-one"}),
+    )
+    .await;
+    assert_eq!(r.status, 201, "{}", r.body);
+    let bundle = redwall_policy::agent_protocol::ProvisioningBundle::decode(
+        r.body["bundle"].as_str().unwrap(),
+    )
+    .unwrap();
+    assert_eq!(bundle.hub_url, "https://hub.example:8443");
+    let t = r.body["token"].as_str().unwrap().to_string();
+    assert_eq!(bundle.provisioning_token, t);
+    assert!(t.starts_with("rwe_"));
+    // Listed without the token.
+    let r = owner
+        .get(&format!("/api/v1/teams/{team}/agent-tokens"))
+        .await;
+    assert_eq!(r.status, 200);
+    assert!(!r.text.contains(&t), "{}", r.text);
+
+    let key = AgentKey::generate();
+    // Refused for what it asks: the token stays usable.
+    let bad_key = json!({"provisioning_token": t, "name": "press-1", "public_key": "AAAA",
+        "platform": "linux-x86_64", "version": "0.1.0"});
+    let r = s.anonymous().post("/api/v1/agent/enrol", bad_key).await;
+    assert_eq!(
+        (r.status, r.code()),
+        (422, "invalid_public_key"),
+        "{}",
+        r.body
+    );
+    let r = enrol(s, &t, "Press 1", &key).await;
+    assert_eq!((r.status, r.code()), (422, "invalid_agent_name"));
+    let r = s
+        .anonymous()
+        .post(
+            "/api/v1/agent/enrol",
+            json!({"provisioning_token": t, "name": "press-1", "public_key": key.public_key().to_base64(),
+                "platform": "windows", "version": "0.1.0"}),
+        )
+        .await;
+    assert_eq!((r.status, r.code()), (422, "invalid_platform"));
+    let r = enrol(s, &t, "press-1", &key).await;
+    assert_eq!(r.status, 201, "{}", r.body);
+    assert_eq!(r.body["team_id"], team);
+    assert!(r.body["hub_signing_key"].as_str().unwrap().len() >= 43);
+    let v = agent(&owner, &team, "press-1").await;
+    assert_eq!(v["group"], "line-one");
+    assert_eq!(v["online"], false);
+    assert_eq!(v["key_fingerprint"], key.public_key().fingerprint());
+
+    // Used, unknown, malformed and expired tokens: one answer.
+    let unknown = format!("rwe_{}", "A".repeat(43));
+    let expired = token(&owner, &team).await;
+    s.clock.advance_secs(25 * 3600);
+    let mut answers = Vec::new();
+    for t in [t.as_str(), unknown.as_str(), "rwe_short", expired.as_str()] {
+        let r = enrol(s, t, "press-2", &AgentKey::generate()).await;
+        assert_eq!(r.status, 401, "{}", r.body);
+        answers.push(r.text);
+    }
+    answers.dedup();
+    assert_eq!(answers.len(), 1, "{answers:?}");
+    // (A day later, the Owner's session has ended too.)
+    let owner = s.login("olivia", USER_PASSWORD).await;
+    let admin = s.login(ADMIN, ADMIN_PASSWORD).await;
+    // Another team's name is free; this team's is taken (and the token kept).
+    let fresh = token(&owner, &team).await;
+    let r = enrol(s, &fresh, "press-1", &AgentKey::generate()).await;
+    assert_eq!((r.status, r.code()), (409, "name_taken"));
+    let r = enrol(s, &fresh, "press-2", &AgentKey::generate()).await;
+    assert_eq!(r.status, 201, "{}", r.body);
+    // A stranger team's Owner sees none of it.
+    let other = s.user(&admin, "eve").await;
+    let other_team = create_team(&other, "Elsewhere").await;
+    let r = other.get(&format!("/api/v1/teams/{team}/agents")).await;
+    assert!(matches!(r.status, 403 | 404), "{}", r.body);
+    let r = other
+        .get(&format!("/api/v1/teams/{other_team}/agents/press-1"))
+        .await;
+    assert_eq!(r.status, 404);
+    let refusals = audit_events(&admin, "agent.enrol_refused").await;
+    assert!(!refusals.is_empty());
+    assert!(!serde_json::to_string(&refusals).unwrap().contains(&t));
+}
+
+/// One token, many enrolments at once: exactly one wins.
+async fn a_token_races_to_one_agent(s: &TestServer) {
+    let admin = s.admin().await;
+    let team = create_team(&admin, "Plant").await;
+    let t = token(&admin, &team).await;
+    let tries = (0..8).map(|i| {
+        let t = t.clone();
+        async move {
+            enrol(s, &t, &format!("racer-{i}"), &AgentKey::generate())
+                .await
+                .status
+        }
+    });
+    let statuses = futures::future::join_all(tries).await;
+    assert_eq!(
+        statuses.iter().filter(|&&s| s == 201).count(),
+        1,
+        "{statuses:?}"
+    );
+    assert_eq!(
+        statuses.iter().filter(|&&s| s == 401).count(),
+        7,
+        "{statuses:?}"
+    );
+}
+
+/// The connection: challenge, signed hello, heartbeats, commands; wrong
+/// keys and replays are refused; a revocation cuts it at once.
+async fn an_agent_proves_itself_and_is_cut_off_when_revoked(s: &TestServer) {
+    let admin = s.admin().await;
+    let team = create_team(&admin, "Plant").await;
+    let key = AgentKey::generate();
+    let r = enrol(s, &token(&admin, &team).await, "press-1", &key).await;
+    let id = r.body["agent_id"].as_str().unwrap().to_string();
+
+    // A plain GET is told what this is.
+    let r = s.anonymous().get("/api/v1/agent/connect").await;
+    assert_eq!((r.status, r.code()), (400, "websocket_required"));
+    // Another key, an unknown agent, a replayed answer: refused alike.
+    let (mut ws, nonce) = open(s).await;
+    send(&mut ws, hello(&id, &nonce, &AgentKey::generate())).await;
+    assert_eq!(close_code(&mut ws).await, Some(4003));
+    let (mut ws, nonce) = open(s).await;
+    send(&mut ws, hello(&"0".repeat(32), &nonce, &key)).await;
+    assert_eq!(close_code(&mut ws).await, Some(4003));
+    let (mut ws, old_nonce) = open(s).await;
+    drop(ws.close(None).await);
+    let (mut ws, _) = open(s).await;
+    send(&mut ws, hello(&id, &old_nonce, &key)).await;
+    assert_eq!(close_code(&mut ws).await, Some(4003));
+    // Not JSON, or not a hello first.
+    let (mut ws, _) = open(s).await;
+    send(
+        &mut ws,
+        json!({"type": "heartbeat", "status": {"node_red": "none"}}),
+    )
+    .await;
+    assert_eq!(close_code(&mut ws).await, Some(4004));
+    let refused = audit_events(&admin, "agent.connect_refused").await;
+    assert!(!refused.is_empty());
+
+    // The agent itself: online with its first heartbeat.
+    let mut ws = connect(s, &id, &key).await;
+    heartbeat(&mut ws).await;
+    let start = Instant::now();
+    loop {
+        let v = agent(&admin, &team, "press-1").await;
+        if v["online"] == true {
+            assert_eq!(v["node_red"], "running");
+            break;
+        }
+        assert!(start.elapsed() < Duration::from_secs(10), "{v}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // Two heartbeat intervals (15 s by default) without one: offline.
+    s.clock.advance_secs(31);
+    assert_eq!(agent(&admin, &team, "press-1").await["online"], false);
+    heartbeat(&mut ws).await;
+
+    // The same key connecting again takes over: the older connection closes.
+    let newer = connect(s, &id, &key).await;
+    assert_eq!(close_code(&mut ws).await, Some(4002));
+    let mut ws = newer;
+
+    // A command reaches it, and its answer is kept.
+    let r = admin
+        .post(
+            &format!("/api/v1/teams/{team}/agents/press-1/commands"),
+            json!({"kind": "ping"}),
+        )
+        .await;
+    assert_eq!(r.status, 202, "{}", r.body);
+    let command = r.body["id"].as_str().unwrap().to_string();
+    let got = next_json(&mut ws).await.unwrap();
+    assert_eq!(
+        got,
+        json!({"type": "command", "id": command, "command": {"kind": "ping"}})
+    );
+    send(
+        &mut ws,
+        json!({"type": "command_done", "id": command, "ok": true, "message": "pong"}),
+    )
+    .await;
+    let start = Instant::now();
+    loop {
+        let r = admin
+            .get(&format!("/api/v1/teams/{team}/agent-commands/{command}"))
+            .await;
+        assert_eq!(r.status, 200);
+        if r.body["ok"] == true {
+            assert_eq!(r.body["message"], "pong");
+            break;
+        }
+        assert!(start.elapsed() < Duration::from_secs(10), "{}", r.body);
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // An unknown command kind is refused before anything is queued.
+    let r = admin
+        .post(
+            &format!("/api/v1/teams/{team}/agents/press-1/commands"),
+            json!({"kind": "rm -rf"}),
+        )
+        .await;
+    assert_eq!(r.status, 422, "{}", r.body);
+
+    // Revoked: the connection closes within a second.
+    let started = Instant::now();
+    let r = admin
+        .post(
+            &format!("/api/v1/teams/{team}/agents/press-1/revoke"),
+            json!({}),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(close_code(&mut ws).await, Some(4001));
+    assert!(
+        started.elapsed() < Duration::from_secs(1),
+        "{:?}",
+        started.elapsed()
+    );
+    let v = agent(&admin, &team, "press-1").await;
+    assert_eq!(
+        (v["revoked"].clone(), v["online"].clone()),
+        (json!(true), json!(false))
+    );
+    // And it does not get back in.
+    let (mut ws, nonce) = open(s).await;
+    send(&mut ws, hello(&id, &nonce, &key)).await;
+    assert_eq!(close_code(&mut ws).await, Some(4003));
+    let r = admin
+        .post(
+            &format!("/api/v1/teams/{team}/agents/press-1/commands"),
+            json!({"kind": "ping"}),
+        )
+        .await;
+    assert_eq!((r.status, r.code()), (409, "agent_revoked"));
+    let revoked = audit_events(&admin, "agent.revoked").await;
+    assert_eq!(revoked.len(), 1);
+}
+
+on_both_backends!(
+    provisioning_tokens_work_once_and_tell_strangers_nothing,
+    a_token_races_to_one_agent,
+    an_agent_proves_itself_and_is_cut_off_when_revoked,
+);

@@ -1,0 +1,464 @@
+//! Remote agents as they run: the real `redwall-agent` binary against real
+//! `redwall serve` processes on their defaults (HTTPS with the self-signed
+//! certificate, which the provisioning bundle pins).
+//!
+//! - Two hubs on one PostgreSQL: the agent is connected to one; a ping and
+//!   a revocation issued through the other reach it, and the revocation
+//!   cuts it off within a second.
+//! - An agent in its own network namespace (veth pair, nothing inbound
+//!   accepted): it dials out, shows online, goes offline within two
+//!   heartbeats of a cut link, and comes back on its own, also after the
+//!   hub restarts.
+//! - An agent whose key is not the enrolled one is refused, and the
+//!   refusal is audited; a provisioning token works once.
+
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::print_stderr
+)]
+
+mod serve_kit;
+
+use serde_json::Value;
+use serve_kit::*;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// The agent binary, built next to `redwall` by the workspace's build.
+fn agent_bin() -> PathBuf {
+    let bin = Path::new(BIN).with_file_name("redwall-agent");
+    assert!(
+        bin.is_file(),
+        "{} is missing: build the workspace (cargo build --workspace)",
+        bin.display()
+    );
+    bin
+}
+
+/// An agent's directory and the command that runs it (maybe inside a
+/// network namespace).
+struct AgentHost {
+    dir: tempfile::TempDir,
+    netns: Option<String>,
+}
+
+impl AgentHost {
+    fn new(netns: Option<&str>) -> AgentHost {
+        AgentHost {
+            dir: tempfile::tempdir().unwrap(),
+            netns: netns.map(str::to_string),
+        }
+    }
+
+    fn state_dir(&self) -> PathBuf {
+        self.dir.path().join("state")
+    }
+
+    fn command(&self) -> Command {
+        let mut c = match &self.netns {
+            Some(ns) => {
+                let mut c = Command::new("ip");
+                c.args(["netns", "exec", ns]).arg(agent_bin());
+                c
+            }
+            None => Command::new(agent_bin()),
+        };
+        c.env("REDWALL_AGENT_LOG", "debug");
+        c
+    }
+
+    fn enrol(&self, bundle: &str, name: &str) -> std::process::Output {
+        let file = self.dir.path().join("bundle.txt");
+        std::fs::write(&file, bundle).unwrap();
+        self.command()
+            .arg("enrol")
+            .arg("--bundle")
+            .arg(format!("@{}", file.display()))
+            .args(["--name", name])
+            .arg("--dir")
+            .arg(self.state_dir())
+            .output()
+            .unwrap()
+    }
+
+    fn run(&self) -> Child {
+        let log = std::fs::File::create(self.dir.path().join("agent.log")).unwrap();
+        self.command()
+            .arg("run")
+            .arg("--dir")
+            .arg(self.state_dir())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap()
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("agent.log")).unwrap_or_default()
+    }
+}
+
+/// A provisioning bundle for the team, made with the CLI as an Owner does.
+fn provision(s: &Serving, team: &str, pat: &str, extra: &[&str]) -> String {
+    let out = DataDir::without_instances()
+        .command()
+        .args(["agent", "provision", "--insecure-skip-verify"])
+        .args(["--url", &s.base, "--team", team])
+        .args(extra)
+        .env("REDWALL_TOKEN", pat)
+        .output()
+        .unwrap();
+    let text = ok(out);
+    let bundle = text.trim().to_string();
+    assert!(bundle.starts_with("rwbundle1."), "{bundle}");
+    bundle
+}
+
+async fn agent_state(api: &Api, team: &str, name: &str) -> Value {
+    let (status, v) = api
+        .get(&format!("/api/v1/teams/{team}/agents/{name}"))
+        .await;
+    assert_eq!(status, 200, "{v}");
+    v
+}
+
+/// Waits until the agent's `online` is `want`; how long it took.
+async fn wait_online(api: &Api, team: &str, name: &str, want: bool, within: Duration) -> Duration {
+    let start = Instant::now();
+    loop {
+        let v = agent_state(api, team, name).await;
+        if v["online"].as_bool() == Some(want) {
+            return start.elapsed();
+        }
+        assert!(
+            start.elapsed() < within,
+            "{name} is not {} after {within:?}: {v}",
+            if want { "online" } else { "offline" }
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+fn mode_of(path: &Path) -> u32 {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::metadata(path).unwrap().permissions().mode() & 0o777
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_command_and_a_revocation_reach_the_agent_through_the_other_hub() {
+    let Some(db) = redwall_store::testing::TestDatabase::postgres()
+        .await
+        .unwrap()
+    else {
+        return;
+    };
+    // A long heartbeat: only the hubs' announcements can cut the agent off
+    // within a second, not its next heartbeat.
+    let first_dir = DataDir::for_agents("127.0.0.1:0", Some(&db.url), 60);
+    let first = first_dir.serve();
+    let (admin, team, pat) = bootstrap(&first).await;
+    // The second hub shares the database, so it needs the same master key.
+    let second_dir = DataDir::for_agents("127.0.0.1:0", Some(&db.url), 60);
+    std::fs::copy(
+        first_dir.path().join("master.key"),
+        second_dir.path().join("master.key"),
+    )
+    .unwrap();
+    let second = second_dir.serve();
+    let via_second = Api::bearer(&second.base, &pat);
+
+    // Enrolment: the key file only the agent reads, the token never kept.
+    let bundle = provision(&first, &team, &pat, &[]);
+    let host = AgentHost::new(None);
+    let out = host.enrol(&bundle, "plant-7");
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(mode_of(&host.state_dir().join("agent.key")), 0o600);
+    let token = bundle_token(&bundle);
+    for entry in std::fs::read_dir(host.state_dir()).unwrap() {
+        let text =
+            String::from_utf8_lossy(&std::fs::read(entry.unwrap().path()).unwrap()).into_owned();
+        assert!(
+            !text.contains(&token),
+            "the provisioning token was written to disk"
+        );
+    }
+    // The token works once.
+    let again = AgentHost::new(None).enrol(&bundle, "plant-8");
+    assert!(!again.status.success());
+    assert!(stderr(&again).contains("not valid"), "{}", stderr(&again));
+
+    let mut agent = host.run();
+    wait_online(&via_second, &team, "plant-7", true, Duration::from_secs(20)).await;
+    let state = agent_state(&via_second, &team, "plant-7").await;
+    assert_eq!(state["node_red"], "none", "{state}");
+
+    // A ping sent through the hub the agent is not connected to.
+    let out = DataDir::without_instances()
+        .command()
+        .args(["agent", "ping", "plant-7", "--insecure-skip-verify"])
+        .args(["--url", &second.base, "--team", &team])
+        .env("REDWALL_TOKEN", &pat)
+        .output()
+        .unwrap();
+    assert_eq!(ok(out).trim(), "plant-7: pong");
+
+    // Revoked through the other hub: cut off within a second, for good.
+    let started = Instant::now();
+    let (status, v) = via_second
+        .send(
+            reqwest::Method::POST,
+            &format!("/api/v1/teams/{team}/agents/plant-7/revoke"),
+            None,
+        )
+        .await;
+    assert_eq!(status, 200, "{v}");
+    let exit = loop {
+        if let Some(status) = agent.try_wait().unwrap() {
+            break status;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "the agent still runs; its log:\n{}",
+            host.log()
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    };
+    let took = started.elapsed();
+    assert!(took < Duration::from_secs(1), "cut off after {took:?}");
+    assert_eq!(exit.code(), Some(3), "{}", host.log());
+    let state = agent_state(&admin, &team, "plant-7").await;
+    assert_eq!(state["revoked"], true);
+    assert_eq!(state["online"], false);
+    // Its key no longer gets in, on either hub.
+    let mut retry = host.run();
+    let exit = wait_exit(&mut retry, Duration::from_secs(20));
+    assert_eq!(exit, Some(4), "{}", host.log());
+
+    drop(second);
+    drop(first);
+    db.cleanup().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wrong_key_is_refused_and_audited() {
+    let dir = DataDir::for_agents("127.0.0.1:0", None, 1);
+    let s = dir.serve();
+    let (admin, team, pat) = bootstrap(&s).await;
+    let host = AgentHost::new(None);
+    let out = host.enrol(
+        &provision(&s, &team, &pat, &["--group", "line-one"]),
+        "press-2",
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let v = agent_state(&admin, &team, "press-2").await;
+    assert_eq!(v["group"], "line-one");
+    // Another key in the agent's key file: it no longer proves the agent.
+    let other = AgentHost::new(None);
+    let out = other.enrol(&provision(&s, &team, &pat, &[]), "press-3");
+    assert!(out.status.success(), "{}", stderr(&out));
+    std::fs::copy(
+        other.state_dir().join("agent.key"),
+        host.state_dir().join("agent.key"),
+    )
+    .unwrap();
+    let mut agent = host.run();
+    assert_eq!(
+        wait_exit(&mut agent, Duration::from_secs(20)),
+        Some(4),
+        "{}",
+        host.log()
+    );
+    let (_, log) = admin
+        .get(&format!("/api/v1/teams/{team}/audit?event=agent.*"))
+        .await;
+    let text = log.to_string();
+    assert!(text.contains("agent.enrolled"), "{text}");
+    let (_, platform) = admin.get("/api/v1/audit?event=agent.connect_refused").await;
+    assert!(platform.to_string().contains("bad_signature"), "{platform}");
+    assert_eq!(agent_state(&admin, &team, "press-2").await["online"], false);
+}
+
+/// A network namespace joined to the host by a veth pair, which accepts no
+/// connection from outside (as a site's firewall would).
+struct Site {
+    ns: String,
+    host_if: String,
+    host_ip: String,
+    site_ip: String,
+}
+
+impl Site {
+    fn new(tag: u32) -> Site {
+        let id = std::process::id() % 10_000;
+        let ns = format!("rwag{id}-{tag}");
+        let host_if = format!("rwh{id}x{tag}");
+        let site_if = format!("rwa{id}x{tag}");
+        let octet = (std::process::id() % 200) + 20 + tag;
+        let host_ip = format!("10.213.{octet}.1");
+        let site_ip = format!("10.213.{octet}.2");
+        let sh = |args: &[&str]| {
+            let out = Command::new(args[0]).args(&args[1..]).output().unwrap();
+            assert!(out.status.success(), "{args:?}: {}", stderr(&out));
+        };
+        let _ = Command::new("ip").args(["netns", "del", &ns]).output();
+        sh(&["ip", "netns", "add", &ns]);
+        sh(&[
+            "ip", "link", "add", &host_if, "type", "veth", "peer", "name", &site_if,
+        ]);
+        sh(&["ip", "link", "set", &site_if, "netns", &ns]);
+        sh(&[
+            "ip",
+            "addr",
+            "add",
+            &format!("{host_ip}/30"),
+            "dev",
+            &host_if,
+        ]);
+        sh(&["ip", "link", "set", &host_if, "up"]);
+        sh(&[
+            "ip",
+            "netns",
+            "exec",
+            &ns,
+            "ip",
+            "addr",
+            "add",
+            &format!("{site_ip}/30"),
+            "dev",
+            &site_if,
+        ]);
+        sh(&[
+            "ip", "netns", "exec", &ns, "ip", "link", "set", &site_if, "up",
+        ]);
+        sh(&["ip", "netns", "exec", &ns, "ip", "link", "set", "lo", "up"]);
+        for rule in [
+            "add table inet site",
+            "add chain inet site input { type filter hook input priority 0; policy drop; }",
+            "add rule inet site input iif lo accept",
+            "add rule inet site input ct state established,related accept",
+        ] {
+            sh(&["ip", "netns", "exec", &ns, "nft", rule]);
+        }
+        Site {
+            ns,
+            host_if,
+            host_ip,
+            site_ip,
+        }
+    }
+
+    fn link(&self, up: bool) {
+        let out = Command::new("ip")
+            .args(["link", "set", &self.host_if, if up { "up" } else { "down" }])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", stderr(&out));
+    }
+}
+
+impl Drop for Site {
+    fn drop(&mut self) {
+        let _ = Command::new("ip")
+            .args(["link", "del", &self.host_if])
+            .output();
+        let _ = Command::new("ip").args(["netns", "del", &self.ns]).output();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_agent_behind_a_firewall_dials_out_and_comes_back_after_cuts() {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        eprintln!("note: network namespaces need root; skipped");
+        return;
+    }
+    let site = Site::new(1);
+    let port = redwall_runtime::testing::free_port();
+    let listen = format!("{}:{port}", site.host_ip);
+    let dir = DataDir::for_agents(&listen, None, 1);
+    let s = dir.serve();
+    let (admin, team, pat) = bootstrap(&s).await;
+    // The site reaches the hub; the hub cannot open a connection into it.
+    // (Dropped, not refused: nothing answers at all.)
+    let inbound = std::net::TcpStream::connect_timeout(
+        &format!("{}:22", site.site_ip).parse().unwrap(),
+        Duration::from_millis(500),
+    );
+    assert_eq!(
+        inbound.map(|_| ()).unwrap_err().kind(),
+        std::io::ErrorKind::TimedOut,
+        "the site answered a connection from outside"
+    );
+
+    // Provisioned through the API (the hub is not on loopback, and its
+    // self-signed certificate names only localhost, so the CLI would want
+    // a CA); the bundle says where the hub listens and pins its certificate.
+    let made = Api::bearer(&s.base, &pat)
+        .post(
+            &format!("/api/v1/teams/{team}/agent-tokens"),
+            serde_json::json!({}),
+        )
+        .await;
+    assert_eq!(made["hub_url"], format!("https://{listen}"), "{made}");
+    assert_eq!(
+        made["cert_sha256"].as_str().map(str::len),
+        Some(64),
+        "{made}"
+    );
+    let host = AgentHost::new(Some(&site.ns));
+    let out = host.enrol(made["bundle"].as_str().unwrap(), "site-a");
+    assert!(out.status.success(), "{}", stderr(&out));
+    let mut agent = host.run();
+    wait_online(&admin, &team, "site-a", true, Duration::from_secs(20)).await;
+
+    // The link is cut: offline within two heartbeats (one second each),
+    // plus the time to read the list.
+    site.link(false);
+    let took = wait_online(&admin, &team, "site-a", false, Duration::from_secs(10)).await;
+    assert!(took < Duration::from_secs(4), "offline only after {took:?}");
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    site.link(true);
+    wait_online(&admin, &team, "site-a", true, Duration::from_secs(45)).await;
+
+    // The hub restarts: the agent dials again by itself.
+    drop(s);
+    let s = dir.serve();
+    let admin = Api::login(&s.base, "admin").await;
+    wait_online(&admin, &team, "site-a", true, Duration::from_secs(45)).await;
+    assert!(agent.try_wait().unwrap().is_none(), "{}", host.log());
+    let _ = agent.kill();
+    let _ = agent.wait();
+    drop(s);
+}
+
+/// The token inside a bundle (base64url JSON after the prefix).
+fn bundle_token(bundle: &str) -> String {
+    let json = base64_url_decode(bundle.trim().strip_prefix("rwbundle1.").unwrap());
+    let v: Value = serde_json::from_slice(&json).unwrap();
+    v["provisioning_token"].as_str().unwrap().to_string()
+}
+
+fn base64_url_decode(s: &str) -> Vec<u8> {
+    use base64::Engine as _;
+    base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(s)
+        .unwrap()
+}
+
+fn wait_exit(child: &mut Child, within: Duration) -> Option<i32> {
+    let start = Instant::now();
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            return status.code();
+        }
+        if start.elapsed() > within {
+            let _ = child.kill();
+            let _ = child.wait();
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
