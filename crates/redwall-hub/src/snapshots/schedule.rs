@@ -32,6 +32,9 @@ pub enum Target {
     Group(String),
 }
 
+/// Instances a rollout deploys to at once.
+const ROLLOUT_AT_ONCE: usize = 8;
+
 /// A deploy as asked for.
 pub struct DeployRequest<'a> {
     pub team_id: &'a str,
@@ -168,15 +171,20 @@ impl Hub {
             ),
         );
         self.commit(tx, 1).await?;
-        let mut out = Vec::with_capacity(rows.len());
-        for row in rows {
-            if waits {
-                out.push(row);
-            } else {
-                out.push(self.carry_out(who, row, as_user).await?);
-            }
+        if waits {
+            return Ok(rows);
         }
-        Ok(out)
+        // Several instances at once: each deploy mostly waits on its own
+        // Node-RED, and each instance has its own control lock.
+        // Every one runs to its end (none is dropped half done) before an
+        // error is answered.
+        use futures::stream::{self, StreamExt as _};
+        let done: Vec<HubResult<Deployment>> = stream::iter(rows)
+            .map(|row| self.carry_out(who, row, as_user))
+            .buffered(ROLLOUT_AT_ONCE)
+            .collect()
+            .await;
+        done.into_iter().collect()
     }
 
     /// Carries out every waiting deployment whose window is open and whose
