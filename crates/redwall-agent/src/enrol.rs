@@ -15,7 +15,7 @@ use serde::Deserialize;
 
 use crate::error_chain;
 use crate::hub_url::{BadHubUrl, HubEndpoint};
-use crate::state::{self, AgentConfig, StateError};
+use crate::state::{self, AgentConfig, NodeRedConfig, StateError};
 use crate::tls::{self, HubTrust, TlsSetupError};
 
 /// How long the whole enrolment request may take.
@@ -36,6 +36,9 @@ pub enum EnrolError {
     Bundle(String),
     #[error("{0}")]
     Name(String),
+    /// The Node-RED given with `--node-red-path` cannot be run.
+    #[error("{0}")]
+    NodeRed(String),
     #[error(transparent)]
     HubUrl(#[from] BadHubUrl),
     #[error(transparent)]
@@ -73,13 +76,31 @@ pub fn read_bundle_arg(arg: &str) -> Result<ProvisioningBundle, EnrolError> {
 
 /// Enrols an agent named `name` into `dir` with `bundle`: makes the key,
 /// asks the hub, writes `agent.key` and `agent.json`. If anything fails
-/// before the hub accepted the key, the key file is removed again.
+/// before the hub accepted the key, the key file is removed again. The
+/// agent runs no Node-RED (see [`enrol_with`]).
 pub async fn enrol(
     bundle: &ProvisioningBundle,
     name: &str,
     dir: &Path,
 ) -> Result<Enrolled, EnrolError> {
+    enrol_with(bundle, name, dir, None).await
+}
+
+/// [`enrol`], and the agent runs the Node-RED `node_red` names. That
+/// Node-RED is checked first (a `node-red` package, a `node` recent enough
+/// for it, an unprivileged port), before the token is spent; `agent.json`
+/// keeps its paths resolved.
+pub async fn enrol_with(
+    bundle: &ProvisioningBundle,
+    name: &str,
+    dir: &Path,
+    node_red: Option<NodeRedConfig>,
+) -> Result<Enrolled, EnrolError> {
     check_agent_name(name).map_err(|e| EnrolError::Name(e.message))?;
+    let node_red = node_red
+        .map(|c| crate::node_red::check_config(&c))
+        .transpose()
+        .map_err(EnrolError::NodeRed)?;
     let hub = HubEndpoint::parse(&bundle.hub_url)?;
     let trust = HubTrust::new(bundle.cert_sha256.as_deref(), bundle.ca_pem.as_deref());
     // Before touching the disk: a bundle with a broken CA fails here.
@@ -116,6 +137,7 @@ pub async fn enrol(
         team_id: answer.team_id,
         name: answer.name.clone(),
         hub_signing_key: answer.hub_signing_key,
+        node_red,
     };
     state::write_config(dir, &config)?;
     key_file.keep();

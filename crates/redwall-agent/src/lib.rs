@@ -1,6 +1,29 @@
 //! The Redwall agent: runs on a host that can only dial out, enrols once
-//! with the hub, then keeps one WebSocket open to it (it never listens on
-//! any port). The protocol is in [`redwall_policy::agent_protocol`].
+//! with the hub, then keeps one WebSocket open to it (the agent itself
+//! never listens on any port). The protocol is in
+//! [`redwall_policy::agent_protocol`].
+//!
+//! # What runs
+//!
+//! `redwall-agent run` is one process with two independent jobs:
+//!
+//! - the hub link ([`run::run`], `session.rs`): dial, answer the challenge,
+//!   heartbeats every `heartbeat_secs`, commands, jittered redials;
+//! - when enrolled with `--node-red-path` ([`node_red`]): one Node-RED,
+//!   started before the first dial under `redwall_runtime`'s supervisor
+//!   (crash restarts with backoff), listening on `127.0.0.1:PORT` only
+//!   (`--port`, default 1880), with the runtime's generated `settings.js`
+//!   (every admin request needs an editor token, every endpoint request
+//!   an endpoint token, made with keys only this agent holds) and its
+//!   sandbox (Landlock, rlimits, `no_new_privs`, no capabilities; the
+//!   agent's own uid: see [`node_red`] for why). A dropped hub link never
+//!   touches it; SIGTERM stops it (then the agent exits 0).
+//!
+//! Heartbeats report Node-RED's state from the supervisor: `running`,
+//! `starting`, `stopped`, `failed` (crashed, or could not be started), or
+//! `none` without Node-RED. The hub's `restart` restarts it through the
+//! supervisor on a task of its own, and answers `restarted` once it
+//! answers again (or why not); without Node-RED it is refused as before.
 //!
 //! # Files on disk
 //!
@@ -13,15 +36,27 @@
 //!   when the group or others can read it. The key never leaves the host:
 //!   the hub only ever sees its public half and signatures made with it.
 //! - `agent.json`: the hub's URL, how to trust its certificate, the ids
-//!   the hub gave the agent, its name, the hub's signing key; mode 0600.
+//!   the hub gave the agent, its name, the hub's signing key, and the
+//!   Node-RED to run (package directory, `node`, port), if any; mode 0600.
+//! - `node-red.secrets` (with Node-RED only): the instance's editor and
+//!   endpoint token keys and its `credentialSecret`, made by the agent on
+//!   its first run, mode 0600, created exclusively; `run` refuses it when
+//!   others can read it.
+//! - `node-red/` (with Node-RED only): `settings.js` (rewritten at each
+//!   start, no secret in it), `userdir/` (0700: flows, credentials; the
+//!   only place Node-RED may write) and `run/` (the supervisor's lock,
+//!   which keeps two agents on one directory from both running it, and
+//!   the pidfile through which a next `run` stops what a killed agent
+//!   left running).
 //!
 //! # What is never written
 //!
 //! The provisioning token. It is read from the bundle, sent once in the
 //! enrolment request, and dropped; it is not in `agent.json` (which has no
-//! field for it), not in any log line, not in any error message. There is
-//! no other secret: the agent proves itself with its key, not with a
-//! bearer token.
+//! field for it), not in any log line, not in any error message. No other
+//! secret of the hub exists on the agent: it proves itself with its key,
+//! not with a bearer token. Node-RED's keys are the agent's own, never
+//! sent anywhere.
 //!
 //! # TLS
 //!
@@ -37,20 +72,21 @@
 //!
 //! # Library
 //!
-//! The binary is a thin shell over [`enrol::enrol`] and [`run::run`] (or
-//! [`run::run_dir`]), which the tests call directly: `run` returns a
-//! [`RunOutcome`] instead of exiting.
+//! The binary is a thin shell over [`enrol::enrol_with`] and [`run::run`]
+//! (or [`run::run_dir`]), which the tests call directly: `run` returns a
+//! [`RunOutcome`] instead of exiting (after stopping Node-RED).
 
 pub mod enrol;
 pub mod hub_url;
+pub mod node_red;
 pub mod run;
 mod session;
 pub mod state;
 pub mod tls;
 
-pub use enrol::{enrol, read_bundle_arg, EnrolError, Enrolled};
+pub use enrol::{enrol, enrol_with, read_bundle_arg, EnrolError, Enrolled};
 pub use run::{run, run_dir, RunError, RunOptions, RunOutcome};
-pub use state::{Agent, AgentConfig, StateError, DEFAULT_DIR};
+pub use state::{Agent, AgentConfig, NodeRedConfig, StateError, DEFAULT_DIR};
 
 /// An error with its sources: reqwest and rustls put the useful part (the
 /// TLS or connect failure) there, not in the top-level message.

@@ -7,7 +7,8 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use redwall_agent::{enrol, read_bundle_arg, run_dir, RunOptions, DEFAULT_DIR};
+use redwall_agent::state::DEFAULT_NODE_RED_PORT;
+use redwall_agent::{enrol_with, read_bundle_arg, run_dir, NodeRedConfig, RunOptions, DEFAULT_DIR};
 use tracing_subscriber::EnvFilter;
 
 /// The Redwall agent: enrols with a Redwall hub, then keeps an outbound
@@ -34,6 +35,16 @@ enum Command {
         /// The agent's name in its team: 2 to 40 of a-z, 0-9 and '-'.
         #[arg(long)]
         name: String,
+        /// Run this Node-RED: its `node-red` package directory (the one
+        /// holding red.js). Without it the agent runs no Node-RED.
+        #[arg(long, value_name = "DIR")]
+        node_red_path: Option<PathBuf>,
+        /// The node binary for Node-RED (default: `node` on PATH).
+        #[arg(long, value_name = "PATH", requires = "node_red_path")]
+        node: Option<PathBuf>,
+        /// The port Node-RED listens on, on 127.0.0.1 only.
+        #[arg(long, value_name = "N", requires = "node_red_path", default_value_t = DEFAULT_NODE_RED_PORT)]
+        port: u16,
     },
     /// Connect to the hub and stay connected (what the systemd unit runs).
     Run,
@@ -56,9 +67,20 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     runtime.block_on(async move {
         match cli.command {
-            Command::Enrol { bundle, name } => {
+            Command::Enrol {
+                bundle,
+                name,
+                node_red_path,
+                node,
+                port,
+            } => {
+                let node_red = node_red_path.map(|package_dir| NodeRedConfig {
+                    package_dir,
+                    node: node.unwrap_or_else(|| PathBuf::from("node")),
+                    port,
+                });
                 let enrolled = match read_bundle_arg(&bundle) {
-                    Ok(b) => enrol(&b, &name, &cli.dir).await,
+                    Ok(b) => enrol_with(&b, &name, &cli.dir, node_red).await,
                     Err(e) => Err(e),
                 };
                 match enrolled {
@@ -107,7 +129,7 @@ async fn stop_signal() {
         }
     };
     tokio::select! {
-        _ = term.recv() => tracing::info!("SIGTERM: closing the connection"),
-        _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT: closing the connection"),
+        _ = term.recv() => tracing::info!("SIGTERM: closing the connection (and stopping Node-RED)"),
+        _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT: closing the connection (and stopping Node-RED)"),
     }
 }

@@ -1,15 +1,21 @@
 //! The agent's main loop: keep one connection to the hub, dialling again
 //! with a growing, jittered delay whenever it drops, until the hub revokes
 //! the agent, refuses its key, or the agent is told to stop.
+//!
+//! With Node-RED configured, it is started first and stopped last: its
+//! supervision runs beside the connection, never inside it, so a lost link
+//! leaves it running.
 
 use std::future::Future;
 use std::path::Path;
+use std::sync::Arc;
 
 use redwall_policy::agent_protocol::reconnect_delay_ms;
 use tracing::{error, warn};
 
 use crate::hub_url::{BadHubUrl, HubEndpoint};
-use crate::session::{session, Dialer, SessionEnd};
+use crate::node_red::{NodeRed, NodeRedError};
+use crate::session::{session, Dialer, Local, SessionEnd};
 use crate::state::{Agent, StateError};
 use crate::tls::{self, HubTrust, TlsSetupError};
 
@@ -61,6 +67,8 @@ pub enum RunError {
     HubUrl(#[from] BadHubUrl),
     #[error("agent.json: {0}")]
     Tls(#[from] TlsSetupError),
+    #[error(transparent)]
+    NodeRed(#[from] NodeRedError),
 }
 
 /// Loads the agent from `dir` and runs it (see [`run`]). Fails only if the
@@ -74,13 +82,17 @@ pub async fn run_dir(
     run(&agent, options, shutdown).await
 }
 
-/// Keeps the agent connected until the hub revokes or refuses it, or
-/// `shutdown` completes. Connection failures are never returned: they are
-/// logged and the agent dials again.
 /// How long a connection must have lasted for the next dial to start
 /// from the shortest delay again.
 const STABLE_CONNECTION: std::time::Duration = std::time::Duration::from_secs(30);
 
+/// Starts Node-RED if the agent has one, then keeps the agent connected
+/// until the hub revokes or refuses it, or `shutdown` completes; Node-RED
+/// is stopped before returning. Connection failures are never returned:
+/// they are logged and the agent dials again. A Node-RED that cannot be
+/// set up (its install gone, its keys exposed, another agent on the same
+/// directory) is an error; one that fails to start or crashes is reported
+/// to the hub as `failed` instead.
 pub async fn run(
     agent: &Agent,
     options: &RunOptions,
@@ -88,26 +100,49 @@ pub async fn run(
 ) -> Result<RunOutcome, RunError> {
     let hub = HubEndpoint::parse(&agent.config.hub_url)?;
     let dialer = Dialer::new(hub, tls::client_config(&HubTrust::of(&agent.config))?);
+    let node_red = match &agent.config.node_red {
+        Some(config) => {
+            let node_red = Arc::new(NodeRed::open(&agent.dir, config)?);
+            node_red.start().await;
+            Some(node_red)
+        }
+        None => None,
+    };
+    let mut local = Local::new(node_red.clone());
+    let outcome = stay_connected(agent, options, &dialer, &mut local, shutdown).await;
+    if let Some(node_red) = node_red {
+        node_red.stop().await;
+    }
+    Ok(outcome)
+}
+
+async fn stay_connected(
+    agent: &Agent,
+    options: &RunOptions,
+    dialer: &Dialer,
+    local: &mut Local,
+    shutdown: impl Future<Output = ()>,
+) -> RunOutcome {
     tokio::pin!(shutdown);
     // Failed dials in a row since the last connection that held.
     let mut attempt: u32 = 0;
     loop {
         let started = std::time::Instant::now();
-        match session(agent, &dialer, &mut shutdown).await {
-            SessionEnd::Shutdown => return Ok(RunOutcome::Shutdown),
+        match session(agent, dialer, local, &mut shutdown).await {
+            SessionEnd::Shutdown => return RunOutcome::Shutdown,
             SessionEnd::Revoked => {
                 error!(
                     "revoked by the hub: agent {} ({}) will not connect again; enrol it anew to bring it back",
                     agent.config.name, agent.config.agent_id
                 );
-                return Ok(RunOutcome::Revoked);
+                return RunOutcome::Revoked;
             }
             SessionEnd::Unauthenticated => {
                 error!(
                     "the hub refused this agent's key: agent {} ({}) is unknown to the hub (deleted?) or agent.key is not the key it enrolled with; enrol it anew",
                     agent.config.name, agent.config.agent_id
                 );
-                return Ok(RunOutcome::Unauthenticated);
+                return RunOutcome::Unauthenticated;
             }
             SessionEnd::Lost { welcomed, why } => {
                 // Only a connection that held a while starts the delays
@@ -126,7 +161,7 @@ pub async fn run(
                 warn!("{why}; dialling again in {delay} ms");
                 tokio::select! {
                     () = tokio::time::sleep(std::time::Duration::from_millis(delay)) => {}
-                    () = shutdown.as_mut() => return Ok(RunOutcome::Shutdown),
+                    () = shutdown.as_mut() => return RunOutcome::Shutdown,
                 }
             }
         }

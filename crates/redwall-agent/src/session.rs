@@ -5,8 +5,11 @@
 //! 2. The hub speaks first with a challenge; the agent answers `hello`,
 //!    signed with its key over [`hello_message`].
 //! 3. After `welcome`: a heartbeat at once and every `heartbeat_secs`
-//!    (with a WebSocket ping, so a quiet hub still answers something), and
-//!    the answers to the hub's commands.
+//!    (with a WebSocket ping, so a quiet hub still answers something),
+//!    carrying Node-RED's state, and the answers to the hub's commands.
+//!    A `restart` runs on a task of its own (it takes as long as Node-RED
+//!    needs to answer again); its answer comes through [`Local`]'s channel,
+//!    on this connection or, if it dropped meanwhile, on the next one.
 //!
 //! How it ends ([`SessionEnd`]) decides what the reconnect loop does: a
 //! revoked or unknown agent stops for good, anything else dials again.
@@ -26,6 +29,7 @@ use redwall_policy::agent_protocol::{
     HEARTBEAT_SECS_RANGE, HELLO_CONTEXT, HELLO_TIMEOUT_SECS, MAX_FRAME_BYTES, PROTOCOL_VERSION,
 };
 use tokio::net::TcpStream;
+use tokio::sync::mpsc;
 use tokio::time::{sleep_until, timeout, Instant, MissedTickBehavior};
 use tokio_rustls::client::TlsStream;
 use tokio_rustls::TlsConnector;
@@ -37,6 +41,7 @@ use tracing::{debug, info, warn};
 
 use crate::error_chain;
 use crate::hub_url::HubEndpoint;
+use crate::node_red::NodeRed;
 use crate::state::Agent;
 
 /// TCP, TLS and the WebSocket upgrade together.
@@ -54,10 +59,43 @@ const MIN_SEND_TIMEOUT: Duration = Duration::from_secs(10);
 const LATE_REFUSAL: Duration = Duration::from_secs(HELLO_TIMEOUT_SECS / 2);
 /// How long a closing handshake may take before the socket is just dropped.
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
-/// What heartbeats report until the agent runs Node-RED.
+/// What heartbeats report when the agent runs no Node-RED.
 const NODE_RED_NONE: &str = "none";
-/// The answer to `restart` until the agent runs Node-RED.
+/// The answer to `restart` when the agent runs no Node-RED.
 const NO_NODE_RED: &str = "this agent runs no Node-RED yet";
+/// The answer to a `restart` that brought Node-RED back.
+const RESTARTED: &str = "restarted";
+
+/// A command's answer, made off the connection's loop.
+#[derive(Debug)]
+pub(crate) struct Done {
+    id: String,
+    ok: bool,
+    message: String,
+}
+
+/// What outlives one connection: the Node-RED the agent runs (if any) and
+/// the answers of commands still running.
+pub(crate) struct Local {
+    node_red: Option<Arc<NodeRed>>,
+    done_tx: mpsc::UnboundedSender<Done>,
+    done_rx: mpsc::UnboundedReceiver<Done>,
+}
+
+impl Local {
+    pub(crate) fn new(node_red: Option<Arc<NodeRed>>) -> Self {
+        let (done_tx, done_rx) = mpsc::unbounded_channel();
+        Self {
+            node_red,
+            done_tx,
+            done_rx,
+        }
+    }
+
+    fn node_red_state(&self) -> &'static str {
+        self.node_red.as_ref().map_or(NODE_RED_NONE, |n| n.state())
+    }
+}
 
 type HubSocket = WebSocketStream<TlsStream<TcpStream>>;
 
@@ -132,6 +170,7 @@ impl Dialer {
 pub(crate) async fn session<F: Future<Output = ()>>(
     agent: &Agent,
     dialer: &Dialer,
+    local: &mut Local,
     shutdown: &mut Pin<&mut F>,
 ) -> SessionEnd {
     let mut ws = tokio::select! {
@@ -158,7 +197,7 @@ pub(crate) async fn session<F: Future<Output = ()>>(
         "connected to {} as {} (heartbeat every {heartbeat_secs} s)",
         agent.config.hub_url, agent.config.name
     );
-    connected(&mut ws, heartbeat_secs, shutdown).await
+    connected(&mut ws, heartbeat_secs, local, shutdown).await
 }
 
 /// The challenge, the signed hello, the welcome. Returns the heartbeat
@@ -245,6 +284,7 @@ async fn next_hub_message(
 async fn connected<F: Future<Output = ()>>(
     ws: &mut HubSocket,
     heartbeat_secs: u64,
+    local: &mut Local,
     shutdown: &mut Pin<&mut F>,
 ) -> SessionEnd {
     let period = Duration::from_secs(heartbeat_secs);
@@ -266,7 +306,11 @@ async fn connected<F: Future<Output = ()>>(
                     silence_limit.as_secs()
                 ));
             }
-            _ = beat.tick() => heartbeat(ws, send_limit).await,
+            _ = beat.tick() => heartbeat(ws, local.node_red_state(), send_limit).await,
+            Some(done) = local.done_rx.recv() => {
+                let Done { id, ok, message } = done;
+                send(ws, &AgentMessage::CommandDone { id, ok, message }, send_limit, true).await
+            }
             frame = ws.next() => {
                 last_heard = Instant::now();
                 match frame {
@@ -277,7 +321,7 @@ async fn connected<F: Future<Output = ()>>(
                         finish_close(ws).await;
                         Err(end)
                     }
-                    Some(Ok(Message::Text(text))) => on_text(ws, &text, send_limit).await,
+                    Some(Ok(Message::Text(text))) => on_text(ws, &text, local, send_limit).await,
                     // Pongs (and the hub's pings, answered by tungstenite)
                     // only matter as signs of life.
                     Some(Ok(_)) => Ok(()),
@@ -290,10 +334,10 @@ async fn connected<F: Future<Output = ()>>(
     }
 }
 
-async fn heartbeat(ws: &mut HubSocket, limit: Duration) -> Result<(), SessionEnd> {
+async fn heartbeat(ws: &mut HubSocket, node_red: &str, limit: Duration) -> Result<(), SessionEnd> {
     let beat = AgentMessage::Heartbeat {
         status: AgentStatus {
-            node_red: NODE_RED_NONE.to_owned(),
+            node_red: node_red.to_owned(),
             running_snapshot: None,
         },
     };
@@ -305,12 +349,32 @@ async fn heartbeat(ws: &mut HubSocket, limit: Duration) -> Result<(), SessionEnd
 
 /// A text frame after the welcome: a command gets its answer; anything
 /// else is logged and ignored, so a newer hub cannot crash an older agent.
-async fn on_text(ws: &mut HubSocket, text: &str, limit: Duration) -> Result<(), SessionEnd> {
+async fn on_text(
+    ws: &mut HubSocket,
+    text: &str,
+    local: &Local,
+    limit: Duration,
+) -> Result<(), SessionEnd> {
     let (id, ok, message) = match serde_json::from_str::<HubMessage>(text) {
         Ok(HubMessage::Command { id, command }) => {
             info!("command {id}: {}", command.name());
-            let (ok, message) = run_command(&command);
-            (id, ok, message.to_owned())
+            match run_command(&command, local.node_red.as_ref()) {
+                Answer::Now(ok, message) => (id, ok, message.to_owned()),
+                Answer::Later(work) => {
+                    // Off the loop: heartbeats and other commands go on
+                    // while Node-RED restarts.
+                    let done = local.done_tx.clone();
+                    tokio::spawn(async move {
+                        let (ok, message) = match work.await {
+                            Ok(()) => (true, RESTARTED.to_owned()),
+                            Err(why) => (false, why),
+                        };
+                        info!("command {id}: {message}");
+                        let _ = done.send(Done { id, ok, message });
+                    });
+                    return Ok(());
+                }
+            }
         }
         Ok(other) => {
             debug!("ignored {} after the welcome", kind(&other));
@@ -345,11 +409,23 @@ async fn on_text(ws: &mut HubSocket, text: &str, limit: Duration) -> Result<(), 
     .await
 }
 
+/// How a command is answered: at once, or when its work is done.
+enum Answer {
+    Now(bool, &'static str),
+    Later(Pin<Box<dyn Future<Output = Result<(), String>> + Send>>),
+}
+
 /// What a command does, and what the agent answers.
-fn run_command(command: &AgentCommand) -> (bool, &'static str) {
+fn run_command(command: &AgentCommand, node_red: Option<&Arc<NodeRed>>) -> Answer {
     match command {
-        AgentCommand::Ping => (true, "pong"),
-        AgentCommand::Restart => (false, NO_NODE_RED),
+        AgentCommand::Ping => Answer::Now(true, "pong"),
+        AgentCommand::Restart => match node_red {
+            None => Answer::Now(false, NO_NODE_RED),
+            Some(node_red) => {
+                let node_red = node_red.clone();
+                Answer::Later(Box::pin(async move { node_red.restart().await }))
+            }
+        },
     }
 }
 
@@ -484,8 +560,14 @@ mod tests {
 
     #[test]
     fn commands_get_their_answers() {
-        assert_eq!(run_command(&AgentCommand::Ping), (true, "pong"));
-        assert_eq!(run_command(&AgentCommand::Restart), (false, NO_NODE_RED));
+        assert!(matches!(
+            run_command(&AgentCommand::Ping, None),
+            Answer::Now(true, "pong")
+        ));
+        assert!(matches!(
+            run_command(&AgentCommand::Restart, None),
+            Answer::Now(false, NO_NODE_RED)
+        ));
     }
 
     #[test]

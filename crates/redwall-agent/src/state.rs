@@ -30,7 +30,7 @@ pub const DEFAULT_DIR: &str = "/var/lib/redwall-agent";
 
 /// Permission bits that must be clear on the key file: nothing for the
 /// group, nothing for others.
-const NOT_PRIVATE: u32 = 0o077;
+pub(crate) const NOT_PRIVATE: u32 = 0o077;
 
 /// What `agent.json` holds. Nothing in it is secret (the key is in its own
 /// file), but it decides which hub the agent trusts, so it is kept 0600 too.
@@ -49,6 +49,31 @@ pub struct AgentConfig {
     pub name: String,
     /// The hub's snapshot-signing public key (standard base64).
     pub hub_signing_key: String,
+    /// The Node-RED this agent runs, if any (`enrol --node-red-path`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node_red: Option<NodeRedConfig>,
+}
+
+/// Where the Node-RED the agent runs is installed, and its local port. Set
+/// at enrolment from `--node-red-path`, `--node` and `--port`; the paths
+/// are stored resolved (absolute, links followed), so `run` under systemd
+/// finds the same programs whatever its `PATH`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeRedConfig {
+    /// The `node-red` package directory (the one holding `red.js`).
+    pub package_dir: PathBuf,
+    /// The `node` binary.
+    pub node: PathBuf,
+    /// The port Node-RED listens on, on 127.0.0.1 only.
+    #[serde(default = "default_node_red_port")]
+    pub port: u16,
+}
+
+/// Node-RED's own default port.
+pub const DEFAULT_NODE_RED_PORT: u16 = 1880;
+
+fn default_node_red_port() -> u16 {
+    DEFAULT_NODE_RED_PORT
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -169,7 +194,7 @@ pub fn write_config(dir: &Path, config: &AgentConfig) -> Result<(), StateError> 
 
 /// `O_CREAT|O_EXCL` with mode 0600: fails rather than reuse or follow
 /// anything already at `path`.
-fn create_private(path: &Path) -> Result<File, StateError> {
+pub(crate) fn create_private(path: &Path) -> Result<File, StateError> {
     OpenOptions::new()
         .write(true)
         .create_new(true)
@@ -253,11 +278,13 @@ pub fn load_config(dir: &Path) -> Result<AgentConfig, StateError> {
     })
 }
 
-/// An enrolled agent, as `run` needs it: its configuration and its key.
+/// An enrolled agent, as `run` needs it: its configuration, its key and
+/// its state directory (where Node-RED's files live too).
 #[derive(Debug)]
 pub struct Agent {
     pub config: AgentConfig,
     pub key: AgentKey,
+    pub dir: PathBuf,
 }
 
 impl Agent {
@@ -265,7 +292,11 @@ impl Agent {
     pub fn load(dir: &Path) -> Result<Self, StateError> {
         let key = load_key(dir)?;
         let config = load_config(dir)?;
-        Ok(Self { config, key })
+        Ok(Self {
+            config,
+            key,
+            dir: dir.to_path_buf(),
+        })
     }
 }
 
@@ -283,6 +314,7 @@ mod tests {
             team_id: "team_1".into(),
             name: "plant-7".into(),
             hub_signing_key: "k".into(),
+            node_red: None,
         }
     }
 
@@ -306,6 +338,24 @@ mod tests {
         let agent = Agent::load(&dir).unwrap();
         assert_eq!(agent.config, config());
         assert_eq!(agent.key.public_key(), key.public_key());
+
+        // Node-RED's settings round-trip; without a port the default holds.
+        let mut with_node_red = config();
+        with_node_red.node_red = Some(NodeRedConfig {
+            package_dir: "/opt/node-red".into(),
+            node: "/usr/bin/node".into(),
+            port: 18_000,
+        });
+        write_config(&dir, &with_node_red).unwrap();
+        assert_eq!(mode(&dir.join(CONFIG_FILE)), 0o600);
+        assert_eq!(Agent::load(&dir).unwrap().config, with_node_red);
+        let mut json: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(dir.join(CONFIG_FILE)).unwrap()).unwrap();
+        json["node_red"].as_object_mut().unwrap().remove("port");
+        std::fs::remove_file(dir.join(CONFIG_FILE)).unwrap();
+        std::fs::write(dir.join(CONFIG_FILE), json.to_string()).unwrap();
+        let loaded = load_config(&dir).unwrap().node_red.unwrap();
+        assert_eq!(loaded.port, DEFAULT_NODE_RED_PORT);
     }
 
     #[test]

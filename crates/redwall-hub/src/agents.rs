@@ -180,9 +180,9 @@ impl Hub {
             who,
             Event::in_team(
                 team_id,
-                AuditEvent::AgentTokenCreated,
+                AuditEvent::AgentTokenWithdrawn,
                 format!("agent_token:{id}"),
-                json!({ "token_id": id, "withdrawn": true }),
+                json!({ "token_id": id }),
             ),
         );
         self.commit(tx, 1).await
@@ -347,8 +347,8 @@ impl Hub {
             who,
             agent_event(
                 &agent,
-                AuditEvent::AgentRevoked,
-                json!({ "agent_id": agent.id, "deleted": true }),
+                AuditEvent::AgentDeleted,
+                json!({ "agent_id": agent.id, "was_revoked": agent.revoked_at.is_some() }),
             ),
         );
         self.commit(tx, 1).await?;

@@ -4,6 +4,8 @@
 //! Run: `cargo bench -p redwall-policy --bench flow_diff`. Prints the
 //! median of 101 diffs, in milliseconds.
 
+#![allow(clippy::expect_used, clippy::print_stdout)]
+
 use redwall_policy::flow_diff::diff_flows;
 use serde_json::{json, Value};
 use std::hint::black_box;

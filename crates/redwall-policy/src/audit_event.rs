@@ -99,6 +99,8 @@ pub enum AuditEvent {
     AgentConnectRefused,
     AgentRevoked,
     AgentCommandSent,
+    AgentTokenWithdrawn,
+    AgentDeleted,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
@@ -120,7 +122,7 @@ impl Outcome {
 }
 
 impl AuditEvent {
-    pub const ALL: [AuditEvent; 94] = [
+    pub const ALL: [AuditEvent; 96] = [
         AuditEvent::SetupCompleted,
         AuditEvent::SetupTokenRejected,
         AuditEvent::LoginSucceeded,
@@ -215,6 +217,8 @@ impl AuditEvent {
         AuditEvent::AgentConnectRefused,
         AuditEvent::AgentRevoked,
         AuditEvent::AgentCommandSent,
+        AuditEvent::AgentTokenWithdrawn,
+        AuditEvent::AgentDeleted,
     ];
 
     /// The stable name stored in the log and used in filters ("auth.*").
@@ -315,6 +319,8 @@ impl AuditEvent {
             AgentConnectRefused => "agent.connect_refused",
             AgentRevoked => "agent.revoked",
             AgentCommandSent => "agent.command",
+            AgentTokenWithdrawn => "agent.provisioning_token_withdrawn",
+            AgentDeleted => "agent.deleted",
         }
     }
 }

@@ -143,6 +143,7 @@ impl FakeHub {
                 team_id: TEAM_ID.into(),
                 name: "plant-7".into(),
                 hub_signing_key: self.signing_key.clone(),
+                node_red: None,
             },
         )
         .unwrap();

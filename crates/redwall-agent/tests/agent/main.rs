@@ -5,6 +5,7 @@
 mod certs;
 mod enrolment;
 mod fake_hub;
+mod node_red;
 mod sessions;
 mod tls_trust;
 

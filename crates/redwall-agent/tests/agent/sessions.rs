@@ -15,13 +15,13 @@ use crate::within;
 
 /// The agent running in the background, and the switch that stops it (as
 /// SIGTERM would).
-struct RunningAgent {
+pub(crate) struct RunningAgent {
     handle: JoinHandle<Result<RunOutcome, RunError>>,
     stop: Option<oneshot::Sender<()>>,
 }
 
 impl RunningAgent {
-    fn start(agent: Agent) -> Self {
+    pub(crate) fn start(agent: Agent) -> Self {
         let (stop, stopped) = oneshot::channel::<()>();
         // Quick redials keep the tests short; the delays themselves are
         // tested with the contract.
@@ -44,11 +44,11 @@ impl RunningAgent {
         }
     }
 
-    fn stop(&mut self) {
+    pub(crate) fn stop(&mut self) {
         let _ = self.stop.take().unwrap().send(());
     }
 
-    async fn outcome(self) -> RunOutcome {
+    pub(crate) async fn outcome(self) -> RunOutcome {
         within("the agent to return", self.handle)
             .await
             .unwrap()

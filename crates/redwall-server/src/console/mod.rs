@@ -9,6 +9,7 @@
 
 pub mod account;
 pub mod admin;
+pub mod agents;
 pub mod assets;
 pub mod audit_log;
 pub mod auth;
@@ -104,6 +105,18 @@ pub fn router(app: AppState, api: Router) -> Router {
         .route(
             "/teams/{team}/pipelines/{pipeline}/{action}",
             post(pipelines::action),
+        )
+        .route(
+            "/teams/{team}/agents",
+            get(agents::page).post(agents::provision),
+        )
+        .route(
+            "/teams/{team}/agents/{agent}/{action}",
+            post(agents::action),
+        )
+        .route(
+            "/teams/{team}/agent-tokens/{id}/withdraw",
+            post(agents::withdraw),
         )
         .route("/invitations", get(teams::my_invitations))
         .route("/invitations/{id}/accept", post(teams::invitation_accept))

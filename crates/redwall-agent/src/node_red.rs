@@ -1,0 +1,496 @@
+//! The Node-RED an agent runs, when enrolled with `--node-red-path`: one
+//! instance under `redwall_runtime`'s [`Supervisor`], on `127.0.0.1:PORT`
+//! only, with the runtime's generated `settings.js` and sandbox.
+//!
+//! Files, all under the agent's state directory `DIR` (mode 0700):
+//!
+//! - `DIR/node-red.secrets` (0600, created exclusively, never rewritten):
+//!   the three keys of the instance ([`NodeRedSecrets`]): the editor and
+//!   endpoint token keys that `settings.js` checks every request against,
+//!   and Node-RED's `credentialSecret`, which seals `flows_cred.json` and so
+//!   must outlive restarts. Made by the agent itself; none comes from the
+//!   hub. `run` refuses the file when the group or others can read it.
+//! - `DIR/node-red/settings.js`: generated at every start (holds no secret;
+//!   they reach Node-RED in its environment and are removed from it there).
+//! - `DIR/node-red/userdir/` (0700): Node-RED's user directory (flows,
+//!   credentials, installed nodes), the only place it may write.
+//! - `DIR/node-red/run/`: the supervisor's lock and pidfile. The lock keeps
+//!   a second agent on the same directory from running Node-RED twice; the
+//!   pidfile lets the next `run` stop a Node-RED that a killed agent left.
+//!
+//! # Sandbox
+//!
+//! Everything the runtime offers that needs nothing but the agent itself:
+//! its own session and process group, rlimits ([`Limits::default`]),
+//! `no_new_privs`, an empty capability bounding set, and Landlock
+//! (read-only system paths and the Node-RED install, read-write only the
+//! userdir, TCP bind only on its port). So Node-RED (and any flow) cannot
+//! read `agent.key` or `node-red.secrets`, wherever Landlock is available.
+//!
+//! Not used: a uid of its own ([`SandboxIdentity::OsUser`]) and the
+//! isolated network. Node-RED runs as the agent's own uid
+//! ([`SandboxIdentity::Inherit`]), even as root (then without
+//! capabilities): picking a uid on a host the agent does not manage could
+//! collide with a real account, and the state directory would have to be
+//! opened (0711) for that uid to reach its userdir. The isolated network
+//! would make Node-RED listen on a link address instead of loopback, and
+//! needs the hub's routing namespace. Where the kernel has no Landlock the
+//! agent says so at start, since Node-RED could then read the agent's key.
+//!
+//! # Supervision
+//!
+//! Independent of the hub link: Node-RED is started before the first dial
+//! and stopped only when `run` returns (SIGTERM, revocation), so a lost
+//! connection never touches it. The supervisor restarts it after a crash
+//! with backoff, and gives up after too many crashes in a row (`failed`
+//! until the hub sends `restart`).
+
+use std::fs::File;
+use std::io::{Read as _, Write as _};
+use std::os::unix::fs::PermissionsExt as _;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use redwall_crypto::Secret;
+use redwall_runtime::{
+    Installer, InstanceOptions, InstanceSpec, InstanceStatus, Limits, NetworkMode,
+    NodeRedAuditEvent, NodeRedInstall, Reporter, RuntimeError, SandboxIdentity, Supervisor,
+};
+use serde::{Deserialize, Serialize};
+use tracing::{error, info, warn};
+use zeroize::Zeroizing;
+
+use crate::state::{create_private, NodeRedConfig, NOT_PRIVATE};
+
+/// The instance's id: its token audience, its pidfile's name.
+pub const INSTANCE_ID: &str = "node-red";
+/// Node-RED's directory in the state directory.
+pub const NODE_RED_DIR: &str = "node-red";
+/// The instance's keys, in the state directory.
+pub const SECRETS_FILE: &str = "node-red.secrets";
+/// How long a `restart` may take until Node-RED answers again: the
+/// supervisor's own readiness limit (60 s) and its stop, with room.
+const RESTART_TIMEOUT: Duration = Duration::from_secs(150);
+
+/// What heartbeats say about Node-RED.
+pub const STATE_RUNNING: &str = "running";
+pub const STATE_STARTING: &str = "starting";
+pub const STATE_STOPPED: &str = "stopped";
+pub const STATE_FAILED: &str = "failed";
+
+#[derive(Debug, thiserror::Error)]
+pub enum NodeRedError {
+    #[error("Node-RED: {0}")]
+    Runtime(#[from] RuntimeError),
+    #[error("{path} can be read by other users (mode {mode:04o}); the agent refuses to use exposed keys. Fix it with `chmod 600 {path}`")]
+    SecretsExposed { path: String, mode: u32 },
+    #[error("{path}: {why}")]
+    Secrets { path: String, why: String },
+}
+
+/// The instance's three keys, as stored in [`SECRETS_FILE`] (64 hex
+/// characters each).
+#[derive(Serialize, Deserialize)]
+pub struct NodeRedSecrets {
+    pub editor: String,
+    pub endpoint: String,
+    pub credential: String,
+}
+
+impl std::fmt::Debug for NodeRedSecrets {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("NodeRedSecrets([redacted])")
+    }
+}
+
+impl Drop for NodeRedSecrets {
+    fn drop(&mut self) {
+        use zeroize::Zeroize as _;
+        self.editor.zeroize();
+        self.endpoint.zeroize();
+        self.credential.zeroize();
+    }
+}
+
+fn random_key() -> String {
+    hex::encode(Zeroizing::new(rand::random::<[u8; 32]>()).as_slice())
+}
+
+impl NodeRedSecrets {
+    fn generate() -> Self {
+        Self {
+            editor: random_key(),
+            endpoint: random_key(),
+            credential: random_key(),
+        }
+    }
+
+    /// Reads `dir/node-red.secrets`, or makes it (0600, exclusively) when
+    /// it is missing. Call only while holding the supervisor's lock, so two
+    /// agents never both make one.
+    pub fn load_or_create(dir: &Path) -> Result<Self, NodeRedError> {
+        let path = dir.join(SECRETS_FILE);
+        let shown = path.display().to_string();
+        let bad = |why: String| NodeRedError::Secrets {
+            path: shown.clone(),
+            why,
+        };
+        match File::open(&path) {
+            Ok(mut file) => {
+                let meta = file.metadata().map_err(|e| bad(e.to_string()))?;
+                let mode = meta.permissions().mode() & 0o7777;
+                if mode & NOT_PRIVATE != 0 {
+                    return Err(NodeRedError::SecretsExposed { path: shown, mode });
+                }
+                if !meta.is_file() || meta.len() > 4096 {
+                    return Err(bad("not a small regular file".into()));
+                }
+                let mut text = Zeroizing::new(String::new());
+                file.read_to_string(&mut text)
+                    .map_err(|e| bad(e.to_string()))?;
+                let secrets: Self =
+                    serde_json::from_str(&text).map_err(|e| bad(format!("not the keys: {e}")))?;
+                for key in [&secrets.editor, &secrets.endpoint, &secrets.credential] {
+                    if key.len() < 32 {
+                        return Err(bad("a key is shorter than 32 characters".into()));
+                    }
+                }
+                Ok(secrets)
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                let secrets = Self::generate();
+                // Written whole to a private scratch file, then renamed: a
+                // crash never leaves half a file (which would stop `run`).
+                let scratch = dir.join(format!(".{SECRETS_FILE}.tmp"));
+                let _ = std::fs::remove_file(&scratch);
+                let json =
+                    Zeroizing::new(serde_json::to_vec(&secrets).map_err(|e| bad(e.to_string()))?);
+                let written = create_private(&scratch)
+                    .map_err(|e| bad(e.to_string()))
+                    .and_then(|mut f| {
+                        f.write_all(&json)
+                            .and_then(|()| f.sync_all())
+                            .map_err(|e| bad(e.to_string()))
+                    })
+                    .and_then(|()| {
+                        std::fs::rename(&scratch, &path).map_err(|e| bad(e.to_string()))
+                    });
+                if written.is_err() {
+                    let _ = std::fs::remove_file(&scratch);
+                }
+                written?;
+                info!("made Node-RED's keys in {shown}");
+                Ok(secrets)
+            }
+            Err(e) => Err(bad(e.to_string())),
+        }
+    }
+}
+
+/// The instance the agent runs: on 127.0.0.1 only (the host network, so
+/// [`InstanceSpec::address`] is loopback), as the agent's own uid, its
+/// files under `dir/node-red/`.
+pub fn instance_spec(
+    dir: &Path,
+    config: &NodeRedConfig,
+    secrets: &NodeRedSecrets,
+    install: &NodeRedInstall,
+) -> InstanceSpec {
+    InstanceSpec {
+        id: INSTANCE_ID.to_owned(),
+        port: config.port,
+        dir: dir.join(NODE_RED_DIR),
+        editor_secret: Secret::new(secrets.editor.clone()),
+        endpoint_secret: Secret::new(secrets.endpoint.clone()),
+        credential_secret: Secret::new(secrets.credential.clone()),
+        env: Vec::new(),
+        platform_env: Vec::new(),
+        // No npm from the editor: what runs is what the host installed.
+        options: InstanceOptions::default(),
+        limits: Limits::default(),
+        identity: SandboxIdentity::Inherit,
+        read_only_paths: install.sandbox_read_paths(),
+        network: NetworkMode::Host,
+    }
+}
+
+/// Checks what `enrol` is given before anything is written: a real
+/// Node-RED package, a recent enough `node`, an unprivileged port. Returns
+/// the configuration with resolved paths.
+pub fn check_config(config: &NodeRedConfig) -> Result<NodeRedConfig, String> {
+    if config.port < 1024 {
+        return Err(format!(
+            "--port {}: Node-RED needs an unprivileged port (1024 or above)",
+            config.port
+        ));
+    }
+    let install =
+        Installer::use_existing(&config.package_dir, &config.node).map_err(|e| e.to_string())?;
+    if install.node.components().count() < 2 {
+        return Err(format!(
+            "--node {}: not found on PATH; give its full path",
+            config.node.display()
+        ));
+    }
+    Ok(NodeRedConfig {
+        package_dir: install.package_dir,
+        node: install.node,
+        port: config.port,
+    })
+}
+
+/// Status changes and Node-RED's audit events go to the agent's log.
+struct LogReporter;
+
+impl Reporter for LogReporter {
+    fn status_changed(&self, _instance_id: &str, status: &InstanceStatus) {
+        match status {
+            InstanceStatus::Crashed { reason, .. } => warn!("Node-RED crashed: {reason}"),
+            InstanceStatus::CrashLoop { reason } => {
+                error!("Node-RED crashed too often and is not restarted: {reason}")
+            }
+            InstanceStatus::Running { pid, .. } => info!("Node-RED runs (pid {pid})"),
+            other => info!("Node-RED: {}", state_of(other, false)),
+        }
+    }
+
+    fn audit(&self, _instance_id: &str, event: NodeRedAuditEvent) {
+        info!(
+            event = %event.event,
+            user = event.user.as_deref().unwrap_or("-"),
+            "Node-RED audit event"
+        );
+    }
+}
+
+/// The heartbeat's word for a status. A crash counts as `failed` until
+/// the supervisor's next try is `starting`; `stopped` after a start that
+/// could not even spawn the process (`start_failed`) is `failed` too.
+pub fn state_of(status: &InstanceStatus, start_failed: bool) -> &'static str {
+    match status {
+        InstanceStatus::Running { .. } => STATE_RUNNING,
+        InstanceStatus::Starting => STATE_STARTING,
+        InstanceStatus::Crashed { .. } | InstanceStatus::CrashLoop { .. } => STATE_FAILED,
+        InstanceStatus::Stopped if start_failed => STATE_FAILED,
+        InstanceStatus::Stopped => STATE_STOPPED,
+    }
+}
+
+/// The supervised Node-RED.
+pub struct NodeRed {
+    supervisor: Supervisor,
+    spec: InstanceSpec,
+    install: NodeRedInstall,
+    /// Why the last start did not even spawn Node-RED, if it did not.
+    start_failure: Mutex<Option<String>>,
+    /// One restart at a time.
+    restarting: tokio::sync::Mutex<()>,
+}
+
+impl NodeRed {
+    /// Checks the install, takes the supervisor's lock on
+    /// `dir/node-red/run`, stops what a killed agent left running, and
+    /// loads (or makes) the keys. Starts nothing yet.
+    pub fn open(dir: &Path, config: &NodeRedConfig) -> Result<Self, NodeRedError> {
+        let install = Installer::use_existing(&config.package_dir, &config.node)?;
+        let run_dir: PathBuf = dir.join(NODE_RED_DIR).join("run");
+        let supervisor = Supervisor::new(run_dir, Arc::new(LogReporter))?;
+        let reaped = supervisor.reap_orphans();
+        if !reaped.is_empty() {
+            warn!("stopped the Node-RED an earlier agent left running");
+        }
+        let secrets = NodeRedSecrets::load_or_create(dir)?;
+        let spec = instance_spec(dir, config, &secrets, &install);
+        spec.validate()?;
+        if redwall_runtime::landlock_abi().is_none() {
+            warn!("this kernel has no Landlock: Node-RED runs as the agent's user and could read the agent's files (its key included)");
+        }
+        Ok(Self {
+            supervisor,
+            spec,
+            install,
+            start_failure: Mutex::new(None),
+            restarting: tokio::sync::Mutex::new(()),
+        })
+    }
+
+    /// Where Node-RED listens: always `127.0.0.1:PORT`.
+    pub fn address(&self) -> std::net::SocketAddr {
+        self.spec.address()
+    }
+
+    /// Starts Node-RED; returns once its process runs (or could not be
+    /// started, which is logged and reported as `failed`).
+    pub async fn start(&self) {
+        let started = self
+            .supervisor
+            .start(self.spec.clone(), &self.install)
+            .await;
+        self.record(started.as_ref().err());
+        match started {
+            Ok(()) => info!(
+                "Node-RED {} starting on {}",
+                self.install.version,
+                self.address()
+            ),
+            Err(e) => error!("Node-RED could not be started: {e}"),
+        }
+    }
+
+    fn record(&self, failure: Option<&RuntimeError>) {
+        *self.start_failure.lock().unwrap_or_else(|p| p.into_inner()) =
+            failure.map(ToString::to_string);
+    }
+
+    pub fn status(&self) -> InstanceStatus {
+        self.supervisor.status(INSTANCE_ID)
+    }
+
+    /// What heartbeats report.
+    pub fn state(&self) -> &'static str {
+        let failed = self
+            .start_failure
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .is_some();
+        state_of(&self.status(), failed)
+    }
+
+    /// Stops and starts Node-RED again, and waits until it answers.
+    pub async fn restart(&self) -> Result<(), String> {
+        let _one = self.restarting.lock().await;
+        let restarted = match self.supervisor.restart(INSTANCE_ID).await {
+            // The first start never got as far as the supervisor.
+            Err(RuntimeError::UnknownInstance(_)) => {
+                self.supervisor
+                    .start(self.spec.clone(), &self.install)
+                    .await
+            }
+            other => other,
+        };
+        self.record(restarted.as_ref().err());
+        restarted.map_err(|e| format!("Node-RED could not be restarted: {e}"))?;
+        self.supervisor
+            .wait_until_running(INSTANCE_ID, RESTART_TIMEOUT)
+            .await
+            .map(|_| ())
+            .map_err(|e| format!("Node-RED did not come back: {e}"))
+    }
+
+    /// Stops Node-RED (SIGTERM, SIGKILL after the grace period) and gives
+    /// up the supervisor's lock.
+    pub async fn stop(&self) {
+        info!("stopping Node-RED");
+        self.supervisor.shutdown().await;
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+mod tests {
+    use super::*;
+    use std::net::{IpAddr, Ipv4Addr};
+
+    fn install() -> NodeRedInstall {
+        NodeRedInstall {
+            node: "/usr/bin/node".into(),
+            red_js: "/opt/nr/node_modules/node-red/red.js".into(),
+            package_dir: "/opt/nr/node_modules/node-red".into(),
+            version: "4.1.8".into(),
+        }
+    }
+
+    #[test]
+    fn node_red_listens_on_loopback_only() {
+        let config = NodeRedConfig {
+            package_dir: "/opt/nr/node_modules/node-red".into(),
+            node: "/usr/bin/node".into(),
+            port: 18_765,
+        };
+        let spec = instance_spec(
+            Path::new("/var/lib/agent"),
+            &config,
+            &NodeRedSecrets::generate(),
+            &install(),
+        );
+        spec.validate().unwrap();
+        assert_eq!(spec.network, NetworkMode::Host);
+        assert_eq!(spec.identity, SandboxIdentity::Inherit);
+        assert_eq!(spec.address().ip(), IpAddr::V4(Ipv4Addr::LOCALHOST));
+        assert_eq!(spec.address().port(), 18_765);
+        let settings = redwall_runtime::render_settings(&spec);
+        assert!(settings.contains("uiHost: \"127.0.0.1\","), "{settings}");
+        assert!(settings.contains("uiPort: 18765,"));
+        assert_eq!(spec.dir, Path::new("/var/lib/agent/node-red"));
+        assert!(spec
+            .read_only_paths
+            .contains(&PathBuf::from("/opt/nr/node_modules")));
+    }
+
+    #[test]
+    fn keys_are_made_once_private_and_kept() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path();
+        let first = NodeRedSecrets::load_or_create(dir).unwrap();
+        let path = dir.join(SECRETS_FILE);
+        assert_eq!(
+            std::fs::metadata(&path).unwrap().permissions().mode() & 0o7777,
+            0o600
+        );
+        let keys = [&first.editor, &first.endpoint, &first.credential];
+        assert!(keys.iter().all(|k| k.len() == 64));
+        assert!(first.editor != first.endpoint && first.endpoint != first.credential);
+        let again = NodeRedSecrets::load_or_create(dir).unwrap();
+        assert_eq!(again.credential, first.credential);
+        assert_eq!(again.editor, first.editor);
+        assert!(!format!("{again:?}").contains(&first.editor));
+
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let err = NodeRedSecrets::load_or_create(dir).unwrap_err();
+        assert!(matches!(
+            err,
+            NodeRedError::SecretsExposed { mode: 0o644, .. }
+        ));
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
+        std::fs::write(&path, "{}").unwrap();
+        assert!(matches!(
+            NodeRedSecrets::load_or_create(dir),
+            Err(NodeRedError::Secrets { .. })
+        ));
+    }
+
+    #[test]
+    fn statuses_map_to_the_heartbeats_words() {
+        let running = InstanceStatus::Running {
+            pid: 7,
+            since_unix_ms: 1,
+        };
+        assert_eq!(state_of(&running, false), "running");
+        assert_eq!(state_of(&InstanceStatus::Starting, false), "starting");
+        assert_eq!(state_of(&InstanceStatus::Stopped, false), "stopped");
+        assert_eq!(state_of(&InstanceStatus::Stopped, true), "failed");
+        let crashed = InstanceStatus::Crashed {
+            reason: "x".into(),
+            at_unix_ms: 1,
+            restarts: 1,
+        };
+        assert_eq!(state_of(&crashed, false), "failed");
+        let looped = InstanceStatus::CrashLoop { reason: "x".into() };
+        assert_eq!(state_of(&looped, false), "failed");
+    }
+
+    #[test]
+    fn enrolment_refuses_a_privileged_port_and_a_missing_install() {
+        let tmp = tempfile::tempdir().unwrap();
+        let config = |port| NodeRedConfig {
+            package_dir: tmp.path().to_path_buf(),
+            node: "node".into(),
+            port,
+        };
+        assert!(check_config(&config(80)).unwrap_err().contains("1024"));
+        assert!(check_config(&config(1880))
+            .unwrap_err()
+            .contains("red.js not found"));
+    }
+}
