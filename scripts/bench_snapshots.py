@@ -84,6 +84,8 @@ class Api:
 
 def main():
     work = tempfile.mkdtemp(prefix="redwall-bench-snapshots-")
+    # Instances run as their own users, who must pass through it.
+    os.chmod(work, 0o711)
     node_red = f'node_red_path = "{CACHED_NODE_RED}"\n' if os.path.isdir(CACHED_NODE_RED) else ""
     config = f"""data_dir = "{work}/hub"
 [server]

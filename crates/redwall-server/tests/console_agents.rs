@@ -6,20 +6,15 @@
 //! the API; what an agent reports is escaped.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+mod agent_kit;
 mod common;
 
-use common::{
-    audit_events, create_team, form, form_raw, join_team, location, Client, Resp, TestServer,
-};
-use futures::{SinkExt, StreamExt};
+use agent_kit::*;
+use common::{audit_events, create_team, form, form_raw, join_team, location, Client, TestServer};
 use redwall_crypto::signing::AgentKey;
-use redwall_policy::agent_protocol::{hello_message, ProvisioningBundle, HELLO_CONTEXT};
+use redwall_policy::agent_protocol::ProvisioningBundle;
 use serde_json::{json, Value};
 use std::time::{Duration, Instant};
-use tokio_tungstenite::tungstenite::Message;
-
-type Ws =
-    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
 /// The part of a page from `marker` to the end of its element `end`.
 fn part<'a>(text: &'a str, marker: &str, end: &str) -> &'a str {
@@ -36,33 +31,6 @@ fn row<'a>(page: &'a str, name: &str) -> &'a str {
     part(page, &format!(r#"data-agent="{name}""#), "</tr>")
 }
 
-/// A provisioning token made through the API; the token.
-async fn api_token(owner: &Client, team: &str) -> String {
-    let r = owner
-        .post(
-            &format!("/api/v1/teams/{team}/agent-tokens"),
-            json!({"hub_url": "https://hub.example:8443"}),
-        )
-        .await;
-    assert_eq!(r.status, 201, "{}", r.body);
-    r.body["token"].as_str().unwrap().to_string()
-}
-
-async fn enrol(s: &TestServer, token: &str, name: &str, key: &AgentKey, version: &str) -> Resp {
-    s.anonymous()
-        .post(
-            "/api/v1/agent/enrol",
-            json!({
-                "provisioning_token": token,
-                "name": name,
-                "public_key": key.public_key().to_base64(),
-                "platform": "linux-x86_64",
-                "version": version,
-            }),
-        )
-        .await
-}
-
 /// Enrols an agent with a fresh token of the Owner's; its id.
 async fn enrolled(
     s: &TestServer,
@@ -71,7 +39,7 @@ async fn enrolled(
     name: &str,
     key: &AgentKey,
 ) -> String {
-    let r = enrol(s, &api_token(owner, team).await, name, key, "<b>x</b>").await;
+    let r = enrol_as(s, &token(owner, team).await, name, key, "<b>x</b>").await;
     assert_eq!(r.status, 201, "{}", r.body);
     r.body["agent_id"].as_str().unwrap().to_string()
 }
@@ -82,68 +50,6 @@ async fn tokens(owner: &Client, team: &str) -> Vec<Value> {
         .await;
     assert_eq!(r.status, 200, "{}", r.body);
     r.body.as_array().unwrap().clone()
-}
-
-async fn agent(owner: &Client, team: &str, name: &str) -> Value {
-    let r = owner
-        .get(&format!("/api/v1/teams/{team}/agents/{name}"))
-        .await;
-    assert_eq!(r.status, 200, "{}", r.body);
-    r.body
-}
-
-async fn next_json(ws: &mut Ws) -> Option<Value> {
-    loop {
-        match tokio::time::timeout(Duration::from_secs(10), ws.next())
-            .await
-            .ok()??
-        {
-            Ok(Message::Text(t)) => return Some(serde_json::from_str(&t).unwrap()),
-            Ok(Message::Ping(_) | Message::Pong(_)) => {}
-            _ => return None,
-        }
-    }
-}
-
-async fn close_code(ws: &mut Ws) -> Option<u16> {
-    loop {
-        match tokio::time::timeout(Duration::from_secs(10), ws.next())
-            .await
-            .ok()??
-        {
-            Ok(Message::Close(frame)) => return frame.map(|f| u16::from(f.code)),
-            Ok(_) => {}
-            Err(_) => return None,
-        }
-    }
-}
-
-async fn send(ws: &mut Ws, v: Value) {
-    ws.send(Message::Text(v.to_string().into())).await.unwrap();
-}
-
-/// Connects as the agent: challenge, signed hello, welcome.
-async fn connect(s: &TestServer, agent_id: &str, key: &AgentKey) -> Ws {
-    use base64::Engine as _;
-    let url = s.url("/api/v1/agent/connect").replace("http://", "ws://");
-    let (mut ws, _) = tokio_tungstenite::connect_async(url).await.unwrap();
-    let challenge = next_json(&mut ws).await.expect("a challenge");
-    let nonce = challenge["nonce"].as_str().unwrap();
-    let signature = key.sign(HELLO_CONTEXT, &hello_message(agent_id, nonce));
-    send(
-        &mut ws,
-        json!({
-            "type": "hello",
-            "agent_id": agent_id,
-            "signature": base64::engine::general_purpose::STANDARD.encode(signature),
-            "protocol": 1,
-            "version": "<b>x</b>",
-        }),
-    )
-    .await;
-    let welcome = next_json(&mut ws).await.expect("a welcome");
-    assert_eq!(welcome["type"], "welcome", "{welcome}");
-    ws
 }
 
 /// Waits (bounded) until the API says `done` of what `read` returns.
@@ -290,7 +196,7 @@ async fn owners_provision_and_withdraw_on_the_page(s: &TestServer) {
     assert!(r.text.contains("The provisioning token was withdrawn"));
     assert!(r.text.contains(r#"data-testid="no-tokens""#), "{}", r.text);
     assert!(!r.text.contains(&format!(r#"data-token="{id}""#)));
-    let r = enrol(
+    let r = enrol_as(
         s,
         &bundle.provisioning_token,
         "press-1",
@@ -321,7 +227,7 @@ async fn a_member_sees_agents_but_does_not_manage_them(s: &TestServer) {
     join_team(&admin, &viewer, &team, "vera", "viewer").await;
     let page = format!("/teams/{team}/agents");
     let id = enrolled(s, &admin, &team, "press-1", &AgentKey::generate()).await;
-    api_token(&admin, &team).await;
+    token(&admin, &team).await;
     let token_id = tokens(&admin, &team).await[0]["id"]
         .as_str()
         .unwrap()
