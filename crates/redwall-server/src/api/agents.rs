@@ -32,17 +32,9 @@ impl<S: Send + Sync> FromRequestParts<S> for AgentPath {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
-        axum::extract::RawPathParams::from_request_parts(parts, state)
+        crate::api::body::named_param(parts, state, "agent")
             .await
-            .ok()
-            .and_then(|p| {
-                p.iter()
-                    .find(|(k, _)| *k == "agent")
-                    .map(|(_, v)| v.to_string())
-            })
-            .filter(|v| v.len() <= 64)
             .map(AgentPath)
-            .ok_or_else(ApiError::not_found)
     }
 }
 

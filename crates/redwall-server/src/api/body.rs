@@ -85,6 +85,26 @@ impl<S: Send + Sync> FromRequestParts<S> for IdPath {
     }
 }
 
+/// The path parameter `key` of a team route (`{instance}`, `{agent}`,
+/// `{group}`, ...): a name or an id as given, looked up later in the team
+/// the guard resolved only; missing or longer than 64 bytes is a 404.
+pub async fn named_param<S: Send + Sync>(
+    parts: &mut Parts,
+    state: &S,
+    key: &str,
+) -> Result<String, ApiError> {
+    axum::extract::RawPathParams::from_request_parts(parts, state)
+        .await
+        .ok()
+        .and_then(|p| {
+            p.iter()
+                .find(|(k, _)| *k == key)
+                .map(|(_, v)| v.to_string())
+        })
+        .filter(|v| v.len() <= 64)
+        .ok_or_else(ApiError::not_found)
+}
+
 /// The second id of a team route (`/api/v1/teams/{team}/.../{id}`). The team
 /// itself is resolved and checked by the guard.
 pub struct TeamItemPath(pub String);

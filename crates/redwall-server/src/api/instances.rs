@@ -31,17 +31,9 @@ impl<S: Send + Sync> FromRequestParts<S> for InstancePath {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
-        axum::extract::RawPathParams::from_request_parts(parts, state)
+        crate::api::body::named_param(parts, state, "instance")
             .await
-            .ok()
-            .and_then(|p| {
-                p.iter()
-                    .find(|(k, _)| *k == "instance")
-                    .map(|(_, v)| v.to_string())
-            })
-            .filter(|v| v.len() <= 64)
             .map(InstancePath)
-            .ok_or_else(ApiError::not_found)
     }
 }
 

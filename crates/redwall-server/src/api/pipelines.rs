@@ -31,18 +31,9 @@ impl<S: Send + Sync, const GROUP: bool> FromRequestParts<S> for Named<GROUP> {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
-        let key = if GROUP { "group" } else { "pipeline" };
-        axum::extract::RawPathParams::from_request_parts(parts, state)
+        crate::api::body::named_param(parts, state, if GROUP { "group" } else { "pipeline" })
             .await
-            .ok()
-            .and_then(|p| {
-                p.iter()
-                    .find(|(k, _)| *k == key)
-                    .map(|(_, v)| v.to_string())
-            })
-            .filter(|v| v.len() <= 64)
             .map(Named)
-            .ok_or_else(ApiError::not_found)
     }
 }
 

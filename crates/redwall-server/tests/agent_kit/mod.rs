@@ -23,7 +23,12 @@ pub async fn new_token(owner: &Client, team: &str, body: Value) -> Resp {
 
 /// A provisioning token made through the API; the token.
 pub async fn token(owner: &Client, team: &str) -> String {
-    let r = new_token(owner, team, json!({ "hub_url": "https://hub.example:8443" })).await;
+    let r = new_token(
+        owner,
+        team,
+        json!({ "hub_url": "https://hub.example:8443" }),
+    )
+    .await;
     assert_eq!(r.status, 201, "{}", r.body);
     r.body["token"].as_str().unwrap().to_string()
 }
@@ -44,7 +49,13 @@ pub async fn enrol(s: &TestServer, token: &str, name: &str, key: &AgentKey) -> R
     enrol_as(s, token, name, key, "0.1.0").await
 }
 
-pub async fn enrol_as(s: &TestServer, token: &str, name: &str, key: &AgentKey, version: &str) -> Resp {
+pub async fn enrol_as(
+    s: &TestServer,
+    token: &str,
+    name: &str,
+    key: &AgentKey,
+    version: &str,
+) -> Resp {
     s.anonymous()
         .post("/api/v1/agent/enrol", enrolment(token, name, key, version))
         .await
