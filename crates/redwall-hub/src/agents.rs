@@ -232,7 +232,9 @@ impl Hub {
             .await;
             return Err(refused());
         };
-        if self.store.list_agents(&spent.team_id).await?.len() >= MAX_AGENTS_PER_TEAM {
+        let enrolled =
+            usize::try_from(tx.count_agents(&spent.team_id).await?).unwrap_or(usize::MAX);
+        if enrolled >= MAX_AGENTS_PER_TEAM {
             return Err(HubError::conflict(
                 "too_many_agents",
                 format!("a team may enrol at most {MAX_AGENTS_PER_TEAM} agents"),

@@ -192,6 +192,9 @@ impl Hub {
                 "repeat the team's exact name in confirm_name to delete it",
             ));
         }
+        // Read before the change begins: a change never waits for a second
+        // connection of the pool while it holds one.
+        let clients = self.store.list_broker_clients(team_id).await?;
         let mut tx = self.begin().await?;
         if tx.locked_instance_count(team_id).await? > 0 {
             return Err(HubError::conflict(
@@ -199,7 +202,6 @@ impl Hub {
                 "delete the team's instances first",
             ));
         }
-        let clients = self.store.list_broker_clients(team_id).await?;
         tx.delete_team(team_id).await?;
         self.note(
             &mut tx,

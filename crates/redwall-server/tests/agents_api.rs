@@ -185,6 +185,30 @@ async fn a_token_races_to_one_agent(s: &TestServer) {
     );
 }
 
+/// Many agents enrolling at once, each with its own token made just
+/// before (as a fleet's installer does): every one succeeds. (A swarm of
+/// 1,000 once got "internal" answers here.)
+async fn many_agents_enrol_at_once(s: &TestServer) {
+    let admin = s.admin().await;
+    let team = create_team(&admin, "Plant").await;
+    let tries = (0..50).map(|i| {
+        let (admin, team) = (&admin, &team);
+        async move {
+            let t = token(admin, team).await;
+            let r = enrol(s, &t, &format!("fleet-{i}"), &AgentKey::generate()).await;
+            (r.status, r.text)
+        }
+    });
+    let answers = futures::future::join_all(tries).await;
+    let failed: Vec<_> = answers
+        .iter()
+        .filter(|(status, _)| *status != 201)
+        .collect();
+    assert!(failed.is_empty(), "{failed:?}");
+    let r = admin.get(&format!("/api/v1/teams/{team}/agents")).await;
+    assert_eq!(r.body.as_array().unwrap().len(), 50);
+}
+
 /// The connection: challenge, signed hello, heartbeats, commands; wrong
 /// keys and replays are refused; a revocation cuts it at once.
 async fn an_agent_proves_itself_and_is_cut_off_when_revoked(s: &TestServer) {
@@ -322,5 +346,6 @@ async fn an_agent_proves_itself_and_is_cut_off_when_revoked(s: &TestServer) {
 on_both_backends!(
     provisioning_tokens_work_once_and_tell_strangers_nothing,
     a_token_races_to_one_agent,
+    many_agents_enrol_at_once,
     an_agent_proves_itself_and_is_cut_off_when_revoked,
 );

@@ -174,6 +174,17 @@ impl Change {
         Ok(row.as_ref().map(token_from_row).transpose()?)
     }
 
+    /// How many agents the team has, read inside this change (a change
+    /// must never wait for a second connection of the pool while it holds
+    /// one: enough of them at once would wait on each other).
+    pub async fn count_agents(&mut self, team_id: &str) -> Result<i64, StoreError> {
+        let row = sqlx::query("SELECT COUNT(*) AS n FROM agents WHERE team_id = $1")
+            .bind(team_id)
+            .fetch_one(&mut **self.tx())
+            .await?;
+        Ok(row.try_get("n")?)
+    }
+
     /// Deletes the team's unused token; whether there was one.
     pub async fn delete_agent_token(
         &mut self,

@@ -185,6 +185,7 @@ async fn a_command_and_a_revocation_reach_the_agent_through_the_other_hub() {
             "the provisioning token was written to disk"
         );
     }
+    assert!(!stderr(&out).contains(&token) && !stdout(&out).contains(&token));
     // The token works once.
     let again = AgentHost::new(None).enrol(&bundle, "plant-8");
     assert!(!again.status.success());
@@ -229,6 +230,9 @@ async fn a_command_and_a_revocation_reach_the_agent_through_the_other_hub() {
     let took = started.elapsed();
     assert!(took < Duration::from_secs(1), "cut off after {took:?}");
     assert_eq!(exit.code(), Some(3), "{}", host.log());
+    // Its debug log never held the token, nor the hub its audit entries.
+    assert!(!host.log().contains(&token), "the agent logged its token");
+    assert!(!first.log_text().contains(&token) && !second.log_text().contains(&token));
     let state = agent_state(&admin, &team, "plant-7").await;
     assert_eq!(state["revoked"], true);
     assert_eq!(state["online"], false);
