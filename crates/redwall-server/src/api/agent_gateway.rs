@@ -26,6 +26,9 @@ use crate::error::ApiError;
 use crate::net::client::ClientInfo;
 use crate::state::AppState;
 
+/// Bytes read from an agent's connection at a time.
+const AGENT_READ_BUFFER: usize = 4 * 1024;
+
 /// Missed heartbeats after which a silent connection is dropped.
 const SILENT_HEARTBEATS: u64 = 3;
 
@@ -42,8 +45,14 @@ pub async fn connect(
         .into_response();
     };
     let origin = client.origin();
+    // Small buffers: a thousand idle agents each hold one connection, and
+    // tungstenite's defaults (128 KiB to read, 128 KiB to write) made
+    // about 150 KiB of hub memory per agent. Frames here are small
+    // heartbeats and commands; a larger one still grows the buffer.
     ws.max_message_size(MAX_FRAME_BYTES)
         .max_frame_size(MAX_FRAME_BYTES)
+        .read_buffer_size(AGENT_READ_BUFFER)
+        .write_buffer_size(0)
         .on_upgrade(move |socket| session(state, origin, socket))
 }
 
