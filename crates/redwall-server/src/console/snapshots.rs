@@ -771,20 +771,41 @@ pub async fn push(
     Path((team, instance, id)): Path<(String, String, String)>,
     body: Bytes,
 ) -> Response {
-    let ctx = &ctx;
-    let (team, instance) = (team.as_str(), instance.as_str());
     if !crate::ids::looks_like_id(&id) {
         return error_page(&Failure::not_found(), None);
     }
+    let path = format!("/api/v1/teams/{team}/snapshots/{id}/git/push");
+    git_action(
+        &ctx,
+        &team,
+        &instance,
+        body,
+        &path,
+        "pushed",
+        "push snapshots to git",
+    )
+    .await
+}
+
+/// A git form: one API call, then the page with its result (`action`:
+/// pushed or pulled) or the refusal (`what` says what was refused).
+async fn git_action(
+    ctx: &Ctx,
+    team: &str,
+    instance: &str,
+    body: Bytes,
+    path: &str,
+    action: &'static str,
+    what: &'static str,
+) -> Response {
     submit::signed_in(ctx, body, |p: Posted| async move {
-        let path = format!("/api/v1/teams/{team}/snapshots/{id}/git/push");
         match p
             .api
-            .post::<GitAnswer>(Method::POST, &path, &json!({}))
+            .post::<GitAnswer>(Method::POST, path, &json!({}))
             .await
         {
-            Ok(a) => git_done(ctx, team, instance, git_result("pushed", a)).await,
-            Err(f) => again(ctx, team, instance, f, "push snapshots to git").await,
+            Ok(a) => git_done(ctx, team, instance, git_result(action, a)).await,
+            Err(f) => again(ctx, team, instance, f, what).await,
         }
     })
     .await
@@ -842,19 +863,16 @@ pub async fn git_pull(
     Path((team, instance)): Path<(String, String)>,
     body: Bytes,
 ) -> Response {
-    let ctx = &ctx;
-    let (team, instance) = (team.as_str(), instance.as_str());
-    submit::signed_in(ctx, body, |p: Posted| async move {
-        let path = format!("{}/git/pull", instance_api(team, instance));
-        match p
-            .api
-            .post::<GitAnswer>(Method::POST, &path, &json!({}))
-            .await
-        {
-            Ok(a) => git_done(ctx, team, instance, git_result("pulled", a)).await,
-            Err(f) => again(ctx, team, instance, f, "pull snapshots from git").await,
-        }
-    })
+    let path = format!("{}/git/pull", instance_api(&team, &instance));
+    git_action(
+        &ctx,
+        &team,
+        &instance,
+        body,
+        &path,
+        "pulled",
+        "pull snapshots from git",
+    )
     .await
 }
 
