@@ -17,6 +17,8 @@
 //!   secrets.
 //! * [`signing`]: the hub's Ed25519 signing key (sealed at rest with the
 //!   keyring) and public keys, for signed snapshots.
+//! * [`agent_box`]: X25519 sealed boxes (libsodium's `crypto_box_seal`),
+//!   which carry a snapshot's credentials to one agent only.
 //! * [`data_key`]: envelope encryption, each object under its own data key.
 //! * [`passphrase_box`]: files sealed under a passphrase (Argon2id), for
 //!   snapshot exports.
@@ -44,6 +46,7 @@
 //!   bound to where it belongs by its additional data (user id, instance id
 //!   and variable name, purpose), so a value copied elsewhere does not open.
 
+pub mod agent_box;
 pub mod chain;
 pub mod data_key;
 mod error;

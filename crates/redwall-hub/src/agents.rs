@@ -37,8 +37,10 @@ pub const MAX_OPEN_TOKENS_PER_TEAM: usize = 100;
 pub enum AgentEvent {
     /// Close this agent's connection: revoked or deleted.
     Revoked(String),
-    /// This agent has commands waiting.
-    Command(String),
+    /// These agents (sorted ids) have commands waiting: one event for a
+    /// whole rollout, so a thousand connections each wake once, not a
+    /// thousand times.
+    Commands(std::sync::Arc<[String]>),
     /// This agent connected anew (this connection id): any other
     /// connection of it closes, so one key never holds two sessions.
     Connected {
@@ -51,16 +53,49 @@ pub enum AgentEvent {
     CloseAll,
 }
 
+/// Largest announcement sent through PostgreSQL (its limit is 8,000 bytes).
+const MAX_PAYLOAD_BYTES: usize = 7_000;
+
 impl AgentEvent {
-    fn payload(&self, node: &str) -> Option<String> {
+    /// Whether the event says this agent has commands waiting.
+    pub fn has_commands_for(&self, agent_id: &str) -> bool {
         match self {
-            AgentEvent::Revoked(id) => Some(format!("{node}:revoked:{id}")),
-            AgentEvent::Command(id) => Some(format!("{node}:command:{id}")),
+            AgentEvent::Commands(ids) => {
+                ids.binary_search_by(|id| id.as_str().cmp(agent_id)).is_ok()
+            }
+            _ => false,
+        }
+    }
+
+    /// The announcements other hubs get (several when one would be too long).
+    fn payloads(&self, node: &str) -> Vec<String> {
+        match self {
+            AgentEvent::Revoked(id) => vec![format!("{node}:revoked:{id}")],
+            AgentEvent::Commands(ids) => {
+                let head = format!("{node}:commands:");
+                let mut out = Vec::new();
+                let mut current = head.clone();
+                for id in ids.iter() {
+                    if current.len() > head.len()
+                        && current.len() + 1 + id.len() > MAX_PAYLOAD_BYTES
+                    {
+                        out.push(std::mem::replace(&mut current, head.clone()));
+                    }
+                    if current.len() > head.len() {
+                        current.push(',');
+                    }
+                    current.push_str(id);
+                }
+                if current.len() > head.len() {
+                    out.push(current);
+                }
+                out
+            }
             AgentEvent::Connected {
                 agent_id,
                 connection,
-            } => Some(format!("{node}:connected:{agent_id}/{connection}")),
-            AgentEvent::CloseAll => None,
+            } => vec![format!("{node}:connected:{agent_id}/{connection}")],
+            AgentEvent::CloseAll => Vec::new(),
         }
     }
 
@@ -74,7 +109,11 @@ impl AgentEvent {
         }
         match kind {
             "revoked" => Some(AgentEvent::Revoked(id.to_string())),
-            "command" => Some(AgentEvent::Command(id.to_string())),
+            "commands" => {
+                let mut ids: Vec<String> = id.split(',').map(str::to_string).collect();
+                ids.sort();
+                Some(AgentEvent::Commands(ids.into()))
+            }
             "connected" => {
                 let (agent_id, connection) = id.split_once('/')?;
                 Some(AgentEvent::Connected {
@@ -202,6 +241,13 @@ impl Hub {
                 "the public key must be a 32-byte Ed25519 key in standard base64",
             )
         })?;
+        let encryption_key = redwall_crypto::agent_box::check_public_key(&req.encryption_key)
+            .map_err(|_| {
+                HubError::invalid(
+                    "invalid_encryption_key",
+                    "the encryption key must be a 32-byte X25519 key in standard base64",
+                )
+            })?;
         let refused = || {
             HubError::unauthenticated(
                 "invalid_token",
@@ -256,6 +302,7 @@ impl Hub {
             node_red: "none".to_string(),
             running_snapshot: None,
             revoked_at: None,
+            encryption_key: STANDARD.encode(encryption_key),
         };
         match tx.create_agent(&agent).await {
             Ok(()) => {}
@@ -369,6 +416,14 @@ impl Hub {
         creator_id: Option<&str>,
         command: &AgentCommand,
     ) -> HubResult<AgentCommandRow> {
+        if let AgentCommand::Deploy { .. } = command {
+            // A deploy is a deployment (its own permission, its row, its
+            // audit entry): never a bare command.
+            return Err(HubError::invalid(
+                "invalid_command",
+                "snapshots are deployed to agents through the team's deploys, with the agent or its group as the target",
+            ));
+        }
         let agent = self.agent(team_id, id_or_name).await?;
         if agent.revoked_at.is_some() {
             return Err(HubError::conflict("agent_revoked", "the agent is revoked"));
@@ -397,8 +452,7 @@ impl Hub {
             ),
         );
         self.commit(tx, 1).await?;
-        self.announce_agent_event(AgentEvent::Command(agent.id))
-            .await;
+        self.announce_commands(vec![agent.id]).await;
         Ok(row)
     }
 
@@ -496,13 +550,34 @@ impl Hub {
         }
     }
 
-    /// The agent's commands not sent yet, claimed for this connection
-    /// (another hub never sends the same one).
+    /// The agent's commands to hand it now, claimed for this connection
+    /// (another hub never sends the same one): those not sent yet, and
+    /// deploys sent on an earlier connection that the agent never
+    /// answered (the link or a hub went down meanwhile; an agent answers
+    /// at once for a snapshot it already runs).
     pub async fn claim_agent_commands(
         &self,
         agent_id: &str,
+        reconnected: bool,
     ) -> HubResult<Vec<(String, AgentCommand)>> {
         let mut out = Vec::new();
+        if reconnected {
+            for row in self.store.unanswered_agent_commands(agent_id).await? {
+                let Ok(command @ AgentCommand::Deploy { .. }) =
+                    serde_json::from_str::<AgentCommand>(&row.command)
+                else {
+                    continue;
+                };
+                let Some(sent_at) = row.sent_at else { continue };
+                if self
+                    .store
+                    .reclaim_agent_command(&row.id, sent_at, self.now())
+                    .await?
+                {
+                    out.push((row.id, command));
+                }
+            }
+        }
         for row in self.store.unsent_agent_commands(agent_id).await? {
             if !self.store.claim_agent_command(&row.id, self.now()).await? {
                 continue;
@@ -526,9 +601,11 @@ impl Hub {
         Ok(out)
     }
 
-    /// The agent's answer to one of its commands.
+    /// The agent's answer to one of its commands; a deploy's answer ends
+    /// its deployment.
     pub async fn agent_command_done(
         &self,
+        origin: &Origin,
         agent_id: &str,
         command_id: &str,
         ok: bool,
@@ -539,9 +616,18 @@ impl Hub {
             .filter(|c| !c.is_control())
             .take(500)
             .collect();
-        self.store
+        if !self
+            .store
             .finish_agent_command(agent_id, command_id, ok, &message, self.now())
-            .await?;
+            .await?
+        {
+            // Unknown, another agent's, or answered already.
+            return Ok(());
+        }
+        if let Some(agent) = self.store.agent_by_id(agent_id).await? {
+            self.agent_deploy_answered(origin, &agent, command_id, ok, &message)
+                .await?;
+        }
         Ok(())
     }
 
@@ -552,9 +638,9 @@ impl Hub {
 
     /// Tells this process's gateway and (through PostgreSQL) every other
     /// hub's. Returns once the others were told.
-    async fn announce_agent_event(&self, event: AgentEvent) {
+    pub(crate) async fn announce_agent_event(&self, event: AgentEvent) {
         let _ = self.agent_events.send(event.clone());
-        if let Some(payload) = event.payload(&self.node) {
+        for payload in event.payloads(&self.node) {
             if let Err(e) = self.store.notify(AGENT_EVENTS, &payload).await {
                 // Committed: a revoked agent is refused at its next
                 // heartbeat and connection; a command waits for the next
@@ -632,27 +718,51 @@ mod tests {
 
     #[test]
     fn announcements_name_their_hub_and_skip_our_own() {
+        let one = |e: &AgentEvent| {
+            let mut p = e.payloads("n1");
+            assert_eq!(p.len(), 1);
+            p.remove(0)
+        };
         let e = AgentEvent::Revoked("a1".into());
-        let p = e.payload("n1").unwrap();
+        let p = one(&e);
         assert_eq!(AgentEvent::from_payload(&p, "n1"), None);
         assert_eq!(AgentEvent::from_payload(&p, "n2"), Some(e));
-        let c = AgentEvent::Command("a2".into()).payload("n1").unwrap();
+        let c = one(&AgentEvent::Commands(vec!["a2".to_string()].into()));
         assert_eq!(
             AgentEvent::from_payload(&c, "n2"),
-            Some(AgentEvent::Command("a2".into()))
+            Some(AgentEvent::Commands(vec!["a2".to_string()].into()))
         );
         let c = AgentEvent::Connected {
             agent_id: "a3".into(),
             connection: "c9".into(),
         };
-        assert_eq!(
-            AgentEvent::from_payload(&c.payload("n1").unwrap(), "n2"),
-            Some(c)
-        );
+        assert_eq!(AgentEvent::from_payload(&one(&c), "n2"), Some(c));
         assert_eq!(AgentEvent::from_payload("n1:connected:a3", "n2"), None);
         assert_eq!(AgentEvent::from_payload("n1:bogus:a", "n2"), None);
         assert_eq!(AgentEvent::from_payload("garbage", "n2"), None);
-        assert_eq!(AgentEvent::CloseAll.payload("n1"), None);
+        assert!(AgentEvent::CloseAll.payloads("n1").is_empty());
+    }
+
+    #[test]
+    fn a_rollout_to_many_agents_is_announced_in_payloads_postgres_takes() {
+        let mut ids: Vec<String> = (0..1000).map(|i| format!("agent{i:021}")).collect();
+        ids.sort();
+        let e = AgentEvent::Commands(ids.clone().into());
+        let payloads = e.payloads("n1");
+        assert!(payloads.len() > 1);
+        let mut heard = Vec::new();
+        for p in &payloads {
+            assert!(p.len() <= MAX_PAYLOAD_BYTES, "{} bytes", p.len());
+            match AgentEvent::from_payload(p, "n2") {
+                Some(AgentEvent::Commands(part)) => heard.extend(part.iter().cloned()),
+                other => panic!("{other:?}"),
+            }
+        }
+        heard.sort();
+        assert_eq!(heard, ids);
+        assert!(e.has_commands_for(&ids[500]));
+        assert!(!e.has_commands_for("agent-elsewhere"));
+        assert!(!AgentEvent::Revoked(ids[0].clone()).has_commands_for(&ids[0]));
     }
 
     #[test]

@@ -82,6 +82,8 @@ pub struct Hub {
     revocations: tokio::sync::broadcast::Sender<String>,
     /// Agent connections to close or to send commands to ([`Hub::agent_events`]).
     agent_events: tokio::sync::broadcast::Sender<agents::AgentEvent>,
+    /// Snapshots checked and ready to seal for agents (a rollout's).
+    ready_snapshots: Arc<snapshots::to_agents::ReadySnapshots>,
     /// This process among the hubs sharing the database (revocations it
     /// announced itself come back from PostgreSQL and are skipped).
     node: Arc<str>,
@@ -130,6 +132,7 @@ impl Hub {
             refusals: Arc::new(refusals::RefusalTable::new(parts.refusal_sources)),
             revocations: tokio::sync::broadcast::channel(1024).0,
             agent_events: tokio::sync::broadcast::channel(4096).0,
+            ready_snapshots: Arc::default(),
             node: ids::new_id().into(),
             external_broker: Arc::default(),
             instances: Arc::default(),

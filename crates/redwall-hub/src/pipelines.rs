@@ -117,7 +117,7 @@ impl Hub {
             .collect();
         check_stages(&specs)?;
         for stage in &stages {
-            self.target_instances(team_id, &stage.target, &[]).await?;
+            self.check_target(team_id, &stage.target).await?;
         }
         let now = self.now();
         let row = PipelineRow {

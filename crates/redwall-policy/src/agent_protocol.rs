@@ -33,8 +33,12 @@ pub const HELLO_CONTEXT: &str = "redwall-agent-hello/v1";
 /// The hub's challenge: 32 random bytes, base64url without padding.
 pub const NONCE_CHARS: usize = 43;
 
-/// Largest frame either end accepts, in bytes.
+/// Largest frame either end accepts, in bytes, except a [`HubMessage::Deploy`].
 pub const MAX_FRAME_BYTES: usize = 1024 * 1024;
+
+/// Largest frame an agent accepts from the hub: a snapshot to run, whose
+/// flows may be far larger than any other message.
+pub const MAX_DEPLOY_FRAME_BYTES: usize = 32 * 1024 * 1024;
 
 /// Seconds the hub waits for `hello` after its challenge before it hangs up.
 pub const HELLO_TIMEOUT_SECS: u64 = 10;
@@ -71,6 +75,10 @@ pub struct EnrolRequest {
     pub name: String,
     /// The agent's Ed25519 public key, standard base64 (32 bytes).
     pub public_key: String,
+    /// The agent's X25519 public key, standard base64 (32 bytes): the hub
+    /// seals snapshots' credentials for it. A key of its own, apart from
+    /// the signing key, so no key serves two purposes.
+    pub encryption_key: String,
     /// One of [`PLATFORMS`].
     pub platform: String,
     /// The agent's own version, for the hub's list (at most 40 characters).
@@ -114,6 +122,7 @@ impl std::fmt::Debug for EnrolRequest {
             .field("provisioning_token", &"[redacted]")
             .field("name", &self.name)
             .field("public_key", &self.public_key)
+            .field("encryption_key", &self.encryption_key)
             .field("platform", &self.platform)
             .field("version", &self.version)
             .finish()
@@ -196,6 +205,42 @@ pub enum HubMessage {
     },
     /// Something to do; the agent answers with [`AgentMessage::CommandDone`].
     Command { id: String, command: AgentCommand },
+    /// Run this snapshot (what an [`AgentCommand::Deploy`] becomes on the
+    /// wire); the agent answers with [`AgentMessage::CommandDone`] once it
+    /// runs it, or has refused it or rolled back.
+    Deploy {
+        id: String,
+        snapshot: Box<SignedSnapshot>,
+    },
+}
+
+/// A snapshot as the hub sends it to one agent. The agent trusts none of
+/// it until it has checked, with the hub key it got at enrolment, the
+/// signature over `statement` (context
+/// [`crate::snapshot_format::STATEMENT_CONTEXT`]), that the statement names
+/// its own team, and that `content` and the opened credentials hash to the
+/// statement's digests.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SignedSnapshot {
+    /// The statement's canonical JSON, exactly as signed.
+    pub statement: String,
+    /// Ed25519 signature over the statement, standard base64.
+    pub signature: String,
+    /// The snapshot's content (flows, modules, ...), canonical JSON.
+    pub content: String,
+    /// The credentials (JSON object, node id -> credentials), sealed for
+    /// this agent's encryption key, standard base64.
+    pub credentials: String,
+}
+
+impl std::fmt::Debug for SignedSnapshot {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SignedSnapshot")
+            .field("statement", &self.statement)
+            .field("content_bytes", &self.content.len())
+            .field("credentials", &"[sealed]")
+            .finish()
+    }
 }
 
 /// What the hub asks an agent to do.
@@ -207,6 +252,10 @@ pub enum AgentCommand {
     Ping,
     /// Restart the agent's Node-RED.
     Restart,
+    /// Run the team's snapshot. Stored as asked; the hub holding the
+    /// agent's connection sends it as a [`HubMessage::Deploy`] carrying the
+    /// signed snapshot with credentials sealed for that agent.
+    Deploy { snapshot_id: String },
 }
 
 impl AgentCommand {
@@ -214,6 +263,7 @@ impl AgentCommand {
         match self {
             Self::Ping => "ping",
             Self::Restart => "restart",
+            Self::Deploy { .. } => "deploy",
         }
     }
 }
@@ -407,6 +457,26 @@ mod tests {
         let extra = r#"{"type":"hello","agent_id":"a","signature":"s","protocol":1,"version":"0.1.0","admin":true}"#;
         assert!(serde_json::from_str::<AgentMessage>(extra).is_err());
         assert!(serde_json::from_str::<AgentMessage>(r#"{"type":"welcome"}"#).is_err());
+        let deploy = HubMessage::Deploy {
+            id: "c2".into(),
+            snapshot: Box::new(SignedSnapshot {
+                statement: "{}".into(),
+                signature: "sig".into(),
+                content: "{}".into(),
+                credentials: "sealed-creds".into(),
+            }),
+        };
+        let text = serde_json::to_string(&deploy).unwrap();
+        assert!(text.starts_with(r#"{"type":"deploy","id":"c2","snapshot":{"#));
+        assert_eq!(serde_json::from_str::<HubMessage>(&text).unwrap(), deploy);
+        assert!(!format!("{deploy:?}").contains("sealed-creds"));
+        assert_eq!(
+            serde_json::to_string(&AgentCommand::Deploy {
+                snapshot_id: "s1".into()
+            })
+            .unwrap(),
+            r#"{"kind":"deploy","snapshot_id":"s1"}"#
+        );
         let beat = r#"{"type":"heartbeat","status":{"node_red":"none"}}"#;
         assert_eq!(
             serde_json::from_str::<AgentMessage>(beat).unwrap(),
@@ -471,6 +541,7 @@ mod tests {
             provisioning_token: "rwe_secret".into(),
             name: "a".into(),
             public_key: "k".into(),
+            encryption_key: "e".into(),
             platform: "p".into(),
             version: "v".into(),
         };

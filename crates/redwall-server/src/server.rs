@@ -459,6 +459,9 @@ fn spawn_deploy_scheduler(hub: redwall_hub::Hub) {
             if let Err(e) = hub.run_due_deployments().await {
                 tracing::warn!(error = %e, "could not check the scheduled deployments");
             }
+            if let Err(e) = hub.run_due_agent_deployments().await {
+                tracing::warn!(error = %e, "could not check the agents' scheduled deployments");
+            }
         }
     });
 }

@@ -95,8 +95,9 @@ async fn provisioning_tokens_work_once_and_tell_strangers_nothing(s: &TestServer
 
     let key = AgentKey::generate();
     // Refused for what it asks: the token stays usable.
+    let box_public = box_key(&key).public_base64();
     let bad_key = json!({"provisioning_token": t, "name": "press-1", "public_key": "AAAA",
-        "platform": "linux-x86_64", "version": "0.1.0"});
+        "encryption_key": box_public, "platform": "linux-x86_64", "version": "0.1.0"});
     let r = s.anonymous().post("/api/v1/agent/enrol", bad_key).await;
     assert_eq!(
         (r.status, r.code()),
@@ -106,12 +107,25 @@ async fn provisioning_tokens_work_once_and_tell_strangers_nothing(s: &TestServer
     );
     let r = enrol(s, &t, "Press 1", &key).await;
     assert_eq!((r.status, r.code()), (422, "invalid_agent_name"));
+    use base64::Engine as _;
+    let all_zero = base64::engine::general_purpose::STANDARD.encode([0u8; 32]);
+    for bad in ["", "AAAA", all_zero.as_str()] {
+        let mut body = enrolment(&t, "press-1", &key, "0.1.0");
+        body["encryption_key"] = json!(bad);
+        let r = s.anonymous().post("/api/v1/agent/enrol", body).await;
+        assert_eq!(
+            (r.status, r.code()),
+            (422, "invalid_encryption_key"),
+            "{bad}: {}",
+            r.body
+        );
+    }
     let r = s
         .anonymous()
         .post(
             "/api/v1/agent/enrol",
             json!({"provisioning_token": t, "name": "press-1", "public_key": key.public_key().to_base64(),
-                "platform": "windows", "version": "0.1.0"}),
+                "encryption_key": box_public, "platform": "windows", "version": "0.1.0"}),
         )
         .await;
     assert_eq!((r.status, r.code()), (422, "invalid_platform"));

@@ -63,11 +63,14 @@ pub struct Agent {
     pub node_red: String,
     pub running_snapshot: Option<String>,
     pub revoked_at: Option<Micros>,
+    /// Its X25519 public key, standard base64: snapshots' credentials are
+    /// sealed for it. Empty for an agent enrolled before agents had one.
+    pub encryption_key: String,
 }
 
 const AGENT_COLUMNS: &str = "id, team_id, name, agent_group, public_key, platform, version, \
      enrolled_by, created_at, last_seen_at, disconnected_at, connected_node, node_red, \
-     running_snapshot, revoked_at";
+     running_snapshot, revoked_at, encryption_key";
 
 fn agent_from_row(row: &AnyRow) -> Result<Agent, sqlx::Error> {
     Ok(Agent {
@@ -86,6 +89,7 @@ fn agent_from_row(row: &AnyRow) -> Result<Agent, sqlx::Error> {
         node_red: row.try_get("node_red")?,
         running_snapshot: row.try_get("running_snapshot")?,
         revoked_at: row.try_get("revoked_at")?,
+        encryption_key: row.try_get("encryption_key")?,
     })
 }
 
@@ -125,6 +129,20 @@ fn command_from_row(row: &AnyRow) -> Result<AgentCommandRow, sqlx::Error> {
 }
 
 impl Change {
+    /// The snapshot an agent runs, as its deployment ended.
+    pub async fn set_agent_running_snapshot(
+        &mut self,
+        agent_id: &str,
+        snapshot_id: &str,
+    ) -> Result<(), StoreError> {
+        sqlx::query("UPDATE agents SET running_snapshot = $2 WHERE id = $1")
+            .bind(agent_id)
+            .bind(snapshot_id)
+            .execute(&mut **self.tx())
+            .await?;
+        Ok(())
+    }
+
     pub async fn create_agent_token(&mut self, t: &AgentToken) -> Result<(), StoreError> {
         sqlx::query(&format!(
             "INSERT INTO agent_tokens ({TOKEN_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)"
@@ -206,7 +224,7 @@ impl Change {
     pub async fn create_agent(&mut self, a: &Agent) -> Result<(), StoreError> {
         sqlx::query(&format!(
             "INSERT INTO agents ({AGENT_COLUMNS}) VALUES \
-             ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)"
+             ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)"
         ))
         .bind(&a.id)
         .bind(&a.team_id)
@@ -223,6 +241,7 @@ impl Change {
         .bind(&a.node_red)
         .bind(&a.running_snapshot)
         .bind(a.revoked_at)
+        .bind(&a.encryption_key)
         .execute(&mut **self.tx())
         .await?;
         Ok(())
@@ -385,6 +404,46 @@ impl Store {
             .execute(self.pool())
             .await?;
         Ok(())
+    }
+
+    /// Commands sent to the agent on an earlier connection that it never
+    /// answered, oldest first: a deploy among them is handed over again
+    /// (the agent answers at once for a snapshot it already runs).
+    pub async fn unanswered_agent_commands(
+        &self,
+        agent_id: &str,
+    ) -> Result<Vec<AgentCommandRow>, StoreError> {
+        let rows = sqlx::query(&format!(
+            "SELECT {COMMAND_COLUMNS} FROM agent_commands WHERE agent_id = $1 \
+             AND sent_at IS NOT NULL AND done_at IS NULL ORDER BY created_at, id"
+        ))
+        .bind(agent_id)
+        .fetch_all(self.pool())
+        .await?;
+        Ok(rows
+            .iter()
+            .map(command_from_row)
+            .collect::<Result<_, _>>()?)
+    }
+
+    /// Claims a sent, unanswered command for sending again: true for
+    /// exactly one caller (the one that saw `sent_at` as it was).
+    pub async fn reclaim_agent_command(
+        &self,
+        id: &str,
+        sent_at: Micros,
+        now: Micros,
+    ) -> Result<bool, StoreError> {
+        let done = sqlx::query(
+            "UPDATE agent_commands SET sent_at = $3 \
+             WHERE id = $1 AND sent_at = $2 AND done_at IS NULL",
+        )
+        .bind(id)
+        .bind(sent_at)
+        .bind(now)
+        .execute(self.pool())
+        .await?;
+        Ok(done.rows_affected() == 1)
     }
 
     /// Commands not yet sent to the agent, oldest first.

@@ -61,7 +61,13 @@ pub struct SigningKeyRow {
 pub struct Deployment {
     pub id: String,
     pub team_id: String,
-    pub instance_id: String,
+    /// The instance it deploys to, or
+    pub instance_id: Option<String>,
+    /// the remote agent it deploys to (exactly one of the two).
+    pub agent_id: Option<String>,
+    /// An agent's deployment: the command that carries it to the agent,
+    /// once issued.
+    pub command_id: Option<String>,
     pub snapshot_id: String,
     pub previous_snapshot_id: Option<String>,
     pub reason: String,
@@ -84,8 +90,9 @@ const SNAPSHOT_COLUMNS: &str = "id, team_id, instance_id, kind, note, content_sh
 const SUMMARY_COLUMNS: &str =
     "id, team_id, instance_id, kind, note, content_sha256, flows_sha256, created_by, created_at";
 
-const DEPLOYMENT_COLUMNS: &str = "id, team_id, instance_id, snapshot_id, previous_snapshot_id, \
-     reason, status, step, error, requested_by, created_at, updated_at, schedule, promotion_id";
+const DEPLOYMENT_COLUMNS: &str = "id, team_id, instance_id, agent_id, command_id, snapshot_id, \
+     previous_snapshot_id, reason, status, step, error, requested_by, created_at, updated_at, \
+     schedule, promotion_id";
 
 fn snapshot_from_row(row: &AnyRow) -> Result<SnapshotRow, sqlx::Error> {
     Ok(SnapshotRow {
@@ -126,6 +133,8 @@ fn deployment_from_row(row: &AnyRow) -> Result<Deployment, sqlx::Error> {
         id: row.try_get("id")?,
         team_id: row.try_get("team_id")?,
         instance_id: row.try_get("instance_id")?,
+        agent_id: row.try_get("agent_id")?,
+        command_id: row.try_get("command_id")?,
         snapshot_id: row.try_get("snapshot_id")?,
         previous_snapshot_id: row.try_get("previous_snapshot_id")?,
         reason: row.try_get("reason")?,
@@ -206,11 +215,13 @@ impl Change {
     pub async fn create_deployment(&mut self, d: &Deployment) -> Result<(), StoreError> {
         sqlx::query(&format!(
             "INSERT INTO deployments ({DEPLOYMENT_COLUMNS}) VALUES \
-             ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)"
+             ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)"
         ))
         .bind(&d.id)
         .bind(&d.team_id)
         .bind(&d.instance_id)
+        .bind(&d.agent_id)
+        .bind(&d.command_id)
         .bind(&d.snapshot_id)
         .bind(&d.previous_snapshot_id)
         .bind(&d.reason)
@@ -239,6 +250,44 @@ impl Change {
             .execute(&mut **self.tx())
             .await?;
         Ok(())
+    }
+
+    /// Names the command that carries an agent's deployment.
+    pub async fn set_deployment_command(
+        &mut self,
+        id: &str,
+        command_id: &str,
+    ) -> Result<(), StoreError> {
+        sqlx::query("UPDATE deployments SET command_id = $2 WHERE id = $1")
+            .bind(id)
+            .bind(command_id)
+            .execute(&mut **self.tx())
+            .await?;
+        Ok(())
+    }
+
+    /// Ends a deployment still under way (false when it already ended:
+    /// an agent's answer that arrives twice counts once).
+    pub async fn end_deployment(
+        &mut self,
+        id: &str,
+        status: &str,
+        step: &str,
+        error: Option<&str>,
+        now: Micros,
+    ) -> Result<bool, StoreError> {
+        let done = sqlx::query(
+            "UPDATE deployments SET status = $2, step = $3, error = $4, updated_at = $5 \
+             WHERE id = $1 AND status IN ('waiting', 'deploying')",
+        )
+        .bind(id)
+        .bind(status)
+        .bind(step)
+        .bind(error)
+        .bind(now)
+        .execute(&mut **self.tx())
+        .await?;
+        Ok(done.rows_affected() == 1)
     }
 
     /// Moves a deployment on: its status, step and error.
@@ -322,6 +371,8 @@ impl Store {
         let rows = sqlx::query(
             "SELECT running_snapshot_id AS id FROM instances \
              WHERE team_id = $1 AND running_snapshot_id IS NOT NULL \
+             UNION SELECT running_snapshot AS id FROM agents \
+             WHERE team_id = $1 AND running_snapshot IS NOT NULL \
              UNION SELECT snapshot_id AS id FROM deployments \
              WHERE team_id = $1 AND status NOT IN ('done', 'failed', 'cancelled')",
         )
@@ -441,6 +492,44 @@ impl Store {
         .fetch_optional(self.pool())
         .await?;
         Ok(row.as_ref().map(deployment_from_row).transpose()?)
+    }
+
+    /// The deployment an agent's command carries.
+    pub async fn deployment_of_command(
+        &self,
+        agent_id: &str,
+        command_id: &str,
+    ) -> Result<Option<Deployment>, StoreError> {
+        let row = sqlx::query(&format!(
+            "SELECT {DEPLOYMENT_COLUMNS} FROM deployments WHERE agent_id = $1 AND command_id = $2"
+        ))
+        .bind(agent_id)
+        .bind(command_id)
+        .fetch_optional(self.pool())
+        .await?;
+        Ok(row.as_ref().map(deployment_from_row).transpose()?)
+    }
+
+    /// The agent's deployments, newest first, at most `limit`.
+    pub async fn list_agent_deployments(
+        &self,
+        team_id: &str,
+        agent_id: &str,
+        limit: i64,
+    ) -> Result<Vec<Deployment>, StoreError> {
+        let rows = sqlx::query(&format!(
+            "SELECT {DEPLOYMENT_COLUMNS} FROM deployments WHERE team_id = $1 AND agent_id = $2 \
+             ORDER BY created_at DESC, id DESC LIMIT $3"
+        ))
+        .bind(team_id)
+        .bind(agent_id)
+        .bind(limit)
+        .fetch_all(self.pool())
+        .await?;
+        Ok(rows
+            .iter()
+            .map(deployment_from_row)
+            .collect::<Result<_, _>>()?)
     }
 
     /// The instance's deployments, newest first, at most `limit`.

@@ -38,6 +38,12 @@ enum AgentCommand {
         #[arg(value_name = "AGENT")]
         agent: String,
     },
+    /// The snapshots deployed to an agent, newest first, and how each went
+    /// (`redwall deploy SNAPSHOT --agent NAME` deploys one).
+    Deployments {
+        #[arg(value_name = "AGENT")]
+        agent: String,
+    },
     /// A one-time provisioning token for a new agent, printed as the bundle
     /// `redwall-agent enrol --bundle` takes (shown once).
     Provision {
@@ -216,6 +222,28 @@ async fn execute(args: AgentArgs) -> Outcome<()> {
             let v = ctx.on_agent(Method::GET, &agent, &[], None).await?;
             print_json_or(ctx.json, &v, |a| {
                 print_agents(&Value::Array(vec![a.clone()]))
+            });
+        }
+        C::Deployments { agent } => {
+            let v = ctx
+                .on_agent(Method::GET, &agent, &["deployments"], None)
+                .await?;
+            print_json_or(ctx.json, &v, |v| {
+                let rows = crate::client::items(v)
+                    .iter()
+                    .map(|d| {
+                        vec![
+                            text(&d["created_at"]),
+                            text(&d["snapshot_id"]),
+                            text(&d["status"]),
+                            match d["error"].as_str() {
+                                Some(e) => format!("{}: {e}", text(&d["step"])),
+                                None => text(&d["step"]),
+                            },
+                        ]
+                    })
+                    .collect();
+                table(&["CREATED", "SNAPSHOT", "STATUS", "STEP"], rows);
             });
         }
         C::Provision {

@@ -116,7 +116,11 @@ impl WindowFlags {
 }
 
 #[derive(Args)]
-#[command(group(ArgGroup::new("target").required(true).args(["instance", "group"])))]
+#[command(group(
+    ArgGroup::new("target")
+        .required(true)
+        .args(["instance", "group", "agent", "agent_group"])
+))]
 pub struct DeployArgs {
     #[command(flatten)]
     common: Common,
@@ -129,9 +133,19 @@ pub struct DeployArgs {
     /// Deploy to this group's instances.
     #[arg(long, value_name = "NAME")]
     group: Option<String>,
-    /// Only this instance of the target (repeatable); all when absent.
+    /// Deploy to this remote agent (its name or id).
+    #[arg(long, value_name = "NAME")]
+    agent: Option<String>,
+    /// Deploy to every agent of this agent group.
+    #[arg(long, value_name = "NAME")]
+    agent_group: Option<String>,
+    /// Only this instance or agent of the target (repeatable); all when absent.
     #[arg(long, value_name = "NAME")]
     only: Vec<String>,
+    /// How long to follow agents' answers before leaving them to arrive
+    /// (an offline agent takes the snapshot when it connects again).
+    #[arg(long, value_name = "SECONDS", default_value_t = 60)]
+    wait: u64,
     #[command(flatten)]
     window: WindowFlags,
 }
@@ -395,12 +409,58 @@ async fn group(args: GroupArgs) -> Outcome<()> {
 
 // ---- deploys ----
 
-/// `{"kind": "instance", "name": ...}` or `{"kind": "group", ...}`.
-fn target_json(instance: Option<&str>, group: Option<&str>) -> Value {
-    match (instance, group) {
-        (Some(name), _) => json!({ "kind": "instance", "name": name }),
-        (None, Some(name)) => json!({ "kind": "group", "name": name }),
-        (None, None) => Value::Null,
+/// The API's target: `{"kind": "instance" | "group" | "agent" |
+/// "agent_group", "name": ...}`.
+fn target_json(args: &DeployArgs) -> Value {
+    let named = [
+        ("instance", &args.instance),
+        ("group", &args.group),
+        ("agent", &args.agent),
+        ("agent_group", &args.agent_group),
+    ];
+    named
+        .iter()
+        .find_map(|(kind, name)| {
+            name.as_deref()
+                .map(|name| json!({ "kind": kind, "name": name }))
+        })
+        .unwrap_or(Value::Null)
+}
+
+/// Whether the target names remote agents.
+fn names_agents(target: &Value) -> bool {
+    target["kind"] == "agent" || target["kind"] == "agent_group"
+}
+
+/// Follows agents' deployments until each has answered or `wait` runs
+/// out; returns them as they stand.
+async fn follow_agents(ctx: &Ctx, mut list: Vec<Value>, wait: Duration) -> Vec<Value> {
+    let deadline = tokio::time::Instant::now() + wait;
+    let mut shown: HashMap<String, String> = HashMap::new();
+    loop {
+        let pending: Vec<usize> = (0..list.len())
+            .filter(|i| matches!(list[*i]["status"].as_str(), Some("deploying")))
+            .collect();
+        if pending.is_empty() || tokio::time::Instant::now() >= deadline {
+            return list;
+        }
+        tokio::time::sleep(PROGRESS_EVERY).await;
+        for i in pending {
+            let agent = text(&list[i]["agent_id"]);
+            let id = text(&list[i]["id"]);
+            let Ok(recent) = ctx.get(&["agents", &agent, "deployments"]).await else {
+                continue;
+            };
+            if let Some(now) = items(&recent).iter().find(|d| d["id"] == id.as_str()) {
+                list[i] = now.clone();
+                let status = text(&now["status"]);
+                if !ctx.json && shown.get(&id) != Some(&status) && status != "deploying" {
+                    println!("  agent {agent}: {status}: {}", text(&now["step"]));
+                    let _ = std::io::stdout().flush();
+                    shown.insert(id, status);
+                }
+            }
+        }
     }
 }
 
@@ -511,7 +571,7 @@ fn print_deployments(list: &[Value], names: &HashMap<String, String>) {
         .iter()
         .map(|d| {
             vec![
-                instance_label(&d["instance_id"], names),
+                target_label(d, names),
                 text(&d["status"]),
                 match d["error"].as_str() {
                     Some(e) => format!("{}: {e}", text(&d["step"])),
@@ -520,7 +580,7 @@ fn print_deployments(list: &[Value], names: &HashMap<String, String>) {
             ]
         })
         .collect();
-    table(&["INSTANCE", "STATUS", "STEP"], rows);
+    table(&["TARGET", "STATUS", "STEP"], rows);
 }
 
 /// Exit 1 when any deployment failed, naming them.
@@ -528,13 +588,13 @@ fn failed(list: &[Value], names: &HashMap<String, String>, what: &str) -> Outcom
     let failed: Vec<String> = list
         .iter()
         .filter(|d| d["status"] == "failed")
-        .map(|d| instance_label(&d["instance_id"], names))
+        .map(|d| target_label(d, names))
         .collect();
     if failed.is_empty() {
         return Ok(());
     }
     Err(Failure::Other(anyhow::anyhow!(
-        "{what} failed on {} of {} instance(s): {}; each keeps what it ran before",
+        "{what} failed on {} of {} target(s): {}; each keeps what it ran before",
         failed.len(),
         list.len(),
         failed.join(", ")
@@ -557,12 +617,13 @@ async fn deploy_refusal(
             }
             let (kind, name) = (text(&target["kind"]), text(&target["name"]));
             format!(
-                "team {} has no {kind} {name}; `redwall {}` shows them",
+                "team {} has no {} {name}; `redwall {}` shows them",
                 ctx.team,
-                if kind == "group" {
-                    "group list"
-                } else {
-                    "instance list"
+                kind.replace('_', " "),
+                match kind.as_str() {
+                    "group" => "group list",
+                    "agent" | "agent_group" => "agent list",
+                    _ => "instance list",
                 }
             )
         }
@@ -573,8 +634,8 @@ async fn deploy_refusal(
 
 async fn deploy(args: DeployArgs) -> Outcome<()> {
     let window = args.window.body()?;
+    let target = target_json(&args);
     let ctx = Ctx::new(args.common)?;
-    let target = target_json(args.instance.as_deref(), args.group.as_deref());
     let mut body = json!({
         "snapshot": args.snapshot,
         "target": target,
@@ -584,7 +645,7 @@ async fn deploy(args: DeployArgs) -> Outcome<()> {
         body["window"] = w.clone();
     }
     let names = ctx.instance_names().await;
-    let ids = if window.is_some() || ctx.json {
+    let ids = if window.is_some() || ctx.json || names_agents(&target) {
         Vec::new()
     } else {
         target_instance_ids(&ctx, &target, &args.only).await
@@ -609,9 +670,20 @@ async fn deploy(args: DeployArgs) -> Outcome<()> {
         }
         other => other?,
     };
+    let v = if names_agents(&target) && window.is_none() {
+        Value::Array(follow_agents(&ctx, items(&v).to_vec(), Duration::from_secs(args.wait)).await)
+    } else {
+        v
+    };
     let list = items(&v);
     ctx.print(&v, |_| {
         print_deployments(list, &names);
+        if list.iter().any(|d| d["status"] == "deploying") {
+            println!(
+                "some agents have not answered yet (offline agents take the snapshot when they \
+                 connect); `redwall agent deployments AGENT` shows how they go"
+            );
+        }
         if list.iter().any(|d| d["status"] == "waiting") {
             println!(
                 "waiting for the deploy window ({}, UTC); `redwall snapshot deployments \
@@ -630,8 +702,8 @@ async fn deploy(args: DeployArgs) -> Outcome<()> {
 fn parse_stage(spec: &str) -> Result<Value, String> {
     let usage = || {
         format!(
-            "--stage {spec}: write NAME=instance:INSTANCE or NAME=group:GROUP, with :approval \
-             at the end when the stage needs approval"
+            "--stage {spec}: write NAME=instance:INSTANCE, NAME=group:GROUP, NAME=agent:AGENT \
+             or NAME=agent-group:GROUP, with :approval at the end when the stage needs approval"
         )
     };
     let (name, rest) = spec.split_once('=').ok_or_else(usage)?;
@@ -646,9 +718,11 @@ fn parse_stage(spec: &str) -> Result<Value, String> {
     if name.trim().is_empty() || target.trim().is_empty() || parts.next().is_some() {
         return Err(usage());
     }
-    if kind != "instance" && kind != "group" {
-        return Err(usage());
-    }
+    let kind = match kind {
+        "instance" | "group" | "agent" => kind,
+        "agent-group" => "agent_group",
+        _ => return Err(usage()),
+    };
     Ok(json!({
         "name": name.trim(),
         "target": { "kind": kind, "name": target.trim() },
@@ -683,6 +757,14 @@ fn short(v: &Value) -> String {
     match v.as_str() {
         Some(s) => s.chars().take(SHORT).collect(),
         None => "-".to_string(),
+    }
+}
+
+/// Where a deployment went: the instance's name, or "agent ID".
+fn target_label(d: &Value, names: &HashMap<String, String>) -> String {
+    match d["agent_id"].as_str() {
+        Some(agent) => format!("agent {agent}"),
+        None => instance_label(&d["instance_id"], names),
     }
 }
 
@@ -1034,12 +1116,17 @@ mod tests {
             "dev=instance",
             "dev=instance:",
             "=instance:x",
-            "dev=agent:x",
+            "dev=robot:x",
             "dev=group:x:maybe",
             "dev=group:x:approval:y",
         ] {
             assert!(parse_stage(bad).is_err(), "{bad}");
         }
+        assert_eq!(
+            parse_stage("plants=agent-group:plants:approval").unwrap(),
+            json!({"name": "plants", "target": {"kind": "agent_group", "name": "plants"},
+                   "requires_approval": true})
+        );
         assert_eq!(
             stages_text(&[
                 parse_stage("dev=instance:dev").unwrap(),
@@ -1101,9 +1188,18 @@ mod tests {
         .unwrap()
         .args;
         assert_eq!(d.only, ["a", "b"]);
+        assert_eq!(target_json(&d), json!({"kind": "group", "name": "fleet"}));
+        let a = DeployCli::try_parse_from(["deploy", "abc", "--agent-group", "plants"])
+            .unwrap()
+            .args;
         assert_eq!(
-            target_json(d.instance.as_deref(), d.group.as_deref()),
-            json!({"kind": "group", "name": "fleet"})
+            target_json(&a),
+            json!({"kind": "agent_group", "name": "plants"})
+        );
+        assert!(names_agents(&target_json(&a)));
+        assert!(
+            DeployCli::try_parse_from(["deploy", "abc", "--agent", "a", "--instance", "b"])
+                .is_err()
         );
         assert_eq!(
             d.window.body().unwrap(),

@@ -113,7 +113,7 @@ impl Hub {
         let manager = self.manager()?.clone();
         let instance = self
             .store
-            .get_instance_by_id(&deployment.instance_id)
+            .get_instance_by_id(deployment.instance_id.as_deref().unwrap_or_default())
             .await?
             .ok_or(HubError::NotFound)?;
         let target = match self
@@ -354,7 +354,9 @@ impl Hub {
         let deployment = Deployment {
             id: crate::ids::new_id(),
             team_id: instance.team_id.clone(),
-            instance_id: instance.id.clone(),
+            instance_id: Some(instance.id.clone()),
+            agent_id: None,
+            command_id: None,
             snapshot_id: target.row.id.clone(),
             previous_snapshot_id: previous.map(str::to_string),
             reason: reason.as_str().to_string(),

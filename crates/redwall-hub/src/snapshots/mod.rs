@@ -15,6 +15,7 @@ pub mod deploy;
 pub mod git;
 pub mod schedule;
 pub mod signing;
+pub mod to_agents;
 pub mod transfer;
 
 use redwall_crypto::data_key::{open_enveloped, seal_enveloped, Enveloped};
@@ -117,7 +118,7 @@ impl Hub {
             content_sha256: content_sha256.clone(),
             flows_sha256: flows_sha256.clone(),
         };
-        let statement_text = statement.to_canonical()?;
+        let statement_text = content::statement_canonical(&statement)?;
         let key = self.signing_key().await?;
         let signature = key.sign(content::STATEMENT_CONTEXT, statement_text.as_bytes());
         let credentials =
@@ -136,7 +137,7 @@ impl Hub {
             note: statement.note.clone(),
             content_sha256,
             flows_sha256,
-            content: new.content.to_canonical()?,
+            content: content::content_canonical(&new.content)?,
             sealed_data_key: sealed.sealed_key,
             sealed_credentials: sealed.ciphertext,
             statement: statement_text,

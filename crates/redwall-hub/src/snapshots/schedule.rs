@@ -23,13 +23,17 @@ use crate::{Hub, HubError, HubResult};
 /// The most instances a group may hold.
 pub const MAX_GROUP_INSTANCES: usize = 200;
 
-/// Where a snapshot goes. Agents and agent groups join later.
+/// Where a snapshot goes: instances (one or a named group) run on this
+/// hub; remote agents (one, or every agent of an agent group) get it over
+/// their connection (`to_agents`).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(tag = "kind", content = "name", rename_all = "snake_case")]
 pub enum Target {
     Instance(String),
     Group(String),
+    Agent(String),
+    AgentGroup(String),
 }
 
 /// Instances a rollout deploys to at once.
@@ -61,6 +65,9 @@ impl Hub {
     ) -> HubResult<Vec<Instance>> {
         let mut instances = match target {
             Target::Instance(name) => vec![self.team_instance(team_id, name).await?],
+            Target::Agent(_) | Target::AgentGroup(_) => {
+                return Err(bad_target("the target names agents, not instances"))
+            }
             Target::Group(name) => {
                 let group = self
                     .store
@@ -103,6 +110,9 @@ impl Hub {
         requested_by: &str,
         as_user: &str,
     ) -> HubResult<Vec<Deployment>> {
+        if request.target.is_agents() {
+            return self.deploy_to_agents(who, request, requested_by).await;
+        }
         // Checked whole before anything is scheduled.
         self.load_snapshot(who, request.team_id, request.snapshot_id)
             .await?;
@@ -124,7 +134,9 @@ impl Hub {
             .map(|i| Deployment {
                 id: crate::ids::new_id(),
                 team_id: request.team_id.to_string(),
-                instance_id: i.id.clone(),
+                instance_id: Some(i.id.clone()),
+                agent_id: None,
+                command_id: None,
                 snapshot_id: request.snapshot_id.to_string(),
                 previous_snapshot_id: None,
                 reason: request.reason.as_str().to_string(),
@@ -198,6 +210,10 @@ impl Hub {
         let origin = Origin::local("redwall-scheduler");
         let mut done = 0;
         for d in self.store.waiting_deployments().await? {
+            if d.instance_id.is_none() {
+                // An agent's: `run_due_agent_deployments`.
+                continue;
+            }
             // An unreadable schedule (never written so) is never due.
             let Ok(window) = serde_json::from_str::<DeployWindow>(&d.schedule) else {
                 tracing::error!(deployment = %d.id, "a deployment's schedule is unreadable");
@@ -232,6 +248,18 @@ impl Hub {
             done += 1;
         }
         Ok(done)
+    }
+
+    /// Checks that a target names something of the team (a pipeline's
+    /// stage, before it is stored).
+    pub async fn check_target(&self, team_id: &str, target: &Target) -> HubResult<()> {
+        if target.is_agents() {
+            self.target_agents(team_id, target, &[]).await.map(|_| ())
+        } else {
+            self.target_instances(team_id, target, &[])
+                .await
+                .map(|_| ())
+        }
     }
 
     /// Creates or replaces the team's group `name` with these instances.

@@ -18,8 +18,10 @@ use futures::{SinkExt, StreamExt};
 use redwall_hub::agents::{new_challenge, AgentEvent};
 use redwall_hub::Origin;
 use redwall_policy::agent_protocol::{
-    close, AgentMessage, HubMessage, HELLO_TIMEOUT_SECS, MAX_FRAME_BYTES, PROTOCOL_VERSION,
+    close, AgentCommand, AgentMessage, HubMessage, HELLO_TIMEOUT_SECS, MAX_FRAME_BYTES,
+    PROTOCOL_VERSION,
 };
+use redwall_store::Agent;
 use tokio::sync::broadcast::error::RecvError;
 
 use crate::error::ApiError;
@@ -160,8 +162,10 @@ async fn session(state: AppState, origin: Origin, mut socket: WebSocket) {
     let connection = new_challenge();
     hub.agent_connected(&agent.id, &connection).await;
     let this = This {
+        agent: &agent,
         agent_id: &agent.id,
         connection: &connection,
+        origin: &origin,
     };
     let ending = carry(&state, this, &mut socket, &mut events, heartbeat).await;
     if let Some(ending) = ending {
@@ -174,8 +178,10 @@ async fn session(state: AppState, origin: Origin, mut socket: WebSocket) {
 /// The connection being carried: whose, and which one.
 #[derive(Clone, Copy)]
 struct This<'a> {
+    agent: &'a Agent,
     agent_id: &'a str,
     connection: &'a str,
+    origin: &'a Origin,
 }
 
 /// Carries one authenticated connection until it ends; the close frame to
@@ -189,7 +195,7 @@ async fn carry(
 ) -> Option<Ending> {
     let hub = &state.hub;
     let agent_id = this.agent_id;
-    if send_commands(state, agent_id, socket).await.is_err() {
+    if send_commands(state, this, socket, true).await.is_err() {
         return None;
     }
     let silence = Duration::from_secs(heartbeat_secs.saturating_mul(SILENT_HEARTBEATS));
@@ -210,7 +216,7 @@ async fn carry(
                     }
                 }
                 Ok(Some(Ok(AgentMessage::CommandDone { id, ok, message }))) => {
-                    if let Err(e) = hub.agent_command_done(agent_id, &id, ok, &message).await {
+                    if let Err(e) = hub.agent_command_done(this.origin, agent_id, &id, ok, &message).await {
                         tracing::warn!(agent = agent_id, error = %e, "an agent's answer was not recorded");
                     }
                 }
@@ -220,8 +226,8 @@ async fn carry(
             },
             event = events.recv() => match event {
                 Ok(AgentEvent::Revoked(id)) if id == agent_id => return revoked,
-                Ok(AgentEvent::Command(id)) if id == agent_id => {
-                    if send_commands(state, agent_id, socket).await.is_err() {
+                Ok(event) if event.has_commands_for(agent_id) => {
+                    if send_commands(state, this, socket, false).await.is_err() {
                         return None;
                     }
                 }
@@ -242,9 +248,19 @@ async fn carry(
     }
 }
 
-/// Hands the agent the commands waiting for it.
-async fn send_commands(state: &AppState, agent_id: &str, socket: &mut WebSocket) -> Result<(), ()> {
-    let commands = match state.hub.claim_agent_commands(agent_id).await {
+/// Hands the agent the commands waiting for it (on a new connection, also
+/// the deploys it never answered). A deploy goes as the signed snapshot
+/// with credentials sealed for this agent; one that cannot be made ready
+/// is answered as failed at once.
+async fn send_commands(
+    state: &AppState,
+    this: This<'_>,
+    socket: &mut WebSocket,
+    new_connection: bool,
+) -> Result<(), ()> {
+    let hub = &state.hub;
+    let agent_id = this.agent_id;
+    let commands = match hub.claim_agent_commands(agent_id, new_connection).await {
         Ok(c) => c,
         Err(e) => {
             tracing::warn!(agent = agent_id, error = %e, "an agent's commands could not be read");
@@ -252,7 +268,28 @@ async fn send_commands(state: &AppState, agent_id: &str, socket: &mut WebSocket)
         }
     };
     for (id, command) in commands {
-        send(socket, &HubMessage::Command { id, command }).await?;
+        let message = match command {
+            AgentCommand::Deploy { snapshot_id } => {
+                match hub.snapshot_for_agent(this.agent, &snapshot_id).await {
+                    Ok(snapshot) => HubMessage::Deploy {
+                        id,
+                        snapshot: Box::new(snapshot),
+                    },
+                    Err(e) => {
+                        let cause = format!("the hub could not send the snapshot: {e}");
+                        if let Err(e) = hub
+                            .agent_command_done(this.origin, agent_id, &id, false, &cause)
+                            .await
+                        {
+                            tracing::warn!(agent = agent_id, error = %e, "a failed deploy was not recorded");
+                        }
+                        continue;
+                    }
+                }
+            }
+            command => HubMessage::Command { id, command },
+        };
+        send(socket, &message).await?;
     }
     Ok(())
 }

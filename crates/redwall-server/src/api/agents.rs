@@ -24,6 +24,8 @@ use redwall_policy::permission::Permission;
 use redwall_store::{Agent, AgentCommandRow, AgentToken};
 use serde::{Deserialize, Serialize};
 
+use super::snapshots::{deployment_view, DeploymentView};
+
 /// `{agent}` in a team route: the agent's id or name, looked up in the
 /// guard's team only.
 pub struct AgentPath(pub String);
@@ -348,6 +350,17 @@ pub async fn command(
     Ok((StatusCode::ACCEPTED, Json(command_view(&row))))
 }
 
+pub async fn deployments(
+    State(state): State<AppState>,
+    principal: Principal,
+    AgentPath(agent): AgentPath,
+) -> ApiResult<Json<Vec<DeploymentView>>> {
+    let team = principal.team()?;
+    let a = state.hub.agent(&team.team_id, &agent).await?;
+    let list = state.hub.agent_deployments(&a).await?;
+    Ok(Json(list.iter().map(deployment_view).collect()))
+}
+
 pub async fn get_command(
     State(state): State<AppState>,
     principal: Principal,
@@ -440,6 +453,14 @@ pub fn routes() -> Vec<Route> {
             get,
         )
         .response(schema::<AgentView>()),
+        needs(
+            M::GET,
+            "/api/v1/teams/{team}/agents/{agent}/deployments",
+            P::AgentsRead,
+            "The snapshots deployed to the agent, newest first, and how each went",
+            deployments,
+        )
+        .response(list_of::<DeploymentView>()),
         needs(
             M::POST,
             "/api/v1/teams/{team}/agents/{agent}/revoke",

@@ -180,7 +180,10 @@ pub async fn create(
 #[derive(Serialize, Deserialize, utoipa::ToSchema)]
 pub struct DeploymentView {
     pub id: String,
-    pub instance_id: String,
+    /// The instance it deploys to, or
+    pub instance_id: Option<String>,
+    /// the remote agent it deploys to.
+    pub agent_id: Option<String>,
     pub snapshot_id: String,
     /// What ran before: roll back to it to undo this deployment.
     pub previous_snapshot_id: Option<String>,
@@ -199,6 +202,7 @@ pub fn deployment_view(d: &Deployment) -> DeploymentView {
     DeploymentView {
         id: d.id.clone(),
         instance_id: d.instance_id.clone(),
+        agent_id: d.agent_id.clone(),
         snapshot_id: d.snapshot_id.clone(),
         previous_snapshot_id: d.previous_snapshot_id.clone(),
         reason: d.reason.clone(),

@@ -36,6 +36,8 @@ pub struct AgentRow {
     pub state: &'static str,
     /// Node-RED on the agent as it last reported.
     pub node_red: String,
+    /// The snapshot it runs (short id), as it last reported.
+    pub snapshot: Option<String>,
     pub group: Option<String>,
     /// "2026-11-24 01:02:03 UTC", empty when never heard from.
     pub last_seen: String,
@@ -173,6 +175,10 @@ fn agent_row(a: &AgentView) -> AgentRow {
             "offline"
         },
         node_red: a.node_red.clone(),
+        snapshot: a
+            .running_snapshot
+            .as_deref()
+            .map(super::snapshots::short_id),
         group: a.group.clone(),
         last_seen: opt_time(&a.last_seen_at),
         platform: a.platform.clone(),
@@ -551,6 +557,7 @@ mod tests {
             name: "press-1".into(),
             state: "online",
             node_red: "none".into(),
+            snapshot: None,
             group: None,
             last_seen: String::new(),
             platform: String::new(),

@@ -19,6 +19,7 @@ use super::models::{short_time, Instance, Member, Team};
 use super::page::{error_page, refused_status, render_status, Ctx, Layout};
 use super::snapshots::short_id;
 use super::submit::{self, Done, Posted};
+use crate::api::agents::AgentView;
 use crate::api::pipelines::{GroupView, PipelineView, PromotionView, WindowView};
 use crate::api::snapshot_git::GitSettingsView;
 use crate::api::snapshots::{DeploymentView, SnapshotView};
@@ -253,10 +254,23 @@ fn plausible_name(name: &str) -> bool {
             .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
 }
 
+/// The API's target kind for a kind as typed in the console.
+fn target_kind(typed: &str) -> Option<&'static str> {
+    match typed {
+        "instance" => Some("instance"),
+        "group" => Some("group"),
+        "agent" => Some("agent"),
+        "agent-group" => Some("agent_group"),
+        _ => None,
+    }
+}
+
 fn target_text(target: &Target) -> String {
     match target {
         Target::Instance(name) => format!("instance {name}"),
         Target::Group(name) => format!("group {name}"),
+        Target::Agent(name) => format!("agent {name}"),
+        Target::AgentGroup(name) => format!("agent group {name}"),
     }
 }
 
@@ -284,8 +298,9 @@ pub fn parse_stage_lines(text: &str) -> Result<Vec<Value>, String> {
         }
         let bad = || {
             format!(
-                "Line {}: write a stage as NAME instance:INSTANCE or NAME group:GROUP, then \
-                 approval when promotions into it need an Owner's approval.",
+                "Line {}: write a stage as NAME instance:INSTANCE, NAME group:GROUP, \
+                 NAME agent:AGENT or NAME agent-group:GROUP, then approval when promotions \
+                 into it need an Owner's approval.",
                 i + 1
             )
         };
@@ -295,7 +310,8 @@ pub fn parse_stage_lines(text: &str) -> Result<Vec<Value>, String> {
             _ => return Err(bad()),
         };
         let (kind, target) = target.split_once(':').ok_or_else(bad)?;
-        if !matches!(kind, "instance" | "group") || target.is_empty() {
+        let kind = target_kind(kind).ok_or_else(bad)?;
+        if target.is_empty() {
             return Err(bad());
         }
         stages.push(json!({
@@ -358,18 +374,29 @@ async fn pipelines_page(ctx: &Ctx, team_id: &str, extra: Extra, status: StatusCo
         Ok(t) => t,
         Err(f) => return ctx.refused(&f, Some(&me)),
     };
-    let (groups_path, pipelines_path, instances_path, members_path) = (
+    let (groups_path, pipelines_path, instances_path, members_path, agents_path) = (
         api(team_id, "groups"),
         api(team_id, "pipelines"),
         api(team_id, "instances"),
         api(team_id, "members"),
+        api(team_id, "agents"),
     );
-    let (listed_groups, listed_pipelines, listed_instances, listed_members) = futures::join!(
+    let (listed_groups, listed_pipelines, listed_instances, listed_members, listed_agents) = futures::join!(
         ctx.api.get::<Vec<GroupView>>(&groups_path),
         ctx.api.get::<Vec<PipelineView>>(&pipelines_path),
         ctx.api.get::<Vec<Instance>>(&instances_path),
         ctx.api.get::<Vec<Member>>(&members_path),
+        ctx.api.get::<Vec<AgentView>>(&agents_path),
     );
+    let listed_agents: Vec<AgentView> = listed_agents
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|a| !a.revoked)
+        .collect();
+    let agent_names: HashMap<String, String> = listed_agents
+        .iter()
+        .map(|a| (a.id.clone(), a.name.clone()))
+        .collect();
     let listed_groups = match listed_groups {
         Ok(g) => g,
         Err(f) => return ctx.refused(&f, Some(&me)),
@@ -393,6 +420,15 @@ async fn pipelines_page(ctx: &Ctx, team_id: &str, extra: Extra, status: StatusCo
             .get(id)
             .cloned()
             .unwrap_or_else(|| short_id(id))
+    };
+    // Where a deployment went: an instance's name, or "agent NAME".
+    let deployed_to = |d: &DeploymentView| match (&d.instance_id, &d.agent_id) {
+        (Some(id), _) => instance_name(id),
+        (None, Some(id)) => format!(
+            "agent {}",
+            agent_names.get(id).cloned().unwrap_or_else(|| short_id(id))
+        ),
+        (None, None) => String::new(),
     };
 
     let groups = listed_groups
@@ -451,7 +487,7 @@ async fn pipelines_page(ctx: &Ctx, team_id: &str, extra: Extra, status: StatusCo
                     .deployments
                     .iter()
                     .map(|d| DeploymentLine {
-                        instance: instance_name(&d.instance_id),
+                        instance: deployed_to(d),
                         status: d.status.clone(),
                         step: d.step.clone(),
                         error: d.error.clone(),
@@ -539,6 +575,15 @@ async fn pipelines_page(ctx: &Ctx, team_id: &str, extra: Extra, status: StatusCo
         .iter()
         .map(|i| format!("instance:{}", i.name))
         .chain(listed_groups.iter().map(|g| format!("group:{}", g.name)))
+        .chain(listed_agents.iter().map(|a| format!("agent:{}", a.name)))
+        .chain(
+            listed_agents
+                .iter()
+                .filter_map(|a| a.group.clone())
+                .collect::<std::collections::BTreeSet<_>>()
+                .into_iter()
+                .map(|g| format!("agent-group:{g}")),
+        )
         .map(|value| TargetChoice {
             label: value.replacen(':', " ", 1),
             selected: value == deploy.target,
@@ -549,7 +594,7 @@ async fn pipelines_page(ctx: &Ctx, team_id: &str, extra: Extra, status: StatusCo
     let deployed = extra.deployed.map(|list| {
         list.iter()
             .map(|d| DeploymentLine {
-                instance: instance_name(&d.instance_id),
+                instance: deployed_to(d),
                 status: d.status.clone(),
                 step: d.step.clone(),
                 error: d.error.clone(),
@@ -903,11 +948,15 @@ pub async fn deploy(ctx: Ctx, Path(team): Path<String>, body: Bytes) -> Response
             };
             Done::Again(pipelines_page(ctx, team, extra, refused_status(status)).await)
         };
-        let target = match typed.target.split_once(':') {
-            Some(("instance", name)) if !name.is_empty() => json!({"kind": "instance", "name": name}),
-            Some(("group", name)) if !name.is_empty() => json!({"kind": "group", "name": name}),
+        let target = match typed
+            .target
+            .split_once(':')
+            .and_then(|(kind, name)| Some((target_kind(kind)?, name)))
+        {
+            Some((kind, name)) if !name.is_empty() => json!({"kind": kind, "name": name}),
             _ => {
-                let why = "Choose an instance or a group to deploy to.".to_string();
+                let why = "Choose an instance, a group, an agent or an agent group to deploy to."
+                    .to_string();
                 return refused(why, StatusCode::UNPROCESSABLE_ENTITY, typed).await;
             }
         };
@@ -1055,11 +1104,21 @@ mod tests {
                        "requires_approval": true}),
             ]
         );
+        assert_eq!(
+            parse_stage_lines("site agent:plant-1\nplants agent-group:plants approval").unwrap(),
+            vec![
+                json!({"name": "site", "target": {"kind": "agent", "name": "plant-1"},
+                       "requires_approval": false}),
+                json!({"name": "plants", "target": {"kind": "agent_group", "name": "plants"},
+                       "requires_approval": true}),
+            ]
+        );
         let err = parse_stage_lines("dev instance:dev\nprod fleet").unwrap_err();
         assert!(err.starts_with("Line 2:"), "{err}");
         for bad in [
             "dev",
-            "dev agent:x",
+            "dev robot:x",
+            "dev agent_group:x",
             "dev instance:",
             "dev group:x maybe",
             "a b c d",

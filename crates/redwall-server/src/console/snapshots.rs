@@ -1032,7 +1032,8 @@ mod tests {
             .collect();
         let done = DeploymentView {
             id: "eeeeeeeeeeeeeeeeeeeeeeeeeeeeeeee".to_string(),
-            instance_id: INSTANCE.to_string(),
+            instance_id: Some(INSTANCE.to_string()),
+            agent_id: None,
             snapshot_id: RUNNING.to_string(),
             previous_snapshot_id: Some(OTHER.to_string()),
             reason: "rollback".to_string(),

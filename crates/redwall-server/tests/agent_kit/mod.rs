@@ -5,6 +5,7 @@
 
 use crate::common::{Client, Resp, TestServer};
 use futures::{SinkExt, StreamExt};
+use redwall_crypto::agent_box::AgentBoxKey;
 use redwall_crypto::signing::AgentKey;
 use redwall_policy::agent_protocol::{hello_message, HELLO_CONTEXT};
 use serde_json::{json, Value};
@@ -33,12 +34,23 @@ pub async fn token(owner: &Client, team: &str) -> String {
     r.body["token"].as_str().unwrap().to_string()
 }
 
+/// The agent's encryption key, made from its signing key so a test can
+/// make it again (the real agent draws both at random).
+pub fn box_key(key: &AgentKey) -> AgentBoxKey {
+    use sha2::Digest as _;
+    let mut h = sha2::Sha256::new();
+    h.update(b"test agent box key");
+    h.update(key.seed().as_slice());
+    AgentBoxKey::from_bytes(&h.finalize()).unwrap()
+}
+
 /// The enrolment an agent sends.
 pub fn enrolment(token: &str, name: &str, key: &AgentKey, version: &str) -> Value {
     json!({
         "provisioning_token": token,
         "name": name,
         "public_key": key.public_key().to_base64(),
+        "encryption_key": box_key(key).public_base64(),
         "platform": "linux-x86_64",
         "version": version,
     })
