@@ -1,6 +1,12 @@
 //! Many agents in one process, for the hub's benchmark (scripts/bench-agent,
-//! SWARM=N): each is a real agent of this crate (its own key, the real
+//! SWARM=N): each is a real agent of this crate (its own keys, the real
 //! protocol over its own TLS connection, heartbeats), without Node-RED.
+//!
+//! Snapshots the hub deploys to them are checked in full, as on a real
+//! agent (signature, team, digests, credentials opened with the agent's
+//! own box key), then only recorded as running ([`RecordOnly`]): each agent
+//! answers the deploy and reports the snapshot in its heartbeats, so a
+//! rollout benchmark can count the answers on the hub.
 //!
 //!   swarm HUB_URL TEAM COUNT DIR      (REDWALL_TOKEN: an Owner's token)
 //!
@@ -15,7 +21,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use futures::stream::{self, StreamExt as _};
-use redwall_agent::{enrol, run_dir, RunOptions};
+use redwall_agent::{enrol, run_dir_with, RecordOnly, RunOptions, SnapshotRunner};
 use redwall_policy::agent_protocol::ProvisioningBundle;
 
 const AT_ONCE: usize = 50;
@@ -65,15 +71,17 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let (stop, stopped) = tokio::sync::watch::channel(false);
     let stop = Arc::new(stop);
     let options = RunOptions::default();
+    let runner: Arc<dyn SnapshotRunner> = Arc::new(RecordOnly);
     let mut tasks = Vec::with_capacity(enrolled.len());
     for dir in enrolled {
         let mut stopped = stopped.clone();
         let options = options.clone();
+        let runner = runner.clone();
         tasks.push(tokio::spawn(async move {
             let shutdown = async move {
                 let _ = stopped.wait_for(|s| *s).await;
             };
-            run_dir(&dir, &options, shutdown).await
+            run_dir_with(&dir, &options, runner, shutdown).await
         }));
     }
     println!("running {}", tasks.len());

@@ -7,6 +7,7 @@
 use std::path::Path;
 use std::time::Duration;
 
+use redwall_crypto::agent_box::AgentBoxKey;
 use redwall_crypto::signing::{AgentKey, PublicKey};
 use redwall_policy::agent_protocol::{
     check_agent_name, EnrolAnswer, EnrolRequest, ProvisioningBundle,
@@ -74,10 +75,10 @@ pub fn read_bundle_arg(arg: &str) -> Result<ProvisioningBundle, EnrolError> {
     ProvisioningBundle::decode(&line).map_err(|e| EnrolError::Bundle(e.message))
 }
 
-/// Enrols an agent named `name` into `dir` with `bundle`: makes the key,
-/// asks the hub, writes `agent.key` and `agent.json`. If anything fails
-/// before the hub accepted the key, the key file is removed again. The
-/// agent runs no Node-RED (see [`enrol_with`]).
+/// Enrols an agent named `name` into `dir` with `bundle`: makes the keys,
+/// asks the hub, writes `agent.key`, `agent-box.key` and `agent.json`. If
+/// anything fails before the hub accepted the keys, the key files are
+/// removed again. The agent runs no Node-RED (see [`enrol_with`]).
 pub async fn enrol(
     bundle: &ProvisioningBundle,
     name: &str,
@@ -109,10 +110,15 @@ pub async fn enrol_with(
 
     let key = AgentKey::generate();
     let key_file = state::write_new_key(dir, &key)?;
+    // Written before the request, like agent.key: once the hub holds the
+    // public half, the secret half must already be safe on disk.
+    let box_key = AgentBoxKey::generate();
+    let box_key_file = state::write_new_box_key(dir, &box_key)?;
     let request = EnrolRequest {
         provisioning_token: bundle.provisioning_token.clone(),
         name: name.to_owned(),
         public_key: key.public_key().to_base64(),
+        encryption_key: box_key.public_base64(),
         platform: platform(),
         version: env!("CARGO_PKG_VERSION").to_owned(),
     };
@@ -141,6 +147,7 @@ pub async fn enrol_with(
     };
     state::write_config(dir, &config)?;
     key_file.keep();
+    box_key_file.keep();
     Ok(Enrolled {
         agent_id: answer.agent_id,
         name: answer.name,

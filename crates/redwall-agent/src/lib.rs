@@ -25,6 +25,17 @@
 //! supervisor on a task of its own, and answers `restarted` once it
 //! answers again (or why not); without Node-RED it is refused as before.
 //!
+//! # Snapshots
+//!
+//! The hub sends its team's snapshots in `deploy` messages. Each is checked
+//! first ([`snapshot`]: the hub's signature under the key from enrolment,
+//! this agent's team, the digests, the credentials opened with the agent's
+//! own box key), then run one at a time on a task apart from the
+//! connection ([`apply`]): Node-RED's deploy API, a health check after a
+//! settle time, and a rollback to what ran before if it fails
+//! ([`node_red_deploy`]). The answer says which; heartbeats name the
+//! snapshot that runs, also after the agent restarts.
+//!
 //! # Files on disk
 //!
 //! Everything lives in one state directory (`/var/lib/redwall-agent`,
@@ -35,6 +46,13 @@
 //!   others, even briefly, and never overwritten. `run` refuses to start
 //!   when the group or others can read it. The key never leaves the host:
 //!   the hub only ever sees its public half and signatures made with it.
+//! - `agent-box.key`: the agent's X25519 secret key, which opens the
+//!   credentials the hub seals for it; made and guarded like `agent.key`.
+//!   An agent enrolled before it existed runs without it and refuses
+//!   snapshots (it cannot open their credentials).
+//! - `running-snapshot.json`: the last snapshot that ran, as the hub sent
+//!   it (credentials still sealed), mode 0600, replaced atomically; checked
+//!   again at every start before it is reported.
 //! - `agent.json`: the hub's URL, how to trust its certificate, the ids
 //!   the hub gave the agent, its name, the hub's signing key, and the
 //!   Node-RED to run (package directory, `node`, port), if any; mode 0600.
@@ -76,16 +94,21 @@
 //! (or [`run::run_dir`]), which the tests call directly: `run` returns a
 //! [`RunOutcome`] instead of exiting (after stopping Node-RED).
 
+pub mod apply;
 pub mod enrol;
 pub mod hub_url;
 pub mod node_red;
+pub mod node_red_deploy;
 pub mod run;
 mod session;
+pub mod snapshot;
 pub mod state;
 pub mod tls;
 
+pub use apply::{RecordOnly, SnapshotRunner};
 pub use enrol::{enrol, enrol_with, read_bundle_arg, EnrolError, Enrolled};
-pub use run::{run, run_dir, RunError, RunOptions, RunOutcome};
+pub use node_red_deploy::DeployOptions;
+pub use run::{run, run_dir, run_dir_with, run_with, RunError, RunOptions, RunOutcome};
 pub use state::{Agent, AgentConfig, NodeRedConfig, StateError, DEFAULT_DIR};
 
 /// An error with its sources: reqwest and rustls put the useful part (the

@@ -44,6 +44,10 @@
 //! connection never touches it. The supervisor restarts it after a crash
 //! with backoff, and gives up after too many crashes in a row (`failed`
 //! until the hub sends `restart`).
+//!
+//! Whatever changes Node-RED on purpose (the hub's `restart`, a snapshot's
+//! deploy and its rollback) first takes [`NodeRed::control`], so a restart
+//! never lands in the middle of a deploy's health check.
 
 use std::fs::File;
 use std::io::{Read as _, Write as _};
@@ -54,14 +58,16 @@ use std::time::Duration;
 
 use redwall_crypto::Secret;
 use redwall_runtime::{
-    Installer, InstanceOptions, InstanceSpec, InstanceStatus, Limits, NetworkMode,
-    NodeRedAuditEvent, NodeRedInstall, Reporter, RuntimeError, SandboxIdentity, Supervisor,
+    encrypt_credentials, Installer, InstanceOptions, InstanceSpec, InstanceStatus, Limits,
+    NetworkMode, NodeRedAuditEvent, NodeRedInstall, Reporter, RuntimeError, SandboxIdentity,
+    Supervisor,
 };
 use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
 use tracing::{error, info, warn};
 use zeroize::Zeroizing;
 
-use crate::state::{create_private, NodeRedConfig, NOT_PRIVATE};
+use crate::state::{create_private, write_private_atomically, NodeRedConfig, NOT_PRIVATE};
 
 /// The instance's id: its token audience, its pidfile's name.
 pub const INSTANCE_ID: &str = "node-red";
@@ -69,6 +75,12 @@ pub const INSTANCE_ID: &str = "node-red";
 pub const NODE_RED_DIR: &str = "node-red";
 /// The instance's keys, in the state directory.
 pub const SECRETS_FILE: &str = "node-red.secrets";
+/// Node-RED's user directory, in [`NODE_RED_DIR`] (the runtime's layout).
+pub const USERDIR: &str = "userdir";
+/// The flow files Node-RED loads at start (names set by the runtime's
+/// generated `settings.js`: `flowFile`, and Node-RED's own `_cred` suffix).
+const FLOWS_FILE: &str = "flows.json";
+const CREDENTIALS_FILE: &str = "flows_cred.json";
 /// How long a `restart` may take until Node-RED answers again: the
 /// supervisor's own readiness limit (60 s) and its stop, with room.
 const RESTART_TIMEOUT: Duration = Duration::from_secs(150);
@@ -284,8 +296,15 @@ pub struct NodeRed {
     install: NodeRedInstall,
     /// Why the last start did not even spawn Node-RED, if it did not.
     start_failure: Mutex<Option<String>>,
-    /// One restart at a time.
-    restarting: tokio::sync::Mutex<()>,
+    /// Held by [`Control`]: one deliberate change at a time.
+    changing: tokio::sync::Mutex<()>,
+}
+
+/// The right to change Node-RED (restart it, deploy to it), held by one
+/// task at a time; see [`NodeRed::control`].
+pub struct Control<'a> {
+    node_red: &'a NodeRed,
+    _held: tokio::sync::MutexGuard<'a, ()>,
 }
 
 impl NodeRed {
@@ -311,7 +330,7 @@ impl NodeRed {
             spec,
             install,
             start_failure: Mutex::new(None),
-            restarting: tokio::sync::Mutex::new(()),
+            changing: tokio::sync::Mutex::new(()),
         })
     }
 
@@ -359,23 +378,39 @@ impl NodeRed {
 
     /// Stops and starts Node-RED again, and waits until it answers.
     pub async fn restart(&self) -> Result<(), String> {
-        let _one = self.restarting.lock().await;
-        let restarted = match self.supervisor.restart(INSTANCE_ID).await {
-            // The first start never got as far as the supervisor.
-            Err(RuntimeError::UnknownInstance(_)) => {
-                self.supervisor
-                    .start(self.spec.clone(), &self.install)
-                    .await
-            }
-            other => other,
-        };
-        self.record(restarted.as_ref().err());
-        restarted.map_err(|e| format!("Node-RED could not be restarted: {e}"))?;
-        self.supervisor
-            .wait_until_running(INSTANCE_ID, RESTART_TIMEOUT)
-            .await
-            .map(|_| ())
-            .map_err(|e| format!("Node-RED did not come back: {e}"))
+        self.control().await.restart().await
+    }
+
+    /// Waits until no other restart or deploy is under way, and holds that
+    /// until the [`Control`] is dropped.
+    pub async fn control(&self) -> Control<'_> {
+        Control {
+            node_red: self,
+            _held: self.changing.lock().await,
+        }
+    }
+
+    /// Node-RED's user directory (flows, credentials, installed modules).
+    pub fn userdir(&self) -> PathBuf {
+        self.spec.dir.join(USERDIR)
+    }
+
+    /// The key of the editor tokens Node-RED accepts (the deploy API).
+    pub(crate) fn editor_secret(&self) -> &Secret {
+        &self.spec.editor_secret
+    }
+
+    /// Node-RED's `credentialSecret`, which seals `flows_cred.json`.
+    pub(crate) fn credential_secret(&self) -> &Secret {
+        &self.spec.credential_secret
+    }
+
+    /// Node-RED's pid while the supervisor reports it running.
+    pub fn running_pid(&self) -> Option<u32> {
+        match self.status() {
+            InstanceStatus::Running { pid, .. } => Some(pid),
+            _ => None,
+        }
     }
 
     /// Stops Node-RED (SIGTERM, SIGKILL after the grace period) and gives
@@ -383,6 +418,68 @@ impl NodeRed {
     pub async fn stop(&self) {
         info!("stopping Node-RED");
         self.supervisor.shutdown().await;
+    }
+}
+
+impl Control<'_> {
+    pub fn node_red(&self) -> &NodeRed {
+        self.node_red
+    }
+
+    /// Stops and starts Node-RED again, and waits until it answers.
+    pub async fn restart(&self) -> Result<(), String> {
+        let n = self.node_red;
+        let restarted = match n.supervisor.restart(INSTANCE_ID).await {
+            // The first start never got as far as the supervisor.
+            Err(RuntimeError::UnknownInstance(_)) => {
+                n.supervisor.start(n.spec.clone(), &n.install).await
+            }
+            other => other,
+        };
+        n.record(restarted.as_ref().err());
+        restarted.map_err(|e| format!("Node-RED could not be restarted: {e}"))?;
+        self.wait_until_running().await
+    }
+
+    /// Stops Node-RED, replaces the flows (and their credentials) it loads
+    /// at start with `flows` and `credentials`, and starts it again. The
+    /// way back when Node-RED no longer answers its deploy API (a flow that
+    /// blocks its event loop): a plain restart would load the same flows
+    /// from its userdir and hang again.
+    pub async fn restart_with(
+        &self,
+        flows: &Value,
+        credentials: &Map<String, Value>,
+    ) -> Result<(), String> {
+        let n = self.node_red;
+        match n.supervisor.stop(INSTANCE_ID).await {
+            Ok(()) | Err(RuntimeError::UnknownInstance(_)) => {}
+            Err(e) => return Err(format!("Node-RED could not be stopped: {e}")),
+        }
+        let userdir = n.userdir();
+        let sealed = encrypt_credentials(n.credential_secret().expose(), credentials)
+            .map_err(|e| format!("cannot seal the credentials for Node-RED: {e}"))?;
+        // Node-RED is stopped, so nothing reads these halfway; each is
+        // replaced whole all the same, so a crash here leaves a loadable
+        // userdir.
+        write_private_atomically(&userdir, FLOWS_FILE, flows.to_string().as_bytes())
+            .and_then(|()| {
+                write_private_atomically(&userdir, CREDENTIALS_FILE, sealed.to_string().as_bytes())
+            })
+            .map_err(|e| format!("cannot write Node-RED's flows: {e}"))?;
+        let started = n.supervisor.start(n.spec.clone(), &n.install).await;
+        n.record(started.as_ref().err());
+        started.map_err(|e| format!("Node-RED could not be started: {e}"))?;
+        self.wait_until_running().await
+    }
+
+    async fn wait_until_running(&self) -> Result<(), String> {
+        self.node_red
+            .supervisor
+            .wait_until_running(INSTANCE_ID, RESTART_TIMEOUT)
+            .await
+            .map(|_| ())
+            .map_err(|e| format!("Node-RED did not come back: {e}"))
     }
 }
 

@@ -4,7 +4,9 @@
 //!
 //! With Node-RED configured, it is started first and stopped last: its
 //! supervision runs beside the connection, never inside it, so a lost link
-//! leaves it running.
+//! leaves it running. The snapshots the hub sends go to Node-RED through
+//! [`NodeRedRunner`]; [`run_with`] lets a simulated agent put another
+//! [`SnapshotRunner`] in its place.
 
 use std::future::Future;
 use std::path::Path;
@@ -13,8 +15,10 @@ use std::sync::Arc;
 use redwall_policy::agent_protocol::reconnect_delay_ms;
 use tracing::{error, warn};
 
+use crate::apply::{Deployments, SnapshotRunner};
 use crate::hub_url::{BadHubUrl, HubEndpoint};
 use crate::node_red::{NodeRed, NodeRedError};
+use crate::node_red_deploy::{DeployOptions, NodeRedRunner};
 use crate::session::{session, Dialer, Local, SessionEnd};
 use crate::state::{Agent, StateError};
 use crate::tls::{self, HubTrust, TlsSetupError};
@@ -43,11 +47,13 @@ impl RunOutcome {
     }
 }
 
-/// How the reconnect delay grows (milliseconds).
+/// How the reconnect delay grows (milliseconds), and how long a deploy's
+/// steps may take.
 #[derive(Clone, Debug)]
 pub struct RunOptions {
     pub reconnect_base_ms: u64,
     pub reconnect_max_ms: u64,
+    pub deploy: DeployOptions,
 }
 
 impl Default for RunOptions {
@@ -55,6 +61,7 @@ impl Default for RunOptions {
         Self {
             reconnect_base_ms: 500,
             reconnect_max_ms: 30_000,
+            deploy: DeployOptions::default(),
         }
     }
 }
@@ -82,6 +89,17 @@ pub async fn run_dir(
     run(&agent, options, shutdown).await
 }
 
+/// [`run_dir`] with `runner` in place of the agent's own (see [`run_with`]).
+pub async fn run_dir_with(
+    dir: &Path,
+    options: &RunOptions,
+    runner: Arc<dyn SnapshotRunner>,
+    shutdown: impl Future<Output = ()>,
+) -> Result<RunOutcome, RunError> {
+    let agent = Agent::load(dir)?;
+    run_with(&agent, options, Some(runner), shutdown).await
+}
+
 /// How long a connection must have lasted for the next dial to start
 /// from the shortest delay again.
 const STABLE_CONNECTION: std::time::Duration = std::time::Duration::from_secs(30);
@@ -98,6 +116,19 @@ pub async fn run(
     options: &RunOptions,
     shutdown: impl Future<Output = ()>,
 ) -> Result<RunOutcome, RunError> {
+    run_with(agent, options, None, shutdown).await
+}
+
+/// [`run`], with the hub's snapshots handed to `runner` instead of the
+/// agent's Node-RED (`None`: Node-RED if the agent runs one, else every
+/// deploy is answered "this agent runs no Node-RED"). For simulated agents
+/// such as `examples/swarm.rs`; the `redwall-agent` binary passes `None`.
+pub async fn run_with(
+    agent: &Agent,
+    options: &RunOptions,
+    runner: Option<Arc<dyn SnapshotRunner>>,
+    shutdown: impl Future<Output = ()>,
+) -> Result<RunOutcome, RunError> {
     let hub = HubEndpoint::parse(&agent.config.hub_url)?;
     let dialer = Dialer::new(hub, tls::client_config(&HubTrust::of(&agent.config))?);
     let node_red = match &agent.config.node_red {
@@ -108,7 +139,14 @@ pub async fn run(
         }
         None => None,
     };
-    let mut local = Local::new(node_red.clone());
+    let runner = runner.or_else(|| {
+        node_red.as_ref().map(|n| {
+            Arc::new(NodeRedRunner::new(n.clone(), options.deploy.clone()))
+                as Arc<dyn SnapshotRunner>
+        })
+    });
+    let deployments = Arc::new(Deployments::open(agent, runner));
+    let mut local = Local::new(node_red.clone(), deployments);
     let outcome = stay_connected(agent, options, &dialer, &mut local, shutdown).await;
     if let Some(node_red) = node_red {
         node_red.stop().await;

@@ -8,8 +8,10 @@
 //!    (with a WebSocket ping, so a quiet hub still answers something),
 //!    carrying Node-RED's state, and the answers to the hub's commands.
 //!    A `restart` runs on a task of its own (it takes as long as Node-RED
-//!    needs to answer again); its answer comes through [`Local`]'s channel,
-//!    on this connection or, if it dropped meanwhile, on the next one.
+//!    needs to answer again); so does a `deploy` (see [`crate::apply`]).
+//!    Their answers come through [`Local`]'s channel, on this connection
+//!    or, if it dropped meanwhile, on the next one. Heartbeats name the
+//!    snapshot that runs.
 //!
 //! How it ends ([`SessionEnd`]) decides what the reconnect loop does: a
 //! revoked or unknown agent stops for good, anything else dials again.
@@ -26,7 +28,8 @@ use base64::Engine as _;
 use futures::{SinkExt as _, StreamExt as _};
 use redwall_policy::agent_protocol::{
     close, hello_message, AgentCommand, AgentMessage, AgentStatus, HubMessage,
-    HEARTBEAT_SECS_RANGE, HELLO_CONTEXT, HELLO_TIMEOUT_SECS, MAX_FRAME_BYTES, PROTOCOL_VERSION,
+    HEARTBEAT_SECS_RANGE, HELLO_CONTEXT, HELLO_TIMEOUT_SECS, MAX_DEPLOY_FRAME_BYTES,
+    MAX_FRAME_BYTES, PROTOCOL_VERSION,
 };
 use tokio::net::TcpStream;
 use tokio::sync::mpsc;
@@ -39,6 +42,7 @@ use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::WebSocketStream;
 use tracing::{debug, info, warn};
 
+use crate::apply::Deployments;
 use crate::error_chain;
 use crate::hub_url::HubEndpoint;
 use crate::node_red::NodeRed;
@@ -65,6 +69,9 @@ const NODE_RED_NONE: &str = "none";
 const NO_NODE_RED: &str = "this agent runs no Node-RED yet";
 /// The answer to a `restart` that brought Node-RED back.
 const RESTARTED: &str = "restarted";
+/// The answer to a deploy sent as a command: the hub sends snapshots in a
+/// message of their own, which carries the signed snapshot.
+const DEPLOY_AS_MESSAGE: &str = "deploy arrives as a deploy message";
 
 /// A command's answer, made off the connection's loop.
 #[derive(Debug)]
@@ -74,19 +81,21 @@ pub(crate) struct Done {
     message: String,
 }
 
-/// What outlives one connection: the Node-RED the agent runs (if any) and
-/// the answers of commands still running.
+/// What outlives one connection: the Node-RED the agent runs (if any),
+/// its snapshots, and the answers of commands still running.
 pub(crate) struct Local {
     node_red: Option<Arc<NodeRed>>,
+    deployments: Arc<Deployments>,
     done_tx: mpsc::UnboundedSender<Done>,
     done_rx: mpsc::UnboundedReceiver<Done>,
 }
 
 impl Local {
-    pub(crate) fn new(node_red: Option<Arc<NodeRed>>) -> Self {
+    pub(crate) fn new(node_red: Option<Arc<NodeRed>>, deployments: Arc<Deployments>) -> Self {
         let (done_tx, done_rx) = mpsc::unbounded_channel();
         Self {
             node_red,
+            deployments,
             done_tx,
             done_rx,
         }
@@ -151,9 +160,11 @@ impl Dialer {
                     error_chain(&e)
                 )
             })?;
+        // A deploy carries a whole snapshot, so the hub's frames may be that
+        // large; every other message is held to MAX_FRAME_BYTES in on_text.
         let config = WebSocketConfig::default()
-            .max_message_size(Some(MAX_FRAME_BYTES))
-            .max_frame_size(Some(MAX_FRAME_BYTES))
+            .max_message_size(Some(MAX_DEPLOY_FRAME_BYTES))
+            .max_frame_size(Some(MAX_DEPLOY_FRAME_BYTES))
             // Frames are small and rare; the 128 KiB default is for bulk.
             .read_buffer_size(16 * 1024);
         let (ws, _) =
@@ -306,7 +317,13 @@ async fn connected<F: Future<Output = ()>>(
                     silence_limit.as_secs()
                 ));
             }
-            _ = beat.tick() => heartbeat(ws, local.node_red_state(), send_limit).await,
+            _ = beat.tick() => {
+                let status = AgentStatus {
+                    node_red: local.node_red_state().to_owned(),
+                    running_snapshot: local.deployments.running(),
+                };
+                heartbeat(ws, status, send_limit).await
+            }
             Some(done) = local.done_rx.recv() => {
                 let Done { id, ok, message } = done;
                 send(ws, &AgentMessage::CommandDone { id, ok, message }, send_limit, true).await
@@ -334,13 +351,12 @@ async fn connected<F: Future<Output = ()>>(
     }
 }
 
-async fn heartbeat(ws: &mut HubSocket, node_red: &str, limit: Duration) -> Result<(), SessionEnd> {
-    let beat = AgentMessage::Heartbeat {
-        status: AgentStatus {
-            node_red: node_red.to_owned(),
-            running_snapshot: None,
-        },
-    };
+async fn heartbeat(
+    ws: &mut HubSocket,
+    status: AgentStatus,
+    limit: Duration,
+) -> Result<(), SessionEnd> {
+    let beat = AgentMessage::Heartbeat { status };
     send(ws, &beat, limit, true).await?;
     // The hub answers a ping with a pong even when it has nothing to say,
     // which is what keeps a healthy but quiet link from looking dead.
@@ -356,6 +372,27 @@ async fn on_text(
     limit: Duration,
 ) -> Result<(), SessionEnd> {
     let (id, ok, message) = match serde_json::from_str::<HubMessage>(text) {
+        Ok(HubMessage::Deploy { id, snapshot }) => {
+            info!("deploy {id}");
+            // Off the loop, like a restart: loading and the health check
+            // take seconds, during which heartbeats must go on. Deploys
+            // queue up inside `Deployments`, one at a time.
+            let deployments = local.deployments.clone();
+            let done = local.done_tx.clone();
+            tokio::spawn(async move {
+                let (ok, message) = deployments.deploy(&snapshot).await;
+                info!("deploy {id}: {message}");
+                let _ = done.send(Done { id, ok, message });
+            });
+            return Ok(());
+        }
+        Ok(_) if text.len() > MAX_FRAME_BYTES => {
+            warn!(
+                "ignored a message of {} bytes from the hub: only a deploy may exceed {MAX_FRAME_BYTES}",
+                text.len()
+            );
+            return Ok(());
+        }
         Ok(HubMessage::Command { id, command }) => {
             info!("command {id}: {}", command.name());
             match run_command(&command, local.node_red.as_ref()) {
@@ -419,6 +456,7 @@ enum Answer {
 fn run_command(command: &AgentCommand, node_red: Option<&Arc<NodeRed>>) -> Answer {
     match command {
         AgentCommand::Ping => Answer::Now(true, "pong"),
+        AgentCommand::Deploy { .. } => Answer::Now(false, DEPLOY_AS_MESSAGE),
         AgentCommand::Restart => match node_red {
             None => Answer::Now(false, NO_NODE_RED),
             Some(node_red) => {
@@ -550,6 +588,7 @@ fn kind(message: &HubMessage) -> &'static str {
         HubMessage::Challenge { .. } => "a challenge",
         HubMessage::Welcome { .. } => "a welcome",
         HubMessage::Command { .. } => "a command",
+        HubMessage::Deploy { .. } => "a deploy",
     }
 }
 
@@ -567,6 +606,13 @@ mod tests {
         assert!(matches!(
             run_command(&AgentCommand::Restart, None),
             Answer::Now(false, NO_NODE_RED)
+        ));
+        let deploy = AgentCommand::Deploy {
+            snapshot_id: "s1".into(),
+        };
+        assert!(matches!(
+            run_command(&deploy, None),
+            Answer::Now(false, DEPLOY_AS_MESSAGE)
         ));
     }
 
@@ -624,8 +670,8 @@ mod tests {
     #[test]
     fn a_command_of_an_unknown_kind_is_recognised() {
         assert_eq!(
-            unknown_command(r#"{"type":"command","id":"c9","command":{"kind":"deploy","x":1}}"#),
-            Some(("c9".into(), "deploy".into()))
+            unknown_command(r#"{"type":"command","id":"c9","command":{"kind":"reboot","x":1}}"#),
+            Some(("c9".into(), "reboot".into()))
         );
         assert_eq!(unknown_command(r#"{"type":"welcome","id":"c9"}"#), None);
         assert_eq!(unknown_command(r#"{"type":"command"}"#), None);

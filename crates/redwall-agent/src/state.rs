@@ -1,9 +1,13 @@
-//! The agent's two files on disk, in its state directory:
+//! The agent's files on disk, in its state directory:
 //!
 //! - `agent.key`: the 32-byte seed of the agent's Ed25519 key, mode 0600.
 //!   Created with `O_CREAT|O_EXCL` and mode 0600 from the first byte, so it
 //!   is never readable by anyone else, not even for an instant, and an
 //!   existing key is never overwritten.
+//! - `agent-box.key`: the 32 secret bytes of the agent's X25519 key, which
+//!   opens the credentials the hub seals for this agent. Made, kept and
+//!   checked exactly like `agent.key`; a key of its own so that no key
+//!   serves two purposes (signing the hello, opening boxes).
 //! - `agent.json`: what the agent needs to find and trust the hub and to
 //!   name itself ([`AgentConfig`]), mode 0600. Written to a private
 //!   temporary file and renamed, so a crash never leaves half a file.
@@ -16,12 +20,15 @@ use std::io::{Read as _, Write as _};
 use std::os::unix::fs::{DirBuilderExt as _, OpenOptionsExt as _, PermissionsExt as _};
 use std::path::{Path, PathBuf};
 
+use redwall_crypto::agent_box::AgentBoxKey;
 use redwall_crypto::signing::AgentKey;
 use serde::{Deserialize, Serialize};
 use zeroize::Zeroizing;
 
 /// The agent's key seed, in the state directory.
 pub const KEY_FILE: &str = "agent.key";
+/// The agent's X25519 (sealed box) key, in the state directory.
+pub const BOX_KEY_FILE: &str = "agent-box.key";
 /// The agent's configuration, in the state directory.
 pub const CONFIG_FILE: &str = "agent.json";
 /// Where the state lives unless `--dir` or `REDWALL_AGENT_DIR` says otherwise
@@ -78,7 +85,7 @@ fn default_node_red_port() -> u16 {
 
 #[derive(Debug, thiserror::Error)]
 pub enum StateError {
-    #[error("{dir} already holds an enrolment ({file} exists); this agent is enrolled already. To enrol it again, stop it and remove {dir}/{KEY_FILE} and {dir}/{CONFIG_FILE} first")]
+    #[error("{dir} already holds an enrolment ({file} exists); this agent is enrolled already. To enrol it again, stop it and remove {dir}/{KEY_FILE}, {dir}/{BOX_KEY_FILE} and {dir}/{CONFIG_FILE} first")]
     AlreadyEnrolled { dir: String, file: &'static str },
     #[error("{dir} holds no enrolment ({file} is missing); run `redwall-agent enrol` first")]
     NotEnrolled { dir: String, file: &'static str },
@@ -110,7 +117,7 @@ pub fn prepare_dir(dir: &Path) -> Result<(), StateError> {
         .mode(0o700)
         .create(dir)
         .map_err(io_error("cannot create the state directory", dir))?;
-    for file in [CONFIG_FILE, KEY_FILE] {
+    for file in [CONFIG_FILE, KEY_FILE, BOX_KEY_FILE] {
         let path = dir.join(file);
         // symlink_metadata: a dangling link counts as "there" too.
         if path.symlink_metadata().is_ok() {
@@ -154,12 +161,22 @@ impl Drop for NewKeyFile {
 /// Writes the key's seed to `dir/agent.key`, created exclusively with mode
 /// 0600 (never over an existing file, never briefly readable by others).
 pub fn write_new_key(dir: &Path, key: &AgentKey) -> Result<NewKeyFile, StateError> {
-    let path = dir.join(KEY_FILE);
-    let mut file = create_private(&path)?;
+    write_new_secret(dir, KEY_FILE, key.seed().as_slice())
+}
+
+/// Writes the box key's secret bytes to `dir/agent-box.key`, exactly as
+/// [`write_new_key`] writes `agent.key`.
+pub fn write_new_box_key(dir: &Path, key: &AgentBoxKey) -> Result<NewKeyFile, StateError> {
+    write_new_secret(dir, BOX_KEY_FILE, key.to_bytes().as_slice())
+}
+
+fn write_new_secret(dir: &Path, file: &str, bytes: &[u8]) -> Result<NewKeyFile, StateError> {
+    let path = dir.join(file);
+    let mut out = create_private(&path)?;
     // From here on a failure must not leave a partial key behind.
     let guard = NewKeyFile { path, keep: false };
-    file.write_all(key.seed().as_slice())
-        .and_then(|()| file.sync_all())
+    out.write_all(bytes)
+        .and_then(|()| out.sync_all())
         .map_err(io_error("cannot write the agent key", &guard.path))?;
     sync_dir(dir);
     Ok(guard)
@@ -169,16 +186,29 @@ pub fn write_new_key(dir: &Path, key: &AgentKey) -> Result<NewKeyFile, StateErro
 /// rename, so readers see the old file or the whole new one.
 pub fn write_config(dir: &Path, config: &AgentConfig) -> Result<(), StateError> {
     let path = dir.join(CONFIG_FILE);
-    let tmp = dir.join(format!(".{CONFIG_FILE}.tmp"));
     let mut json = serde_json::to_vec_pretty(config).map_err(|e| StateError::BadConfig {
         path: path.display().to_string(),
         why: e.to_string(),
     })?;
     json.push(b'\n');
+    write_private_atomically(dir, CONFIG_FILE, &json)
+}
+
+/// Replaces `dir/name` with `bytes`, mode 0600: written whole to a private
+/// scratch file, flushed to disk, then renamed over the old one, so a
+/// reader (or the next start after a power cut) sees the old file or the
+/// whole new one, never half of either.
+pub(crate) fn write_private_atomically(
+    dir: &Path,
+    name: &str,
+    bytes: &[u8],
+) -> Result<(), StateError> {
+    let path = dir.join(name);
+    let tmp = dir.join(format!(".{name}.tmp"));
     // A leftover from a crash would make the exclusive create fail.
     let _ = std::fs::remove_file(&tmp);
     let written = create_private(&tmp).and_then(|mut file| {
-        file.write_all(&json)
+        file.write_all(bytes)
             .and_then(|()| file.sync_all())
             .map_err(io_error("cannot write", &tmp))
     });
@@ -214,14 +244,40 @@ fn sync_dir(dir: &Path) {
 /// (checked on the opened file, so it is the file actually read).
 pub fn load_key(dir: &Path) -> Result<AgentKey, StateError> {
     let path = dir.join(KEY_FILE);
+    let seed = read_private_key(dir, KEY_FILE)?.ok_or_else(|| StateError::NotEnrolled {
+        dir: dir.display().to_string(),
+        file: KEY_FILE,
+    })?;
+    AgentKey::from_seed(&seed).map_err(|_| StateError::BadKey {
+        path: path.display().to_string(),
+        why: format!("it holds {} bytes, a key seed is 32", seed.len()),
+    })
+}
+
+/// Reads `dir/agent-box.key` with the same checks as [`load_key`].
+/// `None` when the file is missing: an agent enrolled by a version that
+/// made no such key still runs, but cannot open (so refuses) snapshots.
+pub fn load_box_key(dir: &Path) -> Result<Option<AgentBoxKey>, StateError> {
+    let path = dir.join(BOX_KEY_FILE);
+    let Some(bytes) = read_private_key(dir, BOX_KEY_FILE)? else {
+        return Ok(None);
+    };
+    AgentBoxKey::from_bytes(&bytes)
+        .map(Some)
+        .map_err(|_| StateError::BadKey {
+            path: path.display().to_string(),
+            why: format!("it holds {} bytes, an X25519 key is 32", bytes.len()),
+        })
+}
+
+/// The bytes of a 32-byte key file (at most 33 are read, to notice a file
+/// that is too long), wiped when dropped; `None` if it does not exist.
+/// Refuses a file the group or others can read, checked on the opened file.
+fn read_private_key(dir: &Path, name: &str) -> Result<Option<Zeroizing<Vec<u8>>>, StateError> {
+    let path = dir.join(name);
     let shown = || path.display().to_string();
     let mut file = match File::open(&path) {
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            return Err(StateError::NotEnrolled {
-                dir: dir.display().to_string(),
-                file: KEY_FILE,
-            })
-        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
         other => other.map_err(io_error("cannot open", &path))?,
     };
     let meta = file.metadata().map_err(io_error("cannot inspect", &path))?;
@@ -238,26 +294,21 @@ pub fn load_key(dir: &Path) -> Result<AgentKey, StateError> {
             why: "not a regular file".into(),
         });
     }
-    // One byte more than a seed, to notice a file that is too long; wiped
-    // when dropped, like the key itself.
-    let mut seed = Zeroizing::new([0u8; 33]);
+    let mut buf = Zeroizing::new([0u8; 33]);
     let mut len = 0;
     loop {
         let n = file
-            .read(&mut seed[len..])
+            .read(&mut buf[len..])
             .map_err(io_error("cannot read", &path))?;
         if n == 0 {
             break;
         }
         len += n;
-        if len == seed.len() {
+        if len == buf.len() {
             break;
         }
     }
-    AgentKey::from_seed(&seed[..len]).map_err(|_| StateError::BadKey {
-        path: shown(),
-        why: format!("it holds {len} bytes, a key seed is 32"),
-    })
+    Ok(Some(Zeroizing::new(buf[..len].to_vec())))
 }
 
 /// Reads `dir/agent.json`.
@@ -278,23 +329,28 @@ pub fn load_config(dir: &Path) -> Result<AgentConfig, StateError> {
     })
 }
 
-/// An enrolled agent, as `run` needs it: its configuration, its key and
+/// An enrolled agent, as `run` needs it: its configuration, its keys and
 /// its state directory (where Node-RED's files live too).
 #[derive(Debug)]
 pub struct Agent {
     pub config: AgentConfig,
     pub key: AgentKey,
+    /// `None` for an agent enrolled before agents had one (see
+    /// [`load_box_key`]).
+    pub box_key: Option<AgentBoxKey>,
     pub dir: PathBuf,
 }
 
 impl Agent {
-    /// Reads both files from `dir` (see [`load_key`] for the key's checks).
+    /// Reads the files from `dir` (see [`load_key`] for the keys' checks).
     pub fn load(dir: &Path) -> Result<Self, StateError> {
         let key = load_key(dir)?;
+        let box_key = load_box_key(dir)?;
         let config = load_config(dir)?;
         Ok(Self {
             config,
             key,
+            box_key,
             dir: dir.to_path_buf(),
         })
     }
@@ -443,5 +499,41 @@ mod tests {
                 ..
             })
         ));
+    }
+
+    #[test]
+    fn the_box_key_is_kept_like_the_agent_key() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path();
+        // Missing: an agent enrolled before box keys still loads.
+        assert!(load_box_key(dir).unwrap().is_none());
+        let key = AgentBoxKey::generate();
+        let guard = write_new_box_key(dir, &key).unwrap();
+        let path = guard.path().to_owned();
+        assert_eq!(mode(&path), 0o600);
+        assert_eq!(std::fs::read(&path).unwrap().len(), 32);
+        assert!(write_new_box_key(dir, &AgentBoxKey::generate()).is_err());
+        assert_eq!(
+            load_box_key(dir).unwrap().unwrap().public_base64(),
+            key.public_base64()
+        );
+        assert!(matches!(
+            prepare_dir(dir),
+            Err(StateError::AlreadyEnrolled {
+                file: BOX_KEY_FILE,
+                ..
+            })
+        ));
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o640)).unwrap();
+        assert!(matches!(
+            load_box_key(dir),
+            Err(StateError::KeyExposed { mode: 0o640, .. })
+        ));
+        // Not kept: removed, as a failed enrolment leaves nothing.
+        drop(guard);
+        assert!(!path.exists());
+        let mut f = create_private(&path).unwrap();
+        f.write_all(&[1u8; 31]).unwrap();
+        assert!(matches!(load_box_key(dir), Err(StateError::BadKey { .. })));
     }
 }

@@ -40,10 +40,13 @@ pub mod testing;
 mod token;
 
 pub use error::RuntimeError;
+// A minimal HTTP/1.1 client for Node-RED on loopback (the hub and the agent
+// both read flows and node lists back through it).
 pub use flows::{
     decrypt_credentials, deploy_flows, encrypt_credentials, install_module, installed_modules,
     read_flow_files, with_credentials, FlowFiles,
 };
+pub use http::{request, HttpResponse};
 pub use install::{Installer, NodeRedInstall, DEFAULT_NODE_RED_VERSION};
 pub use netns::{isolation_problems, prepare_network};
 pub use reach::{blocked_on_the_way, Blocked};

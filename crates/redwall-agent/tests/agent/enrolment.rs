@@ -4,7 +4,7 @@
 use std::os::unix::fs::PermissionsExt as _;
 use std::path::Path;
 
-use redwall_agent::state::{CONFIG_FILE, KEY_FILE};
+use redwall_agent::state::{BOX_KEY_FILE, CONFIG_FILE, KEY_FILE};
 use redwall_agent::{enrol, Agent, EnrolError, StateError};
 use redwall_crypto::signing::PublicKey;
 use redwall_policy::agent_protocol::check_platform;
@@ -52,8 +52,14 @@ async fn enrolment_sends_the_key_and_keeps_the_answer_but_never_the_token() {
 
     assert_eq!(mode(&dir), 0o700);
     assert_eq!(mode(&dir.join(KEY_FILE)), 0o600);
+    assert_eq!(mode(&dir.join(BOX_KEY_FILE)), 0o600);
     assert_eq!(mode(&dir.join(CONFIG_FILE)), 0o600);
     let agent = Agent::load(&dir).unwrap();
+    // The encryption key sent is the public half of the one kept, and a
+    // key of its own (not the signing key's bytes).
+    let box_key = agent.box_key.as_ref().expect("a box key on disk");
+    assert_eq!(request.encryption_key, box_key.public_base64());
+    assert_ne!(request.encryption_key, request.public_key);
     assert_eq!(
         agent.key.public_key(),
         sent_key,
@@ -117,6 +123,7 @@ async fn a_refused_enrolment_shows_the_hubs_message_and_leaves_no_key() {
         !dir.join(KEY_FILE).exists(),
         "the key of a refused enrolment is removed"
     );
+    assert!(!dir.join(BOX_KEY_FILE).exists(), "so is its encryption key");
     assert!(!dir.join(CONFIG_FILE).exists());
     // So the operator can simply try again with a good token.
     enrol(&hub.bundle(TOKEN), "plant-7", dir).await.unwrap();
@@ -136,6 +143,7 @@ async fn enrolment_refuses_a_hub_with_another_certificate() {
     hub.next_refused_handshake().await;
     assert!(!hub.has_enrolment(), "the token never reached the impostor");
     assert!(!tmp.path().join(KEY_FILE).exists());
+    assert!(!tmp.path().join(BOX_KEY_FILE).exists());
 }
 
 #[tokio::test]

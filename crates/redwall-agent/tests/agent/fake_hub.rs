@@ -15,10 +15,15 @@ use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
 use base64::Engine as _;
 use redwall_agent::state::{self, AgentConfig};
 use redwall_agent::Agent;
+use redwall_crypto::agent_box::{check_public_key, seal_for, AgentBoxKey};
 use redwall_crypto::signing::{AgentKey, HubSigningKey, PublicKey};
+use redwall_policy::agent_protocol::SignedSnapshot;
 use redwall_policy::agent_protocol::{
     hello_message, AgentMessage, EnrolAnswer, EnrolRequest, ProvisioningBundle, CONNECT_PATH,
     ENROL_PATH, HELLO_CONTEXT, MAX_FRAME_BYTES, PROTOCOL_VERSION,
+};
+use redwall_policy::snapshot_format::{
+    content_sha256, flows_sha256, Content, Statement, STATEMENT_CONTEXT,
 };
 use serde_json::{json, Value};
 use tokio::net::{TcpListener, TcpStream};
@@ -37,6 +42,9 @@ pub struct FakeHub {
     pub url: String,
     pub cert_sha256: String,
     pub signing_key: String,
+    /// The key the hub signs snapshots with (its public half is
+    /// `signing_key`, announced at enrolment).
+    pub signer: HubSigningKey,
     sockets: mpsc::UnboundedReceiver<WebSocket>,
     enrolments: mpsc::UnboundedReceiver<EnrolRequest>,
     refused_handshakes: mpsc::UnboundedReceiver<()>,
@@ -89,7 +97,8 @@ impl FakeHub {
         let (sockets_tx, sockets) = mpsc::unbounded_channel();
         let (enrolments_tx, enrolments) = mpsc::unbounded_channel();
         let (refused_tx, refused_handshakes) = mpsc::unbounded_channel();
-        let signing_key = HubSigningKey::generate().public_key().to_base64();
+        let signer = HubSigningKey::generate();
+        let signing_key = signer.public_key().to_base64();
         let shared = Shared {
             sockets: sockets_tx,
             enrolments: enrolments_tx,
@@ -111,6 +120,7 @@ impl FakeHub {
             url: format!("https://127.0.0.1:{port}"),
             cert_sha256: cert.sha256,
             signing_key,
+            signer,
             sockets,
             enrolments,
             refused_handshakes,
@@ -133,6 +143,9 @@ impl FakeHub {
         let dir = tempfile::tempdir().unwrap();
         let key = AgentKey::generate();
         state::write_new_key(dir.path(), &key).unwrap().keep();
+        state::write_new_box_key(dir.path(), &AgentBoxKey::generate())
+            .unwrap()
+            .keep();
         state::write_config(
             dir.path(),
             &AgentConfig {
@@ -181,11 +194,59 @@ impl FakeHub {
     pub fn has_enrolment(&mut self) -> bool {
         self.enrolments.try_recv().is_ok()
     }
+
+    /// What the hub sends to run `content` with `credentials` on the agent
+    /// whose public box key is `agent_box`: the statement signed with this
+    /// hub's key, the credentials sealed for that agent.
+    pub fn snapshot(
+        &self,
+        id: &str,
+        content: &Content,
+        credentials: &Value,
+        agent_box: &str,
+    ) -> SignedSnapshot {
+        sign_snapshot(&self.signer, id, TEAM_ID, content, credentials, agent_box)
+    }
+}
+
+/// A snapshot as a hub holding `signer` sends it, for `team_id`.
+pub fn sign_snapshot(
+    signer: &HubSigningKey,
+    id: &str,
+    team_id: &str,
+    content: &Content,
+    credentials: &Value,
+    agent_box: &str,
+) -> SignedSnapshot {
+    let creds = credentials.as_object().unwrap();
+    let statement = Statement {
+        v: 1,
+        id: id.into(),
+        team_id: team_id.into(),
+        instance_id: None,
+        kind: "manual".into(),
+        note: String::new(),
+        created_by: None,
+        created_at: 1_700_000_000_000_000,
+        content_sha256: content_sha256(content, creds).unwrap(),
+        flows_sha256: flows_sha256(&content.flows),
+    }
+    .to_canonical()
+    .unwrap();
+    let signature = signer.sign(STATEMENT_CONTEXT, statement.as_bytes());
+    SignedSnapshot {
+        statement,
+        signature: STANDARD.encode(signature),
+        content: content.to_canonical().unwrap(),
+        credentials: STANDARD
+            .encode(seal_for(agent_box, credentials.to_string().as_bytes()).unwrap()),
+    }
 }
 
 async fn enrol(State(shared): State<Shared>, Json(request): Json<EnrolRequest>) -> Response {
     let token_ok = request.provisioning_token == TOKEN;
-    let key_ok = PublicKey::from_base64(&request.public_key).is_ok();
+    let key_ok = PublicKey::from_base64(&request.public_key).is_ok()
+        && check_public_key(&request.encryption_key).is_ok();
     let name = request.name.clone();
     let _ = shared.enrolments.send(request);
     if !token_ok {
@@ -216,6 +277,12 @@ async fn connect(ws: WebSocketUpgrade, State(shared): State<Shared>) -> Response
 pub struct AgentSocket(pub WebSocket);
 
 impl AgentSocket {
+    /// Sends `snapshot` to run, as deploy `id`.
+    pub async fn deploy(&mut self, id: &str, snapshot: &SignedSnapshot) {
+        self.send_json(json!({"type": "deploy", "id": id, "snapshot": snapshot}))
+            .await;
+    }
+
     pub async fn send_json(&mut self, value: Value) {
         self.send_text(&value.to_string()).await;
     }

@@ -7,6 +7,7 @@ mod enrolment;
 mod fake_hub;
 mod node_red;
 mod sessions;
+mod snapshots;
 mod tls_trust;
 
 use std::future::Future;

@@ -18,12 +18,12 @@ use crate::fake_hub::{AgentSocket, FakeHub, AGENT_ID, TOKEN};
 use crate::sessions::RunningAgent;
 use crate::within;
 
-fn install() -> NodeRedInstall {
+pub(crate) fn install() -> NodeRedInstall {
     shared_install().expect("Node-RED installed for the tests")
 }
 
 /// Node-RED's pid, from the supervisor's pidfile in the agent's directory.
-fn node_red_pid(dir: &Path) -> Option<u32> {
+pub(crate) fn node_red_pid(dir: &Path) -> Option<u32> {
     let text = std::fs::read_to_string(
         dir.join(NODE_RED_DIR)
             .join("run")
@@ -33,7 +33,7 @@ fn node_red_pid(dir: &Path) -> Option<u32> {
     text.split_whitespace().next()?.parse().ok()
 }
 
-fn alive(pid: u32) -> bool {
+pub(crate) fn alive(pid: u32) -> bool {
     Path::new(&format!("/proc/{pid}")).exists()
 }
 
@@ -103,7 +103,7 @@ fn listeners(port: u16) -> Vec<(bool, String)> {
 
 /// Writes Node-RED's settings into an enrolled agent's `agent.json`, as
 /// `enrol --node-red-path` does.
-fn configure(dir: &Path, install: &NodeRedInstall, port: u16) -> Agent {
+pub(crate) fn configure(dir: &Path, install: &NodeRedInstall, port: u16) -> Agent {
     let mut config = state::load_config(dir).unwrap();
     config.node_red = Some(
         redwall_agent::node_red::check_config(&NodeRedConfig {
@@ -118,7 +118,7 @@ fn configure(dir: &Path, install: &NodeRedInstall, port: u16) -> Agent {
 }
 
 /// Heartbeats until one reports `want`; a `failed` before it is a failure.
-async fn until_reported(ws: &mut AgentSocket, want: &str) {
+pub(crate) async fn until_reported(ws: &mut AgentSocket, want: &str) {
     within(&format!("a heartbeat saying {want}"), async {
         loop {
             let v = ws.next_json().await;

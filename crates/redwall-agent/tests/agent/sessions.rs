@@ -2,7 +2,8 @@
 //! each way a connection ends is handled.
 
 use axum::extract::ws::Message;
-use redwall_agent::{run, Agent, RunError, RunOptions, RunOutcome};
+use redwall_agent::{run_with, Agent, RunError, RunOptions, RunOutcome, SnapshotRunner};
+use std::sync::Arc;
 use std::time::Duration;
 
 use redwall_policy::agent_protocol::{close, HELLO_TIMEOUT_SECS};
@@ -22,13 +23,16 @@ pub(crate) struct RunningAgent {
 
 impl RunningAgent {
     pub(crate) fn start(agent: Agent) -> Self {
+        Self::start_with(agent, quick(), None)
+    }
+
+    /// With these options, and `runner` in place of the agent's own.
+    pub(crate) fn start_with(
+        agent: Agent,
+        options: RunOptions,
+        runner: Option<Arc<dyn SnapshotRunner>>,
+    ) -> Self {
         let (stop, stopped) = oneshot::channel::<()>();
-        // Quick redials keep the tests short; the delays themselves are
-        // tested with the contract.
-        let options = RunOptions {
-            reconnect_base_ms: 50,
-            reconnect_max_ms: 500,
-        };
         let handle = tokio::spawn(async move {
             let shutdown = async move {
                 if stopped.await.is_err() {
@@ -36,7 +40,7 @@ impl RunningAgent {
                     std::future::pending::<()>().await;
                 }
             };
-            run(&agent, &options, shutdown).await
+            run_with(&agent, &options, runner, shutdown).await
         });
         Self {
             handle,
@@ -53,6 +57,16 @@ impl RunningAgent {
             .await
             .unwrap()
             .unwrap()
+    }
+}
+
+/// Quick redials keep the tests short; the delays themselves are tested
+/// with the contract.
+pub(crate) fn quick() -> RunOptions {
+    RunOptions {
+        reconnect_base_ms: 50,
+        reconnect_max_ms: 500,
+        ..RunOptions::default()
     }
 }
 
