@@ -42,6 +42,11 @@
 //!   every value to a new version, which keeps the number of random 96-bit
 //!   nonces per key far below GCM's 2^32 bound. Kept for the values already
 //!   stored that way; a future key version may move them to XChaCha20.
+//! * **XSalsa20-Poly1305 under an ephemeral X25519 key** ([`agent_box`]):
+//!   libsodium's sealed box, for what the hub sends one remote agent (a
+//!   snapshot's credentials). Public-key, so the hub holds nothing that
+//!   opens it afterwards; no additional data in the format, so the box is
+//!   bound to its snapshot by the hub's signed digest over its contents.
 //! * Nothing is encrypted without authentication, and every sealed value is
 //!   bound to where it belongs by its additional data (user id, instance id
 //!   and variable name, purpose), so a value copied elsewhere does not open.

@@ -303,6 +303,7 @@ impl Hub {
             running_snapshot: None,
             revoked_at: None,
             encryption_key: STANDARD.encode(encryption_key),
+            build_sha256: None,
         };
         match tx.create_agent(&agent).await {
             Ok(()) => {}
@@ -416,13 +417,22 @@ impl Hub {
         creator_id: Option<&str>,
         command: &AgentCommand,
     ) -> HubResult<AgentCommandRow> {
-        if let AgentCommand::Deploy { .. } = command {
-            // A deploy is a deployment (its own permission, its row, its
-            // audit entry): never a bare command.
-            return Err(HubError::invalid(
-                "invalid_command",
-                "snapshots are deployed to agents through the team's deploys, with the agent or its group as the target",
-            ));
+        match command {
+            // A deploy is a deployment and an update a rollout (their own
+            // permissions, rows and audit entries): never bare commands.
+            AgentCommand::Deploy { .. } => {
+                return Err(HubError::invalid(
+                    "invalid_command",
+                    "snapshots are deployed to agents through the team's deploys, with the agent or its group as the target",
+                ))
+            }
+            AgentCommand::Update { .. } => {
+                return Err(HubError::invalid(
+                    "invalid_command",
+                    "agent builds are rolled out through the team's agent updates",
+                ))
+            }
+            AgentCommand::Ping | AgentCommand::Restart => {}
         }
         let agent = self.agent(team_id, id_or_name).await?;
         if agent.revoked_at.is_some() {
@@ -439,6 +449,7 @@ impl Hub {
             done_at: None,
             ok: None,
             message: None,
+            update_id: None,
         };
         let mut tx = self.begin().await?;
         tx.create_agent_command(&row).await?;
@@ -601,8 +612,9 @@ impl Hub {
         Ok(out)
     }
 
-    /// The agent's answer to one of its commands; a deploy's answer ends
-    /// its deployment.
+    /// The agent's answer to one of its commands: a deploy's answer ends
+    /// its deployment; an update's counts only if the agent connected with
+    /// the build's digest. A second answer changes nothing.
     pub async fn agent_command_done(
         &self,
         origin: &Origin,
@@ -616,19 +628,70 @@ impl Hub {
             .filter(|c| !c.is_control())
             .take(500)
             .collect();
+        let Some(agent) = self.store.agent_by_id(agent_id).await? else {
+            return Ok(());
+        };
+        let Some(row) = self
+            .store
+            .get_agent_command(&agent.team_id, command_id)
+            .await?
+            .filter(|c| c.agent_id == agent.id && c.done_at.is_none())
+        else {
+            // Unknown, another agent's, or answered already.
+            return Ok(());
+        };
+        let command = serde_json::from_str::<AgentCommand>(&row.command).ok();
+        let (ok, message) = match &command {
+            Some(AgentCommand::Update { build_id }) => {
+                self.update_answer_counts(&agent, build_id, ok, &message)
+                    .await?
+            }
+            _ => (ok, message),
+        };
         if !self
             .store
             .finish_agent_command(agent_id, command_id, ok, &message, self.now())
             .await?
         {
-            // Unknown, another agent's, or answered already.
             return Ok(());
         }
-        if let Some(agent) = self.store.agent_by_id(agent_id).await? {
-            self.agent_deploy_answered(origin, &agent, command_id, ok, &message)
-                .await?;
+        match &command {
+            Some(AgentCommand::Deploy { .. }) => {
+                self.agent_deploy_answered(origin, &agent, command_id, ok, &message)
+                    .await
+            }
+            Some(AgentCommand::Update { build_id }) => {
+                self.audit_update_answer(origin, &agent, &row, build_id, ok, &message)
+                    .await
+            }
+            _ => Ok(()),
         }
-        Ok(())
+    }
+
+    /// What the agent said it runs as it connected (its hello): recorded,
+    /// and the agent as it now stands.
+    pub async fn agent_build_reported(
+        &self,
+        mut agent: Agent,
+        version: &str,
+        build_sha256: Option<&str>,
+    ) -> HubResult<Agent> {
+        let version = if check_version(version).is_ok() {
+            version
+        } else {
+            "unknown"
+        };
+        let sha = build_sha256.filter(|s| {
+            s.len() == 64
+                && s.bytes()
+                    .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+        });
+        self.store
+            .record_agent_build(&agent.id, version, sha)
+            .await?;
+        agent.version = version.to_string();
+        agent.build_sha256 = sha.map(str::to_string);
+        Ok(agent)
     }
 
     /// What this process's agent connections must act on.

@@ -8,6 +8,7 @@
 
 pub mod accounts;
 pub mod activity;
+pub mod agent_updates;
 pub mod agents;
 pub mod audit;
 pub mod broker;
@@ -84,6 +85,8 @@ pub struct Hub {
     agent_events: tokio::sync::broadcast::Sender<agents::AgentEvent>,
     /// Snapshots checked and ready to seal for agents (a rollout's).
     ready_snapshots: Arc<snapshots::to_agents::ReadySnapshots>,
+    /// The agent build a rollout sends, ready.
+    ready_builds: Arc<agent_updates::ReadyBuilds>,
     /// This process among the hubs sharing the database (revocations it
     /// announced itself come back from PostgreSQL and are skipped).
     node: Arc<str>,
@@ -133,6 +136,7 @@ impl Hub {
             revocations: tokio::sync::broadcast::channel(1024).0,
             agent_events: tokio::sync::broadcast::channel(4096).0,
             ready_snapshots: Arc::default(),
+            ready_builds: Arc::default(),
             node: ids::new_id().into(),
             external_broker: Arc::default(),
             instances: Arc::default(),

@@ -212,6 +212,68 @@ pub enum HubMessage {
         id: String,
         snapshot: Box<SignedSnapshot>,
     },
+    /// Replace the agent's own binary with this build (what an
+    /// [`AgentCommand::Update`] becomes on the wire). The agent answers
+    /// with [`AgentMessage::CommandDone`] once the new build has connected
+    /// (ok), or after refusing it or rolling back to the build it ran
+    /// (not ok), in which case the answer comes from that build.
+    Update {
+        id: String,
+        build: Box<SignedBuild>,
+        /// The new build must connect to the hub within this many seconds
+        /// of starting, or the agent goes back to the build it ran.
+        confirm_within_secs: u64,
+    },
+}
+
+/// Signature context of an agent build's statement.
+pub const BUILD_CONTEXT: &str = "redwall-agent-build/v1";
+
+/// Seconds a new agent build has to connect before the agent rolls back,
+/// unless the hub says otherwise.
+pub const DEFAULT_UPDATE_CONFIRM_SECS: u64 = 60;
+
+/// Largest agent build the hub stores and sends (base64 in one frame must
+/// stay under [`MAX_DEPLOY_FRAME_BYTES`]).
+pub const MAX_BUILD_BYTES: u64 = 20 * 1024 * 1024;
+
+/// What the hub signs about an agent build.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BuildStatement {
+    pub v: u32,
+    pub id: String,
+    /// The version the uploader named (at most 40 printable characters).
+    pub version: String,
+    /// One of [`PLATFORMS`].
+    pub platform: String,
+    /// SHA-256 of the binary, lowercase hex.
+    pub sha256: String,
+    pub size: u64,
+    pub created_at: i64,
+}
+
+/// An agent build as the hub sends it. The agent trusts none of it until
+/// the signature over `statement` (context [`BUILD_CONTEXT`]) checks with
+/// the hub key it got at enrolment, the statement names its own platform,
+/// and the binary's size and SHA-256 are the statement's.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SignedBuild {
+    /// The statement's canonical JSON, exactly as signed.
+    pub statement: String,
+    /// Ed25519 signature over the statement, standard base64.
+    pub signature: String,
+    /// The binary, standard base64.
+    pub binary: String,
+}
+
+impl std::fmt::Debug for SignedBuild {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SignedBuild")
+            .field("statement", &self.statement)
+            .field("binary_chars", &self.binary.len())
+            .finish()
+    }
 }
 
 /// A snapshot as the hub sends it to one agent. The agent trusts none of
@@ -256,6 +318,9 @@ pub enum AgentCommand {
     /// agent's connection sends it as a [`HubMessage::Deploy`] carrying the
     /// signed snapshot with credentials sealed for that agent.
     Deploy { snapshot_id: String },
+    /// Replace the agent's binary with this build (signed by the hub);
+    /// sent as a [`HubMessage::Update`].
+    Update { build_id: String },
 }
 
 impl AgentCommand {
@@ -264,6 +329,7 @@ impl AgentCommand {
             Self::Ping => "ping",
             Self::Restart => "restart",
             Self::Deploy { .. } => "deploy",
+            Self::Update { .. } => "update",
         }
     }
 }
@@ -280,6 +346,10 @@ pub enum AgentMessage {
         signature: String,
         protocol: u32,
         version: String,
+        /// SHA-256 of the agent's own executable, lowercase hex: which
+        /// build runs (an update is confirmed by it).
+        #[serde(default)]
+        build_sha256: Option<String>,
     },
     Heartbeat {
         status: AgentStatus,

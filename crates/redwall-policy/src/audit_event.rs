@@ -101,6 +101,12 @@ pub enum AuditEvent {
     AgentCommandSent,
     AgentTokenWithdrawn,
     AgentDeleted,
+    AgentBuildAdded,
+    AgentBuildDeleted,
+    AgentUpdateStarted,
+    AgentUpdated,
+    AgentUpdateFailed,
+    AgentUpdateEnded,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
@@ -122,7 +128,7 @@ impl Outcome {
 }
 
 impl AuditEvent {
-    pub const ALL: [AuditEvent; 96] = [
+    pub const ALL: [AuditEvent; 102] = [
         AuditEvent::SetupCompleted,
         AuditEvent::SetupTokenRejected,
         AuditEvent::LoginSucceeded,
@@ -219,6 +225,12 @@ impl AuditEvent {
         AuditEvent::AgentCommandSent,
         AuditEvent::AgentTokenWithdrawn,
         AuditEvent::AgentDeleted,
+        AuditEvent::AgentBuildAdded,
+        AuditEvent::AgentBuildDeleted,
+        AuditEvent::AgentUpdateStarted,
+        AuditEvent::AgentUpdated,
+        AuditEvent::AgentUpdateFailed,
+        AuditEvent::AgentUpdateEnded,
     ];
 
     /// The stable name stored in the log and used in filters ("auth.*").
@@ -321,6 +333,12 @@ impl AuditEvent {
             AgentCommandSent => "agent.command",
             AgentTokenWithdrawn => "agent.provisioning_token_withdrawn",
             AgentDeleted => "agent.deleted",
+            AgentBuildAdded => "agent.build_added",
+            AgentBuildDeleted => "agent.build_deleted",
+            AgentUpdateStarted => "agent.update_started",
+            AgentUpdated => "agent.updated",
+            AgentUpdateFailed => "agent.update_failed",
+            AgentUpdateEnded => "agent.update_ended",
         }
     }
 }

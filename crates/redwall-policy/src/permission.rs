@@ -104,6 +104,11 @@ pub enum Permission {
     AgentsManage,
     /// Send an agent a command (ping, restart its Node-RED).
     AgentsControl,
+    /// See the agent builds the hub offers (version, platform, digest).
+    AgentBuildsRead,
+    /// Add and remove agent builds, which the hub signs and every team's
+    /// agents may run: platform admins only.
+    AgentBuildsManage,
 }
 
 /// A role at platform level.
@@ -448,10 +453,24 @@ pub const TABLE: &[PermissionRow] = &[
     team(Permission::AgentsRead, "agent:read", Reads, WRITERS),
     team(Permission::AgentsManage, "agent:manage", Writes, OWNERS),
     team(Permission::AgentsControl, "agent:control", Writes, WRITERS),
+    platform(
+        Permission::AgentBuildsRead,
+        "agent:builds:read",
+        Reads,
+        Held,
+        EVERYONE,
+    ),
+    platform(
+        Permission::AgentBuildsManage,
+        "agent:builds:manage",
+        Writes,
+        Held,
+        ADMINS,
+    ),
 ];
 
 impl Permission {
-    pub const ALL: [Permission; 42] = [
+    pub const ALL: [Permission; 44] = [
         Permission::AccountRead,
         Permission::AccountWrite,
         Permission::AccountMfa,
@@ -494,6 +513,8 @@ impl Permission {
         Permission::AgentsRead,
         Permission::AgentsManage,
         Permission::AgentsControl,
+        Permission::AgentBuildsRead,
+        Permission::AgentBuildsManage,
     ];
 
     pub fn row(self) -> &'static PermissionRow {
@@ -646,6 +667,7 @@ mod tests {
             Permission::SettingsWrite,
             Permission::AuditPlatformRead,
             Permission::MetricsRead,
+            Permission::AgentBuildsManage,
         ] {
             assert!(!role_holds(PlatformRole::User, p), "{p:?}");
         }

@@ -37,12 +37,16 @@ pub struct AgentsConfig {
     /// Seconds between an agent's heartbeats; an agent is offline once two
     /// are missed.
     pub heartbeat_secs: u64,
+    /// Seconds a new agent build has to connect before the agent goes
+    /// back to the build it ran.
+    pub update_confirm_secs: u64,
 }
 
 impl Default for AgentsConfig {
     fn default() -> Self {
         AgentsConfig {
             heartbeat_secs: redwall_policy::agent_protocol::DEFAULT_HEARTBEAT_SECS,
+            update_confirm_secs: redwall_policy::agent_protocol::DEFAULT_UPDATE_CONFIRM_SECS,
         }
     }
 }
@@ -522,6 +526,12 @@ impl Config {
             redwall_policy::agent_protocol::check_heartbeat_secs(self.agents.heartbeat_secs)
         {
             error("agents.heartbeat_secs", e.message);
+        }
+        if !(5..=3600).contains(&self.agents.update_confirm_secs) {
+            error(
+                "agents.update_confirm_secs",
+                "a new agent build has 5 to 3600 seconds to connect".to_string(),
+            );
         }
         let loopback = self.server.listen.ip().is_loopback();
         if self.tls.mode == TlsMode::Off && !loopback && self.server.trusted_proxies.is_empty() {

@@ -462,6 +462,9 @@ fn spawn_deploy_scheduler(hub: redwall_hub::Hub) {
             if let Err(e) = hub.run_due_agent_deployments().await {
                 tracing::warn!(error = %e, "could not check the agents' scheduled deployments");
             }
+            if let Err(e) = hub.run_agent_updates().await {
+                tracing::warn!(error = %e, "could not move the agents' updates on");
+            }
         }
     });
 }

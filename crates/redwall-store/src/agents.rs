@@ -66,11 +66,13 @@ pub struct Agent {
     /// Its X25519 public key, standard base64: snapshots' credentials are
     /// sealed for it. Empty for an agent enrolled before agents had one.
     pub encryption_key: String,
+    /// SHA-256 of the build it said it runs when it last connected.
+    pub build_sha256: Option<String>,
 }
 
 const AGENT_COLUMNS: &str = "id, team_id, name, agent_group, public_key, platform, version, \
      enrolled_by, created_at, last_seen_at, disconnected_at, connected_node, node_red, \
-     running_snapshot, revoked_at, encryption_key";
+     running_snapshot, revoked_at, encryption_key, build_sha256";
 
 fn agent_from_row(row: &AnyRow) -> Result<Agent, sqlx::Error> {
     Ok(Agent {
@@ -90,6 +92,7 @@ fn agent_from_row(row: &AnyRow) -> Result<Agent, sqlx::Error> {
         running_snapshot: row.try_get("running_snapshot")?,
         revoked_at: row.try_get("revoked_at")?,
         encryption_key: row.try_get("encryption_key")?,
+        build_sha256: row.try_get("build_sha256")?,
     })
 }
 
@@ -107,10 +110,12 @@ pub struct AgentCommandRow {
     pub done_at: Option<Micros>,
     pub ok: Option<bool>,
     pub message: Option<String>,
+    /// The rollout of a build it belongs to (an update command).
+    pub update_id: Option<String>,
 }
 
 const COMMAND_COLUMNS: &str =
-    "id, agent_id, team_id, command, created_by, created_at, sent_at, done_at, ok, message";
+    "id, agent_id, team_id, command, created_by, created_at, sent_at, done_at, ok, message, update_id";
 
 fn command_from_row(row: &AnyRow) -> Result<AgentCommandRow, sqlx::Error> {
     let ok: Option<i64> = row.try_get("ok")?;
@@ -125,6 +130,7 @@ fn command_from_row(row: &AnyRow) -> Result<AgentCommandRow, sqlx::Error> {
         done_at: row.try_get("done_at")?,
         ok: ok.map(|v| v != 0),
         message: row.try_get("message")?,
+        update_id: row.try_get("update_id")?,
     })
 }
 
@@ -224,7 +230,7 @@ impl Change {
     pub async fn create_agent(&mut self, a: &Agent) -> Result<(), StoreError> {
         sqlx::query(&format!(
             "INSERT INTO agents ({AGENT_COLUMNS}) VALUES \
-             ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)"
+             ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17)"
         ))
         .bind(&a.id)
         .bind(&a.team_id)
@@ -242,6 +248,7 @@ impl Change {
         .bind(&a.running_snapshot)
         .bind(a.revoked_at)
         .bind(&a.encryption_key)
+        .bind(&a.build_sha256)
         .execute(&mut **self.tx())
         .await?;
         Ok(())
@@ -284,7 +291,7 @@ impl Change {
     pub async fn create_agent_command(&mut self, c: &AgentCommandRow) -> Result<(), StoreError> {
         sqlx::query(&format!(
             "INSERT INTO agent_commands ({COMMAND_COLUMNS}) VALUES \
-             ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)"
+             ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)"
         ))
         .bind(&c.id)
         .bind(&c.agent_id)
@@ -296,6 +303,7 @@ impl Change {
         .bind(c.done_at)
         .bind(c.ok.map(i64::from))
         .bind(&c.message)
+        .bind(&c.update_id)
         .execute(&mut **self.tx())
         .await?;
         Ok(())
@@ -387,6 +395,40 @@ impl Store {
         .execute(self.pool())
         .await?;
         Ok(done.rows_affected() == 1)
+    }
+
+    /// What the agent said it runs as it connected: its version and the
+    /// SHA-256 of its executable.
+    pub async fn record_agent_build(
+        &self,
+        id: &str,
+        version: &str,
+        build_sha256: Option<&str>,
+    ) -> Result<(), StoreError> {
+        sqlx::query("UPDATE agents SET version = $2, build_sha256 = $3 WHERE id = $1")
+            .bind(id)
+            .bind(version)
+            .bind(build_sha256)
+            .execute(self.pool())
+            .await?;
+        Ok(())
+    }
+
+    /// The commands of a rollout of a build.
+    pub async fn update_commands(
+        &self,
+        update_id: &str,
+    ) -> Result<Vec<AgentCommandRow>, StoreError> {
+        let rows = sqlx::query(&format!(
+            "SELECT {COMMAND_COLUMNS} FROM agent_commands WHERE update_id = $1 ORDER BY created_at, id"
+        ))
+        .bind(update_id)
+        .fetch_all(self.pool())
+        .await?;
+        Ok(rows
+            .iter()
+            .map(command_from_row)
+            .collect::<Result<_, _>>()?)
     }
 
     /// The agent's connection through `node` ended (unless a newer one,

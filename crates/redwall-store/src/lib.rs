@@ -14,6 +14,7 @@
 //! bytes.
 
 mod account_changes;
+mod agent_updates;
 mod agents;
 mod audit;
 mod broker_clients;
@@ -45,6 +46,7 @@ use sqlx::any::{AnyPoolOptions, AnyRow};
 use sqlx::pool::PoolConnection;
 use sqlx::{Any, AnyPool, Connection, Row};
 
+pub use agent_updates::{AgentBuild, AgentUpdate};
 pub use agents::{Agent, AgentCommandRow, AgentToken};
 pub use audit::{
     canonical_entry_bytes, AuditFilter, AuditRecord, AuditWriter, ChainProblem, ChainProblemKind,

@@ -38,6 +38,46 @@ enum AgentCommand {
         #[arg(value_name = "AGENT")]
         agent: String,
     },
+    /// Add an agent build (platform admins): the redwall-agent executable
+    /// for one platform, which the hub checks and signs.
+    BuildAdd {
+        #[arg(value_name = "FILE")]
+        file: std::path::PathBuf,
+        /// The version agents will report.
+        #[arg(long)]
+        version: String,
+        /// linux-x86_64 or linux-aarch64.
+        #[arg(long, default_value = "linux-x86_64")]
+        platform: String,
+    },
+    /// The agent builds the hub offers.
+    Builds,
+    /// Remove an agent build (platform admins).
+    BuildDelete {
+        #[arg(value_name = "BUILD_ID")]
+        id: String,
+    },
+    /// Roll a build out to an agent or an agent group, in batches: the next
+    /// batch starts once the last one answered; the first failure stops it.
+    /// An agent whose new build does not connect goes back to its old one.
+    Update {
+        #[arg(long, value_name = "BUILD_ID")]
+        build: String,
+        /// One agent (its name or id).
+        #[arg(long, conflicts_with = "group", required_unless_present = "group")]
+        agent: Option<String>,
+        /// Every agent of this group.
+        #[arg(long)]
+        group: Option<String>,
+        /// Agents updated at once.
+        #[arg(long, default_value_t = 1)]
+        batch: u32,
+        /// Seconds to follow the rollout before leaving it to go on.
+        #[arg(long, default_value_t = 300)]
+        wait: u64,
+    },
+    /// The team's rollouts of agent builds, newest first.
+    Updates,
     /// The snapshots deployed to an agent, newest first, and how each went
     /// (`redwall deploy SNAPSHOT --agent NAME` deploys one).
     Deployments {
@@ -200,7 +240,113 @@ fn print_answer(agent: &str, v: &Value) -> Outcome<()> {
     }
 }
 
+fn print_builds(v: &Value) {
+    let rows = items(v)
+        .iter()
+        .map(|b| {
+            vec![
+                text(&b["id"]),
+                text(&b["version"]),
+                text(&b["platform"]),
+                text(&b["sha256"]).chars().take(16).collect(),
+                text(&b["created_at"]),
+            ]
+        })
+        .collect();
+    table(&["ID", "VERSION", "PLATFORM", "SHA-256", "ADDED"], rows);
+}
+
+fn print_updates(v: &Value) {
+    let rows = items(v)
+        .iter()
+        .map(|u| {
+            vec![
+                text(&u["id"]),
+                text(&u["version"]),
+                format!(
+                    "{} {}",
+                    text(&u["target"]["kind"]),
+                    text(&u["target"]["name"])
+                ),
+                text(&u["status"]),
+                format!("{} of {} sent", text(&u["updated"]), text(&u["sent"])),
+                text(&u["error"]),
+            ]
+        })
+        .collect();
+    table(
+        &["ID", "VERSION", "TARGET", "STATUS", "UPDATED", "ERROR"],
+        rows,
+    );
+}
+
+/// The commands that need no team: agent builds are the platform's.
+async fn builds(args: &AgentArgs) -> Option<Outcome<()>> {
+    let api = match ApiClient::new(&args.conn) {
+        Ok(api) => api,
+        Err(e) => return Some(Err(e)),
+    };
+    let json = args.json;
+    Some(match &args.command {
+        AgentCommand::BuildAdd {
+            file,
+            version,
+            platform,
+        } => {
+            async {
+                let bytes = std::fs::read(file)
+                    .map_err(|e| Failure::usage(format!("reading {}: {e}", file.display())))?;
+                use base64::Engine as _;
+                let body = json!({
+                    "version": version,
+                    "platform": platform,
+                    "binary": base64::engine::general_purpose::STANDARD.encode(bytes),
+                });
+                let v = api
+                    .call(Method::POST, api.url(&["agent-builds"]), Some(&body))
+                    .await?;
+                print_json_or(json, &v, |v| {
+                    println!(
+                        "build {} ({} {}, sha256 {})",
+                        text(&v["id"]),
+                        text(&v["version"]),
+                        text(&v["platform"]),
+                        text(&v["sha256"])
+                    )
+                });
+                Ok(())
+            }
+            .await
+        }
+        AgentCommand::Builds => {
+            async {
+                let v = api
+                    .call(Method::GET, api.url(&["agent-builds"]), None)
+                    .await?;
+                print_json_or(json, &v, print_builds);
+                Ok(())
+            }
+            .await
+        }
+        AgentCommand::BuildDelete { id } => {
+            async {
+                api.call(Method::DELETE, api.url(&["agent-builds", id]), None)
+                    .await?;
+                if !json {
+                    println!("build {id} removed");
+                }
+                Ok(())
+            }
+            .await
+        }
+        _ => return None,
+    })
+}
+
 async fn execute(args: AgentArgs) -> Outcome<()> {
+    if let Some(done) = builds(&args).await {
+        return done;
+    }
     let team = args
         .team
         .ok_or_else(|| Failure::usage("name the team with --team <id> (or REDWALL_TEAM)"))?;
@@ -223,6 +369,69 @@ async fn execute(args: AgentArgs) -> Outcome<()> {
             print_json_or(ctx.json, &v, |a| {
                 print_agents(&Value::Array(vec![a.clone()]))
             });
+        }
+        // Answered by `builds()` before a team was needed.
+        C::BuildAdd { .. } | C::Builds | C::BuildDelete { .. } => {}
+        C::Update {
+            build,
+            agent,
+            group,
+            batch,
+            wait,
+        } => {
+            let target = match (agent, group) {
+                (Some(a), _) => json!({"kind": "agent", "name": a}),
+                (None, Some(g)) => json!({"kind": "agent_group", "name": g}),
+                (None, None) => return Err(Failure::usage("name --agent or --group")),
+            };
+            let body = json!({"build": build, "target": target, "batch_size": batch});
+            let mut v = ctx
+                .api
+                .call(Method::POST, ctx.url(&["agent-updates"]), Some(&body))
+                .await?;
+            let id = text(&v["id"]);
+            let deadline = tokio::time::Instant::now() + Duration::from_secs(wait);
+            let mut shown = String::new();
+            while v["status"] == "rolling" && tokio::time::Instant::now() < deadline {
+                let now = format!(
+                    "{} of {} sent updated",
+                    text(&v["updated"]),
+                    text(&v["sent"])
+                );
+                if now != shown && !ctx.json {
+                    println!("  {now}");
+                    shown = now;
+                }
+                tokio::time::sleep(Duration::from_millis(500)).await;
+                v = ctx
+                    .api
+                    .call(Method::GET, ctx.url(&["agent-updates", &id]), None)
+                    .await?;
+            }
+            print_json_or(ctx.json, &v, |v| {
+                print_updates(&Value::Array(vec![v.clone()]))
+            });
+            match v["status"].as_str() {
+                Some("done") => {}
+                Some("stopped") => {
+                    return Err(Failure::Other(anyhow::anyhow!(
+                        "the rollout stopped: {}",
+                        text(&v["error"])
+                    )))
+                }
+                _ => {
+                    if !ctx.json {
+                        println!("still rolling; `redwall agent updates` shows how it goes");
+                    }
+                }
+            }
+        }
+        C::Updates => {
+            let v = ctx
+                .api
+                .call(Method::GET, ctx.url(&["agent-updates"]), None)
+                .await?;
+            print_json_or(ctx.json, &v, print_updates);
         }
         C::Deployments { agent } => {
             let v = ctx

@@ -65,9 +65,30 @@ impl Target {
 }
 
 impl Hub {
+    /// The team's agents a snapshot deploy goes to: those the target
+    /// names, each with a key to seal credentials for.
+    pub async fn target_agents(
+        &self,
+        team_id: &str,
+        target: &Target,
+        only: &[String],
+    ) -> HubResult<Vec<Agent>> {
+        let agents = self.named_agents(team_id, target, only).await?;
+        if let Some(old) = agents.iter().find(|a| a.encryption_key.is_empty()) {
+            return Err(HubError::conflict(
+                "agent_needs_enrolment",
+                format!(
+                    "agent {} enrolled before agents took snapshots and has no key to seal credentials for; enrol it again",
+                    old.name
+                ),
+            ));
+        }
+        Ok(agents)
+    }
+
     /// The team's agents a target names (a subset when `only` is given).
     /// Revoked agents are never targets; a group with none left is refused.
-    pub async fn target_agents(
+    pub async fn named_agents(
         &self,
         team_id: &str,
         target: &Target,
@@ -107,15 +128,6 @@ impl Hub {
             return Err(bad_target(format!(
                 "one deploy names at most {MAX_AGENTS_PER_DEPLOY} agents"
             )));
-        }
-        if let Some(old) = agents.iter().find(|a| a.encryption_key.is_empty()) {
-            return Err(HubError::conflict(
-                "agent_needs_enrolment",
-                format!(
-                    "agent {} enrolled before agents took snapshots and has no key to seal credentials for; enrol it again",
-                    old.name
-                ),
-            ));
         }
         Ok(agents)
     }
@@ -416,5 +428,6 @@ fn deploy_command(
         done_at: None,
         ok: None,
         message: None,
+        update_id: None,
     })
 }

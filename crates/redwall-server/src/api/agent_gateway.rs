@@ -121,13 +121,14 @@ async fn session(state: AppState, origin: Origin, mut socket: WebSocket) {
         next_message(&mut socket),
     )
     .await;
-    let (agent_id, signature) = match hello {
+    let (agent_id, signature, version, build_sha256) = match hello {
         Ok(Some(Ok(AgentMessage::Hello {
             agent_id,
             signature,
             protocol,
-            ..
-        }))) if protocol == PROTOCOL_VERSION => (agent_id, signature),
+            version,
+            build_sha256,
+        }))) if protocol == PROTOCOL_VERSION => (agent_id, signature, version, build_sha256),
         Ok(Some(_)) => {
             return close_with(&mut socket, Ending::new(close::PROTOCOL, "expected hello")).await
         }
@@ -148,6 +149,18 @@ async fn session(state: AppState, origin: Origin, mut socket: WebSocket) {
                 Ending::new(close::UNAUTHENTICATED, "not recognised"),
             )
             .await
+        }
+    };
+    // What it runs, before anything it answers is read (an update counts
+    // only if the agent came back with the build's digest).
+    let agent = match hub
+        .agent_build_reported(agent.clone(), &version, build_sha256.as_deref())
+        .await
+    {
+        Ok(a) => a,
+        Err(e) => {
+            tracing::warn!(agent = %agent.name, error = %e, "an agent's build was not recorded");
+            agent
         }
     };
     let heartbeat = state.config.agents.heartbeat_secs;
@@ -282,6 +295,25 @@ async fn send_commands(
                             .await
                         {
                             tracing::warn!(agent = agent_id, error = %e, "a failed deploy was not recorded");
+                        }
+                        continue;
+                    }
+                }
+            }
+            AgentCommand::Update { build_id } => {
+                match hub.build_for_agent(this.agent, &build_id).await {
+                    Ok(build) => HubMessage::Update {
+                        id,
+                        build: Box::new(build),
+                        confirm_within_secs: state.config.agents.update_confirm_secs,
+                    },
+                    Err(e) => {
+                        let cause = format!("the hub could not send the build: {e}");
+                        if let Err(e) = hub
+                            .agent_command_done(this.origin, agent_id, &id, false, &cause)
+                            .await
+                        {
+                            tracing::warn!(agent = agent_id, error = %e, "a failed update was not recorded");
                         }
                         continue;
                     }

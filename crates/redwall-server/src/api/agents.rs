@@ -47,6 +47,8 @@ pub struct AgentView {
     pub group: Option<String>,
     pub platform: String,
     pub version: String,
+    /// SHA-256 of the build it said it runs when it last connected.
+    pub build_sha256: Option<String>,
     /// The fingerprint of the key the agent made and proves itself with.
     pub key_fingerprint: String,
     /// Heard from within two heartbeat intervals (and not revoked).
@@ -68,6 +70,7 @@ pub fn agent_view(state: &AppState, a: &Agent) -> AgentView {
         group: a.agent_group.clone(),
         platform: a.platform.clone(),
         version: a.version.clone(),
+        build_sha256: a.build_sha256.clone(),
         key_fingerprint: key_fingerprint(&a.public_key),
         online: a.revoked_at.is_none()
             && is_online(

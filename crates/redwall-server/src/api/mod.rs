@@ -4,6 +4,7 @@
 //! from `routes()`, so a route cannot exist without a declared permission.
 
 pub mod agent_gateway;
+pub mod agent_updates;
 pub mod agents;
 pub mod audit;
 pub mod auth;
@@ -175,6 +176,7 @@ pub fn routes() -> Vec<Route> {
     let mut all = core_routes();
     all.extend(pipelines::routes());
     all.extend(agents::routes());
+    all.extend(agent_updates::routes());
     all.extend(snapshot_git::routes());
     all
 }

@@ -127,6 +127,22 @@ pub fn hello(agent_id: &str, nonce: &str, key: &AgentKey) -> Value {
     })
 }
 
+/// Connects as the agent running the build with this SHA-256.
+pub async fn connect_with_build(
+    s: &TestServer,
+    agent_id: &str,
+    key: &AgentKey,
+    sha256: &str,
+) -> Ws {
+    let (mut ws, nonce) = open(s).await;
+    let mut h = hello(agent_id, &nonce, key);
+    h["build_sha256"] = json!(sha256);
+    send(&mut ws, h).await;
+    let welcome = next_json(&mut ws).await.expect("a welcome");
+    assert_eq!(welcome["type"], "welcome", "{welcome}");
+    ws
+}
+
 /// Opens the agents' WebSocket and reads the challenge: (socket, nonce).
 pub async fn open(s: &TestServer) -> (Ws, String) {
     let url = s.url("/api/v1/agent/connect").replace("http://", "ws://");

@@ -1,0 +1,166 @@
+//! A real `redwall-agent` for the `redwall` crate's tests: its state
+//! directory, the command that runs it (maybe inside a network namespace),
+//! provisioning through the CLI, and waiting on what the hub reports.
+#![allow(dead_code, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use crate::serve_kit::*;
+use serde_json::Value;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// The agent binary, built next to `redwall` by the workspace's build.
+pub fn agent_bin() -> PathBuf {
+    let bin = Path::new(BIN).with_file_name("redwall-agent");
+    assert!(
+        bin.is_file(),
+        "{} is missing: build the workspace (cargo build --workspace)",
+        bin.display()
+    );
+    bin
+}
+
+/// An agent's directory and the command that runs it (maybe inside a
+/// network namespace).
+pub struct AgentHost {
+    dir: tempfile::TempDir,
+    netns: Option<String>,
+}
+
+impl AgentHost {
+    pub fn new(netns: Option<&str>) -> AgentHost {
+        AgentHost {
+            dir: tempfile::tempdir().unwrap(),
+            netns: netns.map(str::to_string),
+        }
+    }
+
+    pub fn state_dir(&self) -> PathBuf {
+        self.dir.path().join("state")
+    }
+
+    pub fn command(&self) -> Command {
+        let mut c = match &self.netns {
+            Some(ns) => {
+                let mut c = Command::new("ip");
+                c.args(["netns", "exec", ns]).arg(agent_bin());
+                c
+            }
+            None => Command::new(agent_bin()),
+        };
+        c.env("REDWALL_AGENT_LOG", "debug");
+        c
+    }
+
+    pub fn enrol(&self, bundle: &str, name: &str) -> std::process::Output {
+        self.enrol_with(bundle, name, &[])
+    }
+
+    /// Enrols with more options (the Node-RED it runs).
+    pub fn enrol_with(&self, bundle: &str, name: &str, extra: &[&str]) -> std::process::Output {
+        let file = self.dir.path().join("bundle.txt");
+        std::fs::write(&file, bundle).unwrap();
+        self.command()
+            .arg("enrol")
+            .arg("--bundle")
+            .arg(format!("@{}", file.display()))
+            .args(["--name", name])
+            .args(extra)
+            .arg("--dir")
+            .arg(self.state_dir())
+            .output()
+            .unwrap()
+    }
+
+    pub fn run(&self) -> Child {
+        let log = std::fs::File::create(self.dir.path().join("agent.log")).unwrap();
+        self.command()
+            .arg("run")
+            .arg("--dir")
+            .arg(self.state_dir())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap()
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("agent.log")).unwrap_or_default()
+    }
+}
+
+/// A provisioning bundle for the team, made with the CLI as an Owner does.
+pub fn provision(s: &Serving, team: &str, pat: &str, extra: &[&str]) -> String {
+    let out = DataDir::without_instances()
+        .command()
+        .args(["agent", "provision", "--insecure-skip-verify"])
+        .args(["--url", &s.base, "--team", team])
+        .args(extra)
+        .env("REDWALL_TOKEN", pat)
+        .output()
+        .unwrap();
+    let text = ok(out);
+    let bundle = text.trim().to_string();
+    assert!(bundle.starts_with("rwbundle1."), "{bundle}");
+    bundle
+}
+
+pub async fn agent_state(api: &Api, team: &str, name: &str) -> Value {
+    let (status, v) = api
+        .get(&format!("/api/v1/teams/{team}/agents/{name}"))
+        .await;
+    assert_eq!(status, 200, "{v}");
+    v
+}
+
+/// Waits until the agent's `online` is `want`; how long it took.
+pub async fn wait_online(
+    api: &Api,
+    team: &str,
+    name: &str,
+    want: bool,
+    within: Duration,
+) -> Duration {
+    let start = Instant::now();
+    loop {
+        let v = agent_state(api, team, name).await;
+        if v["online"].as_bool() == Some(want) {
+            return start.elapsed();
+        }
+        assert!(
+            start.elapsed() < within,
+            "{name} is not {} after {within:?}: {v}",
+            if want { "online" } else { "offline" }
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// The token inside a bundle (base64url JSON after the prefix).
+pub fn bundle_token(bundle: &str) -> String {
+    let json = base64_url_decode(bundle.trim().strip_prefix("rwbundle1.").unwrap());
+    let v: Value = serde_json::from_slice(&json).unwrap();
+    v["provisioning_token"].as_str().unwrap().to_string()
+}
+
+pub fn base64_url_decode(s: &str) -> Vec<u8> {
+    use base64::Engine as _;
+    base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(s)
+        .unwrap()
+}
+
+pub fn wait_exit(child: &mut Child, within: Duration) -> Option<i32> {
+    let start = Instant::now();
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            return status.code();
+        }
+        if start.elapsed() > within {
+            let _ = child.kill();
+            let _ = child.wait();
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
