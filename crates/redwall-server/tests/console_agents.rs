@@ -450,7 +450,90 @@ async fn owners_ping_revoke_and_delete_an_agent(s: &TestServer) {
     assert_eq!(audit_events(&admin, "agent.revoked").await.len(), 1);
 }
 
+/// Rollouts of agent builds on the page: Owners get the form once a
+/// platform admin added a build; a started rollout is listed with its
+/// progress; a Member sees the list without the form, and a forced post
+/// is refused by the API.
+async fn owners_roll_builds_out_on_the_page(s: &TestServer) {
+    use base64::Engine as _;
+    let admin = s.admin().await;
+    let member = s.user(&admin, "martin").await;
+    let team = create_team(&admin, "Plant").await;
+    join_team(&admin, &member, &team, "martin", "member").await;
+    let page = format!("/teams/{team}/agents");
+    let r = new_token(
+        &admin,
+        &team,
+        json!({"hub_url": "https://hub.example", "group": "plants"}),
+    )
+    .await;
+    let key = AgentKey::generate();
+    let r = enrol(s, r.body["token"].as_str().unwrap(), "press-1", &key).await;
+    assert_eq!(r.status, 201, "{}", r.body);
+
+    let r = admin.get(&page).await;
+    assert!(r.text.contains(r#"data-testid="no-updates""#), "{}", r.text);
+    assert!(!r.text.contains(r#"data-testid="update-form""#));
+    assert!(r.text.contains("redwall agent build-add"), "{}", r.text);
+    let mut elf = vec![1u8; 256];
+    elf[..4].copy_from_slice(b"\x7fELF");
+    elf[4] = 2;
+    elf[5] = 1;
+    elf[18..20].copy_from_slice(&62u16.to_le_bytes());
+    let r = admin
+        .post(
+            "/api/v1/agent-builds",
+            json!({"version": "0.9.0", "platform": "linux-x86_64",
+                   "binary": base64::engine::general_purpose::STANDARD.encode(&elf)}),
+        )
+        .await;
+    assert_eq!(r.status, 201, "{}", r.body);
+    let build = r.body["id"].as_str().unwrap().to_string();
+    let r = admin.get(&page).await;
+    let form_html = part(&r.text, r#"data-testid="update-form""#, "</form>");
+    assert!(form_html.contains(&build), "{form_html}");
+    assert!(
+        form_html.contains(r#"value="agent:press-1""#),
+        "{form_html}"
+    );
+    assert!(
+        form_html.contains(r#"value="agent-group:plants""#),
+        "{form_html}"
+    );
+
+    let post = format!("/teams/{team}/agent-updates");
+    let fields = [
+        ("build", build.as_str()),
+        ("target", "agent-group:plants"),
+        ("batch", "5"),
+    ];
+    let r = form(&member, &post, &fields).await;
+    assert_eq!(r.status, 403, "{}", r.text);
+    let r = form(
+        &admin,
+        &post,
+        &[("build", build.as_str()), ("target", "robot:x")],
+    )
+    .await;
+    assert_eq!(r.status, 422, "{}", r.text);
+    assert!(r.text.contains("Choose an agent or a group."), "{}", r.text);
+    let r = form(&admin, &post, &fields).await;
+    assert_eq!(r.status, 303, "{}", r.text);
+    assert_eq!(location(&r), format!("{page}?done=update_started#updates"));
+    let r = member.get(&page).await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    let listed = part(&r.text, r#"data-testid="updates""#, "</table>");
+    assert!(
+        listed.contains("0.9.0") && listed.contains("agent group plants"),
+        "{listed}"
+    );
+    assert!(listed.contains(r#"data-state="rolling""#), "{listed}");
+    assert!(listed.contains("0 of 1 updated"), "{listed}");
+    assert!(!r.text.contains(r#"data-testid="update-form""#));
+}
+
 on_both_backends!(
+    owners_roll_builds_out_on_the_page,
     owners_provision_and_withdraw_on_the_page,
     a_member_sees_agents_but_does_not_manage_them,
     owners_ping_revoke_and_delete_an_agent,

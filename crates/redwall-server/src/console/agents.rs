@@ -132,6 +132,9 @@ struct AgentsPage {
     /// Where agents reach this hub when the form leaves it empty, if set.
     public_url: Option<String>,
     shown: Option<Shown>,
+    updates: super::agent_updates::Updates,
+    /// The rollout form's targets: "agent:NAME" and "agent-group:NAME".
+    update_targets: Vec<String>,
 }
 
 /// What a form's answer adds to the page.
@@ -159,6 +162,7 @@ fn notice(code: Option<&str>) -> Option<&'static str> {
             "The agent was deleted: its connection was closed and it is refused from now on."
         }
         "token_withdrawn" => "The provisioning token was withdrawn: no agent can enrol with it.",
+        "update_started" => "The rollout started: its first batch of agents got the build.",
         other => return super::home::notice(Some(other)),
     })
 }
@@ -275,6 +279,19 @@ async fn agents_page(ctx: &Ctx, team_id: &str, extra: Extra, status: StatusCode)
             errors.fields.clear();
         }
     }
+    let manage = team.can("agent:manage");
+    let updates = super::agent_updates::load(ctx, team_id, manage).await;
+    let mut update_targets: Vec<String> = agents
+        .iter()
+        .filter(|a| !a.revoked)
+        .map(|a| format!("agent:{}", a.name))
+        .collect();
+    let groups: std::collections::BTreeSet<String> = agents
+        .iter()
+        .filter(|a| !a.revoked)
+        .filter_map(|a| a.group.clone())
+        .collect();
+    update_targets.extend(groups.into_iter().map(|g| format!("agent-group:{g}")));
     let layout = Layout::new(format!("{} · Remote agents", team.name), Some(&me), "home")
         .with_notice(notice(ctx.query_param("done").as_deref()));
     let mut response = render_status(
@@ -289,6 +306,8 @@ async fn agents_page(ctx: &Ctx, team_id: &str, extra: Extra, status: StatusCode)
             provision: extra.provision,
             public_url: ctx.console.app.config.server.public_url.clone(),
             shown: extra.shown,
+            updates,
+            update_targets,
         },
     );
     // The answer may hold a bundle shown once: never kept by a browser.
@@ -352,6 +371,24 @@ fn provision_request(typed: &ProvisionForm) -> Result<Value, (&'static str, Stri
         request.insert("ca_pem".into(), json!(typed.ca_pem));
     }
     Ok(Value::Object(request))
+}
+
+/// The page again with `message` for the whole page (a form the console
+/// itself could not read).
+pub async fn again_with(ctx: &Ctx, team: &str, message: &str) -> Done {
+    let extra = Extra {
+        errors: FieldErrors {
+            form: Some(message.to_string()),
+            fields: Vec::new(),
+        },
+        ..Extra::default()
+    };
+    Done::Again(agents_page(ctx, team, extra, StatusCode::UNPROCESSABLE_ENTITY).await)
+}
+
+/// The page again after the API refused an Owner's form.
+pub async fn again_failed(ctx: &Ctx, team: &str, f: Failure, what: &str) -> Done {
+    again(ctx, team, f, OWNERS, what).await
 }
 
 /// "Provision an agent": a one-time token and its bundle, shown once.

@@ -9,6 +9,7 @@
 
 pub mod account;
 pub mod admin;
+pub mod agent_updates;
 pub mod agents;
 pub mod assets;
 pub mod audit_log;
@@ -118,6 +119,7 @@ pub fn router(app: AppState, api: Router) -> Router {
             "/teams/{team}/agent-tokens/{id}/withdraw",
             post(agents::withdraw),
         )
+        .route("/teams/{team}/agent-updates", post(agent_updates::start))
         .route("/invitations", get(teams::my_invitations))
         .route("/invitations/{id}/accept", post(teams::invitation_accept))
         .route("/invitations/{id}/decline", post(teams::invitation_decline))
