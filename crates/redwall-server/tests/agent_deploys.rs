@@ -54,6 +54,28 @@ async fn enrol_agent(
     }
 }
 
+/// A team of `owner`'s with a snapshot imported from a flows file with a
+/// credential in it (`pw-{greeting}`): (team, snapshot).
+async fn team_with_snapshot(owner: &Client, greeting: &str) -> (String, String) {
+    let team = create_team(owner, "Plant").await;
+    let r = owner
+        .post(
+            &format!("/api/v1/teams/{team}/instances"),
+            json!({"name": "src"}),
+        )
+        .await;
+    assert_eq!(r.status, 201, "{}", r.body);
+    let file = serde_json::to_vec(&snapshot_kit::flows(greeting)).unwrap();
+    let r = owner
+        .post(
+            &format!("/api/v1/teams/{team}/instances/src/snapshots/import"),
+            json!({"file": STANDARD.encode(file), "accept_plaintext_credentials": true}),
+        )
+        .await;
+    assert_eq!(r.status, 201, "{}", r.body);
+    (team, r.body["snapshot"]["id"].as_str().unwrap().to_string())
+}
+
 /// The next deploy frame on the connection: (command id, snapshot).
 async fn next_deploy(ws: &mut Ws) -> (String, Value) {
     loop {
@@ -164,25 +186,8 @@ async fn agents_get_signed_snapshots_sealed_for_them_and_their_answers_end_the_d
     let admin = s.admin().await;
     let owner = s.user(&admin, "olivia").await;
     let member = s.user(&admin, "martin").await;
-    let team = create_team(&owner, "Plant").await;
+    let (team, snapshot) = team_with_snapshot(&owner, "plant").await;
     join_team(&owner, &member, &team, "martin", "member").await;
-    // A snapshot from a flows file with a credential in it.
-    let r = owner
-        .post(
-            &format!("/api/v1/teams/{team}/instances"),
-            json!({"name": "src"}),
-        )
-        .await;
-    assert_eq!(r.status, 201, "{}", r.body);
-    let file = serde_json::to_vec(&snapshot_kit::flows("plant")).unwrap();
-    let r = owner
-        .post(
-            &format!("/api/v1/teams/{team}/instances/src/snapshots/import"),
-            json!({"file": STANDARD.encode(file), "accept_plaintext_credentials": true}),
-        )
-        .await;
-    assert_eq!(r.status, 201, "{}", r.body);
-    let snapshot = r.body["snapshot"]["id"].as_str().unwrap().to_string();
 
     let one = enrol_agent(&s, &owner, &team, "plant-1", Some("plants")).await;
     let two = enrol_agent(&s, &owner, &team, "plant-2", Some("plants")).await;
@@ -352,23 +357,7 @@ async fn agent_stages_of_a_pipeline_wait_for_the_agents_answers() {
     let s = snapshot_kit::instance_server().await;
     let admin = s.admin().await;
     let owner = s.user(&admin, "olivia").await;
-    let team = create_team(&owner, "Plant").await;
-    let r = owner
-        .post(
-            &format!("/api/v1/teams/{team}/instances"),
-            json!({"name": "src"}),
-        )
-        .await;
-    assert_eq!(r.status, 201, "{}", r.body);
-    let file = serde_json::to_vec(&snapshot_kit::flows("v1")).unwrap();
-    let r = owner
-        .post(
-            &format!("/api/v1/teams/{team}/instances/src/snapshots/import"),
-            json!({"file": STANDARD.encode(file), "accept_plaintext_credentials": true}),
-        )
-        .await;
-    assert_eq!(r.status, 201, "{}", r.body);
-    let snapshot = r.body["snapshot"]["id"].as_str().unwrap().to_string();
+    let (team, snapshot) = team_with_snapshot(&owner, "v1").await;
     let pilot = enrol_agent(&s, &owner, &team, "pilot", None).await;
     let plant = enrol_agent(&s, &owner, &team, "plant-1", Some("plants")).await;
 

@@ -51,6 +51,31 @@ pub struct DeployRequest<'a> {
     pub promotion_id: Option<&'a str>,
 }
 
+/// The audit entry of a deploy as scheduled: the snapshot, the target and
+/// what it names (`kind`: "instances" or "agents"), when it may start.
+pub(crate) fn scheduled_event(
+    request: &DeployRequest<'_>,
+    kind: &str,
+    names: Vec<&str>,
+    starts_at: redwall_policy::Micros,
+) -> Event {
+    let mut details = json!({
+        "snapshot": request.snapshot_id,
+        "target": request.target,
+        "window": request.window,
+        "starts_at": starts_at,
+        "reason": request.reason.as_str(),
+        "promotion": request.promotion_id,
+    });
+    details[kind] = json!(names);
+    Event::in_team(
+        request.team_id,
+        AuditEvent::DeploymentScheduled,
+        format!("snapshot:{}", request.snapshot_id),
+        details,
+    )
+}
+
 fn bad_target(message: impl Into<String>) -> HubError {
     HubError::invalid("invalid_target", message)
 }
@@ -167,19 +192,11 @@ impl Hub {
         self.note(
             &mut tx,
             who,
-            Event::in_team(
-                request.team_id,
-                AuditEvent::DeploymentScheduled,
-                format!("snapshot:{}", request.snapshot_id),
-                json!({
-                    "snapshot": request.snapshot_id,
-                    "target": request.target,
-                    "instances": instances.iter().map(|i| &i.name).collect::<Vec<_>>(),
-                    "window": request.window,
-                    "starts_at": starts_at,
-                    "reason": request.reason.as_str(),
-                    "promotion": request.promotion_id,
-                }),
+            scheduled_event(
+                &request,
+                "instances",
+                instances.iter().map(|i| i.name.as_str()).collect(),
+                starts_at,
             ),
         );
         self.commit(tx, 1).await?;

@@ -196,19 +196,11 @@ impl Hub {
         self.note(
             &mut tx,
             who,
-            Event::in_team(
-                request.team_id,
-                AuditEvent::DeploymentScheduled,
-                format!("snapshot:{}", request.snapshot_id),
-                json!({
-                    "snapshot": request.snapshot_id,
-                    "target": request.target,
-                    "agents": agents.iter().map(|a| &a.name).collect::<Vec<_>>(),
-                    "window": request.window,
-                    "starts_at": starts_at,
-                    "reason": request.reason.as_str(),
-                    "promotion": request.promotion_id,
-                }),
+            super::schedule::scheduled_event(
+                &request,
+                "agents",
+                agents.iter().map(|a| a.name.as_str()).collect(),
+                starts_at,
             ),
         );
         self.commit(tx, 1).await?;
