@@ -11,7 +11,8 @@
 //!   swarm HUB_URL TEAM COUNT DIR      (REDWALL_TOKEN: an Owner's token)
 //!
 //! Makes COUNT provisioning tokens through the API (at most 50 open at
-//! once, under the team's limit), enrols an agent with each in DIR/aNNNN,
+//! once, under the team's limit; every agent joins the group "swarm"),
+//! enrols an agent with each in DIR/aNNNN,
 //! then runs them all until SIGTERM or Ctrl-C. Prints "enrolled N" and
 //! "running N".
 
@@ -25,6 +26,8 @@ use redwall_agent::{enrol, run_dir_with, RecordOnly, RunOptions, SnapshotRunner}
 use redwall_policy::agent_protocol::ProvisioningBundle;
 
 const AT_ONCE: usize = 50;
+/// The agent group every swarm agent joins.
+const SWARM_GROUP: &str = "swarm";
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -48,7 +51,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                 let made: serde_json::Value = http
                     .post(format!("{hub}/api/v1/teams/{team}/agent-tokens"))
                     .bearer_auth(token)
-                    .json(&serde_json::json!({}))
+                    // One group, so a rollout can target them all.
+                    .json(&serde_json::json!({ "group": SWARM_GROUP }))
                     .send()
                     .await?
                     .error_for_status()?

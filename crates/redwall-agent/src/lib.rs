@@ -36,6 +36,23 @@
 //! ([`node_red_deploy`]). The answer says which; heartbeats name the
 //! snapshot that runs, also after the agent restarts.
 //!
+//! # Updates
+//!
+//! The hub may offer a signed build of the agent itself (`update`). It is
+//! checked like a snapshot ([`update`]: the enrolled hub key, this
+//! platform, size and SHA-256), kept in `DIR/builds/` ([`builds`]), and
+//! the agent execs it, same PID, after stopping Node-RED (the new build
+//! starts it again). The new build must be welcomed by the hub within the
+//! time the hub gave (`confirm_within_secs`), or the agent goes back to the
+//! build it ran. Every start passes through [`launcher::at_start`], which
+//! execs the installed build (checked again), retries a new build that
+//! crashed while its time lasts, or rolls it back. The hello names the
+//! build that runs (SHA-256 of the executable). The answer to the update
+//! comes from the new build once connected (ok), or from the old one after
+//! a refusal or a rollback (not ok). Only the binary updates itself
+//! ([`RunOptions`]'s `self_update`): the library run inside another
+//! program never execs.
+//!
 //! # Files on disk
 //!
 //! Everything lives in one state directory (`/var/lib/redwall-agent`,
@@ -60,6 +77,8 @@
 //!   endpoint token keys and its `credentialSecret`, made by the agent on
 //!   its first run, mode 0600, created exclusively; `run` refuses it when
 //!   others can read it.
+//! - `builds/` (0700), `update-pending.json`, `update-answer.json`: the
+//!   hub's builds of the agent and an update in progress (see [`builds`]).
 //! - `node-red/` (with Node-RED only): `settings.js` (rewritten at each
 //!   start, no secret in it), `userdir/` (0700: flows, credentials; the
 //!   only place Node-RED may write) and `run/` (the supervisor's lock,
@@ -95,15 +114,19 @@
 //! [`RunOutcome`] instead of exiting (after stopping Node-RED).
 
 pub mod apply;
+pub mod builds;
 pub mod enrol;
 pub mod hub_url;
+pub mod launcher;
 pub mod node_red;
 pub mod node_red_deploy;
 pub mod run;
+mod self_update;
 mod session;
 pub mod snapshot;
 pub mod state;
 pub mod tls;
+pub mod update;
 
 pub use apply::{RecordOnly, SnapshotRunner};
 pub use enrol::{enrol, enrol_with, read_bundle_arg, EnrolError, Enrolled};

@@ -1,14 +1,18 @@
 //! `redwall-agent`: the command line over the library. Exit statuses:
 //! 0 done (or stopped by SIGTERM/SIGINT), 1 failed, 2 bad usage (clap),
-//! 3 revoked by the hub, 4 key refused by the hub.
+//! 3 revoked by the hub, 4 key refused by the hub. `run` may exec another
+//! build of the agent (an update from the hub, see `launcher.rs`).
 
 use std::io::IsTerminal as _;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+use redwall_agent::launcher;
 use redwall_agent::state::DEFAULT_NODE_RED_PORT;
-use redwall_agent::{enrol_with, read_bundle_arg, run_dir, NodeRedConfig, RunOptions, DEFAULT_DIR};
+use redwall_agent::{
+    enrol_with, read_bundle_arg, run_dir, NodeRedConfig, RunOptions, RunOutcome, DEFAULT_DIR,
+};
 use tracing_subscriber::EnvFilter;
 
 /// The Redwall agent: enrols with a Redwall hub, then keeps an outbound
@@ -94,15 +98,37 @@ fn main() -> ExitCode {
                     }
                 }
             }
-            Command::Run => match run_dir(&cli.dir, &RunOptions::default(), stop_signal()).await {
-                Ok(outcome) => ExitCode::from(outcome.exit_code()),
-                Err(e) => {
-                    tracing::error!("cannot start: {e}");
-                    ExitCode::FAILURE
-                }
-            },
+            Command::Run => run(&cli.dir).await,
         }
     })
+}
+
+/// `run`: first the launcher (which build should run here?), then the
+/// agent, and the switches to another build it asks for. A switch execs,
+/// keeping the PID (systemd sees the same service go on); only a failed
+/// exec comes back here, and then this build runs on.
+async fn run(dir: &std::path::Path) -> ExitCode {
+    if let Some(switch) = launcher::at_start(dir) {
+        let err = switch.exec();
+        switch.failed(dir, &err);
+    }
+    let options = RunOptions {
+        self_update: true,
+        ..RunOptions::default()
+    };
+    loop {
+        match run_dir(dir, &options, stop_signal()).await {
+            Ok(RunOutcome::Switch(switch)) => {
+                let err = switch.exec();
+                switch.failed(dir, &err);
+            }
+            Ok(outcome) => return ExitCode::from(outcome.exit_code()),
+            Err(e) => {
+                tracing::error!("cannot start: {e}");
+                return ExitCode::FAILURE;
+            }
+        }
+    }
 }
 
 /// Logs go to stderr (the journal, under systemd); `REDWALL_AGENT_LOG`

@@ -118,6 +118,16 @@ impl Deploy<'_> {
                 self.node_red().state()
             )));
         };
+        // The hub hands a deploy over again when its answer was lost (the
+        // link or the hub went down meanwhile): if it already runs, say so
+        // rather than load the same flows again.
+        if previous.is_some_and(|p| p.id == *id) {
+            if let Ok(held) = self.api().flows().await {
+                if flows_sha256(&held) == snapshot.statement.flows_sha256 {
+                    return Ok("it already ran here".to_string());
+                }
+            }
+        }
         let installed = installed_modules(&self.node_red().userdir())
             .map_err(|e| refused(format!("cannot read Node-RED's modules: {e}")))?;
         let missing = missing_modules(&snapshot.content, &installed);

@@ -17,14 +17,16 @@ use tracing::{error, warn};
 
 use crate::apply::{Deployments, SnapshotRunner};
 use crate::hub_url::{BadHubUrl, HubEndpoint};
+use crate::launcher::Switch;
 use crate::node_red::{NodeRed, NodeRedError};
 use crate::node_red_deploy::{DeployOptions, NodeRedRunner};
+use crate::self_update::Updates;
 use crate::session::{session, Dialer, Local, SessionEnd};
 use crate::state::{Agent, StateError};
 use crate::tls::{self, HubTrust, TlsSetupError};
 
 /// Why [`run`] returned; each maps to the binary's exit status.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub enum RunOutcome {
     /// Told to stop (SIGTERM, SIGINT): the hub was told with code 1000.
     Shutdown,
@@ -33,27 +35,38 @@ pub enum RunOutcome {
     /// The hub did not accept the agent's answer: wrong key, or an agent
     /// the hub no longer knows. Dialling again cannot help.
     Unauthenticated,
+    /// Only with [`RunOptions::self_update`]: another build must run now
+    /// (an update installed, or a new build rolling back). Node-RED was
+    /// stopped; the caller execs it ([`Switch::exec`]).
+    Switch(Switch),
 }
 
 impl RunOutcome {
     /// The process exit status: 0, 3 (revoked) or 4 (unauthenticated). The
-    /// systemd unit names 3 and 4 in `RestartPreventExitStatus=`.
-    pub fn exit_code(self) -> u8 {
+    /// systemd unit names 3 and 4 in `RestartPreventExitStatus=`. A switch
+    /// the caller did not make is a failure (1): systemd starts again.
+    pub fn exit_code(&self) -> u8 {
         match self {
             Self::Shutdown => 0,
             Self::Revoked => 3,
             Self::Unauthenticated => 4,
+            Self::Switch(_) => 1,
         }
     }
 }
 
-/// How the reconnect delay grows (milliseconds), and how long a deploy's
-/// steps may take.
+/// How the reconnect delay grows (milliseconds), how long a deploy's
+/// steps may take, and whether the agent updates itself.
 #[derive(Clone, Debug)]
 pub struct RunOptions {
     pub reconnect_base_ms: u64,
     pub reconnect_max_ms: u64,
     pub deploy: DeployOptions,
+    /// The `redwall-agent` binary only: report the build that runs in the
+    /// hello, take the hub's updates (returning [`RunOutcome::Switch`]),
+    /// and as a new build confirm or roll back. Off by default, because an
+    /// agent run inside another program must never exec over it.
+    pub self_update: bool,
 }
 
 impl Default for RunOptions {
@@ -62,6 +75,7 @@ impl Default for RunOptions {
             reconnect_base_ms: 500,
             reconnect_max_ms: 30_000,
             deploy: DeployOptions::default(),
+            self_update: false,
         }
     }
 }
@@ -131,6 +145,9 @@ pub async fn run_with(
 ) -> Result<RunOutcome, RunError> {
     let hub = HubEndpoint::parse(&agent.config.hub_url)?;
     let dialer = Dialer::new(hub, tls::client_config(&HubTrust::of(&agent.config))?);
+    // Before Node-RED: hashing the executable takes a moment, and a new
+    // build's time to connect is already running.
+    let updates = Arc::new(Updates::open(agent, options.self_update));
     let node_red = match &agent.config.node_red {
         Some(config) => {
             let node_red = Arc::new(NodeRed::open(&agent.dir, config)?);
@@ -146,10 +163,13 @@ pub async fn run_with(
         })
     });
     let deployments = Arc::new(Deployments::open(agent, runner));
-    let mut local = Local::new(node_red.clone(), deployments);
+    let mut local = Local::new(node_red.clone(), deployments, updates);
     let outcome = stay_connected(agent, options, &dialer, &mut local, shutdown).await;
     if let Some(node_red) = node_red {
         node_red.stop().await;
+    }
+    if let RunOutcome::Switch(switch) = &outcome {
+        local.updates.start_clock(switch);
     }
     Ok(outcome)
 }
@@ -164,9 +184,24 @@ async fn stay_connected(
     tokio::pin!(shutdown);
     // Failed dials in a row since the last connection that held.
     let mut attempt: u32 = 0;
+    let updates = local.updates.clone();
     loop {
+        // An update installed while the link was down.
+        if let Ok(switch) = local.switch_rx.try_recv() {
+            return RunOutcome::Switch(switch);
+        }
         let started = std::time::Instant::now();
-        match session(agent, dialer, local, &mut shutdown).await {
+        // A new build not welcomed by its deadline goes back, whatever the
+        // connection is doing (dialling, waiting for a silent hub).
+        let end = tokio::select! {
+            end = session(agent, dialer, local, &mut shutdown) => end,
+            () = updates.rollback_due() => match updates.roll_back_late() {
+                Some(switch) => return RunOutcome::Switch(switch),
+                None => continue,
+            },
+        };
+        match end {
+            SessionEnd::Switch(switch) => return RunOutcome::Switch(switch),
             SessionEnd::Shutdown => return RunOutcome::Shutdown,
             SessionEnd::Revoked => {
                 error!(
@@ -200,6 +235,12 @@ async fn stay_connected(
                 tokio::select! {
                     () = tokio::time::sleep(std::time::Duration::from_millis(delay)) => {}
                     () = shutdown.as_mut() => return RunOutcome::Shutdown,
+                    Some(switch) = local.switch_rx.recv() => return RunOutcome::Switch(switch),
+                    () = updates.rollback_due() => {
+                        if let Some(switch) = updates.roll_back_late() {
+                            return RunOutcome::Switch(switch);
+                        }
+                    }
                 }
             }
         }

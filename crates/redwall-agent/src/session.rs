@@ -11,7 +11,10 @@
 //!    needs to answer again); so does a `deploy` (see [`crate::apply`]).
 //!    Their answers come through [`Local`]'s channel, on this connection
 //!    or, if it dropped meanwhile, on the next one. Heartbeats name the
-//!    snapshot that runs.
+//!    snapshot that runs. The hello names the build that runs (the SHA-256
+//!    of the agent's executable); right after the welcome comes the answer
+//!    to an update, if one is owed (see [`crate::self_update`]), and an
+//!    installed update ends the connection normally to switch builds.
 //!
 //! How it ends ([`SessionEnd`]) decides what the reconnect loop does: a
 //! revoked or unknown agent stops for good, anything else dials again.
@@ -45,7 +48,9 @@ use tracing::{debug, info, warn};
 use crate::apply::Deployments;
 use crate::error_chain;
 use crate::hub_url::HubEndpoint;
+use crate::launcher::Switch;
 use crate::node_red::NodeRed;
+use crate::self_update::Updates;
 use crate::state::Agent;
 
 /// TCP, TLS and the WebSocket upgrade together.
@@ -72,32 +77,46 @@ const RESTARTED: &str = "restarted";
 /// The answer to a deploy sent as a command: the hub sends snapshots in a
 /// message of their own, which carries the signed snapshot.
 const DEPLOY_AS_MESSAGE: &str = "deploy arrives as a deploy message";
+/// The same for an update: the build comes in an update message.
+const UPDATE_AS_MESSAGE: &str = "an update arrives as an update message";
 
 /// A command's answer, made off the connection's loop.
 #[derive(Debug)]
 pub(crate) struct Done {
-    id: String,
-    ok: bool,
-    message: String,
+    pub(crate) id: String,
+    pub(crate) ok: bool,
+    pub(crate) message: String,
 }
 
 /// What outlives one connection: the Node-RED the agent runs (if any),
-/// its snapshots, and the answers of commands still running.
+/// its snapshots, its updates, the answers of commands still running, and
+/// a build to switch to once an update is installed.
 pub(crate) struct Local {
     node_red: Option<Arc<NodeRed>>,
     deployments: Arc<Deployments>,
+    pub(crate) updates: Arc<Updates>,
     done_tx: mpsc::UnboundedSender<Done>,
     done_rx: mpsc::UnboundedReceiver<Done>,
+    switch_tx: mpsc::UnboundedSender<Switch>,
+    pub(crate) switch_rx: mpsc::UnboundedReceiver<Switch>,
 }
 
 impl Local {
-    pub(crate) fn new(node_red: Option<Arc<NodeRed>>, deployments: Arc<Deployments>) -> Self {
+    pub(crate) fn new(
+        node_red: Option<Arc<NodeRed>>,
+        deployments: Arc<Deployments>,
+        updates: Arc<Updates>,
+    ) -> Self {
         let (done_tx, done_rx) = mpsc::unbounded_channel();
+        let (switch_tx, switch_rx) = mpsc::unbounded_channel();
         Self {
             node_red,
             deployments,
+            updates,
             done_tx,
             done_rx,
+            switch_tx,
+            switch_rx,
         }
     }
 
@@ -121,6 +140,9 @@ pub(crate) enum SessionEnd {
     /// Anything else; dial again. `welcomed` says whether the hub had
     /// accepted the agent on this connection (which resets the backoff).
     Lost { welcomed: bool, why: String },
+    /// An update is installed: the hub was told (code 1000), and the agent
+    /// switches to this build.
+    Switch(Switch),
 }
 
 fn lost(welcomed: bool, why: impl Into<String>) -> SessionEnd {
@@ -193,7 +215,7 @@ pub(crate) async fn session<F: Future<Output = ()>>(
         () = shutdown.as_mut() => return SessionEnd::Shutdown,
     };
     let greeted = tokio::select! {
-        greeted = timeout(GREETING_TIMEOUT, greet(&mut ws, agent)) => greeted,
+        greeted = timeout(GREETING_TIMEOUT, greet(&mut ws, agent, local.updates.own_sha256())) => greeted,
         () = shutdown.as_mut() => {
             close_normally(&mut ws).await;
             return SessionEnd::Shutdown;
@@ -208,12 +230,29 @@ pub(crate) async fn session<F: Future<Output = ()>>(
         "connected to {} as {} (heartbeat every {heartbeat_secs} s)",
         agent.config.hub_url, agent.config.name
     );
+    // Before anything else: a new build confirms its update now, and an
+    // update's answer left by an earlier process (or this one) is owed.
+    if let Some(answer) = local.updates.on_welcome() {
+        let done = AgentMessage::CommandDone {
+            id: answer.command_id.clone(),
+            ok: answer.ok,
+            message: answer.message,
+        };
+        if let Err(end) = send(&mut ws, &done, MIN_SEND_TIMEOUT, true).await {
+            return end;
+        }
+        local.updates.answered(&answer.command_id);
+    }
     connected(&mut ws, heartbeat_secs, local, shutdown).await
 }
 
 /// The challenge, the signed hello, the welcome. Returns the heartbeat
 /// interval the hub asked for.
-async fn greet(ws: &mut HubSocket, agent: &Agent) -> Result<u64, SessionEnd> {
+async fn greet(
+    ws: &mut HubSocket,
+    agent: &Agent,
+    build_sha256: Option<String>,
+) -> Result<u64, SessionEnd> {
     let nonce = loop {
         match next_hub_message(ws, None).await? {
             HubMessage::Challenge { nonce } => break nonce,
@@ -230,6 +269,7 @@ async fn greet(ws: &mut HubSocket, agent: &Agent) -> Result<u64, SessionEnd> {
         signature: STANDARD.encode(signature),
         protocol: PROTOCOL_VERSION,
         version: env!("CARGO_PKG_VERSION").to_owned(),
+        build_sha256,
     };
     send(ws, &hello, MIN_SEND_TIMEOUT, false).await?;
     welcome(ws, agent_id, challenged_at).await
@@ -328,6 +368,10 @@ async fn connected<F: Future<Output = ()>>(
                 let Done { id, ok, message } = done;
                 send(ws, &AgentMessage::CommandDone { id, ok, message }, send_limit, true).await
             }
+            Some(switch) = local.switch_rx.recv() => {
+                close_with(ws, "agent switching to another build").await;
+                return SessionEnd::Switch(switch);
+            }
             frame = ws.next() => {
                 last_heard = Instant::now();
                 match frame {
@@ -372,6 +416,23 @@ async fn on_text(
     limit: Duration,
 ) -> Result<(), SessionEnd> {
     let (id, ok, message) = match serde_json::from_str::<HubMessage>(text) {
+        Ok(HubMessage::Update {
+            id,
+            build,
+            confirm_within_secs,
+        }) => {
+            // Large like a deploy (it carries the binary), and off the loop
+            // like one: checking tens of megabytes takes a moment.
+            info!("update {id}");
+            local.updates.offer(
+                id,
+                *build,
+                confirm_within_secs,
+                local.done_tx.clone(),
+                local.switch_tx.clone(),
+            );
+            return Ok(());
+        }
         Ok(HubMessage::Deploy { id, snapshot }) => {
             info!("deploy {id}");
             // Off the loop, like a restart: loading and the health check
@@ -457,6 +518,7 @@ fn run_command(command: &AgentCommand, node_red: Option<&Arc<NodeRed>>) -> Answe
     match command {
         AgentCommand::Ping => Answer::Now(true, "pong"),
         AgentCommand::Deploy { .. } => Answer::Now(false, DEPLOY_AS_MESSAGE),
+        AgentCommand::Update { .. } => Answer::Now(false, UPDATE_AS_MESSAGE),
         AgentCommand::Restart => match node_red {
             None => Answer::Now(false, NO_NODE_RED),
             Some(node_red) => {
@@ -542,9 +604,14 @@ fn late_refusal_is_a_timeout(end: SessionEnd, challenged_at: Option<Instant>) ->
 /// Tells the hub the agent is going away (1000), briefly waiting for its
 /// answer.
 async fn close_normally(ws: &mut HubSocket) {
+    close_with(ws, "agent stopping").await;
+}
+
+/// Closes with 1000 and `reason`, briefly waiting for the hub's answer.
+async fn close_with(ws: &mut HubSocket, reason: &'static str) {
     let frame = CloseFrame {
         code: CloseCode::Normal,
-        reason: "agent stopping".into(),
+        reason: reason.into(),
     };
     let _ = timeout(CLOSE_TIMEOUT, async {
         if ws.close(Some(frame)).await.is_ok() {
@@ -589,6 +656,7 @@ fn kind(message: &HubMessage) -> &'static str {
         HubMessage::Welcome { .. } => "a welcome",
         HubMessage::Command { .. } => "a command",
         HubMessage::Deploy { .. } => "a deploy",
+        HubMessage::Update { .. } => "an update",
     }
 }
 

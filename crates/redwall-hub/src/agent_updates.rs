@@ -279,14 +279,42 @@ impl Hub {
         Ok(out)
     }
 
-    /// Moves every rolling rollout on: stops one whose batch had a
-    /// failure, sends the next batch once the last one has answered, and
-    /// ends one with no agent left. Any replica may; each step is claimed
-    /// by one. Returns how many rollouts moved.
-    pub async fn run_agent_updates(&self) -> HubResult<usize> {
+    /// Moves every rolling rollout on: fails an update an agent was sent
+    /// and has not answered within `answer_within` (its new build hangs,
+    /// or it went away mid-way), stops one whose batch had a failure,
+    /// sends the next batch once the last one has answered, and ends one
+    /// with no agent left. Any replica may; each step is claimed by one.
+    /// Returns how many rollouts moved.
+    pub async fn run_agent_updates(&self, answer_within: std::time::Duration) -> HubResult<usize> {
         let mut moved = 0;
+        let limit = i64::try_from(answer_within.as_micros()).unwrap_or(i64::MAX);
         for update in self.store.rolling_agent_updates().await? {
-            let commands = self.store.update_commands(&update.id).await?;
+            let mut commands = self.store.update_commands(&update.id).await?;
+            let now = self.now();
+            for c in commands.iter_mut() {
+                let Some(sent) = c.sent_at else { continue };
+                if c.done_at.is_some() || now.saturating_sub(sent) <= limit {
+                    continue;
+                }
+                let why = format!(
+                    "no answer within {} s of the build being sent",
+                    answer_within.as_secs()
+                );
+                if self
+                    .store
+                    .finish_agent_command(&c.agent_id, &c.id, false, &why, now)
+                    .await?
+                {
+                    if let Some(agent) = self.store.agent_by_id(&c.agent_id).await? {
+                        let origin = Origin::local("redwall-agent-updates");
+                        self.audit_update_answer(&origin, &agent, c, &update.build_id, false, &why)
+                            .await?;
+                    }
+                }
+                c.done_at = Some(now);
+                c.ok = Some(false);
+                c.message = Some(why);
+            }
             if commands.iter().any(|c| c.done_at.is_none()) {
                 continue;
             }

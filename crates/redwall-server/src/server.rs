@@ -213,8 +213,10 @@ pub async fn start(options: StartOptions) -> anyhow::Result<RunningServer> {
     if let Some(manager) = manager {
         let hub = state.hub.clone();
         tokio::spawn(async move { manager.start_desired(&hub).await });
-        spawn_deploy_scheduler(state.hub.clone());
     }
+    // Every hub: agents' deploys and updates need no instance manager (the
+    // instances' own deployments are skipped where there is none).
+    spawn_deploy_scheduler(state.hub.clone(), state.config.agents.update_confirm_secs);
     let tls = rustls_config_is_some;
     tracing::info!(%addr, tls, "Redwall is listening");
     Ok(RunningServer {
@@ -450,7 +452,7 @@ async fn count_requests(State(state): State<AppState>, request: Request, next: N
 
 /// Carries out deployments held for their window once it opens (checked
 /// every second: one indexed query while nothing waits).
-fn spawn_deploy_scheduler(hub: redwall_hub::Hub) {
+fn spawn_deploy_scheduler(hub: redwall_hub::Hub, update_confirm_secs: u64) {
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(Duration::from_secs(1));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -462,7 +464,10 @@ fn spawn_deploy_scheduler(hub: redwall_hub::Hub) {
             if let Err(e) = hub.run_due_agent_deployments().await {
                 tracing::warn!(error = %e, "could not check the agents' scheduled deployments");
             }
-            if let Err(e) = hub.run_agent_updates().await {
+            // A rolled-back agent answers from its old build, which may
+            // first wait for a restart: a minute beyond its own deadline.
+            let answer_within = Duration::from_secs(update_confirm_secs.saturating_add(60));
+            if let Err(e) = hub.run_agent_updates(answer_within).await {
                 tracing::warn!(error = %e, "could not move the agents' updates on");
             }
         }

@@ -17,15 +17,16 @@ use redwall_agent::state::{self, AgentConfig};
 use redwall_agent::Agent;
 use redwall_crypto::agent_box::{check_public_key, seal_for, AgentBoxKey};
 use redwall_crypto::signing::{AgentKey, HubSigningKey, PublicKey};
-use redwall_policy::agent_protocol::SignedSnapshot;
 use redwall_policy::agent_protocol::{
     hello_message, AgentMessage, EnrolAnswer, EnrolRequest, ProvisioningBundle, CONNECT_PATH,
     ENROL_PATH, HELLO_CONTEXT, MAX_FRAME_BYTES, PROTOCOL_VERSION,
 };
+use redwall_policy::agent_protocol::{BuildStatement, SignedBuild, SignedSnapshot, BUILD_CONTEXT};
 use redwall_policy::snapshot_format::{
     content_sha256, flows_sha256, Content, Statement, STATEMENT_CONTEXT,
 };
 use serde_json::{json, Value};
+use sha2::{Digest as _, Sha256};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
 use tokio_rustls::TlsAcceptor;
@@ -177,6 +178,11 @@ impl FakeHub {
         self.sockets.try_recv().is_ok()
     }
 
+    /// The agent WebSocket waiting, if any.
+    pub fn try_socket(&mut self) -> Option<AgentSocket> {
+        self.sockets.try_recv().ok().map(AgentSocket)
+    }
+
     pub async fn next_enrolment(&mut self) -> EnrolRequest {
         within("an enrolment", self.enrolments.recv())
             .await
@@ -206,6 +212,27 @@ impl FakeHub {
         agent_box: &str,
     ) -> SignedSnapshot {
         sign_snapshot(&self.signer, id, TEAM_ID, content, credentials, agent_box)
+    }
+}
+
+/// An agent build for `platform` as a hub holding `signer` offers it:
+/// the statement (version 0.2.0) signed, the binary attached.
+pub fn sign_build(signer: &HubSigningKey, binary: &[u8], platform: &str) -> SignedBuild {
+    let statement = serde_json::to_string(&BuildStatement {
+        v: 1,
+        id: "bld_test".into(),
+        version: "0.2.0".into(),
+        platform: platform.into(),
+        sha256: hex::encode(Sha256::digest(binary)),
+        size: binary.len() as u64,
+        created_at: 1_700_000_000,
+    })
+    .unwrap();
+    let signature = signer.sign(BUILD_CONTEXT, statement.as_bytes());
+    SignedBuild {
+        statement,
+        signature: STANDARD.encode(signature),
+        binary: STANDARD.encode(binary),
     }
 }
 
@@ -304,14 +331,12 @@ impl AgentSocket {
         self.drain().await;
     }
 
-    /// Reads until the agent has closed (or hung up).
+    /// Reads until the agent has closed (or hung up). After the agent's
+    /// close, reads on until the end, which sends the hub's reply to it:
+    /// an agent waits for that reply before it goes on.
     pub async fn drain(&mut self) {
         within("the agent to close", async {
-            while let Some(Ok(frame)) = self.0.recv().await {
-                if matches!(frame, Message::Close(_)) {
-                    break;
-                }
-            }
+            while let Some(Ok(_)) = self.0.recv().await {}
         })
         .await;
     }
@@ -353,8 +378,24 @@ impl AgentSocket {
         }
     }
 
-    /// Challenge, check the signed hello, welcome.
-    pub async fn greet(&mut self, agent_id: &str, key: &PublicKey, heartbeat_secs: u64) {
+    /// Challenge, check the signed hello, welcome. Returns the hello.
+    pub async fn greet(&mut self, agent_id: &str, key: &PublicKey, heartbeat_secs: u64) -> Value {
+        let hello = self.challenge(agent_id, key).await;
+        self.welcome(agent_id, heartbeat_secs).await;
+        hello
+    }
+
+    /// The welcome that follows a good hello.
+    pub async fn welcome(&mut self, agent_id: &str, heartbeat_secs: u64) {
+        self.send_json(
+            json!({"type": "welcome", "agent_id": agent_id, "heartbeat_secs": heartbeat_secs}),
+        )
+        .await;
+    }
+
+    /// Challenge, and check the signed hello (no welcome yet). Returns
+    /// the hello.
+    pub async fn challenge(&mut self, agent_id: &str, key: &PublicKey) -> Value {
         let nonce = URL_SAFE_NO_PAD.encode(rand::random::<[u8; 32]>());
         self.send_json(json!({"type": "challenge", "nonce": nonce}))
             .await;
@@ -376,9 +417,17 @@ impl AgentSocket {
                 &signature
             )
             .is_err());
-        self.send_json(
-            json!({"type": "welcome", "agent_id": agent_id, "heartbeat_secs": heartbeat_secs}),
-        )
+        hello
+    }
+
+    /// Offers `build` to the agent as update `id`.
+    pub async fn update(&mut self, id: &str, build: &SignedBuild, confirm_within_secs: u64) {
+        self.send_json(json!({
+            "type": "update",
+            "id": id,
+            "build": build,
+            "confirm_within_secs": confirm_within_secs,
+        }))
         .await;
     }
 }

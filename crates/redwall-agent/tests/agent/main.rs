@@ -9,6 +9,7 @@ mod node_red;
 mod sessions;
 mod snapshots;
 mod tls_trust;
+mod updates;
 
 use std::future::Future;
 use std::time::Duration;

@@ -207,6 +207,22 @@ async fn a_signed_snapshot_runs_a_tampered_one_changes_nothing_and_a_restart_sti
     );
     assert!(!String::from_utf8_lossy(&kept).contains("pw-1"));
     let pid = node_red_pid(&dir).unwrap();
+    // Handed over again (the hub lost the answer): it already runs, so the
+    // agent says so without loading it again.
+    let again = std::time::Instant::now();
+    ws.deploy("d1", &s1).await;
+    let (done, _) = answer(&mut ws, "d1").await;
+    assert_eq!(
+        done,
+        json!({"type": "command_done", "id": "d1", "ok": true,
+               "message": "runs snapshot s1 (it already ran here)"})
+    );
+    assert!(
+        again.elapsed() < Duration::from_secs(2),
+        "{:?}",
+        again.elapsed()
+    );
+    assert_eq!(node_red_pid(&dir), Some(pid));
 
     // Tampered snapshots, each of which would serve other text on /hello.
     let evil = content(hello_flows("evil"));

@@ -25,6 +25,8 @@ pub fn agent_bin() -> PathBuf {
 pub struct AgentHost {
     dir: tempfile::TempDir,
     netns: Option<String>,
+    /// The agent executable (the workspace's build unless said otherwise).
+    bin: PathBuf,
 }
 
 impl AgentHost {
@@ -32,6 +34,15 @@ impl AgentHost {
         AgentHost {
             dir: tempfile::tempdir().unwrap(),
             netns: netns.map(str::to_string),
+            bin: agent_bin(),
+        }
+    }
+
+    /// An agent installed as `bin` (no network namespace).
+    pub fn with_binary(bin: &Path) -> AgentHost {
+        AgentHost {
+            bin: bin.to_path_buf(),
+            ..AgentHost::new(None)
         }
     }
 
@@ -43,10 +54,10 @@ impl AgentHost {
         let mut c = match &self.netns {
             Some(ns) => {
                 let mut c = Command::new("ip");
-                c.args(["netns", "exec", ns]).arg(agent_bin());
+                c.args(["netns", "exec", ns]).arg(&self.bin);
                 c
             }
-            None => Command::new(agent_bin()),
+            None => Command::new(&self.bin),
         };
         c.env("REDWALL_AGENT_LOG", "debug");
         c
@@ -74,6 +85,23 @@ impl AgentHost {
 
     pub fn run(&self) -> Child {
         let log = std::fs::File::create(self.dir.path().join("agent.log")).unwrap();
+        self.command()
+            .arg("run")
+            .arg("--dir")
+            .arg(self.state_dir())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap()
+    }
+
+    /// Runs it again, its log kept (as systemd restarting it would).
+    pub fn run_appending(&self) -> Child {
+        let log = std::fs::OpenOptions::new()
+            .append(true)
+            .create(true)
+            .open(self.dir.path().join("agent.log"))
+            .unwrap();
         self.command()
             .arg("run")
             .arg("--dir")
