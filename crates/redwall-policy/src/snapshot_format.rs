@@ -52,41 +52,112 @@ pub struct Statement {
 
 /// Canonical JSON: keys sorted at every level, no insignificant space.
 pub fn canonical(value: &Value) -> String {
-    let mut out = String::new();
+    let mut out = Vec::new();
     write_canonical(value, &mut out);
-    out
+    // Only JSON text (valid UTF-8) was written.
+    String::from_utf8(out).unwrap_or_default()
 }
 
-fn write_canonical(value: &Value, out: &mut String) {
+/// Where canonical JSON goes: a buffer, or straight into a digest (a
+/// rollout checks a large flow on each of a thousand agents, so nothing is
+/// copied or built on the way).
+pub trait Sink {
+    fn put(&mut self, bytes: &[u8]);
+}
+
+impl Sink for Vec<u8> {
+    fn put(&mut self, bytes: &[u8]) {
+        self.extend_from_slice(bytes);
+    }
+}
+
+impl Sink for Sha256 {
+    fn put(&mut self, bytes: &[u8]) {
+        self.update(bytes);
+    }
+}
+
+/// Adapts a [`Sink`] for serde_json's string escaping.
+struct Writer<'a, S: Sink>(&'a mut S);
+
+impl<S: Sink> std::io::Write for Writer<'_, S> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.put(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// A JSON string, escaped as serde_json escapes it.
+fn write_str<S: Sink>(s: &str, out: &mut S) {
+    // Writing a &str to an infallible sink cannot fail.
+    let _ = serde_json::to_writer(Writer(out), s);
+}
+
+pub fn write_canonical<S: Sink>(value: &Value, out: &mut S) {
     match value {
         Value::Object(map) => {
             let mut keys: Vec<&String> = map.keys().collect();
             keys.sort();
-            out.push('{');
+            out.put(b"{");
             for (i, key) in keys.into_iter().enumerate() {
                 if i > 0 {
-                    out.push(',');
+                    out.put(b",");
                 }
-                out.push_str(&Value::String(key.clone()).to_string());
-                out.push(':');
+                write_str(key, out);
+                out.put(b":");
                 if let Some(v) = map.get(key) {
                     write_canonical(v, out);
                 }
             }
-            out.push('}');
+            out.put(b"}");
         }
         Value::Array(items) => {
-            out.push('[');
+            out.put(b"[");
             for (i, item) in items.iter().enumerate() {
                 if i > 0 {
-                    out.push(',');
+                    out.put(b",");
                 }
                 write_canonical(item, out);
             }
-            out.push(']');
+            out.put(b"]");
         }
-        scalar => out.push_str(&scalar.to_string()),
+        Value::String(s) => write_str(s, out),
+        // Numbers, booleans and null as serde_json writes them.
+        scalar => {
+            let _ = serde_json::to_writer(Writer(out), scalar);
+        }
     }
+}
+
+/// The canonical form of a [`Content`], written from its fields (keys in
+/// order: env_names, flows, modules, options), without first turning it
+/// into a `Value`: the same bytes as `canonical(&to_value(content))`.
+fn write_canonical_content<S: Sink>(content: &Content, out: &mut S) {
+    out.put(b"{\"env_names\":[");
+    for (i, name) in content.env_names.iter().enumerate() {
+        if i > 0 {
+            out.put(b",");
+        }
+        write_str(name, out);
+    }
+    out.put(b"],\"flows\":");
+    write_canonical(&content.flows, out);
+    out.put(b",\"modules\":{");
+    // A BTreeMap iterates in key order, as canonical JSON sorts.
+    for (i, (name, version)) in content.modules.iter().enumerate() {
+        if i > 0 {
+            out.put(b",");
+        }
+        write_str(name, out);
+        out.put(b":");
+        write_str(version, out);
+    }
+    out.put(b"},\"options\":");
+    write_canonical(&content.options, out);
+    out.put(b"}");
 }
 
 pub fn sha256_hex(bytes: &[u8]) -> String {
@@ -95,22 +166,49 @@ pub fn sha256_hex(bytes: &[u8]) -> String {
 
 /// The digest of the flows alone.
 pub fn flows_sha256(flows: &Value) -> String {
-    sha256_hex(canonical(flows).as_bytes())
+    let mut hasher = Sha256::new();
+    write_canonical(flows, &mut hasher);
+    hex::encode(hasher.finalize())
 }
 
-/// The digest of everything a snapshot holds.
+/// The digest of everything a snapshot holds: canonical
+/// `{"content": …, "credentials": …}`.
 pub fn content_sha256(
     content: &Content,
     credentials: &Map<String, Value>,
 ) -> Result<String, serde_json::Error> {
-    let content = serde_json::to_value(content)?;
-    let whole = serde_json::json!({ "content": content, "credentials": credentials });
-    Ok(sha256_hex(canonical(&whole).as_bytes()))
+    let mut hasher = Sha256::new();
+    hasher.put(b"{\"content\":");
+    write_canonical_content(content, &mut hasher);
+    hasher.put(b",\"credentials\":");
+    // A Map is a JSON object: written sorted like any other.
+    write_canonical_map(credentials, &mut hasher);
+    hasher.put(b"}");
+    Ok(hex::encode(hasher.finalize()))
+}
+
+fn write_canonical_map<S: Sink>(map: &Map<String, Value>, out: &mut S) {
+    let mut keys: Vec<&String> = map.keys().collect();
+    keys.sort();
+    out.put(b"{");
+    for (i, key) in keys.into_iter().enumerate() {
+        if i > 0 {
+            out.put(b",");
+        }
+        write_str(key, out);
+        out.put(b":");
+        if let Some(v) = map.get(key) {
+            write_canonical(v, out);
+        }
+    }
+    out.put(b"}");
 }
 
 impl Content {
     pub fn to_canonical(&self) -> Result<String, serde_json::Error> {
-        Ok(canonical(&serde_json::to_value(self)?))
+        let mut out = Vec::new();
+        write_canonical_content(self, &mut out);
+        Ok(String::from_utf8(out).unwrap_or_default())
     }
 }
 
@@ -159,6 +257,94 @@ mod tests {
             .modules
             .insert("node-red-contrib-x".into(), "1.0.0".into());
         assert_ne!(content_sha256(&other, &creds).unwrap(), with_creds);
+    }
+
+    /// The form as first written (through `Value`s and strings): what every
+    /// stored digest and signature was made with.
+    fn reference_canonical(value: &Value) -> String {
+        fn write(value: &Value, out: &mut String) {
+            match value {
+                Value::Object(map) => {
+                    let mut keys: Vec<&String> = map.keys().collect();
+                    keys.sort();
+                    out.push('{');
+                    for (i, key) in keys.into_iter().enumerate() {
+                        if i > 0 {
+                            out.push(',');
+                        }
+                        out.push_str(&Value::String(key.clone()).to_string());
+                        out.push(':');
+                        write(&map[key.as_str()], out);
+                    }
+                    out.push('}');
+                }
+                Value::Array(items) => {
+                    out.push('[');
+                    for (i, item) in items.iter().enumerate() {
+                        if i > 0 {
+                            out.push(',');
+                        }
+                        write(item, out);
+                    }
+                    out.push(']');
+                }
+                scalar => out.push_str(&scalar.to_string()),
+            }
+        }
+        let mut out = String::new();
+        write(value, &mut out);
+        out
+    }
+
+    fn arbitrary_json() -> impl proptest::strategy::Strategy<Value = Value> {
+        use proptest::prelude::*;
+        let leaf = prop_oneof![
+            Just(Value::Null),
+            any::<bool>().prop_map(Value::from),
+            any::<i64>().prop_map(Value::from),
+            any::<f64>()
+                .prop_filter("finite", |f| f.is_finite())
+                .prop_map(Value::from),
+            ".{0,12}".prop_map(Value::from),
+        ];
+        leaf.prop_recursive(4, 64, 6, |inner| {
+            prop_oneof![
+                proptest::collection::vec(inner.clone(), 0..6).prop_map(Value::Array),
+                proptest::collection::btree_map(".{0,8}", inner, 0..6)
+                    .prop_map(|m| Value::Object(m.into_iter().collect())),
+            ]
+        })
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn the_streamed_form_is_byte_for_byte_the_first_one(
+            flows in arbitrary_json(),
+            options in arbitrary_json(),
+            creds in proptest::collection::btree_map(".{0,8}", arbitrary_json(), 0..4),
+            env in proptest::collection::vec(".{0,8}", 0..4),
+            modules in proptest::collection::btree_map(".{0,8}", ".{0,8}", 0..4),
+        ) {
+            proptest::prop_assert_eq!(canonical(&flows), reference_canonical(&flows));
+            proptest::prop_assert_eq!(
+                flows_sha256(&flows),
+                sha256_hex(reference_canonical(&flows).as_bytes())
+            );
+            let content = Content { flows, env_names: env, options, modules };
+            let creds: Map<String, Value> = creds.into_iter().collect();
+            let whole = serde_json::json!({
+                "content": serde_json::to_value(&content).unwrap(),
+                "credentials": creds,
+            });
+            proptest::prop_assert_eq!(
+                content_sha256(&content, &creds).unwrap(),
+                sha256_hex(reference_canonical(&whole).as_bytes())
+            );
+            proptest::prop_assert_eq!(
+                content.to_canonical().unwrap(),
+                reference_canonical(&serde_json::to_value(&content).unwrap())
+            );
+        }
     }
 
     #[test]
