@@ -98,22 +98,7 @@ fn write_str<S: Sink>(s: &str, out: &mut S) {
 
 pub fn write_canonical<S: Sink>(value: &Value, out: &mut S) {
     match value {
-        Value::Object(map) => {
-            let mut keys: Vec<&String> = map.keys().collect();
-            keys.sort();
-            out.put(b"{");
-            for (i, key) in keys.into_iter().enumerate() {
-                if i > 0 {
-                    out.put(b",");
-                }
-                write_str(key, out);
-                out.put(b":");
-                if let Some(v) = map.get(key) {
-                    write_canonical(v, out);
-                }
-            }
-            out.put(b"}");
-        }
+        Value::Object(map) => write_canonical_map(map, out),
         Value::Array(items) => {
             out.put(b"[");
             for (i, item) in items.iter().enumerate() {

@@ -2,9 +2,9 @@
 //! `redwall serve` processes on their defaults (HTTPS with the self-signed
 //! certificate, which the provisioning bundle pins).
 //!
-//! - Two hubs on one PostgreSQL: the agent is connected to one; a ping and
-//!   a revocation issued through the other reach it, and the revocation
-//!   cuts it off within a second.
+//! - Two hubs on one PostgreSQL: the agent is connected to one; a ping, a
+//!   snapshot deploy and a revocation issued through the other reach it,
+//!   and the revocation cuts it off within a second.
 //! - An agent in its own network namespace (veth pair, nothing inbound
 //!   accepted): it dials out, shows online, goes offline within two
 //!   heartbeats of a cut link, and comes back on its own, also after the
@@ -91,6 +91,52 @@ async fn a_command_and_a_revocation_reach_the_agent_through_the_other_hub() {
         .output()
         .unwrap();
     assert_eq!(ok(out).trim(), "plant-7: pong");
+
+    // A snapshot deployed through that other hub reaches the agent too:
+    // this one runs no Node-RED and says so, which ends the deployment.
+    via_second
+        .post(
+            &format!("/api/v1/teams/{team}/instances"),
+            serde_json::json!({"name": "central"}),
+        )
+        .await;
+    let flows = serde_json::json!([{"id": "t1", "type": "tab", "label": "Site"}]);
+    let imported = via_second
+        .post(
+            &format!("/api/v1/teams/{team}/instances/central/snapshots/import"),
+            serde_json::json!({"file": base64::Engine::encode(
+                &base64::engine::general_purpose::STANDARD,
+                serde_json::to_vec(&flows).unwrap(),
+            )}),
+        )
+        .await;
+    let deployed = via_second
+        .post(
+            &format!("/api/v1/teams/{team}/deploys"),
+            serde_json::json!({"snapshot": imported["snapshot"]["id"],
+                               "target": {"kind": "agent", "name": "plant-7"}}),
+        )
+        .await;
+    let deployment = deployed[0]["id"].as_str().unwrap().to_string();
+    let started = Instant::now();
+    loop {
+        let (status, list) = via_second
+            .get(&format!("/api/v1/teams/{team}/agents/plant-7/deployments"))
+            .await;
+        assert_eq!(status, 200, "{list}");
+        let d = &list[0];
+        assert_eq!(d["id"], deployment.as_str(), "{list}");
+        if d["status"] == "failed" {
+            assert_eq!(d["error"], "this agent runs no Node-RED", "{d}");
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "{d}\n{}",
+            host.log()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 
     // Revoked through the other hub: cut off within a second, for good.
     let started = Instant::now();

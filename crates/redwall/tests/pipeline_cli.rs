@@ -295,7 +295,7 @@ async fn groups_and_pipelines_are_managed_by_owners_and_refusals_are_explained()
         dev.contains("failed") && dev.contains("start it first"),
         "{out}"
     );
-    assert!(stderr(&o).contains("failed on 1 of 1 instance(s): dev"));
+    assert!(stderr(&o).contains("failed on 1 of 1 target(s): dev"));
 
     // A stage that needs approval: held; the promoter may not approve it,
     // a Member may not, another Owner does (and its deploy fails the same

@@ -231,15 +231,7 @@ impl Hub {
                 // An agent's: `run_due_agent_deployments`.
                 continue;
             }
-            // An unreadable schedule (never written so) is never due.
-            let Ok(window) = serde_json::from_str::<DeployWindow>(&d.schedule) else {
-                tracing::error!(deployment = %d.id, "a deployment's schedule is unreadable");
-                continue;
-            };
-            if earliest_start(&window, now) > now {
-                continue;
-            }
-            if !self.store.claim_deployment(&d.id, now).await? {
+            if !self.claim_if_due(&d, now).await? {
                 continue;
             }
             let user = match &d.requested_by {
@@ -265,6 +257,24 @@ impl Hub {
             done += 1;
         }
         Ok(done)
+    }
+
+    /// Takes a waiting deployment whose window is open for this process:
+    /// false when it is not due, or another replica took it first. An
+    /// unreadable schedule (never written so) is never due.
+    pub(crate) async fn claim_if_due(
+        &self,
+        d: &Deployment,
+        now: redwall_policy::Micros,
+    ) -> HubResult<bool> {
+        let Ok(window) = serde_json::from_str::<DeployWindow>(&d.schedule) else {
+            tracing::error!(deployment = %d.id, "a deployment's schedule is unreadable");
+            return Ok(false);
+        };
+        if earliest_start(&window, now) > now {
+            return Ok(false);
+        }
+        Ok(self.store.claim_deployment(&d.id, now).await?)
     }
 
     /// Checks that a target names something of the team (a pipeline's

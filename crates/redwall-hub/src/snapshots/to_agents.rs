@@ -18,7 +18,7 @@ use base64::engine::general_purpose::STANDARD;
 use base64::Engine as _;
 use redwall_policy::agent_protocol::{AgentCommand, SignedSnapshot};
 use redwall_policy::audit_event::{AuditEvent, Outcome};
-use redwall_policy::deploy_window::{earliest_start, DeployWindow};
+use redwall_policy::deploy_window::earliest_start;
 use redwall_policy::{Micros, MICROS_PER_SECOND};
 use redwall_store::{Agent, AgentCommandRow, Deployment};
 use serde_json::{json, Value};
@@ -221,15 +221,7 @@ impl Hub {
             let Some(agent_id) = d.agent_id.clone() else {
                 continue;
             };
-            // An unreadable schedule (never written so) is never due.
-            let Ok(window) = serde_json::from_str::<DeployWindow>(&d.schedule) else {
-                tracing::error!(deployment = %d.id, "a deployment's schedule is unreadable");
-                continue;
-            };
-            if earliest_start(&window, now) > now {
-                continue;
-            }
-            if !self.store.claim_deployment(&d.id, now).await? {
+            if !self.claim_if_due(&d, now).await? {
                 continue;
             }
             let command = deploy_command(&d, d.requested_by.as_deref(), now)?;
