@@ -76,6 +76,22 @@ pub(crate) fn scheduled_event(
     )
 }
 
+/// When a deploy in `window` may start, seen at `now`; refused when the
+/// window never opens.
+pub(crate) fn window_start(
+    window: &DeployWindow,
+    now: redwall_policy::Micros,
+) -> HubResult<redwall_policy::Micros> {
+    let starts_at = earliest_start(window, now);
+    if starts_at == redwall_policy::Micros::MAX {
+        return Err(HubError::invalid(
+            "invalid_deploy_window",
+            "the deploy window never opens",
+        ));
+    }
+    Ok(starts_at)
+}
+
 fn bad_target(message: impl Into<String>) -> HubError {
     HubError::invalid("invalid_target", message)
 }
@@ -145,13 +161,7 @@ impl Hub {
             .target_instances(request.team_id, request.target, request.only)
             .await?;
         let now = self.now();
-        let starts_at = earliest_start(&request.window, now);
-        if starts_at == redwall_policy::Micros::MAX {
-            return Err(HubError::invalid(
-                "invalid_deploy_window",
-                "the deploy window never opens",
-            ));
-        }
+        let starts_at = window_start(&request.window, now)?;
         let waits = starts_at > now;
         let schedule = serde_json::to_string(&request.window).map_err(HubError::internal)?;
         let rows: Vec<Deployment> = instances

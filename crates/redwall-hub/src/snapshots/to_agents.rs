@@ -18,7 +18,6 @@ use base64::engine::general_purpose::STANDARD;
 use base64::Engine as _;
 use redwall_policy::agent_protocol::{AgentCommand, SignedSnapshot};
 use redwall_policy::audit_event::{AuditEvent, Outcome};
-use redwall_policy::deploy_window::earliest_start;
 use redwall_policy::{Micros, MICROS_PER_SECOND};
 use redwall_store::{Agent, AgentCommandRow, Deployment};
 use serde_json::{json, Value};
@@ -147,13 +146,7 @@ impl Hub {
             .target_agents(request.team_id, request.target, request.only)
             .await?;
         let now = self.now();
-        let starts_at = earliest_start(&request.window, now);
-        if starts_at == Micros::MAX {
-            return Err(HubError::invalid(
-                "invalid_deploy_window",
-                "the deploy window never opens",
-            ));
-        }
+        let starts_at = super::schedule::window_start(&request.window, now)?;
         let waits = starts_at > now;
         let schedule = serde_json::to_string(&request.window).map_err(HubError::internal)?;
         let mut rows = Vec::with_capacity(agents.len());

@@ -289,13 +289,13 @@ async fn send_commands(
                         snapshot: Box::new(snapshot),
                     },
                     Err(e) => {
-                        let cause = format!("the hub could not send the snapshot: {e}");
-                        if let Err(e) = hub
-                            .agent_command_done(this.origin, agent_id, &id, false, &cause)
-                            .await
-                        {
-                            tracing::warn!(agent = agent_id, error = %e, "a failed deploy was not recorded");
-                        }
+                        fail_unsent(
+                            state,
+                            this,
+                            &id,
+                            &format!("the hub could not send the snapshot: {e}"),
+                        )
+                        .await;
                         continue;
                     }
                 }
@@ -308,13 +308,13 @@ async fn send_commands(
                         confirm_within_secs: state.config.agents.update_confirm_secs,
                     },
                     Err(e) => {
-                        let cause = format!("the hub could not send the build: {e}");
-                        if let Err(e) = hub
-                            .agent_command_done(this.origin, agent_id, &id, false, &cause)
-                            .await
-                        {
-                            tracing::warn!(agent = agent_id, error = %e, "a failed update was not recorded");
-                        }
+                        fail_unsent(
+                            state,
+                            this,
+                            &id,
+                            &format!("the hub could not send the build: {e}"),
+                        )
+                        .await;
                         continue;
                     }
                 }
@@ -324,4 +324,16 @@ async fn send_commands(
         send(socket, &message).await?;
     }
     Ok(())
+}
+
+/// Answers, for the agent, a command the hub could not make ready to send:
+/// it fails, with its cause, as if the agent had refused it.
+async fn fail_unsent(state: &AppState, this: This<'_>, id: &str, cause: &str) {
+    if let Err(e) = state
+        .hub
+        .agent_command_done(this.origin, this.agent_id, id, false, cause)
+        .await
+    {
+        tracing::warn!(agent = this.agent_id, error = %e, "a command that could not be sent was not recorded as failed");
+    }
 }
