@@ -114,19 +114,26 @@
 //! [`RunOutcome`] instead of exiting (after stopping Node-RED).
 
 pub mod apply;
+pub mod bridge;
 pub mod builds;
 pub mod enrol;
+pub mod hosting;
 pub mod hub_url;
 pub mod launcher;
+pub mod local_endpoints;
 pub mod node_red;
 pub mod node_red_deploy;
+pub mod outbox;
 pub mod run;
 mod self_update;
 mod session;
+pub mod site_endpoints;
 pub mod snapshot;
 pub mod state;
 pub mod tls;
+mod tunnel;
 pub mod update;
+pub mod watchdog;
 
 pub use apply::{RecordOnly, SnapshotRunner};
 pub use enrol::{enrol, enrol_with, read_bundle_arg, EnrolError, Enrolled};

@@ -114,6 +114,7 @@ async fn run(dir: &std::path::Path) -> ExitCode {
     }
     let options = RunOptions {
         self_update: true,
+        systemd_notify: true,
         ..RunOptions::default()
     };
     loop {

@@ -292,7 +292,12 @@ pub fn state_of(status: &InstanceStatus, start_failed: bool) -> &'static str {
 /// The supervised Node-RED.
 pub struct NodeRed {
     supervisor: Supervisor,
-    spec: InstanceSpec,
+    /// What runs: the agent's own instance, or the hub's instance it is
+    /// (see [`NodeRed::host`]); changed only under [`NodeRed::control`].
+    spec: std::sync::RwLock<InstanceSpec>,
+    /// The agent's own token keys, to go back to when it hosts nothing.
+    own_keys: (Secret, Secret),
+    dir: PathBuf,
     install: NodeRedInstall,
     /// Why the last start did not even spawn Node-RED, if it did not.
     start_failure: Mutex<Option<String>>,
@@ -320,14 +325,25 @@ impl NodeRed {
             warn!("stopped the Node-RED an earlier agent left running");
         }
         let secrets = NodeRedSecrets::load_or_create(dir)?;
-        let spec = instance_spec(dir, config, &secrets, &install);
+        let mut spec = instance_spec(dir, config, &secrets, &install);
+        let own_keys = (spec.editor_secret.clone(), spec.endpoint_secret.clone());
+        if let Some(hosted) =
+            crate::hosting::HostedIdentity::load(dir).map_err(|why| NodeRedError::Secrets {
+                path: dir.join(crate::hosting::HOSTED_FILE).display().to_string(),
+                why,
+            })?
+        {
+            hosted.apply_to(&mut spec);
+        }
         spec.validate()?;
         if redwall_runtime::landlock_abi().is_none() {
             warn!("this kernel has no Landlock: Node-RED runs as the agent's user and could read the agent's files (its key included)");
         }
         Ok(Self {
             supervisor,
-            spec,
+            spec: std::sync::RwLock::new(spec),
+            own_keys,
+            dir: dir.to_owned(),
             install,
             start_failure: Mutex::new(None),
             changing: tokio::sync::Mutex::new(()),
@@ -336,16 +352,28 @@ impl NodeRed {
 
     /// Where Node-RED listens: always `127.0.0.1:PORT`.
     pub fn address(&self) -> std::net::SocketAddr {
-        self.spec.address()
+        self.spec().address()
+    }
+
+    /// A copy of what runs now.
+    pub(crate) fn spec(&self) -> InstanceSpec {
+        self.spec.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// The instance id Node-RED's tokens must name: the hub's instance it
+    /// is, or [`INSTANCE_ID`].
+    pub fn instance_id(&self) -> String {
+        self.spec
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .id
+            .clone()
     }
 
     /// Starts Node-RED; returns once its process runs (or could not be
     /// started, which is logged and reported as `failed`).
     pub async fn start(&self) {
-        let started = self
-            .supervisor
-            .start(self.spec.clone(), &self.install)
-            .await;
+        let started = self.supervisor.start(self.spec(), &self.install).await;
         self.record(started.as_ref().err());
         match started {
             Ok(()) => info!(
@@ -363,7 +391,7 @@ impl NodeRed {
     }
 
     pub fn status(&self) -> InstanceStatus {
-        self.supervisor.status(INSTANCE_ID)
+        self.supervisor.status(&self.instance_id())
     }
 
     /// What heartbeats report.
@@ -392,17 +420,17 @@ impl NodeRed {
 
     /// Node-RED's user directory (flows, credentials, installed modules).
     pub fn userdir(&self) -> PathBuf {
-        self.spec.dir.join(USERDIR)
+        self.spec().dir.join(USERDIR)
     }
 
     /// The key of the editor tokens Node-RED accepts (the deploy API).
-    pub(crate) fn editor_secret(&self) -> &Secret {
-        &self.spec.editor_secret
+    pub(crate) fn editor_secret(&self) -> Secret {
+        self.spec().editor_secret
     }
 
     /// Node-RED's `credentialSecret`, which seals `flows_cred.json`.
-    pub(crate) fn credential_secret(&self) -> &Secret {
-        &self.spec.credential_secret
+    pub(crate) fn credential_secret(&self) -> Secret {
+        self.spec().credential_secret
     }
 
     /// Node-RED's pid while the supervisor reports it running.
@@ -429,11 +457,9 @@ impl Control<'_> {
     /// Stops and starts Node-RED again, and waits until it answers.
     pub async fn restart(&self) -> Result<(), String> {
         let n = self.node_red;
-        let restarted = match n.supervisor.restart(INSTANCE_ID).await {
+        let restarted = match n.supervisor.restart(&n.instance_id()).await {
             // The first start never got as far as the supervisor.
-            Err(RuntimeError::UnknownInstance(_)) => {
-                n.supervisor.start(n.spec.clone(), &n.install).await
-            }
+            Err(RuntimeError::UnknownInstance(_)) => n.supervisor.start(n.spec(), &n.install).await,
             other => other,
         };
         n.record(restarted.as_ref().err());
@@ -452,7 +478,7 @@ impl Control<'_> {
         credentials: &Map<String, Value>,
     ) -> Result<(), String> {
         let n = self.node_red;
-        match n.supervisor.stop(INSTANCE_ID).await {
+        match n.supervisor.stop(&n.instance_id()).await {
             Ok(()) | Err(RuntimeError::UnknownInstance(_)) => {}
             Err(e) => return Err(format!("Node-RED could not be stopped: {e}")),
         }
@@ -467,16 +493,55 @@ impl Control<'_> {
                 write_private_atomically(&userdir, CREDENTIALS_FILE, sealed.to_string().as_bytes())
             })
             .map_err(|e| format!("cannot write Node-RED's flows: {e}"))?;
-        let started = n.supervisor.start(n.spec.clone(), &n.install).await;
+        let started = n.supervisor.start(n.spec(), &n.install).await;
         n.record(started.as_ref().err());
         started.map_err(|e| format!("Node-RED could not be started: {e}"))?;
         self.wait_until_running().await
     }
 
+    /// Makes Node-RED the hub's instance `hosted` (its id and token keys,
+    /// kept in [`crate::hosting::HOSTED_FILE`]), or the agent's own again
+    /// with `None`, restarting it when that changes anything. Returns
+    /// whether it did.
+    pub async fn host(
+        &self,
+        hosted: Option<&crate::hosting::HostedIdentity>,
+    ) -> Result<bool, String> {
+        let n = self.node_red;
+        let now = n.spec();
+        let mut wanted = now.clone();
+        match hosted {
+            Some(h) => h.apply_to(&mut wanted),
+            None => {
+                wanted.id = INSTANCE_ID.to_owned();
+                wanted.editor_secret = n.own_keys.0.clone();
+                wanted.endpoint_secret = n.own_keys.1.clone();
+            }
+        }
+        // Kept whatever else changes: the rules and keys the site's own
+        // endpoints use must survive a restart without the hub.
+        crate::hosting::HostedIdentity::store(&n.dir, hosted)?;
+        if wanted.id == now.id
+            && wanted.editor_secret.expose() == now.editor_secret.expose()
+            && wanted.endpoint_secret.expose() == now.endpoint_secret.expose()
+        {
+            return Ok(false);
+        }
+        match n.supervisor.stop(&now.id).await {
+            Ok(()) | Err(RuntimeError::UnknownInstance(_)) => {}
+            Err(e) => return Err(format!("Node-RED could not be stopped: {e}")),
+        }
+        *n.spec.write().unwrap_or_else(|p| p.into_inner()) = wanted;
+        let started = n.supervisor.start(n.spec(), &n.install).await;
+        n.record(started.as_ref().err());
+        started.map_err(|e| format!("Node-RED could not be started: {e}"))?;
+        self.wait_until_running().await.map(|()| true)
+    }
+
     async fn wait_until_running(&self) -> Result<(), String> {
         self.node_red
             .supervisor
-            .wait_until_running(INSTANCE_ID, RESTART_TIMEOUT)
+            .wait_until_running(&self.node_red.instance_id(), RESTART_TIMEOUT)
             .await
             .map(|_| ())
             .map_err(|e| format!("Node-RED did not come back: {e}"))

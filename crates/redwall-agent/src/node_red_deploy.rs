@@ -30,7 +30,7 @@ use serde_json::{Map, Value};
 use tracing::{info, warn};
 
 use crate::apply::{RunResult, SnapshotRunner};
-use crate::node_red::{Control, NodeRed, INSTANCE_ID};
+use crate::node_red::{Control, NodeRed};
 use crate::snapshot::{Credentials, Verified, Wiped};
 
 /// The user Node-RED records for the agent's deploys.
@@ -200,8 +200,8 @@ impl Deploy<'_> {
         let body = Wiped(with_credentials(flows, credentials));
         deploy_flows(
             n.address(),
-            n.editor_secret(),
-            INSTANCE_ID,
+            &n.editor_secret(),
+            &n.instance_id(),
             DEPLOY_USER,
             &body.0,
             self.options.deploy_timeout,
@@ -296,8 +296,8 @@ impl Api<'_> {
             .unwrap_or_default()
             + 300;
         let token = mint_editor_token(
-            self.node_red.editor_secret(),
-            INSTANCE_ID,
+            &self.node_red.editor_secret(),
+            &self.node_red.instance_id(),
             DEPLOY_USER,
             EditorPermission::Read,
             expires,

@@ -67,6 +67,10 @@ pub struct RunOptions {
     /// and as a new build confirm or roll back. Off by default, because an
     /// agent run inside another program must never exec over it.
     pub self_update: bool,
+    /// The `redwall-agent` binary only: tell systemd it is ready and, when
+    /// the unit sets a watchdog, that the main loop still moves
+    /// ([`crate::watchdog`]).
+    pub systemd_notify: bool,
 }
 
 impl Default for RunOptions {
@@ -76,6 +80,7 @@ impl Default for RunOptions {
             reconnect_max_ms: 30_000,
             deploy: DeployOptions::default(),
             self_update: false,
+            systemd_notify: false,
         }
     }
 }
@@ -90,6 +95,8 @@ pub enum RunError {
     Tls(#[from] TlsSetupError),
     #[error(transparent)]
     NodeRed(#[from] NodeRedError),
+    #[error("{0}")]
+    LocalEndpoints(String),
 }
 
 /// Loads the agent from `dir` and runs it (see [`run`]). Fails only if the
@@ -163,8 +170,18 @@ pub async fn run_with(
         })
     });
     let deployments = Arc::new(Deployments::open(agent, runner));
-    let mut local = Local::new(node_red.clone(), deployments, updates);
+    let progress = if options.systemd_notify {
+        crate::watchdog::start()
+    } else {
+        crate::watchdog::Progress::default()
+    };
+    let mut local = Local::new(node_red.clone(), deployments, updates, progress);
+    let (endpoints_stop, endpoints_stopped) = tokio::sync::oneshot::channel::<()>();
+    if let Some(node_red) = &node_red {
+        local.site_access = crate::site_endpoints::start(&agent.dir, node_red, endpoints_stopped)?;
+    }
     let outcome = stay_connected(agent, options, &dialer, &mut local, shutdown).await;
+    let _ = endpoints_stop.send(());
     if let Some(node_red) = node_red {
         node_red.stop().await;
     }
@@ -186,6 +203,7 @@ async fn stay_connected(
     let mut attempt: u32 = 0;
     let updates = local.updates.clone();
     loop {
+        local.progress.mark();
         // An update installed while the link was down.
         if let Ok(switch) = local.switch_rx.try_recv() {
             return RunOutcome::Switch(switch);
@@ -232,8 +250,20 @@ async fn stay_connected(
                 );
                 attempt = attempt.saturating_add(1);
                 warn!("{why}; dialling again in {delay} ms");
+                let redial_at =
+                    tokio::time::Instant::now() + std::time::Duration::from_millis(delay);
+                // Waiting is progress too: it is marked while it lasts.
+                let waiting = async {
+                    while tokio::time::Instant::now() < redial_at {
+                        local.progress.mark();
+                        tokio::time::sleep_until(
+                            redial_at.min(tokio::time::Instant::now() + crate::watchdog::TICK),
+                        )
+                        .await;
+                    }
+                };
                 tokio::select! {
-                    () = tokio::time::sleep(std::time::Duration::from_millis(delay)) => {}
+                    () = waiting => {}
                     () = shutdown.as_mut() => return RunOutcome::Shutdown,
                     Some(switch) = local.switch_rx.recv() => return RunOutcome::Switch(switch),
                     () = updates.rollback_due() => {

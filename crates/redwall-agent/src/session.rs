@@ -30,7 +30,7 @@ use base64::engine::general_purpose::STANDARD;
 use base64::Engine as _;
 use futures::{SinkExt as _, StreamExt as _};
 use redwall_policy::agent_protocol::{
-    close, hello_message, AgentCommand, AgentMessage, AgentStatus, HubMessage,
+    close, hello_message, AgentCommand, AgentMessage, AgentStatus, HostedInstance, HubMessage,
     HEARTBEAT_SECS_RANGE, HELLO_CONTEXT, HELLO_TIMEOUT_SECS, MAX_DEPLOY_FRAME_BYTES,
     MAX_FRAME_BYTES, PROTOCOL_VERSION,
 };
@@ -47,6 +47,7 @@ use tracing::{debug, info, warn};
 
 use crate::apply::Deployments;
 use crate::error_chain;
+use crate::hosting::HostedIdentity;
 use crate::hub_url::HubEndpoint;
 use crate::launcher::Switch;
 use crate::node_red::NodeRed;
@@ -99,13 +100,22 @@ pub(crate) struct Local {
     done_rx: mpsc::UnboundedReceiver<Done>,
     switch_tx: mpsc::UnboundedSender<Switch>,
     pub(crate) switch_rx: mpsc::UnboundedReceiver<Switch>,
+    /// Marked on every turn of the loops, for systemd's watchdog.
+    pub(crate) progress: crate::watchdog::Progress,
+    /// What the site's own endpoints judge by, when the agent serves them.
+    pub(crate) site_access: Option<SiteAccessSender>,
 }
+
+/// Where a new hosted instance's rules and keys go (`local_endpoints`).
+pub(crate) type SiteAccessSender =
+    tokio::sync::watch::Sender<Option<Arc<crate::local_endpoints::SiteAccess>>>;
 
 impl Local {
     pub(crate) fn new(
         node_red: Option<Arc<NodeRed>>,
         deployments: Arc<Deployments>,
         updates: Arc<Updates>,
+        progress: crate::watchdog::Progress,
     ) -> Self {
         let (done_tx, done_rx) = mpsc::unbounded_channel();
         let (switch_tx, switch_rx) = mpsc::unbounded_channel();
@@ -117,6 +127,8 @@ impl Local {
             done_rx,
             switch_tx,
             switch_rx,
+            progress,
+            site_access: None,
         }
     }
 
@@ -243,7 +255,7 @@ pub(crate) async fn session<F: Future<Output = ()>>(
         }
         local.updates.answered(&answer.command_id);
     }
-    connected(&mut ws, heartbeat_secs, local, shutdown).await
+    connected(&mut ws, agent, heartbeat_secs, local, shutdown).await
 }
 
 /// The challenge, the signed hello, the welcome. Returns the heartbeat
@@ -334,6 +346,7 @@ async fn next_hub_message(
 /// After the welcome: heartbeats, pings, commands, until the link ends.
 async fn connected<F: Future<Output = ()>>(
     ws: &mut HubSocket,
+    agent: &Agent,
     heartbeat_secs: u64,
     local: &mut Local,
     shutdown: &mut Pin<&mut F>,
@@ -345,8 +358,14 @@ async fn connected<F: Future<Output = ()>>(
     let mut beat = tokio::time::interval(period);
     beat.set_missed_tick_behavior(MissedTickBehavior::Delay);
     let mut last_heard = Instant::now();
+    // This connection's tunnel: its streams reach Node-RED; it ends with
+    // the connection.
+    let mut tunnel = crate::tunnel::site_end(local.node_red.as_ref().map(|n| n.address()));
+    let mut watchdog_tick = tokio::time::interval(crate::watchdog::TICK);
     loop {
+        local.progress.mark();
         let outcome = tokio::select! {
+            _ = watchdog_tick.tick() => Ok(()),
             () = shutdown.as_mut() => {
                 close_normally(ws).await;
                 return SessionEnd::Shutdown;
@@ -368,6 +387,10 @@ async fn connected<F: Future<Output = ()>>(
                 let Done { id, ok, message } = done;
                 send(ws, &AgentMessage::CommandDone { id, ok, message }, send_limit, true).await
             }
+            frame = tunnel.next_frame() => match frame {
+                Some(frame) => send_frame(ws, Message::Binary(frame.into()), send_limit, true).await,
+                None => Err(lost(true, "the tunnel ended")),
+            },
             Some(switch) = local.switch_rx.recv() => {
                 close_with(ws, "agent switching to another build").await;
                 return SessionEnd::Switch(switch);
@@ -382,7 +405,11 @@ async fn connected<F: Future<Output = ()>>(
                         finish_close(ws).await;
                         Err(end)
                     }
-                    Some(Ok(Message::Text(text))) => on_text(ws, &text, local, send_limit).await,
+                    Some(Ok(Message::Text(text))) => on_text(ws, agent, &text, local, send_limit).await,
+                    Some(Ok(Message::Binary(bytes))) => tunnel
+                        .deliver(&bytes)
+                        .await
+                        .map_err(|_| lost(true, "the tunnel ended")),
                     // Pongs (and the hub's pings, answered by tungstenite)
                     // only matter as signs of life.
                     Some(Ok(_)) => Ok(()),
@@ -411,6 +438,7 @@ async fn heartbeat(
 /// else is logged and ignored, so a newer hub cannot crash an older agent.
 async fn on_text(
     ws: &mut HubSocket,
+    agent: &Agent,
     text: &str,
     local: &Local,
     limit: Duration,
@@ -431,6 +459,10 @@ async fn on_text(
                 local.done_tx.clone(),
                 local.switch_tx.clone(),
             );
+            return Ok(());
+        }
+        Ok(HubMessage::Host { instance }) => {
+            host(agent, local, instance);
             return Ok(());
         }
         Ok(HubMessage::Deploy { id, snapshot }) => {
@@ -505,6 +537,53 @@ async fn on_text(
         true,
     )
     .await
+}
+
+/// Makes Node-RED the hub's instance the message names (or the agent's
+/// own), off the loop: it may restart Node-RED.
+fn host(agent: &Agent, local: &Local, instance: Option<HostedInstance>) {
+    let Some(node_red) = local.node_red.clone() else {
+        if let Some(i) = instance {
+            warn!(
+                "the hub says this agent's Node-RED is the instance {}, but this agent runs no Node-RED",
+                i.name
+            );
+        }
+        return;
+    };
+    let identity = match (instance, agent.box_key.as_ref()) {
+        (None, _) => None,
+        (Some(i), Some(key)) => match HostedIdentity::open(&i, key) {
+            Ok(identity) => Some(identity),
+            Err(why) => {
+                warn!("refused the hosted instance {}: {why}", i.name);
+                return;
+            }
+        },
+        (Some(i), None) => {
+            warn!(
+                "the instance {} cannot be hosted: this agent has no encryption key; enrol it again",
+                i.name
+            );
+            return;
+        }
+    };
+    if let Some(site) = &local.site_access {
+        // The endpoints follow the hub's rules and keys at once, whether
+        // or not Node-RED must restart for new token keys.
+        site.send_replace(identity.as_ref().and_then(HostedIdentity::site_access));
+    }
+    tokio::spawn(async move {
+        let control = node_red.control().await;
+        match control.host(identity.as_ref()).await {
+            Ok(true) => match &identity {
+                Some(i) => info!("Node-RED is now the hub's instance {}", i.name),
+                None => info!("Node-RED is no hub instance any more"),
+            },
+            Ok(false) => {}
+            Err(why) => warn!("Node-RED could not become the hosted instance: {why}"),
+        }
+    });
 }
 
 /// How a command is answered: at once, or when its work is done.
@@ -657,6 +736,7 @@ fn kind(message: &HubMessage) -> &'static str {
         HubMessage::Command { .. } => "a command",
         HubMessage::Deploy { .. } => "a deploy",
         HubMessage::Update { .. } => "an update",
+        HubMessage::Host { .. } => "the hosted instance",
     }
 }
 

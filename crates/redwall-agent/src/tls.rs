@@ -15,12 +15,11 @@
 
 use std::sync::Arc;
 
-use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
-use rustls::crypto::{verify_tls12_signature, verify_tls13_signature, WebPkiSupportedAlgorithms};
+pub use redwall_crypto::tls_pin::cert_sha256;
+use redwall_crypto::tls_pin::PinnedCertVerifier;
 use rustls::pki_types::pem::PemObject as _;
-use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
-use rustls::{ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme};
-use sha2::{Digest as _, Sha256};
+use rustls::pki_types::CertificateDer;
+use rustls::{ClientConfig, RootCertStore};
 
 use crate::state::AgentConfig;
 
@@ -76,10 +75,10 @@ pub fn client_config(trust: &HubTrust) -> Result<ClientConfig, TlsSetupError> {
     let mut config = match trust {
         HubTrust::Pinned(pin) => builder
             .dangerous()
-            .with_custom_certificate_verifier(Arc::new(PinnedCertVerifier::new(
-                pin,
-                provider.signature_verification_algorithms,
-            )?))
+            .with_custom_certificate_verifier(Arc::new(
+                PinnedCertVerifier::new(pin, provider.signature_verification_algorithms)
+                    .map_err(|_| TlsSetupError::BadPin)?,
+            ))
             .with_no_client_auth(),
         HubTrust::Ca(pem) => {
             let mut roots = RootCertStore::empty();
@@ -101,101 +100,6 @@ pub fn client_config(trust: &HubTrust) -> Result<ClientConfig, TlsSetupError> {
     };
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
     Ok(config)
-}
-
-/// Accepts exactly one certificate: the one whose SHA-256 is the pin.
-///
-/// The chain, the name and the validity dates are deliberately not
-/// checked: a self-signed hub certificate has no chain, the agent may dial
-/// the hub by an address its certificate does not name, and the operator
-/// who pinned it decided to trust that exact key. The handshake signatures
-/// are still verified, so only whoever holds the certificate's private key
-/// can complete the handshake.
-#[derive(Debug)]
-struct PinnedCertVerifier {
-    pin: [u8; 32],
-    algorithms: WebPkiSupportedAlgorithms,
-}
-
-impl PinnedCertVerifier {
-    fn new(pin_hex: &str, algorithms: WebPkiSupportedAlgorithms) -> Result<Self, TlsSetupError> {
-        let bytes = hex::decode(pin_hex.trim()).map_err(|_| TlsSetupError::BadPin)?;
-        let pin = bytes.try_into().map_err(|_| TlsSetupError::BadPin)?;
-        Ok(Self { pin, algorithms })
-    }
-}
-
-/// Why a pinned hub was refused, for the operator reading the log: the
-/// fingerprint actually seen, to compare with the hub's.
-#[derive(thiserror::Error)]
-#[error(
-    "the hub's certificate (sha256 {seen}) is not the one pinned in the bundle (sha256 {pinned})"
-)]
-struct PinMismatch {
-    seen: String,
-    pinned: String,
-}
-
-/// rustls shows a custom certificate error with `Debug`: make that the
-/// sentence too, so logs read "invalid peer certificate: ... the hub's
-/// certificate (sha256 ...) is not the one pinned ...".
-impl std::fmt::Debug for PinMismatch {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        std::fmt::Display::fmt(self, f)
-    }
-}
-
-impl ServerCertVerifier for PinnedCertVerifier {
-    fn verify_server_cert(
-        &self,
-        end_entity: &CertificateDer<'_>,
-        _intermediates: &[CertificateDer<'_>],
-        _server_name: &ServerName<'_>,
-        _ocsp_response: &[u8],
-        _now: UnixTime,
-    ) -> Result<ServerCertVerified, rustls::Error> {
-        let seen: [u8; 32] = Sha256::digest(end_entity.as_ref()).into();
-        // Both values are public (the certificate is sent in the clear and
-        // the pin is in the bundle), so a plain comparison leaks nothing.
-        if seen == self.pin {
-            Ok(ServerCertVerified::assertion())
-        } else {
-            Err(rustls::Error::InvalidCertificate(
-                rustls::CertificateError::Other(rustls::OtherError(Arc::new(PinMismatch {
-                    seen: hex::encode(seen),
-                    pinned: hex::encode(self.pin),
-                }))),
-            ))
-        }
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        verify_tls12_signature(message, cert, dss, &self.algorithms)
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        verify_tls13_signature(message, cert, dss, &self.algorithms)
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.algorithms.supported_schemes()
-    }
-}
-
-/// SHA-256 of a certificate (DER), lowercase hex: the pin format of the
-/// bundle.
-pub fn cert_sha256(cert_der: &[u8]) -> String {
-    hex::encode(Sha256::digest(cert_der))
 }
 
 #[cfg(test)]

@@ -62,6 +62,7 @@ pub mod password;
 pub mod recovery;
 pub mod secret;
 pub mod signing;
+pub mod tls_pin;
 pub mod token;
 pub mod totp;
 pub mod versioned_seal;

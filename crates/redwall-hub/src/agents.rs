@@ -47,6 +47,9 @@ pub enum AgentEvent {
         agent_id: String,
         connection: String,
     },
+    /// The instance this agent runs was created or deleted: the hub
+    /// holding its connection tells it (its keys, or that it runs none).
+    Hosting(String),
     /// Announcements may have been missed (the link to the database
     /// dropped): close every connection; agents dial again and are checked
     /// afresh.
@@ -71,6 +74,7 @@ impl AgentEvent {
     fn payloads(&self, node: &str) -> Vec<String> {
         match self {
             AgentEvent::Revoked(id) => vec![format!("{node}:revoked:{id}")],
+            AgentEvent::Hosting(id) => vec![format!("{node}:hosting:{id}")],
             AgentEvent::Commands(ids) => {
                 let head = format!("{node}:commands:");
                 let mut out = Vec::new();
@@ -109,6 +113,7 @@ impl AgentEvent {
         }
         match kind {
             "revoked" => Some(AgentEvent::Revoked(id.to_string())),
+            "hosting" => Some(AgentEvent::Hosting(id.to_string())),
             "commands" => {
                 let mut ids: Vec<String> = id.split(',').map(str::to_string).collect();
                 ids.sort();
@@ -388,6 +393,15 @@ impl Hub {
         id_or_name: &str,
     ) -> HubResult<()> {
         let agent = self.agent(team_id, id_or_name).await?;
+        if let Some(instance) = self.store.get_instance_of_agent(&agent.id).await? {
+            return Err(HubError::conflict(
+                "agent_runs_instance",
+                format!(
+                    "the agent runs the instance {}; delete that instance first",
+                    instance.name
+                ),
+            ));
+        }
         let mut tx = self.begin().await?;
         if !tx.delete_agent(team_id, &agent.id).await? {
             return Err(HubError::NotFound);

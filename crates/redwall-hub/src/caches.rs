@@ -55,6 +55,9 @@ pub struct InstanceTarget {
     pub name: String,
     pub team_id: String,
     pub port: u16,
+    /// The agent whose Node-RED this instance is (reached through its
+    /// tunnel), or `None` when this hub runs it.
+    pub agent_id: Option<String>,
     pub rules: Vec<RouteRule>,
     /// The team's allowed client ranges, failing closed.
     pub team_ranges: TeamRanges,

@@ -183,6 +183,7 @@ impl Hub {
                     name: i.name,
                     team_id: i.team_id,
                     port: i.port,
+                    agent_id: i.agent_id,
                     editor_secret: keys.editor,
                     endpoint_secret: keys.endpoint,
                 }))

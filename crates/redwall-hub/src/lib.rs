@@ -26,6 +26,7 @@ pub mod mfa;
 pub mod passwords;
 pub mod pipelines;
 pub mod refusals;
+pub mod relay;
 pub mod retention;
 pub mod sessions;
 pub mod settings;

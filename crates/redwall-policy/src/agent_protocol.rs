@@ -10,7 +10,14 @@
 //! (context [`HELLO_CONTEXT`]), so no bearer secret ever sits on the
 //! agent's disk and a recorded answer is worth nothing on another
 //! connection. Then: heartbeats from the agent, commands from the hub, and
-//! the answers to those commands. Every frame is one JSON text message.
+//! the answers to those commands. Every message is one JSON text frame.
+//!
+//! Binary frames carry the tunnel: their bytes, in order, are one yamux
+//! session (the hub opens the streams, the agent accepts them), each stream
+//! one HTTP/1.1 connection from the hub's proxy to the agent's Node-RED.
+//! So the editor, its WebSockets and the flows' endpoints reach a site
+//! that only dials out, over the same connection as the commands, after
+//! the hub's own checks; see [`HubMessage::Host`].
 
 use serde::{Deserialize, Serialize};
 
@@ -217,6 +224,11 @@ pub enum HubMessage {
     /// with [`AgentMessage::CommandDone`] once the new build has connected
     /// (ok), or after refusing it or rolling back to the build it ran
     /// (not ok), in which case the answer comes from that build.
+    /// The instance the agent's Node-RED is (sent after `welcome`, and
+    /// again whenever it changes), or `None` when it is none. The agent's
+    /// Node-RED then accepts the hub's editor and endpoint tokens for that
+    /// instance, which the hub mints for tunnelled requests it admitted.
+    Host { instance: Option<HostedInstance> },
     Update {
         id: String,
         build: Box<SignedBuild>,
@@ -224,6 +236,56 @@ pub enum HubMessage {
         /// of starting, or the agent goes back to the build it ran.
         confirm_within_secs: u64,
     },
+}
+
+/// An instance of the hub whose Node-RED an agent runs.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HostedInstance {
+    pub id: String,
+    pub name: String,
+    /// [`HostedKeys`] as JSON, sealed for the agent's X25519 key
+    /// (libsodium's sealed box), standard base64.
+    pub keys: String,
+    /// The instance's ordered route rules, for the endpoints the agent may
+    /// serve on its own network (the same rules the hub's proxy applies).
+    #[serde(default)]
+    pub rules: Vec<crate::route_policy::RouteRule>,
+    /// The instance's API keys that are not revoked, as digests only.
+    #[serde(default)]
+    pub api_keys: Vec<HostedApiKey>,
+}
+
+/// One API key of a [`HostedInstance`]: never the key, only its SHA-256.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HostedApiKey {
+    pub id: String,
+    /// SHA-256 of the key as the client sends it, lowercase hex.
+    pub sha256: String,
+    /// The key only opens paths under this prefix.
+    pub path_prefix: Option<String>,
+    /// Unix seconds after which the key is refused.
+    pub expires_at: Option<i64>,
+}
+
+/// The token keys of a [`HostedInstance`], as sealed for the agent.
+#[derive(Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HostedKeys {
+    /// The instance the keys are for: what was sealed must name the
+    /// instance it arrived with.
+    pub instance_id: String,
+    pub editor: String,
+    pub endpoint: String,
+}
+
+impl std::fmt::Debug for HostedKeys {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HostedKeys")
+            .field("instance_id", &self.instance_id)
+            .finish_non_exhaustive()
+    }
 }
 
 /// Signature context of an agent build's statement.

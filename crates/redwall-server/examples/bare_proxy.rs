@@ -29,7 +29,7 @@ use axum_server::accept::NoDelayAcceptor;
 use hyper::body::Incoming;
 use redwall_runtime::ENDPOINT_TOKEN_HEADER;
 use redwall_server::net::headers::{HeaderPolicy, Proxied};
-use redwall_server::proxy::upstream::{relay_body, Upstream};
+use redwall_server::proxy::upstream::{relay_body, Upstream, Via};
 use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::Duration;
@@ -62,7 +62,7 @@ async fn pass_on(bare: Arc<Bare>, request: hyper::Request<Incoming>) -> Answer {
 }
 
 async fn forward(bare: &Bare, request: axum::http::Request<Body>) -> Answer {
-    let Ok((answer, lease)) = bare.upstream.send(bare.port, request).await else {
+    let Ok((answer, lease)) = bare.upstream.send(&Via::Port(bare.port), request).await else {
         return bad_gateway();
     };
     let (parts, body) = answer.into_parts();

@@ -164,6 +164,10 @@ pub struct ServerConfig {
     /// How browsers reach the console (e.g. `https://redwall.example.com`):
     /// instance hosts send browsers there to log in.
     pub public_url: Option<String>,
+    /// How the other replicas reach this one (`https://10.0.0.5:8443`), to
+    /// relay requests for instances on agents connected here. Default:
+    /// `https://` and the listen address, unless that is 0.0.0.0 or `::`.
+    pub relay_url: Option<String>,
 }
 
 #[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq)]
@@ -225,6 +229,7 @@ impl Default for ServerConfig {
             trusted_proxies: Vec::new(),
             max_body_bytes: 64 * 1024,
             public_url: None,
+            relay_url: None,
         }
     }
 }
@@ -674,6 +679,15 @@ impl Config {
                 error(
                     "server.public_url",
                     "must be an http(s) URL without a trailing slash".into(),
+                );
+            }
+        }
+        if let Some(u) = &self.server.relay_url {
+            if !u.starts_with("https://") || u.ends_with('/') || u.contains('@') {
+                error(
+                    "server.relay_url",
+                    "must be an https URL without a trailing slash (replicas relay over TLS only)"
+                        .into(),
                 );
             }
         }

@@ -62,6 +62,7 @@ impl RunningServer {
         }
         let _ = self.state.hub.flush_activity().await;
         self.state.hub.flush_refusals(true).await;
+        self.state.hub.forget_relay().await;
     }
 
     /// Runs until the server task ends (for `redwall serve`).
@@ -79,6 +80,7 @@ impl RunningServer {
         }
         let _ = state.hub.flush_activity().await;
         state.hub.flush_refusals(true).await;
+        state.hub.forget_relay().await;
         Ok(())
     }
 }
@@ -157,6 +159,7 @@ pub async fn start(options: StartOptions) -> anyhow::Result<RunningServer> {
             Some(crate::net::tls::server_config(&cert, &key)?)
         }
     };
+    register_relay(&state, rustls_config.is_some()).await;
     let setup_token = state.hub.issue_setup_token_if_needed().await?;
     let rustls_config_is_some = rustls_config.is_some();
     let rustls_for_mqtt = rustls_config.clone();
@@ -497,6 +500,46 @@ fn spawn_housekeeping(state: AppState) {
             }
         }
     });
+}
+
+/// Records how the other replicas reach this one, to relay requests for
+/// instances on agents connected here: `server.relay_url`, else `https://`
+/// and the address bound (not when that is 0.0.0.0 or `::`, which names no
+/// host). Over TLS only; without it this replica relays nothing.
+async fn register_relay(state: &AppState, tls: bool) {
+    if !tls {
+        return;
+    }
+    let listen = state.config.server.listen;
+    let url = match &state.config.server.relay_url {
+        Some(u) => u.clone(),
+        None if listen.ip().is_unspecified() => {
+            tracing::info!(
+                "server.relay_url is not set: other replicas cannot relay to agents connected here"
+            );
+            return;
+        }
+        None => format!("https://{listen}"),
+    };
+    let pin = match state.tls_pin.get() {
+        Some(p) => Ok(p.clone()),
+        None => crate::net::tls::certificate_sha256(
+            state
+                .config
+                .tls
+                .cert_file
+                .as_deref()
+                .unwrap_or(std::path::Path::new("")),
+        ),
+    };
+    match pin {
+        Ok(pin) => {
+            if let Err(e) = state.hub.register_relay(&url, &pin).await {
+                tracing::warn!(error = %e, "this replica's relay address could not be recorded");
+            }
+        }
+        Err(e) => tracing::warn!(error = %e, "no certificate fingerprint to relay with"),
+    }
 }
 
 async fn shutdown_signal() {

@@ -36,6 +36,8 @@ pub struct Inner {
     /// Clients reach us over TLS (ours, not a proxy's).
     pub tls: bool,
     pub upstream: Upstream,
+    /// The tunnels of the agents connected to this process.
+    pub tunnels: crate::proxy::tunnels::Tunnels,
     /// (instance, token kind, user) -> a token minted for the instance, reused for a minute.
     pub minted_tokens: TtlCache<String, String>,
     /// Instance handover codes already redeemed (single use).
@@ -79,6 +81,7 @@ impl AppState {
         Ok(AppState(Arc::new(Inner {
             hub,
             upstream: Upstream::new(config.instances.network_isolation),
+            tunnels: Default::default(),
             minted_tokens: TtlCache::new(60 * MICROS_PER_SECOND, 100_000),
             used_handoff_codes: TtlCache::new(120 * MICROS_PER_SECOND, 100_000),
             oidc: crate::sso::oidc::OidcState::default(),

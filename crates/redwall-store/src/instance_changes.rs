@@ -8,8 +8,8 @@ impl Change {
     pub async fn create_instance(&mut self, i: &Instance) -> Result<(), StoreError> {
         sqlx::query(
             "INSERT INTO instances (id, name, team_id, port, desired_state, options, routes, \
-             secrets, created_by, created_at, updated_at, egress) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
+             secrets, created_by, created_at, updated_at, egress, agent_id) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)",
         )
         .bind(&i.id)
         .bind(&i.name)
@@ -23,6 +23,7 @@ impl Change {
         .bind(i.created_at)
         .bind(i.updated_at)
         .bind(&i.egress)
+        .bind(&i.agent_id)
         .execute(&mut **self.tx())
         .await?;
         Ok(())

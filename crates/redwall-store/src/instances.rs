@@ -30,6 +30,9 @@ pub struct Instance {
     /// The snapshot it runs, as Redwall last recorded (a deploy from the
     /// editor, a rollback); written only by snapshot operations.
     pub running_snapshot_id: Option<String>,
+    /// The agent whose Node-RED this instance is, reached through that
+    /// agent's tunnel; `None` for an instance this hub runs.
+    pub agent_id: Option<String>,
 }
 
 #[derive(Clone, Debug)]
@@ -72,6 +75,7 @@ fn instance_from_row(row: &AnyRow) -> Result<Instance, sqlx::Error> {
         created_at: row.try_get("created_at")?,
         updated_at: row.try_get("updated_at")?,
         running_snapshot_id: row.try_get("running_snapshot_id")?,
+        agent_id: row.try_get("agent_id")?,
     })
 }
 
@@ -129,6 +133,18 @@ impl Store {
     pub async fn get_instance_by_id(&self, id: &str) -> Result<Option<Instance>, StoreError> {
         let row = sqlx::query("SELECT * FROM instances WHERE id = $1")
             .bind(id)
+            .fetch_optional(self.pool())
+            .await?;
+        Ok(row.as_ref().map(instance_from_row).transpose()?)
+    }
+
+    /// The instance an agent runs, if any.
+    pub async fn get_instance_of_agent(
+        &self,
+        agent_id: &str,
+    ) -> Result<Option<Instance>, StoreError> {
+        let row = sqlx::query("SELECT * FROM instances WHERE agent_id = $1")
+            .bind(agent_id)
             .fetch_optional(self.pool())
             .await?;
         Ok(row.as_ref().map(instance_from_row).transpose()?)

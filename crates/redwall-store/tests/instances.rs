@@ -21,6 +21,7 @@ fn instance(id: &str, name: &str, team: &str, port: u16) -> Instance {
         created_at: 10,
         updated_at: 10,
         running_snapshot_id: None,
+        agent_id: None,
     }
 }
 

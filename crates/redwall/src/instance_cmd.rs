@@ -30,12 +30,16 @@ pub struct InstanceArgs {
 enum InstanceCommand {
     /// The team's instances and their status.
     List,
-    /// Create an instance (started unless --stopped).
+    /// Create an instance (started unless --stopped), or with --agent one
+    /// whose Node-RED a remote agent runs, reached through its connection.
     Create {
         #[arg(value_name = "INSTANCE")]
         name: String,
-        #[arg(long)]
+        #[arg(long, conflicts_with = "agent")]
         stopped: bool,
+        /// The team's agent whose Node-RED this instance is.
+        #[arg(long, value_name = "AGENT")]
+        agent: Option<String>,
     },
     /// One instance: status, addresses, options.
     Show {
@@ -255,9 +259,22 @@ async fn execute(args: InstanceArgs) -> Outcome<()> {
                 table(&["NAME", "STATE", "DESIRED", "PID", "URL", "ID"], rows);
             });
         }
-        C::Create { name, stopped } => {
-            let url = ctx.api.url(&["teams", &ctx.team, "instances"]);
-            let body = json!({"name": name, "start": !stopped});
+        C::Create {
+            name,
+            stopped,
+            agent,
+        } => {
+            let (url, body) = match agent {
+                Some(agent) => (
+                    ctx.api
+                        .url(&["teams", &ctx.team, "agents", &agent, "instance"]),
+                    json!({ "name": name }),
+                ),
+                None => (
+                    ctx.api.url(&["teams", &ctx.team, "instances"]),
+                    json!({"name": name, "start": !stopped}),
+                ),
+            };
             let v = ctx.api.call(Method::POST, url, Some(&body)).await?;
             ctx.print(&v, show_instance);
         }
@@ -334,6 +351,9 @@ fn show_instance(v: &Value) {
         ("state", state(v)),
         ("desired", text(&v["desired_state"])),
     ];
+    if !v["agent"].is_null() {
+        fields.push(("agent", text(&v["agent"])));
+    }
     for (label, key) in [
         ("pid", "pid"),
         ("since", "since"),

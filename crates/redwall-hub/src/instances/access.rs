@@ -52,6 +52,7 @@ impl Hub {
         );
         self.commit(tx, 1).await?;
         self.caches.forget_instance(&instance.name);
+        self.tell_hosting_agent(instance).await;
         Ok(rules)
     }
 
@@ -111,6 +112,7 @@ impl Hub {
             instance_event(instance, AuditEvent::InstanceKeyCreated, details),
         );
         self.commit(tx, 1).await?;
+        self.tell_hosting_agent(instance).await;
         Ok((secret, key))
     }
 
@@ -139,6 +141,7 @@ impl Hub {
         );
         self.commit(tx, 1).await?;
         self.caches.forget_instance_keys();
+        self.tell_hosting_agent(instance).await;
         Ok(())
     }
 }

@@ -6,12 +6,14 @@
 //! validated shapes stored as JSON; `events` carries what the supervisor
 //! reports into the audit log; `operations` are the hub's instance calls
 //! (create, start, stop, delete), each with its audit entry; `rotation`
-//! moves every sealed value to a new key version.
+//! moves every sealed value to a new key version; `on_agents` are instances
+//! whose Node-RED a remote agent runs, reached through its tunnel.
 
 pub mod access;
 pub mod events;
 pub mod install;
 pub mod keys;
+pub mod on_agents;
 pub mod operations;
 pub mod options;
 pub mod rotation;

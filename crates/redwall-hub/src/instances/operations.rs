@@ -98,7 +98,23 @@ impl Hub {
         name: &str,
         start: bool,
     ) -> HubResult<Instance> {
+        self.create_instance_on(who, team_id, creator_id, name, start, None)
+            .await
+    }
+
+    /// Creates an instance, run by this hub or, with `agent`, by that
+    /// agent's Node-RED (never started here; see `on_agents`).
+    pub(crate) async fn create_instance_on(
+        &self,
+        who: Who<'_>,
+        team_id: &str,
+        creator_id: &str,
+        name: &str,
+        start: bool,
+        agent: Option<&redwall_store::Agent>,
+    ) -> HubResult<Instance> {
         instance_name(name)?;
+        let start = start && agent.is_none();
         let manager = self.manager()?;
         if self.store.count_team_instances(team_id).await? >= MAX_INSTANCES_PER_TEAM {
             return Err(HubError::conflict(
@@ -132,6 +148,7 @@ impl Hub {
             created_at: now,
             updated_at: now,
             running_snapshot_id: None,
+            agent_id: agent.map(|a| a.id.clone()),
         };
         // Two creations may pick the same free port, or the same name; the
         // unique indexes refuse the second. SQLite does not say which index,
@@ -143,7 +160,10 @@ impl Hub {
             let mut tx = self.begin().await?;
             match tx.create_instance(&instance).await {
                 Ok(()) => {
-                    let details = json!({ "name": instance.name, "port": instance.port });
+                    let details = match agent {
+                        None => json!({ "name": instance.name, "port": instance.port }),
+                        Some(a) => json!({ "name": instance.name, "agent": a.name }),
+                    };
                     self.note(
                         &mut tx,
                         who,
@@ -156,6 +176,11 @@ impl Hub {
                     drop(tx);
                     if self.store.get_instance_by_name(name).await?.is_some() {
                         return Err(name_taken());
+                    }
+                    if let Some(a) = agent {
+                        if self.store.get_instance_of_agent(&a.id).await?.is_some() {
+                            return Err(super::on_agents::agent_taken(&a.name));
+                        }
                     }
                     if attempts >= 5 {
                         return Err(HubError::conflict(
@@ -228,6 +253,10 @@ impl Hub {
         }
         self.caches.forget_instance(&instance.name);
         manager.remove_files(&instance.id);
+        if let Some(agent_id) = &instance.agent_id {
+            self.announce_agent_event(crate::agents::AgentEvent::Hosting(agent_id.clone()))
+                .await;
+        }
         Ok(())
     }
 
@@ -239,6 +268,7 @@ impl Hub {
         mut instance: Instance,
         action: Control,
     ) -> HubResult<Instance> {
+        super::on_agents::run_here(&instance)?;
         let manager = self.manager()?;
         let held = manager.control(&instance.id).await;
         let (desired, event) = match action {
@@ -293,6 +323,7 @@ impl Hub {
         instance: &Instance,
         input: Vec<EnvInput>,
     ) -> HubResult<Vec<EnvEntry>> {
+        super::on_agents::run_here(instance)?;
         if input.len() > MAX_ENV_VARS {
             return Err(HubError::invalid(
                 "too_many_variables",
@@ -386,6 +417,7 @@ impl Hub {
         mut instance: Instance,
         options: InstanceOptions,
     ) -> HubResult<Instance> {
+        super::on_agents::run_here(&instance)?;
         let before = InstanceOptions::from_json(&instance.options);
         instance.options = serde_json::to_string(&options).map_err(HubError::internal)?;
         let mut tx = self.begin().await?;
@@ -410,6 +442,7 @@ impl Hub {
         instance: &Instance,
         inputs: &[EgressRuleInput],
     ) -> HubResult<Vec<EgressRule>> {
+        super::on_agents::run_here(instance)?;
         let rules = egress::validate(inputs)
             .map_err(|e| HubError::invalid("invalid_egress", e.to_string()))?;
         let before: Vec<EgressRuleInput> = stored_egress(instance)

@@ -25,6 +25,7 @@ pub(crate) struct CurrentState {
 
 impl Hub {
     pub(crate) async fn current_state(&self, instance: &Instance) -> HubResult<CurrentState> {
+        crate::instances::on_agents::run_here(instance)?;
         let manager = self.manager()?;
         let userdir = manager.userdir(&instance.id);
         let keys = open_keys(&self.keyring, instance)?;

@@ -86,6 +86,7 @@ impl Hub {
         as_user: &str,
         reason: Reason,
     ) -> HubResult<Deployment> {
+        crate::instances::on_agents::run_here(instance)?;
         let manager = self.manager()?.clone();
         let target = self
             .load_snapshot(who, &instance.team_id, snapshot_id)

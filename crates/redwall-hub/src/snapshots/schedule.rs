@@ -139,6 +139,12 @@ impl Hub {
         if instances.is_empty() {
             return Err(bad_target("the target holds no instance"));
         }
+        if let Some(i) = instances.iter().find(|i| i.agent_id.is_some()) {
+            return Err(bad_target(format!(
+                "{} runs on a remote agent: deploy to that agent (agent:NAME)",
+                i.name
+            )));
+        }
         Ok(instances)
     }
 

@@ -55,5 +55,6 @@ pub fn plant_instance(hub: &Hub, created_by: Option<&str>) -> Instance {
         created_at: 1,
         updated_at: 1,
         running_snapshot_id: None,
+        agent_id: None,
     }
 }

@@ -88,17 +88,36 @@ async fn close_with(socket: &mut WebSocket, ending: Ending) {
     let _ = socket.close().await;
 }
 
-/// The first text frame, as a message; `None` on anything else.
-async fn next_message(socket: &mut WebSocket) -> Option<Result<AgentMessage, ()>> {
+/// What an agent sent: a message, or bytes of the tunnel.
+enum Frame {
+    Message(AgentMessage),
+    Tunnel(bytes::Bytes),
+}
+
+/// The next frame; `None` once the connection ended, an error for a text
+/// frame that is no message.
+async fn next_frame(socket: &mut WebSocket) -> Option<Result<Frame, ()>> {
     loop {
         match socket.next().await? {
             Ok(Message::Text(text)) => {
-                return Some(serde_json::from_str::<AgentMessage>(&text).map_err(|_| ()))
+                return Some(
+                    serde_json::from_str::<AgentMessage>(&text)
+                        .map(Frame::Message)
+                        .map_err(|_| ()),
+                )
             }
+            Ok(Message::Binary(bytes)) => return Some(Ok(Frame::Tunnel(bytes))),
             Ok(Message::Ping(_) | Message::Pong(_)) => {}
-            Ok(Message::Binary(_)) => return Some(Err(())),
             Ok(Message::Close(_)) | Err(_) => return None,
         }
+    }
+}
+
+/// The next message, before the tunnel exists: tunnel bytes are refused.
+async fn next_message(socket: &mut WebSocket) -> Option<Result<AgentMessage, ()>> {
+    match next_frame(socket).await? {
+        Ok(Frame::Message(m)) => Some(Ok(m)),
+        Ok(Frame::Tunnel(_)) | Err(()) => Some(Err(())),
     }
 }
 
@@ -174,13 +193,27 @@ async fn session(state: AppState, origin: Origin, mut socket: WebSocket) {
     tracing::info!(agent = %agent.name, team = %agent.team_id, ip = %origin.ip, "an agent connected");
     let connection = new_challenge();
     hub.agent_connected(&agent.id, &connection).await;
+    // The tunnel lives as long as this connection: the proxy reaches the
+    // agent's instance through it.
+    let (opener, mut tunnel) = redwall_tunnel::hub_end();
+    state.tunnels.add(&agent.id, &connection, opener);
     let this = This {
         agent: &agent,
         agent_id: &agent.id,
         connection: &connection,
         origin: &origin,
     };
-    let ending = carry(&state, this, &mut socket, &mut events, heartbeat).await;
+    let ending = carry(
+        &state,
+        this,
+        &mut socket,
+        &mut tunnel,
+        &mut events,
+        heartbeat,
+    )
+    .await;
+    state.tunnels.remove(&agent.id, &connection);
+    drop(tunnel);
     if let Some(ending) = ending {
         close_with(&mut socket, ending).await;
     }
@@ -203,11 +236,15 @@ async fn carry(
     state: &AppState,
     this: This<'_>,
     socket: &mut WebSocket,
+    tunnel: &mut redwall_tunnel::Carrier,
     events: &mut tokio::sync::broadcast::Receiver<AgentEvent>,
     heartbeat_secs: u64,
 ) -> Option<Ending> {
     let hub = &state.hub;
     let agent_id = this.agent_id;
+    if send_hosting(state, this, socket).await.is_err() {
+        return None;
+    }
     if send_commands(state, this, socket, true).await.is_err() {
         return None;
     }
@@ -215,11 +252,26 @@ async fn carry(
     let revoked = Some(Ending::new(close::REVOKED, "revoked"));
     loop {
         tokio::select! {
-            frame = tokio::time::timeout(silence, next_message(socket)) => match frame {
+            frame = tunnel.next_frame() => match frame {
+                Some(bytes) => {
+                    if socket.send(Message::Binary(bytes.into())).await.is_err() {
+                        return None;
+                    }
+                }
+                // The session ended on its own (a protocol error of the
+                // agent's end): the agent dials again.
+                None => return Some(Ending::new(close::PROTOCOL, "tunnel ended")),
+            },
+            frame = tokio::time::timeout(silence, next_frame(socket)) => match frame {
                 Err(_) => return Some(Ending::new(1001, "silent")),
                 Ok(None) => return None,
                 Ok(Some(Err(()))) => return Some(Ending::new(close::PROTOCOL, "unreadable frame")),
-                Ok(Some(Ok(AgentMessage::Heartbeat { status }))) => {
+                Ok(Some(Ok(Frame::Tunnel(bytes)))) => {
+                    if tunnel.deliver(&bytes).await.is_err() {
+                        return Some(Ending::new(close::PROTOCOL, "tunnel ended"));
+                    }
+                }
+                Ok(Some(Ok(Frame::Message(AgentMessage::Heartbeat { status })))) => {
                     match hub.agent_heartbeat(agent_id, &status).await {
                         Ok(true) => {}
                         Ok(false) => return revoked,
@@ -228,17 +280,22 @@ async fn carry(
                         }
                     }
                 }
-                Ok(Some(Ok(AgentMessage::CommandDone { id, ok, message }))) => {
+                Ok(Some(Ok(Frame::Message(AgentMessage::CommandDone { id, ok, message })))) => {
                     if let Err(e) = hub.agent_command_done(this.origin, agent_id, &id, ok, &message).await {
                         tracing::warn!(agent = agent_id, error = %e, "an agent's answer was not recorded");
                     }
                 }
-                Ok(Some(Ok(AgentMessage::Hello { .. }))) => {
+                Ok(Some(Ok(Frame::Message(AgentMessage::Hello { .. })))) => {
                     return Some(Ending::new(close::PROTOCOL, "hello twice"))
                 }
             },
             event = events.recv() => match event {
                 Ok(AgentEvent::Revoked(id)) if id == agent_id => return revoked,
+                Ok(AgentEvent::Hosting(id)) if id == agent_id => {
+                    if send_hosting(state, this, socket).await.is_err() {
+                        return None;
+                    }
+                }
                 Ok(event) if event.has_commands_for(agent_id) => {
                     if send_commands(state, this, socket, false).await.is_err() {
                         return None;
@@ -324,6 +381,21 @@ async fn send_commands(
         send(socket, &message).await?;
     }
     Ok(())
+}
+
+/// Tells the agent which instance its Node-RED is, with that instance's
+/// token keys sealed for it (or that it is none).
+async fn send_hosting(state: &AppState, this: This<'_>, socket: &mut WebSocket) -> Result<(), ()> {
+    let instance = match state.hub.hosted_instance(this.agent).await {
+        Ok(i) => i,
+        Err(e) => {
+            // The agent keeps what it had; its instance's requests fail
+            // their token check until the next connection.
+            tracing::warn!(agent = this.agent_id, error = %e, "an agent's instance could not be told");
+            return Ok(());
+        }
+    };
+    send(socket, &HubMessage::Host { instance }).await
 }
 
 /// Answers, for the agent, a command the hub could not make ready to send:

@@ -301,6 +301,42 @@ pub async fn get(
     Ok(Json(agent_view(&state, &a)))
 }
 
+#[derive(Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NewAgentInstance {
+    /// The instance's name: 2 to 40 of a-z, 0-9 and '-', unique on the
+    /// platform (its host name).
+    pub name: String,
+}
+
+/// Makes the agent's Node-RED an instance of the hub, reached through the
+/// agent's connection with the same role checks and route rules as any
+/// instance. An Owner's choice: it opens a site's Node-RED to the team.
+pub async fn create_instance(
+    State(state): State<AppState>,
+    principal: Principal,
+    client: ClientInfo,
+    AgentPath(agent): AgentPath,
+    Body(req): Body<NewAgentInstance>,
+) -> ApiResult<(StatusCode, Json<super::instances::InstanceView>)> {
+    let team = principal.team()?;
+    let caller = Caller::of(&principal, &client);
+    let instance = state
+        .hub
+        .create_agent_instance(
+            caller.who(),
+            &team.team_id,
+            &principal.user_id,
+            &req.name,
+            &agent,
+        )
+        .await?;
+    Ok((
+        StatusCode::CREATED,
+        Json(super::instances::view(&state, &instance).await?),
+    ))
+}
+
 pub async fn revoke(
     State(state): State<AppState>,
     principal: Principal,
@@ -408,6 +444,14 @@ pub fn routes() -> Vec<Route> {
         .response(schema::<EnrolAnswer>()),
         public(
             M::GET,
+            super::agent_relay::RELAY_PATH,
+            "Another hub replica asks for a stream of an agent's tunnel held here \
+             (an upgrade with a relay token only replicas can make)",
+            super::agent_relay::relay,
+        )
+        .status(101),
+        public(
+            M::GET,
             CONNECT_PATH,
             "A remote agent's one connection (WebSocket): it answers the hub's \
              challenge with its key's signature, then heartbeats and commands",
@@ -464,6 +508,16 @@ pub fn routes() -> Vec<Route> {
             deployments,
         )
         .response(list_of::<DeploymentView>()),
+        needs(
+            M::POST,
+            "/api/v1/teams/{team}/agents/{agent}/instance",
+            P::AgentsManage,
+            "Make the agent's Node-RED an instance of the hub, reached through the agent's connection",
+            create_instance,
+        )
+        .status(201)
+        .request(schema::<NewAgentInstance>())
+        .response(schema::<super::instances::InstanceView>()),
         needs(
             M::POST,
             "/api/v1/teams/{team}/agents/{agent}/revoke",

@@ -55,7 +55,9 @@ pub async fn team_instance(
 pub struct StatusView {
     /// installing (waiting for Node-RED's npm install; it starts after),
     /// stopped, starting, running, crashed (restarting), crash_loop (given
-    /// up) or failed (could not be started).
+    /// up) or failed (could not be started); for an instance on a remote
+    /// agent: its Node-RED as the agent reported it (running, starting,
+    /// stopped, failed, none) or offline.
     pub state: &'static str,
     pub pid: Option<u32>,
     pub since: Option<String>,
@@ -127,6 +129,9 @@ pub struct InstanceView {
     /// The snapshot it runs (taken at its last deploy from the editor, or
     /// deployed by a rollback); none before its first deploy.
     pub running_snapshot: Option<String>,
+    /// The remote agent whose Node-RED this instance is, reached through
+    /// that agent's connection; none when this hub runs it.
+    pub agent: Option<String>,
 }
 
 /// Where the instance is reached: its own host name when a domain is set
@@ -226,7 +231,41 @@ fn pending_view(state: &'static str, reason: Option<String>) -> StatusView {
     }
 }
 
-fn view(state: &AppState, i: &Instance) -> InstanceView {
+/// The state of an instance a remote agent runs: its Node-RED as the
+/// agent last reported it, or `offline`.
+fn agent_status_view(state: &AppState, agent: Option<&redwall_store::Agent>) -> StatusView {
+    let Some(a) = agent.filter(|a| {
+        a.revoked_at.is_none()
+            && redwall_policy::agent_protocol::is_online(
+                a.last_seen_at,
+                a.disconnected_at,
+                state.hub.now(),
+                state.config.agents.heartbeat_secs,
+            )
+    }) else {
+        return pending_view("offline", Some("its agent is not connected".into()));
+    };
+    let state = match a.node_red.as_str() {
+        "running" => "running",
+        "starting" => "starting",
+        "stopped" => "stopped",
+        "failed" => "failed",
+        _ => "none",
+    };
+    pending_view(state, None)
+}
+
+pub async fn view(state: &AppState, i: &Instance) -> ApiResult<InstanceView> {
+    let agent = state.hub.instance_agent(i).await?;
+    let mut view = local_view(state, i);
+    if i.agent_id.is_some() {
+        view.status = agent_status_view(state, agent.as_ref());
+        view.agent = agent.map(|a| a.name);
+    }
+    Ok(view)
+}
+
+fn local_view(state: &AppState, i: &Instance) -> InstanceView {
     let status = match state.hub.instance_manager() {
         Some(m) => match m.pending(&i.id) {
             Some(Pending::Installing) => pending_view("installing", m.install_progress()),
@@ -247,6 +286,7 @@ fn view(state: &AppState, i: &Instance) -> InstanceView {
         options: InstanceOptions::from_json(&i.options),
         created_at: rfc3339(i.created_at),
         running_snapshot: i.running_snapshot_id.clone(),
+        agent: None,
     }
 }
 
@@ -278,7 +318,7 @@ pub async fn create(
             req.start.unwrap_or(true),
         )
         .await?;
-    Ok((StatusCode::CREATED, Json(view(&state, &instance))))
+    Ok((StatusCode::CREATED, Json(view(&state, &instance).await?)))
 }
 
 pub async fn list(
@@ -287,7 +327,11 @@ pub async fn list(
 ) -> ApiResult<Json<Vec<InstanceView>>> {
     let team = principal.team()?;
     let list = state.hub.team_instances(&team.team_id).await?;
-    Ok(Json(list.iter().map(|i| view(&state, i)).collect()))
+    let mut views = Vec::with_capacity(list.len());
+    for i in &list {
+        views.push(view(&state, i).await?);
+    }
+    Ok(Json(views))
 }
 
 pub async fn get(
@@ -296,7 +340,7 @@ pub async fn get(
     path: InstancePath,
 ) -> ApiResult<Json<InstanceView>> {
     let i = team_instance(&state, &principal, &path).await?;
-    Ok(Json(view(&state, &i)))
+    Ok(Json(view(&state, &i).await?))
 }
 
 #[derive(Deserialize, utoipa::ToSchema)]
@@ -332,7 +376,7 @@ async fn control(
     let i = team_instance(&state, &principal, &path).await?;
     let caller = Caller::of(&principal, &client);
     let i = state.hub.control_instance(caller.who(), i, action).await?;
-    Ok(Json(view(&state, &i)))
+    Ok(Json(view(&state, &i).await?))
 }
 
 pub async fn start(
@@ -504,7 +548,7 @@ pub async fn put_options(
         .hub
         .set_instance_options(caller.who(), i, options)
         .await?;
-    Ok(Json(view(&state, &i)))
+    Ok(Json(view(&state, &i).await?))
 }
 
 /// One exception to an instance's network isolation: traffic to `cidr`

@@ -1,17 +1,26 @@
-//! Instance pages: create; status and start/stop/restart; live logs; the
-//! editor link; environment and secrets (write-only); HTTP route rules with
-//! a "test a request" helper; instance API keys; options; delete.
+//! Instance pages: create, here or on one of the team's remote agents;
+//! status and start/stop/restart; live logs; the editor link; environment
+//! and secrets (write-only); HTTP route rules with a "test a request"
+//! helper; instance API keys; options; delete.
+//!
+//! An instance on a remote agent has no start/stop/restart, logs,
+//! environment or options here: its process, environment and network are
+//! the site's (the API answers `instance_on_agent`); its page says so and
+//! links to the team's agents page. Its route rules, API keys and editor
+//! work as for any instance.
 
 use super::auth::FieldErrors;
 use super::form::Form;
 use super::models::{Instance, Team};
 use super::page::{refused_status, render, render_status, see_other, Ctx, Layout, Me};
 use super::submit::{self, Done, Posted};
+use crate::api::agents::AgentView;
 use askama::Template;
 use axum::body::Bytes;
 use axum::extract::Path;
 use axum::http::{Method, StatusCode};
 use axum::response::Response;
+use redwall_policy::agent_protocol::check_agent_name;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
@@ -115,6 +124,14 @@ pub struct TestInput {
     pub role: String,
 }
 
+/// One of the team's agents the new-instance form offers to run it on.
+pub struct AgentChoice {
+    pub name: String,
+    /// What the list says of it besides its name: offline, or the
+    /// instance it runs already.
+    pub note: String,
+}
+
 #[derive(Template)]
 #[template(path = "console/instance_new.html")]
 struct NewInstancePage {
@@ -122,6 +139,11 @@ struct NewInstancePage {
     team: Team,
     instance_name: String,
     start: bool,
+    /// The team's agents that are not revoked; empty (and no choice shown)
+    /// when there are none or the caller may not list them.
+    agents: Vec<AgentChoice>,
+    /// The agent chosen; empty for this hub.
+    agent: String,
     errors: FieldErrors,
 }
 
@@ -171,18 +193,79 @@ async fn team_of(ctx: &Ctx, team: &str) -> Result<(Me, Team), Response> {
     }
 }
 
+/// The team's agents an instance may be put on: not revoked, by name,
+/// each with what it runs already. None unless the caller may make one
+/// (an Owner's choice: it opens a site's Node-RED to the team).
+async fn agent_choices(ctx: &Ctx, team: &Team) -> Vec<AgentChoice> {
+    if !team.can("agent:manage") {
+        return Vec::new();
+    }
+    let team = &team.id;
+    let agents_path = format!("/api/v1/teams/{team}/agents");
+    let instances_path = format!("/api/v1/teams/{team}/instances");
+    let (agents, instances) = futures::join!(
+        ctx.api.get::<Vec<AgentView>>(&agents_path),
+        ctx.api.get::<Vec<Instance>>(&instances_path),
+    );
+    let instances = instances.unwrap_or_default();
+    let mut choices: Vec<AgentChoice> = agents
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|a| !a.revoked)
+        .map(|a| {
+            let runs = instances
+                .iter()
+                .find(|i| i.agent.as_deref() == Some(a.name.as_str()));
+            let note = match (runs, a.online) {
+                (Some(i), _) => format!("runs {} already", i.name),
+                (None, false) => "offline".to_string(),
+                (None, true) => String::new(),
+            };
+            AgentChoice { name: a.name, note }
+        })
+        .collect();
+    choices.sort_by(|a, b| a.name.cmp(&b.name));
+    choices
+}
+
 pub async fn new_page(ctx: Ctx, Path(team): Path<String>) -> Response {
     let (me, team) = match team_of(&ctx, &team).await {
         Ok(x) => x,
         Err(r) => return r,
     };
+    let agents = agent_choices(&ctx, &team).await;
     render(&NewInstancePage {
         layout: Layout::new("New instance", Some(&me), "home"),
         team,
         instance_name: String::new(),
         start: true,
+        agents,
+        agent: String::new(),
         errors: FieldErrors::default(),
     })
+}
+
+const NO_SUCH_AGENT: &str = "The team has no agent of that name.";
+
+/// A refusal of the new-instance form, next to the field it concerns.
+fn create_errors(f: &super::client::Failure, on_agent: bool) -> FieldErrors {
+    if on_agent && f.status == StatusCode::NOT_FOUND {
+        return FieldErrors {
+            form: None,
+            fields: vec![("agent", NO_SUCH_AGENT.into())],
+        };
+    }
+    FieldErrors::from_failure(
+        f,
+        &[
+            ("invalid_name", "name"),
+            ("name_taken", "name"),
+            ("too_many_instances", "name"),
+            ("agent_runs_instance", "agent"),
+            ("agent_revoked", "agent"),
+            ("agent_without_key", "agent"),
+        ],
+    )
 }
 
 pub async fn create(ctx: Ctx, Path(team_id): Path<String>, body: Bytes) -> Response {
@@ -194,35 +277,44 @@ pub async fn create(ctx: Ctx, Path(team_id): Path<String>, body: Bytes) -> Respo
     submit::signed_in(ctx, body, |p: Posted| async move {
         let name = p.form.text("name");
         let start = p.form.checked("start");
-        let path = format!("/api/v1/teams/{team_id}/instances");
-        match p
-            .api
-            .post::<Instance>(
-                Method::POST,
-                &path,
-                &json!({ "name": name, "start": start }),
-            )
-            .await
-        {
+        // "Runs on": empty for this hub, else an agent's name. Node-RED on
+        // an agent runs whenever its agent runs it: no start is sent.
+        let agent = p.form.text("agent");
+        let created = if agent.is_empty() {
+            let path = format!("/api/v1/teams/{team_id}/instances");
+            let request = json!({ "name": name, "start": start });
+            p.api.post::<Instance>(Method::POST, &path, &request).await
+        } else if check_agent_name(&agent).is_err() {
+            // Not a name any agent has: not put into a path.
+            Err(super::client::Failure::new(
+                StatusCode::NOT_FOUND,
+                "not_found",
+                NO_SUCH_AGENT,
+            ))
+        } else {
+            let path = format!("/api/v1/teams/{team_id}/agents/{agent}/instance");
+            let request = json!({ "name": name });
+            p.api.post::<Instance>(Method::POST, &path, &request).await
+        };
+        match created {
             Ok(i) => Done::Redirect(format!("{}?done=created", page_path(&team_id, &i.id))),
             Err(f) if f.needs_login() => Done::Again(ctx.refused(&f, Some(&me))),
-            Err(f) => Done::Again(render_status(
-                refused_status(f.status),
-                &NewInstancePage {
-                    layout: Layout::new("New instance", Some(&me), "home"),
-                    team,
-                    instance_name: name,
-                    start,
-                    errors: FieldErrors::from_failure(
-                        &f,
-                        &[
-                            ("invalid_name", "name"),
-                            ("name_taken", "name"),
-                            ("too_many_instances", "name"),
-                        ],
-                    ),
-                },
-            )),
+            Err(f) => {
+                let errors = create_errors(&f, !agent.is_empty());
+                let agents = agent_choices(ctx, &team).await;
+                Done::Again(render_status(
+                    refused_status(f.status),
+                    &NewInstancePage {
+                        layout: Layout::new("New instance", Some(&me), "home"),
+                        team,
+                        instance_name: name,
+                        start,
+                        agents,
+                        agent,
+                        errors,
+                    },
+                ))
+            }
         }
     })
     .await
@@ -281,9 +373,22 @@ async fn instance_page(
         format!("{base}/routes"),
         format!("{base}/keys"),
     );
+    // An instance on an agent has no logs or environment here: they are
+    // the site's.
+    let here = instance.agent.is_none();
     let (logs, env, rules, keys) = futures::join!(
-        ctx.api.get::<Vec<LogLine>>(&logs_path),
-        ctx.api.get::<Vec<EnvVar>>(&env_path),
+        async {
+            match here {
+                true => ctx.api.get::<Vec<LogLine>>(&logs_path).await.ok(),
+                false => None,
+            }
+        },
+        async {
+            match here {
+                true => ctx.api.get::<Vec<EnvVar>>(&env_path).await.ok(),
+                false => None,
+            }
+        },
         ctx.api.get::<Vec<Rule>>(&routes_path),
         ctx.api.get::<Vec<Key>>(&keys_path),
     );

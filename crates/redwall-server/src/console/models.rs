@@ -60,6 +60,10 @@ pub struct Instance {
     /// The snapshot it runs; none before its first deploy.
     #[serde(default)]
     pub running_snapshot: Option<String>,
+    /// The remote agent whose Node-RED this instance is; none when this
+    /// hub runs it.
+    #[serde(default)]
+    pub agent: Option<String>,
 }
 
 impl Instance {

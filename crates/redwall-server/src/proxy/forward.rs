@@ -19,7 +19,7 @@ use std::time::Duration;
 
 use super::hygiene;
 use super::limits::Permit;
-use super::upstream::Upstream;
+use super::upstream::{Upstream, Via};
 use hyper::body::Body as _;
 
 /// Answers up to this size are buffered and sent in one write.
@@ -83,7 +83,8 @@ fn is_websocket_headers(headers: &HeaderMap) -> bool {
 pub type Recheck = Box<dyn Fn() -> BoxFuture<'static, bool> + Send + Sync>;
 
 pub struct Forward {
-    pub port: u16,
+    /// Where the instance is reached.
+    pub via: super::upstream::Via,
     /// Path and query as the instance sees them.
     pub path_and_query: String,
     /// Prefix to put back on Location headers (`/i/{name}` in path routing).
@@ -95,6 +96,18 @@ pub struct Forward {
     pub upgrade_within: Duration,
     /// The instance owns authentication here: its challenges may pass.
     pub instance_may_challenge: bool,
+}
+
+/// An instance whose agent's connection this process does not hold.
+fn agent_offline() -> Response {
+    let mut r = ApiError::new(
+        StatusCode::BAD_GATEWAY,
+        "agent_offline",
+        "the agent that runs this instance is not connected",
+    )
+    .into_response();
+    r.extensions_mut().insert(Proxied);
+    r
 }
 
 fn bad_gateway() -> Response {
@@ -114,6 +127,9 @@ pub async fn forward(
     mut request: Request,
     recheck: Option<Recheck>,
 ) -> Response {
+    if matches!(f.via, Via::Agent(None)) {
+        return agent_offline();
+    }
     let websocket = is_websocket(&request);
     if let Some(len) = request
         .headers()
@@ -150,7 +166,10 @@ pub async fn forward(
     parts.uri = uri;
     parts.version = axum::http::Version::HTTP_11;
     if !parts.headers.contains_key(header::HOST) {
-        let host = format!("127.0.0.1:{}", f.port);
+        let host = match f.via {
+            Via::Port(port) => format!("127.0.0.1:{port}"),
+            Via::Agent(_) | Via::Relay { .. } => "127.0.0.1".to_owned(),
+        };
         if let Ok(v) = HeaderValue::from_str(&host) {
             parts.headers.insert(header::HOST, v);
         }
@@ -161,7 +180,7 @@ pub async fn forward(
         Ok(p) => p,
         Err(refused) => return refused.into_response(),
     };
-    let sent = upstream.send(f.port, upstream_request);
+    let sent = upstream.send(&f.via, upstream_request);
     let answer = if websocket {
         // Node-RED leaves an upgrade to a path without a WebSocket listener
         // unanswered; the socket would stay open for ever.
@@ -173,7 +192,11 @@ pub async fn forward(
         sent.await
     };
     let Ok((mut response, lease)) = answer else {
-        return bad_gateway();
+        return match f.via {
+            // The tunnel broke (the agent's link is going).
+            Via::Agent(_) | Via::Relay { .. } => agent_offline(),
+            Via::Port(_) => bad_gateway(),
+        };
     };
     if websocket && response.status() == StatusCode::SWITCHING_PROTOCOLS {
         let instance_upgrade = hyper::upgrade::on(&mut response);

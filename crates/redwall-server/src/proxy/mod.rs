@@ -14,6 +14,8 @@ pub mod forward;
 pub mod handoff;
 pub mod hygiene;
 pub mod limits;
+pub mod relay;
+pub mod tunnels;
 pub mod upstream;
 
 use crate::auth::guard::{authorize_any, CsrfMode};
@@ -198,7 +200,7 @@ async fn handle(state: &AppState, located: Located, mut request: Request) -> Api
         .cloned()
         .ok_or_else(|| ApiError::internal("client information missing"))?;
     let fwd = Forward {
-        port: target.port,
+        via: via(state, &target).await,
         path_and_query: located.path_and_query.clone(),
         location_prefix: located.prefix.clone(),
         max_body: state.config.instances.max_body_bytes,
@@ -244,6 +246,31 @@ async fn handle(state: &AppState, located: Located, mut request: Request) -> Api
         }
     };
     Ok(pass_on(state, &target, &client, fwd, parts, body, admitted).await)
+}
+
+/// Where the instance is reached: its port here, or its agent's tunnel,
+/// here or through the replica that holds it.
+async fn via(state: &AppState, target: &InstanceTarget) -> upstream::Via {
+    let Some(agent) = &target.agent_id else {
+        return upstream::Via::Port(target.port);
+    };
+    if let Some(tunnel) = state.tunnels.get(agent) {
+        return upstream::Via::Agent(Some(tunnel));
+    }
+    match state.hub.relay_for(&target.team_id, agent).await {
+        Ok(Some(relay)) => upstream::Via::Relay {
+            agent_id: agent.clone(),
+            target: relay,
+        },
+        Ok(None) => {
+            tracing::debug!(agent = %agent, "no replica holds the agent's connection");
+            upstream::Via::Agent(None)
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "where an agent is connected could not be read");
+            upstream::Via::Agent(None)
+        }
+    }
 }
 
 /// What the access phase decided: how the request goes on to the instance.

@@ -40,8 +40,25 @@ const READY_WITHIN: Duration = Duration::from_millis(100);
 #[derive(Debug)]
 pub struct Unreachable;
 
+/// How long opening a connection (TCP, TLS, a tunnel's stream) may take.
+pub(super) const CONNECT_WITHIN: Duration = CONNECT_TIMEOUT;
+
+/// Where an instance's Node-RED is reached.
+pub enum Via {
+    /// A port of this host (its loopback, or its link address when isolated).
+    Port(u16),
+    /// The tunnel of the agent that runs it; `None` when that agent's
+    /// connection is not held by this process.
+    Agent(Option<redwall_tunnel::Opener>),
+    /// The agent's tunnel held by another replica (`redwall_hub::relay`).
+    Relay {
+        agent_id: String,
+        target: redwall_hub::relay::RelayTarget,
+    },
+}
+
 /// What reads and writes a connection's socket: hyper's connection future.
-enum Driver {
+pub(super) enum Driver {
     /// Polled by whoever holds the connection, while they wait on it.
     InHand(Pin<Box<dyn Future<Output = hyper::Result<()>> + Send>>),
     /// Running as a task of its own.
@@ -53,7 +70,7 @@ enum Driver {
 impl Driver {
     /// Awaits `work` (a request, an answer's body) while moving the
     /// connection's bytes in this task when the driver is in hand.
-    async fn drive<F: Future>(&mut self, work: F) -> F::Output {
+    pub(super) async fn drive<F: Future>(&mut self, work: F) -> F::Output {
         let mut work = pin!(work);
         std::future::poll_fn(|cx| {
             if let Poll::Ready(out) = work.as_mut().poll(cx) {
@@ -75,7 +92,7 @@ impl Driver {
 
     /// Hands the connection to a task of its own, for a stream or an
     /// upgrade that outlives the request's handler.
-    fn spawn(&mut self) {
+    pub(super) fn spawn(&mut self) {
         if let Driver::InHand(connection) = std::mem::replace(self, Driver::Spawned) {
             tokio::spawn(async move {
                 // Ends when the instance closes the connection or every
@@ -86,9 +103,9 @@ impl Driver {
     }
 }
 
-struct Connection {
-    sender: SendRequest<Body>,
-    driver: Driver,
+pub(super) struct Connection {
+    pub(super) sender: SendRequest<Body>,
+    pub(super) driver: Driver,
 }
 
 type Idle = Mutex<HashMap<u16, Vec<(Instant, Connection)>>>;
@@ -105,7 +122,9 @@ pub struct Upstream {
 
 /// A connection in use, until its answer was read whole.
 pub struct Lease {
-    port: u16,
+    /// The pool it goes back to; `None` for a tunnel's stream, used once
+    /// (opening another costs no round trip).
+    port: Option<u16>,
     connection: Connection,
     pool: Arc<Idle>,
 }
@@ -116,8 +135,11 @@ impl Lease {
         if self.connection.sender.is_closed() || matches!(self.connection.driver, Driver::Ended) {
             return;
         }
+        let Some(port) = self.port else {
+            return;
+        };
         if let Ok(mut idle) = self.pool.lock() {
-            let list = idle.entry(self.port).or_default();
+            let list = idle.entry(port).or_default();
             if list.len() < IDLE_PER_PORT {
                 list.push((Instant::now(), self.connection));
             }
@@ -189,10 +211,66 @@ impl Upstream {
         }
     }
 
+    /// Sends `request` to the instance, on this host or through its
+    /// agent's tunnel.
+    pub async fn send(&self, via: &Via, request: Request) -> Result<(Answer, Lease), Unreachable> {
+        match via {
+            Via::Port(port) => self.send_to_port(*port, request).await,
+            Via::Agent(Some(tunnel)) => self.send_through(tunnel, request).await,
+            Via::Agent(None) => Err(Unreachable),
+            Via::Relay { agent_id, target } => {
+                let stream = super::relay::open(agent_id, target).await?;
+                self.send_on(stream, request).await
+            }
+        }
+    }
+
+    /// Sends `request` on a new stream of an agent's tunnel.
+    async fn send_through(
+        &self,
+        tunnel: &redwall_tunnel::Opener,
+        request: Request,
+    ) -> Result<(Answer, Lease), Unreachable> {
+        let stream = tokio::time::timeout(CONNECT_TIMEOUT, tunnel.open())
+            .await
+            .map_err(|_| Unreachable)?
+            .map_err(|_| Unreachable)?;
+        self.send_on(stream, request).await
+    }
+
+    /// Sends `request` on a connection of its own over `io`, never pooled
+    /// (a tunnel's stream, or one relayed by another replica).
+    async fn send_on<T>(&self, io: T, request: Request) -> Result<(Answer, Lease), Unreachable>
+    where
+        T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin + 'static,
+    {
+        let mut connection = handshake(io).await?;
+        if request.headers().contains_key(axum::http::header::UPGRADE) {
+            connection.driver.spawn();
+        }
+        let Connection { sender, driver } = &mut connection;
+        let answer = driver
+            .drive(sender.send_request(request))
+            .await
+            .map_err(|_| Unreachable)?;
+        Ok((
+            answer,
+            Lease {
+                port: None,
+                connection,
+                pool: self.idle.clone(),
+            },
+        ))
+    }
+
     /// Sends `request` to the instance on `port`. A request refused by a
     /// pooled connection before it was written (the connection had just
     /// closed) is sent again on a new one.
-    pub async fn send(&self, port: u16, request: Request) -> Result<(Answer, Lease), Unreachable> {
+    async fn send_to_port(
+        &self,
+        port: u16,
+        request: Request,
+    ) -> Result<(Answer, Lease), Unreachable> {
         let upgrade = request.headers().contains_key(axum::http::header::UPGRADE);
         let mut request = request;
         while let Some(mut connection) = self.take_idle(port) {
@@ -232,7 +310,7 @@ impl Upstream {
 
     fn lease(&self, port: u16, connection: Connection) -> Lease {
         Lease {
-            port,
+            port: Some(port),
             connection,
             pool: self.idle.clone(),
         }
@@ -262,8 +340,16 @@ async fn connect(addr: std::net::SocketAddr) -> Result<Connection, Unreachable> 
         .map_err(|_| Unreachable)?
         .map_err(|_| Unreachable)?;
     let _ = stream.set_nodelay(true);
+    handshake(stream).await
+}
+
+/// An HTTP/1.1 client connection over `io` (a TCP socket, a tunnel's stream).
+pub(super) async fn handshake<T>(io: T) -> Result<Connection, Unreachable>
+where
+    T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin + 'static,
+{
     let (sender, connection) = http1::Builder::new()
-        .handshake(TokioIo::new(stream))
+        .handshake(TokioIo::new(io))
         .await
         .map_err(|_| Unreachable)?;
     Ok(Connection {
@@ -337,7 +423,7 @@ mod tests {
     /// One request through the pool; the answer's body as the client gets it.
     async fn ask(upstream: &Upstream, port: u16) -> Body {
         let (answer, lease) = upstream
-            .send(port, get())
+            .send(&Via::Port(port), get())
             .await
             .unwrap_or_else(|_| unreachable!("the instance did not answer"));
         assert_eq!(answer.status(), 200);
@@ -423,7 +509,7 @@ mod tests {
             .body(endless)
             .unwrap_or_default();
         let (answer, lease) = upstream
-            .send(port, upload)
+            .send(&Via::Port(port), upload)
             .await
             .unwrap_or_else(|_| unreachable!("the instance did not answer"));
         let body = relay_body(answer.into_body(), lease, 64 * 1024).await;
@@ -440,6 +526,9 @@ mod tests {
                 .unwrap_or_else(|e| unreachable!("{e}"));
             l.local_addr().map_or(0, |a| a.port())
         };
-        assert!(Upstream::default().send(port, get()).await.is_err());
+        assert!(Upstream::default()
+            .send(&Via::Port(port), get())
+            .await
+            .is_err());
     }
 }

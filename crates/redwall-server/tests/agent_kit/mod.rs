@@ -82,15 +82,23 @@ pub async fn agent(owner: &Client, team: &str, name: &str) -> Value {
     r.body
 }
 
-/// The next text frame, as JSON; `None` when the connection ends.
+/// The next text frame, as JSON; `None` when the connection ends. The
+/// hub's `host` message (which instance the agent's Node-RED is, sent on
+/// every connection) and the tunnel's binary frames are skipped:
+/// `agent_instances.rs` reads them.
 pub async fn next_json(ws: &mut Ws) -> Option<Value> {
     loop {
         match tokio::time::timeout(Duration::from_secs(10), ws.next())
             .await
             .ok()??
         {
-            Ok(Message::Text(t)) => return Some(serde_json::from_str(&t).unwrap()),
-            Ok(Message::Ping(_) | Message::Pong(_)) => {}
+            Ok(Message::Text(t)) => {
+                let v: Value = serde_json::from_str(&t).unwrap();
+                if v["type"] != "host" {
+                    return Some(v);
+                }
+            }
+            Ok(Message::Ping(_) | Message::Pong(_) | Message::Binary(_)) => {}
             _ => return None,
         }
     }

@@ -112,6 +112,33 @@ impl AgentHost {
             .unwrap()
     }
 
+    /// Runs it as systemd does a `Type=notify` unit with `WatchdogSec=`:
+    /// `NOTIFY_SOCKET`, `WATCHDOG_USEC`, and `WATCHDOG_PID` naming the
+    /// process itself (set by a shell that then execs the agent, keeping
+    /// its PID). The log is appended to.
+    pub fn run_under_watchdog(&self, notify_socket: &Path, watchdog_usec: u64) -> Child {
+        assert!(self.netns.is_none(), "not inside a network namespace");
+        let log = std::fs::OpenOptions::new()
+            .append(true)
+            .create(true)
+            .open(self.dir.path().join("agent.log"))
+            .unwrap();
+        Command::new("sh")
+            .arg("-c")
+            .arg("export WATCHDOG_PID=$$; exec \"$0\" \"$@\"")
+            .arg(&self.bin)
+            .arg("run")
+            .arg("--dir")
+            .arg(self.state_dir())
+            .env("REDWALL_AGENT_LOG", "debug")
+            .env("NOTIFY_SOCKET", notify_socket)
+            .env("WATCHDOG_USEC", watchdog_usec.to_string())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap()
+    }
+
     pub fn log(&self) -> String {
         std::fs::read_to_string(self.dir.path().join("agent.log")).unwrap_or_default()
     }
