@@ -1,6 +1,7 @@
 //! The Redwall agent: runs on a host that can only dial out, enrols once
-//! with the hub, then keeps one WebSocket open to it (the agent itself
-//! never listens on any port). The protocol is in
+//! with the hub, then keeps one WebSocket open to it. It listens on no
+//! port unless the operator asks it to serve the flows' endpoints on the
+//! site's network ([`site_endpoints`]). The protocol is in
 //! [`redwall_policy::agent_protocol`].
 //!
 //! # What runs
@@ -18,6 +19,21 @@
 //!   sandbox (Landlock, rlimits, `no_new_privs`, no capabilities; the
 //!   agent's own uid: see [`node_red`] for why). A dropped hub link never
 //!   touches it; SIGTERM stops it (then the agent exits 0).
+//!
+//! # Through the hub, and at the site
+//!
+//! An Owner may make the agent's Node-RED an instance of the hub. The hub
+//! then sends its id and token keys ([`hosting`]), and reaches Node-RED
+//! through the connection itself: binary frames carry a yamux session
+//! (`redwall_tunnel`), each stream an HTTP connection the hub's proxy
+//! made after its own checks, joined here to `127.0.0.1:PORT`
+//! (`tunnel.rs`). With `DIR/local-endpoints.toml` the agent also serves
+//! the flows' endpoints on the site's network, over TLS, under the same
+//! route rules and API keys ([`local_endpoints`]); never the editor.
+//!
+//! Under systemd (`Type=notify`, `WatchdogSec=`) the agent says it is
+//! ready and, while its main loop moves, alive ([`watchdog`]), so a build
+//! that hangs is killed and rolled back.
 //!
 //! Heartbeats report Node-RED's state from the supervisor: `running`,
 //! `starting`, `stopped`, `failed` (crashed, or could not be started), or
@@ -77,6 +93,11 @@
 //!   endpoint token keys and its `credentialSecret`, made by the agent on
 //!   its first run, mode 0600, created exclusively; `run` refuses it when
 //!   others can read it.
+//! - `node-red.hosted` (0600): the hub instance the Node-RED is, with its
+//!   token keys (which then replace the agent's own), route rules and API
+//!   key digests.
+//! - `local-endpoints.toml` (the operator's) and `local-endpoints/` (its
+//!   self-signed certificate and key, 0600).
 //! - `builds/` (0700), `update-pending.json`, `update-answer.json`: the
 //!   hub's builds of the agent and an update in progress (see [`builds`]).
 //! - `node-red/` (with Node-RED only): `settings.js` (rewritten at each
@@ -93,7 +114,9 @@
 //! field for it), not in any log line, not in any error message. No other
 //! secret of the hub exists on the agent: it proves itself with its key,
 //! not with a bearer token. Node-RED's keys are the agent's own, never
-//! sent anywhere.
+//! sent anywhere, until an Owner makes it an instance of the hub: then the
+//! hub's keys for that one instance (sealed for the agent) take their
+//! place, and API keys arrive as digests only.
 //!
 //! # TLS
 //!
@@ -117,6 +140,7 @@ pub mod apply;
 pub mod bridge;
 pub mod builds;
 pub mod enrol;
+mod heard;
 pub mod hosting;
 pub mod hub_url;
 pub mod launcher;
@@ -128,6 +152,7 @@ pub mod run;
 mod self_update;
 mod session;
 pub mod site_endpoints;
+pub mod site_mqtt;
 pub mod snapshot;
 pub mod state;
 pub mod tls;

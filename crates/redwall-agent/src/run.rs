@@ -97,6 +97,8 @@ pub enum RunError {
     NodeRed(#[from] NodeRedError),
     #[error("{0}")]
     LocalEndpoints(String),
+    #[error("{0}")]
+    Bridge(String),
 }
 
 /// Loads the agent from `dir` and runs it (see [`run`]). Fails only if the
@@ -180,8 +182,12 @@ pub async fn run_with(
     if let Some(node_red) = &node_red {
         local.site_access = crate::site_endpoints::start(&agent.dir, node_red, endpoints_stopped)?;
     }
+    let bridge = crate::site_mqtt::start(&agent.dir)?;
     let outcome = stay_connected(agent, options, &dialer, &mut local, shutdown).await;
     let _ = endpoints_stop.send(());
+    if let Some(bridge) = bridge {
+        bridge.shutdown().await;
+    }
     if let Some(node_red) = node_red {
         node_red.stop().await;
     }

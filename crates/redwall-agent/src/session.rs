@@ -47,6 +47,7 @@ use tracing::{debug, info, warn};
 
 use crate::apply::Deployments;
 use crate::error_chain;
+use crate::heard::{Heard, LastHeard};
 use crate::hosting::HostedIdentity;
 use crate::hub_url::HubEndpoint;
 use crate::launcher::Switch;
@@ -137,7 +138,7 @@ impl Local {
     }
 }
 
-type HubSocket = WebSocketStream<TlsStream<TcpStream>>;
+type HubSocket = WebSocketStream<TlsStream<Heard<TcpStream>>>;
 
 /// How one connection ended.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -178,12 +179,13 @@ impl Dialer {
         }
     }
 
-    async fn dial(&self) -> Result<HubSocket, String> {
+    async fn dial(&self, heard: &LastHeard) -> Result<HubSocket, String> {
         let authority = self.hub.authority();
         let tcp = TcpStream::connect((self.hub.dial_host(), self.hub.port()))
             .await
             .map_err(|e| format!("cannot reach the hub at {authority}: {e}"))?;
         let _ = tcp.set_nodelay(true);
+        let tcp = Heard::new(tcp, heard.clone());
         let tls = self
             .connector
             .connect(self.hub.server_name(), tcp)
@@ -218,8 +220,9 @@ pub(crate) async fn session<F: Future<Output = ()>>(
     local: &mut Local,
     shutdown: &mut Pin<&mut F>,
 ) -> SessionEnd {
+    let heard = LastHeard::new();
     let mut ws = tokio::select! {
-        dialled = timeout(DIAL_TIMEOUT, dialer.dial()) => match dialled {
+        dialled = timeout(DIAL_TIMEOUT, dialer.dial(&heard)) => match dialled {
             Ok(Ok(ws)) => ws,
             Ok(Err(why)) => return lost(false, why),
             Err(_) => return lost(false, format!("dialling the hub at {} timed out", dialer.hub.authority())),
@@ -255,7 +258,7 @@ pub(crate) async fn session<F: Future<Output = ()>>(
         }
         local.updates.answered(&answer.command_id);
     }
-    connected(&mut ws, agent, heartbeat_secs, local, shutdown).await
+    connected(&mut ws, &heard, agent, heartbeat_secs, local, shutdown).await
 }
 
 /// The challenge, the signed hello, the welcome. Returns the heartbeat
@@ -346,6 +349,7 @@ async fn next_hub_message(
 /// After the welcome: heartbeats, pings, commands, until the link ends.
 async fn connected<F: Future<Output = ()>>(
     ws: &mut HubSocket,
+    heard: &LastHeard,
     agent: &Agent,
     heartbeat_secs: u64,
     local: &mut Local,
@@ -357,7 +361,6 @@ async fn connected<F: Future<Output = ()>>(
     // The first tick is immediate: the hub sees a heartbeat right away.
     let mut beat = tokio::time::interval(period);
     beat.set_missed_tick_behavior(MissedTickBehavior::Delay);
-    let mut last_heard = Instant::now();
     // This connection's tunnel: its streams reach Node-RED; it ends with
     // the connection.
     let mut tunnel = crate::tunnel::site_end(local.node_red.as_ref().map(|n| n.address()));
@@ -370,11 +373,17 @@ async fn connected<F: Future<Output = ()>>(
                 close_normally(ws).await;
                 return SessionEnd::Shutdown;
             }
-            () = sleep_until(last_heard + silence_limit) => {
-                return lost(true, format!(
-                    "nothing heard from the hub for {} s, the link is dead",
-                    silence_limit.as_secs()
-                ));
+            // Any byte counts, not only whole frames: a large frame may
+            // take longer than this to arrive on a slow link.
+            () = sleep_until(heard.at() + silence_limit) => {
+                if heard.at() + silence_limit > Instant::now() {
+                    Ok(())
+                } else {
+                    return lost(true, format!(
+                        "nothing heard from the hub for {} s, the link is dead",
+                        silence_limit.as_secs()
+                    ));
+                }
             }
             _ = beat.tick() => {
                 let status = AgentStatus {
@@ -396,7 +405,6 @@ async fn connected<F: Future<Output = ()>>(
                 return SessionEnd::Switch(switch);
             }
             frame = ws.next() => {
-                last_heard = Instant::now();
                 match frame {
                     None => Err(lost(true, "the hub hung up")),
                     Some(Err(e)) => Err(lost(true, format!("the connection failed: {e}"))),
@@ -405,7 +413,13 @@ async fn connected<F: Future<Output = ()>>(
                         finish_close(ws).await;
                         Err(end)
                     }
-                    Some(Ok(Message::Text(text))) => on_text(ws, agent, &text, local, send_limit).await,
+                    Some(Ok(Message::Text(text))) => {
+                        let handled = on_text(ws, agent, &text, local, send_limit).await;
+                        // Reading a large frame (a snapshot, a build) takes
+                        // a while here; that is not silence of the hub.
+                        heard.mark();
+                        handled
+                    }
                     Some(Ok(Message::Binary(bytes))) => tunnel
                         .deliver(&bytes)
                         .await

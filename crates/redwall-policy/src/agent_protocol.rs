@@ -45,7 +45,7 @@ pub const MAX_FRAME_BYTES: usize = 1024 * 1024;
 
 /// Largest frame an agent accepts from the hub: a snapshot to run, whose
 /// flows may be far larger than any other message.
-pub const MAX_DEPLOY_FRAME_BYTES: usize = 32 * 1024 * 1024;
+pub const MAX_DEPLOY_FRAME_BYTES: usize = 48 * 1024 * 1024;
 
 /// Seconds the hub waits for `hello` after its challenge before it hangs up.
 pub const HELLO_TIMEOUT_SECS: u64 = 10;
@@ -297,7 +297,7 @@ pub const DEFAULT_UPDATE_CONFIRM_SECS: u64 = 60;
 
 /// Largest agent build the hub stores and sends (base64 in one frame must
 /// stay under [`MAX_DEPLOY_FRAME_BYTES`]).
-pub const MAX_BUILD_BYTES: u64 = 20 * 1024 * 1024;
+pub const MAX_BUILD_BYTES: u64 = 32 * 1024 * 1024;
 
 /// What the hub signs about an agent build.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

@@ -517,3 +517,130 @@ async fn an_instance_on_an_agent_is_reached_through_the_other_replica() {
     let _ = agent.kill();
     let _ = agent.wait();
 }
+
+/// The flows' endpoints served on the site's own network by the agent
+/// (`local-endpoints.toml`), under the instance's route rules and API keys
+/// as the hub sent them; still while the hub is down, and after the agent
+/// restarted without it. The editor is never served there.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_sites_endpoints_are_served_at_the_site_also_without_the_hub() {
+    let install = redwall_runtime::testing::shared_install().expect("Node-RED installs from npm");
+    let port = redwall_runtime::testing::free_port();
+    let dir = DataDir::for_agents(&format!("127.0.0.1:{port}"), None, 1);
+    let s = dir.serve();
+    let (admin, team, pat) = bootstrap(&s).await;
+    let bundle = provision(&s, &team, &pat, &[]);
+    let host = AgentHost::new(None);
+    let node_red_port = redwall_runtime::testing::free_port();
+    let out = host.enrol_with(
+        &bundle,
+        "site-1",
+        &[
+            "--node-red-path",
+            &install.package_dir.display().to_string(),
+            "--node",
+            &install.node.display().to_string(),
+            "--port",
+            &node_red_port.to_string(),
+        ],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let local_port = redwall_runtime::testing::free_port();
+    std::fs::write(
+        host.state_dir().join("local-endpoints.toml"),
+        format!("listen = \"127.0.0.1:{local_port}\"\n"),
+    )
+    .unwrap();
+    let mut agent = host.run();
+    wait_online(&admin, &team, "site-1", true, Duration::from_secs(30)).await;
+    let local = reqwest::Client::builder()
+        .danger_accept_invalid_certs(true)
+        .build()
+        .unwrap();
+    let at_site = format!("https://127.0.0.1:{local_port}");
+    // Not an instance of the hub yet: the site serves nothing.
+    let (status, _) = get(&local, &format!("{at_site}/hello"), None, &[]).await;
+    assert_eq!(status, 503);
+
+    admin
+        .post(
+            &format!("/api/v1/teams/{team}/agents/site-1/instance"),
+            json!({"name": "plant-l"}),
+        )
+        .await;
+    let (client, base) = on_host("plant-l", port);
+    wait_status(&client, &format!("{base}/editor/"), Some(&pat), 200, &host).await;
+    let resp = client
+        .post(format!("{base}/editor/flows"))
+        .header("authorization", format!("Bearer {pat}"))
+        .header("origin", &base)
+        .header("node-red-deployment-type", "full")
+        .json(&site_flows())
+        .send()
+        .await
+        .unwrap();
+    assert!(resp.status().is_success(), "{}", resp.status());
+    let key = admin
+        .post(
+            &format!("/api/v1/teams/{team}/instances/plant-l/keys"),
+            json!({"name": "plc"}),
+        )
+        .await["key"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let (status, body) = admin
+        .send(
+            reqwest::Method::PUT,
+            &format!("/api/v1/teams/{team}/instances/plant-l/routes"),
+            Some(json!([{"path_prefix": "/hello", "policy": {"type": "api_key"}}])),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    // The rules reach the site at once: a key is needed there too.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let (status, _) = get(&local, &format!("{at_site}/hello"), None, &[]).await;
+        if status == 401 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "{status}\n{}", host.log());
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let (status, body) = get(&local, &format!("{at_site}/hello"), Some(&key), &[]).await;
+    assert_eq!(status, 200, "{body}");
+    let seen: Value = serde_json::from_str(&body).unwrap();
+    assert!(seen["headers"].get("authorization").is_none(), "{body}");
+    let (status, _) = get(&local, &format!("{at_site}/hello"), Some("rwk_wrong"), &[]).await;
+    assert_eq!(status, 401);
+    let (status, _) = get(&local, &format!("{at_site}/editor/"), Some(&pat), &[]).await;
+    assert_eq!(status, 404, "the editor is only reached through the hub");
+
+    // The hub goes away; the plant floor keeps its endpoint, also after
+    // the agent restarts without the hub.
+    drop(s);
+    let (status, _) = get(&local, &format!("{at_site}/hello"), Some(&key), &[]).await;
+    assert_eq!(status, 200);
+    let _ = agent.kill();
+    let _ = agent.wait();
+    let mut agent = host.run_appending();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let status = match local
+            .get(format!("{at_site}/hello"))
+            .header("authorization", format!("Bearer {key}"))
+            .send()
+            .await
+        {
+            Ok(r) => r.status().as_u16(),
+            Err(_) => 0,
+        };
+        if status == 200 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "{status}\n{}", host.log());
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    let _ = agent.kill();
+    let _ = agent.wait();
+}

@@ -25,7 +25,6 @@ mod serve_kit;
 use agent_host::*;
 use serve_kit::*;
 use std::path::Path;
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 fn mode_of(path: &Path) -> u32 {
@@ -215,93 +214,6 @@ async fn a_wrong_key_is_refused_and_audited() {
     let (_, platform) = admin.get("/api/v1/audit?event=agent.connect_refused").await;
     assert!(platform.to_string().contains("bad_signature"), "{platform}");
     assert_eq!(agent_state(&admin, &team, "press-2").await["online"], false);
-}
-
-/// A network namespace joined to the host by a veth pair, which accepts no
-/// connection from outside (as a site's firewall would).
-struct Site {
-    ns: String,
-    host_if: String,
-    host_ip: String,
-    site_ip: String,
-}
-
-impl Site {
-    fn new(tag: u32) -> Site {
-        let id = std::process::id() % 10_000;
-        let ns = format!("rwag{id}-{tag}");
-        let host_if = format!("rwh{id}x{tag}");
-        let site_if = format!("rwa{id}x{tag}");
-        let octet = (std::process::id() % 200) + 20 + tag;
-        let host_ip = format!("10.213.{octet}.1");
-        let site_ip = format!("10.213.{octet}.2");
-        let sh = |args: &[&str]| {
-            let out = Command::new(args[0]).args(&args[1..]).output().unwrap();
-            assert!(out.status.success(), "{args:?}: {}", stderr(&out));
-        };
-        let _ = Command::new("ip").args(["netns", "del", &ns]).output();
-        sh(&["ip", "netns", "add", &ns]);
-        sh(&[
-            "ip", "link", "add", &host_if, "type", "veth", "peer", "name", &site_if,
-        ]);
-        sh(&["ip", "link", "set", &site_if, "netns", &ns]);
-        sh(&[
-            "ip",
-            "addr",
-            "add",
-            &format!("{host_ip}/30"),
-            "dev",
-            &host_if,
-        ]);
-        sh(&["ip", "link", "set", &host_if, "up"]);
-        sh(&[
-            "ip",
-            "netns",
-            "exec",
-            &ns,
-            "ip",
-            "addr",
-            "add",
-            &format!("{site_ip}/30"),
-            "dev",
-            &site_if,
-        ]);
-        sh(&[
-            "ip", "netns", "exec", &ns, "ip", "link", "set", &site_if, "up",
-        ]);
-        sh(&["ip", "netns", "exec", &ns, "ip", "link", "set", "lo", "up"]);
-        for rule in [
-            "add table inet site",
-            "add chain inet site input { type filter hook input priority 0; policy drop; }",
-            "add rule inet site input iif lo accept",
-            "add rule inet site input ct state established,related accept",
-        ] {
-            sh(&["ip", "netns", "exec", &ns, "nft", rule]);
-        }
-        Site {
-            ns,
-            host_if,
-            host_ip,
-            site_ip,
-        }
-    }
-
-    fn link(&self, up: bool) {
-        let out = Command::new("ip")
-            .args(["link", "set", &self.host_if, if up { "up" } else { "down" }])
-            .output()
-            .unwrap();
-        assert!(out.status.success(), "{}", stderr(&out));
-    }
-}
-
-impl Drop for Site {
-    fn drop(&mut self) {
-        let _ = Command::new("ip")
-            .args(["link", "del", &self.host_if])
-            .output();
-        let _ = Command::new("ip").args(["netns", "del", &self.ns]).output();
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -342,14 +342,18 @@ impl AgentSocket {
     }
 
     /// The next frame that is not a ping or pong (those are answered by
-    /// the WebSocket library while reading).
+    /// the WebSocket library while reading) nor the tunnel's bytes (this
+    /// hub opens no stream; the agent's end of the session speaks first).
     pub async fn next_frame(&mut self) -> Message {
         loop {
             let frame = within("a frame from the agent", self.0.recv())
                 .await
                 .expect("the agent hung up")
                 .expect("the connection failed");
-            if !matches!(frame, Message::Ping(_) | Message::Pong(_)) {
+            if !matches!(
+                frame,
+                Message::Ping(_) | Message::Pong(_) | Message::Binary(_)
+            ) {
                 return frame;
             }
         }

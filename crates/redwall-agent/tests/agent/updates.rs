@@ -181,7 +181,7 @@ fn builds_in(state: &Path) -> Vec<String> {
     }
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_signed_build_is_switched_to_confirmed_and_kept_across_restarts() {
     let installed = Installed::new();
     let mut hub = FakeHub::start().await;
@@ -254,17 +254,12 @@ async fn a_signed_build_is_switched_to_confirmed_and_kept_across_restarts() {
     process.stop(&mut ws).await;
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tampered_builds_are_refused_and_nothing_changes() {
     let installed = Installed::new();
     let mut hub = FakeHub::start().await;
     let (agent, state) = hub.enrolled_agent();
     let public = agent.key.public_key();
-    let mut process = AgentProcess::spawn(&installed.path, state.path());
-    let pid = process.pid();
-    let mut ws = hub.next_socket().await;
-    ws.greet(AGENT_ID, &public, 1).await;
-
     let new = installed.variant("\nredwall test build: tampered");
     // A byte of the binary changed after signing.
     let mut changed = sign_build(&hub.signer, &new, &platform());
@@ -280,6 +275,13 @@ async fn tampered_builds_are_refused_and_nothing_changes() {
         .unwrap()
         .to_string();
     let other_platform = sign_build(&hub.signer, &new, &other);
+    // Made before the agent connects: signing and encoding builds of tens
+    // of megabytes takes this debug-built hub longer than the agent waits
+    // in silence (three 1 s heartbeats).
+    let mut process = AgentProcess::spawn(&installed.path, state.path());
+    let pid = process.pid();
+    let mut ws = hub.next_socket().await;
+    ws.greet(AGENT_ID, &public, 1).await;
 
     for (id, build, why) in [
         (
@@ -326,7 +328,7 @@ async fn tampered_builds_are_refused_and_nothing_changes() {
     process.stop(&mut ws).await;
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_build_the_hub_never_welcomes_is_rolled_back_in_the_same_process() {
     let installed = Installed::new();
     let mut hub = FakeHub::start().await;
@@ -383,7 +385,7 @@ async fn a_build_the_hub_never_welcomes_is_rolled_back_in_the_same_process() {
     process.stop(&mut ws).await;
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_build_that_crashes_is_retried_while_its_time_lasts_then_rolled_back() {
     let installed = Installed::new();
     let mut hub = FakeHub::start().await;
@@ -451,7 +453,7 @@ async fn a_build_that_crashes_is_retried_while_its_time_lasts_then_rolled_back()
     process.stop(&mut ws).await;
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_agent_run_inside_another_program_reports_no_build_and_takes_no_update() {
     let mut hub = FakeHub::start().await;
     let (agent, state) = hub.enrolled_agent();

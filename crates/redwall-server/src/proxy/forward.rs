@@ -10,7 +10,7 @@ use crate::error::ApiError;
 use crate::net::headers::Proxied;
 use axum::body::Body;
 use axum::extract::Request;
-use axum::http::{header, HeaderMap, HeaderName, HeaderValue, StatusCode, Uri};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use futures::future::BoxFuture;
 use http_body_util::{BodyExt, Limited};
@@ -28,41 +28,7 @@ const BUFFER_UP_TO: u64 = 64 * 1024;
 /// How often an open WebSocket's access is checked again.
 pub const RECHECK_EVERY: Duration = Duration::from_secs(1);
 
-const HOP_BY_HOP: [&str; 8] = [
-    "connection",
-    "keep-alive",
-    "proxy-authenticate",
-    "proxy-authorization",
-    "te",
-    "trailer",
-    "transfer-encoding",
-    "upgrade",
-];
-
-fn strip_hop_by_hop(headers: &mut HeaderMap) {
-    // One pass over the names present (a handful) instead of a lookup for
-    // each hop-by-hop name; most messages carry one or two of them.
-    let mut hop: Vec<HeaderName> = headers
-        .keys()
-        .filter(|k| HOP_BY_HOP.contains(&k.as_str()))
-        .cloned()
-        .collect();
-    // Headers named in Connection are hop-by-hop too ("keep-alive" and
-    // "close", the usual values, are options, or already in the list).
-    hop.extend(
-        headers
-            .get_all(header::CONNECTION)
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .flat_map(|v| v.split(','))
-            .map(str::trim)
-            .filter(|n| !n.eq_ignore_ascii_case("keep-alive") && !n.eq_ignore_ascii_case("close"))
-            .filter_map(|n| HeaderName::from_bytes(n.as_bytes()).ok()),
-    );
-    for n in hop {
-        headers.remove(n);
-    }
-}
+use redwall_headers::strip_hop_by_hop;
 
 pub fn is_websocket(request: &Request) -> bool {
     is_websocket_headers(request.headers())
@@ -329,6 +295,7 @@ async fn join_websockets(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use axum::http::HeaderName;
 
     #[test]
     fn hop_by_hop_headers_and_those_connection_names_are_removed() {

@@ -1,4 +1,6 @@
-//! What crosses the proxy between a client and a flow.
+//! What crosses the proxy between a client and a flow. The rules live in
+//! `redwall_headers` (shared with the agent's site endpoints); this module
+//! feeds them what the server saw.
 //!
 //! Towards the instance: nothing in our header names (in any spelling: a
 //! framework may read `x_redwall_user` as `x-redwall-user`), none of our
@@ -19,283 +21,31 @@
 //! decides, and the instance's challenges are dropped.
 
 use crate::net::client::ClientInfo;
-use axum::http::{header, HeaderMap, HeaderName, HeaderValue};
-use base64::Engine;
+use axum::http::HeaderMap;
 
-/// What of the client's Authorization header the instance may see.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Authorization {
-    /// None of it: Redwall consumed it, or decides on this path (the editor).
-    Drop,
-    /// A foreign credential, but no basic one: Redwall asks for passwords
-    /// on this instance's origin.
-    NoBasic,
-    /// Any foreign credential: the instance owns authentication here.
-    Foreign,
-}
-
-/// Client-address headers a flow might believe; replaced by ours.
-const CLIENT_ADDRESS_HEADERS: [&str; 8] = [
-    "forwarded",
-    "x-real-ip",
-    "x-client-ip",
-    "true-client-ip",
-    "x-cluster-client-ip",
-    "cf-connecting-ip",
-    "fastly-client-ip",
-    "x-original-forwarded-for",
-];
-
-/// A header name as a lenient reader could take it: lower case, with `_`
-/// (and any other separator) read as `-`.
-fn normalized(name: &str) -> String {
-    name.bytes()
-        .map(|b| {
-            if b.is_ascii_alphanumeric() {
-                b.to_ascii_lowercase() as char
-            } else {
-                '-'
-            }
-        })
-        .collect()
-}
-
-fn is_ours_or_forwarding(name: &str, authorization: Authorization) -> bool {
-    if name == header::AUTHORIZATION.as_str() {
-        return authorization == Authorization::Drop;
-    }
-    let n = normalized(name);
-    n.starts_with("x-redwall-")
-        || n == "x-csrf-token"
-        || n == "x-api-key"
-        || n.starts_with("x-forwarded-")
-        || CLIENT_ADDRESS_HEADERS.contains(&n.as_str())
-}
-
-fn mentions_redwall(bytes: &[u8]) -> bool {
-    bytes.windows(7).any(|w| w.eq_ignore_ascii_case(b"redwall"))
-}
-
-/// A cookie name that is, or could be read as, one of Redwall's (whatever
-/// the case, with or without a `__Host-`/`__Secure-` prefix). Broader than
-/// our names on purpose: a flow has no need of a cookie named like ours.
-pub fn is_redwall_cookie(name: &[u8]) -> bool {
-    mentions_redwall(name)
-}
-
-/// A word that has the shape of one of Redwall's tokens (`rwp_`, `rwc_`,
-/// `rwk_`, any `rw?_`), in any case.
-fn is_redwall_token(word: &[u8]) -> bool {
-    word.len() > 4
-        && word[..2].eq_ignore_ascii_case(b"rw")
-        && word[2].is_ascii_alphabetic()
-        && word[3] == b'_'
-}
-
-fn words(bytes: &[u8]) -> impl Iterator<Item = &[u8]> {
-    bytes
-        .split(|b| b.is_ascii_whitespace() || matches!(b, b',' | b':' | b'=' | b'"'))
-        .filter(|w| !w.is_empty())
-}
-
-/// Whether an Authorization value carries a Redwall token, as itself or
-/// inside a basic credential.
-fn carries_redwall_token(value: &[u8]) -> bool {
-    if words(value).any(is_redwall_token) {
-        return true;
-    }
-    basic_credential(value).is_some_and(|decoded| words(&decoded).any(is_redwall_token))
-}
-
-fn basic_credential(value: &[u8]) -> Option<Vec<u8>> {
-    let value = value.trim_ascii();
-    let space = value.iter().position(|&b| b == b' ')?;
-    if !value[..space].eq_ignore_ascii_case(b"basic") {
-        return None;
-    }
-    base64::engine::general_purpose::STANDARD
-        .decode(value[space..].trim_ascii())
-        .ok()
-}
-
-/// Whether the client's Authorization header may reach the instance.
-fn authorization_passes(value: &HeaderValue, authorization: Authorization) -> bool {
-    let bytes = value.as_bytes();
-    match authorization {
-        Authorization::Drop => false,
-        _ if carries_redwall_token(bytes) => false,
-        Authorization::NoBasic => !bytes
-            .trim_ascii_start()
-            .get(..5)
-            .is_some_and(|s| s.eq_ignore_ascii_case(b"basic")),
-        Authorization::Foreign => true,
-    }
-}
+pub use redwall_headers::{
+    drop_our_cookies, filter_challenges, is_redwall_cookie, set_cookie_name, Authorization,
+};
 
 /// Prepares a request's headers for an instance: removes what it must never
-/// see and says who the client is.
+/// see and says who the client is (`redwall_headers`, shared with the
+/// agent's site endpoints).
 pub fn prepare_request(headers: &mut HeaderMap, client: &ClientInfo, authorization: Authorization) {
     let authority = crate::net::authority::of(headers).map(str::to_string);
-    // One pass over the names present (a dozen) rather than a lookup per
-    // name we know of.
-    let mut remove: Vec<HeaderName> = headers
-        .keys()
-        .filter(|k| is_ours_or_forwarding(k.as_str(), authorization))
-        .cloned()
-        .collect();
-    if authorization != Authorization::Drop
-        && headers
-            .get_all(header::AUTHORIZATION)
-            .iter()
-            .any(|v| !authorization_passes(v, authorization))
-    {
-        remove.push(header::AUTHORIZATION);
-    }
-    for k in remove {
-        headers.remove(k);
-    }
-    strip_our_cookies(headers);
-    set_forwarding(headers, client, authority.as_deref());
-}
-
-/// What Redwall saw: the client's address (from the socket, or from a
-/// trusted proxy), whether it spoke HTTPS, and the host it asked for.
-fn set_forwarding(headers: &mut HeaderMap, client: &ClientInfo, authority: Option<&str>) {
-    let ip = client.ip.to_string();
-    let proto = if client.https { "https" } else { "http" };
-    let node = if client.ip.is_ipv6() {
-        format!("\"[{ip}]\"")
-    } else {
-        ip.clone()
-    };
-    let mut forwarded = format!("for={node};proto={proto}");
-    let authority = authority.filter(|a| !a.bytes().any(|b| b == b'"' || b == b'\\'));
-    if let Some(a) = authority {
-        forwarded.push_str(&format!(";host=\"{a}\""));
-    }
-    let mut set = |name: &'static str, value: &str| {
-        if let Ok(v) = HeaderValue::from_str(value) {
-            headers.insert(name, v);
-        }
-    };
-    set("x-forwarded-for", &ip);
-    set("x-real-ip", &ip);
-    set("x-forwarded-proto", proto);
-    set("forwarded", &forwarded);
-    if let Some(a) = authority {
-        set("x-forwarded-host", a);
-    }
-}
-
-/// Removes Redwall's cookies (session, instance pass, forms, SSO login)
-/// from the Cookie headers, byte by byte so that another application's
-/// non-ASCII cookie neither hides ours nor is lost.
-fn strip_our_cookies(headers: &mut HeaderMap) {
-    let ours = |pair: &[u8]| {
-        let pair = pair.trim_ascii();
-        let name = pair
-            .iter()
-            .position(|&b| b == b'=')
-            .map_or(pair, |eq| &pair[..eq]);
-        is_redwall_cookie(name)
-    };
-    if !headers
-        .get_all(header::COOKIE)
-        .iter()
-        .any(|v| v.as_bytes().split(|&b| b == b';').any(ours))
-    {
-        return;
-    }
-    let mut kept: Vec<u8> = Vec::new();
-    for value in headers.get_all(header::COOKIE) {
-        for pair in value.as_bytes().split(|&b| b == b';') {
-            let pair = pair.trim_ascii();
-            if pair.is_empty() || ours(pair) {
-                continue;
-            }
-            if !kept.is_empty() {
-                kept.extend_from_slice(b"; ");
-            }
-            kept.extend_from_slice(pair);
-        }
-    }
-    headers.remove(header::COOKIE);
-    if let Ok(v) = HeaderValue::from_bytes(&kept) {
-        if !kept.is_empty() {
-            headers.insert(header::COOKIE, v);
-        }
-    }
-}
-
-/// RFC 6265 token bytes: visible ASCII but the separators.
-fn is_token_byte(b: u8) -> bool {
-    (0x21..0x7f).contains(&b) && !b"()<>@,;:\\\"/[]?={}".contains(&b)
-}
-
-/// The name a Set-Cookie value sets, when it is a plain token and the whole
-/// value is printable ASCII; `None` for anything a browser might read
-/// another way (an empty name, non-ASCII bytes, quotes, control bytes).
-pub fn set_cookie_name(value: &[u8]) -> Option<&[u8]> {
-    if !value
-        .iter()
-        .all(|&b| b == b'\t' || (0x20..0x7f).contains(&b))
-    {
-        return None;
-    }
-    let pair_end = value.iter().position(|&b| b == b';').unwrap_or(value.len());
-    let pair = &value[..pair_end];
-    let eq = pair.iter().position(|&b| b == b'=')?;
-    let name = pair[..eq].trim_ascii();
-    (!name.is_empty() && name.iter().all(|&b| is_token_byte(b))).then_some(name)
-}
-
-/// A flow must not set or overwrite Redwall's cookies: a planted session
-/// cookie would log the victim in as someone else. What cannot be parsed
-/// plainly is dropped too.
-pub fn drop_our_cookies(headers: &mut HeaderMap) {
-    if !headers.contains_key(header::SET_COOKIE) {
-        return;
-    }
-    let kept: Vec<HeaderValue> = headers
-        .get_all(header::SET_COOKIE)
-        .iter()
-        .filter(|v| set_cookie_name(v.as_bytes()).is_some_and(|n| !is_redwall_cookie(n)))
-        .cloned()
-        .collect();
-    headers.remove(header::SET_COOKIE);
-    for v in kept {
-        headers.append(header::SET_COOKIE, v);
-    }
-}
-
-/// Keeps an instance's `WWW-Authenticate` only where it owns authentication
-/// (`instance_may_challenge`), and never one naming Redwall's realm.
-pub fn filter_challenges(headers: &mut HeaderMap, instance_may_challenge: bool) {
-    if !headers.contains_key(header::WWW_AUTHENTICATE) {
-        return;
-    }
-    let kept: Vec<HeaderValue> = if instance_may_challenge {
-        headers
-            .get_all(header::WWW_AUTHENTICATE)
-            .iter()
-            .filter(|v| {
-                let b = v.as_bytes();
-                b.is_ascii() && !mentions_redwall(b)
-            })
-            .cloned()
-            .collect()
-    } else {
-        Vec::new()
-    };
-    headers.remove(header::WWW_AUTHENTICATE);
-    for v in kept {
-        headers.append(header::WWW_AUTHENTICATE, v);
-    }
+    redwall_headers::prepare_request(
+        headers,
+        client.ip,
+        client.https,
+        authority.as_deref(),
+        authorization,
+    );
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use axum::http::{header, HeaderName, HeaderValue};
+    use base64::Engine as _;
     use redwall_runtime::{EDITOR_TOKEN_HEADER, ENDPOINT_TOKEN_HEADER, USER_HEADER};
     use std::net::IpAddr;
 

@@ -219,3 +219,97 @@ pub fn wait_exit(child: &mut Child, within: Duration) -> Option<i32> {
         std::thread::sleep(Duration::from_millis(20));
     }
 }
+
+/// A network namespace joined to the host by a veth pair, which accepts no
+/// connection from outside (as a site's firewall would).
+pub struct Site {
+    pub ns: String,
+    pub host_if: String,
+    pub host_ip: String,
+    pub site_ip: String,
+}
+
+impl Site {
+    pub fn new(tag: u32) -> Site {
+        let id = std::process::id() % 10_000;
+        let ns = format!("rwag{id}-{tag}");
+        let host_if = format!("rwh{id}x{tag}");
+        let site_if = format!("rwa{id}x{tag}");
+        let octet = (std::process::id() % 200) + 20 + tag;
+        let host_ip = format!("10.213.{octet}.1");
+        let site_ip = format!("10.213.{octet}.2");
+        let sh = |args: &[&str]| {
+            let out = std::process::Command::new(args[0])
+                .args(&args[1..])
+                .output()
+                .unwrap();
+            assert!(out.status.success(), "{args:?}: {}", stderr(&out));
+        };
+        let _ = std::process::Command::new("ip")
+            .args(["netns", "del", &ns])
+            .output();
+        sh(&["ip", "netns", "add", &ns]);
+        sh(&[
+            "ip", "link", "add", &host_if, "type", "veth", "peer", "name", &site_if,
+        ]);
+        sh(&["ip", "link", "set", &site_if, "netns", &ns]);
+        sh(&[
+            "ip",
+            "addr",
+            "add",
+            &format!("{host_ip}/30"),
+            "dev",
+            &host_if,
+        ]);
+        sh(&["ip", "link", "set", &host_if, "up"]);
+        sh(&[
+            "ip",
+            "netns",
+            "exec",
+            &ns,
+            "ip",
+            "addr",
+            "add",
+            &format!("{site_ip}/30"),
+            "dev",
+            &site_if,
+        ]);
+        sh(&[
+            "ip", "netns", "exec", &ns, "ip", "link", "set", &site_if, "up",
+        ]);
+        sh(&["ip", "netns", "exec", &ns, "ip", "link", "set", "lo", "up"]);
+        for rule in [
+            "add table inet site",
+            "add chain inet site input { type filter hook input priority 0; policy drop; }",
+            "add rule inet site input iif lo accept",
+            "add rule inet site input ct state established,related accept",
+        ] {
+            sh(&["ip", "netns", "exec", &ns, "nft", rule]);
+        }
+        Site {
+            ns,
+            host_if,
+            host_ip,
+            site_ip,
+        }
+    }
+
+    pub fn link(&self, up: bool) {
+        let out = std::process::Command::new("ip")
+            .args(["link", "set", &self.host_if, if up { "up" } else { "down" }])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", stderr(&out));
+    }
+}
+
+impl Drop for Site {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("ip")
+            .args(["link", "del", &self.host_if])
+            .output();
+        let _ = std::process::Command::new("ip")
+            .args(["netns", "del", &self.ns])
+            .output();
+    }
+}

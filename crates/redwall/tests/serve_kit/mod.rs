@@ -120,6 +120,12 @@ uid_base = {uid}
 
     /// Starts `redwall serve` and waits for its address.
     pub fn serve(&self) -> Serving {
+        self.serve_with(&[])
+    }
+
+    /// The same, with these environment variables set (after the defaults
+    /// above, so they win).
+    pub fn serve_with(&self, env: &[(&str, &str)]) -> Serving {
         let log = self.path().join(format!(
             "serve-{}.log",
             std::time::SystemTime::now()
@@ -129,6 +135,7 @@ uid_base = {uid}
         ));
         let mut child = self
             .command()
+            .envs(env.iter().copied())
             .arg("serve")
             .stdout(Stdio::piped())
             .stderr(std::fs::File::create(&log).unwrap())
