@@ -123,7 +123,6 @@ async fn wait_agent(api: &Api, team: &str, host: &AgentHost, pred: impl Fn(&Valu
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_snapshot_reaches_the_site_and_a_hub_killed_mid_deploy_loses_nothing() {
-    let install = redwall_runtime::testing::shared_install().expect("Node-RED installs from npm");
     let port = redwall_runtime::testing::free_port();
     let dir = DataDir::for_agents(&format!("127.0.0.1:{port}"), None, 1);
     let s = dir.serve();
@@ -142,20 +141,7 @@ async fn a_snapshot_reaches_the_site_and_a_hub_killed_mid_deploy_loses_nothing()
 
     let bundle = provision(&s, &team, &pat, &["--group", "plants"]);
     let host = AgentHost::new(None);
-    let node_red_port = redwall_runtime::testing::free_port();
-    let out = host.enrol_with(
-        &bundle,
-        "site-1",
-        &[
-            "--node-red-path",
-            &install.package_dir.display().to_string(),
-            "--node",
-            &install.node.display().to_string(),
-            "--port",
-            &node_red_port.to_string(),
-        ],
-    );
-    assert!(out.status.success(), "{}", stderr(&out));
+    let node_red_port = host.enrol_with_node_red(&bundle, "site-1");
     let mut agent = host.run();
     wait_agent(&admin, &team, &host, |a| {
         a["online"] == true && a["node_red"] == "running"

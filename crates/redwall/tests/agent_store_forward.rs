@@ -69,7 +69,6 @@ async fn a_site_publishing_every_10_ms_loses_and_repeats_nothing_across_a_cut_li
         eprintln!("note: network namespaces need root; skipped");
         return;
     }
-    let install = redwall_runtime::testing::shared_install().expect("Node-RED installs from npm");
     let site = Site::new(7);
     let port = redwall_runtime::testing::free_port();
     let mqtts_port = redwall_runtime::testing::free_port();
@@ -145,20 +144,7 @@ async fn a_site_publishing_every_10_ms_loses_and_repeats_nothing_across_a_cut_li
         .await;
     let pin = made["cert_sha256"].as_str().unwrap().to_string();
     let host = AgentHost::new(Some(&site.ns));
-    let node_red_port = redwall_runtime::testing::free_port();
-    let out = host.enrol_with(
-        made["bundle"].as_str().unwrap(),
-        "site-a",
-        &[
-            "--node-red-path",
-            &install.package_dir.display().to_string(),
-            "--node",
-            &install.node.display().to_string(),
-            "--port",
-            &node_red_port.to_string(),
-        ],
-    );
-    assert!(out.status.success(), "{}", stderr(&out));
+    host.enrol_with_node_red(made["bundle"].as_str().unwrap(), "site-a");
     let state = host.state_dir();
     let password_file = state.join("team-broker.password");
     private_file(&password_file, bridge_str(&bridge_client, "password"));

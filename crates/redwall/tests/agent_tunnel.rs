@@ -139,7 +139,6 @@ async fn echo(ws: &mut tokio_tungstenite::WebSocketStream<reqwest::Upgraded>, te
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_sites_editor_and_endpoints_are_reached_through_the_hub_only() {
-    let install = redwall_runtime::testing::shared_install().expect("Node-RED installs from npm");
     let port = redwall_runtime::testing::free_port();
     let dir = DataDir::for_agents(&format!("127.0.0.1:{port}"), None, 1);
     let s = dir.serve();
@@ -147,20 +146,7 @@ async fn the_sites_editor_and_endpoints_are_reached_through_the_hub_only() {
 
     let bundle = provision(&s, &team, &pat, &[]);
     let host = AgentHost::new(None);
-    let node_red_port = redwall_runtime::testing::free_port();
-    let out = host.enrol_with(
-        &bundle,
-        "site-1",
-        &[
-            "--node-red-path",
-            &install.package_dir.display().to_string(),
-            "--node",
-            &install.node.display().to_string(),
-            "--port",
-            &node_red_port.to_string(),
-        ],
-    );
-    assert!(out.status.success(), "{}", stderr(&out));
+    let node_red_port = host.enrol_with_node_red(&bundle, "site-1");
     let mut agent = host.run();
     wait_online(&admin, &team, "site-1", true, Duration::from_secs(30)).await;
 
@@ -417,7 +403,6 @@ async fn an_instance_on_an_agent_is_reached_through_the_other_replica() {
     else {
         return;
     };
-    let install = redwall_runtime::testing::shared_install().expect("Node-RED installs from npm");
     let first_port = redwall_runtime::testing::free_port();
     let first_dir = DataDir::for_agents(&format!("127.0.0.1:{first_port}"), Some(&db.url), 1);
     let first = first_dir.serve();
@@ -434,20 +419,7 @@ async fn an_instance_on_an_agent_is_reached_through_the_other_replica() {
 
     let bundle = provision(&first, &team, &pat, &[]);
     let host = AgentHost::new(None);
-    let node_red_port = redwall_runtime::testing::free_port();
-    let out = host.enrol_with(
-        &bundle,
-        "site-1",
-        &[
-            "--node-red-path",
-            &install.package_dir.display().to_string(),
-            "--node",
-            &install.node.display().to_string(),
-            "--port",
-            &node_red_port.to_string(),
-        ],
-    );
-    assert!(out.status.success(), "{}", stderr(&out));
+    host.enrol_with_node_red(&bundle, "site-1");
     let mut agent = host.run();
     wait_online(&via_second, &team, "site-1", true, Duration::from_secs(30)).await;
 
@@ -524,27 +496,13 @@ async fn an_instance_on_an_agent_is_reached_through_the_other_replica() {
 /// restarted without it. The editor is never served there.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_sites_endpoints_are_served_at_the_site_also_without_the_hub() {
-    let install = redwall_runtime::testing::shared_install().expect("Node-RED installs from npm");
     let port = redwall_runtime::testing::free_port();
     let dir = DataDir::for_agents(&format!("127.0.0.1:{port}"), None, 1);
     let s = dir.serve();
     let (admin, team, pat) = bootstrap(&s).await;
     let bundle = provision(&s, &team, &pat, &[]);
     let host = AgentHost::new(None);
-    let node_red_port = redwall_runtime::testing::free_port();
-    let out = host.enrol_with(
-        &bundle,
-        "site-1",
-        &[
-            "--node-red-path",
-            &install.package_dir.display().to_string(),
-            "--node",
-            &install.node.display().to_string(),
-            "--port",
-            &node_red_port.to_string(),
-        ],
-    );
-    assert!(out.status.success(), "{}", stderr(&out));
+    host.enrol_with_node_red(&bundle, "site-1");
     let local_port = redwall_runtime::testing::free_port();
     std::fs::write(
         host.state_dir().join("local-endpoints.toml"),

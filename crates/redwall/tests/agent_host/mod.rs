@@ -67,6 +67,28 @@ impl AgentHost {
         self.enrol_with(bundle, name, &[])
     }
 
+    /// Enrols running its own Node-RED (the shared npm install) on a free
+    /// port of its loopback; the port.
+    pub fn enrol_with_node_red(&self, bundle: &str, name: &str) -> u16 {
+        let install =
+            redwall_runtime::testing::shared_install().expect("Node-RED installs from npm");
+        let port = redwall_runtime::testing::free_port();
+        let out = self.enrol_with(
+            bundle,
+            name,
+            &[
+                "--node-red-path",
+                &install.package_dir.display().to_string(),
+                "--node",
+                &install.node.display().to_string(),
+                "--port",
+                &port.to_string(),
+            ],
+        );
+        assert!(out.status.success(), "{}", stderr(&out));
+        port
+    }
+
     /// Enrols with more options (the Node-RED it runs).
     pub fn enrol_with(&self, bundle: &str, name: &str, extra: &[&str]) -> std::process::Output {
         let file = self.dir.path().join("bundle.txt");
