@@ -21,6 +21,12 @@ use serde_json::{json, Value};
 use sha2::{Digest as _, Sha256};
 
 use crate::fake_hub::{sign_build, AgentSocket, FakeHub, AGENT_ID};
+
+/// The heartbeat these tests' hub asks for. Not 1 s: signing and encoding
+/// a build of tens of megabytes takes this debug-built hub seconds under
+/// load, and an agent hears nothing meanwhile (three heartbeats of silence
+/// and it hangs up, as it should with a real hub).
+const UPDATE_HEARTBEAT_SECS: u64 = 5;
 use crate::within;
 
 fn sha256_hex(bytes: &[u8]) -> String {
@@ -191,7 +197,7 @@ async fn a_signed_build_is_switched_to_confirmed_and_kept_across_restarts() {
     let pid = process.pid();
 
     let mut ws = hub.next_socket().await;
-    let hello = ws.greet(AGENT_ID, &public, 1).await;
+    let hello = ws.greet(AGENT_ID, &public, UPDATE_HEARTBEAT_SECS).await;
     assert_eq!(hello["build_sha256"], installed.sha256.as_str());
 
     let new = installed.variant("\nredwall test build: good");
@@ -203,7 +209,7 @@ async fn a_signed_build_is_switched_to_confirmed_and_kept_across_restarts() {
     // back as the new build, which answers once the hub welcomed it.
     ws.drain().await;
     let mut ws = hub.next_socket().await;
-    let hello = ws.greet(AGENT_ID, &public, 1).await;
+    let hello = ws.greet(AGENT_ID, &public, UPDATE_HEARTBEAT_SECS).await;
     assert_eq!(hello["build_sha256"], new_sha.as_str());
     assert_eq!(
         answer(&mut ws).await,
@@ -246,7 +252,7 @@ async fn a_signed_build_is_switched_to_confirmed_and_kept_across_restarts() {
     drop(process);
     let mut process = AgentProcess::spawn(&installed.path, state.path());
     let mut ws = hub.next_socket().await;
-    let hello = ws.greet(AGENT_ID, &public, 1).await;
+    let hello = ws.greet(AGENT_ID, &public, UPDATE_HEARTBEAT_SECS).await;
     assert_eq!(hello["build_sha256"], new_sha.as_str());
     assert_eq!(process.exe(), new_path);
     // No answer is owed any more: the next message is a heartbeat.
@@ -281,7 +287,7 @@ async fn tampered_builds_are_refused_and_nothing_changes() {
     let mut process = AgentProcess::spawn(&installed.path, state.path());
     let pid = process.pid();
     let mut ws = hub.next_socket().await;
-    ws.greet(AGENT_ID, &public, 1).await;
+    ws.greet(AGENT_ID, &public, UPDATE_HEARTBEAT_SECS).await;
 
     for (id, build, why) in [
         (
@@ -321,7 +327,7 @@ async fn tampered_builds_are_refused_and_nothing_changes() {
     // Still the same build, on the next connection too.
     ws.close(1012, "hub restarting").await;
     let mut ws = hub.next_socket().await;
-    let hello = ws.greet(AGENT_ID, &public, 1).await;
+    let hello = ws.greet(AGENT_ID, &public, UPDATE_HEARTBEAT_SECS).await;
     assert_eq!(hello["build_sha256"], installed.sha256.as_str());
     assert_eq!(process.pid(), pid);
     assert_eq!(process.exe(), installed.path);
@@ -337,7 +343,7 @@ async fn a_build_the_hub_never_welcomes_is_rolled_back_in_the_same_process() {
     let mut process = AgentProcess::spawn(&installed.path, state.path());
     let pid = process.pid();
     let mut ws = hub.next_socket().await;
-    ws.greet(AGENT_ID, &public, 1).await;
+    ws.greet(AGENT_ID, &public, UPDATE_HEARTBEAT_SECS).await;
 
     let new = installed.variant("\nredwall test build: never welcomed");
     let new_sha = sha256_hex(&new);
@@ -393,7 +399,7 @@ async fn a_build_that_crashes_is_retried_while_its_time_lasts_then_rolled_back()
     let public = agent.key.public_key();
     let mut process = AgentProcess::spawn(&installed.path, state.path());
     let mut ws = hub.next_socket().await;
-    ws.greet(AGENT_ID, &public, 1).await;
+    ws.greet(AGENT_ID, &public, UPDATE_HEARTBEAT_SECS).await;
 
     // Signed and runnable, but it dies at once.
     let crasher = b"#!/bin/sh\nexit 1\n".to_vec();
@@ -425,7 +431,7 @@ async fn a_build_that_crashes_is_retried_while_its_time_lasts_then_rolled_back()
         }
     })
     .await;
-    let hello = ws.greet(AGENT_ID, &public, 1).await;
+    let hello = ws.greet(AGENT_ID, &public, UPDATE_HEARTBEAT_SECS).await;
     assert_eq!(hello["build_sha256"], installed.sha256.as_str());
     assert_eq!(
         answer(&mut ws).await,
@@ -447,7 +453,7 @@ async fn a_build_that_crashes_is_retried_while_its_time_lasts_then_rolled_back()
     process.stop(&mut ws).await;
     let mut process = AgentProcess::spawn(&installed.path, state.path());
     let mut ws = hub.next_socket().await;
-    let hello = ws.greet(AGENT_ID, &public, 1).await;
+    let hello = ws.greet(AGENT_ID, &public, UPDATE_HEARTBEAT_SECS).await;
     assert_eq!(hello["build_sha256"], installed.sha256.as_str());
     assert_eq!(ws.next_json().await["type"], "heartbeat");
     process.stop(&mut ws).await;
@@ -462,7 +468,7 @@ async fn an_agent_run_inside_another_program_reports_no_build_and_takes_no_updat
     // agent must never exec over the program that runs it.
     let mut running = crate::sessions::RunningAgent::start(agent);
     let mut ws = hub.next_socket().await;
-    let hello = ws.greet(AGENT_ID, &public, 1).await;
+    let hello = ws.greet(AGENT_ID, &public, UPDATE_HEARTBEAT_SECS).await;
     assert_eq!(hello["build_sha256"], Value::Null);
 
     let build = sign_build(&hub.signer, b"#!/bin/sh\nexit 0\n", &platform());
