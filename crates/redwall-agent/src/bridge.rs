@@ -128,12 +128,41 @@ pub struct BridgeHandle {
 
 pub struct Bridge;
 
+/// The agent's own site broker as the bridge's local broker (a
+/// `bridge.toml` without `[local]`): where it listens and the password of
+/// its built-in user `bridge` for this run.
+#[derive(Clone)]
+pub struct SiteBrokerLink {
+    pub address: std::net::SocketAddr,
+    pub username: String,
+    pub password: zeroize::Zeroizing<String>,
+}
+
+impl std::fmt::Debug for SiteBrokerLink {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SiteBrokerLink")
+            .field("address", &self.address)
+            .field("username", &self.username)
+            .finish_non_exhaustive()
+    }
+}
+
 impl Bridge {
     /// Checks `config`, opens the outbox in `state_dir/outbox` (repairing a
     /// torn tail), reads the password files, and starts both links on the
     /// current tokio runtime. Fails only for what retrying cannot fix; an
     /// unreachable broker is retried, never an error.
     pub fn start(config: &BridgeConfig, state_dir: &Path) -> Result<BridgeHandle, BridgeError> {
+        Self::start_with(config, state_dir, None)
+    }
+
+    /// [`Bridge::start`], with the agent's site broker as the local broker
+    /// when `config` has no `[local]` (then `site` is required).
+    pub fn start_with(
+        config: &BridgeConfig,
+        state_dir: &Path,
+        site: Option<&SiteBrokerLink>,
+    ) -> Result<BridgeHandle, BridgeError> {
         config.check()?;
         let endpoint = config.team_endpoint()?;
         let tls = match &endpoint.tls {
@@ -155,7 +184,30 @@ impl Bridge {
         let read = |path: &Option<std::path::PathBuf>| {
             path.as_deref().map(config::read_password).transpose()
         };
-        let local_password = read(&config.local.password_file)?;
+        // (host, port, username, password, keep-alive) of the local hop.
+        let (local_host, local_port, local_username, local_password, local_keep_alive) =
+            match (&config.local, site) {
+                (Some(local), _) => (
+                    local.host,
+                    local.port,
+                    local.username.clone(),
+                    read(&local.password_file)?,
+                    local.keep_alive_secs,
+                ),
+                (None, Some(site)) => (
+                    site.address.ip(),
+                    site.address.port(),
+                    Some(site.username.clone()),
+                    Some(site.password.clone()),
+                    30,
+                ),
+                (None, None) => {
+                    return Err(BridgeError::Config(format!(
+                        "bridge.toml has no [local] and the agent runs no site broker (no {}): name the site's broker in [local], or turn the site broker on",
+                        crate::site_broker::CONFIG_FILE
+                    )))
+                }
+            };
         let team_password = read(&config.team.password_file)?;
         let outbox = Outbox::open(state_dir, &config.outbox)?;
         let shared = Arc::new(Shared {
@@ -182,16 +234,16 @@ impl Bridge {
         };
         let local = local_link::LocalLink {
             // rumqttc joins host and port with a colon: brackets for IPv6.
-            host: match config.local.host {
+            host: match local_host {
                 std::net::IpAddr::V4(ip) => ip.to_string(),
                 std::net::IpAddr::V6(ip) => format!("[{ip}]"),
             },
-            port: config.local.port,
+            port: local_port,
             client_id: config.client_id.clone(),
-            username: config.local.username.clone(),
+            username: local_username,
             password: local_password,
-            forward: config.local.forward.clone(),
-            keep_alive: Duration::from_secs(config.local.keep_alive_secs.into()),
+            forward: config.forward_filters(),
+            keep_alive: Duration::from_secs(local_keep_alive.into()),
             reconnect_base_ms: config.reconnect_base_ms,
             reconnect_max_ms: config.reconnect_max_ms,
         };
@@ -207,24 +259,59 @@ impl Bridge {
     }
 }
 
-impl BridgeHandle {
+/// Reads the bridge's figures apart from its handle (which stopping
+/// consumes): what the heartbeats report.
+#[derive(Clone)]
+pub struct StatsReader(Arc<Shared>);
+
+impl StatsReader {
     /// The links' state and the outbox's figures; never waits for a disk
     /// write.
     pub fn stats(&self) -> BridgeStats {
-        let outbox = self
-            .shared
+        let shared = &self.0;
+        let outbox = shared
             .outbox_stats
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .clone();
         BridgeStats {
-            local_connected: self.shared.local_connected.load(Ordering::Relaxed),
-            team_connected: self.shared.team_connected.load(Ordering::Relaxed),
-            team_sessions: self.shared.team_sessions.load(Ordering::Relaxed),
-            team_failures: self.shared.team_failures.load(Ordering::Relaxed),
-            redeliveries_ignored: self.shared.redeliveries_ignored.load(Ordering::Relaxed),
+            local_connected: shared.local_connected.load(Ordering::Relaxed),
+            team_connected: shared.team_connected.load(Ordering::Relaxed),
+            team_sessions: shared.team_sessions.load(Ordering::Relaxed),
+            team_failures: shared.team_failures.load(Ordering::Relaxed),
+            redeliveries_ignored: shared.redeliveries_ignored.load(Ordering::Relaxed),
             outbox,
         }
+    }
+
+    /// The figures as a heartbeat carries them.
+    pub fn report(&self) -> redwall_policy::site_events::BridgeReport {
+        let s = self.stats();
+        redwall_policy::site_events::BridgeReport {
+            local_connected: s.local_connected,
+            team_connected: s.team_connected,
+            queued: s.outbox.queued.iter().sum::<u64>(),
+            queued_bytes: s.outbox.queued_bytes,
+            max_bytes: s.outbox.max_bytes,
+            in_flight: s.outbox.in_flight,
+            delivered: s.outbox.delivered,
+            dropped: s.outbox.dropped.iter().sum::<u64>(),
+            refused: s.outbox.refused.iter().sum::<u64>() + s.outbox.too_large,
+            resent_after_session_loss: s.outbox.resent_after_session_loss,
+        }
+    }
+}
+
+impl BridgeHandle {
+    /// The links' state and the outbox's figures; never waits for a disk
+    /// write.
+    pub fn stats(&self) -> BridgeStats {
+        self.stats_reader().stats()
+    }
+
+    /// A reader of the figures that outlives no one: it only holds them.
+    pub fn stats_reader(&self) -> StatsReader {
+        StatsReader(self.shared.clone())
     }
 
     /// Stops both links (the local one after storing and acknowledging

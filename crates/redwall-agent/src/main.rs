@@ -52,10 +52,20 @@ enum Command {
     },
     /// Connect to the hub and stay connected (what the systemd unit runs).
     Run,
+    /// The site's MQTT broker, as the agent's child process: reads its
+    /// configuration as JSON on stdin (see `site_broker::child`). Not for
+    /// people: `run` starts it when DIR/site-broker.toml exists.
+    #[command(hide = true)]
+    SiteBroker,
 }
 
 fn main() -> ExitCode {
     init_logging();
+    let cli = Cli::parse();
+    if let Command::SiteBroker = cli.command {
+        // Its own process and runtime, before anything else of the agent.
+        return redwall_agent::site_broker::child::main();
+    }
     redwall_agent::tls::install_crypto_provider();
     // One thread is plenty for one connection, and keeps the agent small.
     let runtime = match tokio::runtime::Builder::new_current_thread()
@@ -68,7 +78,6 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let cli = Cli::parse();
     runtime.block_on(async move {
         match cli.command {
             Command::Enrol {
@@ -99,6 +108,7 @@ fn main() -> ExitCode {
                 }
             }
             Command::Run => run(&cli.dir).await,
+            Command::SiteBroker => ExitCode::FAILURE,
         }
     })
 }

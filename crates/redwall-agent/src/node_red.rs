@@ -58,7 +58,7 @@ use std::time::Duration;
 
 use redwall_crypto::Secret;
 use redwall_runtime::{
-    encrypt_credentials, Installer, InstanceOptions, InstanceSpec, InstanceStatus, Limits,
+    encrypt_credentials, Installer, InstanceOptions, InstanceSpec, InstanceStatus, Limits, LogLine,
     NetworkMode, NodeRedAuditEvent, NodeRedInstall, Reporter, RuntimeError, SandboxIdentity,
     Supervisor,
 };
@@ -67,6 +67,7 @@ use serde_json::{Map, Value};
 use tracing::{error, info, warn};
 use zeroize::Zeroizing;
 
+use crate::site_events::SiteEventSender;
 use crate::state::{create_private, write_private_atomically, NodeRedConfig, NOT_PRIVATE};
 
 /// The instance's id: its token audience, its pidfile's name.
@@ -252,15 +253,35 @@ pub fn check_config(config: &NodeRedConfig) -> Result<NodeRedConfig, String> {
     })
 }
 
-/// Status changes and Node-RED's audit events go to the agent's log.
-struct LogReporter;
+/// Status changes and Node-RED's audit events go to the agent's log, and
+/// to the journal kept for the hub once [`NodeRed::report_to`] named it.
+struct LogReporter {
+    site: Arc<std::sync::OnceLock<SiteEventSender>>,
+}
+
+/// Node-RED's reads and its editor's own connection events say nothing
+/// about who changed what (the hub leaves them out of its log too).
+fn worth_keeping(event: &str) -> bool {
+    !(event.ends_with(".get") || event.ends_with(".list") || event.starts_with("comms."))
+}
 
 impl Reporter for LogReporter {
     fn status_changed(&self, _instance_id: &str, status: &InstanceStatus) {
+        let site = self.site.get();
         match status {
-            InstanceStatus::Crashed { reason, .. } => warn!("Node-RED crashed: {reason}"),
+            InstanceStatus::Crashed { reason, restarts, .. } => {
+                warn!("Node-RED crashed: {reason}");
+                if let Some(site) = site {
+                    let details = serde_json::json!({ "reason": reason, "restarts": restarts });
+                    site.audit("agent", "node_red.crashed", None, Some(details));
+                }
+            }
             InstanceStatus::CrashLoop { reason } => {
-                error!("Node-RED crashed too often and is not restarted: {reason}")
+                error!("Node-RED crashed too often and is not restarted: {reason}");
+                if let Some(site) = site {
+                    let details = serde_json::json!({ "reason": reason, "gave_up": true });
+                    site.audit("agent", "node_red.crash_loop", None, Some(details));
+                }
             }
             InstanceStatus::Running { pid, .. } => info!("Node-RED runs (pid {pid})"),
             other => info!("Node-RED: {}", state_of(other, false)),
@@ -273,6 +294,11 @@ impl Reporter for LogReporter {
             user = event.user.as_deref().unwrap_or("-"),
             "Node-RED audit event"
         );
+        if let Some(site) = self.site.get() {
+            if worth_keeping(&event.event) {
+                site.audit("node-red", &event.event, event.user.as_deref(), Some(event.raw));
+            }
+        }
     }
 }
 
@@ -303,6 +329,8 @@ pub struct NodeRed {
     start_failure: Mutex<Option<String>>,
     /// Held by [`Control`]: one deliberate change at a time.
     changing: tokio::sync::Mutex<()>,
+    /// Where the reporter keeps events for the hub, once named.
+    site: Arc<std::sync::OnceLock<SiteEventSender>>,
 }
 
 /// The right to change Node-RED (restart it, deploy to it), held by one
@@ -319,7 +347,9 @@ impl NodeRed {
     pub fn open(dir: &Path, config: &NodeRedConfig) -> Result<Self, NodeRedError> {
         let install = Installer::use_existing(&config.package_dir, &config.node)?;
         let run_dir: PathBuf = dir.join(NODE_RED_DIR).join("run");
-        let supervisor = Supervisor::new(run_dir, Arc::new(LogReporter))?;
+        let site = Arc::new(std::sync::OnceLock::new());
+        let reporter = LogReporter { site: site.clone() };
+        let supervisor = Supervisor::new(run_dir, Arc::new(reporter))?;
         let reaped = supervisor.reap_orphans();
         if !reaped.is_empty() {
             warn!("stopped the Node-RED an earlier agent left running");
@@ -347,7 +377,33 @@ impl NodeRed {
             install,
             start_failure: Mutex::new(None),
             changing: tokio::sync::Mutex::new(()),
+            site,
         })
+    }
+
+    /// From now on, Node-RED's audit events and crashes are also kept for
+    /// the hub (the first call counts).
+    pub fn report_to(&self, site: SiteEventSender) {
+        let _ = self.site.set(site);
+    }
+
+    /// Node-RED's output lines from now on; `None` before its first start.
+    pub fn subscribe_logs(&self) -> Option<tokio::sync::broadcast::Receiver<LogLine>> {
+        self.supervisor.subscribe_logs(&self.instance_id())
+    }
+
+    /// The variables the agent itself gives the flows (the site broker's
+    /// `REDWALL_MQTT_*`, as the hub gives its instances theirs); set before
+    /// [`NodeRed::start`], kept across restarts and hosting changes.
+    pub fn set_platform_env(&self, vars: Vec<(&'static str, String)>) {
+        let mut spec = self.spec.write().unwrap_or_else(|p| p.into_inner());
+        spec.platform_env = vars
+            .into_iter()
+            .map(|(name, value)| redwall_runtime::EnvVar {
+                name: name.to_owned(),
+                value: Secret::new(value),
+            })
+            .collect();
     }
 
     /// Where Node-RED listens: always `127.0.0.1:PORT`.

@@ -71,6 +71,9 @@ pub struct RunOptions {
     /// the unit sets a watchdog, that the main loop still moves
     /// ([`crate::watchdog`]).
     pub systemd_notify: bool,
+    /// How the site broker's child is run, when `DIR/site-broker.toml`
+    /// turns it on (its executable: this program's own by default).
+    pub site_broker: crate::site_broker::SiteBrokerOptions,
 }
 
 impl Default for RunOptions {
@@ -81,6 +84,7 @@ impl Default for RunOptions {
             deploy: DeployOptions::default(),
             self_update: false,
             systemd_notify: false,
+            site_broker: crate::site_broker::SiteBrokerOptions::default(),
         }
     }
 }
@@ -99,6 +103,8 @@ pub enum RunError {
     LocalEndpoints(String),
     #[error("{0}")]
     Bridge(String),
+    #[error("{0}")]
+    SiteBroker(String),
 }
 
 /// Loads the agent from `dir` and runs it (see [`run`]). Fails only if the
@@ -157,9 +163,30 @@ pub async fn run_with(
     // Before Node-RED: hashing the executable takes a moment, and a new
     // build's time to connect is already running.
     let updates = Arc::new(Updates::open(agent, options.self_update));
+    // The site's audit events and log lines, kept until the hub has them.
+    // Without them the agent still runs its flows: that is its first job.
+    let site_events = match crate::site_events::SiteEvents::open(&agent.dir) {
+        Ok(opened) => Some(opened),
+        Err(e) => {
+            error!("the site's audit events and logs cannot be kept for the hub: {e}");
+            None
+        }
+    };
+    let mut node_red_output = None;
+    // The site broker first: Node-RED and the bridge connect to it.
+    let site_broker = crate::site_broker::start_in(&agent.dir, &options.site_broker).await?;
     let node_red = match &agent.config.node_red {
         Some(config) => {
             let node_red = Arc::new(NodeRed::open(&agent.dir, config)?);
+            if let Some(site_broker) = &site_broker {
+                node_red.set_platform_env(site_broker.node_red_env());
+            }
+            if let Some((_, sender, _)) = &site_events {
+                node_red.report_to(sender.clone());
+                node_red_output = Some(tokio::spawn(
+                    crate::site_events::keep_node_red_output(node_red.clone(), sender.clone()),
+                ));
+            }
             node_red.start().await;
             Some(node_red)
         }
@@ -178,11 +205,16 @@ pub async fn run_with(
         crate::watchdog::Progress::default()
     };
     let mut local = Local::new(node_red.clone(), deployments, updates, progress);
+    let site_keeper = site_events.map(|(events, _, keeper)| {
+        local.site_events = Some(events);
+        keeper
+    });
     let (endpoints_stop, endpoints_stopped) = tokio::sync::oneshot::channel::<()>();
     if let Some(node_red) = &node_red {
         local.site_access = crate::site_endpoints::start(&agent.dir, node_red, endpoints_stopped)?;
     }
-    let bridge = crate::site_mqtt::start(&agent.dir)?;
+    let bridge = crate::site_mqtt::start(&agent.dir, site_broker.as_ref())?;
+    local.bridge_stats = bridge.as_ref().map(|b| b.stats_reader());
     let outcome = stay_connected(agent, options, &dialer, &mut local, shutdown).await;
     let _ = endpoints_stop.send(());
     if let Some(bridge) = bridge {
@@ -190,6 +222,16 @@ pub async fn run_with(
     }
     if let Some(node_red) = node_red {
         node_red.stop().await;
+    }
+    // Its last lines and events kept; the journals close with `local`.
+    if let Some(task) = node_red_output {
+        task.abort();
+    }
+    if let Some(keeper) = site_keeper {
+        keeper.stop().await;
+    }
+    if let Some(site_broker) = site_broker {
+        site_broker.shutdown().await;
     }
     if let RunOutcome::Switch(switch) = &outcome {
         local.updates.start_clock(switch);

@@ -31,6 +31,7 @@ use base64::Engine as _;
 use futures::{SinkExt as _, StreamExt as _};
 use redwall_policy::agent_protocol::{
     close, hello_message, AgentCommand, AgentMessage, AgentStatus, HostedInstance, HubMessage,
+    SiteReport,
     HEARTBEAT_SECS_RANGE, HELLO_CONTEXT, HELLO_TIMEOUT_SECS, MAX_DEPLOY_FRAME_BYTES,
     MAX_FRAME_BYTES, PROTOCOL_VERSION,
 };
@@ -105,6 +106,10 @@ pub(crate) struct Local {
     pub(crate) progress: crate::watchdog::Progress,
     /// What the site's own endpoints judge by, when the agent serves them.
     pub(crate) site_access: Option<SiteAccessSender>,
+    /// The site's audit events and log lines kept for the hub.
+    pub(crate) site_events: Option<Arc<crate::site_events::SiteEvents>>,
+    /// The MQTT bridge's figures, when the agent bridges.
+    pub(crate) bridge_stats: Option<crate::bridge::StatsReader>,
 }
 
 /// Where a new hosted instance's rules and keys go (`local_endpoints`).
@@ -130,7 +135,20 @@ impl Local {
             switch_rx,
             progress,
             site_access: None,
+            site_events: None,
+            bridge_stats: None,
         }
+    }
+
+    /// The site's figures for the heartbeat, if the agent keeps any.
+    fn site_report(&self) -> Option<SiteReport> {
+        if self.site_events.is_none() && self.bridge_stats.is_none() {
+            return None;
+        }
+        Some(SiteReport {
+            bridge: self.bridge_stats.as_ref().map(|b| b.report()),
+            journal: self.site_events.as_ref().map(|s| s.report()),
+        })
     }
 
     fn node_red_state(&self) -> &'static str {
@@ -365,10 +383,15 @@ async fn connected<F: Future<Output = ()>>(
     // the connection.
     let mut tunnel = crate::tunnel::site_end(local.node_red.as_ref().map(|n| n.address()));
     let mut watchdog_tick = tokio::time::interval(crate::watchdog::TICK);
+    let site_events = local.site_events.clone();
+    if let Some(site) = &site_events {
+        site.new_connection();
+    }
     loop {
         local.progress.mark();
         let outcome = tokio::select! {
             _ = watchdog_tick.tick() => Ok(()),
+            batch = next_site_batch(site_events.as_deref()) => send(ws, &batch, send_limit, true).await,
             () = shutdown.as_mut() => {
                 close_normally(ws).await;
                 return SessionEnd::Shutdown;
@@ -389,6 +412,7 @@ async fn connected<F: Future<Output = ()>>(
                 let status = AgentStatus {
                     node_red: local.node_red_state().to_owned(),
                     running_snapshot: local.deployments.running(),
+                    site: local.site_report(),
                 };
                 heartbeat(ws, status, send_limit).await
             }
@@ -477,6 +501,16 @@ async fn on_text(
         }
         Ok(HubMessage::Host { instance }) => {
             host(agent, local, instance);
+            return Ok(());
+        }
+        Ok(HubMessage::SiteEventsStored {
+            stream,
+            epoch,
+            through,
+        }) => {
+            if let Some(site) = &local.site_events {
+                site.stored(stream, &epoch, through).await;
+            }
             return Ok(());
         }
         Ok(HubMessage::Deploy { id, snapshot }) => {
@@ -751,6 +785,15 @@ fn kind(message: &HubMessage) -> &'static str {
         HubMessage::Deploy { .. } => "a deploy",
         HubMessage::Update { .. } => "an update",
         HubMessage::Host { .. } => "the hosted instance",
+        HubMessage::SiteEventsStored { .. } => "an acknowledgement of site events",
+    }
+}
+
+/// The next batch of site events to send; never, without journals.
+async fn next_site_batch(site: Option<&crate::site_events::SiteEvents>) -> AgentMessage {
+    match site {
+        Some(site) => site.next_batch().await,
+        None => std::future::pending().await,
     }
 }
 

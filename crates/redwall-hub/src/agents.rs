@@ -309,6 +309,7 @@ impl Hub {
             revoked_at: None,
             encryption_key: STANDARD.encode(encryption_key),
             build_sha256: None,
+            site_report: None,
         };
         match tx.create_agent(&agent).await {
             Ok(()) => {}
@@ -548,9 +549,21 @@ impl Hub {
             .running_snapshot
             .as_deref()
             .filter(|s| s.len() <= 64 && s.bytes().all(|b| b.is_ascii_hexdigit()));
+        // Typed already (read strictly); kept as the agent's own figures.
+        let site = status
+            .site
+            .as_ref()
+            .and_then(|s| serde_json::to_string(s).ok());
         Ok(self
             .store
-            .record_agent_heartbeat(agent_id, &self.node, &node_red, snapshot, self.now())
+            .record_agent_heartbeat(
+                agent_id,
+                &self.node,
+                &node_red,
+                snapshot,
+                site.as_deref(),
+                self.now(),
+            )
             .await?)
     }
 

@@ -8,6 +8,7 @@
 
 pub mod accounts;
 pub mod activity;
+pub mod agent_site;
 pub mod agent_updates;
 pub mod agents;
 pub mod audit;

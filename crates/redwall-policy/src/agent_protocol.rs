@@ -25,6 +25,7 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
 
 use crate::{Micros, RuleError, MICROS_PER_SECOND};
+pub use crate::site_events::{SiteEvent, SiteReport, SiteStream};
 
 /// The version of this protocol; an agent says which it speaks in `hello`.
 pub const PROTOCOL_VERSION: u32 = 1;
@@ -236,6 +237,14 @@ pub enum HubMessage {
         /// of starting, or the agent goes back to the build it ran.
         confirm_within_secs: u64,
     },
+    /// The answer to [`AgentMessage::SiteEvents`]: the hub has stored the
+    /// stream's events of that journal through `through`; the agent may
+    /// forget them.
+    SiteEventsStored {
+        stream: SiteStream,
+        epoch: String,
+        through: u64,
+    },
 }
 
 /// An instance of the hub whose Node-RED an agent runs.
@@ -422,6 +431,15 @@ pub enum AgentMessage {
         #[serde(default)]
         message: String,
     },
+    /// Log lines or audit events the agent kept in its journal (while the
+    /// link was down, or since its last batch), oldest first; answered by
+    /// [`HubMessage::SiteEventsStored`].
+    SiteEvents {
+        stream: SiteStream,
+        /// The journal's epoch (see [`crate::site_events::SiteBatch`]).
+        epoch: String,
+        events: Vec<SiteEvent>,
+    },
 }
 
 /// What an agent reports with each heartbeat.
@@ -435,6 +453,9 @@ pub struct AgentStatus {
     /// The snapshot the agent runs, if any.
     #[serde(default)]
     pub running_snapshot: Option<String>,
+    /// Its MQTT store-and-forward and its journals, when it has them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub site: Option<SiteReport>,
 }
 
 /// The bytes an agent signs to answer a challenge: the agent's id and the
@@ -615,7 +636,8 @@ mod tests {
             AgentMessage::Heartbeat {
                 status: AgentStatus {
                     node_red: "none".into(),
-                    running_snapshot: None
+                    running_snapshot: None,
+                    site: None,
                 }
             }
         );

@@ -107,6 +107,12 @@ pub enum AuditEvent {
     AgentUpdated,
     AgentUpdateFailed,
     AgentUpdateEnded,
+    /// An audit event at an agent's site (its Node-RED's or its own), as
+    /// the agent kept and delivered it.
+    AgentSiteEvent,
+    /// Site events the hub will never get: the agent's journal dropped
+    /// them when full.
+    AgentSiteEventsLost,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
@@ -128,7 +134,7 @@ impl Outcome {
 }
 
 impl AuditEvent {
-    pub const ALL: [AuditEvent; 102] = [
+    pub const ALL: [AuditEvent; 104] = [
         AuditEvent::SetupCompleted,
         AuditEvent::SetupTokenRejected,
         AuditEvent::LoginSucceeded,
@@ -231,6 +237,8 @@ impl AuditEvent {
         AuditEvent::AgentUpdated,
         AuditEvent::AgentUpdateFailed,
         AuditEvent::AgentUpdateEnded,
+        AuditEvent::AgentSiteEvent,
+        AuditEvent::AgentSiteEventsLost,
     ];
 
     /// The stable name stored in the log and used in filters ("auth.*").
@@ -339,6 +347,8 @@ impl AuditEvent {
             AgentUpdated => "agent.updated",
             AgentUpdateFailed => "agent.update_failed",
             AgentUpdateEnded => "agent.update_ended",
+            AgentSiteEvent => "agent.site_event",
+            AgentSiteEventsLost => "agent.site_events_lost",
         }
     }
 }

@@ -22,6 +22,7 @@ pub mod pipeline_rules;
 pub mod redirect;
 pub mod route_policy;
 pub mod session_rules;
+pub mod site_events;
 pub mod snapshot_format;
 pub mod snapshot_rules;
 pub mod sso_mapping;

@@ -68,11 +68,13 @@ pub struct Agent {
     pub encryption_key: String,
     /// SHA-256 of the build it said it runs when it last connected.
     pub build_sha256: Option<String>,
+    /// The site figures of its last heartbeat (JSON), if it sent any.
+    pub site_report: Option<String>,
 }
 
 const AGENT_COLUMNS: &str = "id, team_id, name, agent_group, public_key, platform, version, \
      enrolled_by, created_at, last_seen_at, disconnected_at, connected_node, node_red, \
-     running_snapshot, revoked_at, encryption_key, build_sha256";
+     running_snapshot, revoked_at, encryption_key, build_sha256, site_report";
 
 fn agent_from_row(row: &AnyRow) -> Result<Agent, sqlx::Error> {
     Ok(Agent {
@@ -93,6 +95,7 @@ fn agent_from_row(row: &AnyRow) -> Result<Agent, sqlx::Error> {
         revoked_at: row.try_get("revoked_at")?,
         encryption_key: row.try_get("encryption_key")?,
         build_sha256: row.try_get("build_sha256")?,
+        site_report: row.try_get("site_report")?,
     })
 }
 
@@ -230,7 +233,7 @@ impl Change {
     pub async fn create_agent(&mut self, a: &Agent) -> Result<(), StoreError> {
         sqlx::query(&format!(
             "INSERT INTO agents ({AGENT_COLUMNS}) VALUES \
-             ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17)"
+             ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18)"
         ))
         .bind(&a.id)
         .bind(&a.team_id)
@@ -249,6 +252,7 @@ impl Change {
         .bind(a.revoked_at)
         .bind(&a.encryption_key)
         .bind(&a.build_sha256)
+        .bind(&a.site_report)
         .execute(&mut **self.tx())
         .await?;
         Ok(())
@@ -280,6 +284,17 @@ impl Change {
             .bind(id)
             .execute(&mut **self.tx())
             .await?;
+        // Only the team's own agent (the id alone is not trusted here).
+        for table in ["agent_logs", "agent_event_streams"] {
+            sqlx::query(&format!(
+                "DELETE FROM {table} WHERE agent_id = $1 AND agent_id IN \
+                 (SELECT id FROM agents WHERE team_id = $2)"
+            ))
+            .bind(id)
+            .bind(team_id)
+            .execute(&mut **self.tx())
+            .await?;
+        }
         let done = sqlx::query("DELETE FROM agents WHERE team_id = $1 AND id = $2")
             .bind(team_id)
             .bind(id)
@@ -381,17 +396,19 @@ impl Store {
         node: &str,
         node_red: &str,
         running_snapshot: Option<&str>,
+        site_report: Option<&str>,
         now: Micros,
     ) -> Result<bool, StoreError> {
         let done = sqlx::query(
             "UPDATE agents SET last_seen_at = $2, connected_node = $3, node_red = $4, \
-             running_snapshot = $5 WHERE id = $1 AND revoked_at IS NULL",
+             running_snapshot = $5, site_report = $6 WHERE id = $1 AND revoked_at IS NULL",
         )
         .bind(id)
         .bind(now)
         .bind(node)
         .bind(node_red)
         .bind(running_snapshot)
+        .bind(site_report)
         .execute(self.pool())
         .await?;
         Ok(done.rows_affected() == 1)

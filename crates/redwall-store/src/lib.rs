@@ -14,6 +14,7 @@
 //! bytes.
 
 mod account_changes;
+mod agent_site;
 mod agent_updates;
 mod agents;
 mod audit;
@@ -47,6 +48,7 @@ use sqlx::any::{AnyPoolOptions, AnyRow};
 use sqlx::pool::PoolConnection;
 use sqlx::{Any, AnyPool, Connection, Row};
 
+pub use agent_site::{AgentLogLine, EventStreamPosition, MAX_AGENT_LOG_LINES};
 pub use agent_updates::{AgentBuild, AgentUpdate};
 pub use agents::{Agent, AgentCommandRow, AgentToken};
 pub use audit::{

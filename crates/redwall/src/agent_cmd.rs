@@ -84,6 +84,15 @@ enum AgentCommand {
         #[arg(value_name = "AGENT")]
         agent: String,
     },
+    /// The site's newest log lines (the agent's and its Node-RED's),
+    /// including those it kept while its link was down.
+    Logs {
+        #[arg(value_name = "AGENT")]
+        agent: String,
+        /// How many (1 to 5000).
+        #[arg(long, default_value_t = 100)]
+        lines: u32,
+    },
     /// A one-time provisioning token for a new agent, printed as the bundle
     /// `redwall-agent enrol --bundle` takes (shown once).
     Provision {
@@ -230,6 +239,35 @@ fn print_agents(v: &Value) {
     );
 }
 
+/// The site's store-and-forward and journals, when the agent has them.
+fn print_site(site: &Value) {
+    let bridge = &site["bridge"];
+    if bridge.is_object() {
+        let link = |up: &Value| if up.as_bool() == Some(true) { "up" } else { "down" };
+        println!(
+            "MQTT bridge: site broker {}, team broker {}; {} queued ({} of {} bytes), {} delivered, {} dropped, {} refused",
+            link(&bridge["local_connected"]),
+            link(&bridge["team_connected"]),
+            text(&bridge["queued"]),
+            text(&bridge["queued_bytes"]),
+            text(&bridge["max_bytes"]),
+            text(&bridge["delivered"]),
+            text(&bridge["dropped"]),
+            text(&bridge["refused"]),
+        );
+    }
+    let journal = &site["journal"];
+    if journal.is_object() {
+        println!(
+            "Kept for the hub: {} audit events, {} log lines; dropped when full: {} audit events, {} log lines",
+            text(&journal["audit_pending"]),
+            text(&journal["log_pending"]),
+            text(&journal["audit_dropped"]),
+            text(&journal["log_dropped"]),
+        );
+    }
+}
+
 fn print_answer(agent: &str, v: &Value) -> Outcome<()> {
     let message = text(&v["message"]);
     if v["ok"].as_bool() == Some(true) {
@@ -367,7 +405,25 @@ async fn execute(args: AgentArgs) -> Outcome<()> {
         C::Show { agent } => {
             let v = ctx.on_agent(Method::GET, &agent, &[], None).await?;
             print_json_or(ctx.json, &v, |a| {
-                print_agents(&Value::Array(vec![a.clone()]))
+                print_agents(&Value::Array(vec![a.clone()]));
+                print_site(&a["site"]);
+            });
+        }
+        C::Logs { agent, lines } => {
+            let mut url = ctx.url(&["agents", &agent, "logs"]);
+            url.query_pairs_mut()
+                .append_pair("lines", &lines.to_string());
+            let v = match ctx.api.call(Method::GET, url, None).await {
+                Err(Failure::Api { code, .. }) if code == "not_found" => Err(Failure::Api {
+                    message: format!("team {} has no agent {agent}", ctx.team),
+                    code,
+                }),
+                other => other,
+            }?;
+            print_json_or(ctx.json, &v, |v| {
+                for l in items(v) {
+                    println!("{} {} {}", text(&l["at"]), text(&l["source"]), text(&l["text"]));
+                }
             });
         }
         // Answered by `builds()` before a team was needed.

@@ -1,12 +1,15 @@
 //! A site that keeps its MQTT messages while its link is cut: the real
 //! `redwall serve` (its team broker on MQTTS), the real `redwall-agent`
 //! in a network namespace that accepts no connection from outside, with
-//! its own Node-RED from npm and the site's Mosquitto on the namespace's
-//! loopback. A flow publishes a numbered message every 10 ms (QoS 2) to the
-//! site's broker; the agent's bridge keeps each one on disk and delivers it
-//! to the team broker. The link is taken down in the middle and brought
-//! back: a subscriber at headquarters gets every message exactly once, in
-//! order.
+//! its own Node-RED from npm and its embedded site broker (the
+//! `redwall-agent site-broker` child, turned on by `site-broker.toml`; no
+//! Mosquitto at the site). A flow publishes a numbered message every 10 ms
+//! (QoS 2) to the site broker through the same `${REDWALL_MQTT_*}`
+//! variables a hub instance uses; the agent's bridge (its `bridge.toml`
+//! has no `[local]`: it logs in to the site broker as `bridge`) keeps each
+//! one on disk and delivers it to the team broker. The link is taken down
+//! in the middle and brought back: a subscriber at headquarters gets every
+//! message exactly once, in order.
 
 #![allow(
     clippy::unwrap_used,
@@ -29,7 +32,9 @@ use std::time::{Duration, Instant};
 const MESSAGES: u32 = 1500;
 
 /// A numbered message on `plant/seq` every 10 ms, `MESSAGES` of them, to the
-/// site's broker with QoS 2.
+/// site's broker with QoS 2. The broker node is the one a hub instance's
+/// flow uses: address, topic prefix and credentials from the platform's
+/// `REDWALL_MQTT_*` variables.
 fn publishing_flows() -> Value {
     json!([
         {"id": "t1", "type": "tab", "label": "Line"},
@@ -37,13 +42,14 @@ fn publishing_flows() -> Value {
          "onceDelay": "0.5", "topic": "", "payload": "", "payloadType": "date",
          "props": [{"p": "payload"}], "wires": [["f1"]]},
         {"id": "f1", "type": "function", "z": "t1", "name": "number",
-         "func": format!("let n = context.get('n') || 0;\nif (n >= {MESSAGES}) return null;\nn += 1;\ncontext.set('n', n);\nreturn {{ topic: 'plant/seq', payload: String(n), qos: 2 }};"),
+         "func": format!("let n = context.get('n') || 0;\nif (n >= {MESSAGES}) return null;\nn += 1;\ncontext.set('n', n);\nreturn {{ topic: (env.get('REDWALL_MQTT_TOPIC_PREFIX') || '') + 'plant/seq', payload: String(n), qos: 2 }};"),
          "outputs": 1, "wires": [["m1"]]},
         {"id": "m1", "type": "mqtt out", "z": "t1", "topic": "", "qos": "2",
          "retain": "false", "broker": "b1", "wires": []},
-        {"id": "b1", "type": "mqtt-broker", "name": "site", "broker": "127.0.0.1",
-         "port": "1883", "clientid": "line-1", "autoConnect": true, "usetls": false,
-         "protocolVersion": "4", "keepalive": "15", "cleansession": false}
+        {"id": "b1", "type": "mqtt-broker", "name": "site", "broker": "${REDWALL_MQTT_URL}",
+         "port": "", "clientid": "line-1", "autoConnect": true, "usetls": false,
+         "protocolVersion": "4", "keepalive": "15", "cleansession": false,
+         "credentials": {"user": "${REDWALL_MQTT_USERNAME}", "password": "${REDWALL_MQTT_PASSWORD}"}}
     ])
 }
 
@@ -122,23 +128,6 @@ async fn a_site_publishing_every_10_ms_loses_and_repeats_nothing_across_a_cut_li
             .unwrap(),
     );
 
-    // The site's broker, on the namespace's own loopback.
-    let mosquitto_conf = work.path().join("site-mosquitto.conf");
-    std::fs::write(
-        &mosquitto_conf,
-        "listener 1883 127.0.0.1\nallow_anonymous true\npersistence false\n",
-    )
-    .unwrap();
-    let _site_broker = Running(
-        Command::new("ip")
-            .args(["netns", "exec", &site.ns, "mosquitto", "-c"])
-            .arg(&mosquitto_conf)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
-
     let made = api
         .post(&format!("/api/v1/teams/{team}/agent-tokens"), json!({}))
         .await;
@@ -148,11 +137,18 @@ async fn a_site_publishing_every_10_ms_loses_and_repeats_nothing_across_a_cut_li
     let state = host.state_dir();
     let password_file = state.join("team-broker.password");
     private_file(&password_file, bridge_str(&bridge_client, "password"));
+    // The site broker on the namespace's own loopback, on a port of the
+    // test's choosing (1883 is for users).
+    let site_port = redwall_runtime::testing::free_port();
+    private_file(
+        &state.join("site-broker.toml"),
+        &format!("listen = [\"127.0.0.1:{site_port}\"]\n"),
+    );
+    // No [local]: the bridge takes everything from the site broker.
     private_file(
         &state.join("bridge.toml"),
         &format!(
             "client_id = \"site-a-bridge\"\nreconnect_base_ms = 200\nreconnect_max_ms = 2000\n\n\
-             [local]\nport = 1883\nforward = [\"plant/#\"]\n\n\
              [team]\nurl = \"mqtts://{mqtts}\"\nusername = \"{}\"\npassword_file = \"{}\"\n\
              cert_sha256 = \"{pin}\"\nkeep_alive_secs = 5\n",
             bridge_str(&bridge_client, "username"),
@@ -246,8 +242,30 @@ async fn a_site_publishing_every_10_ms_loses_and_repeats_nothing_across_a_cut_li
         got.len(),
         got.iter().zip(want.iter()).position(|(a, b)| a != b)
     );
+    // It was the site broker, and it goes when the agent is killed.
+    let log = host.log();
+    assert!(
+        log.contains("bridging the site broker's MQTT messages"),
+        "{log}"
+    );
+    let broker_pid: u32 = log
+        .split("site broker running pid=")
+        .nth(1)
+        .and_then(|rest| rest.split(|c: char| !c.is_ascii_digit()).next())
+        .and_then(|pid| pid.parse().ok())
+        .unwrap_or_else(|| panic!("no site broker pid in the log:\n{log}"));
     let _ = agent.kill();
     let _ = agent.wait();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while std::fs::read_to_string(format!("/proc/{broker_pid}/status"))
+        .is_ok_and(|s| !s.contains("State:\tZ"))
+    {
+        assert!(
+            Instant::now() < deadline,
+            "the site broker outlived its agent"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
 
 fn bridge_str<'a>(v: &'a Value, key: &str) -> &'a str {

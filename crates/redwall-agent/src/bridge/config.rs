@@ -48,6 +48,12 @@ use crate::outbox::OutboxConfig;
 /// filter = "site/+/debug"
 /// priority = "low"
 /// ```
+///
+/// `[local]` may be left out when the agent runs the site broker
+/// (`DIR/site-broker.toml`, [`crate::site_broker`]): the local link then
+/// connects to it as its built-in user `bridge`, with the password the
+/// agent made for this run, and forwards the top-level `forward` filters
+/// (default `["#"]`: everything the site publishes, `$` topics aside).
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct BridgeConfig {
@@ -55,7 +61,13 @@ pub struct BridgeConfig {
     /// keep the bridge's session (queued messages, the QoS 2 exchange in
     /// progress) under it across disconnects.
     pub client_id: String,
-    pub local: LocalBrokerConfig,
+    /// The site's broker; `None`: the agent's own site broker.
+    #[serde(default)]
+    pub local: Option<LocalBrokerConfig>,
+    /// Without `[local]` only: the filters forwarded from the site broker
+    /// (default `["#"]`). With `[local]`, its own `forward` says it.
+    #[serde(default)]
+    pub forward: Option<Vec<String>>,
     pub team: TeamBrokerConfig,
     #[serde(default)]
     pub outbox: OutboxConfig,
@@ -152,18 +164,29 @@ impl BridgeConfig {
         {
             return bad("client_id must be 1 to 256 bytes, without control characters".into());
         }
-        if !self.local.host.is_loopback() {
-            return bad(format!(
-                "local.host {} is not a loopback address: the local hop is plain MQTT",
-                self.local.host
-            ));
+        if let Some(local) = &self.local {
+            if !local.host.is_loopback() {
+                return bad(format!(
+                    "local.host {} is not a loopback address: the local hop is plain MQTT",
+                    local.host
+                ));
+            }
+            if self.forward.is_some() {
+                return bad(
+                    "forward is for a bridge without [local]; give local.forward instead".into(),
+                );
+            }
+            if local.keep_alive_secs == 0 {
+                return bad("keep_alive_secs must be at least 1".into());
+            }
         }
-        if self.local.forward.is_empty() {
-            return bad("local.forward names no filter: nothing would be forwarded".into());
+        let forward = self.forward_filters();
+        if forward.is_empty() {
+            return bad("forward names no filter: nothing would be forwarded".into());
         }
-        for filter in &self.local.forward {
+        for filter in &forward {
             mqtt_acl::check_filter(filter)
-                .map_err(|e| BridgeError::Config(format!("local.forward {filter:?}: {e}")))?;
+                .map_err(|e| BridgeError::Config(format!("forward {filter:?}: {e}")))?;
         }
         if !self.team.topic_prefix.is_empty() {
             mqtt_acl::check_topic_name(&self.team.topic_prefix).map_err(|e| {
@@ -173,7 +196,7 @@ impl BridgeConfig {
                 ))
             })?;
         }
-        if self.local.keep_alive_secs == 0 || self.team.keep_alive_secs == 0 {
+        if self.team.keep_alive_secs == 0 {
             return bad("keep_alive_secs must be at least 1".into());
         }
         if self.reconnect_base_ms == 0 || self.reconnect_max_ms < self.reconnect_base_ms {
@@ -187,6 +210,16 @@ impl BridgeConfig {
             .map_err(|e| BridgeError::Config(e.to_string()))?;
         self.team_endpoint()?;
         Ok(())
+    }
+
+    /// The filters taken from the local broker: `[local]`'s, else the
+    /// top-level `forward`, else everything (`#`).
+    pub fn forward_filters(&self) -> Vec<String> {
+        match (&self.local, &self.forward) {
+            (Some(local), _) => local.forward.clone(),
+            (None, Some(forward)) => forward.clone(),
+            (None, None) => vec!["#".to_owned()],
+        }
     }
 
     pub(crate) fn team_endpoint(&self) -> Result<TeamEndpoint, BridgeError> {
@@ -299,7 +332,7 @@ mod tests {
     fn the_documented_example_parses_and_checks() {
         let config = parse(EXAMPLE).unwrap();
         config.check().unwrap();
-        assert_eq!(config.local.host, default_local_host());
+        assert_eq!(config.local.as_ref().unwrap().host, default_local_host());
         assert_eq!(config.outbox.drop_policy, DropPolicy::RefuseNew);
         assert_eq!(config.outbox.priority_of("alarms/x"), Priority::High);
         let endpoint = config.team_endpoint().unwrap();
@@ -337,6 +370,38 @@ mod tests {
         .is_err());
         assert!(check("topic_prefix = \"plant-7/\"", "topic_prefix = \"plant/#\"").is_err());
         assert!(check("client_id = \"plant-7-bridge\"", "client_id = \"\"").is_err());
+    }
+
+    #[test]
+    fn without_local_the_site_broker_is_meant_and_everything_forwarded() {
+        let start = EXAMPLE.find("[bridge.local]").unwrap();
+        let end = EXAMPLE.find("[bridge.team]").unwrap();
+        let without = format!("{}{}", &EXAMPLE[..start], &EXAMPLE[end..]);
+        let config = parse(&without).unwrap();
+        config.check().unwrap();
+        assert!(config.local.is_none());
+        assert_eq!(config.forward_filters(), vec!["#".to_owned()]);
+        let only = without.replace(
+            "client_id = \"plant-7-bridge\"",
+            "client_id = \"plant-7-bridge\"\nforward = [\"plant/#\"]",
+        );
+        let config = parse(&only).unwrap();
+        config.check().unwrap();
+        assert_eq!(config.forward_filters(), vec!["plant/#".to_owned()]);
+        assert!(parse(&only.replace("plant/#", "a/#/b"))
+            .unwrap()
+            .check()
+            .is_err());
+        assert!(parse(&only.replace("[\"plant/#\"]", "[]"))
+            .unwrap()
+            .check()
+            .is_err());
+        // Both at once is ambiguous.
+        let both = EXAMPLE.replace(
+            "client_id = \"plant-7-bridge\"",
+            "client_id = \"plant-7-bridge\"\nforward = [\"plant/#\"]",
+        );
+        assert!(parse(&both).unwrap().check().is_err());
     }
 
     #[test]

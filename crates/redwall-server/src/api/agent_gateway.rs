@@ -285,6 +285,28 @@ async fn carry(
                         tracing::warn!(agent = agent_id, error = %e, "an agent's answer was not recorded");
                     }
                 }
+                Ok(Some(Ok(Frame::Message(AgentMessage::SiteEvents { stream, epoch, events })))) => {
+                    match hub.agent_site_events(this.origin, agent_id, stream, &epoch, &events).await {
+                        Ok(through) => {
+                            let stored = HubMessage::SiteEventsStored { stream, epoch, through };
+                            if send(socket, &stored).await.is_err() {
+                                return None;
+                            }
+                        }
+                        // A batch that breaks the rules would be resent
+                        // forever: the agent is told, and its journal
+                        // waits (its heartbeats show the backlog).
+                        Err(redwall_hub::HubError::Refused { message, .. }) => {
+                            tracing::warn!(agent = agent_id, %message, "an agent's site events were refused");
+                            return Some(Ending::new(close::PROTOCOL, "invalid site events"));
+                        }
+                        // Not stored (the database faltered): no answer,
+                        // so the agent sends them again.
+                        Err(e) => {
+                            tracing::warn!(agent = agent_id, error = %e, "an agent's site events were not stored");
+                        }
+                    }
+                }
                 Ok(Some(Ok(Frame::Message(AgentMessage::Hello { .. })))) => {
                     return Some(Ending::new(close::PROTOCOL, "hello twice"))
                 }

@@ -3,7 +3,7 @@
 //! revocation and commands; and the agents' own public way in, enrolment.
 //! The agents' WebSocket is `agent_gateway.rs`.
 
-use crate::api::body::{Body, TeamItemPath};
+use crate::api::body::{Body, Query, TeamItemPath};
 use crate::api::{list_of, needs, public, schema, Route};
 use crate::audit::Caller;
 use crate::auth::principal::Principal;
@@ -21,6 +21,7 @@ use redwall_policy::agent_protocol::{
     ENROL_PATH,
 };
 use redwall_policy::permission::Permission;
+use redwall_policy::site_events::SiteReport;
 use redwall_store::{Agent, AgentCommandRow, AgentToken};
 use serde::{Deserialize, Serialize};
 
@@ -61,6 +62,9 @@ pub struct AgentView {
     pub revoked: bool,
     pub revoked_at: Option<String>,
     pub created_at: String,
+    /// The site's MQTT store-and-forward and journals, as the agent's last
+    /// heartbeat gave them (absent when it has neither).
+    pub site: Option<SiteReport>,
 }
 
 pub fn agent_view(state: &AppState, a: &Agent) -> AgentView {
@@ -85,6 +89,7 @@ pub fn agent_view(state: &AppState, a: &Agent) -> AgentView {
         revoked: a.revoked_at.is_some(),
         revoked_at: a.revoked_at.map(rfc3339),
         created_at: rfc3339(a.created_at),
+        site: redwall_hub::agent_site::site_report(a),
     }
 }
 
@@ -400,6 +405,47 @@ pub async fn deployments(
     Ok(Json(list.iter().map(deployment_view).collect()))
 }
 
+/// A line of a site's log, as the agent kept and delivered it.
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct AgentLogLineView {
+    /// When the site wrote it, by the site's clock.
+    pub at: String,
+    /// When the hub stored it (later than `at` for lines kept offline).
+    pub received_at: String,
+    /// `agent`, `node-red` (Node-RED's standard output) or
+    /// `node-red-stderr`.
+    pub source: String,
+    pub text: String,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AgentLogQuery {
+    lines: Option<i64>,
+}
+
+pub async fn logs(
+    State(state): State<AppState>,
+    principal: Principal,
+    AgentPath(agent): AgentPath,
+    Query(q): Query<AgentLogQuery>,
+) -> ApiResult<Json<Vec<AgentLogLineView>>> {
+    let team = principal.team()?;
+    let a = state.hub.agent(&team.team_id, &agent).await?;
+    let lines = state.hub.agent_logs(&a, q.lines.unwrap_or(100)).await?;
+    Ok(Json(
+        lines
+            .into_iter()
+            .map(|l| AgentLogLineView {
+                at: rfc3339(l.at),
+                received_at: rfc3339(l.received_at),
+                source: l.source,
+                text: l.line,
+            })
+            .collect(),
+    ))
+}
+
 pub async fn get_command(
     State(state): State<AppState>,
     principal: Principal,
@@ -508,6 +554,15 @@ pub fn routes() -> Vec<Route> {
             deployments,
         )
         .response(list_of::<DeploymentView>()),
+        needs(
+            M::GET,
+            "/api/v1/teams/{team}/agents/{agent}/logs",
+            P::AgentsRead,
+            "The site's newest log lines (the agent's and its Node-RED's), kept at the site while the link was down",
+            logs,
+        )
+        .query(&[("lines", "integer", "1 to 5000, default 100")])
+        .response(list_of::<AgentLogLineView>()),
         needs(
             M::POST,
             "/api/v1/teams/{team}/agents/{agent}/instance",

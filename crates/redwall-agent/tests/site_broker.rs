@@ -1,0 +1,337 @@
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+//! The site broker as the agent runs it: the real `redwall-agent
+//! site-broker` child under the agent's supervisor (`SiteBroker`), on a
+//! free loopback port of the test's own (never 1883), with real MQTT
+//! clients (rumqttc): who may log in, QoS 1 and 2 round trips, the `$`
+//! topics, a child killed with SIGKILL and started again, the uid it runs
+//! as, and its end when the agent side goes.
+
+use std::net::TcpListener as StdListener;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use redwall_agent::site_broker::{
+    SiteBroker, SiteBrokerConfig, SiteBrokerOptions, BRIDGE_USER, NODE_RED_USER,
+};
+use rumqttc::{
+    AsyncClient, ConnectReturnCode, ConnectionError, Event, EventLoop, MqttOptions, Packet,
+    Publish, QoS,
+};
+use tokio::sync::mpsc;
+
+const DEADLINE: Duration = Duration::from_secs(30);
+
+fn free_port() -> u16 {
+    StdListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn options() -> SiteBrokerOptions {
+    SiteBrokerOptions {
+        executable: Some(PathBuf::from(env!("CARGO_BIN_EXE_redwall-agent"))),
+        restart_base: Duration::from_millis(100),
+        restart_max: Duration::from_secs(1),
+    }
+}
+
+async fn start() -> SiteBroker {
+    let config =
+        SiteBrokerConfig::parse(&format!("listen = [\"127.0.0.1:{}\"]", free_port())).unwrap();
+    let broker = SiteBroker::start(&config, options()).await.unwrap();
+    assert!(
+        broker.running_pid().is_some(),
+        "not running: {:?}",
+        broker.state()
+    );
+    broker
+}
+
+/// Connects and waits for the CONNACK: the client and its event loop, or
+/// the refusal.
+async fn connect(
+    broker: &SiteBroker,
+    client_id: &str,
+    credentials: Option<(&str, &str)>,
+    clean: bool,
+) -> Result<(AsyncClient, EventLoop), ConnectionError> {
+    let addr = broker.address();
+    let mut options = MqttOptions::new(client_id, addr.ip().to_string(), addr.port());
+    options.set_keep_alive(Duration::from_secs(5));
+    options.set_clean_session(clean);
+    if let Some((user, password)) = credentials {
+        options.set_credentials(user, password);
+    }
+    let (client, mut eventloop) = AsyncClient::new(options, 100);
+    let deadline = Instant::now() + DEADLINE;
+    loop {
+        assert!(Instant::now() < deadline, "no CONNACK");
+        match tokio::time::timeout(DEADLINE, eventloop.poll()).await {
+            Ok(Ok(Event::Incoming(Packet::ConnAck(_)))) => return Ok((client, eventloop)),
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => return Err(e),
+            Err(_) => panic!("no CONNACK within {DEADLINE:?}"),
+        }
+    }
+}
+
+fn node_red(broker: &SiteBroker) -> (&'static str, String) {
+    (
+        NODE_RED_USER,
+        broker.credentials().node_red_password().to_owned(),
+    )
+}
+
+fn bridge(broker: &SiteBroker) -> (&'static str, String) {
+    (
+        BRIDGE_USER,
+        broker.credentials().bridge_password().to_owned(),
+    )
+}
+
+/// Polls the event loop for ever, passing on every publish received.
+fn drive(mut eventloop: EventLoop) -> mpsc::UnboundedReceiver<Publish> {
+    let (tx, rx) = mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        loop {
+            match eventloop.poll().await {
+                Ok(Event::Incoming(Packet::Publish(p))) => {
+                    if tx.send(p).is_err() {
+                        return;
+                    }
+                }
+                Ok(_) => {}
+                Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
+            }
+        }
+    });
+    rx
+}
+
+/// Waits for the SUBACK before anything is published.
+async fn subscribed(
+    broker: &SiteBroker,
+    id: &str,
+    filter: &str,
+) -> (AsyncClient, mpsc::UnboundedReceiver<Publish>) {
+    let (user, password) = bridge(broker);
+    let (client, mut eventloop) = connect(broker, id, Some((user, &password)), true)
+        .await
+        .unwrap();
+    client.subscribe(filter, QoS::ExactlyOnce).await.unwrap();
+    loop {
+        match tokio::time::timeout(DEADLINE, eventloop.poll()).await {
+            Ok(Ok(Event::Incoming(Packet::SubAck(ack)))) => {
+                assert!(
+                    !ack.return_codes
+                        .iter()
+                        .any(|c| matches!(c, rumqttc::SubscribeReasonCode::Failure)),
+                    "{filter} refused"
+                );
+                break;
+            }
+            Ok(Ok(_)) => {}
+            other => panic!("no SUBACK: {other:?}"),
+        }
+    }
+    (client, drive(eventloop))
+}
+
+fn refused(result: Result<(AsyncClient, EventLoop), ConnectionError>) -> ConnectReturnCode {
+    match result {
+        Err(ConnectionError::ConnectionRefused(code)) => code,
+        Err(e) => panic!("refused otherwise: {e:?}"),
+        Ok(_) => panic!("logged in"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_the_built_in_users_with_their_own_passwords_log_in() {
+    let broker = start().await;
+    let (nr, nr_password) = node_red(&broker);
+    let (br, br_password) = bridge(&broker);
+    connect(&broker, "flows", Some((nr, &nr_password)), true)
+        .await
+        .unwrap();
+    connect(&broker, "bridge", Some((br, &br_password)), true)
+        .await
+        .unwrap();
+    // Wrong password, another user's password, an unknown user, none.
+    let wrong = refused(connect(&broker, "a", Some((nr, "wrong")), true).await);
+    assert_eq!(wrong, ConnectReturnCode::BadUserNamePassword);
+    let swapped = refused(connect(&broker, "b", Some((nr, &br_password)), true).await);
+    assert_eq!(swapped, ConnectReturnCode::BadUserNamePassword);
+    let unknown = refused(connect(&broker, "c", Some(("admin", &nr_password)), true).await);
+    assert_eq!(unknown, ConnectReturnCode::BadUserNamePassword);
+    let anonymous = refused(connect(&broker, "d", None, true).await);
+    assert!(
+        matches!(
+            anonymous,
+            ConnectReturnCode::BadUserNamePassword | ConnectReturnCode::NotAuthorized
+        ),
+        "{anonymous:?}"
+    );
+    // The passwords are this run's: a new start makes new ones.
+    let again = start().await;
+    assert_ne!(
+        again.credentials().node_red_password(),
+        broker.credentials().node_red_password()
+    );
+    let old = refused(connect(&again, "e", Some((nr, &nr_password)), true).await);
+    assert_eq!(old, ConnectReturnCode::BadUserNamePassword);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn qos_1_and_2_arrive_once_and_in_order_and_dollar_topics_are_the_brokers() {
+    let broker = start().await;
+    let (sub, mut received) = subscribed(&broker, "sub", "plant/#").await;
+    let (_sys, mut sys_received) = subscribed(&broker, "sys", "$SYS/#").await;
+    let (nr, password) = node_red(&broker);
+    let (publisher, eventloop) = connect(&broker, "pub", Some((nr, &password)), true)
+        .await
+        .unwrap();
+    let _publisher_events = drive(eventloop);
+    for n in 0..200u32 {
+        let qos = if n % 2 == 0 {
+            QoS::AtLeastOnce
+        } else {
+            QoS::ExactlyOnce
+        };
+        publisher
+            .publish("plant/seq", qos, false, n.to_string())
+            .await
+            .unwrap();
+    }
+    publisher
+        .publish("$SYS/forged", QoS::AtLeastOnce, false, "x")
+        .await
+        .unwrap();
+    let mut got = Vec::new();
+    while got.len() < 200 {
+        let p = tokio::time::timeout(DEADLINE, received.recv())
+            .await
+            .expect("messages stopped arriving")
+            .unwrap();
+        assert_eq!(p.topic, "plant/seq");
+        got.push((String::from_utf8(p.payload.to_vec()).unwrap(), p.qos));
+    }
+    let want: Vec<(String, QoS)> = (0..200u32)
+        .map(|n| {
+            let qos = if n % 2 == 0 {
+                QoS::AtLeastOnce
+            } else {
+                QoS::ExactlyOnce
+            };
+            (n.to_string(), qos)
+        })
+        .collect();
+    assert_eq!(got, want);
+    // Nothing more: no duplicate, and the forged $SYS message went nowhere.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(received.try_recv().is_err(), "a duplicate arrived");
+    assert!(
+        sys_received.try_recv().is_err(),
+        "a client published to $SYS"
+    );
+    drop(sub);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_broker_is_started_again_and_clients_reconnect() {
+    let broker = start().await;
+    let first = broker.running_pid().unwrap();
+    // SAFETY: kill has no memory preconditions; first is our child.
+    assert_eq!(
+        unsafe { libc::kill(first as libc::pid_t, libc::SIGKILL) },
+        0
+    );
+    let second = broker
+        .wait_restarted(first, DEADLINE)
+        .await
+        .unwrap_or_else(|| panic!("not restarted: {:?}", broker.state()));
+    assert_ne!(first, second);
+    // Same address, same passwords: the clients just reconnect.
+    let (sub, mut received) = subscribed(&broker, "sub", "again/#").await;
+    let (nr, password) = node_red(&broker);
+    let (publisher, eventloop) = connect(&broker, "pub", Some((nr, &password)), true)
+        .await
+        .unwrap();
+    let _events = drive(eventloop);
+    publisher
+        .publish("again/x", QoS::ExactlyOnce, false, "hello")
+        .await
+        .unwrap();
+    let p = tokio::time::timeout(DEADLINE, received.recv())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(&p.payload[..], b"hello");
+    drop(sub);
+}
+
+fn status_field(pid: u32, field: &str) -> Option<String> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix(field))
+        .map(|v| v.trim().to_owned())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_child_runs_as_nobody_without_new_privileges_and_dies_with_the_agent_side() {
+    let broker = start().await;
+    let pid = broker.running_pid().unwrap();
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } == 0 {
+        let uids = status_field(pid, "Uid:").unwrap();
+        let gids = status_field(pid, "Gid:").unwrap();
+        assert!(uids.split_whitespace().all(|u| u == "65534"), "uids {uids}");
+        assert!(gids.split_whitespace().all(|g| g == "65534"), "gids {gids}");
+        assert_eq!(status_field(pid, "Groups:").unwrap(), "");
+        assert_eq!(status_field(pid, "CapEff:").unwrap(), "0000000000000000");
+    } else {
+        eprintln!("note: not root; the uid drop is not tested");
+    }
+    assert_eq!(status_field(pid, "NoNewPrivs:").unwrap(), "1");
+    // The agent side goes: the child goes with it.
+    drop(broker);
+    let deadline = Instant::now() + DEADLINE;
+    while status_field(pid, "State:").is_some_and(|s| !s.starts_with('Z')) {
+        assert!(Instant::now() < deadline, "the child outlived its agent");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_broker_that_cannot_listen_is_retried_and_reported() {
+    // The port is taken: the child cannot bind, exits, and is retried.
+    let taken = StdListener::bind("127.0.0.1:0").unwrap();
+    let port = taken.local_addr().unwrap().port();
+    let config = SiteBrokerConfig::parse(&format!("listen = [\"127.0.0.1:{port}\"]")).unwrap();
+    let options = SiteBrokerOptions {
+        restart_base: Duration::from_millis(50),
+        ..options()
+    };
+    let started = tokio::time::timeout(DEADLINE, SiteBroker::start(&config, options));
+    let broker = started.await.unwrap().unwrap();
+    assert_eq!(broker.running_pid(), None);
+    let deadline = Instant::now() + DEADLINE;
+    loop {
+        if let redwall_agent::site_broker::SiteBrokerState::Restarting { why, failures } =
+            broker.state()
+        {
+            if failures >= 2 {
+                assert!(why.contains("exited with status 1"), "{why}");
+                break;
+            }
+        }
+        assert!(Instant::now() < deadline, "{:?}", broker.state());
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // Once the port is free, it runs.
+    drop(taken);
+    assert!(broker.wait_running(DEADLINE).await.is_some());
+    broker.shutdown().await;
+}
