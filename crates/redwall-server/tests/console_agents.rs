@@ -532,7 +532,85 @@ async fn owners_roll_builds_out_on_the_page(s: &TestServer) {
     assert!(!r.text.contains(r#"data-testid="update-form""#));
 }
 
+/// What the site reports is on the page: the store-and-forward figures in
+/// the agent's row (said as a warning when messages were dropped), and the
+/// site's log lines on their own page, escaped, with those kept while the
+/// link was down marked; a Viewer sees neither.
+async fn the_sites_figures_and_logs_are_on_the_console(s: &TestServer) {
+    let admin = s.admin().await;
+    let team = create_team(&admin, "Plant").await;
+    let member = s.user(&admin, "mona").await;
+    join_team(&admin, &member, &team, "mona", "member").await;
+    let viewer = s.user(&admin, "vera").await;
+    join_team(&admin, &viewer, &team, "vera", "viewer").await;
+    let key = AgentKey::generate();
+    let id = enrolled(s, &admin, &team, "press-1", &key).await;
+    let mut ws = connect(s, &id, &key).await;
+    // A line written at the site an hour before it arrived, one just now.
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64;
+    send(
+        &mut ws,
+        json!({"type": "site_events", "stream": "log", "epoch": "0123456789abcdef", "events": [
+            {"seq": 1, "at_ms": now_ms - 3_600_000, "source": "node-red", "text": "kept <script>alert(1)</script>"},
+            {"seq": 2, "at_ms": now_ms, "source": "node-red-stderr", "text": "live line"}]}),
+    )
+    .await;
+    let answer = next_json(&mut ws).await.unwrap();
+    assert_eq!(answer["through"], 2, "{answer}");
+    send(
+        &mut ws,
+        json!({"type": "heartbeat", "status": {"node_red": "running", "site": {
+            "bridge": {"local_connected": true, "team_connected": false, "queued": 75,
+                       "queued_bytes": 3000, "max_bytes": 67108864, "in_flight": false,
+                       "delivered": 10, "dropped": 5, "refused": 0, "resent_after_session_loss": 0},
+            "journal": {"audit_pending": 0, "log_pending": 0, "audit_dropped": 0, "log_dropped": 0}}}}),
+    )
+    .await;
+    until(
+        "the heartbeat's figures",
+        || async {
+            let r = member
+                .get(&format!("/api/v1/teams/{team}/agents/press-1"))
+                .await;
+            r.body
+        },
+        |a| a["site"]["bridge"]["queued"] == 75,
+    )
+    .await;
+
+    let r = member.get(&format!("/teams/{team}/agents")).await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    let site = part(row(&r.text, "press-1"), r#"data-testid="agent-site""#, "</td>");
+    assert!(site.contains(r#"class="error-text""#), "{site}");
+    assert!(site.contains("MQTT to the team broker not connected: 75 queued, 10 delivered"), "{site}");
+    assert!(site.contains("5 messages dropped when the outbox was full"), "{site}");
+    assert!(site.contains(&format!(r#"href="/teams/{team}/agents/press-1/logs""#)), "{site}");
+
+    let r = member.get(&format!("/teams/{team}/agents/press-1/logs")).await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    let lines = part(&r.text, r#"data-testid="site-lines""#, "</pre>");
+    assert!(!lines.contains("<script>"), "{lines}");
+    assert!(lines.contains("kept &#60;script&#62;alert(1)&#60;/script&#62;"), "{lines}");
+    let kept = part(lines, "kept &#60;script", "</div>");
+    assert!(kept.contains("(arrived "), "{kept}");
+    let live = part(lines, "live line", "</div>");
+    assert!(!live.contains("arrived"), "{live}");
+    assert!(lines.contains(r#"<div class="stderr">"#), "{lines}");
+
+    // A Viewer sees no agents, so no site logs either; a stranger's answer
+    // is the one for a missing agent.
+    let r = viewer.get(&format!("/teams/{team}/agents/press-1/logs")).await;
+    assert_eq!(r.status, 403, "{}", r.text);
+    assert!(!r.text.contains("live line"));
+    let r = member.get(&format!("/teams/{team}/agents/nobody/logs")).await;
+    assert_eq!(r.status, 404, "{}", r.text);
+}
+
 on_both_backends!(
+    the_sites_figures_and_logs_are_on_the_console,
     owners_roll_builds_out_on_the_page,
     owners_provision_and_withdraw_on_the_page,
     a_member_sees_agents_but_does_not_manage_them,

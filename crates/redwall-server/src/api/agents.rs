@@ -406,7 +406,7 @@ pub async fn deployments(
 }
 
 /// A line of a site's log, as the agent kept and delivered it.
-#[derive(Serialize, utoipa::ToSchema)]
+#[derive(Serialize, Deserialize, utoipa::ToSchema)]
 pub struct AgentLogLineView {
     /// When the site wrote it, by the site's clock.
     pub at: String,

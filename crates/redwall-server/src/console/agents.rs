@@ -45,6 +45,8 @@ pub struct AgentRow {
     pub version: String,
     pub fingerprint: String,
     pub revoked: bool,
+    /// Its site's store-and-forward and journals, in words.
+    pub site: super::agent_site::SiteSummary,
 }
 
 /// One unused provisioning token (never the token itself).
@@ -189,6 +191,7 @@ fn agent_row(a: &AgentView) -> AgentRow {
         version: a.version.clone(),
         fingerprint: a.key_fingerprint.clone(),
         revoked: a.revoked,
+        site: super::agent_site::summary(a.site.as_ref()),
     }
 }
 
@@ -601,6 +604,7 @@ mod tests {
             version: String::new(),
             fingerprint: String::new(),
             revoked: false,
+            site: super::super::agent_site::summary(None),
         }];
         let shown = command_shown(&c, &agents);
         assert_eq!((shown.state, shown.agent.as_str()), ("waiting", "press-1"));

@@ -10,6 +10,7 @@
 pub mod account;
 pub mod admin;
 pub mod agent_updates;
+pub mod agent_site;
 pub mod agents;
 pub mod assets;
 pub mod audit_log;
@@ -110,6 +111,10 @@ pub fn router(app: AppState, api: Router) -> Router {
         .route(
             "/teams/{team}/agents",
             get(agents::page).post(agents::provision),
+        )
+        .route(
+            "/teams/{team}/agents/{agent}/logs",
+            get(agent_site::logs_page),
         )
         .route(
             "/teams/{team}/agents/{agent}/{action}",
