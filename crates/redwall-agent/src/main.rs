@@ -125,6 +125,7 @@ async fn run(dir: &std::path::Path) -> ExitCode {
     let options = RunOptions {
         self_update: true,
         systemd_notify: true,
+        keep_own_log: true,
         ..RunOptions::default()
     };
     loop {
@@ -147,10 +148,16 @@ async fn run(dir: &std::path::Path) -> ExitCode {
 fn init_logging() {
     let filter =
         EnvFilter::try_from_env("REDWALL_AGENT_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
+    use tracing_subscriber::layer::SubscriberExt as _;
+    use tracing_subscriber::util::SubscriberInitExt as _;
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
         .with_ansi(std::io::stderr().is_terminal())
+        .finish()
+        // The agent's own lines are also kept for the hub, once `run`
+        // has opened the journal.
+        .with(redwall_agent::site_events::AgentLogLayer)
         .init();
 }
 

@@ -74,6 +74,10 @@ pub struct RunOptions {
     /// How the site broker's child is run, when `DIR/site-broker.toml`
     /// turns it on (its executable: this program's own by default).
     pub site_broker: crate::site_broker::SiteBrokerOptions,
+    /// The `redwall-agent` binary only: keep the agent's own log lines for
+    /// the hub too ([`crate::site_events::AgentLogLayer`]), which is
+    /// one per process.
+    pub keep_own_log: bool,
 }
 
 impl Default for RunOptions {
@@ -85,6 +89,7 @@ impl Default for RunOptions {
             self_update: false,
             systemd_notify: false,
             site_broker: crate::site_broker::SiteBrokerOptions::default(),
+            keep_own_log: false,
         }
     }
 }
@@ -166,7 +171,12 @@ pub async fn run_with(
     // The site's audit events and log lines, kept until the hub has them.
     // Without them the agent still runs its flows: that is its first job.
     let site_events = match crate::site_events::SiteEvents::open(&agent.dir) {
-        Ok(opened) => Some(opened),
+        Ok(opened) => {
+            if options.keep_own_log {
+                crate::site_events::keep_agent_log(opened.1.clone());
+            }
+            Some(opened)
+        }
         Err(e) => {
             error!("the site's audit events and logs cannot be kept for the hub: {e}");
             None

@@ -373,6 +373,65 @@ pub(crate) async fn keep_node_red_output(
     }
 }
 
+/// Where [`AgentLogLayer`] keeps the agent's own lines: set by the
+/// `redwall-agent` binary's run only (an agent run inside another program,
+/// a test or a swarm of simulated agents, keeps none, as their lines would
+/// mix), and again by each run after a failed switch of builds.
+static AGENT_LOG: std::sync::RwLock<Option<SiteEventSender>> = std::sync::RwLock::new(None);
+
+/// From now on, [`AgentLogLayer`] keeps the agent's own lines here.
+pub fn keep_agent_log(sender: SiteEventSender) {
+    *AGENT_LOG.write().unwrap_or_else(PoisonError::into_inner) = Some(sender);
+}
+
+/// A `tracing` layer keeping the agent's own log lines (info and above,
+/// from this crate) for the hub, beside what it writes to stderr: what the
+/// agent did while its link was down (deploys, rollbacks, redials) reaches
+/// the console once the link returns. Never blocks: a full queue counts
+/// the line as dropped.
+pub struct AgentLogLayer;
+
+impl<S: tracing::Subscriber> tracing_subscriber::Layer<S> for AgentLogLayer {
+    fn on_event(
+        &self,
+        event: &tracing::Event<'_>,
+        _ctx: tracing_subscriber::layer::Context<'_, S>,
+    ) {
+        let log = AGENT_LOG.read().unwrap_or_else(PoisonError::into_inner);
+        let Some(sender) = log.as_ref() else {
+            return;
+        };
+        let meta = event.metadata();
+        if *meta.level() > tracing::Level::INFO || !meta.target().starts_with("redwall_agent") {
+            return;
+        }
+        let mut line = LineVisitor(String::new());
+        event.record(&mut line);
+        sender.log("agent", now_ms(), &format!("{} {}", meta.level(), line.0.trim_start()));
+    }
+}
+
+/// The event's message, then its other fields as `name=value`.
+struct LineVisitor(String);
+
+impl tracing::field::Visit for LineVisitor {
+    fn record_str(&mut self, field: &tracing::field::Field, value: &str) {
+        if field.name() == "message" {
+            self.0.insert_str(0, value);
+        } else {
+            self.0.push_str(&format!(" {}={value}", field.name()));
+        }
+    }
+
+    fn record_debug(&mut self, field: &tracing::field::Field, value: &dyn std::fmt::Debug) {
+        if field.name() == "message" {
+            self.0.insert_str(0, &format!("{value:?}"));
+        } else {
+            self.0.push_str(&format!(" {}={value:?}", field.name()));
+        }
+    }
+}
+
 fn site_event((seq, bytes): (u64, Vec<u8>)) -> Option<SiteEvent> {
     // Only this module writes the journal; a record that does not read
     // is skipped (and so never stored, which the hub counts as lost).
@@ -556,6 +615,44 @@ mod tests {
         assert_eq!(events.report().audit_pending, 1);
         events.stored(SiteStream::Audit, &epoch, 1).await;
         assert_eq!(events.report().audit_pending, 0);
+    }
+
+    #[tokio::test]
+    async fn the_agents_own_lines_are_kept_once_the_binary_asks() {
+        use tracing_subscriber::layer::SubscriberExt as _;
+        let dir = tempfile::tempdir().unwrap();
+        let (events, sender, _keeper) = SiteEvents::open(dir.path()).unwrap();
+        let emit = || {
+            let subscriber = tracing_subscriber::registry().with(AgentLogLayer);
+            tracing::subscriber::with_default(subscriber, || {
+                tracing::info!(target: "redwall_agent::run", "dialling again in 500 ms");
+                tracing::warn!(target: "redwall_agent::apply", snapshot = "abc", "rolled back");
+                tracing::debug!(target: "redwall_agent::run", "too chatty");
+                tracing::info!(target: "rumqttc::state", "not ours");
+            })
+        };
+        // Nothing is kept before the run asks.
+        emit();
+        assert!(
+            tokio::time::timeout(Duration::from_millis(300), events.next_batch())
+                .await
+                .is_err()
+        );
+        keep_agent_log(sender);
+        emit();
+        let AgentMessage::SiteEvents { stream, events: list, .. } = events.next_batch().await else {
+            unreachable!()
+        };
+        assert_eq!(stream, SiteStream::Log);
+        let lines: Vec<_> = list.iter().map(|e| (e.source.as_str(), e.text.as_str())).collect();
+        assert_eq!(
+            lines,
+            [
+                ("agent", "INFO dialling again in 500 ms"),
+                ("agent", "WARN rolled back snapshot=abc"),
+            ]
+        );
+        *AGENT_LOG.write().unwrap() = None;
     }
 
     #[test]
