@@ -269,7 +269,9 @@ impl Reporter for LogReporter {
     fn status_changed(&self, _instance_id: &str, status: &InstanceStatus) {
         let site = self.site.get();
         match status {
-            InstanceStatus::Crashed { reason, restarts, .. } => {
+            InstanceStatus::Crashed {
+                reason, restarts, ..
+            } => {
                 warn!("Node-RED crashed: {reason}");
                 if let Some(site) = site {
                     let details = serde_json::json!({ "reason": reason, "restarts": restarts });
@@ -296,7 +298,12 @@ impl Reporter for LogReporter {
         );
         if let Some(site) = self.site.get() {
             if worth_keeping(&event.event) {
-                site.audit("node-red", &event.event, event.user.as_deref(), Some(event.raw));
+                site.audit(
+                    "node-red",
+                    &event.event,
+                    event.user.as_deref(),
+                    Some(event.raw),
+                );
             }
         }
     }

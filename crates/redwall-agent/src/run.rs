@@ -193,9 +193,10 @@ pub async fn run_with(
             }
             if let Some((_, sender, _)) = &site_events {
                 node_red.report_to(sender.clone());
-                node_red_output = Some(tokio::spawn(
-                    crate::site_events::keep_node_red_output(node_red.clone(), sender.clone()),
-                ));
+                node_red_output = Some(tokio::spawn(crate::site_events::keep_node_red_output(
+                    node_red.clone(),
+                    sender.clone(),
+                )));
             }
             node_red.start().await;
             Some(node_red)

@@ -31,8 +31,7 @@ use base64::Engine as _;
 use futures::{SinkExt as _, StreamExt as _};
 use redwall_policy::agent_protocol::{
     close, hello_message, AgentCommand, AgentMessage, AgentStatus, HostedInstance, HubMessage,
-    SiteReport,
-    HEARTBEAT_SECS_RANGE, HELLO_CONTEXT, HELLO_TIMEOUT_SECS, MAX_DEPLOY_FRAME_BYTES,
+    SiteReport, HEARTBEAT_SECS_RANGE, HELLO_CONTEXT, HELLO_TIMEOUT_SECS, MAX_DEPLOY_FRAME_BYTES,
     MAX_FRAME_BYTES, PROTOCOL_VERSION,
 };
 use tokio::net::TcpStream;

@@ -407,7 +407,11 @@ impl<S: tracing::Subscriber> tracing_subscriber::Layer<S> for AgentLogLayer {
         }
         let mut line = LineVisitor(String::new());
         event.record(&mut line);
-        sender.log("agent", now_ms(), &format!("{} {}", meta.level(), line.0.trim_start()));
+        sender.log(
+            "agent",
+            now_ms(),
+            &format!("{} {}", meta.level(), line.0.trim_start()),
+        );
     }
 }
 
@@ -461,7 +465,11 @@ fn now_ms() -> i64 {
 fn log_line(line: &str) -> String {
     let mut out = String::with_capacity(line.len().min(MAX_LINE_BYTES));
     for c in line.chars() {
-        let c = if c.is_control() && c != '\t' { '\u{fffd}' } else { c };
+        let c = if c.is_control() && c != '\t' {
+            '\u{fffd}'
+        } else {
+            c
+        };
         if out.len() + c.len_utf8() > MAX_LINE_BYTES {
             break;
         }
@@ -580,9 +588,19 @@ mod tests {
         let epoch;
         {
             let (events, sender, keeper) = SiteEvents::open(dir.path()).unwrap();
-            sender.audit("agent", "node_red.crashed", None, Some(json!({"reason": "x"})));
+            sender.audit(
+                "agent",
+                "node_red.crashed",
+                None,
+                Some(json!({"reason": "x"})),
+            );
             let first = events.next_batch().await;
-            let AgentMessage::SiteEvents { epoch: e, events: list, .. } = &first else {
+            let AgentMessage::SiteEvents {
+                epoch: e,
+                events: list,
+                ..
+            } = &first
+            else {
                 unreachable!()
             };
             epoch = e.clone();
@@ -604,14 +622,21 @@ mod tests {
         // The agent restarts before the hub answered: kept on disk.
         let (events, _sender, _keeper) = SiteEvents::open(dir.path()).unwrap();
         let again = events.next_batch().await;
-        let AgentMessage::SiteEvents { epoch: e, events: list, .. } = &again else {
+        let AgentMessage::SiteEvents {
+            epoch: e,
+            events: list,
+            ..
+        } = &again
+        else {
             unreachable!()
         };
         assert_eq!((e.as_str(), list[0].seq), (epoch.as_str(), 1));
         assert_eq!(list[0].text, "node_red.crashed");
         // An answer for another journal changes nothing; the right one
         // forgets it.
-        events.stored(SiteStream::Audit, "ffffffffffffffff", 1).await;
+        events
+            .stored(SiteStream::Audit, "ffffffffffffffff", 1)
+            .await;
         assert_eq!(events.report().audit_pending, 1);
         events.stored(SiteStream::Audit, &epoch, 1).await;
         assert_eq!(events.report().audit_pending, 0);
@@ -640,11 +665,19 @@ mod tests {
         );
         keep_agent_log(sender);
         emit();
-        let AgentMessage::SiteEvents { stream, events: list, .. } = events.next_batch().await else {
+        let AgentMessage::SiteEvents {
+            stream,
+            events: list,
+            ..
+        } = events.next_batch().await
+        else {
             unreachable!()
         };
         assert_eq!(stream, SiteStream::Log);
-        let lines: Vec<_> = list.iter().map(|e| (e.source.as_str(), e.text.as_str())).collect();
+        let lines: Vec<_> = list
+            .iter()
+            .map(|e| (e.source.as_str(), e.text.as_str()))
+            .collect();
         assert_eq!(
             lines,
             [

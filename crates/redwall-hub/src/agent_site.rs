@@ -64,7 +64,11 @@ impl Hub {
         };
         let who = Who::by(&actor, origin);
         if admitted.lost > 0 {
-            self.note(&mut change, who, lost_entry(&agent, stream, epoch, admitted.lost));
+            self.note(
+                &mut change,
+                who,
+                lost_entry(&agent, stream, epoch, admitted.lost),
+            );
         }
         match stream {
             SiteStream::Audit => {
@@ -96,7 +100,11 @@ impl Hub {
             .set_agent_event_stream(&agent.id, stream.name(), &position)
             .await?;
         let entries = usize::from(admitted.lost > 0)
-            + if stream == SiteStream::Audit { new.len() } else { 0 };
+            + if stream == SiteStream::Audit {
+                new.len()
+            } else {
+                0
+            };
         self.commit(change, entries).await?;
         Ok(through)
     }

@@ -24,8 +24,8 @@ use serde::{Deserialize, Serialize};
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
 
-use crate::{Micros, RuleError, MICROS_PER_SECOND};
 pub use crate::site_events::{SiteEvent, SiteReport, SiteStream};
+use crate::{Micros, RuleError, MICROS_PER_SECOND};
 
 /// The version of this protocol; an agent says which it speaks in `hello`.
 pub const PROTOCOL_VERSION: u32 = 1;

@@ -370,7 +370,13 @@ mod tests {
 
     #[test]
     fn audit_events_are_named_and_bounded() {
-        for name in ["", "flows set", "a/b", "x\u{e9}", &"a".repeat(MAX_EVENT_NAME + 1)] {
+        for name in [
+            "",
+            "flows set",
+            "a/b",
+            "x\u{e9}",
+            &"a".repeat(MAX_EVENT_NAME + 1),
+        ] {
             let mut e = audit(1);
             e.text = name.into();
             assert!(batch(SiteStream::Audit, &[e]).is_err(), "{name:?}");
@@ -383,7 +389,11 @@ mod tests {
             e.user = Some(user.into());
             assert!(batch(SiteStream::Audit, &[e]).is_err(), "{user:?}");
         }
-        for details in [json!([1]), json!("x"), json!({"a": "b".repeat(MAX_DETAILS_BYTES)})] {
+        for details in [
+            json!([1]),
+            json!("x"),
+            json!({"a": "b".repeat(MAX_DETAILS_BYTES)}),
+        ] {
             let mut e = audit(1);
             e.details = Some(details);
             assert!(batch(SiteStream::Audit, &[e]).is_err());
@@ -429,34 +439,58 @@ mod tests {
         // First batch ever: all new, nothing lost.
         assert_eq!(
             admitted(None, &[1, 2, 3]),
-            Admitted { first_new: 0, lost: 0, new_epoch: true }
+            Admitted {
+                first_new: 0,
+                lost: 0,
+                new_epoch: true
+            }
         );
         // A journal that dropped its first 4 before the hub heard of it.
         assert_eq!(admitted(None, &[5, 6]).lost, 4);
         // The next batch, in order.
         assert_eq!(
             admitted(Some((EPOCH, 3)), &[4, 5]),
-            Admitted { first_new: 0, lost: 0, new_epoch: false }
+            Admitted {
+                first_new: 0,
+                lost: 0,
+                new_epoch: false
+            }
         );
         // The same batch again (the hub's answer was lost): nothing new.
         assert_eq!(
             admitted(Some((EPOCH, 5)), &[4, 5]),
-            Admitted { first_new: 2, lost: 0, new_epoch: false }
+            Admitted {
+                first_new: 2,
+                lost: 0,
+                new_epoch: false
+            }
         );
         // Partly stored.
         assert_eq!(
             admitted(Some((EPOCH, 4)), &[3, 4, 5, 6]),
-            Admitted { first_new: 2, lost: 0, new_epoch: false }
+            Admitted {
+                first_new: 2,
+                lost: 0,
+                new_epoch: false
+            }
         );
         // A gap: the journal dropped 7..=9 while full.
         assert_eq!(
             admitted(Some((EPOCH, 6)), &[10, 11]),
-            Admitted { first_new: 0, lost: 3, new_epoch: false }
+            Admitted {
+                first_new: 0,
+                lost: 3,
+                new_epoch: false
+            }
         );
         // Another epoch: the journal was made anew; numbering restarts.
         assert_eq!(
             admitted(Some(("ffffffffffffffff", 900)), &[1, 2]),
-            Admitted { first_new: 0, lost: 0, new_epoch: true }
+            Admitted {
+                first_new: 0,
+                lost: 0,
+                new_epoch: true
+            }
         );
     }
 

@@ -30,7 +30,8 @@ async fn enrolled(s: &TestServer, owner: &Client, team: &str, name: &str) -> (St
 }
 
 fn audit_event(seq: u64, name: &str, user: Option<&str>) -> Value {
-    let mut e = json!({"seq": seq, "at_ms": SITE_MS + seq as i64, "source": "node-red", "text": name});
+    let mut e =
+        json!({"seq": seq, "at_ms": SITE_MS + seq as i64, "source": "node-red", "text": name});
     if let Some(user) = user {
         e["user"] = json!(user);
         e["details"] = json!({"event": name, "ip": "127.0.0.1"});
@@ -65,7 +66,13 @@ async fn lines(c: &Client, team: &str, query: &str) -> Vec<String> {
         .as_array()
         .unwrap()
         .iter()
-        .map(|l| format!("{} {}", l["source"].as_str().unwrap(), l["text"].as_str().unwrap()))
+        .map(|l| {
+            format!(
+                "{} {}",
+                l["source"].as_str().unwrap(),
+                l["text"].as_str().unwrap()
+            )
+        })
         .collect()
 }
 
@@ -91,7 +98,9 @@ async fn site_events_are_stored_once_with_gaps_recorded(s: &TestServer) {
     assert_eq!(deployed["target"], "agent:plant-7");
     // In the team's own log too.
     let r = owner
-        .get(&format!("/api/v1/teams/{team}/audit?event=agent.site_event"))
+        .get(&format!(
+            "/api/v1/teams/{team}/audit?event=agent.site_event"
+        ))
         .await;
     assert_eq!(r.status, 200, "{}", r.body);
     assert_eq!(r.body["entries"].as_array().unwrap().len(), 2, "{}", r.body);
@@ -106,16 +115,28 @@ async fn site_events_are_stored_once_with_gaps_recorded(s: &TestServer) {
     // The hub's answer was lost with the link: the same batch again, and
     // one overlapping it, store nothing twice.
     assert_eq!(deliver(&mut ws, "audit", EPOCH, batch).await, 2);
-    let overlapping = vec![audit_event(2, "x.y", None), audit_event(3, "nodes.add", Some("mia"))];
+    let overlapping = vec![
+        audit_event(2, "x.y", None),
+        audit_event(3, "nodes.add", Some("mia")),
+    ];
     assert_eq!(deliver(&mut ws, "audit", EPOCH, overlapping).await, 3);
     let entries = audit_events(&admin, "agent.site_event").await;
     assert_eq!(entries.len(), 3);
     assert_eq!(entries[0]["details"]["site_event"], "nodes.add");
 
     // Log lines, in order; a gap (the site's journal was full) is said.
-    assert_eq!(deliver(&mut ws, "log", EPOCH, (1..=3).map(log_line).collect()).await, 3);
-    assert_eq!(deliver(&mut ws, "log", EPOCH, (2..=4).map(log_line).collect()).await, 4);
-    assert_eq!(deliver(&mut ws, "log", EPOCH, vec![log_line(8), log_line(9)]).await, 9);
+    assert_eq!(
+        deliver(&mut ws, "log", EPOCH, (1..=3).map(log_line).collect()).await,
+        3
+    );
+    assert_eq!(
+        deliver(&mut ws, "log", EPOCH, (2..=4).map(log_line).collect()).await,
+        4
+    );
+    assert_eq!(
+        deliver(&mut ws, "log", EPOCH, vec![log_line(8), log_line(9)]).await,
+        9
+    );
     assert_eq!(
         lines(&owner, &team, "").await,
         [
@@ -128,16 +149,31 @@ async fn site_events_are_stored_once_with_gaps_recorded(s: &TestServer) {
             "node-red line 9",
         ]
     );
-    assert_eq!(lines(&owner, &team, "?lines=2").await, ["node-red line 8", "node-red line 9"]);
+    assert_eq!(
+        lines(&owner, &team, "?lines=2").await,
+        ["node-red line 8", "node-red line 9"]
+    );
     let lost = audit_events(&admin, "agent.site_events_lost").await;
     assert_eq!(lost.len(), 1, "{lost:?}");
-    assert_eq!(lost[0]["details"], json!({"stream": "log", "journal": EPOCH, "lost": 3}));
+    assert_eq!(
+        lost[0]["details"],
+        json!({"stream": "log", "journal": EPOCH, "lost": 3})
+    );
     assert_eq!(lost[0]["outcome"], "failure");
 
     // A journal made anew (the agent's directory was replaced) numbers
     // from 1 again: stored, not mistaken for a resend.
     let fresh = "ffeeddccbbaa0099";
-    assert_eq!(deliver(&mut ws, "audit", fresh, vec![audit_event(1, "flows.set", None)]).await, 1);
+    assert_eq!(
+        deliver(
+            &mut ws,
+            "audit",
+            fresh,
+            vec![audit_event(1, "flows.set", None)]
+        )
+        .await,
+        1
+    );
     assert_eq!(audit_events(&admin, "agent.site_event").await.len(), 4);
 
     // The heartbeat's figures reach the API.
@@ -220,13 +256,18 @@ async fn who_may_read_a_sites_logs(s: &TestServer) {
     assert_eq!(missing.status, 404, "{}", missing.body);
     assert_eq!(theirs.body["error"]["code"], missing.body["error"]["code"]);
     let bad = owner
-        .get(&format!("/api/v1/teams/{team}/agents/plant-7/logs?lines=many"))
+        .get(&format!(
+            "/api/v1/teams/{team}/agents/plant-7/logs?lines=many"
+        ))
         .await;
     assert_eq!(bad.status, 400, "{}", bad.body);
     assert!(bad.body["error"]["code"].is_string(), "{}", bad.body);
     // Out of range is brought within it, as for instances' logs.
     assert_eq!(lines(&owner, &team, "?lines=0").await, ["node-red line 1"]);
-    assert_eq!(lines(&owner, &team, "?lines=999999").await, ["node-red line 1"]);
+    assert_eq!(
+        lines(&owner, &team, "?lines=999999").await,
+        ["node-red line 1"]
+    );
 }
 
 on_both_backends!(

@@ -197,7 +197,11 @@ async fn an_instance_is_created_on_an_agent_from_the_form(s: &TestServer) {
     // API refuses it), so the page offers none.
     let r = admin.get(&format!("{here}/snapshots")).await;
     assert_eq!(r.status, 200, "{}", r.text);
-    assert!(!r.text.contains(r#"data-testid="take-snapshot""#), "{}", r.text);
+    assert!(
+        !r.text.contains(r#"data-testid="take-snapshot""#),
+        "{}",
+        r.text
+    );
     assert!(r.text.contains("runs on agent site-1"), "{}", r.text);
 
     // The lists: on the team page and the home page, without start/stop.

@@ -583,17 +583,35 @@ async fn the_sites_figures_and_logs_are_on_the_console(s: &TestServer) {
 
     let r = member.get(&format!("/teams/{team}/agents")).await;
     assert_eq!(r.status, 200, "{}", r.text);
-    let site = part(row(&r.text, "press-1"), r#"data-testid="agent-site""#, "</td>");
+    let site = part(
+        row(&r.text, "press-1"),
+        r#"data-testid="agent-site""#,
+        "</td>",
+    );
     assert!(site.contains(r#"class="error-text""#), "{site}");
-    assert!(site.contains("MQTT to the team broker not connected: 75 queued, 10 delivered"), "{site}");
-    assert!(site.contains("5 messages dropped when the outbox was full"), "{site}");
-    assert!(site.contains(&format!(r#"href="/teams/{team}/agents/press-1/logs""#)), "{site}");
+    assert!(
+        site.contains("MQTT to the team broker not connected: 75 queued, 10 delivered"),
+        "{site}"
+    );
+    assert!(
+        site.contains("5 messages dropped when the outbox was full"),
+        "{site}"
+    );
+    assert!(
+        site.contains(&format!(r#"href="/teams/{team}/agents/press-1/logs""#)),
+        "{site}"
+    );
 
-    let r = member.get(&format!("/teams/{team}/agents/press-1/logs")).await;
+    let r = member
+        .get(&format!("/teams/{team}/agents/press-1/logs"))
+        .await;
     assert_eq!(r.status, 200, "{}", r.text);
     let lines = part(&r.text, r#"data-testid="site-lines""#, "</pre>");
     assert!(!lines.contains("<script>"), "{lines}");
-    assert!(lines.contains("kept &#60;script&#62;alert(1)&#60;/script&#62;"), "{lines}");
+    assert!(
+        lines.contains("kept &#60;script&#62;alert(1)&#60;/script&#62;"),
+        "{lines}"
+    );
     let kept = part(lines, "kept &#60;script", "</div>");
     assert!(kept.contains("(arrived "), "{kept}");
     let live = part(lines, "live line", "</div>");
@@ -602,10 +620,14 @@ async fn the_sites_figures_and_logs_are_on_the_console(s: &TestServer) {
 
     // A Viewer sees no agents, so no site logs either; a stranger's answer
     // is the one for a missing agent.
-    let r = viewer.get(&format!("/teams/{team}/agents/press-1/logs")).await;
+    let r = viewer
+        .get(&format!("/teams/{team}/agents/press-1/logs"))
+        .await;
     assert_eq!(r.status, 403, "{}", r.text);
     assert!(!r.text.contains("live line"));
-    let r = member.get(&format!("/teams/{team}/agents/nobody/logs")).await;
+    let r = member
+        .get(&format!("/teams/{team}/agents/nobody/logs"))
+        .await;
     assert_eq!(r.status, 404, "{}", r.text);
 }
 

@@ -243,7 +243,13 @@ fn print_agents(v: &Value) {
 fn print_site(site: &Value) {
     let bridge = &site["bridge"];
     if bridge.is_object() {
-        let link = |up: &Value| if up.as_bool() == Some(true) { "up" } else { "down" };
+        let link = |up: &Value| {
+            if up.as_bool() == Some(true) {
+                "up"
+            } else {
+                "down"
+            }
+        };
         println!(
             "MQTT bridge: site broker {}, team broker {}; {} queued ({} of {} bytes), {} delivered, {} dropped, {} refused",
             link(&bridge["local_connected"]),
@@ -422,7 +428,12 @@ async fn execute(args: AgentArgs) -> Outcome<()> {
             }?;
             print_json_or(ctx.json, &v, |v| {
                 for l in items(v) {
-                    println!("{} {} {}", text(&l["at"]), text(&l["source"]), text(&l["text"]));
+                    println!(
+                        "{} {} {}",
+                        text(&l["at"]),
+                        text(&l["source"]),
+                        text(&l["text"])
+                    );
                 }
             });
         }

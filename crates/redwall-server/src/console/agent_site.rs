@@ -33,7 +33,11 @@ pub fn summary(site: Option<&SiteReport>) -> SiteSummary {
         return SiteSummary { parts, warn };
     };
     if let Some(b) = &site.bridge {
-        let team = if b.team_connected { "connected" } else { "not connected" };
+        let team = if b.team_connected {
+            "connected"
+        } else {
+            "not connected"
+        };
         parts.push(format!(
             "MQTT to the team broker {team}: {} queued, {} delivered",
             b.queued, b.delivered
@@ -119,7 +123,11 @@ pub async fn logs_page(ctx: Ctx, Path((team_id, agent)): Path<(String, String)>)
         Ok(me) => me,
         Err(r) => return r,
     };
-    let team = match ctx.api.get::<Team>(&format!("/api/v1/teams/{team_id}")).await {
+    let team = match ctx
+        .api
+        .get::<Team>(&format!("/api/v1/teams/{team_id}"))
+        .await
+    {
         Ok(t) => t,
         Err(f) => return ctx.refused(&f, Some(&me)),
     };
@@ -170,7 +178,10 @@ mod tests {
             journal: Some(JournalReport::default()),
         };
         let s = summary(Some(&calm));
-        assert_eq!(s.parts, ["MQTT to the team broker connected: 0 queued, 12 delivered"]);
+        assert_eq!(
+            s.parts,
+            ["MQTT to the team broker connected: 0 queued, 12 delivered"]
+        );
         assert!(!s.warn);
 
         let offline = SiteReport {
@@ -209,10 +220,19 @@ mod tests {
             source: "node-red".into(),
             text: "x".into(),
         };
-        let live = log_row(&line("2026-12-05T06:00:00.000Z", "2026-12-05T06:00:01.500Z"));
+        let live = log_row(&line(
+            "2026-12-05T06:00:00.000Z",
+            "2026-12-05T06:00:01.500Z",
+        ));
         assert_eq!(live.kept, None);
         assert_eq!(live.at, "2026-12-05 06:00:00 UTC");
-        let kept = log_row(&line("2026-12-05T06:00:00.000Z", "2026-12-05T06:05:00.000Z"));
-        assert_eq!(kept.kept.as_deref(), Some("arrived 2026-12-05 06:05:00 UTC"));
+        let kept = log_row(&line(
+            "2026-12-05T06:00:00.000Z",
+            "2026-12-05T06:05:00.000Z",
+        ));
+        assert_eq!(
+            kept.kept.as_deref(),
+            Some("arrived 2026-12-05 06:05:00 UTC")
+        );
     }
 }

@@ -9,8 +9,8 @@
 
 pub mod account;
 pub mod admin;
-pub mod agent_updates;
 pub mod agent_site;
+pub mod agent_updates;
 pub mod agents;
 pub mod assets;
 pub mod audit_log;
