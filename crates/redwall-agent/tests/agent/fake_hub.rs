@@ -359,16 +359,26 @@ impl AgentSocket {
         }
     }
 
-    /// The next message from the agent, as JSON.
+    /// The next message from the agent, as JSON. The site's journal
+    /// batches are answered as the hub does (stored), and skipped.
     pub async fn next_json(&mut self) -> Value {
-        match self.next_frame().await {
-            Message::Text(text) => {
-                // Every frame must also be a message of the protocol.
-                serde_json::from_str::<AgentMessage>(&text)
-                    .unwrap_or_else(|e| panic!("not an agent message ({e}): {text}"));
-                serde_json::from_str(&text).unwrap()
+        loop {
+            let v: Value = match self.next_frame().await {
+                Message::Text(text) => {
+                    // Every frame must also be a message of the protocol.
+                    serde_json::from_str::<AgentMessage>(&text)
+                        .unwrap_or_else(|e| panic!("not an agent message ({e}): {text}"));
+                    serde_json::from_str(&text).unwrap()
+                }
+                other => panic!("expected a text frame, got {other:?}"),
+            };
+            if v["type"] != "site_events" {
+                return v;
             }
-            other => panic!("expected a text frame, got {other:?}"),
+            let through = v["events"].as_array().unwrap().last().unwrap()["seq"].clone();
+            self.send_json(json!({"type": "site_events_stored", "stream": v["stream"],
+                                  "epoch": v["epoch"], "through": through}))
+                .await;
         }
     }
 

@@ -80,9 +80,13 @@ async fn the_agent_greets_beats_answers_commands_and_stops_when_revoked() {
     let mut ws = hub.next_socket().await;
     ws.greet(AGENT_ID, &public, 1).await;
 
-    // A heartbeat at once, then one per interval.
-    let expected =
-        json!({"type": "heartbeat", "status": {"node_red": "none", "running_snapshot": null}});
+    // A heartbeat at once, then one per interval, with what the site's
+    // journals hold (nothing: this agent runs no Node-RED, and only the
+    // binary keeps its own lines).
+    let journal =
+        json!({"audit_pending": 0, "log_pending": 0, "audit_dropped": 0, "log_dropped": 0});
+    let expected = json!({"type": "heartbeat", "status": {"node_red": "none",
+        "running_snapshot": null, "site": {"journal": journal}}});
     assert_eq!(ws.next_json().await, expected);
     assert_eq!(ws.next_json().await, expected);
 
