@@ -149,6 +149,7 @@ pub mod local_endpoints;
 pub mod node_red;
 pub mod node_red_deploy;
 pub mod outbox;
+mod private_dir;
 pub mod run;
 mod self_update;
 mod session;

@@ -142,7 +142,7 @@ impl SiteEvents {
     /// [`Keeper::stop`]. The journals close when the last handle is gone.
     pub fn open(dir: &Path) -> Result<(Arc<SiteEvents>, SiteEventSender, Keeper), JournalError> {
         let root = dir.join(JOURNAL_DIR);
-        crate::outbox::ensure_private_dir(&root).map_err(|source| JournalError::Io {
+        crate::private_dir::ensure(&root).map_err(|source| JournalError::Io {
             path: root.display().to_string(),
             source,
         })?;

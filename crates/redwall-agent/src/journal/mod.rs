@@ -195,7 +195,7 @@ impl Journal {
     /// file is [`JournalError::State`].
     pub fn open(dir: &Path, config: &JournalConfig) -> Result<Self, JournalError> {
         config.check()?;
-        crate::outbox::ensure_private_dir(dir).map_err(io_at(dir))?;
+        crate::private_dir::ensure(dir).map_err(io_at(dir))?;
         let lock = lock_dir(dir)?;
         let names = list_segments(dir)?;
         let loaded = state::load(dir)?;
@@ -558,25 +558,11 @@ fn sync_dir(dir: &Path) -> std::io::Result<()> {
 
 /// One writer per directory (`flock`, released when the journal drops).
 fn lock_dir(dir: &Path) -> Result<File, JournalError> {
-    use std::os::unix::io::AsRawFd as _;
-    let path = dir.join("lock");
-    let file = OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .mode(0o600)
-        .open(&path)
-        .map_err(io_at(&path))?;
-    // SAFETY: flock on a descriptor this function owns; no memory involved.
-    let locked = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
-    if locked != 0 {
-        let e = std::io::Error::last_os_error();
-        if e.kind() == std::io::ErrorKind::WouldBlock {
-            return Err(JournalError::Busy(dir.display().to_string()));
-        }
-        return Err(io_at(&path)(e));
+    match crate::private_dir::lock(dir) {
+        Ok(Some(file)) => Ok(file),
+        Ok(None) => Err(JournalError::Busy(dir.display().to_string())),
+        Err((path, e)) => Err(io_at(&path)(e)),
     }
-    Ok(file)
 }
 
 #[cfg(test)]

@@ -37,8 +37,7 @@ mod queue;
 mod record;
 
 use std::collections::VecDeque;
-use std::fs::{DirBuilder, File};
-use std::os::unix::fs::{DirBuilderExt as _, PermissionsExt as _};
+use std::fs::File;
 use std::path::{Path, PathBuf};
 
 use redwall_policy::mqtt_acl;
@@ -647,38 +646,14 @@ fn io_at(path: &Path) -> impl Fn(std::io::Error) -> OutboxError {
 /// Takes the outbox's lock: one writer per directory, or two bridges
 /// would interleave records and both believe they own the head.
 fn lock_dir(dir: &Path) -> Result<File, OutboxError> {
-    use std::os::unix::fs::OpenOptionsExt as _;
-    use std::os::unix::io::AsRawFd as _;
-    let path = dir.join("lock");
-    let file = std::fs::OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .mode(0o600)
-        .open(&path)
-        .map_err(io_at(&path))?;
-    // SAFETY: flock on a descriptor this function owns; no memory involved.
-    let locked = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
-    if locked != 0 {
-        let e = std::io::Error::last_os_error();
-        if e.kind() == std::io::ErrorKind::WouldBlock {
-            return Err(OutboxError::Busy(dir.display().to_string()));
-        }
-        return Err(io_at(&path)(e));
+    match crate::private_dir::lock(dir) {
+        Ok(Some(file)) => Ok(file),
+        Ok(None) => Err(OutboxError::Busy(dir.display().to_string())),
+        Err((path, e)) => Err(io_at(&path)(e)),
     }
-    Ok(file)
 }
 
-/// Makes `dir` (0700) if missing, and takes group and other access away
-/// if it exists with more.
-pub(crate) fn ensure_private_dir(dir: &Path) -> std::io::Result<()> {
-    DirBuilder::new().recursive(true).mode(0o700).create(dir)?;
-    let meta = std::fs::metadata(dir)?;
-    if meta.permissions().mode() & 0o077 != 0 {
-        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))?;
-    }
-    Ok(())
-}
+pub(crate) use crate::private_dir::ensure as ensure_private_dir;
 
 /// Makes created, renamed and deleted entries survive a power cut.
 pub(crate) fn sync_dir(dir: &Path) {
