@@ -394,9 +394,16 @@ impl NodeRed {
         let _ = self.site.set(site);
     }
 
-    /// Node-RED's output lines from now on; `None` before its first start.
-    pub fn subscribe_logs(&self) -> Option<tokio::sync::broadcast::Receiver<LogLine>> {
-        self.supervisor.subscribe_logs(&self.instance_id())
+    /// The output lines of instance `id` from now on; `None` before its
+    /// first start.
+    pub fn subscribe_logs(&self, id: &str) -> Option<tokio::sync::broadcast::Receiver<LogLine>> {
+        self.supervisor.subscribe_logs(id)
+    }
+
+    /// The output lines instance `id` printed so far (the supervisor keeps
+    /// the last thousand), oldest first.
+    pub fn logs(&self, id: &str) -> Vec<LogLine> {
+        self.supervisor.logs(id, usize::MAX)
     }
 
     /// The variables the agent itself gives the flows (the site broker's

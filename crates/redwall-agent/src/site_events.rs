@@ -336,29 +336,54 @@ async fn keep_batch(events: &SiteEvents, batch: &mut Vec<(SiteStream, Kept)>) {
 }
 
 /// Keeps Node-RED's output lines for the hub for as long as the agent
-/// runs, following it across restarts and hosting changes (each start may
-/// be another slot of the supervisor).
+/// runs, following it across restarts and hosting changes (becoming the
+/// hub's instance starts it under another id, with a log of its own).
+/// Whatever an instance printed before it was followed (its first lines,
+/// printed while this task still listened to the one before) is taken
+/// from the supervisor's buffer, so no line is lost to the switch.
 pub(crate) async fn keep_node_red_output(
     node_red: Arc<crate::node_red::NodeRed>,
     site: SiteEventSender,
 ) {
-    use redwall_runtime::LogStream;
+    use std::collections::HashMap;
     use tokio::sync::broadcast::error::RecvError;
+    // How soon a change of instance is noticed when Node-RED is quiet.
+    const CHECK: Duration = Duration::from_millis(250);
+    // The time of the last line kept of each instance followed before, so
+    // going back to one (hosting ended) replays only what is new of it.
+    let mut kept_until: HashMap<String, i64> = HashMap::new();
     loop {
-        let Some(mut lines) = node_red.subscribe_logs() else {
-            tokio::time::sleep(Duration::from_secs(1)).await;
+        let id = node_red.instance_id();
+        let Some(mut lines) = node_red.subscribe_logs(&id) else {
+            tokio::time::sleep(CHECK).await;
             continue;
         };
-        let id = node_red.instance_id();
+        // Subscribed first, then read the buffer: a line printed between
+        // the two is in both, and the copy from the subscription is
+        // skipped (counted, as identical lines may repeat).
+        let mut overlap: HashMap<(i64, String), usize> = HashMap::new();
+        let until = kept_until.entry(id.clone()).or_insert(i64::MIN);
+        let before = *until;
+        for line in node_red.logs(&id) {
+            *overlap
+                .entry((line.at_unix_ms, line.text.clone()))
+                .or_default() += 1;
+            if line.at_unix_ms > before {
+                *until = (*until).max(line.at_unix_ms);
+                keep_output_line(&site, &line);
+            }
+        }
         loop {
-            let next = tokio::time::timeout(Duration::from_secs(2), lines.recv()).await;
-            match next {
+            match tokio::time::timeout(CHECK, lines.recv()).await {
                 Ok(Ok(line)) => {
-                    let source = match line.stream {
-                        LogStream::Stdout => "node-red",
-                        LogStream::Stderr => "node-red-stderr",
-                    };
-                    site.log(source, line.at_unix_ms, &line.text);
+                    let key = (line.at_unix_ms, line.text.clone());
+                    if let Some(n) = overlap.get_mut(&key).filter(|n| **n > 0) {
+                        *n -= 1;
+                        continue;
+                    }
+                    overlap.clear();
+                    *until = line.at_unix_ms;
+                    keep_output_line(&site, &line);
                 }
                 // Lines lost to a burst are counted like a full queue.
                 Ok(Err(RecvError::Lagged(n))) => {
@@ -371,6 +396,14 @@ pub(crate) async fn keep_node_red_output(
             }
         }
     }
+}
+
+fn keep_output_line(site: &SiteEventSender, line: &redwall_runtime::LogLine) {
+    let source = match line.stream {
+        redwall_runtime::LogStream::Stdout => "node-red",
+        redwall_runtime::LogStream::Stderr => "node-red-stderr",
+    };
+    site.log(source, line.at_unix_ms, &line.text);
 }
 
 /// Where [`AgentLogLayer`] keeps the agent's own lines: set by the
