@@ -193,10 +193,13 @@ pub async fn run_with(
             }
             if let Some((_, sender, _)) = &site_events {
                 node_red.report_to(sender.clone());
-                node_red_output = Some(tokio::spawn(crate::site_events::keep_node_red_output(
+                let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+                let task = tokio::spawn(crate::site_events::keep_node_red_output(
                     node_red.clone(),
                     sender.clone(),
-                )));
+                    stopped,
+                ));
+                node_red_output = Some((stop, task));
             }
             node_red.start().await;
             Some(node_red)
@@ -235,8 +238,9 @@ pub async fn run_with(
         node_red.stop().await;
     }
     // Its last lines and events kept; the journals close with `local`.
-    if let Some(task) = node_red_output {
-        task.abort();
+    if let Some((stop, task)) = node_red_output {
+        let _ = stop.send(());
+        let _ = task.await;
     }
     if let Some(keeper) = site_keeper {
         keeper.stop().await;

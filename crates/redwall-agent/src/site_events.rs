@@ -341,9 +341,13 @@ async fn keep_batch(events: &SiteEvents, batch: &mut Vec<(SiteStream, Kept)>) {
 /// Whatever an instance printed before it was followed (its first lines,
 /// printed while this task still listened to the one before) is taken
 /// from the supervisor's buffer, so no line is lost to the switch.
+///
+/// Ends once `stop` fires (Node-RED stopped), after keeping the lines
+/// already printed.
 pub(crate) async fn keep_node_red_output(
     node_red: Arc<crate::node_red::NodeRed>,
     site: SiteEventSender,
+    mut stop: tokio::sync::oneshot::Receiver<()>,
 ) {
     use std::collections::HashMap;
     use tokio::sync::broadcast::error::RecvError;
@@ -355,8 +359,10 @@ pub(crate) async fn keep_node_red_output(
     loop {
         let id = node_red.instance_id();
         let Some(mut lines) = node_red.subscribe_logs(&id) else {
-            tokio::time::sleep(CHECK).await;
-            continue;
+            tokio::select! {
+                () = tokio::time::sleep(CHECK) => continue,
+                _ = &mut stop => return,
+            }
         };
         // Subscribed first, then read the buffer: a line printed between
         // the two is in both, and the copy from the subscription is
@@ -374,7 +380,16 @@ pub(crate) async fn keep_node_red_output(
             }
         }
         loop {
-            match tokio::time::timeout(CHECK, lines.recv()).await {
+            let next = tokio::select! {
+                next = tokio::time::timeout(CHECK, lines.recv()) => next,
+                _ = &mut stop => {
+                    while let Ok(line) = lines.try_recv() {
+                        keep_output_line(&site, &line);
+                    }
+                    return;
+                }
+            };
+            match next {
                 Ok(Ok(line)) => {
                     let key = (line.at_unix_ms, line.text.clone());
                     if let Some(n) = overlap.get_mut(&key).filter(|n| **n > 0) {
