@@ -9,7 +9,9 @@
 //! connection (the same TCP connection from before the deploy to after
 //! it), the deploy ends `done` and the site's Node-RED runs the big flow.
 //! (When only whole frames counted as signs of life, the agent hung up six
-//! seconds into every such frame and dialled again forever.)
+//! seconds into every such frame and dialled again forever.) And the hub
+//! shows the agent online throughout: it reads the agent's heartbeats
+//! while the frame is still being written (it once did not).
 
 #![allow(
     clippy::unwrap_used,
@@ -333,6 +335,13 @@ async fn a_snapshot_larger_than_three_heartbeats_of_a_slow_link_arrives_on_one_c
         "note: {flows_bytes} bytes of flows; arrived after {arrived_after:?}, done after \
          {done_after:?}; {through_shaper} bytes through the shaper; the hub showed the \
          agent offline in {offline_seen} polls"
+    );
+    // The hub heard the agent's heartbeats all along: it writes a large
+    // frame from a task of its own and goes on reading (it did not, and
+    // showed the agent offline for the whole transfer).
+    assert_eq!(
+        offline_seen, 0,
+        "the hub showed the agent offline while it sent the snapshot"
     );
     // It was slow: the frame took far longer than the silence limit, and
     // it went through the shaper.

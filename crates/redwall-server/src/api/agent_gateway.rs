@@ -70,22 +70,76 @@ impl Ending {
     }
 }
 
-async fn send(socket: &mut WebSocket, message: &HubMessage) -> Result<(), ()> {
-    let text = serde_json::to_string(message).map_err(|_| ())?;
-    socket
-        .send(Message::Text(text.into()))
-        .await
-        .map_err(|_| ())
+/// Frames waiting for the writer.
+const QUEUED_FRAMES: usize = 64;
+/// How long the last frames and the close may take once the hub ends a
+/// connection; then it is dropped (a revoked agent is cut off within a
+/// second even while a large frame to it is still on its way).
+const CLOSE_WAIT: Duration = Duration::from_secs(1);
+
+/// An agent's WebSocket, written by a task of its own, so the connection
+/// is read while a large frame is still on its way: a deploy or a build of
+/// megabytes takes minutes on a slow site's link, and meanwhile the
+/// agent's heartbeats (its online state) must still be heard. Frames leave
+/// in the order they were given; a full queue makes the sender wait.
+struct Link {
+    out: tokio::sync::mpsc::Sender<Message>,
+    frames: futures::stream::SplitStream<WebSocket>,
+    writer: tokio::task::JoinHandle<()>,
 }
 
-async fn close_with(socket: &mut WebSocket, ending: Ending) {
-    let _ = socket
-        .send(Message::Close(Some(CloseFrame {
-            code: ending.code,
-            reason: ending.reason.into(),
-        })))
-        .await;
-    let _ = socket.close().await;
+impl Link {
+    fn new(socket: WebSocket) -> Link {
+        let (mut sink, frames) = socket.split();
+        let (out, mut queued) = tokio::sync::mpsc::channel::<Message>(QUEUED_FRAMES);
+        let writer = tokio::spawn(async move {
+            while let Some(frame) = queued.recv().await {
+                if sink.send(frame).await.is_err() {
+                    return;
+                }
+            }
+            let _ = sink.close().await;
+        });
+        Link {
+            out,
+            frames,
+            writer,
+        }
+    }
+
+    /// Queues a frame; an error once the writer has stopped (the
+    /// connection failed).
+    async fn frame(&self, frame: Message) -> Result<(), ()> {
+        self.out.send(frame).await.map_err(|_| ())
+    }
+
+    /// Sends the close frame (if any) after what is queued, and waits a
+    /// while for the writer to finish.
+    async fn close(self, ending: Option<Ending>) {
+        if let Some(ending) = ending {
+            let _ = self
+                .out
+                .send(Message::Close(Some(CloseFrame {
+                    code: ending.code,
+                    reason: ending.reason.into(),
+                })))
+                .await;
+        }
+        drop(self.out);
+        let mut writer = self.writer;
+        if tokio::time::timeout(CLOSE_WAIT, &mut writer).await.is_err() {
+            writer.abort();
+        }
+    }
+}
+
+async fn send(link: &Link, message: &HubMessage) -> Result<(), ()> {
+    let text = serde_json::to_string(message).map_err(|_| ())?;
+    link.frame(Message::Text(text.into())).await
+}
+
+async fn close_with(link: Link, ending: Ending) {
+    link.close(Some(ending)).await;
 }
 
 /// What an agent sent: a message, or bytes of the tunnel.
@@ -96,9 +150,9 @@ enum Frame {
 
 /// The next frame; `None` once the connection ended, an error for a text
 /// frame that is no message.
-async fn next_frame(socket: &mut WebSocket) -> Option<Result<Frame, ()>> {
+async fn next_frame(link: &mut Link) -> Option<Result<Frame, ()>> {
     loop {
-        match socket.next().await? {
+        match link.frames.next().await? {
             Ok(Message::Text(text)) => {
                 return Some(
                     serde_json::from_str::<AgentMessage>(&text)
@@ -114,18 +168,19 @@ async fn next_frame(socket: &mut WebSocket) -> Option<Result<Frame, ()>> {
 }
 
 /// The next message, before the tunnel exists: tunnel bytes are refused.
-async fn next_message(socket: &mut WebSocket) -> Option<Result<AgentMessage, ()>> {
-    match next_frame(socket).await? {
+async fn next_message(link: &mut Link) -> Option<Result<AgentMessage, ()>> {
+    match next_frame(link).await? {
         Ok(Frame::Message(m)) => Some(Ok(m)),
         Ok(Frame::Tunnel(_)) | Err(()) => Some(Err(())),
     }
 }
 
-async fn session(state: AppState, origin: Origin, mut socket: WebSocket) {
+async fn session(state: AppState, origin: Origin, socket: WebSocket) {
+    let mut link = Link::new(socket);
     let hub = &state.hub;
     let nonce = new_challenge();
     if send(
-        &mut socket,
+        &link,
         &HubMessage::Challenge {
             nonce: nonce.clone(),
         },
@@ -133,11 +188,11 @@ async fn session(state: AppState, origin: Origin, mut socket: WebSocket) {
     .await
     .is_err()
     {
-        return;
+        return link.close(None).await;
     }
     let hello = tokio::time::timeout(
         Duration::from_secs(HELLO_TIMEOUT_SECS),
-        next_message(&mut socket),
+        next_message(&mut link),
     )
     .await;
     let (agent_id, signature, version, build_sha256) = match hello {
@@ -149,10 +204,10 @@ async fn session(state: AppState, origin: Origin, mut socket: WebSocket) {
             build_sha256,
         }))) if protocol == PROTOCOL_VERSION => (agent_id, signature, version, build_sha256),
         Ok(Some(_)) => {
-            return close_with(&mut socket, Ending::new(close::PROTOCOL, "expected hello")).await
+            return close_with(link, Ending::new(close::PROTOCOL, "expected hello")).await
         }
-        Ok(None) => return,
-        Err(_) => return close_with(&mut socket, Ending::new(close::TOO_SLOW, "too slow")).await,
+        Ok(None) => return link.close(None).await,
+        Err(_) => return close_with(link, Ending::new(close::TOO_SLOW, "too slow")).await,
     };
     // Listen before the last check, so a revocation right after it is
     // still heard.
@@ -163,11 +218,7 @@ async fn session(state: AppState, origin: Origin, mut socket: WebSocket) {
     {
         Ok(agent) => agent,
         Err(_) => {
-            return close_with(
-                &mut socket,
-                Ending::new(close::UNAUTHENTICATED, "not recognised"),
-            )
-            .await
+            return close_with(link, Ending::new(close::UNAUTHENTICATED, "not recognised")).await
         }
     };
     // What it runs, before anything it answers is read (an update counts
@@ -187,8 +238,8 @@ async fn session(state: AppState, origin: Origin, mut socket: WebSocket) {
         agent_id: agent.id.clone(),
         heartbeat_secs: heartbeat,
     };
-    if send(&mut socket, &welcome).await.is_err() {
-        return;
+    if send(&link, &welcome).await.is_err() {
+        return link.close(None).await;
     }
     tracing::info!(agent = %agent.name, team = %agent.team_id, ip = %origin.ip, "an agent connected");
     let connection = new_challenge();
@@ -203,20 +254,10 @@ async fn session(state: AppState, origin: Origin, mut socket: WebSocket) {
         connection: &connection,
         origin: &origin,
     };
-    let ending = carry(
-        &state,
-        this,
-        &mut socket,
-        &mut tunnel,
-        &mut events,
-        heartbeat,
-    )
-    .await;
+    let ending = carry(&state, this, &mut link, &mut tunnel, &mut events, heartbeat).await;
     state.tunnels.remove(&agent.id, &connection);
     drop(tunnel);
-    if let Some(ending) = ending {
-        close_with(&mut socket, ending).await;
-    }
+    link.close(ending).await;
     hub.agent_disconnected(&agent.id).await;
     tracing::info!(agent = %agent.name, team = %agent.team_id, "an agent disconnected");
 }
@@ -235,17 +276,17 @@ struct This<'a> {
 async fn carry(
     state: &AppState,
     this: This<'_>,
-    socket: &mut WebSocket,
+    link: &mut Link,
     tunnel: &mut redwall_tunnel::Carrier,
     events: &mut tokio::sync::broadcast::Receiver<AgentEvent>,
     heartbeat_secs: u64,
 ) -> Option<Ending> {
     let hub = &state.hub;
     let agent_id = this.agent_id;
-    if send_hosting(state, this, socket).await.is_err() {
+    if send_hosting(state, this, link).await.is_err() {
         return None;
     }
-    if send_commands(state, this, socket, true).await.is_err() {
+    if send_commands(state, this, link, true).await.is_err() {
         return None;
     }
     let silence = Duration::from_secs(heartbeat_secs.saturating_mul(SILENT_HEARTBEATS));
@@ -254,7 +295,7 @@ async fn carry(
         tokio::select! {
             frame = tunnel.next_frame() => match frame {
                 Some(bytes) => {
-                    if socket.send(Message::Binary(bytes.into())).await.is_err() {
+                    if link.frame(Message::Binary(bytes.into())).await.is_err() {
                         return None;
                     }
                 }
@@ -262,7 +303,7 @@ async fn carry(
                 // agent's end): the agent dials again.
                 None => return Some(Ending::new(close::PROTOCOL, "tunnel ended")),
             },
-            frame = tokio::time::timeout(silence, next_frame(socket)) => match frame {
+            frame = tokio::time::timeout(silence, next_frame(link)) => match frame {
                 Err(_) => return Some(Ending::new(1001, "silent")),
                 Ok(None) => return None,
                 Ok(Some(Err(()))) => return Some(Ending::new(close::PROTOCOL, "unreadable frame")),
@@ -289,7 +330,7 @@ async fn carry(
                     match hub.agent_site_events(this.origin, agent_id, stream, &epoch, &events).await {
                         Ok(through) => {
                             let stored = HubMessage::SiteEventsStored { stream, epoch, through };
-                            if send(socket, &stored).await.is_err() {
+                            if send(link, &stored).await.is_err() {
                                 return None;
                             }
                         }
@@ -314,12 +355,12 @@ async fn carry(
             event = events.recv() => match event {
                 Ok(AgentEvent::Revoked(id)) if id == agent_id => return revoked,
                 Ok(AgentEvent::Hosting(id)) if id == agent_id => {
-                    if send_hosting(state, this, socket).await.is_err() {
+                    if send_hosting(state, this, link).await.is_err() {
                         return None;
                     }
                 }
                 Ok(event) if event.has_commands_for(agent_id) => {
-                    if send_commands(state, this, socket, false).await.is_err() {
+                    if send_commands(state, this, link, false).await.is_err() {
                         return None;
                     }
                 }
@@ -347,7 +388,7 @@ async fn carry(
 async fn send_commands(
     state: &AppState,
     this: This<'_>,
-    socket: &mut WebSocket,
+    link: &Link,
     new_connection: bool,
 ) -> Result<(), ()> {
     let hub = &state.hub;
@@ -400,14 +441,14 @@ async fn send_commands(
             }
             command => HubMessage::Command { id, command },
         };
-        send(socket, &message).await?;
+        send(link, &message).await?;
     }
     Ok(())
 }
 
 /// Tells the agent which instance its Node-RED is, with that instance's
 /// token keys sealed for it (or that it is none).
-async fn send_hosting(state: &AppState, this: This<'_>, socket: &mut WebSocket) -> Result<(), ()> {
+async fn send_hosting(state: &AppState, this: This<'_>, link: &Link) -> Result<(), ()> {
     let instance = match state.hub.hosted_instance(this.agent).await {
         Ok(i) => i,
         Err(e) => {
@@ -417,7 +458,7 @@ async fn send_hosting(state: &AppState, this: This<'_>, socket: &mut WebSocket) 
             return Ok(());
         }
     };
-    send(socket, &HubMessage::Host { instance }).await
+    send(link, &HubMessage::Host { instance }).await
 }
 
 /// Answers, for the agent, a command the hub could not make ready to send:
