@@ -34,6 +34,7 @@ fn options() -> SiteBrokerOptions {
         executable: Some(PathBuf::from(env!("CARGO_BIN_EXE_redwall-agent"))),
         restart_base: Duration::from_millis(100),
         restart_max: Duration::from_secs(1),
+        state_dir: None,
     }
 }
 
@@ -334,4 +335,140 @@ async fn a_broker_that_cannot_listen_is_retried_and_reported() {
     drop(taken);
     assert!(broker.wait_running(DEADLINE).await.is_some());
     broker.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_operators_user_logs_in_with_the_password_in_its_file() {
+    use std::os::unix::fs::PermissionsExt as _;
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("scada.password");
+    std::fs::write(&file, "correct-horse-battery-staple\n").unwrap();
+    std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let config = SiteBrokerConfig::parse(&format!(
+        "listen = [\"127.0.0.1:{}\"]\n[[users]]\nname = \"scada\"\npassword_file = \"{}\"\n",
+        free_port(),
+        file.display()
+    ))
+    .unwrap();
+    let broker = SiteBroker::start(&config, options()).await.unwrap();
+    assert!(broker.running_pid().is_some(), "{:?}", broker.state());
+    let (client, eventloop) = connect(
+        &broker,
+        "scada-1",
+        Some(("scada", "correct-horse-battery-staple")),
+        true,
+    )
+    .await
+    .unwrap();
+    let _events = drive(eventloop);
+    let (_sub, mut received) = subscribed(&broker, "sub", "scada/#").await;
+    client
+        .publish("scada/x", QoS::AtLeastOnce, false, "1")
+        .await
+        .unwrap();
+    let p = tokio::time::timeout(DEADLINE, received.recv())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(&p.payload[..], b"1");
+    let wrong = refused(connect(&broker, "scada-2", Some(("scada", "correct-horse")), true).await);
+    assert_eq!(wrong, ConnectReturnCode::BadUserNamePassword);
+    // A password file others can read stops the start, naming the file.
+    std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let err = SiteBroker::start(&config, options())
+        .await
+        .err()
+        .expect("an exposed password file is refused");
+    assert!(err.to_string().contains("chmod 600"), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_id_held_by_another_users_session_is_not_taken_over() {
+    let broker = start().await;
+    let (br, br_password) = bridge(&broker);
+    let (nr, nr_password) = node_red(&broker);
+    // The bridge's persistent session, then the bridge goes away.
+    let (client, eventloop) = connect(&broker, "site-bridge", Some((br, &br_password)), false)
+        .await
+        .unwrap();
+    drop(eventloop);
+    drop(client);
+    let taken = refused(connect(&broker, "site-bridge", Some((nr, &nr_password)), false).await);
+    assert_eq!(taken, ConnectReturnCode::NotAuthorized);
+    // Its own user gets it back.
+    connect(&broker, "site-bridge", Some((br, &br_password)), false)
+        .await
+        .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_tls_listener_serves_the_same_users_with_a_pinnable_certificate() {
+    let tls_port = free_port();
+    let config = SiteBrokerConfig::parse(&format!(
+        "listen = [\"127.0.0.1:{}\"]\n[tls]\nlisten = \"127.0.0.1:{tls_port}\"\nnames = [\"plant-gw.example.test\"]\n",
+        free_port()
+    ))
+    .unwrap();
+    let broker = SiteBroker::start(&config, options()).await.unwrap();
+    assert!(broker.running_pid().is_some(), "{:?}", broker.state());
+    let (addr, sha256) = broker.tls().unwrap();
+    assert_eq!(addr.port(), tls_port);
+    let trust = redwall_agent::tls::HubTrust::new(Some(sha256), None);
+    let mut client_tls = redwall_agent::tls::client_config(&trust).unwrap();
+    client_tls.alpn_protocols.clear();
+    let client_tls = std::sync::Arc::new(client_tls);
+    let tls_client = |id: &str, password: &str| {
+        let mut options = MqttOptions::new(id, "127.0.0.1", tls_port);
+        options.set_keep_alive(Duration::from_secs(5));
+        options.set_credentials(NODE_RED_USER, password);
+        options.set_transport(rumqttc::Transport::tls_with_config(
+            rumqttc::TlsConfiguration::Rustls(client_tls.clone()),
+        ));
+        AsyncClient::new(options, 10)
+    };
+    let password = broker.credentials().node_red_password().to_owned();
+    let (client, mut eventloop) = tls_client("tls-1", &password);
+    loop {
+        match tokio::time::timeout(DEADLINE, eventloop.poll()).await {
+            Ok(Ok(Event::Incoming(Packet::ConnAck(_)))) => break,
+            Ok(Ok(_)) => {}
+            other => panic!("no CONNACK over TLS: {other:?}"),
+        }
+    }
+    let _events = drive(eventloop);
+    let (_sub, mut received) = subscribed(&broker, "sub", "tls/#").await;
+    client
+        .publish("tls/x", QoS::ExactlyOnce, false, "over tls")
+        .await
+        .unwrap();
+    let p = tokio::time::timeout(DEADLINE, received.recv())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(&p.payload[..], b"over tls");
+    // The same login rules: a wrong password is refused.
+    let (_c, mut eventloop) = tls_client("tls-2", "wrong");
+    let refused = loop {
+        match tokio::time::timeout(DEADLINE, eventloop.poll()).await {
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => break e,
+            Err(_) => panic!("no answer"),
+        }
+    };
+    assert!(
+        matches!(
+            refused,
+            ConnectionError::ConnectionRefused(ConnectReturnCode::BadUserNamePassword)
+        ),
+        "{refused:?}"
+    );
+    // Plain MQTT on the TLS port gets nowhere.
+    let mut plain = MqttOptions::new("plain", "127.0.0.1", tls_port);
+    plain.set_credentials(NODE_RED_USER, password.as_str());
+    let (_c, mut eventloop) = AsyncClient::new(plain, 10);
+    let answer = tokio::time::timeout(Duration::from_secs(15), eventloop.poll()).await;
+    assert!(
+        !matches!(answer, Ok(Ok(Event::Incoming(Packet::ConnAck(_))))),
+        "plain MQTT was accepted on the TLS port"
+    );
 }

@@ -67,12 +67,24 @@ fn run() -> Result<(), String> {
             .map_err(|e| format!("{addr}: {e}"))?;
         listeners.push(listener);
     }
+    let tls = match &config.tls {
+        Some(tls) => {
+            let server = super::tls::server_config(tls).map_err(|e| e.to_string())?;
+            let listener = std::net::TcpListener::bind(tls.listen)
+                .map_err(|e| format!("cannot listen on {} (TLS): {e}", tls.listen))?;
+            listener
+                .set_nonblocking(true)
+                .map_err(|e| format!("{}: {e}", tls.listen))?;
+            Some((listener, tokio_rustls::TlsAcceptor::from(server)))
+        }
+        None => None,
+    };
     drop_privileges(parent)?;
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .map_err(|e| format!("cannot start the runtime: {e}"))?;
-    runtime.block_on(serve(config, listeners))
+    runtime.block_on(serve(config, listeners, tls))
 }
 
 /// As root: uid and gid [`UNPRIVILEGED_ID`], no supplementary groups. In
@@ -115,7 +127,11 @@ fn drop_privileges(parent: libc::pid_t) -> Result<(), String> {
     Ok(())
 }
 
-async fn serve(config: ChildConfig, listeners: Vec<std::net::TcpListener>) -> Result<(), String> {
+async fn serve(
+    config: ChildConfig,
+    listeners: Vec<std::net::TcpListener>,
+    tls: Option<(std::net::TcpListener, tokio_rustls::TlsAcceptor)>,
+) -> Result<(), String> {
     let scx = ServerContext::new()
         .mqtt_max_sessions(config.max_connections as isize)
         // The site's host may be busy with its own work: the broker still
@@ -137,7 +153,14 @@ async fn serve(config: ChildConfig, listeners: Vec<std::net::TcpListener>) -> Re
     }
     register.start().await;
 
-    let max_inflight = std::num::NonZeroU16::new(64).unwrap_or(std::num::NonZeroU16::MIN);
+    // rmqtt's window bounds both ways: QoS 1 and 2 messages sent to a
+    // client and unacknowledged, and QoS 2 messages received and not yet
+    // released. A client beyond the second is disconnected after its
+    // message was published (so its resend would repeat it); a flow may
+    // burst thousands of QoS 2 messages, so the window is the packet id
+    // space itself. What waits for a slow client is bounded by
+    // `max_queue` and the send timeout.
+    let max_inflight = std::num::NonZeroU16::MAX;
     let internal = Builder::new()
         .name("site")
         .laddr(([127, 0, 0, 1], 0).into())
@@ -172,7 +195,12 @@ async fn serve(config: ChildConfig, listeners: Vec<std::net::TcpListener>) -> Re
     for listener in listeners {
         let listener = tokio::net::TcpListener::from_std(listener).map_err(|e| e.to_string())?;
         bound.push(listener.local_addr().map_err(|e| e.to_string())?);
-        tokio::spawn(front.clone().serve(listener));
+        tokio::spawn(front.clone().serve(listener, None));
+    }
+    if let Some((listener, acceptor)) = tls {
+        let listener = tokio::net::TcpListener::from_std(listener).map_err(|e| e.to_string())?;
+        bound.push(listener.local_addr().map_err(|e| e.to_string())?);
+        tokio::spawn(front.clone().serve(listener, Some(acceptor)));
     }
     let ready = serde_json::json!({"ready": true, "listen": bound, "pid": std::process::id()});
     let mut out = std::io::stdout().lock();
@@ -365,7 +393,13 @@ pub(crate) mod front {
             }
         }
 
-        pub(crate) async fn serve(self, listener: TcpListener) {
+        /// Serves `listener`, plain or (with `tls`) MQTT over TLS; the
+        /// TLS handshake counts against the same deadline as the CONNECT.
+        pub(crate) async fn serve(
+            self,
+            listener: TcpListener,
+            tls: Option<tokio_rustls::TlsAcceptor>,
+        ) {
             loop {
                 let (socket, peer) = match listener.accept().await {
                     Ok(accepted) => accepted,
@@ -378,10 +412,22 @@ pub(crate) mod front {
                 let Ok(permit) = self.handshakes.clone().try_acquire_owned() else {
                     continue; // too many handshakes at once: drop this one
                 };
-                let front = self.clone();
+                let (front, tls) = (self.clone(), tls.clone());
                 tokio::spawn(async move {
                     let _ = socket.set_nodelay(true);
-                    if let Err(e) = front.start(socket, peer, permit).await {
+                    let ended = match tls {
+                        None => front.start(socket, peer, permit).await,
+                        Some(acceptor) => {
+                            let handshake =
+                                tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(socket));
+                            match handshake.await {
+                                Ok(Ok(stream)) => front.start(stream, peer, permit).await,
+                                Ok(Err(e)) => Err(e),
+                                Err(_) => Err(io::ErrorKind::TimedOut.into()),
+                            }
+                        }
+                    };
+                    if let Err(e) = ended {
                         tracing::debug!(%peer, error = %e, "site broker: connection ended");
                     }
                 });

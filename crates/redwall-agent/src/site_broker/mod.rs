@@ -4,7 +4,10 @@
 //!
 //! Turned on by `DIR/site-broker.toml` ([`SiteBrokerConfig`]; an empty file
 //! means the defaults: plain MQTT on `127.0.0.1:1883` only, no anonymous
-//! login).
+//! login). Plain listeners are loopback only; the site's network may get
+//! MQTT over TLS (`[tls]`, [`tls`]: the operator's certificate or a
+//! self-signed one kept in `DIR/site-broker/`), and the operator may add
+//! users (`[[users]]`, passwords in 0600 files).
 //!
 //! ```text
 //! agent (run.rs)                      child: `redwall-agent site-broker`
@@ -28,11 +31,21 @@
 //!
 //! Users and rights: [`auth`]. The passwords are made at each start of
 //! the agent and never written anywhere; the child sees only digests.
+//!
+//! One known difference from Mosquitto, for the bridge: when a client's
+//! connection drops while messages are in flight to it and it resumes its
+//! session, rmqtt 0.24 sends those messages again (DUP, same packet ids,
+//! which the bridge's outbox recognises) but newest first
+//! (`transfer_session_state` pops them from the end). A message the
+//! bridge never received before the drop can then be stored out of order.
+//! The bridge's hop is loopback, so it drops only with one of the two
+//! processes, and the broker's restart loses its sessions anyway.
 
 pub mod auth;
 pub mod child;
 pub mod config;
 mod supervisor;
+pub mod tls;
 
 use std::net::SocketAddr;
 use std::os::fd::OwnedFd;
@@ -73,6 +86,9 @@ pub struct SiteBrokerOptions {
     /// Delay before the first restart, doubled after each exit in a row.
     pub restart_base: Duration,
     pub restart_max: Duration,
+    /// Where a self-signed certificate for the TLS listener is kept (the
+    /// agent's directory; `None`: made anew at each start).
+    pub state_dir: Option<PathBuf>,
 }
 
 impl Default for SiteBrokerOptions {
@@ -81,6 +97,7 @@ impl Default for SiteBrokerOptions {
             executable: None,
             restart_base: Duration::from_millis(500),
             restart_max: Duration::from_secs(30),
+            state_dir: None,
         }
     }
 }
@@ -96,6 +113,8 @@ pub enum SiteBrokerError {
 /// The running site broker. Dropping it kills the child.
 pub struct SiteBroker {
     config: SiteBrokerConfig,
+    /// The TLS listener's certificate SHA-256 (hex), what clients pin.
+    tls_sha256: Option<String>,
     credentials: Credentials,
     state: watch::Receiver<SiteBrokerState>,
     /// Closing it tells the supervising thread to stop.
@@ -125,7 +144,28 @@ impl SiteBroker {
             })?,
         };
         let credentials = Credentials::generate();
-        let child_config = ChildConfig::new(config, credentials.digests());
+        let mut users = credentials.digests();
+        users.extend(
+            config
+                .operator_digests()
+                .map_err(|e| SiteBrokerError::Config(e.to_string()))?,
+        );
+        let mut child_config = ChildConfig::new(config, users);
+        let tls_sha256 = match &config.tls {
+            Some(tls) => {
+                let (child, sha256) = tls
+                    .material(options.state_dir.as_deref())
+                    .map_err(|e| SiteBrokerError::Config(e.to_string()))?;
+                tracing::info!(
+                    listen = %tls.listen,
+                    sha256 = %sha256,
+                    "the site broker's TLS listener: its certificate"
+                );
+                child_config.tls = Some(child);
+                Some(sha256)
+            }
+            None => None,
+        };
         let json = Zeroizing::new(
             serde_json::to_vec(&child_config).map_err(|e| SiteBrokerError::Start(e.to_string()))?,
         );
@@ -145,6 +185,7 @@ impl SiteBroker {
             .map_err(|e| SiteBrokerError::Start(e.to_string()))?;
         let broker = SiteBroker {
             config: config.clone(),
+            tls_sha256,
             credentials,
             state,
             stop: Some(stop_write),
@@ -161,6 +202,14 @@ impl SiteBroker {
     /// Where Node-RED and the bridge connect (the first listener).
     pub fn address(&self) -> SocketAddr {
         self.config.address()
+    }
+
+    /// The TLS listener's address and its certificate's SHA-256 (hex).
+    pub fn tls(&self) -> Option<(SocketAddr, &str)> {
+        match (&self.config.tls, &self.tls_sha256) {
+            (Some(tls), Some(sha256)) => Some((tls.listen, sha256.as_str())),
+            _ => None,
+        }
     }
 
     /// The built-in users' passwords (this run only).
@@ -241,7 +290,11 @@ pub(crate) async fn start_in(
         return Ok(None);
     };
     tracing::info!(listen = ?config.listen, "starting the site broker");
-    SiteBroker::start(&config, options.clone())
+    let options = SiteBrokerOptions {
+        state_dir: Some(dir.to_owned()),
+        ..options.clone()
+    };
+    SiteBroker::start(&config, options)
         .await
         .map(Some)
         .map_err(|e| crate::run::RunError::SiteBroker(e.to_string()))
