@@ -157,6 +157,7 @@ pub mod site_broker;
 pub mod site_endpoints;
 pub mod site_events;
 pub mod site_mqtt;
+mod site_tls;
 pub mod snapshot;
 pub mod state;
 pub mod tls;

@@ -93,9 +93,10 @@ use redwall_policy::route_policy::{validate_rules, RouteRule};
 use redwall_policy::team_rules::TeamRanges;
 use tokio::sync::watch;
 
+pub use crate::site_tls::{SELF_SIGNED_CERT, SELF_SIGNED_KEY};
 pub use config::LocalEndpointsConfig;
 pub use server::LocalEndpoints;
-pub use tls::{SELF_SIGNED_CERT, SELF_SIGNED_DIR, SELF_SIGNED_KEY};
+pub use tls::SELF_SIGNED_DIR;
 
 /// Lifetime of the endpoint token added to each forwarded request (as the
 /// hub's proxy).

@@ -4,28 +4,18 @@
 //! SHA-256 in the log for clients to pin. The agent reads the files; the
 //! child gets the PEM text on its stdin and reads no file itself.
 
-use std::io::Read as _;
-use std::net::IpAddr;
-use std::os::unix::fs::{DirBuilderExt as _, PermissionsExt as _};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use rustls::pki_types::pem::PemObject as _;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use serde::{Deserialize, Serialize};
-use zeroize::Zeroizing;
 
 use super::config::ConfigError;
-use crate::state::{write_private_atomically, NOT_PRIVATE};
+use crate::site_tls;
+#[cfg(test)]
+use crate::site_tls::{plausible_dns_name, SELF_SIGNED_KEY};
 
 /// The self-signed certificate's directory, in the agent's directory.
 pub const SELF_SIGNED_DIR: &str = "site-broker";
-const SELF_SIGNED_CERT: &str = "cert.pem";
-const SELF_SIGNED_KEY: &str = "key.pem";
-/// The names it was made for; another list makes a new certificate.
-const SELF_SIGNED_NAMES: &str = "names";
-/// Largest PEM file read.
-const MAX_PEM: u64 = 256 * 1024;
 
 /// `[tls]` in `site-broker.toml`.
 #[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
@@ -82,13 +72,7 @@ impl TlsListenerConfig {
                 "tls: give both cert and key, or neither".into(),
             ));
         }
-        for n in &self.names {
-            if n.parse::<IpAddr>().is_err() && !plausible_dns_name(n) {
-                return Err(ConfigError(format!(
-                    "tls.names: {n:?} is neither an IP address nor a DNS name"
-                )));
-            }
-        }
+        site_tls::check_names(&self.names).map_err(|e| ConfigError(format!("tls.names: {e}")))?;
         Ok(())
     }
 
@@ -96,12 +80,20 @@ impl TlsListenerConfig {
     /// `state_dir`: where the self-signed one is kept (`None`: made anew,
     /// in memory only).
     pub fn material(&self, state_dir: Option<&Path>) -> Result<(ChildTls, String), ConfigError> {
+        let tls_error = |e: String| ConfigError(format!("tls: {e}"));
         let (cert_pem, key_pem) = match (&self.cert, &self.key) {
-            (Some(cert), Some(key)) => (read_pem(cert, false)?, read_pem(key, false)?),
-            _ => self.self_signed(state_dir)?,
+            (Some(cert), Some(key)) => (
+                site_tls::read_pem(cert, false).map_err(tls_error)?,
+                site_tls::read_pem(key, false).map_err(tls_error)?,
+            ),
+            _ => {
+                let names = site_tls::names(self.listen, &self.names);
+                let dir = state_dir.map(|d| d.join(SELF_SIGNED_DIR));
+                site_tls::self_signed(dir.as_deref(), &names, "the site broker's TLS listener")
+                    .map_err(tls_error)?
+            }
         };
-        let certs = certs_of(cert_pem.as_bytes())?;
-        key_of(key_pem.as_bytes())?;
+        let certs = site_tls::certs(cert_pem.as_bytes()).map_err(tls_error)?;
         let sha256 = crate::tls::cert_sha256(certs[0].as_ref());
         let child = ChildTls {
             listen: self.listen,
@@ -112,142 +104,22 @@ impl TlsListenerConfig {
         server_config(&child)?;
         Ok((child, sha256))
     }
-
-    fn names(&self) -> Vec<String> {
-        let mut names: Vec<String> = ["localhost", "127.0.0.1", "::1"]
-            .iter()
-            .map(|n| (*n).to_owned())
-            .collect();
-        let ip = self.listen.ip();
-        if !ip.is_unspecified() && !ip.is_loopback() {
-            names.push(ip.to_string());
-        }
-        for n in &self.names {
-            let n = n.trim().to_owned();
-            if !n.is_empty() && !names.contains(&n) {
-                names.push(n);
-            }
-        }
-        names
-    }
-
-    fn self_signed(
-        &self,
-        state_dir: Option<&Path>,
-    ) -> Result<(Zeroizing<String>, Zeroizing<String>), ConfigError> {
-        let names = self.names();
-        let listed = names.join("\n");
-        let dir = state_dir.map(|d| d.join(SELF_SIGNED_DIR));
-        if let Some(dir) = &dir {
-            let same =
-                std::fs::read_to_string(dir.join(SELF_SIGNED_NAMES)).is_ok_and(|n| n == listed);
-            let (cert, key) = (dir.join(SELF_SIGNED_CERT), dir.join(SELF_SIGNED_KEY));
-            if same && cert.is_file() && key.is_file() {
-                return Ok((read_pem(&cert, false)?, read_pem(&key, true)?));
-            }
-        }
-        let made = rcgen::generate_simple_self_signed(names.clone())
-            .map_err(|e| ConfigError(format!("tls: cannot make a certificate: {e}")))?;
-        let key_pem = Zeroizing::new(made.key_pair.serialize_pem());
-        let cert_pem = Zeroizing::new(made.cert.pem());
-        if let Some(dir) = &dir {
-            std::fs::DirBuilder::new()
-                .recursive(true)
-                .mode(0o700)
-                .create(dir)
-                .map_err(|e| ConfigError(format!("{}: {e}", dir.display())))?;
-            let write = |name: &str, bytes: &[u8]| {
-                write_private_atomically(dir, name, bytes)
-                    .map_err(|e| ConfigError(format!("tls: cannot keep the certificate: {e}")))
-            };
-            // The names last: they mark a finished pair.
-            write(SELF_SIGNED_KEY, key_pem.as_bytes())?;
-            write(SELF_SIGNED_CERT, cert_pem.as_bytes())?;
-            write(SELF_SIGNED_NAMES, listed.as_bytes())?;
-        }
-        tracing::info!(
-            names = %names.join(", "),
-            sha256 = %crate::tls::cert_sha256(made.cert.der().as_ref()),
-            "made a self-signed certificate for the site broker's TLS listener"
-        );
-        Ok((cert_pem, key_pem))
-    }
-}
-
-fn plausible_dns_name(n: &str) -> bool {
-    let n = n.strip_prefix("*.").unwrap_or(n);
-    !n.is_empty()
-        && n.len() <= 253
-        && n.split('.').all(|label| {
-            !label.is_empty()
-                && label.len() <= 63
-                && label
-                    .bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b == b'-')
-                && !label.starts_with('-')
-                && !label.ends_with('-')
-        })
-}
-
-/// A small PEM file; `private` refuses one the group or others can read
-/// (the key the agent made).
-fn read_pem(path: &Path, private: bool) -> Result<Zeroizing<String>, ConfigError> {
-    let bad = |why: String| ConfigError(format!("{}: {why}", path.display()));
-    let file = std::fs::File::open(path).map_err(|e| bad(e.to_string()))?;
-    let meta = file.metadata().map_err(|e| bad(e.to_string()))?;
-    if !meta.is_file() || meta.len() > MAX_PEM {
-        return Err(bad("not a small regular file".into()));
-    }
-    let mode = meta.permissions().mode() & 0o7777;
-    if private && mode & NOT_PRIVATE != 0 {
-        return Err(bad(format!(
-            "can be read by other users (mode {mode:04o}); chmod 600 it"
-        )));
-    }
-    let mut text = Zeroizing::new(String::new());
-    file.take(MAX_PEM)
-        .read_to_string(&mut text)
-        .map_err(|e| bad(e.to_string()))?;
-    Ok(text)
-}
-
-fn certs_of(pem: &[u8]) -> Result<Vec<CertificateDer<'static>>, ConfigError> {
-    let certs = CertificateDer::pem_slice_iter(pem)
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| ConfigError(format!("tls: the certificate: {e}")))?;
-    if certs.is_empty() {
-        return Err(ConfigError("tls: no PEM certificate".into()));
-    }
-    Ok(certs)
-}
-
-fn key_of(pem: &[u8]) -> Result<PrivateKeyDer<'static>, ConfigError> {
-    PrivateKeyDer::from_pem_slice(pem).map_err(|_| ConfigError("tls: no PEM private key".into()))
 }
 
 /// The child's rustls configuration (ring; TLS 1.2 and 1.3; no ALPN:
 /// MQTT clients offer none, or "mqtt").
 pub fn server_config(tls: &ChildTls) -> Result<Arc<rustls::ServerConfig>, ConfigError> {
-    let certs = certs_of(tls.cert_pem.as_bytes())?;
-    let key = key_of(tls.key_pem.as_bytes())?;
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let config = rustls::ServerConfig::builder_with_provider(provider)
-        .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
-        .map_err(|e| ConfigError(format!("tls: {e}")))?
-        .with_no_client_auth()
-        .with_single_cert(certs, key)
-        .map_err(|e| {
-            ConfigError(format!(
-                "tls: the certificate and key do not match or are not supported: {e}"
-            ))
-        })?;
-    Ok(Arc::new(config))
+    let tls_error = |e: String| ConfigError(format!("tls: {e}"));
+    let certs = site_tls::certs(tls.cert_pem.as_bytes()).map_err(tls_error)?;
+    let key = site_tls::key(tls.key_pem.as_bytes()).map_err(tls_error)?;
+    site_tls::server_config(certs, key, Vec::new()).map_err(tls_error)
 }
 
 #[cfg(test)]
 #[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 mod tests {
     use super::*;
+    use std::os::unix::fs::PermissionsExt as _;
 
     fn config(listen: &str) -> TlsListenerConfig {
         TlsListenerConfig {
