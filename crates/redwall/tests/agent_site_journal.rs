@@ -32,7 +32,6 @@ use agent_host::*;
 use serde_json::{json, Value};
 use serve_kit::*;
 use std::path::Path;
-use std::process::Child;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 /// Ticks per Node-RED run (one every 200 ms: 30 s), so the site falls
@@ -266,16 +265,6 @@ async fn wait_journals_empty(api: &Api, team: &str, within: Duration) -> Value {
     }
 }
 
-/// Kills a child on drop.
-struct Running(Child);
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 /// The hub (`redwall serve` on its defaults: HTTPS with its self-signed
 /// certificate) and the agent `site-a` with its Node-RED, online, in a
 /// network namespace that accepts no connection from outside. Dropped in
@@ -288,7 +277,6 @@ struct World {
     team: String,
     pat: String,
     listen: String,
-    port: u16,
     _dir: DataDir,
     site: Site,
 }
@@ -323,7 +311,6 @@ async fn world(tag: u32) -> World {
         team,
         pat,
         listen,
-        port,
         _dir: dir,
         site,
     }
@@ -343,36 +330,7 @@ impl World {
     /// Deploys the ticking flow through the hub's tunnel with the editor's
     /// admin API, as the admin.
     async fn deploy(&self) {
-        let editor = reqwest::Client::builder()
-            .danger_accept_invalid_certs(true)
-            .http1_only()
-            .resolve("line-1.sites.test", self.listen.parse().unwrap())
-            .build()
-            .unwrap();
-        let base = format!("https://line-1.sites.test:{}", self.port);
-        let deadline = Instant::now() + Duration::from_secs(90);
-        loop {
-            let r = editor
-                .post(format!("{base}/editor/flows"))
-                .header("authorization", format!("Bearer {}", self.pat))
-                .header("origin", &base)
-                .header("node-red-deployment-type", "full")
-                .json(&ticking_flows())
-                .send()
-                .await
-                .unwrap();
-            if r.status().is_success() {
-                return;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "deploy: {} {}\n{}",
-                r.status(),
-                r.text().await.unwrap_or_default(),
-                self.host.log()
-            );
-            tokio::time::sleep(Duration::from_millis(500)).await;
-        }
+        deploy_through_hub(&self.listen, &self.pat, &ticking_flows(), &self.host).await;
     }
 
     /// Waits until the hub has at least `n` tick lines; all its lines.

@@ -24,12 +24,11 @@ mod agent_host;
 mod serve_kit;
 
 use agent_host::*;
-use base64::Engine as _;
 use redwall_agent::node_red::{NodeRedSecrets, INSTANCE_ID};
 use serde_json::{json, Value};
 use serve_kit::*;
 use std::path::Path;
-use std::process::{Child, Command};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 /// This test's site (other tests use 1, 7, 9 and 10).
@@ -75,24 +74,6 @@ fn big_flows(big: &str) -> Value {
         {"id": "r1", "type": "http response", "z": "t1", "statusCode": "", "headers": {},
          "wires": []}
     ])
-}
-
-/// Imports a flows file as a snapshot of the team's instance `central`.
-async fn snapshot_of(api: &Api, team: &str, flows: &Value) -> String {
-    let file = serde_json::to_vec(flows).unwrap();
-    let v = api
-        .post(
-            &format!("/api/v1/teams/{team}/instances/central/snapshots/import"),
-            json!({
-                "file": base64::engine::general_purpose::STANDARD.encode(file),
-                "accept_plaintext_credentials": true,
-            }),
-        )
-        .await;
-    v["snapshot"]["id"]
-        .as_str()
-        .expect("a snapshot")
-        .to_string()
 }
 
 /// GET /hello on the site's Node-RED (inside the site's namespace), with
@@ -166,17 +147,6 @@ impl Drop for Shaped {
         let _ = Command::new("tc")
             .args(["qdisc", "del", "dev", &self.dev, "root"])
             .output();
-    }
-}
-
-/// Kills a child on drop (the agent, also when the test fails: its
-/// Node-RED goes with it).
-struct Running(Child);
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
     }
 }
 

@@ -18,7 +18,6 @@ mod agent_host;
 mod serve_kit;
 
 use agent_host::*;
-use base64::Engine as _;
 use redwall_agent::node_red::{NodeRedSecrets, INSTANCE_ID};
 use serde_json::{json, Value};
 use serve_kit::*;
@@ -40,24 +39,6 @@ fn hello_flows(text: &str) -> Value {
          "port": "1", "autoConnect": false,
          "credentials": {"user": "plc", "password": format!("pw-{text}")}}
     ])
-}
-
-/// Imports a flows file as a snapshot of the team's instance `central`.
-async fn snapshot_of(api: &Api, team: &str, flows: &Value) -> String {
-    let file = serde_json::to_vec(flows).unwrap();
-    let v = api
-        .post(
-            &format!("/api/v1/teams/{team}/instances/central/snapshots/import"),
-            json!({
-                "file": base64::engine::general_purpose::STANDARD.encode(file),
-                "accept_plaintext_credentials": true,
-            }),
-        )
-        .await;
-    v["snapshot"]["id"]
-        .as_str()
-        .expect("a snapshot")
-        .to_string()
 }
 
 /// GET /hello on the site's Node-RED, with an endpoint token as the agent's

@@ -25,7 +25,7 @@ use agent_host::*;
 use serde_json::{json, Value};
 use serve_kit::*;
 use std::os::unix::fs::PermissionsExt as _;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 /// Messages the flow publishes (one every 10 ms).
@@ -56,16 +56,6 @@ fn publishing_flows() -> Value {
 fn private_file(path: &std::path::Path, text: &str) {
     std::fs::write(path, text).unwrap();
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).unwrap();
-}
-
-/// Kills a child on drop.
-struct Running(Child);
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -164,36 +154,7 @@ async fn a_site_publishing_every_10_ms_loses_and_repeats_nothing_across_a_cut_li
         json!({"name": "line-1"}),
     )
     .await;
-    let editor = reqwest::Client::builder()
-        .danger_accept_invalid_certs(true)
-        .http1_only()
-        .resolve("line-1.sites.test", listen.parse().unwrap())
-        .build()
-        .unwrap();
-    let base = format!("https://line-1.sites.test:{port}");
-    let deadline = Instant::now() + Duration::from_secs(90);
-    loop {
-        let r = editor
-            .post(format!("{base}/editor/flows"))
-            .header("authorization", format!("Bearer {pat}"))
-            .header("origin", &base)
-            .header("node-red-deployment-type", "full")
-            .json(&publishing_flows())
-            .send()
-            .await
-            .unwrap();
-        if r.status().is_success() {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "deploy: {} {}\n{}",
-            r.status(),
-            r.text().await.unwrap_or_default(),
-            host.log()
-        );
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    }
+    deploy_through_hub(&listen, &pat, &publishing_flows(), &host).await;
 
     let count = || {
         std::fs::read_to_string(&received)

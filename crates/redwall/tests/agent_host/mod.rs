@@ -335,3 +335,71 @@ impl Drop for Site {
             .output();
     }
 }
+
+/// Kills a child on drop (an agent, also when the test fails: its
+/// Node-RED goes with it).
+pub struct Running(pub Child);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Imports a flows file as a snapshot of the team's instance `central`.
+pub async fn snapshot_of(api: &Api, team: &str, flows: &Value) -> String {
+    use base64::Engine as _;
+    let file = serde_json::to_vec(flows).unwrap();
+    let v = api
+        .post(
+            &format!("/api/v1/teams/{team}/instances/central/snapshots/import"),
+            serde_json::json!({
+                "file": base64::engine::general_purpose::STANDARD.encode(file),
+                "accept_plaintext_credentials": true,
+            }),
+        )
+        .await;
+    v["snapshot"]["id"]
+        .as_str()
+        .expect("a snapshot")
+        .to_string()
+}
+
+/// Deploys `flows` to the agent's instance `line-1` (domain `sites.test`)
+/// through the hub's tunnel with the editor's admin API, as the holder of
+/// `pat`, trying again until the site's Node-RED answers (it restarts as
+/// the hub's instance first).
+pub async fn deploy_through_hub(listen: &str, pat: &str, flows: &Value, host: &AgentHost) {
+    let editor = reqwest::Client::builder()
+        .danger_accept_invalid_certs(true)
+        .http1_only()
+        .resolve("line-1.sites.test", listen.parse().unwrap())
+        .build()
+        .unwrap();
+    let port = listen.rsplit(':').next().unwrap();
+    let base = format!("https://line-1.sites.test:{port}");
+    let deadline = Instant::now() + Duration::from_secs(90);
+    loop {
+        let r = editor
+            .post(format!("{base}/editor/flows"))
+            .header("authorization", format!("Bearer {pat}"))
+            .header("origin", &base)
+            .header("node-red-deployment-type", "full")
+            .json(flows)
+            .send()
+            .await
+            .unwrap();
+        if r.status().is_success() {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "deploy: {} {}\n{}",
+            r.status(),
+            r.text().await.unwrap_or_default(),
+            host.log()
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
