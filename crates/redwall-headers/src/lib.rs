@@ -88,27 +88,39 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
 /// A header name as a lenient reader could take it: lower case, with `_`
 /// (and any other separator) read as `-`.
 fn normalized(name: &str) -> String {
-    name.bytes()
-        .map(|b| {
-            if b.is_ascii_alphanumeric() {
-                b.to_ascii_lowercase() as char
-            } else {
-                '-'
-            }
-        })
-        .collect()
+    name.bytes().map(|b| normalized_byte(b) as char).collect()
+}
+
+fn normalized_byte(b: u8) -> u8 {
+    if b.is_ascii_alphanumeric() {
+        b.to_ascii_lowercase()
+    } else {
+        b'-'
+    }
 }
 
 fn is_ours_or_forwarding(name: &str, authorization: Authorization) -> bool {
     if name == header::AUTHORIZATION.as_str() {
         return authorization == Authorization::Drop;
     }
-    let n = normalized(name);
+    // Normalized on the stack: a request's every header name passes here.
+    let mut buf = [0u8; 64];
+    let owned;
+    let n: &str = if name.len() <= buf.len() {
+        for (d, b) in buf.iter_mut().zip(name.bytes()) {
+            *d = normalized_byte(b);
+        }
+        // Only ASCII letters, digits and '-' were written.
+        std::str::from_utf8(&buf[..name.len()]).unwrap_or_default()
+    } else {
+        owned = normalized(name);
+        &owned
+    };
     n.starts_with("x-redwall")
         || n == "x-csrf-token"
         || n == "x-api-key"
         || n.starts_with("x-forwarded-")
-        || CLIENT_ADDRESS_HEADERS.contains(&n.as_str())
+        || CLIENT_ADDRESS_HEADERS.contains(&n)
 }
 
 fn mentions_redwall(bytes: &[u8]) -> bool {
@@ -196,6 +208,13 @@ pub fn prepare_request(
     set_forwarding(headers, peer, https, authority);
 }
 
+// Parsed once, not on every insert: a `&str` name is parsed and checked
+// again by each `HeaderMap::insert` (a few hundred instructions a name).
+const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+const X_REAL_IP: HeaderName = HeaderName::from_static("x-real-ip");
+const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+
 fn set_forwarding(headers: &mut HeaderMap, peer: IpAddr, https: bool, authority: Option<&str>) {
     let ip = match peer {
         IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(peer, IpAddr::V4),
@@ -203,27 +222,35 @@ fn set_forwarding(headers: &mut HeaderMap, peer: IpAddr, https: bool, authority:
     };
     let ip_text = ip.to_string();
     let proto = if https { "https" } else { "http" };
-    let node = if ip.is_ipv6() {
-        format!("\"[{ip_text}]\"")
-    } else {
-        ip_text.clone()
-    };
-    let mut forwarded = format!("for={node};proto={proto}");
     let authority = authority.filter(|a| !a.bytes().any(|b| b == b'"' || b == b'\\'));
-    if let Some(a) = authority {
-        forwarded.push_str(&format!(";host=\"{a}\""));
+    // for=NODE;proto=PROTO[;host="AUTHORITY"], built in one buffer.
+    let mut forwarded = String::with_capacity(32 + ip_text.len() + authority.map_or(0, str::len));
+    forwarded.push_str("for=");
+    if ip.is_ipv6() {
+        forwarded.push_str("\"[");
+        forwarded.push_str(&ip_text);
+        forwarded.push_str("]\"");
+    } else {
+        forwarded.push_str(&ip_text);
     }
-    let mut set = |name: &'static str, value: &str| {
+    forwarded.push_str(";proto=");
+    forwarded.push_str(proto);
+    if let Some(a) = authority {
+        forwarded.push_str(";host=\"");
+        forwarded.push_str(a);
+        forwarded.push('"');
+    }
+    let mut set = |name: HeaderName, value: &str| {
         if let Ok(v) = HeaderValue::from_str(value) {
             headers.insert(name, v);
         }
     };
-    set("x-forwarded-for", &ip_text);
-    set("x-real-ip", &ip_text);
-    set("x-forwarded-proto", proto);
-    set("forwarded", &forwarded);
+    set(X_FORWARDED_FOR, &ip_text);
+    set(X_REAL_IP, &ip_text);
+    set(X_FORWARDED_PROTO, proto);
+    set(header::FORWARDED, &forwarded);
     if let Some(a) = authority {
-        set("x-forwarded-host", a);
+        set(X_FORWARDED_HOST, a);
     }
 }
 
