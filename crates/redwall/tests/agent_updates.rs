@@ -87,7 +87,12 @@ fn keep_running(host: &AgentHost, agent: &mut Child, restarts: &mut u32) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_agent_takes_a_signed_build_in_place_and_rolls_a_broken_one_back() {
     let port = redwall_runtime::testing::free_port();
-    let dir = DataDir::for_agents(&format!("127.0.0.1:{port}"), None, 1);
+    // Heartbeats every 5 s, as in the agent crate's update tests: the
+    // debug-built hub loads, encodes and signs a build of tens of
+    // megabytes before its first byte to the agent (a release hub takes
+    // milliseconds), and with 1 s heartbeats (3 s of tolerated silence)
+    // the agent took that for a dead link under CI's load.
+    let dir = DataDir::for_agents(&format!("127.0.0.1:{port}"), None, 5);
     // A broken build gets 5 s to connect (the least the hub allows).
     let config = dir.path().join("redwall.toml");
     let mut text = std::fs::read_to_string(&config).unwrap();
