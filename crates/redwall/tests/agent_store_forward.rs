@@ -145,7 +145,9 @@ async fn a_site_publishing_every_10_ms_loses_and_repeats_nothing_across_a_cut_li
             password_file.display()
         ),
     );
-    let mut agent = host.run();
+    // Killed on drop too, so a failing run leaves no agent (and no site
+    // broker) behind.
+    let mut agent = Running(host.run());
     wait_online(&admin, &team, "site-a", true, Duration::from_secs(30)).await;
 
     // The flow reaches the site through the hub (the agent's tunnel).
@@ -225,8 +227,8 @@ async fn a_site_publishing_every_10_ms_loses_and_repeats_nothing_across_a_cut_li
         .and_then(|rest| rest.split(|c: char| !c.is_ascii_digit()).next())
         .and_then(|pid| pid.parse().ok())
         .unwrap_or_else(|| panic!("no site broker pid in the log:\n{log}"));
-    let _ = agent.kill();
-    let _ = agent.wait();
+    let _ = agent.0.kill();
+    let _ = agent.0.wait();
     let deadline = Instant::now() + Duration::from_secs(10);
     while std::fs::read_to_string(format!("/proc/{broker_pid}/status"))
         .is_ok_and(|s| !s.contains("State:\tZ"))
