@@ -18,7 +18,6 @@ mod agent_host;
 mod serve_kit;
 
 use agent_host::*;
-use redwall_agent::node_red::{NodeRedSecrets, INSTANCE_ID};
 use serde_json::{json, Value};
 use serve_kit::*;
 use std::path::Path;
@@ -44,18 +43,7 @@ fn hello_flows(text: &str) -> Value {
 /// GET /hello on the site's Node-RED, with an endpoint token as the agent's
 /// keys make it (endpoints answer nothing else).
 async fn hello(state_dir: &Path, port: u16) -> Option<String> {
-    let secrets = NodeRedSecrets::load_or_create(state_dir).ok()?;
-    let expires = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs() as i64
-        + 600;
-    let token = redwall_runtime::mint_endpoint_token(
-        &redwall_crypto::Secret::new(secrets.endpoint.clone()),
-        INSTANCE_ID,
-        Some("test"),
-        expires,
-    );
+    let token = endpoint_token(state_dir)?;
     let r = redwall_runtime::request(
         ([127, 0, 0, 1], port).into(),
         "GET",

@@ -403,3 +403,21 @@ pub async fn deploy_through_hub(listen: &str, pat: &str, flows: &Value, host: &A
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
 }
+
+/// An endpoint token for the agent's own Node-RED, as the agent's keys
+/// make it (its endpoints answer nothing else); `None` before it has keys.
+pub fn endpoint_token(state_dir: &Path) -> Option<String> {
+    use redwall_agent::node_red::{NodeRedSecrets, INSTANCE_ID};
+    let secrets = NodeRedSecrets::load_or_create(state_dir).ok()?;
+    let expires = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64
+        + 600;
+    Some(redwall_runtime::mint_endpoint_token(
+        &redwall_crypto::Secret::new(secrets.endpoint.clone()),
+        INSTANCE_ID,
+        Some("test"),
+        expires,
+    ))
+}
