@@ -119,17 +119,9 @@ struct LogsPage {
 }
 
 pub async fn logs_page(ctx: Ctx, Path((team_id, agent)): Path<(String, String)>) -> Response {
-    let me = match ctx.me().await {
-        Ok(me) => me,
+    let (me, team) = match super::instances::team_of(&ctx, &team_id).await {
+        Ok(x) => x,
         Err(r) => return r,
-    };
-    let team = match ctx
-        .api
-        .get::<Team>(&format!("/api/v1/teams/{team_id}"))
-        .await
-    {
-        Ok(t) => t,
-        Err(f) => return ctx.refused(&f, Some(&me)),
     };
     let base = format!("/api/v1/teams/{team_id}/agents/{agent}");
     let logs = format!("{base}/logs?lines={LINES}");

@@ -185,7 +185,8 @@ fn notice(code: Option<&str>) -> Option<&'static str> {
 
 // ---- create ----
 
-async fn team_of(ctx: &Ctx, team: &str) -> Result<(Me, Team), Response> {
+/// The signed-in caller and the team, or the page that says why not.
+pub(super) async fn team_of(ctx: &Ctx, team: &str) -> Result<(Me, Team), Response> {
     let me = ctx.me().await?;
     match ctx.api.get::<Team>(&format!("/api/v1/teams/{team}")).await {
         Ok(t) => Ok((me, t)),
