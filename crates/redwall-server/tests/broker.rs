@@ -7,6 +7,7 @@
 mod common;
 mod mqtt_kit;
 use common::*;
+use mqtt_kit::raw::Raw;
 use mqtt_kit::{allow, broker_client, connect, granted, v5_round_trip, Via};
 use serde_json::json;
 use std::time::Duration;
@@ -282,33 +283,6 @@ async fn mqtt_3_and_5_over_tls_and_websocket() {
     s.stop().await;
 }
 
-/// MQTT's variable byte integer (section 1.5.5).
-fn remaining_length(mut n: usize, out: &mut Vec<u8>) {
-    loop {
-        let mut byte = (n % 128) as u8;
-        n /= 128;
-        if n > 0 {
-            byte |= 0x80;
-        }
-        out.push(byte);
-        if n == 0 {
-            return;
-        }
-    }
-}
-
-fn string(s: &str, out: &mut Vec<u8>) {
-    out.extend_from_slice(&(s.len() as u16).to_be_bytes());
-    out.extend_from_slice(s.as_bytes());
-}
-
-fn packet(first: u8, body: Vec<u8>) -> Vec<u8> {
-    let mut out = vec![first];
-    remaining_length(body.len(), &mut out);
-    out.extend(body);
-    out
-}
-
 /// A subscriber written by hand (MQTT 3.1.1 CONNECT and SUBSCRIBE) that
 /// then never reads again: the slowest reader there is.
 async fn raw_subscriber(
@@ -318,26 +292,9 @@ async fn raw_subscriber(
     pass: &str,
     filter: &str,
 ) -> tokio::net::TcpStream {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut connect = Vec::new();
-    string("MQTT", &mut connect);
-    connect.extend_from_slice(&[4, 0xc2, 0, 60]);
-    for field in [client_id, user, pass] {
-        string(field, &mut connect);
-    }
-    let mut subscribe = vec![0, 1];
-    string(filter, &mut subscribe);
-    subscribe.push(0);
-    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
-    stream.write_all(&packet(0x10, connect)).await.unwrap();
-    let mut connack = [0u8; 4];
-    stream.read_exact(&mut connack).await.unwrap();
-    assert_eq!(connack, [0x20, 2, 0, 0], "CONNACK accepted");
-    stream.write_all(&packet(0x82, subscribe)).await.unwrap();
-    let mut suback = [0u8; 5];
-    stream.read_exact(&mut suback).await.unwrap();
-    assert_eq!(suback, [0x90, 3, 0, 1, 0], "SUBACK granted QoS 0");
-    stream
+    let (mut raw, _) = Raw::connect(addr, 4, client_id, user, pass, true).await;
+    raw.subscribe_qos0(filter).await;
+    raw.stream
 }
 
 /// What one client may cost: a packet over the limit and too many

@@ -419,6 +419,12 @@ impl InInflight {
         self.cached.contains(pid)
     }
 
+    /// Redwall: the ids held, to carry them to the session's next connection.
+    #[inline]
+    pub(crate) fn ids(&self) -> Vec<NonZeroU16> {
+        self.cached.iter().copied().collect()
+    }
+
     #[inline]
     pub(crate) fn remove(&mut self, pid: &NonZeroU16) -> bool {
         #[allow(clippy::needless_bool)]

@@ -117,7 +117,6 @@ pub struct SessionState {
     pub hook: Arc<dyn Hook>,
     pub server_topic_aliases: Option<Arc<ServerTopicAliases>>,
     pub client_topic_aliases: Option<Arc<ClientTopicAliases>>,
-    in_inflight: InInflight,
 }
 
 impl fmt::Debug for SessionState {
@@ -161,8 +160,6 @@ impl SessionState {
             #[cfg(feature = "debug")]
             session.scx.clone(),
         );
-        let scx = session.scx.clone();
-        let max_inflight = session.listen_cfg().max_inflight;
         Self {
             inner: session,
             tx,
@@ -171,7 +168,6 @@ impl SessionState {
             // deliver_queue_tx: None,
             server_topic_aliases,
             client_topic_aliases,
-            in_inflight: InInflight::new(scx, max_inflight.get()),
         }
     }
 
@@ -733,12 +729,12 @@ impl SessionState {
 
             Packet::V3(v3::Packet::PublishRelease { packet_id }) => {
                 log::debug!("{} PublishRelease: {:?}", self.id, packet_id);
-                self.in_inflight.remove(&packet_id);
+                self.in_inflight.lock().remove(&packet_id);
                 sink.v3_mut().send_publish_complete(packet_id).await?;
             }
             Packet::V5(v5::Packet::PublishRelease(ack2)) => {
                 log::debug!("{} PublishRelease: {:?}", self.id, ack2);
-                self.in_inflight.remove(&ack2.packet_id);
+                self.in_inflight.lock().remove(&ack2.packet_id);
                 sink.v5_mut()
                     .send_publish_complete(PublishAck2 { packet_id: ack2.packet_id, ..Default::default() })
                     .await?;
@@ -957,7 +953,8 @@ impl SessionState {
         match qos {
             QoS::AtLeastOnce => {
                 let packet_id = Self::packet_id(packet_id)?;
-                let inflight_res = match self.in_inflight.add(packet_id, qos) {
+                let added = self.in_inflight.lock().add(packet_id, qos);
+                let inflight_res = match added {
                     Err(e) => {
                         //hook, Message dropped
                         self.scx
@@ -972,13 +969,13 @@ impl SessionState {
 
                 let pubres = self.publish(publish).await.inspect_err(|_| {
                     if inflight_res {
-                        self.in_inflight.remove(&packet_id);
+                        self.in_inflight.lock().remove(&packet_id);
                     }
                 })?;
 
                 let ack_res = sink.send_publish_ack(packet_id, pubres).await;
                 if inflight_res {
-                    self.in_inflight.remove(&packet_id);
+                    self.in_inflight.lock().remove(&packet_id);
                 }
                 ack_res?;
             }
@@ -986,7 +983,7 @@ impl SessionState {
                 let packet_id = Self::packet_id(packet_id)?;
                 // [MQTT-4.3.3-10] Duplicate QoS 2 PUBLISH (same Packet Identifier,
                 // exchange not yet complete): answer PUBREC, do NOT deliver again.
-                if self.in_inflight.exist(&packet_id) {
+                if self.in_inflight.lock().exist(&packet_id) {
                     log::debug!(
                         "{} duplicate QoS 2 PUBLISH, packet_id: {}, skip delivery [MQTT-4.3.3-10]",
                         self.id,
@@ -994,17 +991,20 @@ impl SessionState {
                     );
                     #[cfg(feature = "metrics")]
                     self.scx.metrics.client_publish_duplicate_inc();
-                    let pub_res =
-                        PublishResult::reason_code(PublishAckReason::PacketIdentifierInUse, None, false);
+                    // Redwall: the message was received, so the answer is
+                    // success. 0x91 (Packet Identifier in use) would tell a
+                    // v5 client the exchange failed and is over, leaving the
+                    // id held here for ever.
+                    let pub_res = PublishResult::reason_code(PublishAckReason::Success, None, false);
                     sink.send_publish_received(packet_id, pub_res).await?;
                     return Ok(());
                 }
                 let pub_res = self.publish(publish).await?;
                 let inflight_res =
-                    if pub_res.is_success() { self.in_inflight.add(packet_id, qos)? } else { false };
+                    if pub_res.is_success() { self.in_inflight.lock().add(packet_id, qos)? } else { false };
                 let rec_res = sink.send_publish_received(packet_id, pub_res).await;
                 if inflight_res && rec_res.is_err() {
-                    self.in_inflight.remove(&packet_id);
+                    self.in_inflight.lock().remove(&packet_id);
                 }
                 rec_res?;
             }
@@ -1892,6 +1892,10 @@ pub struct _Session {
     pub auth_info: Option<AuthInfo>,
     pub extra_attrs: Arc<RwLock<ExtraAttrs>>,
     pub scx: ServerContext,
+    /// Redwall: the QoS 2 packet ids received and not yet released
+    /// (PUBREL), kept with the session rather than the connection so that a
+    /// PUBLISH resent on a new connection is recognised [MQTT-4.3.3-10].
+    pub(crate) in_inflight: parking_lot::Mutex<InInflight>,
 }
 
 impl Deref for _Session {
@@ -2187,6 +2191,7 @@ impl Session {
         last_id: Option<Id>,
     ) -> Result<Self> {
         let max_inflight = max_inflight.get() as usize;
+        let in_inflight = parking_lot::Mutex::new(InInflight::new(scx.clone(), listen_cfg.max_inflight.get()));
         let message_retry_interval = listen_cfg.message_retry_interval.as_millis() as TimestampMillis;
         let message_expiry_interval = listen_cfg.message_expiry_interval.as_millis() as TimestampMillis;
         #[allow(unused_mut)]
@@ -2253,7 +2258,7 @@ impl Session {
             )
             .await?;
         let extra_attrs = Arc::new(RwLock::new(ExtraAttrs::new()));
-        Ok(Self(Arc::new(_Session { inner: session_like, id, fitter, auth_info, extra_attrs, scx })))
+        Ok(Self(Arc::new(_Session { inner: session_like, id, fitter, auth_info, extra_attrs, scx, in_inflight })))
     }
 
     #[inline]
@@ -2268,8 +2273,21 @@ impl Session {
             offline_messages.push_back(item);
         }
         let inflight_messages = self.out_inflight().write().await.to_inflight_messages();
+        let in_inflight = self.in_inflight.lock().ids();
 
-        Ok(OfflineInfo { id, subscriptions, offline_messages, inflight_messages, created_at })
+        Ok(OfflineInfo { id, subscriptions, offline_messages, inflight_messages, created_at, in_inflight })
+    }
+
+    /// Redwall: takes over the QoS 2 packet ids the previous connection of
+    /// this session received and had not seen released.
+    #[inline]
+    pub(crate) fn restore_in_inflight(&self, offline_info: Option<&OfflineInfo>) {
+        if let Some(offline_info) = offline_info {
+            let mut in_inflight = self.in_inflight.lock();
+            for id in &offline_info.in_inflight {
+                let _ = in_inflight.add(*id, QoS::ExactlyOnce);
+            }
+        }
     }
 
     #[inline]
@@ -2413,6 +2431,10 @@ pub struct OfflineInfo {
     pub offline_messages: VecDeque<(From, Publish)>,
     pub inflight_messages: Vec<OutInflightMessage>,
     pub created_at: TimestampMillis,
+    /// Redwall: QoS 2 packet ids received from the client and not yet
+    /// released, so a resent PUBLISH is not delivered twice.
+    #[serde(default)]
+    pub in_inflight: Vec<NonZeroU16>,
 }
 
 impl std::fmt::Debug for OfflineInfo {

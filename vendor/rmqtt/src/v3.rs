@@ -297,6 +297,8 @@ async fn _handshake(
             return Err((ConnectAckReason::V3(ConnectAckReasonV3::ServiceUnavailable), e));
         }
     };
+    // Redwall: a kept session keeps its QoS 2 ids awaiting PUBREL.
+    session.restore_in_inflight(offline_info.as_ref());
 
     let mut keep_alive = connect_info.keep_alive();
     let keep_alive = match session.fitter.keep_alive(&mut keep_alive) {

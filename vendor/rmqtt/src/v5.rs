@@ -337,6 +337,8 @@ async fn _handshake(
             return Err((ConnectAckReason::V5(ConnectAckReasonV5::ServerUnavailable), e));
         }
     };
+    // Redwall: a kept session keeps its QoS 2 ids awaiting PUBREL.
+    session.restore_in_inflight(offline_info.as_ref());
 
     let mut server_keepalive_sec = connect_info.keep_alive();
     let keep_alive = match session.fitter.keep_alive(&mut server_keepalive_sec) {

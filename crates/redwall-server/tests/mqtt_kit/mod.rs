@@ -13,6 +13,8 @@ use tokio::sync::mpsc;
 
 use crate::common::Client;
 
+pub mod raw;
+
 /// A broker client of `team` with `rules`, made through the API by
 /// `owner`: (username, password).
 pub async fn broker_client(
