@@ -19,6 +19,11 @@ use rumqttc::{
 };
 use tokio::sync::mpsc;
 
+/// The raw MQTT client of the hub's broker tests (one engine, one client).
+#[allow(dead_code)]
+#[path = "../../redwall-server/tests/mqtt_kit/raw.rs"]
+mod raw;
+
 const DEADLINE: Duration = Duration::from_secs(30);
 
 fn free_port() -> u16 {
@@ -237,6 +242,45 @@ async fn qos_1_and_2_arrive_once_and_in_order_and_dollar_topics_are_the_brokers(
         "a client published to $SYS"
     );
     drop(sub);
+}
+
+/// A flow's Node-RED that keeps its session and loses its connection in
+/// the middle of a QoS 2 exchange resends the PUBLISH with DUP once back;
+/// the site broker passes the message on once (the engine's fix, see
+/// vendor/README.md), with the old connection cut or closed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_resent_qos2_publish_is_delivered_once_across_a_reconnect() {
+    let broker = start().await;
+    let (_sub, mut received) = subscribed(&broker, "sub", "plant/#").await;
+    let (nr, password) = node_red(&broker);
+    for cut in [true, false] {
+        let topic = format!("plant/{cut}");
+        let (mut first, _) =
+            raw::Raw::connect(broker.address(), 4, "flows", nr, &password, false).await;
+        assert_eq!(first.publish_qos2(&topic, 3, "once", false).await, 0);
+        let _kept = if cut {
+            Some(first)
+        } else {
+            drop(first);
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            None
+        };
+        let (mut second, present) =
+            raw::Raw::connect(broker.address(), 4, "flows", nr, &password, false).await;
+        assert!(present, "the session was kept");
+        assert_eq!(second.publish_qos2(&topic, 3, "once", true).await, 0);
+        assert_eq!(second.release(3).await, 0);
+        assert_eq!(second.publish_qos2(&topic, 3, "next", false).await, 0);
+        assert_eq!(second.release(3).await, 0);
+        let mut got = Vec::new();
+        while let Ok(Some(p)) =
+            tokio::time::timeout(Duration::from_millis(700), received.recv()).await
+        {
+            assert_eq!(p.topic, topic);
+            got.push(String::from_utf8(p.payload.to_vec()).unwrap());
+        }
+        assert_eq!(got, ["once", "next"], "cut: {cut}");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
