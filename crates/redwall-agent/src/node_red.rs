@@ -338,6 +338,10 @@ pub struct NodeRed {
     changing: tokio::sync::Mutex<()>,
     /// Where the reporter keeps events for the hub, once named.
     site: Arc<std::sync::OnceLock<SiteEventSender>>,
+    /// Moves on after every start (which may be of another instance, with
+    /// an output of its own), so whoever follows the output learns of it
+    /// without polling.
+    starts: tokio::sync::watch::Sender<u64>,
 }
 
 /// The right to change Node-RED (restart it, deploy to it), held by one
@@ -385,6 +389,7 @@ impl NodeRed {
             start_failure: Mutex::new(None),
             changing: tokio::sync::Mutex::new(()),
             site,
+            starts: tokio::sync::watch::Sender::new(0),
         })
     }
 
@@ -455,7 +460,13 @@ impl NodeRed {
         }
     }
 
+    /// Marks every start, whichever instance it was of.
+    pub fn starts(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.starts.subscribe()
+    }
+
     fn record(&self, failure: Option<&RuntimeError>) {
+        self.starts.send_modify(|n| *n = n.wrapping_add(1));
         *self.start_failure.lock().unwrap_or_else(|p| p.into_inner()) =
             failure.map(ToString::to_string);
     }

@@ -351,16 +351,25 @@ pub(crate) async fn keep_node_red_output(
 ) {
     use std::collections::HashMap;
     use tokio::sync::broadcast::error::RecvError;
-    // How soon a change of instance is noticed when Node-RED is quiet.
-    const CHECK: Duration = Duration::from_millis(250);
+    // Every start wakes this task: it may be another instance's (becoming
+    // the hub's instance, or ending that), or the first, before which
+    // there is no output to follow. Marked seen before the id is read, so
+    // a start after the read is noticed.
+    let mut starts = node_red.starts();
     // The time of the last line kept of each instance followed before, so
     // going back to one (hosting ended) replays only what is new of it.
     let mut kept_until: HashMap<String, i64> = HashMap::new();
     loop {
+        starts.borrow_and_update();
         let id = node_red.instance_id();
         let Some(mut lines) = node_red.subscribe_logs(&id) else {
             tokio::select! {
-                () = tokio::time::sleep(CHECK) => continue,
+                changed = starts.changed() => {
+                    if changed.is_err() {
+                        return; // Node-RED is gone with its sender
+                    }
+                    continue;
+                }
                 _ = &mut stop => return,
             }
         };
@@ -381,36 +390,58 @@ pub(crate) async fn keep_node_red_output(
         }
         loop {
             let next = tokio::select! {
-                next = tokio::time::timeout(CHECK, lines.recv()) => next,
+                next = lines.recv() => next,
+                // Started again: the same instance goes on with the same
+                // output; another one has its own.
+                changed = starts.changed() => {
+                    if changed.is_err() {
+                        return; // Node-RED is gone with its sender
+                    }
+                    if node_red.instance_id() == id {
+                        continue;
+                    }
+                    // Its last lines first: the old output may still hold
+                    // some not yet read.
+                    while let Ok(line) = lines.try_recv() {
+                        follow(&site, &mut overlap, until, &line);
+                    }
+                    break;
+                }
                 _ = &mut stop => {
                     while let Ok(line) = lines.try_recv() {
-                        keep_output_line(&site, &line);
+                        follow(&site, &mut overlap, until, &line);
                     }
                     return;
                 }
             };
             match next {
-                Ok(Ok(line)) => {
-                    let key = (line.at_unix_ms, line.text.clone());
-                    if let Some(n) = overlap.get_mut(&key).filter(|n| **n > 0) {
-                        *n -= 1;
-                        continue;
-                    }
-                    overlap.clear();
-                    *until = line.at_unix_ms;
-                    keep_output_line(&site, &line);
-                }
+                Ok(line) => follow(&site, &mut overlap, until, &line),
                 // Lines lost to a burst are counted like a full queue.
-                Ok(Err(RecvError::Lagged(n))) => {
+                Err(RecvError::Lagged(n)) => {
                     site.overflow.fetch_add(n, Ordering::Relaxed);
                 }
-                Ok(Err(RecvError::Closed)) => break,
-                // Quiet: check that Node-RED is still the same instance.
-                Err(_) if node_red.instance_id() != id => break,
-                Err(_) => {}
+                Err(RecvError::Closed) => break,
             }
         }
     }
+}
+
+/// A line read from the subscription: kept, unless it is the copy of one
+/// the buffer already gave (`overlap`); `until` is the newest line kept.
+fn follow(
+    site: &SiteEventSender,
+    overlap: &mut std::collections::HashMap<(i64, String), usize>,
+    until: &mut i64,
+    line: &redwall_runtime::LogLine,
+) {
+    let key = (line.at_unix_ms, line.text.clone());
+    if let Some(n) = overlap.get_mut(&key).filter(|n| **n > 0) {
+        *n -= 1;
+        return;
+    }
+    overlap.clear();
+    *until = line.at_unix_ms;
+    keep_output_line(site, line);
 }
 
 fn keep_output_line(site: &SiteEventSender, line: &redwall_runtime::LogLine) {
