@@ -42,6 +42,10 @@ pub const CURRENT_FILE: &str = "current";
 pub const PENDING_FILE: &str = "update-pending.json";
 /// The answer owed to the hub, in the state directory.
 pub const ANSWER_FILE: &str = "update-answer.json";
+/// The last answer given, kept after it was sent: the hub hands an update
+/// over again on a new connection while it has no answer, and one already
+/// given (a rollback's above all) must be given again, not acted on again.
+pub const LAST_ANSWER_FILE: &str = "update-last-answer.json";
 
 /// An update whose new build has not yet connected.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -249,6 +253,22 @@ pub fn remove_answer(dir: &Path) -> Result<(), StateError> {
     remove(&dir.join(ANSWER_FILE))
 }
 
+/// The owed answer was sent: it becomes the last answer given.
+pub fn answer_sent(dir: &Path) -> Result<(), StateError> {
+    let (from, to) = (dir.join(ANSWER_FILE), dir.join(LAST_ANSWER_FILE));
+    std::fs::rename(&from, &to).map_err(io_error("cannot keep", &from))?;
+    sync_dir(dir);
+    Ok(())
+}
+
+/// The answer this agent owes or gave for `command_id`, if any.
+pub fn answer_for(dir: &Path, command_id: &str) -> Option<OwedAnswer> {
+    [ANSWER_FILE, LAST_ANSWER_FILE]
+        .into_iter()
+        .filter_map(|name| read_json::<OwedAnswer>(&dir.join(name)).ok().flatten())
+        .find(|a| a.command_id == command_id)
+}
+
 /// The new build connected: the answer is owed (ok), `current` names it,
 /// and only then is the pending update gone. A crash before the last step
 /// leaves `pending` with `current` already naming the new build, which
@@ -386,6 +406,36 @@ mod tests {
             deadline_unix: now_unix() + 60,
             confirm_within_secs: 60,
         }
+    }
+
+    #[test]
+    fn an_answer_sent_is_kept_as_the_last_and_found_by_its_command() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path();
+        let hub = HubSigningKey::generate();
+        let old = installed(dir, &hub, b"old build");
+        let new = installed(dir, &hub, b"new build");
+        assert_eq!(answer_for(dir, "cmd_1"), None);
+        let p = pending(dir, &new, &old, build_path(dir, &old));
+        write_pending(dir, &p).unwrap();
+        roll_back(dir, &p, "it did not connect").unwrap();
+        let owed = answer_for(dir, "cmd_1").expect("the rollback's answer is owed");
+        assert!(!owed.ok);
+        assert!(owed.message.contains("did not connect"), "{}", owed.message);
+        assert_eq!(answer_for(dir, "cmd_2"), None);
+        // Sent: no longer owed, but still known for that command.
+        answer_sent(dir).unwrap();
+        assert_eq!(read_answer(dir).unwrap(), None);
+        assert_eq!(answer_for(dir, "cmd_1"), Some(owed));
+        assert_eq!(mode(&dir.join(LAST_ANSWER_FILE)), 0o600);
+        // A later update's answer replaces it once sent.
+        let mut later = pending(dir, &new, &old, build_path(dir, &old));
+        later.command_id = "cmd_2".into();
+        let ok = confirm(dir, &later).unwrap();
+        assert_eq!(answer_for(dir, "cmd_2"), Some(ok.clone()));
+        answer_sent(dir).unwrap();
+        assert_eq!(answer_for(dir, "cmd_1"), None);
+        assert_eq!(answer_for(dir, "cmd_2"), Some(ok));
     }
 
     #[test]

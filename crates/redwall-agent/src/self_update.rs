@@ -16,7 +16,6 @@
 //! example) must never exec over it, and reports no build.
 
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -61,7 +60,9 @@ pub(crate) struct Updates {
     /// The pending update this process is the new build of, until the
     /// first welcome confirms it (or its deadline rolls it back).
     confirming: Mutex<Option<Pending>>,
-    installing: AtomicBool,
+    /// The command whose build is being checked and installed (or was
+    /// installed and is being switched to).
+    installing: Mutex<Option<String>>,
 }
 
 impl Updates {
@@ -85,13 +86,17 @@ impl Updates {
             // nothing, so every build is refused.
             hub_key: PublicKey::from_base64(&agent.config.hub_signing_key).ok(),
             confirming: Mutex::new(confirming),
-            installing: AtomicBool::new(false),
+            installing: Mutex::new(None),
         }
     }
 
     /// SHA-256 of the running executable, for the hello.
     pub(crate) fn own_sha256(&self) -> Option<String> {
         self.own_sha256.clone()
+    }
+
+    fn lock_installing(&self) -> std::sync::MutexGuard<'_, Option<String>> {
+        self.installing.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     fn lock_confirming(&self) -> std::sync::MutexGuard<'_, Option<Pending>> {
@@ -131,7 +136,7 @@ impl Updates {
     pub(crate) fn answered(&self, command_id: &str) {
         if let Ok(Some(a)) = builds::read_answer(&self.dir) {
             if a.command_id == command_id {
-                if let Err(e) = builds::remove_answer(&self.dir) {
+                if let Err(e) = builds::answer_sent(&self.dir) {
                     warn!("{e}; the answer may be sent again");
                 }
             }
@@ -211,9 +216,28 @@ impl Updates {
             let _ = done.send(answer(false, NOT_SELF_UPDATING));
             return;
         }
-        if self.installing.swap(true, Ordering::SeqCst) {
-            let _ = done.send(answer(false, ALREADY_UPDATING));
+        // Handed over again on a new connection (the hub had no answer):
+        // one given already is given again, never acted on twice; a
+        // rolled-back build is not tried a second time.
+        if let Some(given) = builds::answer_for(&self.dir, &id) {
+            info!("update {id} again: {}", given.message);
+            let _ = done.send(answer(given.ok, &given.message));
             return;
+        }
+        {
+            let mut installing = self.lock_installing();
+            match installing.as_deref() {
+                // Being installed: that install answers.
+                Some(current) if current == id => {
+                    info!("update {id} again: being installed");
+                    return;
+                }
+                Some(_) => {
+                    let _ = done.send(answer(false, ALREADY_UPDATING));
+                    return;
+                }
+                None => *installing = Some(id.clone()),
+            }
         }
         let this = self.clone();
         tokio::spawn(async move {
@@ -233,7 +257,7 @@ impl Updates {
                 Err(e) => (false, format!("the update failed: {e}")),
             };
             info!("update {id}: {message}");
-            this.installing.store(false, Ordering::SeqCst);
+            *this.lock_installing() = None;
             let _ = done.send(Done { id, ok, message });
         });
     }

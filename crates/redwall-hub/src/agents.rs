@@ -590,9 +590,10 @@ impl Hub {
 
     /// The agent's commands to hand it now, claimed for this connection
     /// (another hub never sends the same one): those not sent yet, and
-    /// deploys sent on an earlier connection that the agent never
-    /// answered (the link or a hub went down meanwhile; an agent answers
-    /// at once for a snapshot it already runs).
+    /// deploys and updates sent on an earlier connection that the agent
+    /// never answered (the link or a hub went down meanwhile). An agent
+    /// answers at once for a snapshot or a build it already runs, repeats
+    /// an answer it gave, and does not start an update twice.
     pub async fn claim_agent_commands(
         &self,
         agent_id: &str,
@@ -601,7 +602,7 @@ impl Hub {
         let mut out = Vec::new();
         if reconnected {
             for row in self.store.unanswered_agent_commands(agent_id).await? {
-                let Ok(command @ AgentCommand::Deploy { .. }) =
+                let Ok(command @ (AgentCommand::Deploy { .. } | AgentCommand::Update { .. })) =
                     serde_json::from_str::<AgentCommand>(&row.command)
                 else {
                     continue;

@@ -257,4 +257,62 @@ async fn builds_and_batched_rollouts(s: &TestServer) {
     assert_eq!(a["build_sha256"], statement.sha256.as_str());
 }
 
-on_both_backends!(builds_and_batched_rollouts);
+/// An update whose answer never came (the link dropped while the build
+/// was on its way, or before the agent answered) is handed over again, the
+/// same command, on the agent's next connection; once answered, never.
+async fn an_unanswered_update_is_handed_over_again(s: &TestServer) {
+    let admin = s.admin().await;
+    let owner = s.user(&admin, "olivia").await;
+    let team = create_team(&owner, "Plant").await;
+    let build = fake_build(9);
+    let r = admin
+        .post(
+            "/api/v1/agent-builds",
+            json!({"version": "0.3.0", "platform": "linux-x86_64", "binary": STANDARD.encode(&build)}),
+        )
+        .await;
+    assert_eq!(r.status, 201, "{}", r.body);
+    let build_id = r.body["id"].as_str().unwrap().to_string();
+    let agent = enrol_agent(s, &owner, &team, "plant-1").await;
+    let mut ws = connect(s, &agent.id, &agent.key).await;
+    let r = owner
+        .post(
+            &format!("/api/v1/teams/{team}/agent-updates"),
+            json!({"build": build_id, "target": {"kind": "agent_group", "name": "plants"}, "batch_size": 1}),
+        )
+        .await;
+    assert_eq!(r.status, 201, "{}", r.body);
+    let update = r.body["id"].as_str().unwrap().to_string();
+    let (command, _, _) = next_update(&mut ws).await;
+
+    // The link drops before any answer: the next connection gets the same
+    // command, the build as signed before.
+    drop(ws);
+    let mut ws = connect(s, &agent.id, &agent.key).await;
+    let (again, sent, _) = next_update(&mut ws).await;
+    assert_eq!(again, command);
+    assert_eq!(verify(&agent, &sent).id, build_id);
+    assert_eq!(
+        rollout(&owner, &team, &update).await["status"],
+        "rolling",
+        "still waiting for the answer"
+    );
+
+    // Answered (here: refused): that ends it, and it never comes again.
+    send(
+        &mut ws,
+        json!({"type": "command_done", "id": command, "ok": false, "message": "refused the build: test"}),
+    )
+    .await;
+    let v = wait_rollout(&owner, &team, &update, |v| v["status"] != "rolling").await;
+    assert_eq!(v["status"], "stopped", "{v}");
+    drop(ws);
+    let mut ws = connect(s, &agent.id, &agent.key).await;
+    no_update_within(&mut ws, Duration::from_millis(800)).await;
+    assert_eq!(audit_events(&admin, "agent.update_failed").await.len(), 1);
+}
+
+on_both_backends!(
+    builds_and_batched_rollouts,
+    an_unanswered_update_is_handed_over_again
+);

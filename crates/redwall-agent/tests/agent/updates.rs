@@ -237,11 +237,19 @@ async fn a_signed_build_is_switched_to_confirmed_and_kept_across_restarts() {
     })
     .await;
 
-    // The hub may offer the same update again: it runs already.
+    // The hub hands the same update over again while it has no answer
+    // (its answer was lost with a connection): the answer is given again.
     ws.update("upd_1", &build, 60).await;
     assert_eq!(
         answer(&mut ws).await,
         json!({"type": "command_done", "id": "upd_1", "ok": true,
+               "message": format!("runs build 0.2.0 ({})", short(&new_sha))})
+    );
+    // Another update of the build it runs: it runs already.
+    ws.update("upd_2", &build, 60).await;
+    assert_eq!(
+        answer(&mut ws).await,
+        json!({"type": "command_done", "id": "upd_2", "ok": true,
                "message": format!("runs build 0.2.0 ({}) already", short(&new_sha))})
     );
 
@@ -347,8 +355,8 @@ async fn a_build_the_hub_never_welcomes_is_rolled_back_in_the_same_process() {
 
     let new = installed.variant("\nredwall test build: never welcomed");
     let new_sha = sha256_hex(&new);
-    ws.update("upd_3", &sign_build(&hub.signer, &new, &platform()), 5)
-        .await;
+    let build = sign_build(&hub.signer, &new, &platform());
+    ws.update("upd_3", &build, 5).await;
     ws.drain().await;
 
     // The new build dials and says hello; this hub never welcomes it (its
@@ -388,6 +396,21 @@ async fn a_build_the_hub_never_welcomes_is_rolled_back_in_the_same_process() {
         !state.path().join(ANSWER_FILE).exists()
     })
     .await;
+    // The hub hands the update over again (the rollback's answer was lost
+    // with a connection): the same answer, and the build is not tried
+    // again.
+    ws.update("upd_3", &build, 5).await;
+    assert_eq!(
+        answer(&mut ws).await["message"],
+        format!(
+            "rolled back to build {}: build {} did not connect to the hub within 5 s",
+            short(&installed.sha256),
+            short(&new_sha)
+        )
+    );
+    assert!(builds_in(state.path()).is_empty());
+    assert!(!state.path().join(PENDING_FILE).exists());
+    assert_eq!(process.exe(), installed.path);
     process.stop(&mut ws).await;
 }
 
