@@ -40,15 +40,20 @@ pub enum Authorization {
     Foreign,
 }
 
-const HOP_BY_HOP: [&str; 8] = [
-    "connection",
-    "keep-alive",
-    "proxy-authenticate",
-    "proxy-authorization",
-    "te",
-    "trailer",
-    "transfer-encoding",
-    "upgrade",
+const KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
+
+/// `HeaderName`s, not `&str`s: a `&str` is parsed (and copied) again on
+/// every use, and this runs twice a request. A `static`: a `const` array is
+/// built and dropped again at every use.
+static HOP_BY_HOP: [HeaderName; 8] = [
+    header::CONNECTION,
+    KEEP_ALIVE,
+    header::PROXY_AUTHENTICATE,
+    header::PROXY_AUTHORIZATION,
+    header::TE,
+    header::TRAILER,
+    header::TRANSFER_ENCODING,
+    header::UPGRADE,
 ];
 
 /// Client-address headers a flow might believe; replaced by ours.
@@ -65,24 +70,45 @@ const CLIENT_ADDRESS_HEADERS: [&str; 8] = [
 
 /// Removes the hop-by-hop headers and those the Connection header names.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
-    let mut hop: Vec<HeaderName> = headers
-        .keys()
-        .filter(|k| HOP_BY_HOP.contains(&k.as_str()))
-        .cloned()
-        .collect();
-    hop.extend(
-        headers
-            .get_all(header::CONNECTION)
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .flat_map(|v| v.split(','))
-            .map(str::trim)
-            .filter(|n| !n.eq_ignore_ascii_case("keep-alive") && !n.eq_ignore_ascii_case("close"))
-            .filter_map(|n| HeaderName::from_bytes(n.as_bytes()).ok()),
-    );
-    for n in hop {
-        headers.remove(n);
+    // One pass over the names, comparing parsed names (cheap), then a
+    // removal (a hash and a probe) only of those present: a request
+    // usually has none, an answer Connection and Keep-Alive.
+    let mut present = 0u8;
+    for name in headers.keys() {
+        if let Some(i) = HOP_BY_HOP.iter().position(|h| h == name) {
+            present |= 1 << i;
+        }
     }
+    if present == 0 {
+        return;
+    }
+    // Connection nearly always names only "keep-alive" or "close" (hop-by-hop
+    // anyway, or no header at all), so the names are collected, into a
+    // `Vec`, only when it names something else.
+    if connection_names(headers).next().is_some() {
+        let named: Vec<HeaderName> = connection_names(headers)
+            .filter_map(|n| HeaderName::from_bytes(n.as_bytes()).ok())
+            .collect();
+        for n in named {
+            headers.remove(n);
+        }
+    }
+    for (i, name) in HOP_BY_HOP.iter().enumerate() {
+        if present & (1 << i) != 0 {
+            headers.remove(name);
+        }
+    }
+}
+
+/// What the Connection headers name, but "keep-alive" and "close".
+fn connection_names(headers: &HeaderMap) -> impl Iterator<Item = &str> {
+    headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(str::trim)
+        .filter(|n| !n.eq_ignore_ascii_case("keep-alive") && !n.eq_ignore_ascii_case("close"))
 }
 
 /// A header name as a lenient reader could take it: lower case, with `_`
@@ -99,10 +125,9 @@ fn normalized_byte(b: u8) -> u8 {
     }
 }
 
-fn is_ours_or_forwarding(name: &str, authorization: Authorization) -> bool {
-    if name == header::AUTHORIZATION.as_str() {
-        return authorization == Authorization::Drop;
-    }
+/// Our header names in any spelling, and the forwarding headers we set.
+/// (`Authorization` is judged apart, by its value: `prepare_request`.)
+fn is_ours_or_forwarding(name: &str) -> bool {
     // Normalized on the stack: a request's every header name passes here.
     let mut buf = [0u8; 64];
     let owned;
@@ -188,21 +213,24 @@ pub fn prepare_request(
     authority: Option<&str>,
     authorization: Authorization,
 ) {
-    let mut remove: Vec<HeaderName> = headers
+    // Usually none: then `collect` allocates nothing. Authorization, the one
+    // such header nearly every request to a rule with a credential carries,
+    // is removed on its own below, so it does not take a `Vec` either.
+    let ours: Vec<HeaderName> = headers
         .keys()
-        .filter(|k| is_ours_or_forwarding(k.as_str(), authorization))
+        .filter(|k| is_ours_or_forwarding(k.as_str()))
         .cloned()
         .collect();
-    if authorization != Authorization::Drop
-        && headers
+    for k in ours {
+        headers.remove(k);
+    }
+    let drop_authorization = authorization == Authorization::Drop
+        || headers
             .get_all(header::AUTHORIZATION)
             .iter()
-            .any(|v| !authorization_passes(v, authorization))
-    {
-        remove.push(header::AUTHORIZATION);
-    }
-    for k in remove {
-        headers.remove(k);
+            .any(|v| !authorization_passes(v, authorization));
+    if drop_authorization {
+        headers.remove(header::AUTHORIZATION);
     }
     strip_our_cookies(headers);
     set_forwarding(headers, peer, https, authority);
@@ -214,24 +242,43 @@ const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 const X_REAL_IP: HeaderName = HeaderName::from_static("x-real-ip");
 const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
 const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+// Values that need no copy.
+const HTTP: HeaderValue = HeaderValue::from_static("http");
+const HTTPS: HeaderValue = HeaderValue::from_static("https");
 
 fn set_forwarding(headers: &mut HeaderMap, peer: IpAddr, https: bool, authority: Option<&str>) {
     let ip = match peer {
         IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(peer, IpAddr::V4),
         v4 => v4,
     };
-    let ip_text = ip.to_string();
+    let mut v4_buf = [0u8; 15];
+    let v6_text;
+    let ip_text: &str = match ip {
+        IpAddr::V4(v4) => ipv4_text(v4, &mut v4_buf),
+        IpAddr::V6(v6) => {
+            v6_text = v6.to_string();
+            &v6_text
+        }
+    };
     let proto = if https { "https" } else { "http" };
     let authority = authority.filter(|a| !a.bytes().any(|b| b == b'"' || b == b'\\'));
-    // for=NODE;proto=PROTO[;host="AUTHORITY"], built in one buffer.
-    let mut forwarded = String::with_capacity(32 + ip_text.len() + authority.map_or(0, str::len));
+    // for=NODE;proto=PROTO[;host="AUTHORITY"], built in one buffer of the
+    // exact length: the value then takes the buffer as it is (a spare byte
+    // would cost `Bytes` another allocation).
+    let len = "for=".len()
+        + ip_text.len()
+        + if ip.is_ipv6() { "\"[]\"".len() } else { 0 }
+        + ";proto=".len()
+        + proto.len()
+        + authority.map_or(0, |a| ";host=\"\"".len() + a.len());
+    let mut forwarded = String::with_capacity(len);
     forwarded.push_str("for=");
     if ip.is_ipv6() {
         forwarded.push_str("\"[");
-        forwarded.push_str(&ip_text);
+        forwarded.push_str(ip_text);
         forwarded.push_str("]\"");
     } else {
-        forwarded.push_str(&ip_text);
+        forwarded.push_str(ip_text);
     }
     forwarded.push_str(";proto=");
     forwarded.push_str(proto);
@@ -240,18 +287,50 @@ fn set_forwarding(headers: &mut HeaderMap, peer: IpAddr, https: bool, authority:
         forwarded.push_str(a);
         forwarded.push('"');
     }
-    let mut set = |name: HeaderName, value: &str| {
-        if let Ok(v) = HeaderValue::from_str(value) {
-            headers.insert(name, v);
+    set(headers, X_FORWARDED_FOR, ip_text);
+    set(headers, X_REAL_IP, ip_text);
+    headers.insert(X_FORWARDED_PROTO, if https { HTTPS } else { HTTP });
+    // The String's own buffer becomes the value (`from_str` would copy it).
+    // For ASCII text `try_from` refuses exactly what `from_str` refuses.
+    if forwarded.is_ascii() {
+        if let Ok(v) = HeaderValue::try_from(forwarded) {
+            headers.insert(header::FORWARDED, v);
         }
-    };
-    set(X_FORWARDED_FOR, &ip_text);
-    set(X_REAL_IP, &ip_text);
-    set(X_FORWARDED_PROTO, proto);
-    set(header::FORWARDED, &forwarded);
-    if let Some(a) = authority {
-        set(X_FORWARDED_HOST, a);
     }
+    if let Some(a) = authority {
+        set(headers, X_FORWARDED_HOST, a);
+    }
+}
+
+fn set(headers: &mut HeaderMap, name: HeaderName, value: &str) {
+    if let Ok(v) = HeaderValue::from_str(value) {
+        headers.insert(name, v);
+    }
+}
+
+/// An IPv4 address as dotted text, written into `buf`: `Ipv4Addr`'s
+/// `Display` goes through the formatting machinery and a `String` (about
+/// 1,300 instructions on every request).
+fn ipv4_text(ip: std::net::Ipv4Addr, buf: &mut [u8; 15]) -> &str {
+    let mut n = 0;
+    for (i, octet) in ip.octets().into_iter().enumerate() {
+        if i > 0 {
+            buf[n] = b'.';
+            n += 1;
+        }
+        if octet >= 100 {
+            buf[n] = b'0' + octet / 100;
+            n += 1;
+        }
+        if octet >= 10 {
+            buf[n] = b'0' + octet / 10 % 10;
+            n += 1;
+        }
+        buf[n] = b'0' + octet % 10;
+        n += 1;
+    }
+    // Only ASCII digits and dots were written.
+    std::str::from_utf8(&buf[..n]).unwrap_or_default()
 }
 
 /// Removes Redwall's cookies from the Cookie headers, byte by byte so that
@@ -511,6 +590,32 @@ mod tests {
                 "{value} {authorization:?}"
             );
         }
+    }
+
+    #[test]
+    fn ipv4_text_is_the_dotted_form() {
+        for ip in [
+            "0.0.0.0",
+            "127.0.0.1",
+            "10.9.99.100",
+            "255.255.255.255",
+            "1.20.199.250",
+        ] {
+            let parsed: std::net::Ipv4Addr = ip.parse().unwrap();
+            assert_eq!(ipv4_text(parsed, &mut [0; 15]), ip);
+        }
+    }
+
+    #[test]
+    fn connection_tokens_keep_alive_and_close_name_nothing() {
+        let mut h = headers(&[
+            ("connection", b"Keep-Alive, close"),
+            ("keep-alive", b"timeout=5"),
+            ("close", b"1"),
+            ("content-type", b"text/plain"),
+        ]);
+        strip_hop_by_hop(&mut h);
+        assert_eq!(names(&h), ["close", "content-type"]);
     }
 
     #[test]

@@ -10,6 +10,7 @@ use crate::error::ApiError;
 use crate::net::client::ClientResolver;
 use crate::net::drain::DrainOnDrop;
 use crate::net::headers::HeaderPolicy;
+use crate::proxy::Served;
 use crate::state::AppState;
 use axum::body::Body;
 use axum::extract::{ConnectInfo, Request};
@@ -101,26 +102,37 @@ where
             let (method, path) = (request.method().clone(), request.uri().path().to_string());
             (method, path, client.ip, std::time::Instant::now())
         });
-        request.extensions_mut().insert(client);
+        // The client goes to the proxy as an argument, not as a request
+        // extension (a map and two boxes on every request); the proxy adds
+        // it where a reader of extensions needs it (the editor's guard).
         let state = self.state.clone();
         let headers = self.headers;
         async move {
-            let mut answer = match located {
-                Err(redirect) => redirect,
-                Ok(located) => AssertUnwindSafe(crate::proxy::serve(&state, located, request))
-                    .catch_unwind()
-                    .await
-                    .unwrap_or_else(|_| {
-                        ApiError::internal("the proxy panicked on a request").into_response()
-                    }),
+            let served = match located {
+                Err(redirect) => Served::ours(redirect),
+                Ok(located) => {
+                    AssertUnwindSafe(crate::proxy::serve(&state, located, client, request))
+                        .catch_unwind()
+                        .await
+                        .unwrap_or_else(|_| {
+                            Served::ours(
+                                ApiError::internal("the proxy panicked on a request")
+                                    .into_response(),
+                            )
+                        })
+                }
             };
+            let Served {
+                response: mut answer,
+                from_instance,
+            } = served;
             let status = answer.status().as_u16();
             state.hub.metrics.request_done(status);
             if let Some((method, path, client, started)) = debug {
                 let micros = started.elapsed().as_micros() as u64;
                 tracing::debug!(%method, path, status, micros, %client, "request");
             }
-            headers.apply(&mut answer);
+            headers.apply_as(&mut answer, from_instance);
             Ok(answer)
         }
         .boxed()

@@ -38,8 +38,9 @@ pub struct Inner {
     pub upstream: Upstream,
     /// The tunnels of the agents connected to this process.
     pub tunnels: crate::proxy::tunnels::Tunnels,
-    /// (instance, token kind, user) -> a token minted for the instance, reused for a minute.
-    pub minted_tokens: TtlCache<String, String>,
+    /// (instance, token kind, user) -> a token minted for the instance, as
+    /// its header value, reused for a minute.
+    pub minted_tokens: TtlCache<crate::proxy::MintKey, axum::http::HeaderValue>,
     /// Instance handover codes already redeemed (single use).
     pub used_handoff_codes: TtlCache<String, ()>,
     /// OpenID Connect: HTTP clients, cached discovery and keys, used states.

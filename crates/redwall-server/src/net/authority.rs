@@ -41,18 +41,31 @@ pub fn of(headers: &HeaderMap) -> Option<&str> {
         .filter(|h| !h.is_empty())
 }
 
+/// The value [`of`] reads, for a caller that goes on to change the headers
+/// (a clone of a `HeaderValue` shares its bytes).
+pub fn value(headers: &HeaderMap) -> Option<HeaderValue> {
+    headers
+        .get(HOST)
+        .filter(|v| v.to_str().is_ok_and(|h| !h.is_empty()))
+        .cloned()
+}
+
 /// The host part of [`of`], lowercased, without the port.
 pub fn host_name(headers: &HeaderMap) -> Option<String> {
+    host(headers).map(|h| h.to_ascii_lowercase())
+}
+
+/// The host part of [`of`] as sent (any case), without the port.
+pub fn host(headers: &HeaderMap) -> Option<&str> {
     let authority = of(headers)?;
-    let host = if authority.starts_with('[') {
+    Some(if authority.starts_with('[') {
         // An IPv6 literal: keep the brackets, drop a port after them.
         authority
             .split_once(']')
             .map_or(authority, |(h, _)| &authority[..h.len() + 1])
     } else {
         authority.rsplit_once(':').map_or(authority, |(h, _)| h)
-    };
-    Some(host.to_ascii_lowercase())
+    })
 }
 
 #[cfg(test)]

@@ -30,9 +30,15 @@ pub struct Proxied;
 
 impl HeaderPolicy {
     /// Adds the headers to an answer: all of them to Redwall's own, only
-    /// those that cannot break a page to an instance's.
+    /// those that cannot break a page to an instance's (marked [`Proxied`]).
     pub fn apply(self, response: &mut Response) {
         let proxied = response.extensions().get::<Proxied>().is_some();
+        self.apply_as(response, proxied);
+    }
+
+    /// [`Self::apply`] for a caller that knows whose answer it is: the front
+    /// door, told by the proxy without a marker in the extensions.
+    pub fn apply_as(self, response: &mut Response, proxied: bool) {
         let h = response.headers_mut();
         if proxied {
             // Node-RED's pages set their own policy; ours (script-src 'self'

@@ -37,16 +37,18 @@ struct Verdict {
     device_cookie: Option<HeaderValue>,
 }
 
-fn bearer_or_header_key(parts: &Parts) -> Option<String> {
-    if let Some(k) = parts.headers.get("x-api-key").and_then(|v| v.to_str().ok()) {
-        return Some(k.trim().to_string());
+/// Parsed once: a `&str` name is parsed again by every lookup.
+const X_API_KEY: header::HeaderName = header::HeaderName::from_static("x-api-key");
+
+fn bearer_or_header_key(parts: &Parts) -> Option<&str> {
+    if let Some(k) = parts.headers.get(X_API_KEY).and_then(|v| v.to_str().ok()) {
+        return Some(k.trim());
     }
     parts
         .headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(crate::auth::token::bearer)
-        .map(str::to_string)
 }
 
 fn basic_credentials(parts: &Parts) -> Option<(String, String)> {
@@ -75,9 +77,9 @@ async fn judge(
     let mut username = None;
     let mut consumed = false;
     let mut device_cookie = None;
-    let policy = matched.map(|r| r.policy.clone());
+    let policy = matched.map(|r| &r.policy);
     let https = client.https;
-    let presented = match &policy {
+    let presented = match policy {
         None | Some(RoutePolicy::Public) => Presented::Nothing,
         Some(RoutePolicy::Session { .. }) => match session::cookie_token(&parts.headers, https) {
             None => Presented::Nothing,
@@ -116,12 +118,16 @@ async fn judge(
                     }
                     return Err(ApiError::throttled(wait));
                 }
-                match check_api_key(&state.hub, &target.id, &key).await? {
+                match check_api_key(&state.hub, &target.id, key).await? {
                     KeyCheck::Valid {
                         key_id,
                         path_prefix,
                     } => {
-                        username = Some(format!("key:{key_id}"));
+                        // Not `format!`: this runs on every request with a key.
+                        let mut name = String::with_capacity("key:".len() + key_id.len());
+                        name.push_str("key:");
+                        name.push_str(&key_id);
+                        username = Some(name);
                         Presented::ApiKey {
                             valid: true,
                             path_allowed: key_allows_path(path_prefix.as_deref(), path),
@@ -134,7 +140,7 @@ async fn judge(
                                 key_refusal(
                                     target,
                                     "invalid_key",
-                                    json!({ "prefix": redwall_crypto::token::display_prefix(&key), "path": path }),
+                                    json!({ "prefix": redwall_crypto::token::display_prefix(key), "path": path }),
                                 ),
                             )
                             .await?;

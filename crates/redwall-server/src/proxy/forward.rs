@@ -7,7 +7,6 @@
 //! or the role changes, the socket is closed.
 
 use crate::error::ApiError;
-use crate::net::headers::Proxied;
 use axum::body::Body;
 use axum::extract::Request;
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode, Uri};
@@ -48,51 +47,78 @@ fn is_websocket_headers(headers: &HeaderMap) -> bool {
 /// Re-checks a WebSocket's access; false closes it.
 pub type Recheck = Box<dyn Fn() -> BoxFuture<'static, bool> + Send + Sync>;
 
-pub struct Forward {
+/// Borrowed from the request's `Located` and its instance, which outlive
+/// the forwarding: no path or id is copied for it.
+pub struct Forward<'a> {
     /// Where the instance is reached.
     pub via: super::upstream::Via,
     /// Path and query as the instance sees them.
-    pub path_and_query: String,
+    pub path_and_query: &'a str,
     /// Prefix to put back on Location headers (`/i/{name}` in path routing).
-    pub location_prefix: Option<String>,
+    pub location_prefix: Option<&'a str>,
     pub max_body: u64,
     /// Who holds the connection, for the open-connection limits.
-    pub sockets: super::limits::Claim,
+    pub sockets: super::limits::Claim<'a>,
     /// How long the instance may take to answer an upgrade.
     pub upgrade_within: Duration,
     /// The instance owns authentication here: its challenges may pass.
     pub instance_may_challenge: bool,
 }
 
-/// An instance whose agent's connection this process does not hold.
-fn agent_offline() -> Response {
-    let mut r = ApiError::new(
-        StatusCode::BAD_GATEWAY,
-        "agent_offline",
-        "the agent that runs this instance is not connected",
-    )
-    .into_response();
-    r.extensions_mut().insert(Proxied);
-    r
+/// An answer of the proxy, and whether the security headers treat it as
+/// the instance's (they leave its page policy alone) or as Redwall's own.
+/// A flag, not a marker in the response's extensions: that costs a map
+/// and its table on every request.
+pub struct Served {
+    pub response: Response,
+    pub from_instance: bool,
 }
 
-fn bad_gateway() -> Response {
-    let mut r = ApiError::new(
-        StatusCode::BAD_GATEWAY,
-        "instance_unreachable",
-        "the instance is not answering; it may be stopped or starting",
+impl Served {
+    pub fn ours(response: Response) -> Served {
+        Served {
+            response,
+            from_instance: false,
+        }
+    }
+
+    fn instance(response: Response) -> Served {
+        Served {
+            response,
+            from_instance: true,
+        }
+    }
+}
+
+/// An instance whose agent's connection this process does not hold.
+fn agent_offline() -> Served {
+    Served::instance(
+        ApiError::new(
+            StatusCode::BAD_GATEWAY,
+            "agent_offline",
+            "the agent that runs this instance is not connected",
+        )
+        .into_response(),
     )
-    .into_response();
-    r.extensions_mut().insert(Proxied);
-    r
+}
+
+fn bad_gateway() -> Served {
+    Served::instance(
+        ApiError::new(
+            StatusCode::BAD_GATEWAY,
+            "instance_unreachable",
+            "the instance is not answering; it may be stopped or starting",
+        )
+        .into_response(),
+    )
 }
 
 pub async fn forward(
     upstream: &Upstream,
-    f: Forward,
+    f: Forward<'_>,
     mut request: Request,
     recheck: Option<Recheck>,
-) -> Response {
+) -> Served {
     if matches!(f.via, Via::Agent(None)) {
         return agent_offline();
     }
@@ -104,17 +130,20 @@ pub async fn forward(
         .and_then(|v| v.parse::<u64>().ok())
     {
         if len > f.max_body {
-            return ApiError::new(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                "body_too_large",
-                "the request body is larger than this instance accepts",
-            )
-            .into_response();
+            return Served::ours(
+                ApiError::new(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    "body_too_large",
+                    "the request body is larger than this instance accepts",
+                )
+                .into_response(),
+            );
         }
     }
-    let Ok(uri) = f.path_and_query.parse::<Uri>() else {
-        return ApiError::bad_request("invalid_path", "the request path is not valid")
-            .into_response();
+    let Ok(uri) = Uri::try_from(f.path_and_query) else {
+        return Served::ours(
+            ApiError::bad_request("invalid_path", "the request path is not valid").into_response(),
+        );
     };
     let client_upgrade = websocket.then(|| hyper::upgrade::on(&mut request));
     let (mut parts, body) = request.into_parts();
@@ -144,7 +173,7 @@ pub async fn forward(
     let upstream_request = Request::from_parts(parts, body);
     let permit = match upstream.open.acquire(&f.sockets) {
         Ok(p) => p,
-        Err(refused) => return refused.into_response(),
+        Err(refused) => return Served::ours(refused.into_response()),
     };
     let sent = upstream.send(&f.via, upstream_request);
     let answer = if websocket {
@@ -152,7 +181,7 @@ pub async fn forward(
         // unanswered; the socket would stay open for ever.
         match tokio::time::timeout(f.upgrade_within, sent).await {
             Ok(answer) => answer,
-            Err(_) => return upgrade_timeout(),
+            Err(_) => return Served::ours(upgrade_timeout()),
         }
     } else {
         sent.await
@@ -177,15 +206,13 @@ pub async fn forward(
         let (mut parts, _) = response.into_parts();
         hygiene::drop_our_cookies(&mut parts.headers);
         hygiene::filter_challenges(&mut parts.headers, f.instance_may_challenge);
-        let mut out = Response::from_parts(parts, Body::empty());
-        out.extensions_mut().insert(Proxied);
-        return out;
+        return Served::instance(Response::from_parts(parts, Body::empty()));
     }
     let (mut parts, body) = response.into_parts();
     strip_hop_by_hop(&mut parts.headers);
     hygiene::drop_our_cookies(&mut parts.headers);
     hygiene::filter_challenges(&mut parts.headers, f.instance_may_challenge);
-    if let Some(prefix) = &f.location_prefix {
+    if let Some(prefix) = f.location_prefix {
         rewrite_location(&mut parts.headers, prefix);
     }
     // A small answer of known length is read whole and sent in one write,
@@ -205,9 +232,7 @@ pub async fn forward(
             _permit: permit,
         })
     };
-    let mut out = Response::from_parts(parts, body);
-    out.extensions_mut().insert(Proxied);
-    out
+    Served::instance(Response::from_parts(parts, body))
 }
 
 /// A streamed answer's body, holding its connection's permit to its end.

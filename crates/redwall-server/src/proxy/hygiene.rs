@@ -31,12 +31,14 @@ pub use redwall_headers::{
 /// see and says who the client is (`redwall_headers`, shared with the
 /// agent's site endpoints).
 pub fn prepare_request(headers: &mut HeaderMap, client: &ClientInfo, authorization: Authorization) {
-    let authority = crate::net::authority::of(headers).map(str::to_string);
+    // A copy of the Host value (it shares the request's bytes), not a
+    // `String`: the headers are changed while it is read.
+    let host = crate::net::authority::value(headers);
     redwall_headers::prepare_request(
         headers,
         client.ip,
         client.https,
-        authority.as_deref(),
+        host.as_ref().and_then(|v| v.to_str().ok()),
         authorization,
     );
 }

@@ -11,32 +11,43 @@ use crate::config::InstancesConfig;
 use crate::error::ApiError;
 use axum::http::{HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
+use std::cell::Cell;
+use std::collections::hash_map::Entry;
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
 
 #[derive(Default)]
 struct Counts {
-    per_instance: HashMap<String, usize>,
+    /// By instance id, held here once and shared by the permits. An
+    /// instance keeps its entry at zero (up to `KEEP_IDLE_INSTANCES`), so its
+    /// next request copies no id. A `Cell`, so the one lookup that finds the
+    /// shared id also counts (each lookup hashes the id).
+    per_instance: HashMap<Arc<str>, Cell<usize>>,
+    /// By client address, removed at zero: addresses are the clients' to
+    /// choose, so they are not kept.
     per_client: HashMap<IpAddr, usize>,
 }
+
+/// How many instances keep an entry at zero; beyond, entries go at zero.
+const KEEP_IDLE_INSTANCES: usize = 1024;
 
 /// The open connections to instances, shared by every request.
 #[derive(Clone, Default)]
 pub struct OpenSockets(Arc<Mutex<Counts>>);
 
 /// Who asks for a connection, and what they may hold.
-pub struct Claim {
-    instance_id: String,
+pub struct Claim<'a> {
+    instance_id: &'a str,
     client: IpAddr,
     per_instance: usize,
     per_client: usize,
 }
 
-impl Claim {
-    pub fn new(instance_id: &str, client: IpAddr, config: &InstancesConfig) -> Claim {
+impl<'a> Claim<'a> {
+    pub fn new(instance_id: &'a str, client: IpAddr, config: &InstancesConfig) -> Claim<'a> {
         Claim {
-            instance_id: instance_id.to_string(),
+            instance_id,
             client,
             per_instance: config.max_upstream_per_instance,
             per_client: config.max_upstream_per_client,
@@ -47,7 +58,7 @@ impl Claim {
 /// One open connection; dropping it gives it back.
 pub struct Permit {
     counts: Arc<Mutex<Counts>>,
-    instance_id: String,
+    instance_id: Arc<str>,
     client: IpAddr,
 }
 
@@ -56,16 +67,18 @@ impl Drop for Permit {
         let Ok(mut c) = self.counts.lock() else {
             return;
         };
-        release(&mut c.per_instance, &self.instance_id);
-        release(&mut c.per_client, &self.client);
-    }
-}
-
-fn release<K: std::hash::Hash + Eq>(map: &mut HashMap<K, usize>, key: &K) {
-    if let Some(n) = map.get_mut(key) {
-        *n = n.saturating_sub(1);
-        if *n == 0 {
-            map.remove(key);
+        let id: &str = &self.instance_id;
+        if let Some(n) = c.per_instance.get(id) {
+            n.set(n.get().saturating_sub(1));
+            if n.get() == 0 && c.per_instance.len() > KEEP_IDLE_INSTANCES {
+                c.per_instance.remove(id);
+            }
+        }
+        if let Entry::Occupied(mut n) = c.per_client.entry(self.client) {
+            *n.get_mut() = n.get().saturating_sub(1);
+            if *n.get() == 0 {
+                n.remove();
+            }
         }
     }
 }
@@ -101,28 +114,44 @@ impl IntoResponse for Refused {
 impl OpenSockets {
     pub fn acquire(&self, claim: &Claim) -> Result<Permit, Refused> {
         let mut c = self.0.lock().map_err(|_| Refused::Instance)?;
-        let by_client = c.per_client.get(&claim.client).copied().unwrap_or(0);
+        let Counts {
+            per_instance,
+            per_client,
+        } = &mut *c;
+        let by_client = per_client.get(&claim.client).copied().unwrap_or(0);
         if by_client >= claim.per_client {
             return Err(Refused::Client);
         }
-        let by_instance = c.per_instance.get(&claim.instance_id).copied().unwrap_or(0);
-        if by_instance >= claim.per_instance {
-            return Err(Refused::Instance);
-        }
-        *c.per_client.entry(claim.client).or_default() += 1;
-        *c.per_instance.entry(claim.instance_id.clone()).or_default() += 1;
+        let instance_id = match per_instance.get_key_value(claim.instance_id) {
+            Some((_, n)) if n.get() >= claim.per_instance => return Err(Refused::Instance),
+            Some((id, n)) => {
+                n.set(n.get() + 1);
+                id.clone()
+            }
+            None if claim.per_instance == 0 => return Err(Refused::Instance),
+            None => {
+                let id: Arc<str> = Arc::from(claim.instance_id);
+                per_instance.insert(id.clone(), Cell::new(1));
+                id
+            }
+        };
+        *per_client.entry(claim.client).or_default() += 1;
         Ok(Permit {
             counts: self.0.clone(),
-            instance_id: claim.instance_id.clone(),
+            instance_id,
             client: claim.client,
         })
     }
 
+    /// Instances and clients holding connections, and instance entries kept.
     #[cfg(test)]
-    fn held(&self) -> (usize, usize) {
+    fn held(&self) -> (usize, usize, usize) {
         self.0
             .lock()
-            .map(|c| (c.per_instance.len(), c.per_client.len()))
+            .map(|c| {
+                let busy = c.per_instance.values().filter(|n| n.get() > 0).count();
+                (busy, c.per_client.len(), c.per_instance.len())
+            })
             .unwrap_or_default()
     }
 }
@@ -131,9 +160,9 @@ impl OpenSockets {
 mod tests {
     use super::*;
 
-    fn claim(instance: &str, client: u8) -> Claim {
+    fn claim(instance: &str, client: u8) -> Claim<'_> {
         Claim {
-            instance_id: instance.to_string(),
+            instance_id: instance,
             client: IpAddr::from([10, 0, 0, client]),
             per_instance: 3,
             per_client: 2,
@@ -154,6 +183,20 @@ mod tests {
         drop(a1);
         assert!(open.acquire(&claim("a", 3)).is_ok());
         drop((a2, a3));
-        assert_eq!(open.held(), (0, 0), "nothing left behind");
+        assert_eq!(open.held(), (0, 0, 2), "nothing held; a and b kept at zero");
+    }
+
+    #[test]
+    fn idle_instances_are_forgotten_beyond_a_bound() {
+        let open = OpenSockets::default();
+        let ids: Vec<String> = (0..KEEP_IDLE_INSTANCES + 10)
+            .map(|i| format!("i{i}"))
+            .collect();
+        for id in &ids {
+            drop(open.acquire(&claim(id, 1)));
+        }
+        let (busy, clients, kept) = open.held();
+        assert_eq!((busy, clients), (0, 0));
+        assert!(kept <= KEEP_IDLE_INSTANCES + 1, "{kept} entries kept");
     }
 }

@@ -23,8 +23,10 @@ use crate::error::{ApiError, ApiResult};
 use crate::net::client::ClientInfo;
 use crate::state::AppState;
 use axum::extract::Request;
-use axum::http::{header, HeaderValue, StatusCode};
+use axum::http::uri::PathAndQuery;
+use axum::http::{header, HeaderName, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Redirect, Response};
+pub use forward::Served;
 use forward::{forward, Forward, Recheck};
 use redwall_policy::audit_event::AuditEvent;
 use redwall_policy::permission::Permission;
@@ -48,25 +50,37 @@ pub(crate) enum TokenKind {
     Endpoint,
 }
 
+/// Whom a cached token names: the instance's id, the kind of token and the
+/// user. A tuple, not a `format!`ed string: building it is a copy of the id
+/// (the user name is moved in), not a pass through the formatting machinery.
+pub type MintKey = (String, &'static str, Option<String>);
+
+// Parsed once: inserting by a `&str` name parses it and copies it into a
+// new allocation on every request.
+const EDITOR_TOKEN: HeaderName = HeaderName::from_static(EDITOR_TOKEN_HEADER);
+const ENDPOINT_TOKEN: HeaderName = HeaderName::from_static(ENDPOINT_TOKEN_HEADER);
+
 /// A token for this instance and caller, reused for a minute of its five
 /// (the instance remembers tokens it has checked, so reuse saves it an HMAC
-/// and a parse per request).
+/// and a parse per request). Kept as the header value itself: a clone of it
+/// shares its bytes.
 pub(crate) fn minted_token(
     state: &AppState,
     target: &InstanceTarget,
     kind: TokenKind,
-    username: Option<&str>,
-) -> String {
+    username: Option<String>,
+) -> Option<HeaderValue> {
     let tag = match kind {
         TokenKind::Editor(EditorPermission::Full) => "a*",
         TokenKind::Editor(EditorPermission::Read) => "ar",
         TokenKind::Endpoint => "e",
     };
-    let key = format!("{}\0{tag}\0{}", target.id, username.unwrap_or(""));
+    let key: MintKey = (target.id.clone(), tag, username);
     let now = state.now();
     if let Some(token) = state.minted_tokens.get(&key, now) {
-        return token;
+        return Some(token);
     }
+    let username = key.2.as_deref();
     let exp = unix_now() + TOKEN_SECS;
     let token = match kind {
         TokenKind::Editor(perm) => mint_editor_token(
@@ -80,8 +94,9 @@ pub(crate) fn minted_token(
             mint_endpoint_token(&target.endpoint_secret, &target.id, username, exp)
         }
     };
+    let token = HeaderValue::from_str(&token).ok()?;
     state.minted_tokens.insert(key, token.clone(), now);
-    token
+    Some(token)
 }
 
 /// Tokens are checked by Node-RED against the real clock, so they are
@@ -97,77 +112,112 @@ pub use crate::state::InstanceTarget;
 /// Where a request is headed, when it is for an instance.
 pub struct Located {
     name: String,
+    /// The request's path and query. A clone of the request's own (it
+    /// shares its bytes), so locating copies no path.
+    target: PathAndQuery,
+    /// Where the path the instance sees starts in `target`: after
+    /// `/i/{name}` under path routing, else 0.
+    start: usize,
+}
+
+impl Located {
     /// The path and query the instance sees.
-    path_and_query: String,
+    fn path_and_query(&self) -> &str {
+        self.target.as_str().get(self.start..).unwrap_or("/")
+    }
+
     /// `/i/{name}` under path routing.
-    prefix: Option<String>,
+    fn prefix(&self) -> Option<&str> {
+        (self.start > 0)
+            .then(|| self.target.as_str().get(..self.start))
+            .flatten()
+    }
 }
 
 /// Whether a request is for an instance: `None` when it is for the API;
-/// an answer when it must be redirected first.
+/// an answer when it must be redirected first. Every request passes here,
+/// so nothing is allocated unless it is for an instance.
 pub fn locate(state: &AppState, request: &Request) -> Option<Result<Located, Response>> {
     let config = &state.config.instances;
-    let pq = request
-        .uri()
-        .path_and_query()
-        .map_or("/", |p| p.as_str())
-        .to_string();
+    let target = || {
+        request
+            .uri()
+            .path_and_query()
+            .cloned()
+            .unwrap_or_else(|| PathAndQuery::from_static("/"))
+    };
     if let Some(domain) = state.config.instance_domain() {
-        if let Some(host) = crate::net::authority::host_name(request.headers()) {
-            if let Some(label) = host.strip_suffix(domain).and_then(|h| h.strip_suffix('.')) {
-                if !label.is_empty() && !label.contains('.') {
-                    return Some(Ok(Located {
-                        name: label.to_string(),
-                        path_and_query: pq,
-                        prefix: None,
-                    }));
-                }
-            }
+        let host = crate::net::authority::host(request.headers());
+        if let Some(label) = host.and_then(|h| instance_label(h, domain)) {
+            return Some(Ok(Located {
+                name: label.to_ascii_lowercase(),
+                target: target(),
+                start: 0,
+            }));
         }
     }
     if !config.path_routing {
         return None;
     }
     let rest = request.uri().path().strip_prefix("/i/")?;
-    let (name, tail) = rest.split_once('/').unwrap_or((rest, ""));
+    let Some((name, _)) = rest.split_once('/') else {
+        if rest.is_empty() {
+            return None;
+        }
+        // "/i/name" → "/i/name/", so relative links in pages resolve.
+        return Some(Err(
+            Redirect::permanent(&format!("/i/{rest}/")).into_response()
+        ));
+    };
     if name.is_empty() {
         return None;
     }
-    let prefix = format!("/i/{name}");
-    if !rest.contains('/') {
-        // "/i/name" → "/i/name/", so relative links in pages resolve.
-        return Some(Err(
-            Redirect::permanent(&format!("{prefix}/")).into_response()
-        ));
-    }
-    let query = request
-        .uri()
-        .query()
-        .map(|q| format!("?{q}"))
-        .unwrap_or_default();
+    // The instance sees what follows "/i/{name}": "/{tail}" and the query.
     Some(Ok(Located {
         name: name.to_string(),
-        path_and_query: format!("/{tail}{query}"),
-        prefix: Some(prefix),
+        target: target(),
+        start: "/i/".len() + name.len(),
     }))
 }
 
+/// The label of `host` when it is `{label}.{domain}`, as lowercasing the
+/// host and stripping the domain would find it, without lowercasing the
+/// whole host (this runs on every request, the API's too).
+fn instance_label<'h>(host: &'h str, domain: &str) -> Option<&'h str> {
+    let split = host.len().checked_sub(domain.len())?;
+    let tail = host.get(split..)?;
+    if !tail
+        .bytes()
+        .map(|b| b.to_ascii_lowercase())
+        .eq(domain.bytes())
+    {
+        return None;
+    }
+    let label = host.get(..split)?.strip_suffix('.')?;
+    (!label.is_empty() && !label.contains('.')).then_some(label)
+}
+
 /// Serves a request `locate` found to be for an instance.
-pub async fn serve(state: &AppState, located: Located, mut request: Request) -> Response {
+pub async fn serve(
+    state: &AppState,
+    located: Located,
+    client: ClientInfo,
+    mut request: Request,
+) -> Served {
     // `/i/{name}/` lives on the console's origin, so it is for machines
     // only: no browser cookie is honoured there (a page there must never act
     // as the visitor), and whatever the instance answers is sandboxed into an
     // opaque origin that cannot read the console or its cookies.
-    let on_console_origin = located.prefix.is_some();
+    let on_console_origin = located.prefix().is_some();
     if on_console_origin {
         request.headers_mut().remove(header::COOKIE);
     }
-    let mut answer = match handle(state, located, request).await {
+    let mut answer = match handle(state, located, client, request).await {
         Ok(r) => r,
-        Err(e) => e.into_response(),
+        Err(e) => Served::ours(e.into_response()),
     };
     if on_console_origin {
-        answer.headers_mut().insert(
+        answer.response.headers_mut().insert(
             header::CONTENT_SECURITY_POLICY,
             HeaderValue::from_static("sandbox"),
         );
@@ -179,13 +229,17 @@ pub async fn load_target(state: &AppState, name: &str) -> ApiResult<Option<Arc<I
     Ok(state.hub.instance_target(name).await?)
 }
 
-async fn handle(state: &AppState, located: Located, mut request: Request) -> ApiResult<Response> {
-    let path = located
-        .path_and_query
+async fn handle(
+    state: &AppState,
+    located: Located,
+    client: ClientInfo,
+    mut request: Request,
+) -> ApiResult<Served> {
+    let path_and_query = located.path_and_query();
+    let path = path_and_query
         .split_once('?')
-        .map_or(located.path_and_query.as_str(), |(p, _)| p)
-        .to_string();
-    if !is_clean_path(&path) {
+        .map_or(path_and_query, |(p, _)| p);
+    if !is_clean_path(path) {
         return Err(ApiError::bad_request(
             "invalid_path",
             "the path holds dot segments, empty segments or encoded separators",
@@ -194,30 +248,20 @@ async fn handle(state: &AppState, located: Located, mut request: Request) -> Api
     let Some(target) = load_target(state, &located.name).await? else {
         return Err(ApiError::not_found());
     };
-    let client = request
-        .extensions()
-        .get::<ClientInfo>()
-        .cloned()
-        .ok_or_else(|| ApiError::internal("client information missing"))?;
     let fwd = Forward {
         via: via(state, &target).await,
-        path_and_query: located.path_and_query.clone(),
-        location_prefix: located.prefix.clone(),
+        path_and_query,
+        location_prefix: located.prefix(),
         max_body: state.config.instances.max_body_bytes,
         sockets: limits::Claim::new(&target.id, client.ip, &state.config.instances),
         upgrade_within: std::time::Duration::from_secs(state.config.instances.upgrade_answer_secs),
         instance_may_challenge: false,
     };
-    let by_host = located.prefix.is_none();
+    let by_host = located.prefix().is_none();
     if by_host {
         if path.starts_with(handoff::RESERVED_PREFIX) {
-            return Ok(redwall_path(
-                state,
-                &target,
-                &path,
-                &located.path_and_query,
-                &client,
-            ));
+            let answer = redwall_path(state, &target, path, path_and_query, &client);
+            return Ok(Served::ours(answer));
         }
         handoff::unwrap_pass(state, request.headers_mut(), &target.name, client.https);
     }
@@ -232,17 +276,24 @@ async fn handle(state: &AppState, located: Located, mut request: Request) -> Api
     }
     let is_editor = path == EDITOR_ROOT || path.starts_with("/editor/");
     if is_editor && by_host && wants_login(state, &request, client.https) {
-        return Ok(login_redirect(state, &target.name, &located.path_and_query));
+        return Ok(Served::ours(login_redirect(
+            state,
+            &target.name,
+            path_and_query,
+        )));
     }
     // The access phase is the only one that differs between the editor and
     // the endpoints.
-    let (parts, body) = request.into_parts();
+    let (mut parts, body) = request.into_parts();
     let admitted = if is_editor {
+        // The guard reads the client from the request, as the API's layers
+        // leave it there.
+        parts.extensions.insert(client.clone());
         admit_editor(state, &target, &client, &parts).await?
     } else {
-        match endpoints::admit(state, &target, &client, &path, &parts).await? {
+        match endpoints::admit(state, &target, &client, path, &parts).await? {
             Ok(admitted) => admitted,
-            Err(refusal) => return Ok(refusal),
+            Err(refusal) => return Ok(Served::ours(refusal)),
         }
     };
     Ok(pass_on(state, &target, &client, fwd, parts, body, admitted).await)
@@ -296,22 +347,21 @@ async fn pass_on(
     state: &AppState,
     target: &InstanceTarget,
     client: &ClientInfo,
-    mut fwd: Forward,
+    mut fwd: Forward<'_>,
     mut parts: axum::http::request::Parts,
     body: axum::body::Body,
     admitted: Admitted,
-) -> Response {
+) -> Served {
     hygiene::prepare_request(&mut parts.headers, client, admitted.authorization);
-    let token = minted_token(state, target, admitted.token, admitted.username.as_deref());
     let header_name = match admitted.token {
-        TokenKind::Editor(_) => EDITOR_TOKEN_HEADER,
-        TokenKind::Endpoint => ENDPOINT_TOKEN_HEADER,
+        TokenKind::Editor(_) => EDITOR_TOKEN,
+        TokenKind::Endpoint => ENDPOINT_TOKEN,
     };
-    if let Ok(v) = HeaderValue::from_str(&token) {
+    if let Some(v) = minted_token(state, target, admitted.token, admitted.username) {
         parts.headers.insert(header_name, v);
     }
     fwd.instance_may_challenge = admitted.instance_may_challenge;
-    let mut response = forward(
+    let mut answer = forward(
         &state.upstream,
         fwd,
         Request::from_parts(parts, body),
@@ -319,9 +369,12 @@ async fn pass_on(
     )
     .await;
     if let Some(cookie) = admitted.set_cookie {
-        response.headers_mut().append(header::SET_COOKIE, cookie);
+        answer
+            .response
+            .headers_mut()
+            .append(header::SET_COOKIE, cookie);
     }
-    response
+    answer
 }
 
 /// The access phase of the editor and Node-RED's admin API: the caller's
