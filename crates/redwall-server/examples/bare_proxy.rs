@@ -28,7 +28,7 @@ use axum::http::HeaderValue;
 use axum_server::accept::NoDelayAcceptor;
 use hyper::body::Incoming;
 use redwall_runtime::ENDPOINT_TOKEN_HEADER;
-use redwall_server::net::headers::{HeaderPolicy, Proxied};
+use redwall_server::net::headers::HeaderPolicy;
 use redwall_server::proxy::upstream::{relay_body, Upstream, Via};
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -54,10 +54,9 @@ async fn pass_on(bare: Arc<Bare>, request: hyper::Request<Incoming>) -> Answer {
             .insert(ENDPOINT_TOKEN_HEADER, token.clone());
     }
     let mut answer = forward(&bare, request).await;
-    // Marked as an instance's answer, as Redwall's proxy marks it, so the
-    // layer adds only the headers it adds to instance answers.
-    answer.extensions_mut().insert(Proxied);
-    bare.headers.apply(&mut answer);
+    // An instance's answer, as Redwall's proxy says of it, so only the
+    // headers added to instance answers are added.
+    bare.headers.apply(&mut answer, true);
     answer
 }
 

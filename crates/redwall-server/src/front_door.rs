@@ -132,7 +132,7 @@ where
                 let micros = started.elapsed().as_micros() as u64;
                 tracing::debug!(%method, path, status, micros, %client, "request");
             }
-            headers.apply_as(&mut answer, from_instance);
+            headers.apply(&mut answer, from_instance);
             Ok(answer)
         }
         .boxed()

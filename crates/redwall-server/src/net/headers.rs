@@ -19,28 +19,19 @@ pub async fn security_headers(
     next: Next,
 ) -> Response {
     let mut response = next.run(request).await;
-    policy.apply(&mut response);
+    // The API's layer: every answer through it is Redwall's own (instance
+    // answers leave through the front door, which says whose they are).
+    policy.apply(&mut response, false);
     response
 }
 
-/// Marks answers that come from an instance, so the security-headers layer
-/// leaves Node-RED's own page policy alone.
-#[derive(Clone, Copy)]
-pub struct Proxied;
-
 impl HeaderPolicy {
     /// Adds the headers to an answer: all of them to Redwall's own, only
-    /// those that cannot break a page to an instance's (marked [`Proxied`]).
-    pub fn apply(self, response: &mut Response) {
-        let proxied = response.extensions().get::<Proxied>().is_some();
-        self.apply_as(response, proxied);
-    }
-
-    /// [`Self::apply`] for a caller that knows whose answer it is: the front
-    /// door, told by the proxy without a marker in the extensions.
-    pub fn apply_as(self, response: &mut Response, proxied: bool) {
+    /// those that cannot break a page to an instance's (`from_instance`;
+    /// the proxy says so in `proxy::Served`).
+    pub fn apply(self, response: &mut Response, from_instance: bool) {
         let h = response.headers_mut();
-        if proxied {
+        if from_instance {
             // Node-RED's pages set their own policy; ours (script-src 'self'
             // only) would break the editor. Add only what cannot break a page.
             h.entry(header::X_CONTENT_TYPE_OPTIONS)
