@@ -146,6 +146,9 @@ impl Store {
                     file: file.split_once('?').map_or(file, |(p, _)| p).into(),
                     last_unwritable: std::sync::atomic::AtomicU64::new(0),
                 });
+                if !in_memory {
+                    owners_alone(&watch.file, url.contains("mode=rwc"));
+                }
                 let opened_watch = watch.clone();
                 let mut options = AnyPoolOptions::new()
                     .max_connections(size)
@@ -373,6 +376,42 @@ fn backend_of(url: &str) -> Result<Backend, StoreError> {
         _ => Err(StoreError::InvalidUrl(
             "expected a sqlite:// or postgres:// URL".to_owned(),
         )),
+    }
+}
+
+/// Makes the database file its owner's alone before SQLite opens it: it
+/// holds password hashes, token digests and the audit log, and the data
+/// directory is traversable (instances' users pass through it), so the
+/// umask's 0644 would let any local user read it. A missing file is created
+/// 0600 (when it may be created); an existing one, and its WAL and shared
+/// memory files, lose every group and other bit. SQLite gives the WAL and
+/// shared memory files it creates the database file's mode.
+fn owners_alone(file: &std::path::Path, create: bool) {
+    use std::os::unix::fs::{OpenOptionsExt as _, PermissionsExt as _};
+    if create && !file.exists() {
+        if let Err(e) = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(file)
+        {
+            // SQLite will say what is wrong, if anything.
+            tracing::debug!(error = %e, "creating the database file");
+        }
+    }
+    for suffix in ["", "-wal", "-shm"] {
+        let mut path = file.as_os_str().to_owned();
+        path.push(suffix);
+        let Ok(meta) = std::fs::metadata(&path) else {
+            continue;
+        };
+        let mode = meta.permissions().mode() & 0o7777;
+        if mode & 0o077 != 0 {
+            let private = std::fs::Permissions::from_mode(mode & 0o700);
+            if let Err(e) = std::fs::set_permissions(&path, private) {
+                tracing::warn!(file = %std::path::Path::new(&path).display(), error = %e, "the database file stays readable by others");
+            }
+        }
     }
 }
 

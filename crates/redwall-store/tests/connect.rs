@@ -92,3 +92,37 @@ async fn futures_and_streams_are_send() -> anyhow::Result<()> {
     store.close().await;
     Ok(())
 }
+
+/// The database holds password hashes, token digests and the audit log: only
+/// its owner may read it, whatever the umask, and with it its WAL and shared
+/// memory files. The data directory is traversable (instances' users pass
+/// through it), so a world-readable file there was readable by any local
+/// user (found: `redwall serve` left `redwall.db` 0644).
+#[tokio::test]
+async fn the_sqlite_files_are_the_owners_alone() -> anyhow::Result<()> {
+    use std::os::unix::fs::PermissionsExt as _;
+    let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    let dir = tempfile::tempdir()?;
+    let fresh = dir.path().join("fresh.db");
+    // An existing database made readable by an earlier version, WAL and all.
+    let old = dir.path().join("old.db");
+    let store = Store::connect(&format!("sqlite://{}", old.display())).await?;
+    user(&store, "u1", "alice").await;
+    for suffix in ["", "-wal", "-shm"] {
+        let path = format!("{}{suffix}", old.display());
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644))?;
+    }
+    let again = Store::connect(&format!("sqlite://{}", old.display())).await?;
+    let store_fresh = Store::connect(&format!("sqlite://{}", fresh.display())).await?;
+    user(&store_fresh, "u1", "alice").await;
+    for db in [&fresh, &old] {
+        for suffix in ["", "-wal", "-shm"] {
+            let path = std::path::PathBuf::from(format!("{}{suffix}", db.display()));
+            assert_eq!(mode(&path), 0o600, "{}", path.display());
+        }
+    }
+    store.close().await;
+    again.close().await;
+    store_fresh.close().await;
+    Ok(())
+}
