@@ -209,6 +209,133 @@ pub fn admit(stored: Option<&Stored>, batch: &SiteBatch<'_>) -> Admitted {
     }
 }
 
+/// Events one agent's connection may have stored per second, over time.
+///
+/// An honest agent is bounded by its journals, not by time: each holds at
+/// most 4 MiB (the agent's `JournalConfig`), which is some 30,000 log
+/// lines of ordinary length (a record is the line and about 70 bytes
+/// more), and fewer, larger audit events. However long a site was offline
+/// (a day of a line a second is 86,400 lines, more than the journal
+/// keeps), its backlog is what its journals kept: a full log journal
+/// drains in about a minute at this rate, both full in under two. Slowed,
+/// never stopped: an agent is answered as soon as its budget allows, and
+/// its journal waits for the answer. Steady output of 500 lines a second
+/// (some 4 GB of log a day) is more than any Node-RED of a working site
+/// writes for long, so an honest agent never falls behind for good.
+///
+/// A compromised agent (its key stolen) is held to the same: two and a
+/// half full batches (transactions) a second, a known load on either
+/// backend, where without a budget it had as many as its link and the
+/// database allowed (in this repository's tests a debug build stored
+/// 2,000 to 3,000 events a second from one agent on PostgreSQL, 8,000 to
+/// 12,000 on SQLite; a release build more). Log lines are capped per agent
+/// in the store, so a flood of them costs writes only; audit entries are
+/// chained and kept until retention prunes them, so a flood of them fills
+/// the team's audit log: at this rate with at most 43 million entries a
+/// day, where the thousands a second of an unbounded agent made hundreds
+/// of millions (each shown as the agent's, so a flood is seen for what it
+/// is).
+pub const SITE_EVENTS_PER_SECOND: u64 = 500;
+
+/// The most a connection may have stored at once, after a quiet while:
+/// five full batches, so a burst at a connected site (a crash loop writing
+/// its stack traces) is stored without delay. A new connection starts
+/// with none (see [`SiteEventBudget::for_connection`]).
+pub const SITE_EVENTS_BURST: u64 = 1_000;
+
+// A full batch must fit in the budget, else an honest agent's full batch
+// would wait forever.
+const _: () = assert!(SITE_EVENTS_BURST >= MAX_EVENTS_PER_BATCH as u64);
+
+/// Thousandths of an event: a millisecond's refill is a whole number of
+/// them at any rate.
+const MILLI: u64 = 1_000;
+
+/// How many site events a connection may still have stored: a token
+/// bucket of at most `burst` events, refilled at `per_second`. Time comes
+/// in as milliseconds on a clock the caller keeps that never goes back
+/// (one that does refills nothing until it has caught up).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SiteEventBudget {
+    burst: u64,
+    per_second: u64,
+    /// What is left, in thousandths of an event.
+    left: u64,
+    /// Up to when the refill was counted.
+    at_ms: u64,
+}
+
+/// Why a batch may not be stored now.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum OverBudget {
+    /// It may once this long has passed, if nothing else is spent
+    /// meanwhile.
+    Wait(std::time::Duration),
+    /// It never may: it is larger than the whole budget.
+    Never,
+}
+
+impl SiteEventBudget {
+    /// An empty budget of at most `burst` events, refilled at `per_second`
+    /// (each at least 1), from `now_ms` on.
+    pub fn new(burst: u64, per_second: u64, now_ms: u64) -> SiteEventBudget {
+        SiteEventBudget {
+            burst: burst.max(1),
+            per_second: per_second.max(1),
+            left: 0,
+            at_ms: now_ms,
+        }
+    }
+
+    /// A new connection's budget: [`SITE_EVENTS_BURST`] at most, refilled
+    /// at [`SITE_EVENTS_PER_SECOND`], and empty to begin with. The budget
+    /// lives with the connection, so a full one at the start would give an
+    /// agent that hangs up and dials again a burst each time; empty, a new
+    /// connection earns only what time gives it, as the old one would
+    /// have (an honest agent's first full batch waits 0.4 seconds).
+    pub fn for_connection(now_ms: u64) -> SiteEventBudget {
+        SiteEventBudget::new(SITE_EVENTS_BURST, SITE_EVENTS_PER_SECOND, now_ms)
+    }
+
+    fn refill(&mut self, now_ms: u64) {
+        let elapsed = now_ms.saturating_sub(self.at_ms);
+        self.at_ms = self.at_ms.max(now_ms);
+        // per_second events a second are per_second thousandths a
+        // millisecond.
+        self.left = self
+            .left
+            .saturating_add(elapsed.saturating_mul(self.per_second))
+            .min(self.burst.saturating_mul(MILLI));
+    }
+
+    /// Whole events that may be stored at `now_ms`.
+    pub fn available(&mut self, now_ms: u64) -> u64 {
+        self.refill(now_ms);
+        self.left / MILLI
+    }
+
+    /// Spends `events` at `now_ms` if the budget holds them; else spends
+    /// nothing and says how long until it would (never, for more than
+    /// `burst`).
+    pub fn take(&mut self, now_ms: u64, events: usize) -> Result<(), OverBudget> {
+        self.refill(now_ms);
+        let events = u64::try_from(events).unwrap_or(u64::MAX);
+        if events > self.burst {
+            return Err(OverBudget::Never);
+        }
+        let cost = events.saturating_mul(MILLI);
+        match cost.checked_sub(self.left) {
+            None | Some(0) => {
+                self.left -= cost;
+                Ok(())
+            }
+            Some(missing) => Err(OverBudget::Wait(std::time::Duration::from_millis(
+                missing.div_ceil(self.per_second),
+            ))),
+        }
+    }
+}
+
 /// The figures of an agent's MQTT store-and-forward, with each heartbeat.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -492,6 +619,201 @@ mod tests {
                 new_epoch: true
             }
         );
+    }
+
+    fn ms(d: std::time::Duration) -> u64 {
+        u64::try_from(d.as_millis()).unwrap()
+    }
+
+    fn wait(r: Result<(), OverBudget>) -> u64 {
+        match r {
+            Err(OverBudget::Wait(d)) => ms(d),
+            other => panic!("expected a wait, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_new_connection_starts_empty_and_fills_at_its_rate() {
+        let mut b = SiteEventBudget::for_connection(5_000);
+        assert_eq!(b.available(5_000), 0);
+        // An honest agent's first full batch waits 0.4 seconds.
+        let full = MAX_EVENTS_PER_BATCH as u64 * 1_000 / SITE_EVENTS_PER_SECOND;
+        assert_eq!(full, 400);
+        assert_eq!(wait(b.take(5_000, MAX_EVENTS_PER_BATCH)), full);
+        assert_eq!(wait(b.take(5_000, 1)), 2);
+        b.take(5_000 + full, MAX_EVENTS_PER_BATCH).unwrap();
+        assert_eq!(b.available(5_000 + full), 0);
+
+        let mut b = SiteEventBudget::new(2_000, 1_000, 5_000);
+        assert_eq!(wait(b.take(5_000, 200)), 200);
+        assert_eq!(wait(b.take(5_000, 1)), 1);
+        assert_eq!(b.available(5_199), 199);
+        assert_eq!(wait(b.take(5_199, 200)), 1);
+        b.take(5_200, 200).unwrap();
+        assert_eq!(b.available(5_200), 0);
+        // Nothing is spent by a refusal, nothing is owed by a spend.
+        assert_eq!(wait(b.take(5_200, 1)), 1);
+        b.take(5_201, 1).unwrap();
+    }
+
+    #[test]
+    fn the_budget_is_capped_at_its_burst() {
+        let mut b = SiteEventBudget::for_connection(0);
+        assert_eq!(b.available(3_600_000), SITE_EVENTS_BURST);
+        assert_eq!(b.available(u64::MAX), SITE_EVENTS_BURST);
+        for _ in 0..SITE_EVENTS_BURST / MAX_EVENTS_PER_BATCH as u64 {
+            b.take(u64::MAX, MAX_EVENTS_PER_BATCH).unwrap();
+        }
+        assert_eq!(b.available(u64::MAX), 0);
+        assert!(b.take(u64::MAX, 1).is_err());
+    }
+
+    #[test]
+    fn more_than_the_burst_never_fits_and_spends_nothing() {
+        let mut b = SiteEventBudget::new(300, 1_000, 0);
+        assert_eq!(b.take(10_000, 301), Err(OverBudget::Never));
+        assert_eq!(b.take(10_000, usize::MAX), Err(OverBudget::Never));
+        assert_eq!(b.available(10_000), 300);
+        b.take(10_000, 300).unwrap();
+        // Nothing at all always fits.
+        b.take(10_000, 0).unwrap();
+        let mut b = SiteEventBudget::for_connection(0);
+        assert_eq!(
+            b.take(0, SITE_EVENTS_BURST as usize + 1),
+            Err(OverBudget::Never)
+        );
+        // A batch over the protocol's limit is still refused by
+        // `check_batch`; the budget itself holds any batch up to its burst.
+        assert!(b.take(0, MAX_EVENTS_PER_BATCH + 1).is_err());
+    }
+
+    /// The wait a refusal names is exact: a millisecond less is still too
+    /// early, that long is enough, for every rate, size and fill.
+    #[test]
+    fn the_wait_named_is_exactly_enough() {
+        for per_second in [1, 2, 3, 7, 999, 1_000, 1_001, 40_000] {
+            for burst in [1, 2, 5, 13] {
+                for spent_first in 0..=burst {
+                    for events in 1..=burst {
+                        for filled_ms in [0, 1, 2, 333, 1_000] {
+                            let mut b = SiteEventBudget::new(burst, per_second, 0);
+                            let full = (burst * 1_000).div_ceil(per_second);
+                            b.take(full, spent_first as usize).unwrap();
+                            let now = full + filled_ms;
+                            let mut probe = b.clone();
+                            match probe.take(now, events as usize) {
+                                Ok(()) => {
+                                    let have =
+                                        (burst - spent_first) * 1_000 + filled_ms * per_second;
+                                    assert!(have >= events * 1_000);
+                                }
+                                Err(OverBudget::Wait(d)) => {
+                                    let d = ms(d);
+                                    assert!(d >= 1);
+                                    let mut early = b.clone();
+                                    assert!(
+                                        early.take(now + d - 1, events as usize).is_err(),
+                                        "{per_second}/s, burst {burst}, {events} after {d} ms"
+                                    );
+                                    b.take(now + d, events as usize).unwrap();
+                                }
+                                Err(OverBudget::Never) => panic!("fits in the burst"),
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn a_clock_that_goes_back_refills_nothing() {
+        let mut b = SiteEventBudget::new(1_000, 1_000, 10_000);
+        b.take(10_500, 500).unwrap();
+        assert_eq!(b.available(10_500), 0);
+        // Back a second: nothing more, and nothing counted twice on the
+        // way forward again.
+        assert_eq!(b.available(9_500), 0);
+        assert_eq!(b.available(10_500), 0);
+        assert_eq!(b.available(10_600), 100);
+        // From the start of a clock at its end, without overflow.
+        let mut b = SiteEventBudget::new(u64::MAX, u64::MAX, 0);
+        assert_eq!(b.available(u64::MAX), u64::MAX / 1_000);
+        b.take(u64::MAX, usize::MAX).unwrap();
+        assert_eq!(b.available(u64::MAX), 0);
+    }
+
+    #[test]
+    fn zero_rates_and_bursts_are_the_smallest_budget() {
+        let mut b = SiteEventBudget::new(0, 0, 0);
+        assert_eq!(wait(b.take(0, 1)), 1_000);
+        b.take(1_000, 1).unwrap();
+        assert_eq!(b.take(1_000_000, 2), Err(OverBudget::Never));
+    }
+
+    /// An honest agent draining full journals batch after batch, waiting
+    /// as told: slowed to the rate, never stopped.
+    #[test]
+    fn an_honest_backlog_drains_at_the_rate() {
+        let backlog = 60_000u64;
+        let mut b = SiteEventBudget::for_connection(0);
+        let (mut now, mut stored, mut waits) = (0u64, 0u64, 0u32);
+        while stored < backlog {
+            let n = (backlog - stored).min(MAX_EVENTS_PER_BATCH as u64);
+            match b.take(now, n as usize) {
+                Ok(()) => stored += n,
+                Err(OverBudget::Wait(d)) => {
+                    now += ms(d);
+                    waits += 1;
+                }
+                Err(OverBudget::Never) => panic!("a batch never fits"),
+            }
+        }
+        // Two full journals and more in two minutes, a full batch every
+        // 0.4 seconds, each waited for once.
+        assert_eq!(now, backlog * 1_000 / SITE_EVENTS_PER_SECOND);
+        assert_eq!(now, 120_000);
+        assert_eq!(waits, 300);
+    }
+
+    proptest::proptest! {
+        /// However an agent times its batches, what it gets stored from
+        /// the start of its connection is never more than the rate gives
+        /// (the budget starts empty), nor over any stretch more than the
+        /// burst and the rate; and one that waits as told always gets its
+        /// batch through.
+        #[test]
+        fn nothing_beats_the_rate(
+            steps in proptest::collection::vec((0u64..400, 0usize..=MAX_EVENTS_PER_BATCH, proptest::bool::ANY), 1..200),
+        ) {
+            let start = 1_000_000u64;
+            let mut b = SiteEventBudget::for_connection(start);
+            let mut now = start;
+            let mut spent: Vec<(u64, u64)> = Vec::new();
+            for (gap, events, patient) in steps {
+                now += gap;
+                match b.take(now, events) {
+                    Ok(()) => spent.push((now, events as u64)),
+                    Err(OverBudget::Wait(d)) if patient => {
+                        now += ms(d);
+                        proptest::prop_assert!(b.take(now, events).is_ok());
+                        spent.push((now, events as u64));
+                    }
+                    Err(OverBudget::Wait(_)) => {}
+                    Err(OverBudget::Never) => proptest::prop_assert!(false, "{events} never fits"),
+                }
+                let total: u64 = spent.iter().map(|s| s.1).sum();
+                proptest::prop_assert!(total * 1_000 <= (now - start) * SITE_EVENTS_PER_SECOND);
+            }
+            for (i, &(from, _)) in spent.iter().enumerate() {
+                for &(to, _) in &spent[i..] {
+                    let within: u64 = spent.iter().filter(|s| (from..=to).contains(&s.0)).map(|s| s.1).sum();
+                    proptest::prop_assert!(
+                        within * 1_000 <= SITE_EVENTS_BURST * 1_000 + (to - from) * SITE_EVENTS_PER_SECOND
+                    );
+                }
+            }
+        }
     }
 
     #[test]

@@ -4,7 +4,11 @@
 //! audit entries and log lines its log, each stored once however often the
 //! agent sends them again; gaps are recorded as lost; a batch that breaks
 //! the rules is refused whole and the connection closed; heartbeats carry
-//! the store-and-forward figures to the API; who may read the logs.
+//! the store-and-forward figures to the API; who may read the logs; and a
+//! connection's budget (`redwall_policy::site_events::SiteEventBudget`):
+//! an agent sending as fast as it can is slowed to the budget's rate,
+//! reconnecting earns it nothing, one that does not wait for the hub's
+//! answers is cut off, and an honest backlog still drains in full.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
@@ -15,7 +19,9 @@ use agent_kit::*;
 use common::*;
 use redwall_crypto::signing::AgentKey;
 use redwall_policy::agent_protocol::close;
+use redwall_policy::site_events::{MAX_EVENTS_PER_BATCH, SITE_EVENTS_PER_SECOND};
 use serde_json::{json, Value};
+use std::time::{Duration, Instant};
 
 const EPOCH: &str = "00112233aabbccdd";
 /// 2026-12-05T06:00:00Z, by the site's clock.
@@ -270,8 +276,230 @@ async fn who_may_read_a_sites_logs(s: &TestServer) {
     );
 }
 
+/// A full batch of log lines, numbered on from `after`.
+fn full_batch(after: u64) -> Vec<Value> {
+    (after + 1..=after + MAX_EVENTS_PER_BATCH as u64)
+        .map(log_line)
+        .collect()
+}
+
+/// The number of the newest log line the hub stored (lines are numbered
+/// as sent, from 1), through the API; 0 for none.
+async fn newest_line(c: &Client, team: &str) -> u64 {
+    lines(c, team, "?lines=1")
+        .await
+        .last()
+        .map_or(0, |l| l.rsplit(' ').next().unwrap().parse().unwrap())
+}
+
+/// The most a connection may have had stored `elapsed` after it began, with
+/// a generous margin against a slow machine: the budget starts empty and
+/// fills at its rate, so half as much again, and one batch.
+fn most_allowed(elapsed: Duration) -> u64 {
+    (SITE_EVENTS_PER_SECOND as f64 * elapsed.as_secs_f64() * 1.5) as u64
+        + MAX_EVENTS_PER_BATCH as u64
+}
+
+/// How long the floods below go on.
+const FLOOD: Duration = Duration::from_secs(3);
+
+/// A compromised agent (its key stolen) that sends full batches as fast
+/// as the hub answers them is slowed to the budget's rate: over a fixed
+/// while, what is stored is bounded by it. Slowed, not shut out: it is
+/// answered all along and everything answered is stored.
+async fn an_agent_sending_as_fast_as_it_can_is_slowed(s: &TestServer) {
+    let admin = s.admin().await;
+    let owner = s.user(&admin, "olivia").await;
+    let team = create_team(&owner, "Plant").await;
+    let (agent_id, key) = enrolled(s, &owner, &team, "plant-7").await;
+    let started = Instant::now();
+    let mut ws = connect(s, &agent_id, &key).await;
+    let mut sent = 0u64;
+    while started.elapsed() < FLOOD {
+        let through = deliver(&mut ws, "log", EPOCH, full_batch(sent)).await;
+        sent += MAX_EVENTS_PER_BATCH as u64;
+        assert_eq!(through, sent);
+    }
+    let elapsed = started.elapsed();
+    let stored = newest_line(&owner, &team).await;
+    assert_eq!(stored, sent, "what was answered is stored");
+    assert!(
+        stored <= most_allowed(elapsed),
+        "{stored} events stored in {elapsed:?}: more than the budget allows ({})",
+        most_allowed(elapsed)
+    );
+    assert!(stored >= 2 * MAX_EVENTS_PER_BATCH as u64, "{stored}");
+}
+
+/// A connection's budget starts empty, so hanging up and dialing again
+/// earns an agent nothing.
+async fn reconnecting_earns_no_budget(s: &TestServer) {
+    let admin = s.admin().await;
+    let owner = s.user(&admin, "olivia").await;
+    let team = create_team(&owner, "Plant").await;
+    let (agent_id, key) = enrolled(s, &owner, &team, "plant-7").await;
+    let started = Instant::now();
+    let mut sent = 0u64;
+    let mut connections = 0;
+    while started.elapsed() < FLOOD {
+        let mut ws = connect(s, &agent_id, &key).await;
+        connections += 1;
+        let through = deliver(&mut ws, "log", EPOCH, full_batch(sent)).await;
+        sent += MAX_EVENTS_PER_BATCH as u64;
+        assert_eq!(through, sent);
+        let _ = ws.close(None).await;
+    }
+    let elapsed = started.elapsed();
+    let stored = newest_line(&owner, &team).await;
+    assert_eq!(stored, sent);
+    assert!(
+        stored <= most_allowed(elapsed),
+        "{stored} events stored in {elapsed:?} over {connections} connections: more than the budget allows ({})",
+        most_allowed(elapsed)
+    );
+}
+
+/// An agent that sends a second batch of a stream while the hub still
+/// holds one (it did not wait for the answer, as an honest agent does) is
+/// cut off, and what it sent is bounded by the budget.
+async fn an_agent_that_does_not_wait_is_cut_off(s: &TestServer) {
+    let admin = s.admin().await;
+    let owner = s.user(&admin, "olivia").await;
+    let team = create_team(&owner, "Plant").await;
+    let (agent_id, key) = enrolled(s, &owner, &team, "plant-7").await;
+    let started = Instant::now();
+    let mut ws = connect(s, &agent_id, &key).await;
+    for n in 0..2 {
+        send(
+            &mut ws,
+            json!({"type": "site_events", "stream": "log", "epoch": EPOCH,
+                   "events": full_batch(n * MAX_EVENTS_PER_BATCH as u64)}),
+        )
+        .await;
+    }
+    assert_eq!(close_code(&mut ws).await, Some(close::PROTOCOL));
+    let elapsed = started.elapsed();
+    let stored = newest_line(&owner, &team).await;
+    assert!(stored <= most_allowed(elapsed), "{stored} in {elapsed:?}");
+    // It may dial again, and is heard.
+    let mut ws = connect(s, &agent_id, &key).await;
+    assert_eq!(
+        deliver(&mut ws, "log", EPOCH, vec![log_line(1_000)]).await,
+        1_000
+    );
+}
+
+/// A batch the hub holds, sent again (the agent's answer was late, on a
+/// link that slow): it takes the held one's place, nothing is stored
+/// twice, and the agent is not cut off.
+async fn a_batch_sent_again_while_held_takes_its_place(s: &TestServer) {
+    let admin = s.admin().await;
+    let owner = s.user(&admin, "olivia").await;
+    let team = create_team(&owner, "Plant").await;
+    let (agent_id, key) = enrolled(s, &owner, &team, "plant-7").await;
+    let mut ws = connect(s, &agent_id, &key).await;
+    let first =
+        json!({"type": "site_events", "stream": "log", "epoch": EPOCH, "events": full_batch(0)});
+    // A new connection's budget is empty: the first is held.
+    send(&mut ws, first.clone()).await;
+    send(&mut ws, first).await;
+    let answer = next_json(&mut ws).await.expect("an answer");
+    assert_eq!(answer["type"], "site_events_stored", "{answer}");
+    assert_eq!(answer["through"], 200);
+    // Still heard: the next batch is answered (after one more answer for
+    // the first, should a slow machine have stored it before the second
+    // came).
+    send(
+        &mut ws,
+        json!({"type": "site_events", "stream": "log", "epoch": EPOCH, "events": full_batch(200)}),
+    )
+    .await;
+    loop {
+        let answer = next_json(&mut ws).await.expect("an answer");
+        assert_eq!(answer["type"], "site_events_stored", "{answer}");
+        if answer["through"] == 400 {
+            break;
+        }
+        assert_eq!(answer["through"], 200, "{answer}");
+    }
+    let kept = lines(&owner, &team, "?lines=1000").await;
+    assert_eq!(kept.len(), 400);
+    assert_eq!(kept[399], "node-red line 400");
+}
+
+/// An honest agent back online with a backlog in both journals (2,000 log
+/// lines and 400 audit events), one batch per stream on its way and the
+/// next sent once the last is answered, with heartbeats meanwhile: all of
+/// it is stored, at the budget's pace and within a reasonable time.
+async fn an_honest_backlog_drains_in_full(s: &TestServer) {
+    let admin = s.admin().await;
+    let owner = s.user(&admin, "olivia").await;
+    let team = create_team(&owner, "Plant").await;
+    let (agent_id, key) = enrolled(s, &owner, &team, "plant-7").await;
+    let (log_backlog, audit_backlog) = (2_000u64, 400u64);
+    let batch_of = |stream: &str, after: u64| -> Value {
+        let events: Vec<Value> = match stream {
+            "log" => (after + 1..=after + MAX_EVENTS_PER_BATCH as u64)
+                .map(log_line)
+                .collect(),
+            _ => (after + 1..=after + MAX_EVENTS_PER_BATCH as u64)
+                .map(|seq| audit_event(seq, "flows.set", Some("olivia")))
+                .collect(),
+        };
+        json!({"type": "site_events", "stream": stream, "epoch": EPOCH, "events": events})
+    };
+    let started = Instant::now();
+    let mut ws = connect(s, &agent_id, &key).await;
+    send(&mut ws, batch_of("log", 0)).await;
+    send(&mut ws, batch_of("audit", 0)).await;
+    let (mut log_through, mut audit_through) = (0u64, 0u64);
+    while log_through < log_backlog || audit_through < audit_backlog {
+        let answer = next_json(&mut ws).await.expect("an answer");
+        assert_eq!(answer["type"], "site_events_stored", "{answer}");
+        let through = answer["through"].as_u64().unwrap();
+        let (done, backlog) = match answer["stream"].as_str().unwrap() {
+            "log" => (&mut log_through, log_backlog),
+            _ => (&mut audit_through, audit_backlog),
+        };
+        assert_eq!(through, *done + MAX_EVENTS_PER_BATCH as u64, "{answer}");
+        *done = through;
+        send(
+            &mut ws,
+            json!({"type": "heartbeat", "status": {"node_red": "running", "site": {
+                "journal": {"audit_pending": audit_backlog - audit_through,
+                            "log_pending": log_backlog - log_through,
+                            "audit_dropped": 0, "log_dropped": 0}}}}),
+        )
+        .await;
+        if through < backlog {
+            send(
+                &mut ws,
+                batch_of(answer["stream"].as_str().unwrap(), through),
+            )
+            .await;
+        }
+    }
+    let elapsed = started.elapsed();
+    let kept = lines(&owner, &team, "?lines=2000").await;
+    assert_eq!(kept.len(), 2_000);
+    assert_eq!(kept[0], "node-red line 1");
+    assert_eq!(kept[1_999], "node-red line 2000");
+    assert_eq!(audit_events(&admin, "agent.site_event").await.len(), 400);
+    // One budget for both streams, starting empty: never faster than its
+    // rate (exact, whatever the machine), and not much slower either.
+    let budget_time =
+        Duration::from_millis((log_backlog + audit_backlog) * 1_000 / SITE_EVENTS_PER_SECOND);
+    assert!(elapsed >= budget_time, "{elapsed:?}");
+    assert!(elapsed < Duration::from_secs(30), "{elapsed:?}");
+}
+
 on_both_backends!(
     site_events_are_stored_once_with_gaps_recorded,
     a_batch_that_breaks_the_rules_is_refused_whole,
     who_may_read_a_sites_logs,
+    an_agent_sending_as_fast_as_it_can_is_slowed,
+    reconnecting_earns_no_budget,
+    an_agent_that_does_not_wait_is_cut_off,
+    a_batch_sent_again_while_held_takes_its_place,
+    an_honest_backlog_drains_in_full,
 );

@@ -7,7 +7,9 @@
 //! command answers, and the commands the hub hands it. The hub's own
 //! announcements close the connection at once when the agent is revoked on
 //! any replica, and hand it commands queued on any replica. Every decision
-//! is a hub call; this module only carries frames.
+//! is a hub call; this module only carries frames, and paces the site
+//! events an agent sends by the connection's budget
+//! (`redwall_policy::site_events::SiteEventBudget`).
 
 use std::time::Duration;
 
@@ -24,6 +26,7 @@ use redwall_policy::agent_protocol::{
 use redwall_store::Agent;
 use tokio::sync::broadcast::error::RecvError;
 
+use super::agent_site_pace::{Batch, Held, Offer};
 use crate::error::ApiError;
 use crate::net::client::ClientInfo;
 use crate::state::AppState;
@@ -291,8 +294,35 @@ async fn carry(
     }
     let silence = Duration::from_secs(heartbeat_secs.saturating_mul(SILENT_HEARTBEATS));
     let revoked = Some(Ending::new(close::REVOKED, "revoked"));
+    let mut held = Held::new();
+    // When the first held batch may go; a branch of the loop, so holding
+    // a batch never stops heartbeats, answers or the tunnel.
+    let release = tokio::time::sleep(Duration::ZERO);
+    tokio::pin!(release);
     loop {
+        // A held batch whose time has come goes before the next frame is
+        // read (after a slow store, say), so an honest agent's next batch
+        // never finds its last one still held.
+        while held.is_due() {
+            if let Some(batch) = held.release() {
+                if let Err(ending) = store_site_events(state, this, link, batch).await {
+                    return ending;
+                }
+            }
+        }
+        if let Some(at) = held.retry_at {
+            if release.deadline() != at {
+                release.as_mut().reset(at);
+            }
+        }
         tokio::select! {
+            () = &mut release, if held.retry_at.is_some() => {
+                if let Some(batch) = held.release() {
+                    if let Err(ending) = store_site_events(state, this, link, batch).await {
+                        return ending;
+                    }
+                }
+            }
             frame = tunnel.next_frame() => match frame {
                 Some(bytes) => {
                     if link.frame(Message::Binary(bytes.into())).await.is_err() {
@@ -327,26 +357,23 @@ async fn carry(
                     }
                 }
                 Ok(Some(Ok(Frame::Message(AgentMessage::SiteEvents { stream, epoch, events })))) => {
-                    match hub.agent_site_events(this.origin, agent_id, stream, &epoch, &events).await {
-                        Ok(through) => {
-                            let stored = HubMessage::SiteEventsStored { stream, epoch, through };
-                            if send(link, &stored).await.is_err() {
-                                return None;
+                    match held.offer(Batch { stream, epoch, events }) {
+                        Offer::Now(batch) => {
+                            if let Err(ending) = store_site_events(state, this, link, batch).await {
+                                return ending;
                             }
                         }
-                        // A batch that breaks the rules would be resent
-                        // forever: the agent is told, and its journal
-                        // waits (its heartbeats show the backlog).
-                        Err(redwall_hub::HubError::Refused { message, .. }) => {
-                            tracing::warn!(agent = agent_id, %message, "an agent's site events were refused");
-                            return Some(Ending::new(close::PROTOCOL, "invalid site events"));
-                        }
-                        // Not stored (the database faltered): no answer,
-                        // so the agent sends them again.
-                        Err(e) => {
-                            tracing::warn!(agent = agent_id, error = %e, "an agent's site events were not stored");
+                        Offer::Held => {}
+                        Offer::Twice => {
+                            tracing::warn!(
+                                agent = agent_id,
+                                stream = stream.name(),
+                                "an agent sent more site events of a stream while the hub held some back for its budget (it does not wait for answers): disconnected"
+                            );
+                            return Some(Ending::new(close::PROTOCOL, "too many site events"));
                         }
                     }
+                    held.warn_if_due(agent_id);
                 }
                 Ok(Some(Ok(Frame::Message(AgentMessage::Hello { .. })))) => {
                     return Some(Ending::new(close::PROTOCOL, "hello twice"))
@@ -377,6 +404,49 @@ async fn carry(
                 Ok(_) => {}
                 Err(RecvError::Closed) => return Some(Ending::new(1001, "going away")),
             },
+        }
+    }
+}
+
+/// Stores a batch of site events and answers it; `Err` with how the
+/// connection ends, when it must.
+async fn store_site_events(
+    state: &AppState,
+    this: This<'_>,
+    link: &Link,
+    batch: Batch,
+) -> Result<(), Option<Ending>> {
+    let Batch {
+        stream,
+        epoch,
+        events,
+    } = batch;
+    let agent_id = this.agent_id;
+    match state
+        .hub
+        .agent_site_events(this.origin, agent_id, stream, &epoch, &events)
+        .await
+    {
+        Ok(through) => {
+            let stored = HubMessage::SiteEventsStored {
+                stream,
+                epoch,
+                through,
+            };
+            send(link, &stored).await.map_err(|()| None)
+        }
+        // A batch that breaks the rules would be resent forever: the agent
+        // is told, and its journal waits (its heartbeats show the
+        // backlog).
+        Err(redwall_hub::HubError::Refused { message, .. }) => {
+            tracing::warn!(agent = agent_id, %message, "an agent's site events were refused");
+            Err(Some(Ending::new(close::PROTOCOL, "invalid site events")))
+        }
+        // Not stored (the database faltered): no answer, so the agent
+        // sends them again.
+        Err(e) => {
+            tracing::warn!(agent = agent_id, error = %e, "an agent's site events were not stored");
+            Ok(())
         }
     }
 }
