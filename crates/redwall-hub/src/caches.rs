@@ -86,7 +86,8 @@ pub struct Caches {
     /// instance name -> what the proxy needs, or `None` for "no such instance".
     pub instance_targets: TtlCache<String, Option<Arc<InstanceTarget>>>,
     /// API key digest -> the key, or `None` for "unknown".
-    pub instance_keys: TtlCache<TokenDigest, Option<CachedKey>>,
+    /// Shared, so a hit clones no string (it runs on every request with a key).
+    pub instance_keys: TtlCache<TokenDigest, Option<Arc<CachedKey>>>,
     /// Keyed digest of a verified basic credential -> user id, so argon2
     /// runs once per credential a minute, not once per request.
     pub basic_auth: TtlCache<[u8; 32], String>,

@@ -8,13 +8,12 @@ use crate::throttle::{subject_key, Attempt, Channel, Device};
 use crate::{Hub, HubResult};
 use redwall_crypto::token::{self, INSTANCE_KEY_PREFIX};
 use redwall_policy::permission::TeamRole;
+use std::sync::Arc;
 
 #[derive(Clone, Debug)]
 pub enum KeyCheck {
-    Valid {
-        key_id: String,
-        path_prefix: Option<String>,
-    },
+    /// The key as cached, shared: its id and the path prefix it is kept to.
+    Valid(Arc<CachedKey>),
     Invalid,
 }
 
@@ -33,12 +32,14 @@ pub async fn check_api_key(hub: &Hub, instance_id: &str, presented: &str) -> Hub
                 .store
                 .get_instance_api_key_by_digest(&digest)
                 .await?
-                .map(|k| CachedKey {
-                    id: k.id,
-                    instance_id: k.instance_id,
-                    path_prefix: k.path_prefix,
-                    expires_at: k.expires_at,
-                    revoked: k.revoked_at.is_some(),
+                .map(|k| {
+                    Arc::new(CachedKey {
+                        id: k.id,
+                        instance_id: k.instance_id,
+                        path_prefix: k.path_prefix,
+                        expires_at: k.expires_at,
+                        revoked: k.revoked_at.is_some(),
+                    })
                 });
             hub.caches.instance_keys.insert(digest, found.clone(), now);
             found
@@ -51,10 +52,7 @@ pub async fn check_api_key(hub: &Hub, instance_id: &str, presented: &str) -> Hub
                 && k.expires_at.is_none_or(|e| e > now) =>
         {
             hub.activity.instance_key_used(&k.id, now);
-            KeyCheck::Valid {
-                key_id: k.id,
-                path_prefix: k.path_prefix,
-            }
+            KeyCheck::Valid(k)
         }
         _ => KeyCheck::Invalid,
     })

@@ -165,7 +165,7 @@ impl Hub {
     /// when its rules change or it is deleted). `None`: no such instance.
     pub async fn instance_target(&self, name: &str) -> HubResult<Option<Arc<InstanceTarget>>> {
         let now = self.now();
-        if let Some(t) = self.caches.instance_targets.get(&name.to_string(), now) {
+        if let Some(t) = self.caches.instance_targets.get(name, now) {
             return Ok(t);
         }
         let target = match self.store.get_instance_by_name(name).await? {

@@ -4,6 +4,7 @@
 //! node remove the entry at once.
 
 use redwall_policy::Micros;
+use std::borrow::Borrow;
 use std::collections::HashMap;
 use std::hash::Hash;
 use std::sync::Mutex;
@@ -23,7 +24,13 @@ impl<K: Eq + Hash + Clone, V: Clone> TtlCache<K, V> {
         }
     }
 
-    pub fn get(&self, key: &K, now: Micros) -> Option<V> {
+    /// Takes the key borrowed (a `&str` for a `String` key), so a lookup on
+    /// a hot path copies nothing.
+    pub fn get<Q>(&self, key: &Q, now: Micros) -> Option<V>
+    where
+        K: Borrow<Q>,
+        Q: Hash + Eq + ?Sized,
+    {
         let map = self.entries.lock().ok()?;
         match map.get(key) {
             Some((stored_at, v))

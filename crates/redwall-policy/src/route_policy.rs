@@ -93,11 +93,15 @@ pub fn is_clean_path(path: &str) -> bool {
     if path.chars().any(|c| c.is_control() || c == '\\') {
         return false;
     }
-    let lower = path.to_ascii_lowercase();
-    if ["%2f", "%5c", "%2e", "%00"]
-        .iter()
-        .any(|e| lower.contains(e))
-    {
+    // Escapes that decode to '/', '\\', '.' or NUL, in either case; found
+    // without a lowercased copy (this runs on every proxied request).
+    if path.as_bytes().windows(3).any(|w| {
+        w[0] == b'%'
+            && matches!(
+                (w[1], w[2].to_ascii_lowercase()),
+                (b'2', b'f') | (b'5', b'c') | (b'2', b'e') | (b'0', b'0')
+            )
+    }) {
         return false;
     }
     // Rules may hold '%' nowhere, paths may hold other escapes (e.g. %20).
@@ -479,6 +483,40 @@ mod tests {
         }
         for good in ["/", "/a", "/a/", "/a/b.json", "/a%20b", "/ui/"] {
             assert!(is_clean_path(good), "{good:?}");
+        }
+    }
+
+    /// Every escape `%XY` over ASCII, at the start, middle and end of a
+    /// segment: refused exactly when it decodes to '/', '\\', '.' or NUL,
+    /// in either case.
+    #[test]
+    fn every_escape_is_judged_by_what_it_decodes_to() {
+        let forbidden = [b'/', b'\\', b'.', 0];
+        for x in 0u8..128 {
+            for y in 0u8..128 {
+                if (x as char).is_control() || (y as char).is_control() || x == b'\\' || y == b'\\'
+                {
+                    continue;
+                }
+                let escape = format!("%{}{}", x as char, y as char);
+                let decoded = (x.is_ascii_hexdigit() && y.is_ascii_hexdigit())
+                    .then(|| u8::from_str_radix(&escape[1..], 16).ok())
+                    .flatten();
+                let refused = decoded.is_some_and(|b| forbidden.contains(&b));
+                for path in [
+                    format!("/{escape}"),
+                    format!("/a{escape}b"),
+                    format!("/a/b{escape}"),
+                ] {
+                    // A '/' or '.' the escape itself holds may make the path
+                    // unclean for another reason: judge only escapes of
+                    // other characters, or the forbidden ones.
+                    if !refused && (escape.contains('/') || escape.contains('.')) {
+                        continue;
+                    }
+                    assert_eq!(is_clean_path(&path), !refused, "{path:?}");
+                }
+            }
         }
     }
 

@@ -139,9 +139,9 @@ pub async fn test_request(
         "api_key" => {
             let key = req.api_key.as_deref().unwrap_or("");
             match check_api_key(&state.hub, &i.id, key).await? {
-                KeyCheck::Valid { path_prefix, .. } => Presented::ApiKey {
+                KeyCheck::Valid(key) => Presented::ApiKey {
                     valid: true,
-                    path_allowed: key_allows_path(path_prefix.as_deref(), &req.path),
+                    path_allowed: key_allows_path(key.path_prefix.as_deref(), &req.path),
                 },
                 KeyCheck::Invalid => Presented::ApiKey {
                     valid: false,

@@ -119,18 +119,15 @@ async fn judge(
                     return Err(ApiError::throttled(wait));
                 }
                 match check_api_key(&state.hub, &target.id, key).await? {
-                    KeyCheck::Valid {
-                        key_id,
-                        path_prefix,
-                    } => {
+                    KeyCheck::Valid(key) => {
                         // Not `format!`: this runs on every request with a key.
-                        let mut name = String::with_capacity("key:".len() + key_id.len());
+                        let mut name = String::with_capacity("key:".len() + key.id.len());
                         name.push_str("key:");
-                        name.push_str(&key_id);
+                        name.push_str(&key.id);
                         username = Some(name);
                         Presented::ApiKey {
                             valid: true,
-                            path_allowed: key_allows_path(path_prefix.as_deref(), path),
+                            path_allowed: key_allows_path(key.path_prefix.as_deref(), path),
                         }
                     }
                     KeyCheck::Invalid => {
