@@ -4,8 +4,8 @@
 //! from `routes()`, so a route cannot exist without a declared permission.
 
 pub mod agent_gateway;
-mod agent_site_pace;
 pub mod agent_relay;
+mod agent_site_pace;
 pub mod agent_updates;
 pub mod agents;
 pub mod audit;
