@@ -35,6 +35,16 @@ async fn enrolled(s: &TestServer, owner: &Client, team: &str, name: &str) -> (St
     (r.body["agent_id"].as_str().unwrap().to_string(), key)
 }
 
+/// Olivia's team "Plant" with its enrolled agent "plant-7": Olivia's
+/// client, the team's id, the agent's id and key.
+async fn plant_agent(s: &TestServer) -> (Client, String, String, AgentKey) {
+    let admin = s.admin().await;
+    let owner = s.user(&admin, "olivia").await;
+    let team = create_team(&owner, "Plant").await;
+    let (agent_id, key) = enrolled(s, &owner, &team, "plant-7").await;
+    (owner, team, agent_id, key)
+}
+
 fn audit_event(seq: u64, name: &str, user: Option<&str>) -> Value {
     let mut e =
         json!({"seq": seq, "at_ms": SITE_MS + seq as i64, "source": "node-red", "text": name});
@@ -308,10 +318,7 @@ const FLOOD: Duration = Duration::from_secs(3);
 /// while, what is stored is bounded by it. Slowed, not shut out: it is
 /// answered all along and everything answered is stored.
 async fn an_agent_sending_as_fast_as_it_can_is_slowed(s: &TestServer) {
-    let admin = s.admin().await;
-    let owner = s.user(&admin, "olivia").await;
-    let team = create_team(&owner, "Plant").await;
-    let (agent_id, key) = enrolled(s, &owner, &team, "plant-7").await;
+    let (owner, team, agent_id, key) = plant_agent(s).await;
     let started = Instant::now();
     let mut ws = connect(s, &agent_id, &key).await;
     let mut sent = 0u64;
@@ -334,10 +341,7 @@ async fn an_agent_sending_as_fast_as_it_can_is_slowed(s: &TestServer) {
 /// A connection's budget starts empty, so hanging up and dialing again
 /// earns an agent nothing.
 async fn reconnecting_earns_no_budget(s: &TestServer) {
-    let admin = s.admin().await;
-    let owner = s.user(&admin, "olivia").await;
-    let team = create_team(&owner, "Plant").await;
-    let (agent_id, key) = enrolled(s, &owner, &team, "plant-7").await;
+    let (owner, team, agent_id, key) = plant_agent(s).await;
     let started = Instant::now();
     let mut sent = 0u64;
     let mut connections = 0;
@@ -363,10 +367,7 @@ async fn reconnecting_earns_no_budget(s: &TestServer) {
 /// holds one (it did not wait for the answer, as an honest agent does) is
 /// cut off, and what it sent is bounded by the budget.
 async fn an_agent_that_does_not_wait_is_cut_off(s: &TestServer) {
-    let admin = s.admin().await;
-    let owner = s.user(&admin, "olivia").await;
-    let team = create_team(&owner, "Plant").await;
-    let (agent_id, key) = enrolled(s, &owner, &team, "plant-7").await;
+    let (owner, team, agent_id, key) = plant_agent(s).await;
     let started = Instant::now();
     let mut ws = connect(s, &agent_id, &key).await;
     for n in 0..2 {
@@ -393,10 +394,7 @@ async fn an_agent_that_does_not_wait_is_cut_off(s: &TestServer) {
 /// link that slow): it takes the held one's place, nothing is stored
 /// twice, and the agent is not cut off.
 async fn a_batch_sent_again_while_held_takes_its_place(s: &TestServer) {
-    let admin = s.admin().await;
-    let owner = s.user(&admin, "olivia").await;
-    let team = create_team(&owner, "Plant").await;
-    let (agent_id, key) = enrolled(s, &owner, &team, "plant-7").await;
+    let (owner, team, agent_id, key) = plant_agent(s).await;
     let mut ws = connect(s, &agent_id, &key).await;
     let first =
         json!({"type": "site_events", "stream": "log", "epoch": EPOCH, "events": full_batch(0)});
