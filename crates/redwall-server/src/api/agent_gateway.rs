@@ -316,13 +316,8 @@ async fn carry(
             }
         }
         tokio::select! {
-            () = &mut release, if held.retry_at.is_some() => {
-                if let Some(batch) = held.release() {
-                    if let Err(ending) = store_site_events(state, this, link, batch).await {
-                        return ending;
-                    }
-                }
-            }
+            // Only wakes the loop: its head stores what is due.
+            () = &mut release, if held.retry_at.is_some() => {}
             frame = tunnel.next_frame() => match frame {
                 Some(bytes) => {
                     if link.frame(Message::Binary(bytes.into())).await.is_err() {
