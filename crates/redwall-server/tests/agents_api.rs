@@ -357,6 +357,84 @@ async fn an_agent_proves_itself_and_is_cut_off_when_revoked(s: &TestServer) {
     assert_eq!(revoked.len(), 1);
 }
 
+/// A heartbeat whose site report carries `n` (as the bridge's queue).
+fn numbered_heartbeat(n: u64) -> serde_json::Value {
+    json!({"type": "heartbeat", "status": {"node_red": "running", "site": {
+        "bridge": {"local_connected": true, "team_connected": true, "queued": n,
+                   "queued_bytes": 0, "max_bytes": 67108864, "in_flight": false,
+                   "delivered": 0, "dropped": 0, "refused": 0, "resent_after_session_loss": 0}}}})
+}
+
+/// A client with an agent's key (stolen, or an agent gone wrong) that
+/// sends heartbeats as fast as its link allows has them recorded at the
+/// heartbeat's pace, not each one: each used to be a write to the agents
+/// table, so one agent could keep the database busy at will. Only the
+/// newest status counts, and it is recorded in the end.
+async fn a_heartbeat_flood_is_recorded_at_the_heartbeats_pace(backend: Backend) {
+    const FLOOD: Duration = Duration::from_secs(3);
+    const MOST_SENT: u64 = 5_000;
+    let Some(s) = TestServer::start_with(backend, |c| c.agents.heartbeat_secs = 1).await else {
+        return;
+    };
+    let admin = s.admin().await;
+    let owner = s.user(&admin, "olivia").await;
+    let team = create_team(&owner, "Plant").await;
+    let token = token(&owner, &team).await;
+    let key = AgentKey::generate();
+    let r = enrol(&s, &token, "press-1", &key).await;
+    assert_eq!(r.status, 201, "{}", r.body);
+    let id = r.body["agent_id"].as_str().unwrap().to_string();
+    let store = &s.running.state.hub.store;
+    let mut ws = connect(&s, &id, &key).await;
+    redwall_store::testing::count_updates(store, "agents")
+        .await
+        .unwrap();
+    let started = Instant::now();
+    let mut sent = 0;
+    while started.elapsed() < FLOOD && sent < MOST_SENT {
+        sent += 1;
+        send(&mut ws, numbered_heartbeat(sent)).await;
+    }
+    let elapsed = started.elapsed();
+    // The newest status is recorded (so every heartbeat before it was read).
+    let waited = Instant::now();
+    loop {
+        let v = agent(&owner, &team, "press-1").await;
+        if v["site"]["bridge"]["queued"] == sent {
+            break;
+        }
+        assert!(waited.elapsed() < Duration::from_secs(60), "{v}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let writes = redwall_store::testing::updates_counted(store, "agents")
+        .await
+        .unwrap();
+    // The pace: a few at once, then one each half interval (500 ms here);
+    // the margin covers the last one and a slow machine.
+    let most = 3 + (elapsed + waited.elapsed()).as_millis() as u64 / 500 + 2;
+    eprintln!("{sent} heartbeats in {elapsed:?}: {writes} writes (at most {most})");
+    assert!(
+        writes <= most,
+        "{sent} heartbeats sent in {elapsed:?} made {writes} writes; the pace allows {most}"
+    );
+    assert!(sent >= 10 * most, "not a flood: {sent} heartbeats");
+    drop(ws);
+    s.assert_audit_intact().await;
+    s.stop().await;
+}
+
+mod a_heartbeat_flood_is_recorded_at_the_heartbeats_pace {
+    use super::*;
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn sqlite() {
+        super::a_heartbeat_flood_is_recorded_at_the_heartbeats_pace(Backend::Sqlite).await
+    }
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn postgres() {
+        super::a_heartbeat_flood_is_recorded_at_the_heartbeats_pace(Backend::Postgres).await
+    }
+}
+
 on_both_backends!(
     provisioning_tokens_work_once_and_tell_strangers_nothing,
     a_token_races_to_one_agent,

@@ -269,6 +269,45 @@ pub async fn execute_raw(store: &Store, sql: &str) -> Result<u64, StoreError> {
         .rows_affected())
 }
 
+/// Counts, from now on, every row updated in `table` (a trigger adds a row
+/// to a table of its own per update), so a test can bound how often the
+/// hub writes it; [`updates_counted`] reads the count.
+pub async fn count_updates(store: &Store, table: &str) -> Result<(), StoreError> {
+    let counter = format!("test_updates_of_{table}");
+    let statements = match store.backend() {
+        Backend::Sqlite => vec![
+            format!("CREATE TABLE {counter} (n INTEGER)"),
+            format!(
+                "CREATE TRIGGER {counter}_trigger AFTER UPDATE ON {table} \
+                 BEGIN INSERT INTO {counter} VALUES (1); END"
+            ),
+        ],
+        Backend::Postgres => vec![
+            format!("CREATE TABLE {counter} (n INTEGER)"),
+            format!(
+                "CREATE FUNCTION {counter}_fn() RETURNS trigger LANGUAGE plpgsql AS \
+                 $$ BEGIN INSERT INTO {counter} VALUES (1); RETURN NULL; END $$"
+            ),
+            format!(
+                "CREATE TRIGGER {counter}_trigger AFTER UPDATE ON {table} \
+                 FOR EACH ROW EXECUTE FUNCTION {counter}_fn()"
+            ),
+        ],
+    };
+    for sql in &statements {
+        execute_raw(store, sql).await?;
+    }
+    Ok(())
+}
+
+/// The rows updated in `table` since [`count_updates`].
+pub async fn updates_counted(store: &Store, table: &str) -> Result<u64, StoreError> {
+    let n: i64 = sqlx::query_scalar(&format!("SELECT COUNT(*) FROM test_updates_of_{table}"))
+        .fetch_one(store.pool())
+        .await?;
+    Ok(u64::try_from(n).unwrap_or(0))
+}
+
 /// Drops the triggers that make `audit_log` append-only, as an attacker
 /// with direct database access could, so a test can edit or delete entries.
 pub async fn disable_audit_guards(store: &Store) -> Result<(), StoreError> {
