@@ -3,13 +3,15 @@
 //! The route is public because the agent proves itself on the connection:
 //! the hub speaks first with a fresh challenge and the agent answers with
 //! its id and its key's signature over it (`redwall_policy::agent_protocol`).
-//! Then heartbeats (each one also re-checks that the agent is not revoked),
-//! command answers, and the commands the hub hands it. The hub's own
+//! Then heartbeats (each one recorded also re-checks that the agent is not
+//! revoked), command answers, and the commands the hub hands it. The hub's own
 //! announcements close the connection at once when the agent is revoked on
 //! any replica, and hand it commands queued on any replica. Every decision
 //! is a hub call; this module only carries frames, and paces the site
 //! events an agent sends by the connection's budget
-//! (`redwall_policy::site_events::SiteEventBudget`).
+//! (`redwall_policy::site_events::SiteEventBudget`) and the heartbeats it
+//! records by the connection's pace
+//! (`redwall_policy::heartbeat_pace::HeartbeatPace`).
 
 use std::time::Duration;
 
@@ -20,12 +22,13 @@ use futures::{SinkExt, StreamExt};
 use redwall_hub::agents::{new_challenge, AgentEvent};
 use redwall_hub::Origin;
 use redwall_policy::agent_protocol::{
-    close, AgentCommand, AgentMessage, HubMessage, HELLO_TIMEOUT_SECS, MAX_FRAME_BYTES,
-    PROTOCOL_VERSION,
+    close, AgentCommand, AgentMessage, AgentStatus, HubMessage, HELLO_TIMEOUT_SECS,
+    MAX_FRAME_BYTES, PROTOCOL_VERSION,
 };
 use redwall_store::Agent;
 use tokio::sync::broadcast::error::RecvError;
 
+use super::agent_beat_pace::Beats;
 use super::agent_site_pace::{Batch, Held, Offer};
 use crate::error::ApiError;
 use crate::net::client::ClientInfo;
@@ -295,8 +298,9 @@ async fn carry(
     let silence = Duration::from_secs(heartbeat_secs.saturating_mul(SILENT_HEARTBEATS));
     let revoked = Some(Ending::new(close::REVOKED, "revoked"));
     let mut held = Held::new();
-    // When the first held batch may go; a branch of the loop, so holding
-    // a batch never stops heartbeats, answers or the tunnel.
+    let mut beats = Beats::new(heartbeat_secs);
+    // When the first held batch or the kept heartbeat may go; a branch of
+    // the loop, so holding them never stops the rest.
     let release = tokio::time::sleep(Duration::ZERO);
     tokio::pin!(release);
     loop {
@@ -310,14 +314,23 @@ async fn carry(
                 }
             }
         }
-        if let Some(at) = held.retry_at {
+        if let Some(status) = beats.take_due() {
+            if let Err(ending) = record_heartbeat(state, agent_id, &status).await {
+                return ending;
+            }
+        }
+        let wake = match (held.retry_at, beats.due_at) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        if let Some(at) = wake {
             if release.deadline() != at {
                 release.as_mut().reset(at);
             }
         }
         tokio::select! {
-            // Only wakes the loop: its head stores what is due.
-            () = &mut release, if held.retry_at.is_some() => {}
+            // Only wakes the loop: its head does what is due.
+            () = &mut release, if wake.is_some() => {}
             frame = tunnel.next_frame() => match frame {
                 Some(bytes) => {
                     if link.frame(Message::Binary(bytes.into())).await.is_err() {
@@ -338,13 +351,12 @@ async fn carry(
                     }
                 }
                 Ok(Some(Ok(Frame::Message(AgentMessage::Heartbeat { status })))) => {
-                    match hub.agent_heartbeat(agent_id, &status).await {
-                        Ok(true) => {}
-                        Ok(false) => return revoked,
-                        Err(e) => {
-                            tracing::warn!(agent = agent_id, error = %e, "an agent's heartbeat was not recorded");
+                    if let Some(status) = beats.offer(status) {
+                        if let Err(ending) = record_heartbeat(state, agent_id, &status).await {
+                            return ending;
                         }
                     }
+                    beats.warn_if_due(agent_id);
                 }
                 Ok(Some(Ok(Frame::Message(AgentMessage::CommandDone { id, ok, message })))) => {
                     if let Err(e) = hub.agent_command_done(this.origin, agent_id, &id, ok, &message).await {
@@ -399,6 +411,23 @@ async fn carry(
                 Ok(_) => {}
                 Err(RecvError::Closed) => return Some(Ending::new(1001, "going away")),
             },
+        }
+    }
+}
+
+/// Records a heartbeat; `Err` with how the connection ends when the agent
+/// was revoked meanwhile.
+async fn record_heartbeat(
+    state: &AppState,
+    agent_id: &str,
+    status: &AgentStatus,
+) -> Result<(), Option<Ending>> {
+    match state.hub.agent_heartbeat(agent_id, status).await {
+        Ok(true) => Ok(()),
+        Ok(false) => Err(Some(Ending::new(close::REVOKED, "revoked"))),
+        Err(e) => {
+            tracing::warn!(agent = agent_id, error = %e, "an agent's heartbeat was not recorded");
+            Ok(())
         }
     }
 }

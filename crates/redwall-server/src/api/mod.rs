@@ -5,6 +5,7 @@
 
 pub mod agent_gateway;
 pub mod agent_relay;
+mod agent_beat_pace;
 mod agent_site_pace;
 pub mod agent_updates;
 pub mod agents;
