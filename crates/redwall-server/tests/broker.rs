@@ -415,6 +415,41 @@ async fn a_revocation_through_one_hub_closes_connections_on_another() {
     first.stop().await;
 }
 
+/// A hub listens for the other hubs' announcements (broker revocations,
+/// agent events) before it accepts anyone, else a client that connects to
+/// a hub just started could miss its own revocation, announced before that
+/// hub listened, and stay connected. Seen where PostgreSQL sees it: as soon
+/// as `start` returns, both hubs have their sessions listening on both
+/// channels.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hub_listens_for_other_hubs_before_it_accepts_anyone() {
+    let Some(first) = TestServer::start_with(Backend::Postgres, |_| {}).await else {
+        return; // no PostgreSQL outside CI
+    };
+    let url = first.running.state.config.database_url.clone();
+    let second = TestServer::start_with(Backend::Postgres, |c| c.database_url = url)
+        .await
+        .unwrap();
+    let store = &first.running.state.hub.store;
+    for channel in [
+        redwall_store::notify::BROKER_REVOCATIONS,
+        redwall_store::notify::AGENT_EVENTS,
+    ] {
+        let listening = redwall_store::testing::count_raw(
+            store,
+            &format!(
+                "SELECT COUNT(*) FROM pg_stat_activity WHERE datname = current_database() \
+                 AND query LIKE 'LISTEN %{channel}%'"
+            ),
+        )
+        .await
+        .unwrap();
+        assert_eq!(listening, 2, "hubs listening on {channel}");
+    }
+    second.stop().await;
+    first.stop().await;
+}
+
 /// A member who leaves saw the passwords of the clients they made: those
 /// get new passwords nobody sees, their connections close, and deleting a
 /// team closes its clients' connections.

@@ -302,9 +302,16 @@ pub async fn count_updates(store: &Store, table: &str) -> Result<(), StoreError>
 
 /// The rows updated in `table` since [`count_updates`].
 pub async fn updates_counted(store: &Store, table: &str) -> Result<u64, StoreError> {
-    let n: i64 = sqlx::query_scalar(&format!("SELECT COUNT(*) FROM test_updates_of_{table}"))
-        .fetch_one(store.pool())
-        .await?;
+    count_raw(
+        store,
+        &format!("SELECT COUNT(*) FROM test_updates_of_{table}"),
+    )
+    .await
+}
+
+/// Runs a `SELECT COUNT(*) ...` directly, bypassing the store's API.
+pub async fn count_raw(store: &Store, sql: &str) -> Result<u64, StoreError> {
+    let n: i64 = sqlx::query_scalar(sql).fetch_one(store.pool()).await?;
     Ok(u64::try_from(n).unwrap_or(0))
 }
 
