@@ -420,10 +420,18 @@ async fn a_revocation_through_one_hub_closes_connections_on_another() {
 /// a hub just started could miss its own revocation, announced before that
 /// hub listened, and stay connected. Seen where PostgreSQL sees it: as soon
 /// as `start` returns, both hubs have their sessions listening on both
-/// channels.
+/// channels. (The test servers share one database, a schema each, and the
+/// channels are the database's: the two hubs' sessions are told apart from
+/// other tests' by an application name of their own.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_hub_listens_for_other_hubs_before_it_accepts_anyone() {
-    let Some(first) = TestServer::start_with(Backend::Postgres, |_| {}).await else {
+    let name = format!("rw_listen_{}", rand::random::<u32>());
+    let Some(first) = TestServer::start_with(Backend::Postgres, |c| {
+        let url = c.database_url.take().unwrap();
+        c.database_url = Some(format!("{url}&application_name={name}"));
+    })
+    .await
+    else {
         return; // no PostgreSQL outside CI
     };
     let url = first.running.state.config.database_url.clone();
@@ -438,7 +446,7 @@ async fn a_hub_listens_for_other_hubs_before_it_accepts_anyone() {
         let listening = redwall_store::testing::count_raw(
             store,
             &format!(
-                "SELECT COUNT(*) FROM pg_stat_activity WHERE datname = current_database() \
+                "SELECT COUNT(*) FROM pg_stat_activity WHERE application_name = '{name}' \
                  AND query LIKE 'LISTEN %{channel}%'"
             ),
         )
