@@ -19,7 +19,7 @@ use redwall_policy::agent_protocol::{
 };
 use redwall_policy::audit_event::AuditEvent;
 use redwall_policy::MICROS_PER_SECOND;
-use redwall_store::notify::AGENT_EVENTS;
+use redwall_store::notify::{Listener, AGENT_EVENTS};
 use redwall_store::{Agent, AgentCommandRow, AgentToken, StoreError};
 use serde_json::json;
 
@@ -741,20 +741,19 @@ impl Hub {
         }
     }
 
-    /// Relays other hubs' agent announcements into this process
-    /// (PostgreSQL; returns at once on SQLite). When the link drops,
-    /// announcements may have been missed: every connection is closed.
-    pub async fn relay_agent_events(&self) {
+    /// Subscribes to the agent announcements of the other hubs on this
+    /// database (`None` on SQLite). Awaited before the hub accepts anyone:
+    /// an agent accepted before would miss a revocation or a command
+    /// announced meanwhile.
+    pub async fn listen_for_agent_events(&self) -> HubResult<Option<Listener>> {
+        Ok(self.store.listen(AGENT_EVENTS).await?)
+    }
+
+    /// Relays the agent announcements `listener` hears into this process.
+    /// When the link drops, announcements may have been missed: every
+    /// connection is closed.
+    pub async fn relay_agent_events(&self, mut listener: Listener) {
         loop {
-            let mut listener = match self.store.listen(AGENT_EVENTS).await {
-                Ok(Some(listener)) => listener,
-                Ok(None) => return,
-                Err(e) => {
-                    tracing::warn!(error = %e, "listening for other hubs' agent events");
-                    tokio::time::sleep(std::time::Duration::from_secs(1)).await;
-                    continue;
-                }
-            };
             loop {
                 match listener.next().await {
                     Ok(Some(payload)) => {
@@ -772,7 +771,10 @@ impl Hub {
                     }
                 }
             }
-            tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+            match self.store.listen_again(AGENT_EVENTS).await {
+                Some(again) => listener = again,
+                None => return,
+            }
         }
     }
 

@@ -14,7 +14,7 @@ use redwall_policy::audit_event::AuditEvent;
 use redwall_policy::mqtt_acl::{
     check_rules, client_name, whole_team_tree, AclRule, MAX_CLIENTS_PER_TEAM,
 };
-use redwall_store::notify::BROKER_REVOCATIONS;
+use redwall_store::notify::{Listener, BROKER_REVOCATIONS};
 use redwall_store::{BrokerClient, Instance, StoreError};
 
 /// A revocation that closes every connection of the broker (announcements
@@ -531,22 +531,21 @@ impl Hub {
         }
     }
 
-    /// Relays revocations announced by the other hubs on this database into
-    /// this process's broker (PostgreSQL; returns at once on SQLite, where
-    /// this process is the only one). When the link to the database drops,
-    /// announcements may have been missed, so the broker is told to close
-    /// every connection ([`EVERY_BROKER_CLIENT`]); clients log in again.
-    pub async fn relay_revocations(&self) {
+    /// Subscribes to the revocations the other hubs on this database
+    /// announce (`None` on SQLite, where this process is the only one).
+    /// Awaited before the broker accepts anyone: a client accepted before
+    /// would miss its own revocation announced meanwhile, and stay
+    /// connected.
+    pub async fn listen_for_revocations(&self) -> HubResult<Option<Listener>> {
+        Ok(self.store.listen(BROKER_REVOCATIONS).await?)
+    }
+
+    /// Relays the revocations `listener` hears into this process's broker.
+    /// When the link to the database drops, announcements may have been
+    /// missed, so the broker is told to close every connection
+    /// ([`EVERY_BROKER_CLIENT`]); clients log in again.
+    pub async fn relay_revocations(&self, mut listener: Listener) {
         loop {
-            let mut listener = match self.store.listen(BROKER_REVOCATIONS).await {
-                Ok(Some(listener)) => listener,
-                Ok(None) => return,
-                Err(e) => {
-                    tracing::warn!(error = %e, "listening for other hubs' broker revocations");
-                    tokio::time::sleep(std::time::Duration::from_secs(1)).await;
-                    continue;
-                }
-            };
             loop {
                 match listener.next().await {
                     Ok(Some(payload)) => {
@@ -566,7 +565,10 @@ impl Hub {
                     }
                 }
             }
-            tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+            match self.store.listen_again(BROKER_REVOCATIONS).await {
+                Some(again) => listener = again,
+                None => return,
+            }
         }
     }
 }

@@ -164,6 +164,25 @@ pub async fn start(options: StartOptions) -> anyhow::Result<RunningServer> {
     let rustls_config_is_some = rustls_config.is_some();
     let rustls_for_mqtt = rustls_config.clone();
     let front_doors = FrontDoors::new(state.clone(), app(state.clone()));
+    // The other hubs' announcements are listened for before anyone is
+    // accepted: an agent or an MQTT client accepted before could miss its
+    // own revocation, announced meanwhile, and stay connected.
+    let agent_events = state
+        .hub
+        .listen_for_agent_events()
+        .await
+        .context("listening for other hubs' agent events")?;
+    let broker_revocations = if state.config.broker.enabled
+        && state.config.broker.mode == crate::config::BrokerMode::Embedded
+    {
+        state
+            .hub
+            .listen_for_revocations()
+            .await
+            .context("listening for other hubs' broker revocations")?
+    } else {
+        None
+    };
 
     listener.set_nonblocking(true)?;
     let addr = listener.local_addr()?;
@@ -192,8 +211,10 @@ pub async fn start(options: StartOptions) -> anyhow::Result<RunningServer> {
         }
     };
     spawn_housekeeping(state.clone());
-    let hub = state.hub.clone();
-    tokio::spawn(async move { hub.relay_agent_events().await });
+    if let Some(listener) = agent_events {
+        let hub = state.hub.clone();
+        tokio::spawn(async move { hub.relay_agent_events(listener).await });
+    }
     let manager = if options_run_instances {
         Some(
             state
@@ -206,7 +227,13 @@ pub async fn start(options: StartOptions) -> anyhow::Result<RunningServer> {
     if state.config.broker.enabled {
         match state.config.broker.mode {
             crate::config::BrokerMode::Embedded => {
-                start_broker(&state, manager.as_deref(), rustls_for_mqtt.clone()).await
+                start_broker(
+                    &state,
+                    manager.as_deref(),
+                    rustls_for_mqtt.clone(),
+                    broker_revocations,
+                )
+                .await
             }
             crate::config::BrokerMode::Mosquitto => {
                 manage_mosquitto(&state, manager.as_deref()).await?
@@ -241,6 +268,7 @@ async fn start_broker(
     state: &AppState,
     manager: Option<&redwall_hub::instances::InstanceManager>,
     tls: Option<Arc<rustls::ServerConfig>>,
+    revocations: Option<redwall_store::notify::Listener>,
 ) {
     let config = &state.config.broker;
     let loopback = config.plain_listen;
@@ -268,8 +296,10 @@ async fn start_broker(
         });
     }
     let _ = state.broker.set(broker);
-    let hub = state.hub.clone();
-    tokio::spawn(async move { hub.relay_revocations().await });
+    if let Some(listener) = revocations {
+        let hub = state.hub.clone();
+        tokio::spawn(async move { hub.relay_revocations(listener).await });
+    }
 }
 
 /// Connects to the Mosquitto Redwall manages (reconciling it with the

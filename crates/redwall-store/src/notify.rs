@@ -54,4 +54,16 @@ impl Store {
         listener.listen(channel).await?;
         Ok(Some(Listener(listener)))
     }
+
+    /// Listens on `channel` again after its link broke: a second later,
+    /// and each second after until it works. `None` on SQLite.
+    pub async fn listen_again(&self, channel: &str) -> Option<Listener> {
+        loop {
+            tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+            match self.listen(channel).await {
+                Ok(listener) => return listener,
+                Err(e) => tracing::warn!(error = %e, channel, "listening again for other hubs"),
+            }
+        }
+    }
 }
