@@ -319,10 +319,7 @@ async fn carry(
                 return ending;
             }
         }
-        let wake = match (held.retry_at, beats.due_at) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        };
+        let wake = [held.retry_at, beats.due_at].into_iter().flatten().min();
         if let Some(at) = wake {
             if release.deadline() != at {
                 release.as_mut().reset(at);

@@ -3,9 +3,9 @@
 //! The router, the OpenAPI document and the route-matrix test are all built
 //! from `routes()`, so a route cannot exist without a declared permission.
 
+mod agent_beat_pace;
 pub mod agent_gateway;
 pub mod agent_relay;
-mod agent_beat_pace;
 mod agent_site_pace;
 pub mod agent_updates;
 pub mod agents;
