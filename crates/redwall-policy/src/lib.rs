@@ -12,7 +12,7 @@ pub mod audit_event;
 pub mod deploy_window;
 pub mod egress;
 pub mod flow_diff;
-pub mod heartbeat_pace;
+pub mod pace;
 pub mod instance_rules;
 pub mod login_name;
 pub mod mqtt_acl;

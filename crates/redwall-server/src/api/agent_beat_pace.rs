@@ -1,13 +1,13 @@
 //! The pace of an agent's heartbeats: which to record now, and the newest
 //! kept back until the connection's pace
-//! (`redwall_policy::heartbeat_pace::HeartbeatPace`) allows it. Only the
+//! (`redwall_policy::pace::Pace`) allows it. Only the
 //! gateway's connection loop (`agent_gateway.rs`) uses it; it records
 //! nothing itself.
 
 use std::time::Duration;
 
 use redwall_policy::agent_protocol::AgentStatus;
-use redwall_policy::heartbeat_pace::HeartbeatPace;
+use redwall_policy::pace::Pace;
 use tokio::time::Instant;
 
 /// How often at most a connection's kept-back heartbeats are logged.
@@ -21,7 +21,7 @@ const KEPT_BACK_LOGGED_EVERY: Duration = Duration::from_secs(60);
 /// The connection is read as ever meanwhile; a heartbeat kept when it ends
 /// is dropped (the agent's next connection sends a fresh one at once).
 pub(super) struct Beats {
-    pace: HeartbeatPace,
+    pace: Pace,
     /// The pace's clock: milliseconds since the connection began.
     began: Instant,
     /// The newest status not yet recorded, and when it may be.
@@ -36,7 +36,7 @@ pub(super) struct Beats {
 impl Beats {
     pub(super) fn new(heartbeat_secs: u64) -> Beats {
         Beats {
-            pace: HeartbeatPace::for_connection(heartbeat_secs, 0),
+            pace: Pace::heartbeats(heartbeat_secs, 0),
             began: Instant::now(),
             kept: None,
             due_at: None,

@@ -11,7 +11,7 @@
 //! events an agent sends by the connection's budget
 //! (`redwall_policy::site_events::SiteEventBudget`) and the heartbeats it
 //! records by the connection's pace
-//! (`redwall_policy::heartbeat_pace::HeartbeatPace`).
+//! (`redwall_policy::pace::Pace`).
 
 use std::time::Duration;
 
