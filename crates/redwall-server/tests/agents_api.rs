@@ -423,6 +423,79 @@ async fn a_heartbeat_flood_is_recorded_at_the_heartbeats_pace(backend: Backend) 
     s.stop().await;
 }
 
+/// The hub's answer to a hello: its first text frame, or the close code
+/// it hung up with.
+async fn hello_answer(ws: &mut Ws) -> Result<serde_json::Value, Option<u16>> {
+    use futures::StreamExt;
+    use tokio_tungstenite::tungstenite::Message;
+    loop {
+        match tokio::time::timeout(Duration::from_secs(10), ws.next()).await {
+            Ok(Some(Ok(Message::Text(t)))) => return Ok(serde_json::from_str(&t).unwrap()),
+            Ok(Some(Ok(Message::Close(frame)))) => return Err(frame.map(|f| u16::from(f.code))),
+            Ok(Some(Ok(_))) => {}
+            _ => return Err(None),
+        }
+    }
+}
+
+/// A client with an agent's key that hangs up and dials again as fast as
+/// it can: each connection costs the hub writes (the agent's build, its
+/// first heartbeats, its disconnection), and unpaced it made hundreds a
+/// second. An agent's connections are paced (`Pace::agent_dials`): ten at
+/// once, then one each two seconds; a hello beyond is refused with 1013
+/// ("try again later") before anything is written.
+async fn an_agent_dialing_as_fast_as_it_can_is_paced(s: &TestServer) {
+    use redwall_policy::pace::{DIALS_AT_ONCE, DIAL_GAP_MS};
+    let admin = s.admin().await;
+    let owner = s.user(&admin, "olivia").await;
+    let team = create_team(&owner, "Plant").await;
+    let token = token(&owner, &team).await;
+    let key = AgentKey::generate();
+    let r = enrol(s, &token, "press-1", &key).await;
+    assert_eq!(r.status, 201, "{}", r.body);
+    let id = r.body["agent_id"].as_str().unwrap().to_string();
+    let store = &s.running.state.hub.store;
+    redwall_store::testing::count_updates(store, "agents")
+        .await
+        .unwrap();
+    let started = Instant::now();
+    let (mut welcomed, mut told_to_wait) = (0u64, 0u64);
+    while started.elapsed() < Duration::from_secs(3) {
+        let (mut ws, nonce) = open(s).await;
+        send(&mut ws, hello(&id, &nonce, &key)).await;
+        match hello_answer(&mut ws).await {
+            Ok(welcome) => {
+                assert_eq!(welcome["type"], "welcome", "{welcome}");
+                welcomed += 1;
+                heartbeat(&mut ws).await;
+            }
+            Err(code) => {
+                assert_eq!(code, Some(1013));
+                told_to_wait += 1;
+            }
+        }
+        drop(ws);
+    }
+    let elapsed = started.elapsed();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let writes = redwall_store::testing::updates_counted(store, "agents")
+        .await
+        .unwrap();
+    eprintln!(
+        "{welcomed} connections welcomed and {told_to_wait} told to wait in {elapsed:?}: {writes} writes"
+    );
+    let most = DIALS_AT_ONCE + elapsed.as_millis() as u64 / DIAL_GAP_MS + 1;
+    assert!(
+        welcomed <= most,
+        "{welcomed} connections in {elapsed:?}; the pace allows {most}"
+    );
+    assert!(told_to_wait > 0);
+    assert!(
+        writes <= 6 * most,
+        "{writes} writes for {welcomed} connections"
+    );
+}
+
 mod a_heartbeat_flood_is_recorded_at_the_heartbeats_pace {
     use super::*;
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -440,4 +513,5 @@ on_both_backends!(
     a_token_races_to_one_agent,
     many_agents_enrol_at_once,
     an_agent_proves_itself_and_is_cut_off_when_revoked,
+    an_agent_dialing_as_fast_as_it_can_is_paced,
 );
