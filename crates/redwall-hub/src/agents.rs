@@ -494,7 +494,9 @@ impl Hub {
 
     /// Checks an agent's answer to the challenge `nonce`. Unknown agents,
     /// revoked ones and bad signatures get the same refusal (one
-    /// aggregated entry per source and minute).
+    /// aggregated entry per source and minute). A proved agent that dials
+    /// again faster than its pace (`redwall_policy::pace::Pace::agent_dials`)
+    /// gets [`HubError::Throttled`], before anything is written.
     pub async fn authenticate_agent(
         &self,
         origin: &Origin,
@@ -532,6 +534,14 @@ impl Hub {
             )
             .await;
             return Err(refused());
+        }
+        // Paced only once the key is proved: a stranger naming an agent
+        // can never use up its pace.
+        if let Err(wait) = self.agent_dials.admit(&agent.id) {
+            return Err(HubError::Throttled {
+                retry_after_secs: i64::try_from(wait.as_millis().div_ceil(1_000))
+                    .unwrap_or(i64::MAX),
+            });
         }
         Ok(agent)
     }

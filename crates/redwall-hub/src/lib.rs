@@ -8,6 +8,7 @@
 
 pub mod accounts;
 pub mod activity;
+mod agent_dials;
 pub mod agent_site;
 pub mod agent_updates;
 pub mod agents;
@@ -85,6 +86,8 @@ pub struct Hub {
     revocations: tokio::sync::broadcast::Sender<String>,
     /// Agent connections to close or to send commands to ([`Hub::agent_events`]).
     agent_events: tokio::sync::broadcast::Sender<agents::AgentEvent>,
+    /// How often each agent may connect, in this process.
+    agent_dials: Arc<agent_dials::AgentDials>,
     /// Snapshots checked and ready to seal for agents (a rollout's).
     ready_snapshots: Arc<snapshots::to_agents::ReadySnapshots>,
     /// The agent build a rollout sends, ready.
@@ -137,6 +140,7 @@ impl Hub {
             refusals: Arc::new(refusals::RefusalTable::new(parts.refusal_sources)),
             revocations: tokio::sync::broadcast::channel(1024).0,
             agent_events: tokio::sync::broadcast::channel(4096).0,
+            agent_dials: Arc::default(),
             ready_snapshots: Arc::default(),
             ready_builds: Arc::default(),
             node: ids::new_id().into(),

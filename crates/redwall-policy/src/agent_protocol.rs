@@ -60,6 +60,9 @@ pub const HEARTBEAT_SECS_RANGE: std::ops::RangeInclusive<u64> = 1..=300;
 pub mod close {
     /// The agent was revoked (or deleted): it must not dial again.
     pub const REVOKED: u16 = 4001;
+    /// The agent dials again faster than its pace: it dials again later
+    /// (WebSocket's own "try again later").
+    pub const DIAL_LATER: u16 = 1013;
     /// A newer connection of the same agent took over.
     pub const REPLACED: u16 = 4002;
     /// The challenge was not answered correctly, or not in time.

@@ -223,6 +223,10 @@ async fn session(state: AppState, origin: Origin, socket: WebSocket) {
         .await
     {
         Ok(agent) => agent,
+        // Its own backoff brings it back later.
+        Err(redwall_hub::HubError::Throttled { .. }) => {
+            return close_with(link, Ending::new(close::DIAL_LATER, "dialing too often")).await
+        }
         Err(_) => {
             return close_with(link, Ending::new(close::UNAUTHENTICATED, "not recognised")).await
         }
