@@ -496,6 +496,36 @@ async fn an_agent_dialing_as_fast_as_it_can_is_paced(s: &TestServer) {
     );
 }
 
+/// A hub whose database falters while an agent says hello must not tell
+/// the agent its key was refused: the agent then stops for good (its
+/// systemd unit does not restart it after 4003), and a site would be cut
+/// off by a blip of the hub's database. It is told to dial again later,
+/// and once the database is back it gets in. The fault is real: the
+/// agents' table is away while the hello is checked.
+async fn a_database_fault_during_a_hello_is_not_a_refusal(s: &TestServer) {
+    use redwall_store::testing::execute_raw;
+    let admin = s.admin().await;
+    let owner = s.user(&admin, "olivia").await;
+    let team = create_team(&owner, "Plant").await;
+    let token = token(&owner, &team).await;
+    let key = AgentKey::generate();
+    let r = enrol(s, &token, "press-1", &key).await;
+    assert_eq!(r.status, 201, "{}", r.body);
+    let id = r.body["agent_id"].as_str().unwrap().to_string();
+    let store = &s.running.state.hub.store;
+    let (mut ws, nonce) = open(s).await;
+    execute_raw(store, "ALTER TABLE agents RENAME TO agents_away")
+        .await
+        .unwrap();
+    send(&mut ws, hello(&id, &nonce, &key)).await;
+    let answer = hello_answer(&mut ws).await;
+    execute_raw(store, "ALTER TABLE agents_away RENAME TO agents")
+        .await
+        .unwrap();
+    assert_eq!(answer, Err(Some(1013)), "told to dial again later");
+    connect(s, &id, &key).await;
+}
+
 mod a_heartbeat_flood_is_recorded_at_the_heartbeats_pace {
     use super::*;
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -514,4 +544,5 @@ on_both_backends!(
     many_agents_enrol_at_once,
     an_agent_proves_itself_and_is_cut_off_when_revoked,
     an_agent_dialing_as_fast_as_it_can_is_paced,
+    a_database_fault_during_a_hello_is_not_a_refusal,
 );
