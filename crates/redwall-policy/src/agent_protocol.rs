@@ -60,7 +60,8 @@ pub const HEARTBEAT_SECS_RANGE: std::ops::RangeInclusive<u64> = 1..=300;
 pub mod close {
     /// The agent was revoked (or deleted): it must not dial again.
     pub const REVOKED: u16 = 4001;
-    /// The agent dials again faster than its pace: it dials again later
+    /// The hub cannot take the agent now (it dials again faster than its
+    /// pace, or the hub's database falters): it dials again later
     /// (WebSocket's own "try again later").
     pub const DIAL_LATER: u16 = 1013;
     /// A newer connection of the same agent took over.

@@ -20,7 +20,7 @@ use axum::extract::State;
 use axum::response::{IntoResponse, Response};
 use futures::{SinkExt, StreamExt};
 use redwall_hub::agents::{new_challenge, AgentEvent};
-use redwall_hub::Origin;
+use redwall_hub::{HubError, Origin};
 use redwall_policy::agent_protocol::{
     close, AgentCommand, AgentMessage, AgentStatus, HubMessage, HELLO_TIMEOUT_SECS,
     MAX_FRAME_BYTES, PROTOCOL_VERSION,
@@ -223,12 +223,18 @@ async fn session(state: AppState, origin: Origin, socket: WebSocket) {
         .await
     {
         Ok(agent) => agent,
-        // Its own backoff brings it back later.
-        Err(redwall_hub::HubError::Throttled { .. }) => {
+        // Only a refusal of the key says so: the agent stops for good on
+        // it. Anything else (its pace, a faltering database) tells it to
+        // dial again, and its own backoff brings it back.
+        Err(HubError::Refused { .. }) => {
+            return close_with(link, Ending::new(close::UNAUTHENTICATED, "not recognised")).await
+        }
+        Err(HubError::Throttled { .. }) => {
             return close_with(link, Ending::new(close::DIAL_LATER, "dialing too often")).await
         }
-        Err(_) => {
-            return close_with(link, Ending::new(close::UNAUTHENTICATED, "not recognised")).await
+        Err(e) => {
+            tracing::warn!(error = %e, "an agent's hello could not be checked: told to dial again");
+            return close_with(link, Ending::new(close::DIAL_LATER, "try again later")).await;
         }
     };
     // What it runs, before anything it answers is read (an update counts
