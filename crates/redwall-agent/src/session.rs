@@ -836,6 +836,15 @@ mod tests {
             close_meaning(frame(close::UNAUTHENTICATED), false),
             SessionEnd::Unauthenticated
         );
+        // The hub's "dial later" (its pace, or its database faltering) is
+        // no verdict on the key: the agent dials again.
+        assert!(matches!(
+            close_meaning(frame(close::DIAL_LATER), false),
+            SessionEnd::Lost {
+                welcomed: false,
+                ..
+            }
+        ));
         for code in [close::REPLACED, close::PROTOCOL, 1000, 1001, 1012] {
             assert!(
                 matches!(
