@@ -357,6 +357,20 @@ async fn an_agent_proves_itself_and_is_cut_off_when_revoked(s: &TestServer) {
     assert_eq!(revoked.len(), 1);
 }
 
+/// Olivia's team "Plant" with its enrolled agent "press-1": Olivia's
+/// client, the team's id, the agent's id and key.
+async fn press_agent(s: &TestServer) -> (Client, String, String, AgentKey) {
+    let admin = s.admin().await;
+    let owner = s.user(&admin, "olivia").await;
+    let team = create_team(&owner, "Plant").await;
+    let token = token(&owner, &team).await;
+    let key = AgentKey::generate();
+    let r = enrol(s, &token, "press-1", &key).await;
+    assert_eq!(r.status, 201, "{}", r.body);
+    let id = r.body["agent_id"].as_str().unwrap().to_string();
+    (owner, team, id, key)
+}
+
 /// A heartbeat whose site report carries `n` (as the bridge's queue).
 fn numbered_heartbeat(n: u64) -> serde_json::Value {
     json!({"type": "heartbeat", "status": {"node_red": "running", "site": {
@@ -376,14 +390,7 @@ async fn a_heartbeat_flood_is_recorded_at_the_heartbeats_pace(backend: Backend) 
     let Some(s) = TestServer::start_with(backend, |c| c.agents.heartbeat_secs = 1).await else {
         return;
     };
-    let admin = s.admin().await;
-    let owner = s.user(&admin, "olivia").await;
-    let team = create_team(&owner, "Plant").await;
-    let token = token(&owner, &team).await;
-    let key = AgentKey::generate();
-    let r = enrol(&s, &token, "press-1", &key).await;
-    assert_eq!(r.status, 201, "{}", r.body);
-    let id = r.body["agent_id"].as_str().unwrap().to_string();
+    let (owner, team, id, key) = press_agent(&s).await;
     let store = &s.running.state.hub.store;
     let mut ws = connect(&s, &id, &key).await;
     redwall_store::testing::count_updates(store, "agents")
@@ -446,14 +453,7 @@ async fn hello_answer(ws: &mut Ws) -> Result<serde_json::Value, Option<u16>> {
 /// ("try again later") before anything is written.
 async fn an_agent_dialing_as_fast_as_it_can_is_paced(s: &TestServer) {
     use redwall_policy::pace::{DIALS_AT_ONCE, DIAL_GAP_MS};
-    let admin = s.admin().await;
-    let owner = s.user(&admin, "olivia").await;
-    let team = create_team(&owner, "Plant").await;
-    let token = token(&owner, &team).await;
-    let key = AgentKey::generate();
-    let r = enrol(s, &token, "press-1", &key).await;
-    assert_eq!(r.status, 201, "{}", r.body);
-    let id = r.body["agent_id"].as_str().unwrap().to_string();
+    let (_, _, id, key) = press_agent(s).await;
     let store = &s.running.state.hub.store;
     redwall_store::testing::count_updates(store, "agents")
         .await
@@ -504,14 +504,7 @@ async fn an_agent_dialing_as_fast_as_it_can_is_paced(s: &TestServer) {
 /// agents' table is away while the hello is checked.
 async fn a_database_fault_during_a_hello_is_not_a_refusal(s: &TestServer) {
     use redwall_store::testing::execute_raw;
-    let admin = s.admin().await;
-    let owner = s.user(&admin, "olivia").await;
-    let team = create_team(&owner, "Plant").await;
-    let token = token(&owner, &team).await;
-    let key = AgentKey::generate();
-    let r = enrol(s, &token, "press-1", &key).await;
-    assert_eq!(r.status, 201, "{}", r.body);
-    let id = r.body["agent_id"].as_str().unwrap().to_string();
+    let (_, _, id, key) = press_agent(s).await;
     let store = &s.running.state.hub.store;
     let (mut ws, nonce) = open(s).await;
     execute_raw(store, "ALTER TABLE agents RENAME TO agents_away")
